@@ -1,0 +1,33 @@
+# Verdict: every target creates and reuses the virtualenv in .venv by itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint proto bench clean help
+
+help:  ## list targets
+	@grep -E '^[a-z]+:.*##' Makefile | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)  ## serve policies/ (default store lending) on 127.0.0.1:50051, in-memory entities
+	$(BIN)/verdict serve --stores policies --default-store lending --listen 127.0.0.1:50051
+
+test: $(STAMP)  ## the whole test suite, then the sample policy suites
+	$(BIN)/pytest -q
+
+lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict on src/
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/mypy --strict src
+
+proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/
+	$(BIN)/python scripts/gen_proto.py
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

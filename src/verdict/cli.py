@@ -1,0 +1,144 @@
+"""The ``verdict`` command line: serve, check, validate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from verdict.app import build_app, run
+from verdict.cedar_json import parse_context_json, parse_entities_json
+from verdict.config import Settings
+from verdict.errors import PolicyLoadError, VerdictError
+from verdict.model import AuthorizationRequest, AuthorizationResult
+from verdict.policy.loader import load_policy_stores
+from verdict.telemetry.logging import configure_logging
+from verdict.uid_arg import parse_uid_arg
+
+EXIT_ALLOW, EXIT_DENY, EXIT_ERROR = 0, 1, 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in {
+        "stores": args.stores, "default_store": args.default_store, "listen": args.listen,
+        "max_batch_size": args.max_batch_size, "log_level": args.log_level,
+    }.items() if v is not None}
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"invalid settings:\n{exc}", file=sys.stderr)
+        return EXIT_ERROR
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        app = build_app(settings)
+    except PolicyLoadError as exc:
+        print(f"cannot load policy stores:\n{exc}", file=sys.stderr)
+        return EXIT_ERROR
+    asyncio.run(run(app))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    configure_logging("error", "console")
+    try:
+        app = build_app(Settings(stores=args.stores, default_store=args.store))
+        request = AuthorizationRequest(
+            principal=parse_uid_arg(args.principal, "--principal"),
+            action=parse_uid_arg(args.action, "--action"),
+            resource=parse_uid_arg(args.resource, "--resource"),
+            context=parse_context_json(args.context or ""),
+            store_id=args.store or "",
+            extra_entities=parse_entities_json(args.entities or "", "--entities"),
+        )
+        result = asyncio.run(app.authorizer.authorize(request))
+    except VerdictError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    _print_result(result, app.policies.current.resolve(result.store_id).policies)
+    return EXIT_ALLOW if result.allowed else EXIT_DENY
+
+
+def _print_result(result: AuthorizationResult, policies: dict[str, Any] | Any) -> None:
+    print(f"decision: {result.decision.value.upper()}")
+    if result.denied_for_errors:
+        print("  (a permit matched, but evaluation errors force DENY: on_evaluation_error = deny)")
+    print("determining policies:" if result.determining_policies else
+          "determining policies: none (no policy applied: default deny)"
+          if not result.allowed else "determining policies: none")
+    for policy_id in result.determining_policies:
+        info = policies.get(policy_id)
+        where = f"  ({info.location}) {info.description}" if info else ""
+        print(f"  - {policy_id}{where}")
+    for error in result.errors:
+        print(f"error in policy {error.policy_id or '?'}: {error.detail or error.message}")
+    print(f"policy version: {result.policy_version} (store {result.store_id})")
+
+
+def _validate(args: argparse.Namespace) -> int:
+    try:
+        snapshot = load_policy_stores(args.stores, args.default_store)
+        # Entities are validated too: a broken entities.json stops `make run` just the same.
+        from verdict.store.memory import MemoryEntityStore
+        MemoryEntityStore.from_snapshot(snapshot)
+    except PolicyLoadError as exc:
+        print(exc, file=sys.stderr)
+        print(f"{len(exc.diagnostics)} problem(s) found", file=sys.stderr)
+        return 1
+    for store in snapshot.stores.values():
+        print(f"{store.store_id}: {len(store.policies)} policies, "
+              f"schema {'yes' if store.schema is not None else 'no'}, "
+              f"validation {store.settings.validation.value}, version {store.version}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="verdict", description=(
+        "Verdict: a Cedar policy decision point served over gRPC."))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve decisions over gRPC",
+                                description="Serve IsAuthorized/BatchAuthorize over gRPC. Every "
+                                "flag also reads from VERDICT_<NAME> environment variables.")
+    serve.add_argument("--stores", type=Path, help="folder of policy stores (VERDICT_STORES)")
+    serve.add_argument("--default-store", help="store used when a request names none")
+    serve.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
+    serve.add_argument("--max-batch-size", type=int, help="largest BatchAuthorize (default 100)")
+    serve.add_argument("--log-level", help="debug, info, warning, error")
+    serve.set_defaults(func=_serve)
+
+    check = commands.add_parser("check", help="answer one decision offline",
+                                description="Answer one decision from the policy files, without a "
+                                "server. Exit 0 allow, 1 deny, 2 error.")
+    check.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
+    check.add_argument("--store", help="store id (default: the only store)")
+    check.add_argument("--principal", required=True, help="TYPE::ID (split at the last ::)")
+    check.add_argument("--action", required=True, help="TYPE::ID, e.g. Action::view")
+    check.add_argument("--resource", required=True, help="TYPE::ID")
+    check.add_argument("--context", help="Cedar JSON record")
+    check.add_argument("--entities", help="extra Cedar JSON entities for this request")
+    check.set_defaults(func=_check)
+
+    validate = commands.add_parser("validate", help="check every policy store",
+                                   description="Check syntax, schema, ids and entities of every "
+                                   "store; print file:line problems. Exit 0 valid, 1 invalid.")
+    validate.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
+    validate.add_argument("--default-store", help="store that must exist as the default")
+    validate.set_defaults(func=_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``verdict`` command."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

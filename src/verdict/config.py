@@ -1,0 +1,24 @@
+"""The one Settings object: every knob, read once from flags and VERDICT_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Server settings; command-line flags override environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="VERDICT_", frozen=True, extra="forbid")
+
+    stores: Path = Field(default=Path("policies"), description="folder of policy stores")
+    default_store: str | None = Field(default=None, description="store used for an empty id")
+    listen: str = Field(default="127.0.0.1:50051", description="HOST:PORT to serve gRPC on")
+    max_batch_size: int = Field(default=100, ge=1, le=10_000)
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_context_depth: int = Field(default=32, ge=2, le=256)
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    log_level: str = Field(default="info")
+    log_format: str = Field(default="json", pattern="^(json|console)$")

@@ -1,0 +1,74 @@
+"""Domain types shared by every layer: entity uids, authorization requests and results."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EntityUid:
+    """A Cedar entity uid; ``id`` is arbitrary UTF-8 and never spliced into Cedar syntax."""
+
+    type: str
+    id: str
+
+    def to_json(self) -> dict[str, str]:
+        """The ``{"type", "id"}`` form Cedar accepts without re-parsing."""
+        return {"type": self.type, "id": self.id}
+
+    def __str__(self) -> str:
+        escaped = self.id.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'{self.type}::"{escaped}"'
+
+
+class Decision(enum.Enum):
+    """The outcome of an authorization decision."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    """One question: may ``principal`` perform ``action`` on ``resource`` in ``context``."""
+
+    principal: EntityUid
+    action: EntityUid
+    resource: EntityUid
+    context: Mapping[str, Any] = field(default_factory=dict)
+    store_id: str = ""
+    # Cedar JSON entities supplied by the caller for this request only.
+    extra_entities: tuple[JsonObject, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationError:
+    """A policy whose evaluation raised an error; ``message`` is a data-free category."""
+
+    policy_id: str
+    message: str
+    # Cedar's full text; may contain entity data, so it is only shown by offline tools.
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationResult:
+    """The answer to one request, with the evidence that produced it."""
+
+    decision: Decision
+    determining_policies: tuple[str, ...]
+    errors: tuple[EvaluationError, ...]
+    policy_version: str
+    store_id: str
+    # True when a permit matched but evaluation errors forced DENY (fail closed).
+    denied_for_errors: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the decision is ALLOW."""
+        return self.decision is Decision.ALLOW

@@ -1,0 +1,1 @@
+"""Policy stores: loading from disk, immutable snapshots and the holder that swaps them."""

@@ -1,0 +1,202 @@
+"""Load policy stores from disk into immutable snapshots, collecting file:line diagnostics."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from verdict import cedar
+from verdict.cedar import CedarError, SchemaHandle
+from verdict.cedar_json import parse_uid
+from verdict.errors import Diagnostic, PolicyLoadError
+from verdict.model import EntityUid, JsonObject
+from verdict.policy.snapshot import (
+    PolicyInfo,
+    PolicySnapshot,
+    StoreSnapshot,
+    ValidationMode,
+)
+from verdict.policy.splitter import split_statements
+from verdict.policy.store_settings import SETTINGS_FILE, read_store_settings
+
+SCHEMA_TEXT = "schema.cedarschema"
+SCHEMA_JSON = "schema.cedarschema.json"
+ENTITIES_FILE = "entities.json"
+
+
+@dataclass
+class _Parsed:
+    """One parsed policy: its info, Cedar JSON form and source text."""
+
+    info: PolicyInfo
+    est: JsonObject
+    text: str
+
+
+def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> PolicySnapshot:
+    """Load every subfolder of ``stores_dir`` as a store; raise PolicyLoadError on any problem."""
+    if not stores_dir.is_dir():
+        raise PolicyLoadError([Diagnostic(str(stores_dir), 0, "policy stores folder not found")])
+    roots = sorted(p for p in stores_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    diagnostics: list[Diagnostic] = []
+    stores: dict[str, StoreSnapshot] = {}
+    for root in roots:
+        try:
+            stores[root.name] = load_store(root)
+        except PolicyLoadError as exc:
+            diagnostics.extend(exc.diagnostics)
+    if not roots:
+        diagnostics.append(Diagnostic(str(stores_dir), 0, "no policy stores (subfolders) found"))
+    if diagnostics:
+        raise PolicyLoadError(diagnostics)
+    default = default_store or (roots[0].name if len(roots) == 1 else "")
+    if default not in stores:
+        message = (f"default store {default!r} is not one of {sorted(stores)}" if default
+                   else f"several stores {sorted(stores)}: choose one with --default-store")
+        raise PolicyLoadError([Diagnostic(str(stores_dir), 0, message)])
+    return PolicySnapshot(stores=stores, default_store=default)
+
+
+def load_store(root: Path) -> StoreSnapshot:
+    """Load one policy store folder; raise PolicyLoadError listing every problem found."""
+    diagnostics: list[Diagnostic] = []
+    schema = _load_schema(root, diagnostics)
+    settings = read_store_settings(root, schema is not None, diagnostics)
+    parsed = list(_parse_policy_files(root, diagnostics))
+    _check_unique_ids(parsed, diagnostics)
+    if schema is not None and settings.validation is ValidationMode.STRICT and not diagnostics:
+        for issue in cedar.validate([p.text for p in parsed], schema):
+            info = parsed[issue.position].info
+            diagnostics.append(Diagnostic(info.file, info.line,
+                                          f"policy {info.id!r} fails schema validation: "
+                                          f"{_strip_positional(issue.message)}"))
+    if diagnostics:
+        raise PolicyLoadError(diagnostics)
+    static = {p.info.id: p.est for p in parsed if not p.info.is_template}
+    templates = {p.info.id: p.est for p in parsed if p.info.is_template}
+    try:
+        policy_set = cedar.build_policy_set(static, templates)
+    except CedarError as exc:
+        raise PolicyLoadError([Diagnostic(root.name, 0, f"policy set rejected: {exc}")]) from None
+    entities = root / ENTITIES_FILE
+    return StoreSnapshot(
+        store_id=root.name,
+        root=root,
+        policies={p.info.id: p.info for p in parsed},
+        policy_set=policy_set,
+        schema=schema,
+        settings=settings,
+        version=store_version(root),
+        literal_uids=frozenset(u for p in parsed for u in _literal_uids(p.est)),
+        entities_file=entities if entities.is_file() else None,
+    )
+
+
+def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | None:
+    text_path, json_path = root / SCHEMA_TEXT, root / SCHEMA_JSON
+    if text_path.is_file() and json_path.is_file():
+        diagnostics.append(Diagnostic(f"{root.name}/{SCHEMA_JSON}", 1,
+                                      f"both {SCHEMA_TEXT} and {SCHEMA_JSON} exist; keep one"))
+        return None
+    path = text_path if text_path.is_file() else json_path if json_path.is_file() else None
+    if path is None:
+        return None
+    try:
+        return cedar.parse_schema(path.read_text(encoding="utf-8"), is_json=path == json_path)
+    except CedarError as exc:
+        diagnostics.append(Diagnostic(f"{root.name}/{path.name}", 1, f"invalid schema: {exc}"))
+        return None
+
+
+def policy_files(root: Path) -> list[Path]:
+    """Every ``*.cedar`` file below a store, in sorted relative-path order."""
+    return sorted(root.rglob("*.cedar"), key=lambda p: p.relative_to(root).as_posix())
+
+
+def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_Parsed]:
+    for path in policy_files(root):
+        relative = path.relative_to(root).as_posix()
+        shown = f"{root.name}/{relative}"
+        try:
+            source = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            diagnostics.append(Diagnostic(shown, 1, "file is not valid UTF-8"))
+            continue
+        for position, statement in enumerate(split_statements(source)):
+            parsed = _parse_statement(statement.text, shown, statement.line, diagnostics)
+            if parsed is None:
+                continue
+            est, is_template = parsed
+            annotations = est.get("annotations", {})
+            policy_id = annotations.get("id") or f"{relative.removesuffix('.cedar')}#{position}"
+            info = PolicyInfo(id=policy_id, file=shown, line=statement.line,
+                              effect=str(est.get("effect", "")), is_template=is_template,
+                              description=annotations.get("description", ""))
+            yield _Parsed(info, est, statement.text)
+
+
+def _parse_statement(text: str, file: str, line: int,
+                     diagnostics: list[Diagnostic]) -> tuple[JsonObject, bool] | None:
+    try:
+        document = cedar.policy_to_json(text)
+    except CedarError as exc:
+        diagnostics.append(Diagnostic(file, line, f"syntax error: {exc}"))
+        return None
+    static, templates = document.get("staticPolicies", {}), document.get("templates", {})
+    if len(static) + len(templates) != 1:
+        diagnostics.append(Diagnostic(file, line, "expected exactly one policy in this statement"))
+        return None
+    est: JsonObject = next(iter({**static, **templates}.values()))
+    if est.get("annotations", {}).get("id") == "":
+        diagnostics.append(Diagnostic(file, line, "@id annotation must not be empty"))
+        return None
+    return est, not static
+
+
+def _check_unique_ids(parsed: list[_Parsed], diagnostics: list[Diagnostic]) -> None:
+    first: dict[str, PolicyInfo] = {}
+    for item in parsed:
+        seen = first.setdefault(item.info.id, item.info)
+        if seen is not item.info:
+            diagnostics.append(Diagnostic(item.info.file, item.info.line,
+                                          f"duplicate policy id {item.info.id!r} "
+                                          f"(first defined at {seen.location})"))
+
+
+def _strip_positional(message: str) -> str:
+    # Cedar's validator names the positional id ("for policy `policy3`, ..."); ours is shown instead.
+    if message.startswith("for policy `"):
+        _, _, rest = message.partition("`, ")
+        return rest or message
+    return message
+
+
+def _literal_uids(est: Any) -> Iterator[EntityUid]:
+    """Uids a policy names literally: scope constraints and entity literals in conditions."""
+    stack = [est]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key in ("entity", "__entity") and (uid := parse_uid(value)) is not None:
+                    yield uid
+                elif key == "entities" and isinstance(value, list):
+                    yield from (u for v in value if (u := parse_uid(v)) is not None)
+                else:
+                    stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def store_version(root: Path) -> str:
+    """Content hash of a store's policies, schema and settings (not its entities)."""
+    digest = hashlib.sha256(b"verdict-store-v1\0")
+    files = [*policy_files(root), root / SCHEMA_TEXT, root / SCHEMA_JSON, root / SETTINGS_FILE]
+    for path in files:
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()[:24]

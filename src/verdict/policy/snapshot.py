@@ -1,0 +1,82 @@
+"""Immutable snapshots of loaded policy stores: what one decision is evaluated against."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from verdict.cedar import PolicySetHandle, SchemaHandle
+from verdict.errors import RequestError
+from verdict.model import EntityUid
+
+
+class ValidationMode(enum.Enum):
+    """Whether policies must validate against the store's schema to load."""
+
+    STRICT = "strict"
+    OFF = "off"
+
+
+class ErrorMode(enum.Enum):
+    """What an evaluation error does to a decision."""
+
+    DENY = "deny"  # any error makes the decision DENY (fail closed)
+    SKIP = "skip"  # exact Cedar semantics: erroring policies are skipped, errors reported
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Per-store settings read from ``store.toml``."""
+
+    validation: ValidationMode
+    on_evaluation_error: ErrorMode
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """One policy or template as loaded: stable id and where it was written."""
+
+    id: str
+    file: str
+    line: int
+    effect: str
+    is_template: bool
+    description: str = ""
+
+    @property
+    def location(self) -> str:
+        """``file:line`` of the policy's first line."""
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """A fully loaded, validated policy store; never mutated after construction."""
+
+    store_id: str
+    root: Path
+    policies: Mapping[str, PolicyInfo]
+    policy_set: PolicySetHandle
+    schema: SchemaHandle | None
+    settings: StoreSettings
+    version: str
+    # Uids written literally in policy text: always part of a request's entity slice.
+    literal_uids: frozenset[EntityUid]
+    entities_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    """Every store the server answers for, and which one an empty store id means."""
+
+    stores: Mapping[str, StoreSnapshot]
+    default_store: str
+
+    def resolve(self, store_id: str) -> StoreSnapshot:
+        """The store a request names (empty = default), or a RequestError naming the field."""
+        store = self.stores.get(store_id or self.default_store)
+        if store is None:
+            raise RequestError("policy_store_id", "names no loaded policy store")
+        return store

@@ -1,0 +1,1 @@
+"""Telemetry: structured logging now; metrics and the decision audit log slot in here."""

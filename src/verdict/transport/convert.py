@@ -1,0 +1,48 @@
+"""Translate between protobuf messages and domain types; every field problem is a RequestError."""
+
+from __future__ import annotations
+
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict.cedar_json import parse_context_json, parse_entities_json
+from verdict.errors import RequestError
+from verdict.model import AuthorizationRequest, AuthorizationResult, Decision, EntityUid
+
+MAX_UID_PART_BYTES = 1024
+
+
+def uid_from_proto(message: pb.IsAuthorizedRequest, field: str) -> EntityUid:
+    """Read a required EntityUid field, naming ``field`` when it is missing or empty."""
+    if not message.HasField(field):  # type: ignore[arg-type]
+        raise RequestError(field, "is required")
+    uid: pb.EntityUid = getattr(message, field)
+    for part in ("type", "id"):
+        value: str = getattr(uid, part)
+        if not value:
+            raise RequestError(f"{field}.{part}", "must not be empty")
+        if len(value.encode()) > MAX_UID_PART_BYTES:
+            raise RequestError(f"{field}.{part}", f"exceeds {MAX_UID_PART_BYTES} bytes")
+    return EntityUid(uid.type, uid.id)
+
+
+def request_from_proto(message: pb.IsAuthorizedRequest, max_depth: int) -> AuthorizationRequest:
+    """Convert and check one request; raises RequestError naming the first bad field."""
+    return AuthorizationRequest(
+        principal=uid_from_proto(message, "principal"),
+        action=uid_from_proto(message, "action"),
+        resource=uid_from_proto(message, "resource"),
+        context=parse_context_json(message.context_json, max_depth),
+        store_id=message.policy_store_id,
+        extra_entities=parse_entities_json(message.entities_json, max_depth=max_depth),
+    )
+
+
+def response_to_proto(result: AuthorizationResult) -> pb.IsAuthorizedResponse:
+    """Build the wire response; only data-free error categories are sent."""
+    return pb.IsAuthorizedResponse(
+        decision=pb.DECISION_ALLOW if result.decision is Decision.ALLOW else pb.DECISION_DENY,
+        determining_policies=list(result.determining_policies),
+        errors=[pb.EvaluationError(policy_id=e.policy_id, message=e.message)
+                for e in result.errors],
+        policy_version=result.policy_version,
+        policy_store_id=result.store_id,
+    )

@@ -1,0 +1,75 @@
+"""Build and run the grpc.aio server: services, health, reflection, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
+from verdict.engine.authorizer import Authorizer
+from verdict.transport.servicer import AuthorizationServicer
+
+log = structlog.get_logger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
+
+
+class VerdictServer:
+    """A started gRPC server bound to a port, with its health service."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer):
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+
+    async def mark_serving(self) -> None:
+        """Report SERVING: called only once policies and entities are loaded."""
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting calls, let in-flight ones finish within ``grace`` seconds."""
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+
+
+async def start_server(authorizer: Authorizer, listen: str, *, max_message_bytes: int,
+                       max_context_depth: int) -> VerdictServer:
+    """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ])
+    pb_grpc.add_AuthorizationServiceServicer_to_server(
+        AuthorizationServicer(authorizer, max_context_depth), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    return VerdictServer(server, port, health_servicer)
+
+
+async def serve_until_signalled(server: VerdictServer, grace: float) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutdown_started", grace_seconds=grace)
+    await server.stop(grace)
+    log.info("shutdown_finished")

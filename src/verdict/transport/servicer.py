@@ -1,0 +1,83 @@
+"""The AuthorizationService servicer: translates requests, delegates to the engine, maps errors."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import structlog
+from google.rpc import status_pb2
+
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
+from verdict.engine.authorizer import Authorizer
+from verdict.errors import BatchTooLargeError, RequestError, VerdictError
+from verdict.model import AuthorizationRequest
+from verdict.transport.convert import request_from_proto, response_to_proto
+from verdict.transport.status import INTERNAL_MESSAGE, status_for
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+async def answer_or_abort(context: grpc.aio.ServicerContext[object, object],
+                          work: Callable[[], Awaitable[T]], rpc: str) -> T:
+    """Run ``work``; turn domain errors into their status and anything else into INTERNAL.
+
+    grpc.aio would otherwise send an unexpected exception's text to the caller as UNKNOWN,
+    and that text can carry loan data.
+    """
+    try:
+        return await work()
+    except VerdictError as exc:
+        code, message = status_for(exc)
+        log.info("request_rejected", rpc=rpc, code=code.name, error_type=type(exc).__name__)
+    except Exception as exc:
+        code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+        log.error("request_failed", rpc=rpc, error_type=type(exc).__name__)
+    await context.abort(code, message)
+    raise AssertionError("unreachable: abort raises")
+
+
+class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
+    """gRPC face of the Authorizer; makes no decisions of its own."""
+
+    def __init__(self, authorizer: Authorizer, max_context_depth: int) -> None:
+        self._authorizer = authorizer
+        self._max_depth = max_context_depth
+
+    async def IsAuthorized(self, request: pb.IsAuthorizedRequest,
+                           context: grpc.aio.ServicerContext[object, object],
+                           ) -> pb.IsAuthorizedResponse:
+        async def work() -> pb.IsAuthorizedResponse:
+            domain = request_from_proto(request, self._max_depth)
+            return response_to_proto(await self._authorizer.authorize(domain))
+
+        return await answer_or_abort(context, work, "IsAuthorized")
+
+    async def BatchAuthorize(self, request: pb.BatchAuthorizeRequest,
+                             context: grpc.aio.ServicerContext[object, object],
+                             ) -> pb.BatchAuthorizeResponse:
+        async def work() -> pb.BatchAuthorizeResponse:
+            if len(request.requests) > self._authorizer.max_batch:
+                raise BatchTooLargeError(len(request.requests), self._authorizer.max_batch)
+            items = [self._convert(item) for item in request.requests]
+            results = await self._authorizer.authorize_batch(items)
+            response = pb.BatchAuthorizeResponse()
+            for result in results:
+                if isinstance(result, VerdictError):
+                    code, message = status_for(result)
+                    response.results.add(error=status_pb2.Status(code=code.value[0],
+                                                                 message=message))
+                else:
+                    response.results.add(response=response_to_proto(result))
+            return response
+
+        return await answer_or_abort(context, work, "BatchAuthorize")
+
+    def _convert(self, item: pb.IsAuthorizedRequest) -> AuthorizationRequest | VerdictError:
+        try:
+            return request_from_proto(item, self._max_depth)
+        except RequestError as exc:
+            return exc
