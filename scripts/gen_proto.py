@@ -1,4 +1,4 @@
-"""Generate the protobuf/gRPC Python code for proto/ into src/verdict/_gen (or a given directory)."""
+"""Generate the protobuf/gRPC Python code for proto/ into src/verdict/_gen (or a given folder)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,15 @@ def generate(out: Path) -> None:
         f"-I{Path(grpc_tools.__file__).parent / '_proto'}",
         f"-I{Path(google.rpc.__path__[0]).parent.parent}",
     ]
-    args = ["protoc", *includes, f"--python_out={out}", f"--grpc_python_out={out}",
-            f"--mypy_out={out}", f"--mypy_grpc_out={out}", *protos]
+    args = [
+        "protoc",
+        *includes,
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
+        *protos,
+    ]
     # protoc finds the mypy-protobuf plugins on PATH; they sit beside this interpreter.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     if protoc.main(args) != 0:

@@ -39,14 +39,21 @@ def build_app(settings: Settings) -> App:
 async def start(app: App) -> VerdictServer:
     """Start serving ``app`` and report SERVING."""
     settings = app.settings
-    server = await start_server(app.authorizer, settings.listen,
-                                max_message_bytes=settings.max_message_bytes,
-                                max_context_depth=settings.max_context_depth)
+    server = await start_server(
+        app.authorizer,
+        settings.listen,
+        max_message_bytes=settings.max_message_bytes,
+        max_context_depth=settings.max_context_depth,
+    )
     await server.mark_serving()
     snapshot = app.policies.current
-    log.info("server_started", listen=settings.listen, port=server.port,
-             stores={s.store_id: s.version for s in snapshot.stores.values()},
-             default_store=snapshot.default_store)
+    log.info(
+        "server_started",
+        listen=settings.listen,
+        port=server.port,
+        stores={s.store_id: s.version for s in snapshot.stores.values()},
+        default_store=snapshot.default_store,
+    )
     return server
 
 

@@ -1,4 +1,4 @@
-"""The only module that imports cedarpy: parsing, validation and evaluation behind typed wrappers."""
+"""The only module that imports cedarpy: parsing, validation and evaluation, typed."""
 
 from __future__ import annotations
 
@@ -29,11 +29,17 @@ def policy_to_json(text: str) -> JsonObject:
     return result
 
 
-def build_policy_set(static: Mapping[str, JsonObject], templates: Mapping[str, JsonObject],
-                     links: Sequence[JsonObject] = ()) -> PolicySetHandle:
+def build_policy_set(
+    static: Mapping[str, JsonObject],
+    templates: Mapping[str, JsonObject],
+    links: Sequence[JsonObject] = (),
+) -> PolicySetHandle:
     """Build a reusable policy set whose policies carry our stable ids."""
-    document = {"staticPolicies": dict(static), "templates": dict(templates),
-                "templateLinks": list(links)}
+    document = {
+        "staticPolicies": dict(static),
+        "templates": dict(templates),
+        "templateLinks": list(links),
+    }
     try:
         return cedarpy.PolicySet.from_json_str(json.dumps(document))
     except ValueError as exc:
@@ -87,16 +93,23 @@ class RawDecision:
     errors: tuple[str, ...]
 
 
-def is_authorized(request: JsonObject, policies: PolicySetHandle,
-                  entities: Sequence[JsonObject], schema: SchemaHandle | None) -> RawDecision:
+def is_authorized(
+    request: JsonObject,
+    policies: PolicySetHandle,
+    entities: Sequence[JsonObject],
+    schema: SchemaHandle | None,
+) -> RawDecision:
     """Evaluate one request against pre-parsed policies and an entity slice."""
     result = cedarpy.is_authorized(request, policies, list(entities), schema)
     return _raw(result)
 
 
-def is_authorized_batch(requests: Sequence[JsonObject], policies: PolicySetHandle,
-                        entities: Sequence[JsonObject],
-                        schema: SchemaHandle | None) -> list[RawDecision]:
+def is_authorized_batch(
+    requests: Sequence[JsonObject],
+    policies: PolicySetHandle,
+    entities: Sequence[JsonObject],
+    schema: SchemaHandle | None,
+) -> list[RawDecision]:
     """Evaluate several requests that share one entity set in a single Cedar call."""
     results = cedarpy.is_authorized_batch(list(requests), policies, list(entities), schema)
     return [_raw(r) for r in results]

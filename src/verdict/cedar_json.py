@@ -1,4 +1,4 @@
-"""Pure helpers over Cedar's JSON forms: safe parsing of caller JSON and the uids a value references."""
+"""Pure helpers over Cedar JSON: strict parsing of caller JSON and the uids values reference."""
 
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ def parse_context_json(text: str, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonObj
     return value
 
 
-def parse_entities_json(text: str, field: str = "entities_json",
-                        max_depth: int = DEFAULT_MAX_DEPTH) -> tuple[JsonObject, ...]:
+def parse_entities_json(
+    text: str, field: str = "entities_json", max_depth: int = DEFAULT_MAX_DEPTH
+) -> tuple[JsonObject, ...]:
     """Parse a Cedar JSON entity array, checking each item's shape (not yet its schema)."""
     if not text.strip():
         return ()
@@ -87,7 +88,9 @@ def check_entity_shape(item: Any, where: str) -> EntityUid:
         raise RequestError(where, f"has unknown keys {sorted(unknown)}")
     uid = parse_uid(item.get("uid"))
     if uid is None:
-        raise RequestError(f"{where}.uid", "must be {\"type\": ..., \"id\": ...} with non-empty strings")
+        raise RequestError(
+            f"{where}.uid", 'must be {"type": ..., "id": ...} with non-empty strings'
+        )
     if not isinstance(item.get("attrs", {}), dict):
         raise RequestError(f"{where}.attrs", "must be an object")
     if not isinstance(item.get("tags", {}), dict):

@@ -24,10 +24,17 @@ EXIT_ALLOW, EXIT_DENY, EXIT_ERROR = 0, 1, 2
 
 
 def _serve(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in {
-        "stores": args.stores, "default_store": args.default_store, "listen": args.listen,
-        "max_batch_size": args.max_batch_size, "log_level": args.log_level,
-    }.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "stores": args.stores,
+            "default_store": args.default_store,
+            "listen": args.listen,
+            "max_batch_size": args.max_batch_size,
+            "log_level": args.log_level,
+        }.items()
+        if v is not None
+    }
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -67,9 +74,13 @@ def _print_result(result: AuthorizationResult, policies: dict[str, Any] | Any) -
     print(f"decision: {result.decision.value.upper()}")
     if result.denied_for_errors:
         print("  (a permit matched, but evaluation errors force DENY: on_evaluation_error = deny)")
-    print("determining policies:" if result.determining_policies else
-          "determining policies: none (no policy applied: default deny)"
-          if not result.allowed else "determining policies: none")
+    print(
+        "determining policies:"
+        if result.determining_policies
+        else "determining policies: none (no policy applied: default deny)"
+        if not result.allowed
+        else "determining policies: none"
+    )
     for policy_id in result.determining_policies:
         info = policies.get(policy_id)
         where = f"  ({info.location}) {info.description}" if info else ""
@@ -84,27 +95,34 @@ def _validate(args: argparse.Namespace) -> int:
         snapshot = load_policy_stores(args.stores, args.default_store)
         # Entities are validated too: a broken entities.json stops `make run` just the same.
         from verdict.store.memory import MemoryEntityStore
+
         MemoryEntityStore.from_snapshot(snapshot)
     except PolicyLoadError as exc:
         print(exc, file=sys.stderr)
         print(f"{len(exc.diagnostics)} problem(s) found", file=sys.stderr)
         return 1
     for store in snapshot.stores.values():
-        print(f"{store.store_id}: {len(store.policies)} policies, "
-              f"schema {'yes' if store.schema is not None else 'no'}, "
-              f"validation {store.settings.validation.value}, version {store.version}")
+        print(
+            f"{store.store_id}: {len(store.policies)} policies, "
+            f"schema {'yes' if store.schema is not None else 'no'}, "
+            f"validation {store.settings.validation.value}, version {store.version}"
+        )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(prog="verdict", description=(
-        "Verdict: a Cedar policy decision point served over gRPC."))
+    parser = argparse.ArgumentParser(
+        prog="verdict", description=("Verdict: a Cedar policy decision point served over gRPC.")
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="serve decisions over gRPC",
-                                description="Serve IsAuthorized/BatchAuthorize over gRPC. Every "
-                                "flag also reads from VERDICT_<NAME> environment variables.")
+    serve = commands.add_parser(
+        "serve",
+        help="serve decisions over gRPC",
+        description="Serve IsAuthorized/BatchAuthorize over gRPC. Every "
+        "flag also reads from VERDICT_<NAME> environment variables.",
+    )
     serve.add_argument("--stores", type=Path, help="folder of policy stores (VERDICT_STORES)")
     serve.add_argument("--default-store", help="store used when a request names none")
     serve.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
@@ -112,9 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="debug, info, warning, error")
     serve.set_defaults(func=_serve)
 
-    check = commands.add_parser("check", help="answer one decision offline",
-                                description="Answer one decision from the policy files, without a "
-                                "server. Exit 0 allow, 1 deny, 2 error.")
+    check = commands.add_parser(
+        "check",
+        help="answer one decision offline",
+        description="Answer one decision from the policy files, without a "
+        "server. Exit 0 allow, 1 deny, 2 error.",
+    )
     check.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     check.add_argument("--store", help="store id (default: the only store)")
     check.add_argument("--principal", required=True, help="TYPE::ID (split at the last ::)")
@@ -124,9 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--entities", help="extra Cedar JSON entities for this request")
     check.set_defaults(func=_check)
 
-    validate = commands.add_parser("validate", help="check every policy store",
-                                   description="Check syntax, schema, ids and entities of every "
-                                   "store; print file:line problems. Exit 0 valid, 1 invalid.")
+    validate = commands.add_parser(
+        "validate",
+        help="check every policy store",
+        description="Check syntax, schema, ids and entities of every "
+        "store; print file:line problems. Exit 0 valid, 1 invalid.",
+    )
     validate.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     validate.add_argument("--default-store", help="store that must exist as the default")
     validate.set_defaults(func=_validate)

@@ -22,9 +22,15 @@ def _uid(value: UidLike, field: str) -> pb.EntityUid:
     return pb.EntityUid(type=uid.type, id=uid.id)
 
 
-def build_request(principal: UidLike, action: UidLike, resource: UidLike, *,
-                  context: Mapping[str, Any] | None = None, store: str = "",
-                  entities: Sequence[Mapping[str, Any]] | None = None) -> pb.IsAuthorizedRequest:
+def build_request(
+    principal: UidLike,
+    action: UidLike,
+    resource: UidLike,
+    *,
+    context: Mapping[str, Any] | None = None,
+    store: str = "",
+    entities: Sequence[Mapping[str, Any]] | None = None,
+) -> pb.IsAuthorizedRequest:
     """An IsAuthorizedRequest; uids are EntityUid or ``TYPE::ID`` (split at the last ``::``)."""
     return pb.IsAuthorizedRequest(
         policy_store_id=store,
@@ -44,21 +50,24 @@ class AsyncVerdictClient:
         self._stub = pb_grpc.AuthorizationServiceStub(self._channel)
         self.timeout = timeout
 
-    async def is_authorized(self, principal: UidLike, action: UidLike, resource: UidLike,
-                            **kwargs: Any) -> pb.IsAuthorizedResponse:
+    async def is_authorized(
+        self, principal: UidLike, action: UidLike, resource: UidLike, **kwargs: Any
+    ) -> pb.IsAuthorizedResponse:
         """One decision; keyword arguments as for ``build_request``."""
         return await self.send(build_request(principal, action, resource, **kwargs))
 
     async def send(self, request: pb.IsAuthorizedRequest) -> pb.IsAuthorizedResponse:
         """Send a prepared request."""
         response: pb.IsAuthorizedResponse = await self._stub.IsAuthorized(
-            request, timeout=self.timeout)
+            request, timeout=self.timeout
+        )
         return response
 
     async def batch(self, requests: Sequence[pb.IsAuthorizedRequest]) -> pb.BatchAuthorizeResponse:
         """Many decisions in one call; one result per request, in order."""
         response: pb.BatchAuthorizeResponse = await self._stub.BatchAuthorize(
-            pb.BatchAuthorizeRequest(requests=list(requests)), timeout=self.timeout)
+            pb.BatchAuthorizeRequest(requests=list(requests)), timeout=self.timeout
+        )
         return response
 
     async def close(self) -> None:
@@ -80,8 +89,9 @@ class VerdictClient:
         self._stub = pb_grpc.AuthorizationServiceStub(self._channel)
         self.timeout = timeout
 
-    def is_authorized(self, principal: UidLike, action: UidLike, resource: UidLike,
-                      **kwargs: Any) -> pb.IsAuthorizedResponse:
+    def is_authorized(
+        self, principal: UidLike, action: UidLike, resource: UidLike, **kwargs: Any
+    ) -> pb.IsAuthorizedResponse:
         """One decision; keyword arguments as for ``build_request``."""
         return self.send(build_request(principal, action, resource, **kwargs))
 
@@ -93,7 +103,8 @@ class VerdictClient:
     def batch(self, requests: Sequence[pb.IsAuthorizedRequest]) -> pb.BatchAuthorizeResponse:
         """Many decisions in one call; one result per request, in order."""
         response: pb.BatchAuthorizeResponse = self._stub.BatchAuthorize(
-            pb.BatchAuthorizeRequest(requests=list(requests)), timeout=self.timeout)
+            pb.BatchAuthorizeRequest(requests=list(requests)), timeout=self.timeout
+        )
         return response
 
     def close(self) -> None:

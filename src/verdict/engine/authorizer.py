@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from verdict.engine.evaluate import check_extra_entities, evaluate, slice_roots
 import structlog
 
+from verdict.engine.evaluate import check_extra_entities, evaluate, slice_roots
 from verdict.errors import BatchTooLargeError, InternalError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult
 from verdict.policy.holder import PolicyHolder
@@ -20,8 +20,9 @@ log = structlog.get_logger(__name__)
 class Authorizer:
     """Answers authorization requests; knows neither gRPC nor the storage technology."""
 
-    def __init__(self, policies: PolicyHolder, entities: EntityReader,
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self, policies: PolicyHolder, entities: EntityReader, max_batch: int = DEFAULT_MAX_BATCH
+    ) -> None:
         self._policies = policies
         self._entities = entities
         self.max_batch = max_batch
@@ -30,13 +31,13 @@ class Authorizer:
         """One decision. Raises VerdictError for bad requests and store failures."""
         # One snapshot per decision: a concurrent reload never mixes policy versions.
         store = self._policies.current.resolve(request.store_id)
-        entity_slice = await self._entities.fetch_slice(store.store_id,
-                                                        slice_roots(request, store))
+        entity_slice = await self._entities.fetch_slice(store.store_id, slice_roots(request, store))
         check_extra_entities(request, store, entity_slice.entities)
         return evaluate(request, store, entity_slice.entities.values())
 
     async def authorize_batch(
-        self, requests: Sequence[AuthorizationRequest | VerdictError],
+        self,
+        requests: Sequence[AuthorizationRequest | VerdictError],
     ) -> list[AuthorizationResult | VerdictError]:
         """Answer each item independently, in order; an item's error does not affect the rest.
 
@@ -47,7 +48,8 @@ class Authorizer:
         return list(await asyncio.gather(*(self._answer(item) for item in requests)))
 
     async def _answer(
-        self, item: AuthorizationRequest | VerdictError,
+        self,
+        item: AuthorizationRequest | VerdictError,
     ) -> AuthorizationResult | VerdictError:
         if isinstance(item, VerdictError):
             return item

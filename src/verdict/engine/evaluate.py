@@ -23,8 +23,9 @@ def slice_roots(request: AuthorizationRequest, store: StoreSnapshot) -> set[Enti
     return roots
 
 
-def check_extra_entities(request: AuthorizationRequest, store: StoreSnapshot,
-                         stored: Iterable[EntityUid]) -> None:
+def check_extra_entities(
+    request: AuthorizationRequest, store: StoreSnapshot, stored: Iterable[EntityUid]
+) -> None:
     """Caller-supplied entities must fit the schema and must not shadow stored entities."""
     if not request.extra_entities:
         return
@@ -35,13 +36,15 @@ def check_extra_entities(request: AuthorizationRequest, store: StoreSnapshot,
     supplied = {entity_uid(e): i for i, e in enumerate(request.extra_entities)}
     for uid in stored:
         if uid in supplied:
-            raise RequestError(f"entities_json[{supplied[uid]}]",
-                               "names an entity that is already stored; it cannot be replaced "
-                               "per request")
+            raise RequestError(
+                f"entities_json[{supplied[uid]}]",
+                "names an entity that is already stored; it cannot be replaced per request",
+            )
 
 
-def evaluate(request: AuthorizationRequest, store: StoreSnapshot,
-             entities: Iterable[JsonObject]) -> AuthorizationResult:
+def evaluate(
+    request: AuthorizationRequest, store: StoreSnapshot, entities: Iterable[JsonObject]
+) -> AuthorizationResult:
     """Evaluate one request with pre-parsed policies and schema; fail closed on any doubt."""
     cedar_request = {
         "principal": request.principal.to_json(),
@@ -49,6 +52,7 @@ def evaluate(request: AuthorizationRequest, store: StoreSnapshot,
         "resource": request.resource.to_json(),
         "context": dict(request.context),
     }
-    raw = cedar.is_authorized(cedar_request, store.policy_set,
-                              [*entities, *request.extra_entities], store.schema)
+    raw = cedar.is_authorized(
+        cedar_request, store.policy_set, [*entities, *request.extra_entities], store.schema
+    )
     return interpret(raw, store)

@@ -23,14 +23,26 @@ _CATEGORIES = (
 # NoDecision ("failed to build request: ...") messages, mapped to the request field at fault.
 _REQUEST_FIELDS = (
     ("failed to build request: action", "action", "is not an action declared in the schema"),
-    ("failed to build request: principal", "principal",
-     "has an entity type the schema does not allow for this action"),
-    ("failed to build request: resource", "resource",
-     "has an entity type the schema does not allow for this action"),
-    ("failed to build request: context", "context_json",
-     "does not match the schema's context type for this action"),
-    ("failed to build request: while parsing context", "context_json",
-     "does not match the schema's context type for this action"),
+    (
+        "failed to build request: principal",
+        "principal",
+        "has an entity type the schema does not allow for this action",
+    ),
+    (
+        "failed to build request: resource",
+        "resource",
+        "has an entity type the schema does not allow for this action",
+    ),
+    (
+        "failed to build request: context",
+        "context_json",
+        "does not match the schema's context type for this action",
+    ),
+    (
+        "failed to build request: while parsing context",
+        "context_json",
+        "does not match the schema's context type for this action",
+    ),
 )
 
 
@@ -40,12 +52,14 @@ def interpret(raw: RawDecision, store: StoreSnapshot) -> AuthorizationResult:
         raise _no_decision_error(raw.errors)
     errors = tuple(_evaluation_error(e, store.policies) for e in raw.errors)
     allowed = raw.decision == "Allow"
-    denied_for_errors = allowed and bool(errors) and (
-        store.settings.on_evaluation_error is ErrorMode.DENY)
+    denied_for_errors = (
+        allowed and bool(errors) and (store.settings.on_evaluation_error is ErrorMode.DENY)
+    )
     if denied_for_errors:
         # The permits that matched did not decide anything: the errors did.
-        return AuthorizationResult(Decision.DENY, (), errors, store.version, store.store_id,
-                                   denied_for_errors=True)
+        return AuthorizationResult(
+            Decision.DENY, (), errors, store.version, store.store_id, denied_for_errors=True
+        )
     return AuthorizationResult(
         decision=Decision.ALLOW if allowed else Decision.DENY,
         determining_policies=raw.reasons,
@@ -58,7 +72,7 @@ def interpret(raw: RawDecision, store: StoreSnapshot) -> AuthorizationResult:
 def _evaluation_error(text: str, policy_ids: Collection[str]) -> EvaluationError:
     policy_id = ""
     if text.startswith(_EVAL_PREFIX):
-        rest = text[len(_EVAL_PREFIX):]
+        rest = text[len(_EVAL_PREFIX) :]
         # Ids may contain backticks, so match against the known ids, longest first.
         candidates = [pid for pid in policy_ids if rest.startswith(pid + "`: ")]
         policy_id = max(candidates, key=len, default="")

@@ -54,8 +54,11 @@ def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> Po
         raise PolicyLoadError(diagnostics)
     default = default_store or (roots[0].name if len(roots) == 1 else "")
     if default not in stores:
-        message = (f"default store {default!r} is not one of {sorted(stores)}" if default
-                   else f"several stores {sorted(stores)}: choose one with --default-store")
+        message = (
+            f"default store {default!r} is not one of {sorted(stores)}"
+            if default
+            else f"several stores {sorted(stores)}: choose one with --default-store"
+        )
         raise PolicyLoadError([Diagnostic(str(stores_dir), 0, message)])
     return PolicySnapshot(stores=stores, default_store=default)
 
@@ -70,9 +73,14 @@ def load_store(root: Path) -> StoreSnapshot:
     if schema is not None and settings.validation is ValidationMode.STRICT and not diagnostics:
         for issue in cedar.validate([p.text for p in parsed], schema):
             info = parsed[issue.position].info
-            diagnostics.append(Diagnostic(info.file, info.line,
-                                          f"policy {info.id!r} fails schema validation: "
-                                          f"{_strip_positional(issue.message)}"))
+            diagnostics.append(
+                Diagnostic(
+                    info.file,
+                    info.line,
+                    f"policy {info.id!r} fails schema validation: "
+                    f"{_strip_positional(issue.message)}",
+                )
+            )
     if diagnostics:
         raise PolicyLoadError(diagnostics)
     static = {p.info.id: p.est for p in parsed if not p.info.is_template}
@@ -98,8 +106,13 @@ def load_store(root: Path) -> StoreSnapshot:
 def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | None:
     text_path, json_path = root / SCHEMA_TEXT, root / SCHEMA_JSON
     if text_path.is_file() and json_path.is_file():
-        diagnostics.append(Diagnostic(f"{root.name}/{SCHEMA_JSON}", 1,
-                                      f"both {SCHEMA_TEXT} and {SCHEMA_JSON} exist; keep one"))
+        diagnostics.append(
+            Diagnostic(
+                f"{root.name}/{SCHEMA_JSON}",
+                1,
+                f"both {SCHEMA_TEXT} and {SCHEMA_JSON} exist; keep one",
+            )
+        )
         return None
     path = text_path if text_path.is_file() else json_path if json_path.is_file() else None
     if path is None:
@@ -132,14 +145,20 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
             est, is_template = parsed
             annotations = est.get("annotations", {})
             policy_id = annotations.get("id") or f"{relative.removesuffix('.cedar')}#{position}"
-            info = PolicyInfo(id=policy_id, file=shown, line=statement.line,
-                              effect=str(est.get("effect", "")), is_template=is_template,
-                              description=annotations.get("description", ""))
+            info = PolicyInfo(
+                id=policy_id,
+                file=shown,
+                line=statement.line,
+                effect=str(est.get("effect", "")),
+                is_template=is_template,
+                description=annotations.get("description", ""),
+            )
             yield _Parsed(info, est, statement.text)
 
 
-def _parse_statement(text: str, file: str, line: int,
-                     diagnostics: list[Diagnostic]) -> tuple[JsonObject, bool] | None:
+def _parse_statement(
+    text: str, file: str, line: int, diagnostics: list[Diagnostic]
+) -> tuple[JsonObject, bool] | None:
     try:
         document = cedar.policy_to_json(text)
     except CedarError as exc:
@@ -161,13 +180,18 @@ def _check_unique_ids(parsed: list[_Parsed], diagnostics: list[Diagnostic]) -> N
     for item in parsed:
         seen = first.setdefault(item.info.id, item.info)
         if seen is not item.info:
-            diagnostics.append(Diagnostic(item.info.file, item.info.line,
-                                          f"duplicate policy id {item.info.id!r} "
-                                          f"(first defined at {seen.location})"))
+            diagnostics.append(
+                Diagnostic(
+                    item.info.file,
+                    item.info.line,
+                    f"duplicate policy id {item.info.id!r} (first defined at {seen.location})",
+                )
+            )
 
 
 def _strip_positional(message: str) -> str:
-    # Cedar's validator names the positional id ("for policy `policy3`, ..."); ours is shown instead.
+    # Cedar's validator names the positional id ("for policy `policy3`, ...");
+    # the caller shows ours instead.
     if message.startswith("for policy `"):
         _, _, rest = message.partition("`, ")
         return rest or message

@@ -14,8 +14,9 @@ E = TypeVar("E", ValidationMode, ErrorMode)
 _KNOWN = {"validation": ValidationMode, "on_evaluation_error": ErrorMode}
 
 
-def read_store_settings(root: Path, has_schema: bool,
-                        diagnostics: list[Diagnostic]) -> StoreSettings:
+def read_store_settings(
+    root: Path, has_schema: bool, diagnostics: list[Diagnostic]
+) -> StoreSettings:
     """Settings of the store at ``root``; problems are appended to ``diagnostics``."""
     path = root / SETTINGS_FILE
     raw: dict[str, object] = {}
@@ -26,23 +27,44 @@ def read_store_settings(root: Path, has_schema: bool,
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             line = getattr(exc, "lineno", 1) or 1
-            diagnostics.append(Diagnostic(name, line, f"invalid TOML: {exc.msg}"))
+            diagnostics.append(Diagnostic(name, line, f"invalid TOML: {exc}"))
             raw = {}
         for key in sorted(set(raw) - set(_KNOWN)):
-            diagnostics.append(Diagnostic(name, _line_of(text, key),
-                                          f"unknown setting {key!r}; known: {sorted(_KNOWN)}"))
-    validation = _choice(raw, "validation", ValidationMode,
-                         ValidationMode.STRICT if has_schema else ValidationMode.OFF,
-                         name, path, diagnostics)
+            diagnostics.append(
+                Diagnostic(
+                    name, _line_of(text, key), f"unknown setting {key!r}; known: {sorted(_KNOWN)}"
+                )
+            )
+    validation = _choice(
+        raw,
+        "validation",
+        ValidationMode,
+        ValidationMode.STRICT if has_schema else ValidationMode.OFF,
+        name,
+        path,
+        diagnostics,
+    )
     if validation is ValidationMode.STRICT and not has_schema:
-        diagnostics.append(Diagnostic(name, _line_of(_read(path), "validation"),
-                                      'validation = "strict" needs a schema file'))
+        diagnostics.append(
+            Diagnostic(
+                name,
+                _line_of(_read(path), "validation"),
+                'validation = "strict" needs a schema file',
+            )
+        )
     errors = _choice(raw, "on_evaluation_error", ErrorMode, ErrorMode.DENY, name, path, diagnostics)
     return StoreSettings(validation=validation, on_evaluation_error=errors)
 
 
-def _choice(raw: dict[str, object], key: str, enum: type[E], default: E, name: str, path: Path,
-            diagnostics: list[Diagnostic]) -> E:
+def _choice(
+    raw: dict[str, object],
+    key: str,
+    enum: type[E],
+    default: E,
+    name: str,
+    path: Path,
+    diagnostics: list[Diagnostic],
+) -> E:
     if key not in raw:
         return default
     try:

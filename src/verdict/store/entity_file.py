@@ -12,8 +12,9 @@ from verdict.model import EntityUid
 from verdict.store.base import StoredEntity
 
 
-def read_entities_file(path: Path, schema: SchemaHandle | None,
-                       shown: str | None = None) -> dict[EntityUid, StoredEntity]:
+def read_entities_file(
+    path: Path, schema: SchemaHandle | None, shown: str | None = None
+) -> dict[EntityUid, StoredEntity]:
     """Entities of ``path`` keyed by uid; PolicyLoadError names the file on any problem."""
     name = shown or str(path)
     try:

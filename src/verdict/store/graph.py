@@ -8,9 +8,11 @@ from verdict.model import EntityUid, JsonObject
 from verdict.store.base import EntitySlice, StoredEntity
 
 
-def collect_slice(roots: Collection[EntityUid],
-                  lookup: Callable[[EntityUid], StoredEntity | None],
-                  max_entities: int = 100_000) -> EntitySlice:
+def collect_slice(
+    roots: Collection[EntityUid],
+    lookup: Callable[[EntityUid], StoredEntity | None],
+    max_entities: int = 100_000,
+) -> EntitySlice:
     """Breadth-first closure over parents and attribute references, each uid read once."""
     found: dict[EntityUid, JsonObject] = {}
     missing: set[EntityUid] = set()

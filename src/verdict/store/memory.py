@@ -29,7 +29,8 @@ class MemoryEntityStore:
                 continue
             try:
                 stores[store_id] = read_entities_file(
-                    store.entities_file, store.schema, f"{store_id}/{store.entities_file.name}")
+                    store.entities_file, store.schema, f"{store_id}/{store.entities_file.name}"
+                )
             except PolicyLoadError as exc:
                 diagnostics.extend(exc.diagnostics)
         if diagnostics:

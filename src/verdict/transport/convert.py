@@ -41,8 +41,9 @@ def response_to_proto(result: AuthorizationResult) -> pb.IsAuthorizedResponse:
     return pb.IsAuthorizedResponse(
         decision=pb.DECISION_ALLOW if result.decision is Decision.ALLOW else pb.DECISION_DENY,
         determining_policies=list(result.determining_policies),
-        errors=[pb.EvaluationError(policy_id=e.policy_id, message=e.message)
-                for e in result.errors],
+        errors=[
+            pb.EvaluationError(policy_id=e.policy_id, message=e.message) for e in result.errors
+        ],
         policy_version=result.policy_version,
         policy_store_id=result.store_id,
     )

@@ -22,7 +22,9 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 class VerdictServer:
     """A started gRPC server bound to a port, with its health service."""
 
-    def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer):
+    def __init__(
+        self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer
+    ) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
@@ -39,23 +41,32 @@ class VerdictServer:
         await self.server.stop(grace)
 
 
-async def start_server(authorizer: Authorizer, listen: str, *, max_message_bytes: int,
-                       max_context_depth: int) -> VerdictServer:
+async def start_server(
+    authorizer: Authorizer, listen: str, *, max_message_bytes: int, max_context_depth: int
+) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
-    server = grpc.aio.server(options=[
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.so_reuseport", 0),
-    ])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
     pb_grpc.add_AuthorizationServiceServicer_to_server(
-        AuthorizationServicer(authorizer, max_context_depth), server)
+        AuthorizationServicer(authorizer, max_context_depth), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")

@@ -21,8 +21,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
-async def answer_or_abort(context: grpc.aio.ServicerContext[object, object],
-                          work: Callable[[], Awaitable[T]], rpc: str) -> T:
+async def answer_or_abort(
+    context: grpc.aio.ServicerContext[object, object], work: Callable[[], Awaitable[T]], rpc: str
+) -> T:
     """Run ``work``; turn domain errors into their status and anything else into INTERNAL.
 
     grpc.aio would otherwise send an unexpected exception's text to the caller as UNKNOWN,
@@ -47,18 +48,22 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         self._authorizer = authorizer
         self._max_depth = max_context_depth
 
-    async def IsAuthorized(self, request: pb.IsAuthorizedRequest,
-                           context: grpc.aio.ServicerContext[object, object],
-                           ) -> pb.IsAuthorizedResponse:
+    async def IsAuthorized(
+        self,
+        request: pb.IsAuthorizedRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> pb.IsAuthorizedResponse:
         async def work() -> pb.IsAuthorizedResponse:
             domain = request_from_proto(request, self._max_depth)
             return response_to_proto(await self._authorizer.authorize(domain))
 
         return await answer_or_abort(context, work, "IsAuthorized")
 
-    async def BatchAuthorize(self, request: pb.BatchAuthorizeRequest,
-                             context: grpc.aio.ServicerContext[object, object],
-                             ) -> pb.BatchAuthorizeResponse:
+    async def BatchAuthorize(
+        self,
+        request: pb.BatchAuthorizeRequest,
+        context: grpc.aio.ServicerContext[object, object],
+    ) -> pb.BatchAuthorizeResponse:
         async def work() -> pb.BatchAuthorizeResponse:
             if len(request.requests) > self._authorizer.max_batch:
                 raise BatchTooLargeError(len(request.requests), self._authorizer.max_batch)
@@ -68,8 +73,9 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
             for result in results:
                 if isinstance(result, VerdictError):
                     code, message = status_for(result)
-                    response.results.add(error=status_pb2.Status(code=code.value[0],
-                                                                 message=message))
+                    response.results.add(
+                        error=status_pb2.Status(code=code.value[0], message=message)
+                    )
                 else:
                     response.results.add(response=response_to_proto(result))
             return response

@@ -1,0 +1,181 @@
+"""Tests of the verdict command line, run as real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.cases import BASE_CONTEXT
+from tests.conftest import POLICIES
+from tests.stores import write_store
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict.client import VerdictClient
+
+CONTEXT = json.dumps(BASE_CONTEXT)
+
+
+def verdict(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "verdict", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def check(
+    principal: str, action: str, resource: str, *extra: str, stores: Path = POLICIES
+) -> subprocess.CompletedProcess[str]:
+    return verdict(
+        "check",
+        "--stores",
+        str(stores),
+        "--store",
+        "lending",
+        "--principal",
+        principal,
+        "--action",
+        action,
+        "--resource",
+        resource,
+        *extra,
+    )
+
+
+def test_check_allow_exits_zero() -> None:
+    """An allowed request prints ALLOW, the determining policy with its location, exit 0."""
+    result = check("Employee::olivia", "Action::disburse", "Loan::loan-1005", "--context", CONTEXT)
+    assert result.returncode == 0, result.stderr
+    assert "decision: ALLOW" in result.stdout
+    assert "disburse-partner-loans  (lending/loans/disbursement.cedar:" in result.stdout
+
+
+def test_check_deny_exits_one() -> None:
+    """A denied request prints DENY and the forbid that fired, exit 1."""
+    result = check("Employee::uma", "Action::view", "Loan::loan-2001", "--context", CONTEXT)
+    assert result.returncode == 1
+    assert "decision: DENY" in result.stdout
+    assert "forbid-cross-partner-loan-access" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("Employee-olivia", "Action::view", "Loan::loan-1001"), "--principal: must be written"),
+        (("Employee::olivia", "Action::fly", "Loan::loan-1001"), "action: is not an action"),
+        (
+            ("Employee::olivia", "Action::view", "Loan::loan-1001", "--context", "[]"),
+            "context_json: must be a JSON object",
+        ),
+    ],
+)
+def test_check_errors_exit_two(args: tuple[str, ...], message: str) -> None:
+    """Bad arguments and requests the schema rejects exit 2 with a message naming the field."""
+    result = check(*args) if "--context" in args else check(*args, "--context", CONTEXT)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_check_reports_evaluation_errors_in_full(tmp_path: Path) -> None:
+    """Offline, the full Cedar error text is shown to the engineer."""
+    write_store(
+        tmp_path,
+        "lending",
+        {
+            "p.cedar": '@id("all") permit(principal, action, resource);\n'
+            '@id("f") forbid(principal, action, resource) when { principal.x };'
+        },
+    )
+    result = check("User::u", "Action::a", "Doc::d", stores=tmp_path)
+    assert result.returncode == 1
+    assert "error in policy f: error while evaluating policy `f`" in result.stdout
+    assert "on_evaluation_error = deny" in result.stdout
+
+
+def test_validate_reports_every_problem_with_location(tmp_path: Path) -> None:
+    """validate lists file:line problems across stores and exits 1; a good tree exits 0."""
+    write_store(tmp_path, "a", {"x.cedar": "permit(principal, action, resource);\n\nnope;"})
+    write_store(tmp_path, "b", {"entities.json": "[{]"})
+    result = verdict("validate", "--stores", str(tmp_path))
+    assert result.returncode == 1
+    assert "a/x.cedar:3: syntax error" in result.stderr
+    ok = verdict("validate", "--stores", str(POLICIES))
+    assert ok.returncode == 0, ok.stderr
+    assert "lending: 26 policies" in ok.stdout
+
+
+def test_every_command_has_help() -> None:
+    """--help works for the program and each subcommand."""
+    for args in ((), ("serve",), ("check",), ("validate",)):
+        result = verdict(*args, "--help")
+        assert result.returncode == 0
+        assert "usage: verdict" in result.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_answers_and_shuts_down_gracefully_on_sigterm() -> None:
+    """`verdict serve` answers over gRPC, then exits 0 on SIGTERM after draining."""
+    port = free_port()
+    env = {**os.environ, "VERDICT_MAX_BATCH_SIZE": "3"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "verdict",
+            "serve",
+            "--stores",
+            str(POLICIES),
+            "--listen",
+            f"127.0.0.1:{port}",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with VerdictClient(f"127.0.0.1:{port}", timeout=5) as client:
+            grpc.channel_ready_future(client._channel).result(timeout=20)
+            reply = client.is_authorized(
+                "Employee::olivia", "Action::view", "Loan::loan-1001", context=BASE_CONTEXT
+            )
+            assert reply.decision == pb.DECISION_ALLOW
+            with pytest.raises(grpc.RpcError) as info:  # the env var reached the settings
+                client.batch([pb.IsAuthorizedRequest()] * 4)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        process.kill()
+        _, stderr = process.communicate()
+    events = [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
+    assert events[0] == "server_started"
+    assert events[-2:] == ["shutdown_started", "shutdown_finished"]
+
+
+def test_serve_refuses_to_start_with_a_broken_store(tmp_path: Path) -> None:
+    """A store that fails to load stops the server at startup with file:line, exit 2."""
+    write_store(
+        tmp_path,
+        "s",
+        {
+            "p.cedar": '@id("x") permit(principal, action, resource);\n'
+            '@id("x") permit(principal, action, resource);'
+        },
+    )
+    result = verdict("serve", "--stores", str(tmp_path), "--listen", "127.0.0.1:0")
+    assert result.returncode == 2
+    assert "s/p.cedar:2: duplicate policy id 'x'" in result.stderr

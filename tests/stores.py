@@ -1,0 +1,28 @@
+"""Write small policy stores into a temporary folder for tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def write_store(stores_dir: Path, name: str, files: dict[str, str | list[Any]]) -> Path:
+    """Create ``stores_dir/name`` with ``files`` (lists are written as JSON)."""
+    root = stores_dir / name
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return root
+
+
+def entity(
+    type_: str, id_: str, attrs: dict[str, Any] | None = None, parents: list[tuple[str, str]] = ()
+) -> dict[str, Any]:  # type: ignore[assignment]
+    """A Cedar JSON entity."""
+    return {
+        "uid": {"type": type_, "id": id_},
+        "attrs": attrs or {},
+        "parents": [{"type": t, "id": i} for t, i in parents],
+    }

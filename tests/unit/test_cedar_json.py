@@ -1,0 +1,106 @@
+"""Tests of strict parsing of caller JSON (context and entities) and uid references."""
+
+from __future__ import annotations
+
+import pytest
+
+from verdict.cedar_json import (
+    entity_references,
+    parse_context_json,
+    parse_entities_json,
+    parse_uid,
+)
+from verdict.errors import RequestError
+from verdict.model import EntityUid
+
+
+def test_context_keeps_every_cedar_value_losslessly() -> None:
+    """64-bit longs, sets, records, entity refs and extension values pass through unchanged."""
+    text = (
+        '{"big": 9223372036854775807, "neg": -9223372036854775808, "s": "x", "b": true,'
+        ' "set": [1, 2], "rec": {"a": {"b": 1}}, "e": {"__entity": {"type": "T", "id": "i"}},'
+        ' "ip": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}}}'
+    )
+    context = parse_context_json(text)
+    assert context["big"] == 2**63 - 1
+    assert context["neg"] == -(2**63)
+    assert context["ip"] == {"__extn": {"fn": "ip", "arg": "10.0.0.1"}}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[1, 2]", "must be a JSON object"),
+        ('"x"', "must be a JSON object"),
+        ("{", "is not valid JSON"),
+        ('{"a": 1.5}', "Cedar has no floats"),
+        ('{"a": 1e3}', "Cedar has no floats"),
+        ('{"a": NaN}', "is not valid JSON"),
+        ('{"a": 9223372036854775808}', "outside Cedar's 64-bit range"),
+    ],
+)
+def test_bad_context_names_the_field(text: str, problem: str) -> None:
+    """Invalid context is a RequestError on context_json with a clear problem."""
+    with pytest.raises(RequestError) as info:
+        parse_context_json(text)
+    assert info.value.field == "context_json"
+    assert problem in info.value.problem
+
+
+def test_deeply_nested_context_is_rejected() -> None:
+    """Nesting past the limit (and far past the interpreter's stack) is a clear error."""
+    for depth in (40, 100_000):
+        with pytest.raises(RequestError, match="nested deeper than 32"):
+            parse_context_json('{"a": ' * depth + "1" + "}" * depth)
+
+
+def test_empty_context_is_the_empty_record() -> None:
+    """An empty or blank context string means {}."""
+    assert parse_context_json("") == {}
+    assert parse_context_json("  ") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("{}", "entities_json"),
+        ("[1]", "entities_json[0]"),
+        ('[{"uid": {"type": "T"}}]', "entities_json[0].uid"),
+        ('[{"uid": {"type": "T", "id": "a"}, "attrs": []}]', "entities_json[0].attrs"),
+        ('[{"uid": {"type": "T", "id": "a"}, "parents": ["T::b"]}]', "entities_json[0].parents"),
+        ('[{"uid": {"type": "T", "id": "a"}, "extra": 1}]', "entities_json[0]"),
+    ],
+)
+def test_bad_entities_name_the_item(text: str, field: str) -> None:
+    """Malformed request entities point at the exact item and key."""
+    with pytest.raises(RequestError) as info:
+        parse_entities_json(text)
+    assert info.value.field == field
+
+
+def test_uids_in_both_json_forms_are_read() -> None:
+    """A uid may be written {type, id} or {"__entity": {type, id}}; other shapes are not uids."""
+    assert parse_uid({"type": "T", "id": 'a"\\\n'}) == EntityUid("T", 'a"\\\n')
+    assert parse_uid({"__entity": {"type": "T", "id": "a"}}) == EntityUid("T", "a")
+    assert parse_uid({"type": "T", "id": "a", "x": 1}) is None
+    assert parse_uid({"type": "T", "id": ""}) is None
+
+
+def test_entity_references_follow_parents_attributes_and_tags() -> None:
+    """References come from parents, nested attributes (both uid forms) and tags."""
+    entity = {
+        "uid": {"type": "Doc", "id": "d"},
+        "parents": [{"type": "Folder", "id": "f"}],
+        "attrs": {
+            "owner": {"__entity": {"type": "User", "id": "u"}},
+            "meta": {"reviewers": [{"type": "User", "id": "r"}]},
+            "addr": {"__extn": {"fn": "ip", "arg": "1.2.3.4"}},
+        },
+        "tags": {"t": {"__entity": {"type": "Tag", "id": "t"}}},
+    }
+    assert entity_references(entity) == {
+        EntityUid("Folder", "f"),
+        EntityUid("User", "u"),
+        EntityUid("User", "r"),
+        EntityUid("Tag", "t"),
+    }

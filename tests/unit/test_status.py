@@ -1,0 +1,37 @@
+"""Tests of the domain-error to gRPC-status table."""
+
+from __future__ import annotations
+
+import grpc
+
+from verdict import errors
+from verdict.transport.status import STATUS_TABLE, status_for
+
+
+def all_subclasses(cls: type) -> set[type]:
+    found = set(cls.__subclasses__())
+    for sub in list(found):
+        found |= all_subclasses(sub)
+    return found
+
+
+def test_every_domain_error_is_mapped() -> None:
+    """Each VerdictError subclass resolves to an explicit table entry."""
+    mapped = tuple(t for t, _ in STATUS_TABLE)
+    for error_type in all_subclasses(errors.VerdictError):
+        assert issubclass(error_type, mapped), error_type
+
+
+def test_codes_and_messages() -> None:
+    """Request errors name the field; infrastructure errors get fixed messages."""
+    assert status_for(errors.RequestError("principal.id", "must not be empty")) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "principal.id: must not be empty",
+    )
+    assert status_for(errors.BatchTooLargeError(5, 4))[0] is grpc.StatusCode.INVALID_ARGUMENT
+    assert status_for(errors.StoreUnavailableError("redis at 10.0.0.1 refused")) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "entity store unavailable",
+    )
+    assert status_for(errors.InternalError()) == (grpc.StatusCode.INTERNAL, "internal error")
+    assert status_for(errors.EntityDataError("x"))[0] is grpc.StatusCode.INTERNAL
