@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINTED := $(wildcard src tests benchmarks scripts)
 
 .PHONY: run test lint proto bench clean help
 
@@ -22,8 +23,8 @@ test: $(STAMP)  ## the whole test suite, then the sample policy suites
 	$(BIN)/pytest -q
 
 lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict on src/
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --strict src
 
 proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/
