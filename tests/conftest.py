@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from verdict.app import App, build_app, start
+from verdict.app import App, build_app, start, stop
 from verdict.client import AsyncVerdictClient
 from verdict.config import Settings
 from verdict.transport.server import VerdictServer
@@ -25,15 +26,12 @@ def lending_app() -> App:
 @pytest.fixture
 async def lending_server(lending_app: App) -> AsyncIterator[VerdictServer]:
     """A real gRPC server on a free loopback port."""
-    app = App(
-        lending_app.settings.model_copy(update={"listen": "127.0.0.1:0"}),
-        lending_app.policies,
-        lending_app.entities,
-        lending_app.authorizer,
+    app = replace(
+        lending_app, settings=lending_app.settings.model_copy(update={"listen": "127.0.0.1:0"})
     )
     server = await start(app)
     yield server
-    await server.stop(0)
+    await stop(app, 0)
 
 
 @pytest.fixture

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
+from verdict.engine.entity_writes import EntityWrites
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
-from verdict.store.base import EntityReader
+from verdict.store.base import EntityStore
+from verdict.store.entity_cache import EntityCache
+from verdict.store.invalidation import InvalidationListener
 from verdict.store.memory import MemoryEntityStore
+from verdict.store.redis_connect import make_client, pubsub_connector
+from verdict.store.redis_store import RedisEntityStore
 from verdict.transport.server import VerdictServer, serve_until_signalled, start_server
 
 log = structlog.get_logger(__name__)
@@ -23,28 +28,52 @@ class App:
 
     settings: Settings
     policies: PolicyHolder
-    entities: EntityReader
+    entities: EntityStore
     authorizer: Authorizer
+    writes: EntityWrites
+    listener: InvalidationListener | None = None
+    server: VerdictServer | None = field(default=None, init=False)
+
+
+def build_entity_store(
+    settings: Settings,
+    policies: PolicyHolder,
+) -> tuple[EntityStore, InvalidationListener | None]:
+    """The in-memory store, or Redis with its cache and invalidation listener."""
+    if settings.redis_url is None:
+        return MemoryEntityStore.from_snapshot(policies.current), None
+    cache = EntityCache(settings.cache_max_entries, settings.cache_grace_seconds)
+    store = RedisEntityStore(
+        make_client(settings),
+        cache,
+        op_timeout=settings.redis_timeout_seconds,
+        retries=settings.redis_retries,
+        max_slice=settings.max_slice_entities,
+    )
+    return store, InvalidationListener(pubsub_connector(settings), cache)
 
 
 def build_app(settings: Settings) -> App:
     """Load policies and entities; raises PolicyLoadError (fatal at startup) on any problem."""
-    snapshot = load_policy_stores(settings.stores, settings.default_store)
-    holder = PolicyHolder(snapshot)
-    entities = MemoryEntityStore.from_snapshot(snapshot)
+    holder = PolicyHolder(load_policy_stores(settings.stores, settings.default_store))
+    entities, listener = build_entity_store(settings, holder)
     authorizer = Authorizer(holder, entities, max_batch=settings.max_batch_size)
-    return App(settings, holder, entities, authorizer)
+    return App(settings, holder, entities, authorizer, EntityWrites(holder, entities), listener)
 
 
 async def start(app: App) -> VerdictServer:
-    """Start serving ``app`` and report SERVING."""
+    """Start background work and the server, then report SERVING."""
     settings = app.settings
+    if app.listener is not None:
+        app.listener.start()
     server = await start_server(
         app.authorizer,
         settings.listen,
         max_message_bytes=settings.max_message_bytes,
         max_context_depth=settings.max_context_depth,
+        entity_writes=app.writes,
     )
+    app.server = server
     await server.mark_serving()
     snapshot = app.policies.current
     log.info(
@@ -53,11 +82,22 @@ async def start(app: App) -> VerdictServer:
         port=server.port,
         stores={s.store_id: s.version for s in snapshot.stores.values()},
         default_store=snapshot.default_store,
+        entity_store="redis" if settings.redis_url else "memory",
     )
     return server
+
+
+async def stop(app: App, grace: float) -> None:
+    """Drain the server, then stop background work and close connections."""
+    if app.server is not None:
+        await app.server.stop(grace)
+    if app.listener is not None:
+        await app.listener.stop()
+    await app.entities.close()
 
 
 async def run(app: App) -> None:
     """Serve until SIGTERM/SIGINT, then drain gracefully."""
     server = await start(app)
     await serve_until_signalled(server, app.settings.shutdown_grace_seconds)
+    await stop(app, 0)

@@ -122,3 +122,31 @@ def _raw(result: Any) -> RawDecision:
         reasons=tuple(str(r) for r in diagnostics.reasons),
         errors=tuple(str(e) for e in diagnostics.errors),
     )
+
+
+_PROBE = {"type": "__verdict_probe", "id": ""}
+_MARKERS = (
+    "entity does not conform to the schema",
+    "error during entity deserialization",
+    "transitive closure",
+)
+
+
+def entity_problem(entities: Sequence[JsonObject], schema: SchemaHandle | None) -> str | None:
+    """Cedar's detailed reason why ``entities`` are rejected (None if they are accepted).
+
+    ``Entities.from_json_str`` reports only a summary; evaluation reports the full chain (which
+    attribute of which entity), and it parses entities before it looks at the request, so a
+    probe request yields exactly the entity error. The text may quote entity data.
+    """
+    request = {"principal": _PROBE, "action": _PROBE, "resource": _PROBE, "context": {}}
+    result = cedarpy.is_authorized(request, _EMPTY_POLICIES, list(entities), schema)
+    for error in result.diagnostics.errors:
+        text = str(error)
+        if text.startswith("failed to parse entities"):
+            starts = [i for m in _MARKERS if (i := text.rfind(m)) >= 0]
+            return text[min(starts) :] if starts else "entities do not parse"
+    return None
+
+
+_EMPTY_POLICIES = cedarpy.PolicySet.from_str("")

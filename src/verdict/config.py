@@ -22,3 +22,12 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
     log_level: str = Field(default="info")
     log_format: str = Field(default="json", pattern="^(json|console)$")
+    # Entity store: in memory (from entities.json) unless a Redis URL is given.
+    redis_url: str | None = Field(default=None, description="redis://, rediss:// or unix://")
+    redis_cluster: bool = Field(default=False, description="treat redis_url as a cluster node")
+    redis_timeout_seconds: float = Field(default=0.5, gt=0)
+    redis_retries: int = Field(default=2, ge=0, le=10)
+    redis_max_connections: int = Field(default=64, ge=1)
+    cache_max_entries: int = Field(default=100_000, ge=0)
+    cache_grace_seconds: float = Field(default=3.0, ge=0)
+    max_slice_entities: int = Field(default=10_000, ge=1)

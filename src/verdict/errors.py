@@ -5,6 +5,7 @@
     │   └── BatchTooLargeError  more items than the configured batch limit
     ├── PolicyLoadError         a policy store cannot be loaded (file:line diagnostics)
     ├── StoreUnavailableError   the entity store cannot answer right now
+    ├── StaleReadError          the requested minimum entity version is not available
     ├── EntityDataError         stored entity data is corrupt or fails the schema
     └── InternalError           an unexpected failure, already logged; fixed message
 
@@ -59,6 +60,15 @@ class PolicyLoadError(VerdictError):
 
 class StoreUnavailableError(VerdictError):
     """The entity store cannot be reached or timed out."""
+
+
+class StaleReadError(VerdictError):
+    """Data at least as fresh as the requested minimum entity version could not be read."""
+
+    def __init__(self, wanted: int, available: int) -> None:
+        self.wanted = wanted
+        self.available = available
+        super().__init__(f"min_entity_version: {wanted} is newer than the store's {available}")
 
 
 class EntityDataError(VerdictError):

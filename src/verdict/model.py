@@ -44,6 +44,10 @@ class AuthorizationRequest:
     store_id: str = ""
     # Cedar JSON entities supplied by the caller for this request only.
     extra_entities: tuple[JsonObject, ...] = ()
+    # Read-your-writes: entity data at least this version (0 = any).
+    min_entity_version: int = 0
+    # time.monotonic() by which the answer is needed (from the caller's deadline), if any.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,8 @@ class AuthorizationResult:
     store_id: str
     # True when a permit matched but evaluation errors forced DENY (fail closed).
     denied_for_errors: bool = False
+    # Entity data version the decision used (0 for stores without versions).
+    entity_version: int = 0
 
     @property
     def allowed(self) -> bool:

@@ -23,7 +23,7 @@ from verdict.client import AsyncVerdictClient, build_request
 from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
 from verdict.model import EntityUid
-from verdict.store.base import EntitySlice
+from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions
 from verdict.transport.server import start_server
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -192,7 +192,9 @@ async def test_odd_ids_travel_intact(tmp_path: Path) -> None:
 class ExplodingStore:
     """An entity store with a bug whose exception text carries loan data."""
 
-    async def fetch_slice(self, store_id: str, roots: Collection[EntityUid]) -> EntitySlice:
+    async def fetch_slice(
+        self, store_id: str, roots: Collection[EntityUid], options: ReadOptions = DEFAULT_READ
+    ) -> EntitySlice:
         raise RuntimeError("loan-1001 owner=alice amount=50000")
 
 

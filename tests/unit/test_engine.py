@@ -22,7 +22,7 @@ from verdict.errors import (
 from verdict.model import AuthorizationRequest, Decision, EntityUid
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
-from verdict.store.base import EntitySlice, StoredEntity
+from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions, StoredEntity
 from verdict.store.memory import MemoryEntityStore
 
 
@@ -104,7 +104,9 @@ class RaisingStore:
     def __init__(self, error: Exception) -> None:
         self.error = error
 
-    async def fetch_slice(self, store_id: str, roots: Collection[EntityUid]) -> EntitySlice:
+    async def fetch_slice(
+        self, store_id: str, roots: Collection[EntityUid], options: ReadOptions = DEFAULT_READ
+    ) -> EntitySlice:
         raise self.error
 
 

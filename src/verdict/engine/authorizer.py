@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
 import structlog
 
@@ -11,7 +12,7 @@ from verdict.engine.evaluate import check_extra_entities, evaluate, slice_roots
 from verdict.errors import BatchTooLargeError, InternalError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult
 from verdict.policy.holder import PolicyHolder
-from verdict.store.base import EntityReader
+from verdict.store.base import EntityReader, ReadOptions
 
 DEFAULT_MAX_BATCH = 100
 log = structlog.get_logger(__name__)
@@ -31,9 +32,13 @@ class Authorizer:
         """One decision. Raises VerdictError for bad requests and store failures."""
         # One snapshot per decision: a concurrent reload never mixes policy versions.
         store = self._policies.current.resolve(request.store_id)
-        entity_slice = await self._entities.fetch_slice(store.store_id, slice_roots(request, store))
+        options = ReadOptions(deadline=request.deadline, min_version=request.min_entity_version)
+        entity_slice = await self._entities.fetch_slice(
+            store.store_id, slice_roots(request, store), options
+        )
         check_extra_entities(request, store, entity_slice.entities)
-        return evaluate(request, store, entity_slice.entities.values())
+        result = evaluate(request, store, entity_slice.entities.values())
+        return replace(result, entity_version=entity_slice.version)
 
     async def authorize_batch(
         self,

@@ -1,8 +1,8 @@
-"""The seams between the engine and entity storage: small Protocols and the slice they return."""
+"""The seams between the engine and entity storage: small Protocols and the values they pass."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -23,18 +23,60 @@ class EntitySlice:
     """Every stored entity reachable from a request's roots."""
 
     entities: Mapping[EntityUid, JsonObject]
-    # Highest entity version read (0 for stores without versions); used for read-your-writes.
+    # The store's entity version the slice was read at (0 for stores without versions).
     version: int = 0
     missing: frozenset[EntityUid] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How fresh and how fast a read must be."""
+
+    # Absolute time.monotonic() by which the caller needs the answer; None = store default.
+    deadline: float | None = None
+    # Read-your-writes: data at least this version, else StaleReadError.
+    min_version: int = 0
+
+
+DEFAULT_READ = ReadOptions()
 
 
 class EntityReader(Protocol):
     """Reads entity slices for decisions."""
 
-    async def fetch_slice(self, store_id: str, roots: Collection[EntityUid]) -> EntitySlice:
+    async def fetch_slice(
+        self, store_id: str, roots: Collection[EntityUid], options: ReadOptions = DEFAULT_READ
+    ) -> EntitySlice:
         """Return the entities reachable from ``roots`` through parents and references.
 
-        Raises StoreUnavailableError when the store cannot answer and EntityDataError when the
-        data it holds is unusable; never returns a partial slice silently.
+        Raises StoreUnavailableError when the store cannot answer, EntityDataError when the data
+        it holds is unusable, StaleReadError when ``min_version`` cannot be met; never returns a
+        partial slice silently.
         """
+        ...
+
+
+class EntityWriter(Protocol):
+    """Writes entities; every call is atomic and returns the store's new version."""
+
+    async def put(self, store_id: str, entities: Sequence[StoredEntity]) -> int:
+        """Upsert ``entities`` (already validated) and return the new version."""
+        ...
+
+    async def delete(self, store_id: str, uids: Collection[EntityUid]) -> tuple[int, int]:
+        """Delete ``uids``; return (new version, number deleted)."""
+        ...
+
+    async def get(
+        self, store_id: str, uids: Sequence[EntityUid]
+    ) -> tuple[dict[EntityUid, JsonObject], int]:
+        """Read exactly ``uids`` (no closure); return the found ones and the current version."""
+        ...
+
+
+class EntityStore(EntityReader, EntityWriter, Protocol):
+    """A store that can both serve decisions and take writes."""
+
+    async def close(self) -> None:
+        """Release connections and background tasks."""
         ...

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
-from verdict.errors import Diagnostic, PolicyLoadError, StoreUnavailableError
-from verdict.model import EntityUid
+from verdict.errors import Diagnostic, PolicyLoadError, StaleReadError, StoreUnavailableError
+from verdict.model import EntityUid, JsonObject
 from verdict.policy.snapshot import PolicySnapshot
-from verdict.store.base import EntitySlice, StoredEntity
+from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions, StoredEntity
 from verdict.store.entity_file import read_entities_file
 from verdict.store.graph import collect_slice
 
 
 class MemoryEntityStore:
-    """Entities held in process memory, per policy store; reads never block."""
+    """Entities held in process memory, per policy store; reads never block or fail."""
 
     def __init__(self, stores: Mapping[str, Mapping[EntityUid, StoredEntity]]) -> None:
         self._stores = {name: dict(entities) for name, entities in stores.items()}
+        self._versions = dict.fromkeys(self._stores, 0)
 
     @classmethod
     def from_snapshot(cls, snapshot: PolicySnapshot) -> MemoryEntityStore:
@@ -37,9 +38,44 @@ class MemoryEntityStore:
             raise PolicyLoadError(diagnostics)
         return cls(stores)
 
-    async def fetch_slice(self, store_id: str, roots: Collection[EntityUid]) -> EntitySlice:
-        """The closure of ``roots`` within one store."""
+    def _entities(self, store_id: str) -> dict[EntityUid, StoredEntity]:
         entities = self._stores.get(store_id)
         if entities is None:
             raise StoreUnavailableError(f"no entities loaded for store {store_id!r}")
-        return collect_slice(roots, entities.get)
+        return entities
+
+    async def fetch_slice(
+        self, store_id: str, roots: Collection[EntityUid], options: ReadOptions = DEFAULT_READ
+    ) -> EntitySlice:
+        """The closure of ``roots`` within one store."""
+        entities = self._entities(store_id)
+        version = self._versions[store_id]
+        if options.min_version > version:
+            raise StaleReadError(options.min_version, version)
+        found = collect_slice(roots, entities.get)
+        return EntitySlice(found.entities, version, found.missing)
+
+    async def put(self, store_id: str, entities: Sequence[StoredEntity]) -> int:
+        """Upsert entities; one new version per call."""
+        target = self._entities(store_id)
+        target.update((e.uid, e) for e in entities)
+        self._versions[store_id] += 1
+        return self._versions[store_id]
+
+    async def delete(self, store_id: str, uids: Collection[EntityUid]) -> tuple[int, int]:
+        """Delete entities; one new version per call."""
+        target = self._entities(store_id)
+        deleted = sum(target.pop(uid, None) is not None for uid in set(uids))
+        self._versions[store_id] += 1
+        return self._versions[store_id], deleted
+
+    async def get(
+        self, store_id: str, uids: Sequence[EntityUid]
+    ) -> tuple[dict[EntityUid, JsonObject], int]:
+        """Exactly the named entities that exist."""
+        entities = self._entities(store_id)
+        found = {uid: entities[uid].json for uid in uids if uid in entities}
+        return found, self._versions[store_id]
+
+    async def close(self) -> None:
+        """Nothing to release."""

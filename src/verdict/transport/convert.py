@@ -24,7 +24,9 @@ def uid_from_proto(message: pb.IsAuthorizedRequest, field: str) -> EntityUid:
     return EntityUid(uid.type, uid.id)
 
 
-def request_from_proto(message: pb.IsAuthorizedRequest, max_depth: int) -> AuthorizationRequest:
+def request_from_proto(
+    message: pb.IsAuthorizedRequest, max_depth: int, deadline: float | None = None
+) -> AuthorizationRequest:
     """Convert and check one request; raises RequestError naming the first bad field."""
     return AuthorizationRequest(
         principal=uid_from_proto(message, "principal"),
@@ -33,6 +35,8 @@ def request_from_proto(message: pb.IsAuthorizedRequest, max_depth: int) -> Autho
         context=parse_context_json(message.context_json, max_depth),
         store_id=message.policy_store_id,
         extra_entities=parse_entities_json(message.entities_json, max_depth=max_depth),
+        min_entity_version=message.min_entity_version,
+        deadline=deadline,
     )
 
 
@@ -46,4 +50,5 @@ def response_to_proto(result: AuthorizationResult) -> pb.IsAuthorizedResponse:
         ],
         policy_version=result.policy_version,
         policy_store_id=result.store_id,
+        entity_version=result.entity_version,
     )

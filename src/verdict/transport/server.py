@@ -12,37 +12,54 @@ from grpc_reflection.v1alpha import reflection
 
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
+from verdict._gen.verdict.v1 import entities_pb2 as epb
+from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.authorizer import Authorizer
+from verdict.engine.entity_writes import EntityWrites
+from verdict.transport.entity_servicer import EntityServicer
 from verdict.transport.servicer import AuthorizationServicer
 
 log = structlog.get_logger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
+ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 
 
 class VerdictServer:
     """A started gRPC server bound to a port, with its health service."""
 
     def __init__(
-        self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer
+        self,
+        server: grpc.aio.Server,
+        port: int,
+        health_servicer: health.aio.HealthServicer,
+        services: list[str],
     ) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
+        self._health_names = ["", *services]
 
     async def mark_serving(self) -> None:
         """Report SERVING: called only once policies and entities are loaded."""
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within ``grace`` seconds."""
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for name in self._health_names:
+            await self.health.set(name, status)
 
 
 async def start_server(
-    authorizer: Authorizer, listen: str, *, max_message_bytes: int, max_context_depth: int
+    authorizer: Authorizer,
+    listen: str,
+    *,
+    max_message_bytes: int,
+    max_context_depth: int,
+    entity_writes: EntityWrites | None = None,
 ) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
     server = grpc.aio.server(
@@ -55,13 +72,15 @@ async def start_server(
     pb_grpc.add_AuthorizationServiceServicer_to_server(
         AuthorizationServicer(authorizer, max_context_depth), server
     )
+    services = [SERVICE_NAME]
+    if entity_writes is not None:
+        epb_grpc.add_EntityServiceServicer_to_server(EntityServicer(entity_writes), server)
+        services.append(ENTITY_SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     reflection.enable_server_reflection(
         (
-            SERVICE_NAME,
+            *services,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),
@@ -70,8 +89,10 @@ async def start_server(
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
+    verdict_server = VerdictServer(server, port, health_servicer, services)
+    await verdict_server._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
-    return VerdictServer(server, port, health_servicer)
+    return verdict_server
 
 
 async def serve_until_signalled(server: VerdictServer, grace: float) -> None:

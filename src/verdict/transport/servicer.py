@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -41,6 +42,12 @@ async def answer_or_abort(
     raise AssertionError("unreachable: abort raises")
 
 
+def deadline_of(context: grpc.aio.ServicerContext[object, object]) -> float | None:
+    """The caller's deadline as a time.monotonic() instant (None when the caller set none)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
 class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
     """gRPC face of the Authorizer; makes no decisions of its own."""
 
@@ -54,7 +61,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> pb.IsAuthorizedResponse:
         async def work() -> pb.IsAuthorizedResponse:
-            domain = request_from_proto(request, self._max_depth)
+            domain = request_from_proto(request, self._max_depth, deadline_of(context))
             return response_to_proto(await self._authorizer.authorize(domain))
 
         return await answer_or_abort(context, work, "IsAuthorized")
@@ -67,7 +74,8 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         async def work() -> pb.BatchAuthorizeResponse:
             if len(request.requests) > self._authorizer.max_batch:
                 raise BatchTooLargeError(len(request.requests), self._authorizer.max_batch)
-            items = [self._convert(item) for item in request.requests]
+            deadline = deadline_of(context)
+            items = [self._convert(item, deadline) for item in request.requests]
             results = await self._authorizer.authorize_batch(items)
             response = pb.BatchAuthorizeResponse()
             for result in results:
@@ -82,8 +90,10 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
 
         return await answer_or_abort(context, work, "BatchAuthorize")
 
-    def _convert(self, item: pb.IsAuthorizedRequest) -> AuthorizationRequest | VerdictError:
+    def _convert(
+        self, item: pb.IsAuthorizedRequest, deadline: float | None
+    ) -> AuthorizationRequest | VerdictError:
         try:
-            return request_from_proto(item, self._max_depth)
+            return request_from_proto(item, self._max_depth, deadline)
         except RequestError as exc:
             return exc

@@ -9,6 +9,7 @@ from verdict.errors import (
     InternalError,
     PolicyLoadError,
     RequestError,
+    StaleReadError,
     StoreUnavailableError,
     VerdictError,
 )
@@ -19,6 +20,7 @@ INTERNAL_MESSAGE = "internal error"
 STATUS_TABLE: tuple[tuple[type[VerdictError], grpc.StatusCode], ...] = (
     (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (StaleReadError, grpc.StatusCode.FAILED_PRECONDITION),
     (EntityDataError, grpc.StatusCode.INTERNAL),
     (PolicyLoadError, grpc.StatusCode.FAILED_PRECONDITION),
     (InternalError, grpc.StatusCode.INTERNAL),

@@ -73,6 +73,7 @@ class IsAuthorizedRequest(_message.Message):
     RESOURCE_FIELD_NUMBER: _builtins.int
     CONTEXT_JSON_FIELD_NUMBER: _builtins.int
     ENTITIES_JSON_FIELD_NUMBER: _builtins.int
+    MIN_ENTITY_VERSION_FIELD_NUMBER: _builtins.int
     policy_store_id: _builtins.str
     """Empty selects the server's default policy store."""
     context_json: _builtins.str
@@ -82,6 +83,10 @@ class IsAuthorizedRequest(_message.Message):
     entities_json: _builtins.str
     """Optional Cedar JSON entity array that supplements the stored entities for this request only.
     A uid that is also stored is rejected rather than silently shadowing the stored entity.
+    """
+    min_entity_version: _builtins.int
+    """Read-your-writes: when non-zero, the decision uses entity data at least this fresh (a version
+    returned by EntityService writes) or fails with FAILED_PRECONDITION; never older data.
     """
     @_builtins.property
     def principal(self) -> Global___EntityUid: ...
@@ -98,10 +103,11 @@ class IsAuthorizedRequest(_message.Message):
         resource: Global___EntityUid | None = ...,
         context_json: _builtins.str = ...,
         entities_json: _builtins.str = ...,
+        min_entity_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "principal", b"principal", "resource", b"resource"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context_json", b"context_json", "entities_json", b"entities_json", "policy_store_id", b"policy_store_id", "principal", b"principal", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context_json", b"context_json", "entities_json", b"entities_json", "min_entity_version", b"min_entity_version", "policy_store_id", b"policy_store_id", "principal", b"principal", "resource", b"resource"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -140,11 +146,14 @@ class IsAuthorizedResponse(_message.Message):
     ERRORS_FIELD_NUMBER: _builtins.int
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     POLICY_STORE_ID_FIELD_NUMBER: _builtins.int
+    ENTITY_VERSION_FIELD_NUMBER: _builtins.int
     decision: Global___Decision.ValueType
     policy_version: _builtins.str
     """Content hash of the store's policies, schema and settings that made this decision."""
     policy_store_id: _builtins.str
     """The policy store that answered (resolves the empty default)."""
+    entity_version: _builtins.int
+    """Entity data version the decision was made with (0 for stores without versions)."""
     @_builtins.property
     def determining_policies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the policies that determined the decision (permits for ALLOW, forbids for DENY)."""
@@ -159,10 +168,11 @@ class IsAuthorizedResponse(_message.Message):
         errors: _abc.Iterable[Global___EvaluationError] | None = ...,
         policy_version: _builtins.str = ...,
         policy_store_id: _builtins.str = ...,
+        entity_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "determining_policies", b"determining_policies", "errors", b"errors", "policy_store_id", b"policy_store_id", "policy_version", b"policy_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "determining_policies", b"determining_policies", "entity_version", b"entity_version", "errors", b"errors", "policy_store_id", b"policy_store_id", "policy_version", b"policy_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,128 @@
+"""A bounded in-process entity cache that is only trusted while invalidations can reach it.
+
+Entries (including "known missing" ones) are valid while the invalidation listener is
+subscribed. When the subscription is lost, the cache serves for at most ``grace`` seconds, then
+not at all until the listener resubscribes, which empties it (messages may have been missed).
+A fill read at version r is dropped if an invalidation newer than r has already arrived, so a
+slow read can never re-install data a concurrent write replaced.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+
+from verdict.cedar_json import entity_references
+from verdict.model import EntityUid, JsonObject
+from verdict.store.base import EntitySlice
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    entity: JsonObject | None  # None: the store holds no such entity
+    refs: frozenset[EntityUid]
+
+
+_MISSING = _Entry(None, frozenset())
+
+
+class EntityCache:
+    """LRU over (store id, uid); see the module docstring for when it may answer."""
+
+    def __init__(
+        self, max_entries: int, grace_seconds: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.max_entries = max_entries
+        self.grace = grace_seconds
+        self._clock = clock
+        self._entries: OrderedDict[tuple[str, EntityUid], _Entry] = OrderedDict()
+        self._trusted_until = -math.inf
+        self._versions: dict[str, int] = {}
+        self._invalidated: dict[str, int] = {}
+        # Bumped on every resubscription; a read begun in an older epoch is never installed.
+        self._epoch = 0
+
+    def usable(self) -> bool:
+        """Whether entries may answer decisions now."""
+        return self._clock() < self._trusted_until
+
+    def version(self, store_id: str) -> int:
+        """The newest entity version this process has seen for a store."""
+        return self._versions.get(store_id, 0)
+
+    def lookup(self, store_id: str, roots: Collection[EntityUid]) -> EntitySlice | None:
+        """The slice from cache alone, or None when any reachable uid is not cached."""
+        if not self.usable():
+            return None
+        entries = self._entries
+        found: dict[EntityUid, JsonObject] = {}
+        missing: set[EntityUid] = set()
+        seen = set(roots)
+        frontier = list(seen)
+        while frontier:
+            uid = frontier.pop()
+            key = (store_id, uid)
+            entry = entries.get(key)
+            if entry is None:
+                return None
+            entries.move_to_end(key)
+            if entry.entity is None:
+                missing.add(uid)
+                continue
+            found[uid] = entry.entity
+            for ref in entry.refs - seen:
+                seen.add(ref)
+                frontier.append(ref)
+        return EntitySlice(found, self.version(store_id), frozenset(missing))
+
+    def begin_read(self) -> int:
+        """A token to pass to ``fill`` for a read that starts now."""
+        return self._epoch
+
+    def fill(self, store_id: str, entity_slice: EntitySlice, token: int) -> None:
+        """Install a slice read from the store at ``entity_slice.version``, if still current."""
+        self._note_version(store_id, entity_slice.version)
+        stale = entity_slice.version < self._invalidated.get(store_id, 0)
+        if stale or token != self._epoch or not self.usable():
+            return
+        for uid, entity in entity_slice.entities.items():
+            self._put((store_id, uid), _Entry(entity, entity_references(entity)))
+        for uid in entity_slice.missing:
+            self._put((store_id, uid), _MISSING)
+
+    def invalidate(self, store_id: str, version: int, uids: Collection[EntityUid]) -> None:
+        """Drop entries a write at ``version`` changed."""
+        self._note_version(store_id, version)
+        self._invalidated[store_id] = max(version, self._invalidated.get(store_id, 0))
+        for uid in uids:
+            self._entries.pop((store_id, uid), None)
+
+    def subscribed(self) -> None:
+        """The listener is (re)subscribed: start afresh, trusted until told otherwise."""
+        self._entries.clear()
+        self._epoch += 1
+        # A restarted Redis may count versions from zero again; start the comparison afresh.
+        self._invalidated.clear()
+        self._versions.clear()
+        self._trusted_until = math.inf
+
+    def unsubscribed(self) -> None:
+        """The listener lost its subscription: keep serving for at most the grace period."""
+        if self._trusted_until == math.inf:
+            self._trusted_until = self._clock() + self.grace
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _put(self, key: tuple[str, EntityUid], entry: _Entry) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def _note_version(self, store_id: str, version: int) -> None:
+        if version > self._versions.get(store_id, 0):
+            self._versions[store_id] = version

@@ -1,0 +1,20 @@
+"""Prometheus metric objects (the only module-level singletons); names are verdict_<noun>_<unit>."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+CACHE_LOOKUPS = Counter(
+    "verdict_entity_cache_lookups_total", "Entity slice lookups in the local cache", ["result"]
+)
+STORE_ERRORS = Counter(
+    "verdict_entity_store_errors_total",
+    "Failed entity store round trips (retried or not)",
+    ["kind"],
+)
+CORRUPT_ENTITIES = Counter(
+    "verdict_entity_corrupt_total", "Stored entities that could not be decoded", ["reason"]
+)
+INVALIDATIONS = Counter(
+    "verdict_entity_invalidations_total", "Invalidation messages received from other replicas"
+)

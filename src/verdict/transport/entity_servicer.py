@@ -1,0 +1,82 @@
+"""The EntityService servicer: entity writes and reads over gRPC, validated by the engine."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import grpc
+
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict._gen.verdict.v1 import entities_pb2 as epb
+from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
+from verdict.engine.entity_writes import EntityWrites
+from verdict.errors import RequestError
+from verdict.model import EntityUid
+from verdict.transport.convert import MAX_UID_PART_BYTES
+from verdict.transport.servicer import answer_or_abort
+
+MAX_UIDS = 1000
+Context = grpc.aio.ServicerContext[object, object]
+
+
+def uids_from_proto(uids: Iterable[pb.EntityUid]) -> list[EntityUid]:
+    """Check a repeated EntityUid field, naming the item at fault."""
+    items = list(uids)
+    if len(items) > MAX_UIDS:
+        raise RequestError("uids", f"more than {MAX_UIDS} uids in one call")
+    result = []
+    for index, uid in enumerate(items):
+        for part in ("type", "id"):
+            value: str = getattr(uid, part)
+            if not value or len(value.encode()) > MAX_UID_PART_BYTES:
+                raise RequestError(
+                    f"uids[{index}].{part}", f"must be 1 to {MAX_UID_PART_BYTES} bytes"
+                )
+        result.append(EntityUid(uid.type, uid.id))
+    return result
+
+
+class EntityServicer(epb_grpc.EntityServiceServicer):
+    """gRPC face of EntityWrites."""
+
+    def __init__(self, writes: EntityWrites) -> None:
+        self._writes = writes
+
+    async def PutEntities(
+        self, request: epb.PutEntitiesRequest, context: Context
+    ) -> epb.PutEntitiesResponse:
+        async def work() -> epb.PutEntitiesResponse:
+            version, written = await self._writes.put(
+                request.policy_store_id, request.entities_json
+            )
+            return epb.PutEntitiesResponse(version=version, written=written)
+
+        return await answer_or_abort(context, work, "PutEntities")
+
+    async def DeleteEntities(
+        self, request: epb.DeleteEntitiesRequest, context: Context
+    ) -> epb.DeleteEntitiesResponse:
+        async def work() -> epb.DeleteEntitiesResponse:
+            version, deleted = await self._writes.delete(
+                request.policy_store_id, uids_from_proto(request.uids)
+            )
+            return epb.DeleteEntitiesResponse(version=version, deleted=deleted)
+
+        return await answer_or_abort(context, work, "DeleteEntities")
+
+    async def GetEntities(
+        self, request: epb.GetEntitiesRequest, context: Context
+    ) -> epb.GetEntitiesResponse:
+        async def work() -> epb.GetEntitiesResponse:
+            uids = uids_from_proto(request.uids)
+            found, version = await self._writes.get(request.policy_store_id, uids)
+            return epb.GetEntitiesResponse(
+                entities_json=json.dumps(
+                    [found[u] for u in uids if u in found], ensure_ascii=False
+                ),
+                missing=[pb.EntityUid(type=u.type, id=u.id) for u in uids if u not in found],
+                version=version,
+            )
+
+        return await answer_or_abort(context, work, "GetEntities")
