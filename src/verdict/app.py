@@ -9,6 +9,7 @@ import structlog
 from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
+from verdict.errors import StoreUnavailableError
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
 from verdict.store.base import EntityStore
@@ -64,6 +65,11 @@ def build_app(settings: Settings) -> App:
 async def start(app: App) -> VerdictServer:
     """Start background work and the server, then report SERVING."""
     settings = app.settings
+    try:
+        await app.entities.prepare()
+    except StoreUnavailableError:
+        # Serve anyway: decisions needing the store fail closed (UNAVAILABLE) until it returns.
+        log.warning("entity_store_unavailable_at_start")
     if app.listener is not None:
         app.listener.start()
     server = await start_server(

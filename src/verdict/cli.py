@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from verdict.app import build_app, run
 from verdict.cedar_json import parse_context_json, parse_entities_json
+from verdict.cli_entities import add_entities_command
 from verdict.config import Settings
 from verdict.errors import PolicyLoadError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult
@@ -32,6 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
             "listen": args.listen,
             "max_batch_size": args.max_batch_size,
             "log_level": args.log_level,
+            "redis_url": args.redis_url,
+            "redis_cluster": args.redis_cluster or None,
         }.items()
         if v is not None
     }
@@ -128,6 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     serve.add_argument("--max-batch-size", type=int, help="largest BatchAuthorize (default 100)")
     serve.add_argument("--log-level", help="debug, info, warning, error")
+    serve.add_argument(
+        "--redis-url",
+        help="read entities from Redis (redis://, rediss://, "
+        "unix://) instead of memory (VERDICT_REDIS_URL)",
+    )
+    serve.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="the Redis URL names a cluster node (VERDICT_REDIS_CLUSTER)",
+    )
     serve.set_defaults(func=_serve)
 
     check = commands.add_parser(
@@ -154,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     validate.add_argument("--default-store", help="store that must exist as the default")
     validate.set_defaults(func=_validate)
+
+    add_entities_command(commands)
     return parser
 
 

@@ -14,13 +14,18 @@ from verdict.store.base import EntityStore, StoredEntity
 
 MAX_WRITE_ENTITIES = 10_000
 _ATTRIBUTE = re.compile(r"attribute `([^`]+)`")
-# (substring of Cedar's reason, data-free explanation), checked in order.
+# (substring of Cedar's reason, data-free explanation, whether it is about one attribute).
 _PROBLEMS = (
-    ("should not exist", "is not declared in the schema"),
-    ("to have attribute", "is required by the schema but missing"),
-    ("type mismatch", "has a value of the wrong type"),
-    ("ancestor of type", "has a parent whose type the schema does not allow"),
-    ("which is not declared in the schema", "has an entity type the schema does not declare"),
+    ("should not exist", "is not declared in the schema", True),
+    ("to have attribute", "is required by the schema but missing", True),
+    ("type mismatch", "has a value of the wrong type", True),
+    ("ancestor of type", "has a parent whose type the schema does not allow", False),
+    (
+        "which is not declared in the schema",
+        "has an entity type the schema does not declare",
+        False,
+    ),
+    ("transitive closure", "its parents form a cycle back to itself", False),
 )
 
 
@@ -111,10 +116,9 @@ def _reaches(parents: Mapping[EntityUid, list[EntityUid]], start: EntityUid) -> 
 def _describe(uid: EntityUid, problem: str) -> str:
     """A caller-facing reason naming the entity and attribute, without quoting values."""
     attribute = _ATTRIBUTE.search(problem)
-    subject = f"attribute `{attribute.group(1)}`" if attribute else "entity"
-    for needle, explanation in _PROBLEMS:
+    for needle, explanation, about_attribute in _PROBLEMS:
         if needle in problem:
-            if needle in ("ancestor of type", "which is not declared in the schema"):
-                return f"{uid}: {explanation}"
-            return f"{uid}: {subject} {explanation}"
+            if about_attribute and attribute:
+                return f"{uid}: attribute `{attribute.group(1)}` {explanation}"
+            return f"{uid}: {explanation}"
     return f"{uid}: does not conform to the schema"

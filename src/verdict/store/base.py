@@ -77,6 +77,10 @@ class EntityWriter(Protocol):
 class EntityStore(EntityReader, EntityWriter, Protocol):
     """A store that can both serve decisions and take writes."""
 
+    async def prepare(self) -> None:
+        """Warm up before serving (e.g. load server-side scripts); may raise if unreachable."""
+        ...
+
     async def close(self) -> None:
         """Release connections and background tasks."""
         ...

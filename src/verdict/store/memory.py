@@ -77,5 +77,8 @@ class MemoryEntityStore:
         found = {uid: entities[uid].json for uid in uids if uid in entities}
         return found, self._versions[store_id]
 
+    async def prepare(self) -> None:
+        """Nothing to warm up."""
+
     async def close(self) -> None:
         """Nothing to release."""

@@ -1,0 +1,121 @@
+"""``verdict entities load|export``: move entities between entities.json files and Redis."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from verdict.config import Settings
+from verdict.errors import PolicyLoadError, VerdictError
+from verdict.policy.loader import load_policy_stores
+from verdict.store.bulk import load_entities
+from verdict.store.entity_cache import EntityCache
+from verdict.store.entity_file import read_entities_file
+from verdict.store.redis_connect import make_client
+from verdict.store.redis_store import RedisEntityStore
+
+
+def _store(args: argparse.Namespace) -> RedisEntityStore:
+    settings = Settings(
+        redis_url=args.redis_url,
+        redis_cluster=args.redis_cluster,
+        redis_timeout_seconds=args.timeout,
+    )
+    return RedisEntityStore(
+        make_client(settings),
+        EntityCache(0, 0),
+        op_timeout=args.timeout,
+        retries=settings.redis_retries,
+    )
+
+
+async def _load(args: argparse.Namespace) -> int:
+    snapshot = load_policy_stores(args.stores, args.store)
+    chosen = [args.store] if args.store else sorted(snapshot.stores)
+    store = _store(args)
+    try:
+        await store.prepare()
+        for store_id in chosen:
+            policy_store = snapshot.resolve(store_id)
+            if policy_store.entities_file is None:
+                print(f"{store_id}: no entities.json, skipped")
+                continue
+            entities = read_entities_file(
+                policy_store.entities_file, policy_store.schema, f"{store_id}/entities.json"
+            )
+            started = time.perf_counter()
+            version = await load_entities(
+                store, store_id, list(entities.values()), chunk=args.chunk
+            )
+            seconds = time.perf_counter() - started
+            print(
+                f"{store_id}: {len(entities)} entities in {seconds:.2f}s "
+                f"({len(entities) / max(seconds, 1e-9):,.0f}/s), version {version}"
+            )
+    finally:
+        await store.close()
+    return 0
+
+
+async def _export(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        entities = await store.export(args.store)
+    finally:
+        await store.close()
+    text = json.dumps(entities, indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"{args.store}: {len(entities)} entities written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        code: int = asyncio.run(args.entities_func(args))
+    except (PolicyLoadError, VerdictError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+def add_entities_command(commands: Any) -> None:
+    """Register ``verdict entities`` and its subcommands."""
+    entities = commands.add_parser(
+        "entities",
+        help="load or export entities in Redis",
+        description="Move Cedar JSON entities between policy "
+        "stores' entities.json files and Redis.",
+    )
+    actions = entities.add_subparsers(dest="entities_command", required=True, metavar="ACTION")
+    load = actions.add_parser(
+        "load",
+        help="load entities.json of every store (or one)",
+        description="Validate each store's entities.json against its "
+        "schema and write it to Redis in pipelined, atomic chunks.",
+    )
+    load.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
+    load.add_argument("--store", help="load only this store")
+    load.add_argument("--chunk", type=int, default=1000, help="entities per atomic write")
+    load.set_defaults(entities_func=_load)
+    export = actions.add_parser(
+        "export",
+        help="write a store's entities as Cedar JSON",
+        description="Read every entity of one store from Redis and "
+        "write a Cedar JSON array (sorted by uid).",
+    )
+    export.add_argument("--store", required=True, help="policy store id")
+    export.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    export.set_defaults(entities_func=_export)
+    for sub in (load, export):
+        sub.add_argument("--redis-url", required=True, help="redis://, rediss:// or unix://")
+        sub.add_argument("--redis-cluster", action="store_true", help="URL names a cluster node")
+        sub.add_argument("--timeout", type=float, default=5.0, help="seconds per Redis call")
+    entities.set_defaults(func=_run)

@@ -1,0 +1,248 @@
+"""The Redis entity store on a real redis-server: same answers, few round trips, safe writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.cases import BASE_CONTEXT, DecisionCase, lending_cases
+from tests.integration.redis_apps import redis_app
+from tests.redis_support import RedisProcess
+from tests.stores import entity, write_store
+from verdict._gen.verdict.v1 import entities_pb2 as epb
+from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
+from verdict.app import App, build_app
+from verdict.config import Settings
+from verdict.errors import EntityDataError, RequestError, StaleReadError
+from verdict.model import AuthorizationRequest, Decision, EntityUid
+from verdict.store.redis_keys import StoreKeys, uid_key
+from verdict.store.redis_store import RedisEntityStore
+from verdict.telemetry import metrics
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def any_store_app(request: pytest.FixtureRequest, redis: RedisProcess) -> object:
+    """The lending app on each entity store in turn."""
+    if request.param == "memory":
+        yield build_app(Settings(stores=Path(__file__).parents[2] / "policies"))
+        return
+    async with redis_app(redis.url) as app:
+        yield app
+
+
+@pytest.mark.parametrize("case", lending_cases(), ids=str)
+async def test_shared_cases_on_both_stores(any_store_app: App, case: DecisionCase) -> None:
+    """The shared lending cases give identical answers on the memory and the Redis store."""
+    for _ in range(2):  # cold, then from the local cache
+        result = await any_store_app.authorizer.authorize(case.request)
+        assert result.decision.value == case.expect
+        assert set(result.determining_policies) == case.determining
+
+
+def chain_store(tmp_path: Path, depth: int) -> Path:
+    """A store whose only permit needs the top of a ``depth``-level group chain."""
+    groups = [
+        entity("Group", str(i), parents=[("Group", str(i + 1))] if i < depth - 1 else [])
+        for i in range(depth)
+    ]
+    write_store(
+        tmp_path,
+        "deep",
+        {
+            "p.cedar": f'@id("top") permit(principal in Group::"{depth - 1}", action, resource);',
+            "entities.json": [entity("User", "u", parents=[("Group", "0")]), *groups],
+        },
+    )
+    return tmp_path
+
+
+async def test_depth_ten_hierarchy_in_one_round_trip(tmp_path: Path, redis: RedisProcess) -> None:
+    """A ten-level ancestor chain is fetched in one round trip; a repeat needs none."""
+    stores = chain_store(tmp_path, 10)
+    app = build_app(Settings(stores=stores, redis_url=redis.url))
+    store = app.entities
+    assert isinstance(store, RedisEntityStore)
+    await store.prepare()
+    snapshot = app.policies.current.resolve("deep")
+    from verdict.store.entity_file import read_entities_file
+
+    assert snapshot.entities_file is not None
+    await store.put("deep", list(read_entities_file(snapshot.entities_file, None).values()))
+    # Trust the cache without a listener for this count (no writes happen meanwhile).
+    store.cache.subscribed()
+    request = AuthorizationRequest(
+        EntityUid("User", "u"), EntityUid("Action", "a"), EntityUid("Doc", "d")
+    )
+    # Server side: script invocations (commands a script runs are counted under their own names).
+    before, trips = redis.commands_processed("evalsha", "eval"), store.round_trips
+    first = await app.authorizer.authorize(request)
+    after_first, trips_first = redis.commands_processed("evalsha", "eval"), store.round_trips
+    await app.authorizer.authorize(request)
+    after_second, trips_second = redis.commands_processed("evalsha", "eval"), store.round_trips
+    await store.close()
+    assert first.decision is Decision.ALLOW
+    assert first.errors == ()
+    assert (after_first - before, trips_first - trips) == (1, 1)
+    assert (after_second - after_first, trips_second - trips_first) == (0, 0)
+
+
+async def test_schema_invalid_write_changes_nothing(redis: RedisProcess) -> None:
+    """A write with one bad entity is rejected naming it and its attribute; Redis is unchanged."""
+    async with redis_app(redis.url) as app:
+        keys = StoreKeys.of("lending")
+        before = [redis.cli("HGETALL", keys.entities), redis.cli("GET", keys.version)]
+        good = entity("Partner", "new-bank", {"name": "New", "kind": "bank", "active": True})
+        bad = entity("Partner", "bad-bank", {"name": "Bad", "kind": "bank", "active": "yes"})
+        with pytest.raises(RequestError) as info:
+            await app.writes.put("lending", json.dumps([good, bad]))
+        assert info.value.field == "entities_json[1]"
+        assert "attribute `active` has a value of the wrong type" in info.value.problem
+        assert "yes" not in str(info.value)
+        unknown = entity("Partner", "x", {"name": "X", "kind": "bank", "active": True, "z": 1})
+        with pytest.raises(RequestError, match="attribute `z` is not declared"):
+            await app.writes.put("lending", json.dumps([unknown]))
+        with pytest.raises(RequestError, match="has an entity type the schema does not declare"):
+            await app.writes.put("lending", json.dumps([entity("Alien", "x")]))
+        after = [redis.cli("HGETALL", keys.entities), redis.cli("GET", keys.version)]
+        assert after == before
+
+
+async def test_parent_cycles_are_rejected(tmp_path: Path, redis: RedisProcess) -> None:
+    """A write whose parents lead back to itself, directly or via stored entities, is refused."""
+    write_store(tmp_path, "g", {"p.cedar": "permit(principal, action, resource);"})
+    app = build_app(Settings(stores=tmp_path, redis_url=redis.url))
+    await app.writes.put(
+        "g",
+        json.dumps(
+            [entity("G", "a", parents=[("G", "b")]), entity("G", "b", parents=[("G", "c")])]
+        ),
+    )
+    with pytest.raises(RequestError, match="cycle") as info:
+        await app.writes.put("g", json.dumps([entity("G", "c", parents=[("G", "a")])]))
+    assert info.value.field == "entities_json[0]"
+    with pytest.raises(RequestError, match="cycle"):
+        await app.writes.put("g", json.dumps([entity("G", "x", parents=[("G", "x")])]))
+    found, _ = await app.writes.get("g", [EntityUid("G", "c"), EntityUid("G", "x")])
+    assert found == {}
+    await app.entities.close()
+
+
+async def test_corrupt_values_fail_only_their_decisions(redis: RedisProcess) -> None:
+    """Unreadable data fails that decision closed and is counted; other decisions go on."""
+    async with redis_app(redis.url) as app:
+        keys = StoreKeys.of("lending")
+        field = uid_key(EntityUid("Employee", "uma"))
+        redis.cli("HSET", keys.entities, field, "{not json")
+        redis.cli("PUBLISH", keys.channel, "999\n" + field)  # what a real write would announce
+        before = metrics.CORRUPT_ENTITIES.labels(reason="bad_value")._value.get()
+        cases = lending_cases()
+        uma = next(c for c in cases if c.principal.id == "uma")
+        alice = next(c for c in cases if c.principal.id == "alice")
+        for _ in range(50):  # the invalidation is asynchronous; wait for it to land
+            try:
+                await app.authorizer.authorize(uma.request)
+            except EntityDataError:
+                break
+            await __import__("asyncio").sleep(0.01)
+        else:
+            pytest.fail("corrupt entity was never read")
+        assert metrics.CORRUPT_ENTITIES.labels(reason="bad_value")._value.get() == before + 1
+        assert (await app.authorizer.authorize(alice.request)).decision.value == alice.expect
+
+
+async def test_read_your_writes(redis: RedisProcess) -> None:
+    """A decision asking for a written version sees it; a version not yet written fails."""
+    async with redis_app(redis.url) as app:
+        case = next(c for c in lending_cases() if c.principal.id == "uma" and c.expect == "allow")
+        assert (await app.authorizer.authorize(case.request)).allowed  # now cached
+        suspended = entity(
+            "Employee",
+            "uma",
+            {
+                "name": "Uma",
+                "suspended": True,
+                "approval_limit": 50000,
+                "department": "credit",
+                "partner": {"__entity": {"type": "Partner", "id": "first-river-bank"}},
+            },
+            parents=[("Role", "underwriter")],
+        )
+        version, _ = await app.writes.put("lending", json.dumps([suspended]))
+        fresh = AuthorizationRequest(
+            case.principal, case.action, case.resource, case.context, min_entity_version=version
+        )
+        result = await app.authorizer.authorize(fresh)
+        assert result.decision is Decision.DENY
+        assert result.entity_version >= version
+        with pytest.raises(StaleReadError):
+            await app.authorizer.authorize(
+                AuthorizationRequest(
+                    case.principal,
+                    case.action,
+                    case.resource,
+                    case.context,
+                    min_entity_version=version + 100,
+                )
+            )
+
+
+async def test_entity_service_over_grpc(redis: RedisProcess) -> None:
+    """PutEntities, GetEntities and DeleteEntities work over a real port with versions."""
+    async with redis_app(redis.url, serve=True) as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            stub = epb_grpc.EntityServiceStub(channel)
+            odd = 'q"uo\\te\nline'
+            put = await stub.PutEntities(
+                epb.PutEntitiesRequest(
+                    policy_store_id="lending",
+                    entities_json=json.dumps(
+                        [entity("Partner", odd, {"name": "Odd", "kind": "bank", "active": True})]
+                    ),
+                )
+            )
+            assert (put.written, put.version > 1) == (1, True)
+            uid = epb.GetEntitiesRequest(policy_store_id="lending")
+            uid.uids.add(type="Partner", id=odd)
+            uid.uids.add(type="Partner", id="nope")
+            got = await stub.GetEntities(uid)
+            assert json.loads(got.entities_json)[0]["uid"] == {"type": "Partner", "id": odd}
+            assert [m.id for m in got.missing] == ["nope"]
+            deleted = await stub.DeleteEntities(
+                epb.DeleteEntitiesRequest(policy_store_id="lending", uids=list(uid.uids))
+            )
+            assert (deleted.deleted, deleted.version) == (1, put.version + 1)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.PutEntities(
+                    epb.PutEntitiesRequest(policy_store_id="lending", entities_json="[{}]")
+                )
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details().startswith("entities_json[0]")
+
+
+async def test_context_and_extra_entities_on_redis(redis: RedisProcess) -> None:
+    """Request entities supplement Redis data and cannot shadow it."""
+    async with redis_app(redis.url) as app:
+        fake_dave = entity(
+            "Borrower",
+            "dave",
+            {
+                "name": "D",
+                "kyc_verified": True,
+                "suspended": False,
+                "partner": {"__entity": {"type": "Partner", "id": "first-river-bank"}},
+            },
+        )
+        with pytest.raises(RequestError):
+            await app.authorizer.authorize(
+                AuthorizationRequest(
+                    EntityUid("Borrower", "dave"),
+                    EntityUid("Action", "view"),
+                    EntityUid("Loan", "loan-1008"),
+                    BASE_CONTEXT,
+                    extra_entities=(fake_dave,),
+                )
+            )

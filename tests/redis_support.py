@@ -1,0 +1,148 @@
+"""Start and stop real redis-server processes (single node or a 3-master cluster) on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+def free_port() -> int:
+    """A currently unused loopback TCP port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RedisProcess:
+    """One redis-server bound to 127.0.0.1:port, keeping nothing on disk."""
+
+    port: int
+    workdir: Path
+    extra: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start and wait until it answers PING."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.cli("PING").strip() == "PONG":
+                return
+            time.sleep(0.02)
+        raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        """Kill the server (as a crash would) and wait for it."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def cli(self, *args: str) -> str:
+        """Run redis-cli against this server; returns stdout ('' if it cannot connect)."""
+        result = subprocess.run(
+            [REDIS_CLI, "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        return result.stdout
+
+    def commands_processed(self, *names: str) -> int:
+        """Calls of the given commands so far, from INFO commandstats."""
+        total = 0
+        for line in self.cli("INFO", "commandstats").splitlines():
+            name, _, stats = line.partition(":")
+            if name.removeprefix("cmdstat_") in names:
+                total += int(stats.split(",")[0].removeprefix("calls="))
+        return total
+
+
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[RedisProcess]:
+    """A fresh single-node Redis for the duration of the block."""
+    server = RedisProcess(free_port(), workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextmanager
+def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[list[RedisProcess]]:
+    """A real Redis Cluster of ``masters`` nodes with no replicas."""
+    nodes = []
+    try:
+        for index in range(masters):
+            port = free_port()
+            node = RedisProcess(
+                port,
+                workdir / f"node{index}",
+                extra=[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    f"nodes-{port}.conf",
+                    "--cluster-node-timeout",
+                    "2000",
+                ],
+            )
+            node.start()
+            nodes.append(node)
+        subprocess.run(
+            [
+                REDIS_CLI,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        deadline = time.monotonic() + 30
+        while "cluster_state:ok" not in nodes[0].cli("CLUSTER", "INFO"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis cluster did not become ready")
+            time.sleep(0.1)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
