@@ -29,6 +29,7 @@ class RedisProcess:
     port: int
     workdir: Path
     extra: list[str] = field(default_factory=list)
+    cli_options: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,7 +74,7 @@ class RedisProcess:
     def cli(self, *args: str) -> str:
         """Run redis-cli against this server; returns stdout ('' if it cannot connect)."""
         result = subprocess.run(
-            [REDIS_CLI, "-p", str(self.port), *args],
+            [REDIS_CLI, "-p", str(self.port), *self.cli_options, *args],
             capture_output=True,
             text=True,
             timeout=10,
@@ -146,3 +147,78 @@ def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[list[RedisProcess
     finally:
         for node in nodes:
             node.stop()
+
+
+def tls_redis(workdir: Path) -> tuple[RedisProcess, Path]:
+    """A redis-server that speaks only TLS, with a fresh CA; returns it and the CA file."""
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=workdir, capture_output=True, check=True, timeout=60)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=verdict-test-ca",
+    )
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    )
+    (workdir / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    )
+    port = free_port()
+    server = RedisProcess(
+        port,
+        workdir,
+        extra=[
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cert-file",
+            str(workdir / "server.crt"),
+            "--tls-key-file",
+            str(workdir / "server.key"),
+            "--tls-ca-cert-file",
+            str(workdir / "ca.crt"),
+            "--tls-auth-clients",
+            "no",
+        ],
+        cli_options=["--tls", "--cacert", str(workdir / "ca.crt")],
+    )
+    return server, workdir / "ca.crt"

@@ -246,3 +246,72 @@ async def test_context_and_extra_entities_on_redis(redis: RedisProcess) -> None:
                     extra_entities=(fake_dave,),
                 )
             )
+
+
+async def test_unix_socket_url(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """unix:// URLs reach a Redis listening on a socket file."""
+    from tests.redis_support import RedisProcess, free_port
+
+    workdir = tmp_path_factory.mktemp("unix")
+    socket_path = workdir / "redis.sock"
+    server = RedisProcess(free_port(), workdir, extra=["--unixsocket", str(socket_path)])
+    server.start()
+    try:
+        async with redis_app(f"unix://{socket_path}") as app:
+            case = lending_cases()[0]
+            assert (await app.authorizer.authorize(case.request)).decision.value == case.expect
+    finally:
+        server.stop()
+
+
+async def test_stalled_redis_is_bounded_by_the_callers_deadline(redis: RedisProcess) -> None:
+    """A Redis that stops answering yields UNAVAILABLE after bounded retries, or the caller's
+    deadline if that comes first; never ALLOW."""
+    import os
+    import signal
+
+    async with redis_app(
+        redis.url, serve=True, cache_max_entries=0, redis_timeout_seconds=0.2
+    ) as app:
+        assert app.server is not None
+        assert redis.process is not None
+        from verdict.client import AsyncVerdictClient
+
+        case = next(c for c in lending_cases() if c.expect == "allow")
+        target = f"127.0.0.1:{app.server.port}"
+        async with (
+            AsyncVerdictClient(target, timeout=0.15) as hurried,
+            AsyncVerdictClient(target, timeout=10) as patient,
+        ):
+            ok = await patient.is_authorized(
+                case.principal, case.action, case.resource, context=case.context
+            )
+            assert ok.decision == 1
+            os.kill(redis.process.pid, signal.SIGSTOP)
+            try:
+                codes = []
+                for client in (hurried, patient):
+                    with pytest.raises(grpc.aio.AioRpcError) as info:
+                        await client.is_authorized(
+                            case.principal, case.action, case.resource, context=case.context
+                        )
+                    codes.append((info.value.code(), info.value.details()))
+            finally:
+                os.kill(redis.process.pid, signal.SIGCONT)
+            assert codes[0][0] == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert codes[1] == (grpc.StatusCode.UNAVAILABLE, "entity store unavailable")
+
+
+async def test_tls_url(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """rediss:// reaches a TLS-only Redis, verifying its certificate against the given CA."""
+    from tests.redis_support import tls_redis
+
+    server, ca = tls_redis(tmp_path_factory.mktemp("tls"))
+    server.start()
+    try:
+        url = f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={ca}"
+        async with redis_app(url) as app:
+            case = lending_cases()[0]
+            assert (await app.authorizer.authorize(case.request)).decision.value == case.expect
+    finally:
+        server.stop()
