@@ -62,6 +62,7 @@ class RedisProcess:
             if self.cli("PING").strip() == "PONG":
                 return
             time.sleep(0.02)
+        self.stop()
         raise RuntimeError(f"redis-server on port {self.port} did not start")
 
     def stop(self) -> None:
@@ -120,6 +121,9 @@ def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[list[RedisProcess
                     f"nodes-{port}.conf",
                     "--cluster-node-timeout",
                     "2000",
+                    # The default bus port is port + 10000, which may be taken or above 65535.
+                    "--cluster-port",
+                    str(free_port()),
                 ],
             )
             node.start()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import replace
 
 import structlog
 
@@ -37,8 +36,7 @@ class Authorizer:
             store.store_id, slice_roots(request, store), options
         )
         check_extra_entities(request, store, entity_slice.entities)
-        result = evaluate(request, store, entity_slice.entities.values())
-        return replace(result, entity_version=entity_slice.version)
+        return evaluate(request, store, entity_slice.entities.values(), entity_slice.version)
 
     async def authorize_batch(
         self,

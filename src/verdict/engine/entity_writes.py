@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from verdict import cedar
+from verdict.cedar import SchemaHandle
 from verdict.cedar_json import entity_references, entity_uid, parse_entities_json, parse_uid
 from verdict.errors import RequestError
 from verdict.model import EntityUid, JsonObject
@@ -45,10 +46,7 @@ class EntityWrites:
         if len(entities) > MAX_WRITE_ENTITIES:
             raise RequestError("entities_json", f"holds more than {MAX_WRITE_ENTITIES} entities")
         uids = _unique_uids(entities)
-        for index, entity in enumerate(entities):
-            problem = cedar.entity_problem([entity], store.schema)
-            if problem is not None:
-                raise RequestError(f"entities_json[{index}]", _describe(uids[index], problem))
+        _check_schema(entities, uids, store.schema)
         await self._check_acyclic(store.store_id, dict(zip(uids, entities, strict=True)))
         stored = [
             StoredEntity(uid, entity, entity_references(entity))
@@ -84,6 +82,19 @@ class EntityWrites:
                 raise RequestError(
                     f"entities_json[{index}]", f"{uid}: its parents form a cycle back to itself"
                 )
+
+
+def _check_schema(
+    entities: Sequence[JsonObject], uids: Sequence[EntityUid], schema: SchemaHandle | None
+) -> None:
+    """All entities at once (the common, valid case); one by one only to name the culprit."""
+    if cedar.entity_problem(entities, schema) is None:
+        return
+    for index, entity in enumerate(entities):
+        problem = cedar.entity_problem([entity], schema)
+        if problem is not None:
+            raise RequestError(f"entities_json[{index}]", _describe(uids[index], problem))
+    raise RequestError("entities_json", "the entities do not conform to the schema together")
 
 
 def _unique_uids(entities: Sequence[JsonObject]) -> list[EntityUid]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from verdict import cedar
 from verdict.cedar import CedarError
 from verdict.cedar_json import entity_uid, referenced_uids
 from verdict.engine.outcome import interpret
-from verdict.errors import RequestError
+from verdict.errors import RequestError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
 from verdict.policy.snapshot import StoreSnapshot
 
@@ -42,17 +42,45 @@ def check_extra_entities(
             )
 
 
-def evaluate(
-    request: AuthorizationRequest, store: StoreSnapshot, entities: Iterable[JsonObject]
-) -> AuthorizationResult:
-    """Evaluate one request with pre-parsed policies and schema; fail closed on any doubt."""
-    cedar_request = {
+def cedar_request(request: AuthorizationRequest) -> JsonObject:
+    """The request document Cedar evaluates; uids as ``{type, id}``, never parsed strings."""
+    return {
         "principal": request.principal.to_json(),
         "action": request.action.to_json(),
         "resource": request.resource.to_json(),
         "context": dict(request.context),
     }
+
+
+def evaluate(
+    request: AuthorizationRequest,
+    store: StoreSnapshot,
+    entities: Iterable[JsonObject],
+    entity_version: int = 0,
+) -> AuthorizationResult:
+    """Evaluate one request with pre-parsed policies and schema; fail closed on any doubt."""
     raw = cedar.is_authorized(
-        cedar_request, store.policy_set, [*entities, *request.extra_entities], store.schema
+        cedar_request(request), store.policy_set, [*entities, *request.extra_entities], store.schema
     )
-    return interpret(raw, store)
+    return interpret(raw, store, entity_version)
+
+
+def evaluate_shared(
+    requests: Sequence[AuthorizationRequest],
+    store: StoreSnapshot,
+    entities: Sequence[JsonObject],
+    entity_version: int = 0,
+) -> list[AuthorizationResult | VerdictError]:
+    """Evaluate requests that share one entity set (and carry no request entities) in one
+    Cedar call; each answer is what ``evaluate`` would give for that request alone."""
+    assert not any(r.extra_entities for r in requests), "request entities need evaluate()"
+    raws = cedar.is_authorized_batch(
+        [cedar_request(r) for r in requests], store.policy_set, entities, store.schema
+    )
+    answers: list[AuthorizationResult | VerdictError] = []
+    for raw in raws:
+        try:
+            answers.append(interpret(raw, store, entity_version))
+        except VerdictError as exc:
+            answers.append(exc)
+    return answers

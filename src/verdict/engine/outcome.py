@@ -46,7 +46,9 @@ _REQUEST_FIELDS = (
 )
 
 
-def interpret(raw: RawDecision, store: StoreSnapshot) -> AuthorizationResult:
+def interpret(
+    raw: RawDecision, store: StoreSnapshot, entity_version: int = 0
+) -> AuthorizationResult:
     """Map Cedar's answer to ours. NoDecision raises; errors under ``deny`` make a DENY."""
     if raw.decision == "NoDecision":
         raise _no_decision_error(raw.errors)
@@ -58,7 +60,13 @@ def interpret(raw: RawDecision, store: StoreSnapshot) -> AuthorizationResult:
     if denied_for_errors:
         # The permits that matched did not decide anything: the errors did.
         return AuthorizationResult(
-            Decision.DENY, (), errors, store.version, store.store_id, denied_for_errors=True
+            Decision.DENY,
+            (),
+            errors,
+            store.version,
+            store.store_id,
+            denied_for_errors=True,
+            entity_version=entity_version,
         )
     return AuthorizationResult(
         decision=Decision.ALLOW if allowed else Decision.DENY,
@@ -66,6 +74,7 @@ def interpret(raw: RawDecision, store: StoreSnapshot) -> AuthorizationResult:
         errors=errors,
         policy_version=store.version,
         store_id=store.store_id,
+        entity_version=entity_version,
     )
 
 
