@@ -18,7 +18,7 @@ from verdict.store.invalidation import InvalidationListener
 from verdict.store.memory import MemoryEntityStore
 from verdict.store.redis_connect import make_client, pubsub_connector
 from verdict.store.redis_store import RedisEntityStore
-from verdict.transport.server import VerdictServer, serve_until_signalled, start_server
+from verdict.transport.server import VerdictServer, start_server, wait_for_signal
 
 log = structlog.get_logger(__name__)
 
@@ -103,7 +103,10 @@ async def stop(app: App, grace: float) -> None:
 
 
 async def run(app: App) -> None:
-    """Serve until SIGTERM/SIGINT, then drain gracefully."""
-    server = await start(app)
-    await serve_until_signalled(server, app.settings.shutdown_grace_seconds)
-    await stop(app, 0)
+    """Serve until SIGTERM/SIGINT, then drain in-flight calls within the grace period."""
+    await start(app)
+    await wait_for_signal()
+    grace = app.settings.shutdown_grace_seconds
+    log.info("shutdown_started", grace_seconds=grace)
+    await stop(app, grace)
+    log.info("shutdown_finished")

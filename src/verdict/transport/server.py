@@ -95,13 +95,16 @@ async def start_server(
     return verdict_server
 
 
-async def serve_until_signalled(server: VerdictServer, grace: float) -> None:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+async def wait_for_signal() -> None:
+    """Return once SIGTERM or SIGINT arrives."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutdown_started", grace_seconds=grace)
+
+
+async def serve_until_signalled(server: VerdictServer, grace: float) -> None:
+    """Serve until SIGTERM or SIGINT, then stop ``server`` within ``grace`` seconds."""
+    await wait_for_signal()
     await server.stop(grace)
-    log.info("shutdown_finished")
