@@ -22,10 +22,11 @@ run: $(STAMP)  ## serve policies/ (default store lending) on 127.0.0.1:50051, in
 test: $(STAMP)  ## the whole test suite, then the sample policy suites
 	$(BIN)/pytest -q
 
-lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict on src/
+lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict on src/, import layers
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --strict src
+	$(BIN)/lint-imports
 
 proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/
 	$(BIN)/python scripts/gen_proto.py
