@@ -28,6 +28,9 @@ from verdict.store.redis_keys import StoreKeys, key_uid, uid_key
 from verdict.telemetry import metrics
 
 log = structlog.get_logger(__name__)
+# Bound once: labels() costs a lock and a dict lookup on the decision hot path.
+_CACHE_HIT = metrics.CACHE_LOOKUPS.labels(result="hit")
+_CACHE_MISS = metrics.CACHE_LOOKUPS.labels(result="miss")
 T = TypeVar("T")
 RedisClient = aioredis.Redis | aioredis.RedisCluster
 _RETRYABLE = (
@@ -77,9 +80,9 @@ class RedisEntityStore:
         if options.min_version <= self.cache.version(store_id):
             cached = self.cache.lookup(store_id, roots)
             if cached is not None:
-                metrics.CACHE_LOOKUPS.labels(result="hit").inc()
+                _CACHE_HIT.inc()
                 return cached
-        metrics.CACHE_LOOKUPS.labels(result="miss").inc()
+        _CACHE_MISS.inc()
         token = self.cache.begin_read()
         keys = StoreKeys.of(store_id)
         args: list[str | int] = [self._max_slice, *(uid_key(uid) for uid in roots)]
