@@ -18,6 +18,7 @@ from verdict.config import Settings
 from verdict.errors import PolicyLoadError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult
 from verdict.policy.loader import load_policy_stores
+from verdict.policytest.cli import add_test_command
 from verdict.telemetry.logging import configure_logging
 from verdict.uid_arg import parse_uid_arg
 
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--default-store", help="store that must exist as the default")
     validate.set_defaults(func=_validate)
 
+    add_test_command(commands)
     add_entities_command(commands)
     return parser
 

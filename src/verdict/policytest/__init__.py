@@ -1,0 +1,1 @@
+"""Policy regression suites: ``verdict test`` runs YAML/JSON cases through the engine."""

@@ -1,0 +1,159 @@
+"""The ``verdict test`` subcommand: load suites, run them, print failures, coverage and JUnit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+import traceback
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from verdict.errors import Diagnostic, PolicyLoadError
+from verdict.policy.loader import load_policy_stores
+from verdict.policytest.coverage import measure, parse_percent
+from verdict.policytest.junit import write_junit
+from verdict.policytest.loader import Plan, SuiteLoadError, discover, load_plan
+from verdict.policytest.model import suite_json_schema
+from verdict.policytest.report import (
+    below_minimum_line,
+    coverage_lines,
+    failure_lines,
+    summary_line,
+    verbose_lines,
+)
+from verdict.policytest.runner import RunReport, run_plan
+from verdict.telemetry.logging import configure_logging
+
+EXIT_PASSED, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
+
+
+def add_test_command(commands: Any) -> None:
+    """Register ``verdict test`` on the CLI's subcommand set."""
+    test = commands.add_parser(
+        "test",
+        help="run policy regression suites",
+        description="Run YAML/JSON policy test suites through the decision engine. Exit 0 when "
+        "every case passes, 1 when a case fails or coverage is below --min-coverage, 2 when a "
+        "suite or store cannot be loaded.",
+    )
+    test.add_argument(
+        "paths",
+        nargs="*",
+        type=Path,
+        metavar="PATH",
+        help="suite files or folders (default: every store's tests/ folder)",
+    )
+    test.add_argument("--stores", type=Path, help="folder of policy stores")
+    test.add_argument("--store", help="store for suites that name none (default: the only one)")
+    test.add_argument(
+        "--filter",
+        metavar="PATTERN",
+        help="run only cases whose 'suite / case' title matches this regex",
+    )
+    test.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML to FILE")
+    test.add_argument("--coverage", action="store_true", help="print per-policy coverage")
+    test.add_argument(
+        "--min-coverage",
+        type=_percent,
+        metavar="PERCENT",
+        help="fail when a store's policy coverage is below PERCENT",
+    )
+    test.add_argument(
+        "--per-request",
+        action="store_true",
+        help="evaluate each case alone through the server's Authorizer (slower; "
+        "results are identical)",
+    )
+    test.add_argument(
+        "-v", "--verbose", action="store_true", help="print every case, and Cedar's full error text"
+    )
+    test.add_argument(
+        "--print-schema", action="store_true", help="print the JSON Schema of suite files and exit"
+    )
+    test.set_defaults(func=run_test_command)
+
+
+def _percent(text: str) -> Fraction:
+    try:
+        return parse_percent(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_test_command(args: argparse.Namespace) -> int:
+    """Run ``verdict test`` with parsed arguments; returns the exit code."""
+    if args.print_schema:
+        print(json.dumps(suite_json_schema(), indent=2))
+        return EXIT_PASSED
+    configure_logging("error", "console")
+    if args.stores is None:
+        print("error: --stores is required", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        pattern = re.compile(args.filter) if args.filter else None
+    except re.error as exc:
+        print(f"error: --filter is not a valid regular expression: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    started = time.perf_counter()
+    try:
+        snapshot = load_policy_stores(args.stores, args.store or _first_store(args.stores))
+        plan = load_plan(
+            discover(args.paths, args.stores, snapshot), snapshot, args.stores, args.store
+        )
+    except (PolicyLoadError, SuiteLoadError) as exc:
+        return _unusable(exc.diagnostics)
+    cases = [c for c in plan.cases if pattern is None or pattern.search(c.title)]
+    if not cases:
+        what = "no case matches --filter" if plan.cases else "no test suites found"
+        return _unusable([Diagnostic(str(p), 0, what) for p in (args.paths or [args.stores])])
+    load_seconds = time.perf_counter() - started
+    try:
+        report = run_plan(plan, cases, per_request=args.per_request)
+    except Exception:  # a bug, not a failing case: exit 1 must keep meaning "a case failed"
+        traceback.print_exc()
+        print("internal error while evaluating cases: nothing was reported", file=sys.stderr)
+        return EXIT_UNUSABLE
+    return _report(args, plan, report, load_seconds)
+
+
+def _report(args: argparse.Namespace, plan: Plan, report: RunReport, load_seconds: float) -> int:
+    for line in verbose_lines(report) if args.verbose else failure_lines(report, plan.snapshot):
+        print(line)
+    code = EXIT_FAILED if report.failed else EXIT_PASSED
+    if args.coverage or args.min_coverage is not None:
+        for coverage in measure(plan.snapshot, _covered_stores(args, plan), report.results):
+            if args.coverage:
+                print("\n".join(coverage_lines(coverage)))
+            if args.min_coverage is not None and coverage.fraction < args.min_coverage:
+                print(below_minimum_line(coverage, args.min_coverage))
+                code = EXIT_FAILED
+    if args.junit is not None:
+        write_junit(args.junit, report, plan.suites, plan.snapshot)
+    print(summary_line(report, load_seconds))
+    return code
+
+
+def _covered_stores(args: argparse.Namespace, plan: Plan) -> list[str]:
+    # A whole-tree run answers for every store, including stores that have no suites yet.
+    if not args.paths:
+        return sorted(plan.snapshot.stores)
+    return sorted({suite.store_id for suite in plan.suites})
+
+
+def _first_store(stores_dir: Path) -> str | None:
+    # load_policy_stores insists on a default store when there are several; any one will do here.
+    if not stores_dir.is_dir():
+        return None
+    names = sorted(p.name for p in stores_dir.iterdir() if p.is_dir() and p.name[0] != ".")
+    return names[0] if names else None
+
+
+def _unusable(diagnostics: list[Diagnostic]) -> int:
+    for diagnostic in diagnostics:
+        print(diagnostic, file=sys.stderr)
+    print(f"{len(diagnostics)} problem(s): nothing was run", file=sys.stderr)
+    return EXIT_UNUSABLE

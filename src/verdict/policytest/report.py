@@ -1,0 +1,120 @@
+"""Human-readable output: one line per failing case, coverage tables and the summary line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from fractions import Fraction
+
+from verdict.policy.snapshot import PolicyInfo, PolicySnapshot
+from verdict.policytest.coverage import StoreCoverage, format_percent
+from verdict.policytest.runner import CaseResult, RunReport
+from verdict.policytest.verdicts import Expected, Outcome
+
+
+def describe_outcome(outcome: Outcome) -> str:
+    """The actual answer: decision, determining policies and errors, or why it was invalid."""
+    if outcome.decision == "invalid":
+        return f"INVALID ({outcome.problem})"
+    if outcome.denied_for_errors:
+        text = "DENY (a permit matched, but evaluation errors force DENY)"
+    else:
+        text = f"{outcome.decision.upper()} by {_list(outcome.determining)}"
+    if outcome.errors:
+        text += " with errors in " + ", ".join(
+            f"{e.policy_id or '?'} ({e.message})" for e in outcome.errors
+        )
+    return text
+
+
+def describe_expected(expected: Expected) -> str:
+    """What the case asked for, naming only the parts it pins."""
+    if expected.decision == "invalid":
+        return "INVALID" + (f" ({expected.field})" if expected.field else "")
+    text = expected.decision.upper()
+    if expected.policies is not None:
+        text += f" by {_list(sorted(expected.policies))}"
+    if expected.errors:
+        text += " with errors in " + ", ".join(sorted(expected.errors))
+    return text
+
+
+def failure_line(result: CaseResult, policies: Mapping[str, PolicyInfo]) -> str:
+    """``file:line: FAIL suite / case: expected ..., got ...; change: policy (file:line)``."""
+    case = result.case
+    text = (
+        f"{case.file}:{case.line}: FAIL {case.title}: "
+        f"expected {describe_expected(case.expected)}, got {describe_outcome(result.outcome)}"
+    )
+    if result.judgement.implicated:
+        where = ", ".join(_located(pid, policies) for pid in result.judgement.implicated)
+        text += f"; change: {where}"
+    return text
+
+
+def _located(policy_id: str, policies: Mapping[str, PolicyInfo]) -> str:
+    info = policies.get(policy_id)
+    return f"{policy_id} ({info.location})" if info else policy_id
+
+
+def _list(ids: Iterable[str]) -> str:
+    items = list(ids)
+    return ", ".join(items) if items else "no policy (default deny)"
+
+
+def failure_lines(report: RunReport, snapshot: PolicySnapshot) -> list[str]:
+    """One line for every failing case, in file order."""
+    return [
+        failure_line(r, snapshot.stores[r.case.request.store_id].policies) for r in report.failed
+    ]
+
+
+def verbose_lines(report: RunReport) -> list[str]:
+    """With ``-v``: every case with its result, and Cedar's full error text (may quote data)."""
+    lines = []
+    for result in report.results:
+        case = result.case
+        status = "ok  " if result.passed else "FAIL"
+        lines.append(
+            f"{status} {case.file}:{case.line}: {case.title}: {describe_outcome(result.outcome)}"
+        )
+        lines.extend(f"       {e.policy_id or '?'}: {e.detail}" for e in result.outcome.errors)
+    return lines
+
+
+def coverage_lines(coverage: StoreCoverage) -> list[str]:
+    """A table of every policy with its counts, then the policies never exercised."""
+    total = len(coverage.policies)
+    lines = [
+        f"coverage of store {coverage.store_id}: {coverage.exercised} of {total} policies "
+        f"exercised ({format_percent(coverage.fraction)}) by {coverage.cases} cases",
+        f"  {'cases':>6}  {'errors':>6}  {'effect':<6}  {'policy':<44}  where",
+    ]
+    for item in sorted(coverage.policies, key=lambda p: (p.info.file, p.info.line)):
+        info = item.info
+        lines.append(
+            f"  {item.decided:>6}  {item.errored:>6}  {info.effect:<6}  "
+            f"{info.id:<44}  {info.location}"
+        )
+    never = coverage.never_exercised
+    lines.append(f"  never exercised: {len(never) or 'none'}")
+    lines.extend(f"    - {p.id} ({p.location})" for p in never)
+    return lines
+
+
+def below_minimum_line(coverage: StoreCoverage, minimum: Fraction) -> str:
+    """Why a store fails ``--min-coverage``."""
+    return (
+        f"coverage of store {coverage.store_id} is {format_percent(coverage.fraction)}, "
+        f"below the required {format_percent(minimum)}"
+    )
+
+
+def summary_line(report: RunReport, load_seconds: float) -> str:
+    """``N passed, M failed``, then how many suites and how long loading and evaluation took."""
+    failed = len(report.failed)
+    passed = len(report.results) - failed
+    suites = len({(r.case.file, r.case.suite) for r in report.results})
+    return (
+        f"{passed} passed, {failed} failed ({len(report.results)} cases from {suites} suites; "
+        f"loaded in {load_seconds:.2f}s, evaluated in {report.seconds:.2f}s)"
+    )
