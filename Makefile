@@ -22,10 +22,10 @@ run: $(STAMP)  ## serve policies/ (default store lending) on 127.0.0.1:50051, in
 test: $(STAMP)  ## the whole test suite, then the sample policy suites
 	$(BIN)/pytest -q
 
-lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict on src/, import layers
+lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict (src, tests), import layers
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
-	$(BIN)/mypy --strict src
+	$(BIN)/mypy --strict src tests
 	$(BIN)/lint-imports
 
 proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/

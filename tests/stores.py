@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,11 @@ def write_store(stores_dir: Path, name: str, files: dict[str, str | list[Any]]) 
 
 
 def entity(
-    type_: str, id_: str, attrs: dict[str, Any] | None = None, parents: list[tuple[str, str]] = ()
-) -> dict[str, Any]:  # type: ignore[assignment]
+    type_: str,
+    id_: str,
+    attrs: dict[str, Any] | None = None,
+    parents: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
     """A Cedar JSON entity."""
     return {
         "uid": {"type": type_, "id": id_},

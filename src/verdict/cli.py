@@ -96,7 +96,9 @@ def _print_result(result: AuthorizationResult, policies: dict[str, Any] | Any) -
 
 def _validate(args: argparse.Namespace) -> int:
     try:
-        snapshot = load_policy_stores(args.stores, args.default_store)
+        snapshot = load_policy_stores(
+            args.stores, args.default_store, require_default=args.default_store is not None
+        )
         # Entities are validated too: a broken entities.json stops `make run` just the same.
         from verdict.store.memory import MemoryEntityStore
 

@@ -113,9 +113,28 @@ def test_validate_reports_every_problem_with_location(tmp_path: Path) -> None:
     assert "lending: 26 policies" in ok.stdout
 
 
+def test_validate_accepts_several_stores_without_a_default(tmp_path: Path) -> None:
+    """validate checks every store; only a named default store must exist."""
+    for name in ("a", "b"):
+        write_store(tmp_path, name, {"p.cedar": "permit(principal, action, resource);"})
+    assert verdict("validate", "--stores", str(tmp_path)).returncode == 0
+    missing = verdict("validate", "--stores", str(tmp_path), "--default-store", "c")
+    assert missing.returncode == 1
+    assert "default store 'c' is not one of ['a', 'b']" in missing.stderr
+
+
 def test_every_command_has_help() -> None:
     """--help works for the program and each subcommand."""
-    for args in ((), ("serve",), ("check",), ("validate",)):
+    for args in (
+        (),
+        ("serve",),
+        ("check",),
+        ("validate",),
+        ("test",),
+        ("entities",),
+        ("entities", "load"),
+        ("entities", "export"),
+    ):
         result = verdict(*args, "--help")
         assert result.returncode == 0
         assert "usage: verdict" in result.stdout
@@ -155,7 +174,7 @@ def test_serve_answers_and_shuts_down_gracefully_on_sigterm() -> None:
             assert reply.decision == pb.DECISION_ALLOW
             with pytest.raises(grpc.RpcError) as info:  # the env var reached the settings
                 client.batch([pb.IsAuthorizedRequest()] * 4)
-            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
     finally:

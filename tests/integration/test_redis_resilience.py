@@ -125,7 +125,7 @@ def test_write_on_one_replica_is_seen_by_another_within_100ms(redis: RedisProces
         request.min_entity_version = written.version + 1000
         with pytest.raises(grpc.RpcError) as info:
             b.send(request)
-        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
 async def test_redis_outage_never_allows_without_data_and_recovers(redis: RedisProcess) -> None:
@@ -178,7 +178,7 @@ async def test_cluster_gives_the_same_answers_and_invalidates(cluster: list[Redi
     ):
         for case in lending_cases():
             result = await b.authorizer.authorize(case.request)
-            assert (result.decision.value, set(result.determining_policies)) == (
+            assert (result.decision.value, frozenset(result.determining_policies)) == (
                 case.expect,
                 case.determining,
             )

@@ -220,7 +220,7 @@ async def test_entity_service_over_grpc(redis: RedisProcess) -> None:
                     epb.PutEntitiesRequest(policy_store_id="lending", entities_json="[{}]")
                 )
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert info.value.details().startswith("entities_json[0]")
+            assert (info.value.details() or "").startswith("entities_json[0]")
 
 
 async def test_context_and_extra_entities_on_redis(redis: RedisProcess) -> None:

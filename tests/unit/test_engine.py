@@ -18,6 +18,7 @@ from verdict.errors import (
     InternalError,
     RequestError,
     StoreUnavailableError,
+    VerdictError,
 )
 from verdict.model import AuthorizationRequest, Decision, EntityUid
 from verdict.policy.holder import PolicyHolder
@@ -69,7 +70,7 @@ async def test_missing_principal_errors_never_allow(lending_app: App) -> None:
     assert all("ghost" not in e.message for e in result.errors)
 
 
-FORBID_ERRORS = {
+FORBID_ERRORS: dict[str, str | list[Any]] = {
     "p.cedar": '@id("allow-all") permit(principal, action, resource);\n'
     '@id("block-flagged") forbid(principal, action, resource)'
     " when { principal.flagged };",
@@ -145,6 +146,10 @@ async def test_store_failures_never_allow(lending_app: App, error: Exception) ->
             "context_json",
         ),
         (
+            request("Employee::olivia", "view", "Loan::loan-1001", {**BASE_CONTEXT, "now": "x"}),
+            "context_json",
+        ),
+        (
             request("Employee::olivia", "view", "Loan::loan-1001", BASE_CONTEXT, store_id="nope"),
             "policy_store_id",
         ),
@@ -161,7 +166,7 @@ async def test_invalid_requests_name_the_field(
 
 async def test_extra_entities_supplement_the_store(lending_app: App) -> None:
     """Request entities are used for this request only and must fit the schema."""
-    new_loan = {
+    new_loan: dict[str, Any] = {
         "uid": {"type": "Loan", "id": "loan-new"},
         "parents": [],
         "attrs": {
@@ -210,7 +215,7 @@ async def test_extra_entities_cannot_replace_stored_ones(lending_app: App) -> No
     assert info.value.field == "entities_json[0]"
 
 
-SLICE_STORE = {
+SLICE_STORE: dict[str, str | list[Any]] = {
     "p.cedar": '@id("group") permit(principal in Group::"admins", action, resource);\n'
     '@id("deep") permit(principal, action, resource)'
     " when { resource.folder.owner.manager == principal };\n"
@@ -283,7 +288,12 @@ async def test_batch_answers_in_order_and_isolates_errors(lending_app: App) -> N
     """Each batch item is answered in order; a bad item does not affect the others."""
     cases = lending_cases()
     bad = request("Employee::olivia", "fly", "Loan::loan-1001", BASE_CONTEXT)
-    items = [cases[0].request, bad, RequestError("principal", "is required"), cases[1].request]
+    items: list[AuthorizationRequest | VerdictError] = [
+        cases[0].request,
+        bad,
+        RequestError("principal", "is required"),
+        cases[1].request,
+    ]
     results = await lending_app.authorizer.authorize_batch(items)
     assert [type(r).__name__ for r in results] == [
         "AuthorizationResult",

@@ -402,7 +402,9 @@ def test_suite_entities_replace_the_store_entities(tmp_path: Path) -> None:
             indent=2,
         ),
     )
-    assert problems(tmp_path, bad)[0].startswith("c.json:4: entities do not conform to the schema")
+    assert problems(tmp_path, bad)[0].startswith(
+        "c.json:4: entities: entity does not conform to the schema: in attribute `active`"
+    )
 
 
 def test_yaml_timestamps_stay_strings_and_merge_keys_work(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from verdict.transport.status import STATUS_TABLE, status_for
 
 
 def all_subclasses(cls: type) -> set[type]:
-    found = set(cls.__subclasses__())
+    found: set[type] = set(cls.__subclasses__())
     for sub in list(found):
         found |= all_subclasses(sub)
     return found

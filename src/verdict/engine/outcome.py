@@ -39,6 +39,11 @@ _REQUEST_FIELDS = (
         "does not match the schema's context type for this action",
     ),
     (
+        "failed to build request: error while evaluating",
+        "context_json",
+        "holds an extension value (datetime, ip, decimal, duration) Cedar cannot parse",
+    ),
+    (
         "failed to build request: while parsing context",
         "context_json",
         "does not match the schema's context type for this action",

@@ -36,8 +36,14 @@ class _Parsed:
     text: str
 
 
-def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> PolicySnapshot:
-    """Load every subfolder of ``stores_dir`` as a store; raise PolicyLoadError on any problem."""
+def load_policy_stores(
+    stores_dir: Path, default_store: str | None = None, *, require_default: bool = True
+) -> PolicySnapshot:
+    """Load every subfolder of ``stores_dir`` as a store; raise PolicyLoadError on any problem.
+
+    A server needs a default store (for requests naming none); offline tools that always name
+    the store pass ``require_default=False``.
+    """
     if not stores_dir.is_dir():
         raise PolicyLoadError([Diagnostic(str(stores_dir), 0, "policy stores folder not found")])
     roots = sorted(p for p in stores_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -53,7 +59,7 @@ def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> Po
     if diagnostics:
         raise PolicyLoadError(diagnostics)
     default = default_store or (roots[0].name if len(roots) == 1 else "")
-    if default not in stores:
+    if default not in stores and (default or require_default):
         message = (
             f"default store {default!r} is not one of {sorted(stores)}"
             if default

@@ -100,7 +100,7 @@ def run_test_command(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     started = time.perf_counter()
     try:
-        snapshot = load_policy_stores(args.stores, args.store or _first_store(args.stores))
+        snapshot = load_policy_stores(args.stores, args.store, require_default=False)
         plan = load_plan(
             discover(args.paths, args.stores, snapshot), snapshot, args.stores, args.store
         )
@@ -142,14 +142,6 @@ def _covered_stores(args: argparse.Namespace, plan: Plan) -> list[str]:
     if not args.paths:
         return sorted(plan.snapshot.stores)
     return sorted({suite.store_id for suite in plan.suites})
-
-
-def _first_store(stores_dir: Path) -> str | None:
-    # load_policy_stores insists on a default store when there are several; any one will do here.
-    if not stores_dir.is_dir():
-        return None
-    names = sorted(p.name for p in stores_dir.iterdir() if p.is_dir() and p.name[0] != ".")
-    return names[0] if names else None
 
 
 def _unusable(diagnostics: list[Diagnostic]) -> int:

@@ -9,9 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from verdict import cedar
-from verdict.cedar import CedarError
-from verdict.cedar_json import check_entity_shape, entity_references
+from verdict.cedar_json import check_entity_shape
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError, VerdictError
 from verdict.model import AuthorizationRequest, EntityUid, JsonObject
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
@@ -19,7 +17,7 @@ from verdict.policytest.model import Case, Expectation, Suite, describe_error
 from verdict.policytest.source import Loc, Source, SourceError, parse_source
 from verdict.policytest.verdicts import Expected
 from verdict.store.base import StoredEntity
-from verdict.store.entity_file import read_entities_file
+from verdict.store.entity_file import build_entities, read_entities_file
 
 SUITE_SUFFIXES = (".yaml", ".yml", ".json")
 ENTITY_FILE_SUFFIX = ".entities.json"
@@ -233,20 +231,10 @@ def _parse(path: Path, shown: str) -> tuple[Source, Suite]:
 
 
 def _inline_entities(items: list[JsonObject], store: StoreSnapshot) -> EntitySet:
-    entities: dict[EntityUid, StoredEntity] = {}
-    for index, item in enumerate(items):
-        try:
-            uid = check_entity_shape(item, "entity")
-        except RequestError as exc:
-            raise _Problem(("entities", index), str(exc)) from None
-        if uid in entities:
-            raise _Problem(("entities", index), f"duplicate entity {uid}")
-        entities[uid] = StoredEntity(uid, item, entity_references(item))
     try:
-        cedar.check_entities(items, store.schema)
-    except CedarError as exc:
-        raise _Problem(("entities",), f"entities do not conform to the schema: {exc}") from None
-    return entities
+        return build_entities(items, store.schema)
+    except RequestError as exc:
+        raise _Problem(("entities",), str(exc)) from None
 
 
 def _build_case(

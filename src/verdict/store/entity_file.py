@@ -1,15 +1,38 @@
-"""Read a Cedar JSON entities file, checked for shape and against the store's schema."""
+"""Read Cedar JSON entities (a file or an already parsed document), checked for shape and schema."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from verdict import cedar
-from verdict.cedar import CedarError, SchemaHandle
+from verdict.cedar import SchemaHandle
 from verdict.cedar_json import check_entity_shape, entity_references, loads_strict
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
 from verdict.model import EntityUid
 from verdict.store.base import StoredEntity
+
+
+def build_entities(
+    document: Any, schema: SchemaHandle | None, where: str = "entities"
+) -> dict[EntityUid, StoredEntity]:
+    """Entities of a parsed Cedar JSON array keyed by uid; RequestError names the problem.
+
+    The schema check runs once over the whole set (it also catches parent cycles); Cedar's
+    detailed reason is included, since this serves local files, never a network caller.
+    """
+    if not isinstance(document, list):
+        raise RequestError(where, "must be a JSON array of Cedar entities")
+    entities: dict[EntityUid, StoredEntity] = {}
+    for index, item in enumerate(document):
+        uid = check_entity_shape(item, f"{where}[{index}]")
+        if uid in entities:
+            raise RequestError(f"{where}[{index}]", f"duplicate entity {uid}")
+        entities[uid] = StoredEntity(uid, item, entity_references(item))
+    problem = cedar.entity_problem(document, schema)
+    if problem is not None:
+        raise RequestError(where, problem)
+    return entities
 
 
 def read_entities_file(
@@ -19,15 +42,6 @@ def read_entities_file(
     name = shown or str(path)
     try:
         document = loads_strict(path.read_text(encoding="utf-8"), "entities", max_depth=64)
-        if not isinstance(document, list):
-            raise RequestError("entities", "must be a JSON array of Cedar entities")
-        entities: dict[EntityUid, StoredEntity] = {}
-        for index, item in enumerate(document):
-            uid = check_entity_shape(item, f"[{index}]")
-            if uid in entities:
-                raise RequestError(f"[{index}]", f"duplicate entity {uid}")
-            entities[uid] = StoredEntity(uid, item, entity_references(item))
-        cedar.check_entities(document, schema)
-    except (RequestError, CedarError, UnicodeDecodeError, OSError) as exc:
+        return build_entities(document, schema)
+    except (RequestError, UnicodeDecodeError, OSError) as exc:
         raise PolicyLoadError([Diagnostic(name, 1, f"invalid entities: {exc}")]) from None
-    return entities
