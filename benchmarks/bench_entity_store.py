@@ -52,7 +52,8 @@ SCENARIOS = ("noop", "memory", "redis-hit", "redis-miss")
 ENGINE_STORES = ("memory", "redis-hit", "redis-miss")
 FIGURE_EXTRAS = (
     "evalsha_per_decision",
-    "redis_cmds_per_decision",
+    "commands_incl_lua_per_decision",
+    "evalsha_server_us",
     "round_trips_per_decision",
     "other_cpu_share",
 )
@@ -74,6 +75,7 @@ class Plan:
     engine_requests: int
     bulk_entities: int
     channels: ChannelMode
+    quiet_threshold: float
     out: Path
 
     @property
@@ -90,17 +92,24 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         "miss) against the in-memory store and a no-op gRPC floor, engine-level figures, and "
         "a 100,000-entity bulk load. Run from the repository root. Loopback only.",
     )
-    parser.add_argument("--requests", type=int, default=3000, help="measured gRPC requests/run")
+    parser.add_argument("--requests", type=int, default=2000, help="measured gRPC requests/run")
     parser.add_argument("--concurrency", type=int, default=16, help="throughput concurrency")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--warmup", type=int, default=300, help="unrecorded requests per run")
-    parser.add_argument("--engine-requests", type=int, default=3000, help="in-process/run")
+    parser.add_argument("--engine-requests", type=int, default=2000, help="in-process/run")
     parser.add_argument("--bulk-entities", type=int, default=100_000, help="0 skips bulk load")
     parser.add_argument(
         "--channels",
         choices=("shared", "per-worker"),
         default="shared",
         help="client gRPC channels (the other mode is also run for noop and memory)",
+    )
+    parser.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.10,
+        help="a run is quiet when other processes used at most this share of all CPUs; "
+        "figures use quiet runs only when there are any",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--quick", action="store_true", help="small counts, one round (<40 s)")
@@ -136,21 +145,32 @@ def is_authorized(channel: grpc.aio.Channel) -> Any:
 # --- Redis bookkeeping -------------------------------------------------------------------
 
 
-def command_counts(redis: RedisProcess) -> dict[str, int]:
-    """Calls per command so far, from INFO commandstats."""
-    counts: dict[str, int] = {}
+def command_stats(redis: RedisProcess) -> dict[str, tuple[int, int]]:
+    """(calls, microseconds) per command so far, from INFO commandstats."""
+    stats: dict[str, tuple[int, int]] = {}
     for line in redis.cli("INFO", "commandstats").splitlines():
-        name, _, stats = line.partition(":")
+        name, _, text = line.partition(":")
         if name.startswith("cmdstat_"):
-            counts[name.removeprefix("cmdstat_")] = int(stats.split(",")[0].split("=")[1])
-    return counts
+            fields = dict(item.split("=") for item in text.split(","))
+            stats[name.removeprefix("cmdstat_")] = (int(fields["calls"]), int(fields["usec"]))
+    return stats
 
 
-def command_delta(before: dict[str, int], after: dict[str, int]) -> tuple[int, int]:
-    """(EVALSHA calls, all data commands) between two snapshots; pings and INFO excluded."""
-    delta = {k: v - before.get(k, 0) for k, v in after.items()}
-    data = sum(v for k, v in delta.items() if k not in IGNORED_COMMANDS)
-    return delta.get("evalsha", 0), data
+def command_delta(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> JsonDict:
+    """EVALSHA calls and server time, and all commands in between (pings and INFO excluded).
+
+    commandstats also counts the HMGET/GET calls a Lua script makes inside its one EVALSHA,
+    so ``commands`` is not a round-trip count: ``evalsha`` (and the store's counter) is.
+    """
+    calls = {k: v[0] - before.get(k, (0, 0))[0] for k, v in after.items()}
+    evalsha_usec = after.get("evalsha", (0, 0))[1] - before.get("evalsha", (0, 0))[1]
+    return {
+        "evalsha": calls.get("evalsha", 0),
+        "evalsha_usec": evalsha_usec,
+        "commands": sum(v for k, v in calls.items() if k not in IGNORED_COMMANDS),
+    }
 
 
 def hlen(redis: RedisProcess, key: str = ENTITIES_KEY) -> int:
@@ -296,7 +316,7 @@ async def grpc_run(
 ) -> JsonDict:
     """One closed-loop run against one server, with Redis commands counted server side."""
     messages = grpc_messages(lending_cases())
-    before = command_counts(redis)
+    before = command_stats(redis)
     cpu = cpu_snapshot(PIDS)
     result = await run_grpc_load(
         server.target,
@@ -308,11 +328,12 @@ async def grpc_run(
         warmup=plan.warmup,
     )
     other_cpu = other_cpu_share(cpu, cpu_snapshot(PIDS))
-    evalsha, commands = command_delta(before, command_counts(redis))
+    delta = command_delta(before, command_stats(redis))
     decisions = plan.requests + plan.warmup
     record = run_record(result)
-    record["evalsha_per_decision"] = evalsha / decisions
-    record["redis_cmds_per_decision"] = commands / decisions
+    record["evalsha_per_decision"] = delta["evalsha"] / decisions
+    record["commands_incl_lua_per_decision"] = delta["commands"] / decisions
+    record["evalsha_server_us"] = delta["evalsha_usec"] / max(delta["evalsha"], 1)
     record["other_cpu_share"] = other_cpu
     return {"scenario": server.name, "channels": channels, **record}
 
@@ -618,38 +639,69 @@ def select(runs: Sequence[JsonDict], **match: Any) -> list[JsonDict]:
     return [run for run in runs if all(run.get(k) == v for k, v in match.items())]
 
 
-def figures(
-    runs: Sequence[JsonDict], names: Sequence[str], levels: Sequence[int], unit: str
-) -> JsonDict:
-    """Median over rounds of every figure, by scenario and concurrency."""
+def is_quiet(run: JsonDict, plan: Plan) -> bool:
+    """Whether other processes left the machine alone during this run."""
+    return bool(run["other_cpu_share"] <= plan.quiet_threshold)
+
+
+def quiet_or_all(runs: list[JsonDict], plan: Plan) -> tuple[list[JsonDict], bool]:
+    """The runs measured while the machine was quiet, or all of them if none was."""
+    quiet = [run for run in runs if is_quiet(run, plan)]
+    return (quiet, True) if quiet else (runs, False)
+
+
+def figures(runs: Sequence[JsonDict], names: Sequence[str], plan: Plan, unit: str) -> JsonDict:
+    """Median over the quiet rounds of every figure, by scenario and concurrency."""
     keys = [f"p50_{unit}", f"p90_{unit}", f"p99_{unit}", f"mean_{unit}", "throughput"]
     out: JsonDict = {}
     for name in names:
-        for level in levels:
-            chosen = select(runs, scenario=name, concurrency=level)
+        for level in plan.levels:
+            chosen, quiet = quiet_or_all(select(runs, scenario=name, concurrency=level), plan)
             cell = {key: median(chosen, key) for key in keys}
             extra = [key for key in FIGURE_EXTRAS if chosen and key in chosen[0]]
             cell |= {key: median(chosen, key) for key in extra}
+            cell |= {"runs_used": len(chosen), "quiet_only": quiet}
             out.setdefault(name, {})[str(level)] = cell
     return out
 
 
-def ratios(runs: Sequence[JsonDict], rounds: int, levels: Sequence[int], unit: str) -> JsonDict:
-    """Per-round side-by-side ratios (A/B) of p50, p99 and throughput; median over rounds."""
+def round_pairs(
+    runs: Sequence[JsonDict], a: str, b: str, level: int
+) -> list[tuple[JsonDict, JsonDict]]:
+    """(run of A, run of B) at ``level`` measured in the same round."""
+    pairs = []
+    for run_a in select(runs, scenario=a, concurrency=level):
+        run_b = select(runs, scenario=b, concurrency=level, round=run_a["round"])
+        if run_b:
+            pairs.append((run_a, run_b[0]))
+    return pairs
+
+
+def pair_ratios(pairs: Sequence[tuple[JsonDict, JsonDict]], unit: str) -> JsonDict:
+    """Median over rounds of the per-round A/B ratios of p50, p99 and throughput."""
+    cell: JsonDict = {}
+    for key, field in (
+        ("p50", f"p50_{unit}"),
+        ("p99", f"p99_{unit}"),
+        ("throughput", "throughput"),
+    ):
+        cell[key] = statistics.median(ra[field] / rb[field] for ra, rb in pairs)
+    return cell
+
+
+def ratios(runs: Sequence[JsonDict], plan: Plan, unit: str) -> JsonDict:
+    """Side-by-side ratios (A/B) from rounds where both runs were quiet (else from all)."""
     out: JsonDict = {}
     for a, b in RATIOS:
-        for level in levels:
-            per_round: dict[str, list[float]] = {"p50": [], "p99": [], "throughput": []}
-            for round_no in range(rounds):
-                ra = select(runs, scenario=a, concurrency=level, round=round_no)
-                rb = select(runs, scenario=b, concurrency=level, round=round_no)
-                if not (ra and rb):
-                    continue
-                for key, field in (("p50", f"p50_{unit}"), ("p99", f"p99_{unit}")):
-                    per_round[key].append(ra[0][field] / rb[0][field])
-                per_round["throughput"].append(ra[0]["throughput"] / rb[0]["throughput"])
-            if per_round["p50"]:
-                cell = {k: statistics.median(v) for k, v in per_round.items()}
+        for level in plan.levels:
+            pairs = round_pairs(runs, a, b, level)
+            quiet = [(x, y) for x, y in pairs if is_quiet(x, plan) and is_quiet(y, plan)]
+            used = quiet or pairs
+            if used:
+                cell = pair_ratios(used, unit) | {
+                    "rounds_used": len(used),
+                    "quiet_only": bool(quiet),
+                }
                 out.setdefault(f"{a}/{b}", {})[str(level)] = cell
     return out
 
@@ -658,14 +710,11 @@ def channel_check(runs: Sequence[JsonDict], plan: Plan) -> JsonDict:
     """Floor and memory at the throughput level with each channel mode, and their ratio."""
     out: JsonDict = {}
     for mode in ("shared", "per-worker"):
-        chosen = select(runs, channels=mode, concurrency=plan.concurrency)
-        cell: JsonDict = {
-            name: {
-                "p50_ms": median(select(chosen, scenario=name), "p50_ms"),
-                "throughput": median(select(chosen, scenario=name), "throughput"),
-            }
-            for name in ("noop", "memory")
-        }
+        cell: JsonDict = {}
+        for name in ("noop", "memory"):
+            chosen = select(runs, channels=mode, concurrency=plan.concurrency, scenario=name)
+            used, _ = quiet_or_all(chosen, plan)
+            cell[name] = {key: median(used, key) for key in ("p50_ms", "throughput")}
         noop_rps = cell["noop"]["throughput"]
         cell["memory/noop_throughput"] = cell["memory"]["throughput"] / noop_rps if noop_rps else 0
         out[mode] = cell
@@ -688,6 +737,10 @@ def claims(grpc: JsonDict, engine: JsonDict, plan: Plan) -> JsonDict:
     miss = {
         "engine_round_trips_per_decision": miss_engine,
         "server_evalsha_per_decision": miss_server,
+        "server_commands_incl_lua_per_decision": grpc["figures"]["redis-miss"]["1"][
+            "commands_incl_lua_per_decision"
+        ],
+        "server_lua_us_per_miss": grpc["figures"]["redis-miss"]["1"]["evalsha_server_us"],
         "hit_server_evalsha_per_decision": grpc["figures"]["redis-hit"]["1"][
             "evalsha_per_decision"
         ],
@@ -701,14 +754,14 @@ def summarize(plan: Plan, grpc_runs: list[JsonDict], engine_runs: list[JsonDict]
     main = select(grpc_runs, channels=plan.channels)
     grpc = {
         "channels": plan.channels,
-        "figures": figures(main, SCENARIOS, plan.levels, "ms"),
-        "ratios": ratios(main, plan.rounds, plan.levels, "ms"),
+        "figures": figures(main, SCENARIOS, plan, "ms"),
+        "ratios": ratios(main, plan, "ms"),
         "channel_check": channel_check(grpc_runs, plan),
         "runs": grpc_runs,
     }
     engine = {
-        "figures": figures(engine_runs, ENGINE_STORES, plan.levels, "us"),
-        "ratios": ratios(engine_runs, plan.rounds, plan.levels, "us"),
+        "figures": figures(engine_runs, ENGINE_STORES, plan, "us"),
+        "ratios": ratios(engine_runs, plan, "us"),
         "runs": engine_runs,
     }
     return {"grpc": grpc, "engine": engine, "claims": claims(grpc, engine, plan)}
@@ -747,17 +800,26 @@ def machine_info() -> JsonDict:
 COLORS = {"noop": "#999999", "memory": "#4c72b0", "redis-hit": "#55a868", "redis-miss": "#c44e52"}
 
 
-def tick_labels(figs: JsonDict, names: Sequence[str], key: str, level: str) -> list[str]:
+def ratio_to_memory(ratios: JsonDict, name: str, key: str, level: str) -> float:
+    """The side-by-side ratio of ``name`` to the in-memory store (as in the tables)."""
+    if name == "noop":
+        return 1 / float(ratios["memory/noop"][level][key])
+    return float(ratios[f"{name}/memory"][level][key])
+
+
+def tick_labels(ratios: JsonDict, names: Sequence[str], key: str, level: str) -> list[str]:
     """Scenario names with their ratio to the in-memory store."""
-    base = figs["memory"][level][key]
     return [
-        name if name == "memory" else f"{name}\n{figs[name][level][key] / base:.2f}x memory"
+        name
+        if name == "memory"
+        else f"{name}\n{ratio_to_memory(ratios, name, key, level):.2f}x memory"
         for name in names
     ]
 
 
-def latency_panel(ax: Any, figs: JsonDict, names: Sequence[str], unit: str, title: str) -> None:
+def latency_panel(ax: Any, level: JsonDict, names: Sequence[str], unit: str, title: str) -> None:
     """p50 and p99 at concurrency 1 per scenario, with the 1.1x in-memory p50 line."""
+    figs = level["figures"]
     p50 = [figs[n]["1"][f"p50_{unit}"] for n in names]
     p99 = [figs[n]["1"][f"p99_{unit}"] for n in names]
     colors = [COLORS[n] for n in names]
@@ -768,7 +830,7 @@ def latency_panel(ax: Any, figs: JsonDict, names: Sequence[str], unit: str, titl
         ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], fontsize=7)
     limit = 1.1 * figs["memory"]["1"][f"p50_{unit}"]
     line = ax.axhline(limit, ls="--", lw=0.8, color=COLORS["memory"])
-    ax.set_xticks(list(xs), tick_labels(figs, names, f"p50_{unit}", "1"), fontsize=7)
+    ax.set_xticks(list(xs), tick_labels(level["ratios"], names, "p50", "1"), fontsize=7)
     ax.set_title(title, fontsize=10)
     handles = [Patch(color="#555555"), Patch(color="#555555", alpha=0.4), line]
     labels = ["p50 (solid)", "p99 (light)", "1.1 x memory p50"]
@@ -801,11 +863,14 @@ def bulk_panel(ax: Any, bulk: JsonDict) -> None:
 def plot_title(report: JsonDict, plan: Plan) -> str:
     """What was measured where, and how busy the machine was with other work."""
     machine = report["machine"]
-    other = median(report["grpc"]["runs"], "other_cpu_share")
+    runs = report["grpc"]["runs"] + report["engine"]["runs"]
+    quiet = sum(is_quiet(run, plan) for run in runs)
     return (
-        f"Verdict entity store: median of {plan.rounds} interleaved round(s); "
-        f"{machine['cpu_count']} CPUs, loopback, redis-server {machine['redis_server']}; "
-        f"other processes used {other:.0%} of the CPU during the gRPC runs"
+        f"Verdict entity store: medians over {plan.rounds} interleaved round(s), quiet runs "
+        f"only ({quiet} of {len(runs)} runs had other processes at <= "
+        f"{plan.quiet_threshold:.0%} CPU)\n{machine['cpu_count']} CPUs, loopback, "
+        f"Python {machine['python']}, cedarpy {machine['cedarpy']}, grpcio {machine['grpcio']}, "
+        f"redis-server {machine['redis_server']}"
     )
 
 
@@ -816,19 +881,15 @@ def write_plot(report: JsonDict, plan: Plan, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    grpc, engine, top = (
-        report["grpc"]["figures"],
-        report["engine"]["figures"],
-        str(plan.concurrency),
-    )
+    grpc, top = report["grpc"], str(plan.concurrency)
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     latency_panel(axes[0][0], grpc, SCENARIOS, "ms", "end to end over gRPC, concurrency 1 (ms)")
-    rps = [grpc[n][top]["throughput"] for n in SCENARIOS]
-    labels = tick_labels(grpc, SCENARIOS, "throughput", top)
+    rps = [grpc["figures"][n][top]["throughput"] for n in SCENARIOS]
+    labels = tick_labels(grpc["ratios"], SCENARIOS, "throughput", top)
     title = f"end to end over gRPC, concurrency {top} (req/s)"
     values_panel(axes[0][1], labels, rps, [COLORS[n] for n in SCENARIOS], title)
     title = "in process: authorize(), concurrency 1 (µs)"
-    latency_panel(axes[1][0], engine, ENGINE_STORES, "us", title)
+    latency_panel(axes[1][0], report["engine"], ENGINE_STORES, "us", title)
     if report.get("bulk"):
         bulk_panel(axes[1][1], report["bulk"])
     fig.suptitle(plot_title(report, plan), fontsize=10)
@@ -849,11 +910,12 @@ def table_rows(figs: JsonDict, names: Sequence[str], plan: Plan, unit: str) -> l
     for name in names:
         one, many = figs[name]["1"], figs[name][top]
         trips = one.get("evalsha_per_decision", one.get("round_trips_per_decision", 0.0))
-        other = max(one["other_cpu_share"], many["other_cpu_share"])
+        used = f"{one['runs_used']}+{many['runs_used']}"
+        used += "" if one["quiet_only"] and many["quiet_only"] else " (contended)"
         rows.append(
             f"| {name} | {one[f'p50_{unit}']:.3g} | {one[f'p99_{unit}']:.3g} "
             f"| {one['throughput']:,.0f} | {many[f'p50_{unit}']:.3g} | {many[f'p99_{unit}']:.3g} "
-            f"| {many['throughput']:,.0f} | {trips:.2f} | {other:.0%} |"
+            f"| {many['throughput']:,.0f} | {trips:.2f} | {used} |"
         )
     return rows
 
@@ -864,7 +926,7 @@ def print_report(report: JsonDict, plan: Plan) -> None:
     for level, unit in (("grpc", "ms"), ("engine", "us")):
         print(
             f"\n{level} ({unit}) | p50 c=1 | p99 c=1 | req/s c=1 | p50 c={c} | p99 c={c} "
-            f"| req/s c={c} | Redis calls/decision | other CPU"
+            f"| req/s c={c} | Redis calls/decision | quiet runs used"
         )
         names = SCENARIOS if level == "grpc" else ENGINE_STORES
         print("\n".join(table_rows(report[level]["figures"], names, plan, unit)))

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 import grpc
@@ -30,16 +31,25 @@ def constant_response() -> pb.IsAuthorizedResponse:
 
 
 class NoopAuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
-    """Answers with prepared responses, reading nothing but the request count of a batch."""
+    """Answers with prepared responses, reading nothing but the request count of a batch.
 
-    def __init__(self) -> None:
+    ``spin_us`` > 0 burns that much CPU per IsAuthorized while holding the GIL, as a Cedar
+    call does: a calibrated stand-in for a handler's work, to see what the transport adds to it.
+    """
+
+    def __init__(self, spin_us: float = 0.0) -> None:
         self._response = constant_response()
+        self._spin_ns = int(spin_us * 1000)
 
     async def IsAuthorized(
         self,
         request: pb.IsAuthorizedRequest,
         context: grpc.aio.ServicerContext[object, object],
     ) -> pb.IsAuthorizedResponse:
+        if self._spin_ns:
+            end = time.perf_counter_ns() + self._spin_ns
+            while time.perf_counter_ns() < end:
+                pass
         return self._response
 
     async def BatchAuthorize(
@@ -51,7 +61,7 @@ class NoopAuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         return pb.BatchAuthorizeResponse(results=results)
 
 
-async def start_noop_server(listen: str) -> tuple[grpc.aio.Server, int]:
+async def start_noop_server(listen: str, spin_us: float = 0.0) -> tuple[grpc.aio.Server, int]:
     """Bind, start and report SERVING; options as verdict.transport.server.start_server."""
     server = grpc.aio.server(
         options=[
@@ -60,7 +70,8 @@ async def start_noop_server(listen: str) -> tuple[grpc.aio.Server, int]:
             ("grpc.so_reuseport", 0),
         ]
     )
-    pb_grpc.add_AuthorizationServiceServicer_to_server(NoopAuthorizationServicer(), server)
+    servicer = NoopAuthorizationServicer(spin_us)
+    pb_grpc.add_AuthorizationServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
@@ -72,9 +83,9 @@ async def start_noop_server(listen: str) -> tuple[grpc.aio.Server, int]:
     return server, port
 
 
-async def serve(listen: str) -> None:
+async def serve(listen: str, spin_us: float = 0.0) -> None:
     """Serve until SIGTERM or SIGINT."""
-    server, _ = await start_noop_server(listen)
+    server, _ = await start_noop_server(listen, spin_us)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -87,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.noop_server --listen 127.0.0.1:PORT``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:50061", help="HOST:PORT (loopback)")
+    parser.add_argument("--spin-us", type=float, default=0.0, help="CPU to burn per call (µs)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.listen))
+    asyncio.run(serve(args.listen, args.spin_us))
     return 0
 
 
