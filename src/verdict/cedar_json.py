@@ -22,10 +22,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(name)
 
 
+def _parse_long(text: str) -> int:
+    value = int(text)
+    if not LONG_MIN <= value <= LONG_MAX:
+        raise ValueError("long")
+    return value
+
+
 def loads_strict(text: str, field: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     """Parse caller JSON losslessly: no floats, no NaN, 64-bit integers, bounded nesting."""
     try:
-        value = json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant)
+        value = json.loads(
+            text, parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_long
+        )
     except RecursionError:
         raise RequestError(field, f"is nested deeper than {max_depth} levels") from None
     except ValueError as exc:
@@ -33,26 +42,23 @@ def loads_strict(text: str, field: str, max_depth: int = DEFAULT_MAX_DEPTH) -> A
             raise RequestError(
                 field, "contains a fractional number; Cedar has no floats (use decimal)"
             ) from None
+        if str(exc) == "long":
+            raise RequestError(field, "contains an integer outside Cedar's 64-bit range") from None
         raise RequestError(field, "is not valid JSON") from None
-    _check_value(value, field, max_depth)
+    _check_depth(value, field, max_depth)
     return value
 
 
-def _check_value(value: Any, field: str, max_depth: int) -> None:
-    # Iterative walk: a hostile document must not exhaust the interpreter stack.
-    stack: list[tuple[Any, int]] = [(value, 1)]
+def _check_depth(value: Any, field: str, max_depth: int) -> None:
+    # Iterative, containers only: a hostile document must not exhaust the interpreter stack,
+    # and a large entity file must not pay for a visit to every scalar.
+    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
     while stack:
         item, depth = stack.pop()
-        if depth > max_depth and isinstance(item, dict | list):
+        if depth > max_depth:
             raise RequestError(field, f"is nested deeper than {max_depth} levels")
-        if isinstance(item, bool):
-            continue
-        if isinstance(item, int) and not LONG_MIN <= item <= LONG_MAX:
-            raise RequestError(field, "contains an integer outside Cedar's 64-bit range")
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def parse_context_json(text: str, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonObject:

@@ -37,12 +37,12 @@ async def redis_app(
     """An app on Redis, subscribed to invalidations (and serving gRPC when ``serve``)."""
     app = build_app(redis_settings(url, **overrides))
     assert isinstance(app.entities, RedisEntityStore)
+    await app.entities.prepare()
     if load:
         await load_lending(app)
     if serve:
         await start(app)
     else:
-        await app.entities.prepare()
         assert app.listener is not None
         app.listener.start()
     assert app.listener is not None

@@ -46,8 +46,8 @@ class EntityCache:
         self._epoch = 0
 
     def usable(self) -> bool:
-        """Whether entries may answer decisions now."""
-        return self._clock() < self._trusted_until
+        """Whether entries may answer decisions now (never when the cache is disabled)."""
+        return self.max_entries > 0 and self._clock() < self._trusted_until
 
     def version(self, store_id: str) -> int:
         """The newest entity version this process has seen for a store."""

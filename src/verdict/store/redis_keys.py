@@ -11,6 +11,7 @@ backslashes, newlines, ``::``) and never containing a raw newline, so refs can b
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ INVALIDATION_PATTERN = "verdict:inval:*"
 _STORE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
+@functools.lru_cache(maxsize=65_536)
 def uid_key(uid: EntityUid) -> str:
-    """The hash field naming ``uid``."""
+    """The hash field naming ``uid`` (memoised: policy literals recur in every request)."""
     return json.dumps([uid.type, uid.id], ensure_ascii=False, separators=(",", ":"))
 
 
