@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINTED := $(wildcard src tests benchmarks scripts)
 
-.PHONY: run test lint proto bench clean help
+.PHONY: run test lint proto bench bench-quick clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' Makefile | sed 's/:.*## /\t/'
@@ -30,6 +30,13 @@ lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict (src, tests), 
 
 proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/
 	$(BIN)/python scripts/gen_proto.py
+
+bench: $(STAMP)  ## benchmarks (entity store, policy tests); results in benchmarks/results/
+	$(BIN)/python -m benchmarks.bench_entity_store
+	$(BIN)/python benchmarks/bench_policy_tests.py
+
+bench-quick: $(STAMP)  ## a short smoke run of the entity store benchmark
+	$(BIN)/python -m benchmarks.bench_entity_store --quick --out /tmp/verdict-bench-quick
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import grpc
 import pytest
+from structlog.testing import capture_logs
 
 from tests.cases import BASE_CONTEXT, DecisionCase, lending_cases
 from tests.integration.redis_apps import redis_app
@@ -130,26 +132,49 @@ async def test_parent_cycles_are_rejected(tmp_path: Path, redis: RedisProcess) -
     await app.entities.close()
 
 
-async def test_corrupt_values_fail_only_their_decisions(redis: RedisProcess) -> None:
-    """Unreadable data fails that decision closed and is counted; other decisions go on."""
+def corrupt_count() -> float:
+    """verdict_entity_corrupt_total summed over reasons."""
+    return sum(
+        sample.value
+        for metric in metrics.CORRUPT_ENTITIES.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "{not json loan-9 amount 7",
+        '{"v": 1, "e": {"secret": "loan-9 amount 7"}}',
+        '{"v": 1, "e": {"uid": {"type": "Employee", "id": "x"}}}',
+    ],
+)
+async def test_corrupt_values_fail_only_their_decisions(redis: RedisProcess, value: str) -> None:
+    """Unreadable data fails that decision closed, is counted and logged without its content;
+    other decisions go on."""
     async with redis_app(redis.url) as app:
         keys = StoreKeys.of("lending")
         field = uid_key(EntityUid("Employee", "uma"))
-        redis.cli("HSET", keys.entities, field, "{not json")
-        redis.cli("PUBLISH", keys.channel, "999\n" + field)  # what a real write would announce
-        before = metrics.CORRUPT_ENTITIES.labels(reason="bad_value")._value.get()
+        redis.cli("HSET", keys.entities, field, value)
+        redis.cli("PUBLISH", keys.channel, "999\n" + field)  # what a real write announces
+        counted = corrupt_count()
         cases = lending_cases()
         uma = next(c for c in cases if c.principal.id == "uma")
         alice = next(c for c in cases if c.principal.id == "alice")
-        for _ in range(50):  # the invalidation is asynchronous; wait for it to land
-            try:
-                await app.authorizer.authorize(uma.request)
-            except EntityDataError:
-                break
-            await __import__("asyncio").sleep(0.01)
-        else:
-            pytest.fail("corrupt entity was never read")
-        assert metrics.CORRUPT_ENTITIES.labels(reason="bad_value")._value.get() == before + 1
+        with capture_logs() as logs:
+            for _ in range(100):  # the invalidation is asynchronous; wait for it to land
+                try:
+                    await app.authorizer.authorize(uma.request)
+                except EntityDataError:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("corrupt entity was never read")
+        after = corrupt_count()
+        assert after == counted + 1
+        assert [entry["event"] for entry in logs] == ["entity_data_corrupt"]
+        assert "loan-9" not in json.dumps(logs)
         assert (await app.authorizer.authorize(alice.request)).decision.value == alice.expect
 
 
@@ -315,3 +340,33 @@ async def test_tls_url(tmp_path_factory: pytest.TempPathFactory) -> None:
             assert (await app.authorizer.authorize(case.request)).decision.value == case.expect
     finally:
         server.stop()
+
+
+def test_entities_load_and_export_round_trip(redis: RedisProcess, tmp_path: Path) -> None:
+    """`verdict entities load` then `export` gives back exactly the store's entities.json."""
+    import subprocess
+    import sys
+
+    policies = Path(__file__).parents[2] / "policies"
+
+    def verdict(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "verdict", "entities", *args, "--redis-url", redis.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    loaded = verdict("load", "--stores", str(policies), "--store", "lending", "--chunk", "7")
+    assert loaded.returncode == 0, loaded.stderr
+    out = tmp_path / "export.json"
+    exported = verdict("export", "--store", "lending", "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    original = json.loads((policies / "lending" / "entities.json").read_text())
+    key = lambda e: (e["uid"]["type"], e["uid"]["id"])  # noqa: E731
+    assert json.loads(out.read_text()) == sorted(original, key=key)
+    assert redis.cli("GET", StoreKeys.of("lending").version).strip() == "6"  # 42 in chunks of 7
+    broken = verdict("load", "--stores", str(tmp_path / "nowhere"))
+    assert broken.returncode == 2
+    assert "policy stores folder not found" in broken.stderr
