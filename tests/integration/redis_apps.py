@@ -7,12 +7,29 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from tests.cases import lending_cases
 from tests.conftest import POLICIES
+from tests.stores import entity
 from verdict.app import App, build_app, start, stop
 from verdict.config import Settings
 from verdict.store.bulk import load_entities
 from verdict.store.entity_file import read_entities_file
 from verdict.store.redis_store import RedisEntityStore
+
+UMA_VIEW = next(c for c in lending_cases() if c.principal.id == "uma" and c.expect == "allow")
+# Uma as stored, but suspended: a write that turns UMA_VIEW into a DENY.
+UMA_SUSPENDED = entity(
+    "Employee",
+    "uma",
+    {
+        "name": "Uma",
+        "suspended": True,
+        "approval_limit": 50000,
+        "department": "credit",
+        "partner": {"__entity": {"type": "Partner", "id": "first-river-bank"}},
+    },
+    parents=[("Role", "underwriter")],
+)
 
 
 async def load_lending(app: App) -> int:

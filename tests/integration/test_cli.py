@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +13,9 @@ import pytest
 
 from tests.cases import BASE_CONTEXT
 from tests.conftest import POLICIES
+from tests.processes import verdict_server
 from tests.stores import write_store
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
-from verdict.client import VerdictClient
 
 CONTEXT = json.dumps(BASE_CONTEXT)
 
@@ -140,47 +138,19 @@ def test_every_command_has_help() -> None:
         assert "usage: verdict" in result.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_answers_and_shuts_down_gracefully_on_sigterm() -> None:
     """`verdict serve` answers over gRPC, then exits 0 on SIGTERM after draining."""
-    port = free_port()
-    env = {**os.environ, "VERDICT_MAX_BATCH_SIZE": "3"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "verdict",
-            "serve",
-            "--stores",
-            str(POLICIES),
-            "--listen",
-            f"127.0.0.1:{port}",
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        with VerdictClient(f"127.0.0.1:{port}", timeout=5) as client:
-            grpc.channel_ready_future(client._channel).result(timeout=20)
-            reply = client.is_authorized(
-                "Employee::olivia", "Action::view", "Loan::loan-1001", context=BASE_CONTEXT
-            )
-            assert reply.decision == pb.DECISION_ALLOW
-            with pytest.raises(grpc.RpcError) as info:  # the env var reached the settings
-                client.batch([pb.IsAuthorizedRequest()] * 4)
-            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0
-    finally:
-        process.kill()
-        _, stderr = process.communicate()
-    events = [json.loads(line)["event"] for line in stderr.splitlines() if line.startswith("{")]
+    with verdict_server(env={"VERDICT_MAX_BATCH_SIZE": "3"}) as server:
+        reply = server.client.is_authorized(
+            "Employee::olivia", "Action::view", "Loan::loan-1001", context=BASE_CONTEXT
+        )
+        assert reply.decision == pb.DECISION_ALLOW
+        with pytest.raises(grpc.RpcError) as info:  # the env var reached the settings
+            server.client.batch([pb.IsAuthorizedRequest()] * 4)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(timeout=15) == 0
+    events = [json.loads(line)["event"] for line in server.stderr.splitlines() if line[:1] == "{"]
     assert events[0] == "server_started"
     assert events[-2:] == ["shutdown_started", "shutdown_finished"]
 

@@ -4,74 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import grpc
 import pytest
 
 from tests.cases import lending_cases
 from tests.conftest import POLICIES
-from tests.integration.redis_apps import load_lending, redis_app
-from tests.redis_support import RedisProcess, free_port
-from tests.stores import entity
+from tests.integration.redis_apps import UMA_SUSPENDED, UMA_VIEW, load_lending, redis_app
+from tests.processes import verdict_server
+from tests.redis_support import RedisProcess
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.client import VerdictClient
 from verdict.errors import StoreUnavailableError
 from verdict.model import Decision
-
-UMA_VIEW = next(c for c in lending_cases() if c.principal.id == "uma" and c.expect == "allow")
-UMA_SUSPENDED = entity(
-    "Employee",
-    "uma",
-    {
-        "name": "Uma",
-        "suspended": True,
-        "approval_limit": 50000,
-        "department": "credit",
-        "partner": {"__entity": {"type": "Partner", "id": "first-river-bank"}},
-    },
-    parents=[("Role", "underwriter")],
-)
-
-
-@contextmanager
-def server_process(redis_url: str) -> Iterator[VerdictClient]:
-    """`verdict serve --redis-url` as a real subprocess, with a client connected to it."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "verdict",
-            "serve",
-            "--stores",
-            str(POLICIES),
-            "--default-store",
-            "lending",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--redis-url",
-            redis_url,
-        ],
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "VERDICT_LOG_LEVEL": "warning"},
-    )
-    try:
-        with VerdictClient(f"127.0.0.1:{port}", timeout=5) as client:
-            grpc.channel_ready_future(client._channel).result(timeout=20)
-            yield client
-        process.terminate()
-        assert process.wait(timeout=15) == 0
-    finally:
-        process.kill()
-        process.wait()
 
 
 def uma_decision(client: VerdictClient) -> int:
@@ -102,7 +52,11 @@ def test_write_on_one_replica_is_seen_by_another_within_100ms(redis: RedisProces
     )
     assert loaded.returncode == 0, loaded.stderr
     assert "lending: 42 entities" in loaded.stdout
-    with server_process(redis.url) as a, server_process(redis.url) as b:
+    with (
+        verdict_server("--redis-url", redis.url) as server_a,
+        verdict_server("--redis-url", redis.url) as server_b,
+    ):
+        a, b = server_a.client, server_b.client
         for _ in range(3):  # B now answers from its local cache
             assert uma_decision(b) == pb.DECISION_ALLOW
         stub = epb_grpc.EntityServiceStub(a._channel)

@@ -11,7 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.cases import BASE_CONTEXT, DecisionCase, lending_cases
-from tests.integration.redis_apps import redis_app
+from tests.integration.redis_apps import UMA_SUSPENDED, UMA_VIEW, redis_app
 from tests.redis_support import RedisProcess
 from tests.stores import entity, write_store
 from verdict._gen.verdict.v1 import entities_pb2 as epb
@@ -181,21 +181,9 @@ async def test_corrupt_values_fail_only_their_decisions(redis: RedisProcess, val
 async def test_read_your_writes(redis: RedisProcess) -> None:
     """A decision asking for a written version sees it; a version not yet written fails."""
     async with redis_app(redis.url) as app:
-        case = next(c for c in lending_cases() if c.principal.id == "uma" and c.expect == "allow")
+        case = UMA_VIEW
         assert (await app.authorizer.authorize(case.request)).allowed  # now cached
-        suspended = entity(
-            "Employee",
-            "uma",
-            {
-                "name": "Uma",
-                "suspended": True,
-                "approval_limit": 50000,
-                "department": "credit",
-                "partner": {"__entity": {"type": "Partner", "id": "first-river-bank"}},
-            },
-            parents=[("Role", "underwriter")],
-        )
-        version, _ = await app.writes.put("lending", json.dumps([suspended]))
+        version, _ = await app.writes.put("lending", json.dumps([UMA_SUSPENDED]))
         fresh = AuthorizationRequest(
             case.principal, case.action, case.resource, case.context, min_entity_version=version
         )
@@ -275,7 +263,8 @@ async def test_context_and_extra_entities_on_redis(redis: RedisProcess) -> None:
 
 async def test_unix_socket_url(tmp_path_factory: pytest.TempPathFactory) -> None:
     """unix:// URLs reach a Redis listening on a socket file."""
-    from tests.redis_support import RedisProcess, free_port
+    from tests.processes import free_port
+    from tests.redis_support import RedisProcess
 
     workdir = tmp_path_factory.mktemp("unix")
     socket_path = workdir / "redis.sock"

@@ -13,20 +13,15 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 
 from verdict.cedar_json import entity_references
-from verdict.model import EntityUid, JsonObject
-from verdict.store.base import EntitySlice
+from verdict.model import EntityUid
+from verdict.store.base import EntitySlice, StoredEntity
+from verdict.store.graph import collect_slice
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    entity: JsonObject | None  # None: the store holds no such entity
-    refs: frozenset[EntityUid]
-
-
-_MISSING = _Entry(None, frozenset())
+class _NotCached(Exception):
+    """Raised inside a cache walk when a reachable uid has no entry."""
 
 
 class EntityCache:
@@ -38,7 +33,8 @@ class EntityCache:
         self.max_entries = max_entries
         self.grace = grace_seconds
         self._clock = clock
-        self._entries: OrderedDict[tuple[str, EntityUid], _Entry] = OrderedDict()
+        # None marks a uid the store is known not to hold.
+        self._entries: OrderedDict[tuple[str, EntityUid], StoredEntity | None] = OrderedDict()
         self._trusted_until = -math.inf
         self._versions: dict[str, int] = {}
         self._invalidated: dict[str, int] = {}
@@ -58,25 +54,21 @@ class EntityCache:
         if not self.usable():
             return None
         entries = self._entries
-        found: dict[EntityUid, JsonObject] = {}
-        missing: set[EntityUid] = set()
-        seen = set(roots)
-        frontier = list(seen)
-        while frontier:
-            uid = frontier.pop()
+
+        def cached(uid: EntityUid) -> StoredEntity | None:
             key = (store_id, uid)
-            entry = entries.get(key)
-            if entry is None:
-                return None
+            try:
+                entry = entries[key]
+            except KeyError:
+                raise _NotCached from None
             entries.move_to_end(key)
-            if entry.entity is None:
-                missing.add(uid)
-                continue
-            found[uid] = entry.entity
-            for ref in entry.refs - seen:
-                seen.add(ref)
-                frontier.append(ref)
-        return EntitySlice(found, self.version(store_id), frozenset(missing))
+            return entry
+
+        try:
+            found = collect_slice(roots, cached)
+        except _NotCached:
+            return None
+        return EntitySlice(found.entities, self.version(store_id), found.missing)
 
     def begin_read(self) -> int:
         """A token to pass to ``fill`` for a read that starts now."""
@@ -89,9 +81,9 @@ class EntityCache:
         if stale or token != self._epoch or not self.usable():
             return
         for uid, entity in entity_slice.entities.items():
-            self._put((store_id, uid), _Entry(entity, entity_references(entity)))
+            self._put((store_id, uid), StoredEntity(uid, entity, entity_references(entity)))
         for uid in entity_slice.missing:
-            self._put((store_id, uid), _MISSING)
+            self._put((store_id, uid), None)
 
     def invalidate(self, store_id: str, version: int, uids: Collection[EntityUid]) -> None:
         """Drop entries a write at ``version`` changed."""
@@ -117,7 +109,7 @@ class EntityCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def _put(self, key: tuple[str, EntityUid], entry: _Entry) -> None:
+    def _put(self, key: tuple[str, EntityUid], entry: StoredEntity | None) -> None:
         self._entries[key] = entry
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
