@@ -51,6 +51,9 @@ _REQUEST_FIELDS = (
 )
 
 
+_CONTEXT_PROBLEM = "does not match the schema's context type for this action"
+
+
 def interpret(
     raw: RawDecision, store: StoreSnapshot, entity_version: int = 0
 ) -> AuthorizationResult:
@@ -109,4 +112,8 @@ def _no_decision_error(errors: tuple[str, ...]) -> Exception:
                 return RequestError(field, problem)
         if text.startswith("failed to parse entities"):
             return EntityDataError("entity data for this request does not conform to the schema")
+        if text.startswith("failed to build request:"):
+            # Principal, action and resource are plain uids checked above; any other problem
+            # building the request is a context value (e.g. a type error deep in a record).
+            return RequestError("context_json", _CONTEXT_PROBLEM)
     return RequestError("request", "could not be evaluated (Cedar returned no decision)")
