@@ -20,6 +20,7 @@ from verdict.app import App, build_app
 from verdict.config import Settings
 from verdict.errors import EntityDataError, RequestError, StaleReadError
 from verdict.model import AuthorizationRequest, Decision, EntityUid
+from verdict.store.base import StoredEntity
 from verdict.store.redis_keys import StoreKeys, uid_key
 from verdict.store.redis_store import RedisEntityStore
 from verdict.telemetry import metrics
@@ -359,3 +360,25 @@ def test_entities_load_and_export_round_trip(redis: RedisProcess, tmp_path: Path
     broken = verdict("load", "--stores", str(tmp_path / "nowhere"))
     assert broken.returncode == 2
     assert "policy stores folder not found" in broken.stderr
+
+
+async def test_bulk_load_is_pipelined(redis: RedisProcess) -> None:
+    """Sixteen atomic chunks travel in two pipelined round trips; every entity lands."""
+    from verdict.store.bulk import load_entities
+
+    async with redis_app(redis.url, load=False) as app:
+        store = app.entities
+        assert isinstance(store, RedisEntityStore)
+        partners = [
+            StoredEntity(
+                EntityUid("Partner", f"p{i}"),
+                entity("Partner", f"p{i}", {"name": "P", "kind": "bank", "active": True}),
+                frozenset(),
+            )
+            for i in range(160)
+        ]
+        before = store.round_trips
+        version = await load_entities(store, "lending", partners, chunk=10, pipeline=8)
+        assert store.round_trips - before == 2
+        assert version == 16
+        assert redis.cli("HLEN", StoreKeys.of("lending").entities).strip() == "160"

@@ -96,16 +96,35 @@ class RedisEntityStore:
     async def put(self, store_id: str, entities: Sequence[StoredEntity]) -> int:
         """Upsert atomically; returns the new version. Other replicas are told via pub/sub."""
         keys = StoreKeys.of(store_id)
-        args: list[str] = [keys.channel]
-        for entity in entities:
-            args += [
-                uid_key(entity.uid),
-                json.dumps(entity.json, ensure_ascii=False),
-                "\n".join(sorted(uid_key(ref) for ref in entity.refs)),
-            ]
+        args = _put_args(keys, entities)
         version = int(await self._call(lambda: self._put(keys=keys.all, args=args), None))
         self.cache.invalidate(store_id, version, [e.uid for e in entities])
         return version
+
+    async def put_many(self, store_id: str, batches: Sequence[Sequence[StoredEntity]]) -> list[int]:
+        """Several atomic upserts in one pipeline (one round trip); returns their versions.
+
+        Each batch is its own atomic write; a retry after a lost reply may apply a batch twice,
+        which an upsert tolerates (it only costs a version number).
+        """
+        client = self._client
+        if isinstance(client, aioredis.RedisCluster):
+            # redis-py's cluster pipeline does not run scripts; send the writes concurrently.
+            return list(await asyncio.gather(*(self.put(store_id, b) for b in batches)))
+        keys = StoreKeys.of(store_id)
+        all_args = [_put_args(keys, batch) for batch in batches]
+
+        async def send() -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for args in all_args:
+                    await self._put(keys=keys.all, args=args, client=pipe)
+                replies: list[Any] = await pipe.execute()
+                return replies
+
+        versions = [int(v) for v in await self._call(send, None)]
+        for batch, version in zip(batches, versions, strict=True):
+            self.cache.invalidate(store_id, version, [e.uid for e in batch])
+        return versions
 
     async def delete(self, store_id: str, uids: Collection[EntityUid]) -> tuple[int, int]:
         """Delete atomically; returns (new version, number deleted)."""
@@ -196,3 +215,15 @@ class RedisEntityStore:
         metrics.CORRUPT_ENTITIES.labels(reason=reason).inc()
         log.error("entity_data_corrupt", store=store_id, reason=reason)
         raise EntityDataError("stored entity data for this request is unreadable")
+
+
+def _put_args(keys: StoreKeys, entities: Sequence[StoredEntity]) -> list[str]:
+    """ARGV of the PUT script: the channel, then (uid-key, entity JSON, refs) per entity."""
+    args = [keys.channel]
+    for entity in entities:
+        args += [
+            uid_key(entity.uid),
+            json.dumps(entity.json, ensure_ascii=False),
+            "\n".join(sorted(uid_key(ref) for ref in entity.refs)),
+        ]
+    return args
