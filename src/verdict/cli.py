@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -18,7 +17,9 @@ from verdict.config import Settings
 from verdict.errors import PolicyLoadError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult
 from verdict.policy.loader import load_policy_stores
+from verdict.policy.snapshot import PolicyInfo
 from verdict.policytest.cli import add_test_command
+from verdict.store.memory import MemoryEntityStore
 from verdict.telemetry.logging import configure_logging
 from verdict.uid_arg import parse_uid_arg
 
@@ -74,17 +75,18 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_ALLOW if result.allowed else EXIT_DENY
 
 
-def _print_result(result: AuthorizationResult, policies: dict[str, Any] | Any) -> None:
+def _print_result(result: AuthorizationResult, policies: Mapping[str, PolicyInfo]) -> None:
     print(f"decision: {result.decision.value.upper()}")
     if result.denied_for_errors:
-        print("  (a permit matched, but evaluation errors force DENY: on_evaluation_error = deny)")
-    print(
-        "determining policies:"
-        if result.determining_policies
-        else "determining policies: none (no policy applied: default deny)"
-        if not result.allowed
-        else "determining policies: none"
-    )
+        print(
+            "determining policies: none (a permit matched, but evaluation errors force DENY "
+            "under on_evaluation_error = deny)"
+        )
+    elif not result.determining_policies:
+        default = "" if result.allowed else " (no policy applied: default deny)"
+        print(f"determining policies: none{default}")
+    else:
+        print("determining policies:")
     for policy_id in result.determining_policies:
         info = policies.get(policy_id)
         where = f"  ({info.location}) {info.description}" if info else ""
@@ -100,8 +102,6 @@ def _validate(args: argparse.Namespace) -> int:
             args.stores, args.default_store, require_default=args.default_store is not None
         )
         # Entities are validated too: a broken entities.json stops `make run` just the same.
-        from verdict.store.memory import MemoryEntityStore
-
         MemoryEntityStore.from_snapshot(snapshot)
     except PolicyLoadError as exc:
         print(exc, file=sys.stderr)
