@@ -149,6 +149,9 @@ def corrupt_count() -> float:
         "{not json loan-9 amount 7",
         '{"v": 1, "e": {"secret": "loan-9 amount 7"}}',
         '{"v": 1, "e": {"uid": {"type": "Employee", "id": "x"}}}',
+        # Readable, but failing the schema: caught when Cedar parses the slice.
+        '{"v": 1, "e": {"uid": {"type": "Employee", "id": "uma"}, "attrs": {"suspended": "yes"},'
+        ' "parents": []}}',
     ],
 )
 async def test_corrupt_values_fail_only_their_decisions(redis: RedisProcess, value: str) -> None:

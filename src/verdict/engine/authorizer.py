@@ -8,10 +8,11 @@ from collections.abc import Sequence
 import structlog
 
 from verdict.engine.evaluate import check_extra_entities, evaluate, slice_roots
-from verdict.errors import BatchTooLargeError, InternalError, VerdictError
+from verdict.errors import BatchTooLargeError, EntityDataError, InternalError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult
 from verdict.policy.holder import PolicyHolder
 from verdict.store.base import EntityReader, ReadOptions
+from verdict.telemetry import metrics
 
 DEFAULT_MAX_BATCH = 100
 log = structlog.get_logger(__name__)
@@ -36,7 +37,13 @@ class Authorizer:
             store.store_id, slice_roots(request, store), options
         )
         check_extra_entities(request, store, entity_slice.entities)
-        return evaluate(request, store, entity_slice.entities.values(), entity_slice.version)
+        try:
+            return evaluate(request, store, entity_slice.entities.values(), entity_slice.version)
+        except EntityDataError:
+            # Stored data that parses but fails the schema: as corrupt as unreadable JSON.
+            metrics.CORRUPT_ENTITIES.labels(reason="schema_mismatch").inc()
+            log.error("entity_data_corrupt", store=store.store_id, reason="schema_mismatch")
+            raise
 
     async def authorize_batch(
         self,
