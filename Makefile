@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## serve policies/ (default store lending) on 127.0.0.1:50051, in-memory entities
 	$(BIN)/verdict serve --stores policies --default-store lending --listen 127.0.0.1:50051
 
-test: $(STAMP)  ## the whole test suite, then the sample policy suites
-	$(BIN)/pytest -q
+test: $(STAMP)  ## the whole test suite, then the sample policy suites with full coverage
+	@$(BIN)/pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; exit 1; fi; \
+	exit $$rc
+	$(BIN)/verdict test --stores policies --coverage --min-coverage 100
 
 lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict (src, tests), import layers
 	$(BIN)/ruff check $(LINTED)
