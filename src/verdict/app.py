@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIServer
 
 import structlog
 
@@ -18,6 +19,7 @@ from verdict.store.invalidation import InvalidationListener
 from verdict.store.memory import MemoryEntityStore
 from verdict.store.redis_connect import make_client, pubsub_connector
 from verdict.store.redis_store import RedisEntityStore
+from verdict.telemetry.exposition import start_metrics_server
 from verdict.transport.server import VerdictServer, start_server, wait_for_signal
 
 log = structlog.get_logger(__name__)
@@ -34,6 +36,7 @@ class App:
     writes: EntityWrites
     listener: InvalidationListener | None = None
     server: VerdictServer | None = field(default=None, init=False)
+    metrics_server: WSGIServer | None = field(default=None, init=False)
 
 
 def build_entity_store(
@@ -72,6 +75,8 @@ async def start(app: App) -> VerdictServer:
         log.warning("entity_store_unavailable_at_start")
     if app.listener is not None:
         app.listener.start()
+    if settings.metrics_listen is not None:
+        app.metrics_server = start_metrics_server(settings.metrics_listen)
     server = await start_server(
         app.authorizer,
         settings.listen,
@@ -99,6 +104,9 @@ async def stop(app: App, grace: float) -> None:
         await app.server.stop(grace)
     if app.listener is not None:
         await app.listener.stop()
+    if app.metrics_server is not None:
+        app.metrics_server.shutdown()
+        app.metrics_server.server_close()
     await app.entities.close()
 
 

@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
             "max_batch_size": args.max_batch_size,
             "log_level": args.log_level,
             "redis_url": args.redis_url,
+            "metrics_listen": args.metrics_listen,
             "redis_cluster": args.redis_cluster or None,
         }.items()
         if v is not None
@@ -138,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--redis-url",
         help="read entities from Redis (redis://, rediss://, "
         "unix://) instead of memory (VERDICT_REDIS_URL)",
+    )
+    serve.add_argument(
+        "--metrics-listen",
+        help="HOST:PORT to serve Prometheus /metrics on (VERDICT_METRICS_LISTEN; default off)",
     )
     serve.add_argument(
         "--redis-cluster",

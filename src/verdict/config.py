@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
     log_level: str = Field(default="info")
     log_format: str = Field(default="json", pattern="^(json|console)$")
+    metrics_listen: str | None = Field(default=None, description="HOST:PORT for /metrics")
     # Entity store: in memory (from entities.json) unless a Redis URL is given.
     redis_url: str | None = Field(default=None, description="redis://, rediss:// or unix://")
     redis_cluster: bool = Field(default=False, description="treat redis_url as a cluster node")

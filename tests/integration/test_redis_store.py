@@ -385,3 +385,29 @@ async def test_bulk_load_is_pipelined(redis: RedisProcess) -> None:
         assert store.round_trips - before == 2
         assert version == 16
         assert redis.cli("HLEN", StoreKeys.of("lending").entities).strip() == "160"
+
+
+async def test_metrics_endpoint_reports_cache_and_corruption(redis: RedisProcess) -> None:
+    """/metrics (own port) shows cache lookups and a corrupt entity met over gRPC."""
+    import urllib.request
+
+    from verdict.client import AsyncVerdictClient
+
+    async with redis_app(redis.url, serve=True, metrics_listen="127.0.0.1:0") as app:
+        assert app.server is not None
+        assert app.metrics_server is not None
+        keys = StoreKeys.of("lending")
+        redis.cli("HSET", keys.entities, uid_key(EntityUid("Loan", "loan-1001")), "{broken")
+        case = UMA_VIEW
+        async with AsyncVerdictClient(f"127.0.0.1:{app.server.port}") as client:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.is_authorized(
+                    case.principal, case.action, case.resource, context=case.context
+                )
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        url = f"http://127.0.0.1:{app.metrics_server.server_port}/metrics"
+        text = await asyncio.to_thread(
+            lambda: urllib.request.urlopen(url, timeout=5).read().decode()
+        )
+        assert 'verdict_entity_corrupt_total{reason="bad_value"}' in text
+        assert 'verdict_entity_cache_lookups_total{result="miss"}' in text
