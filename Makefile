@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINTED := $(wildcard src tests benchmarks scripts)
+LINTED := $(wildcard src tests benchmarks scripts examples)
 
 .PHONY: run test lint proto bench bench-quick clean help
 

@@ -29,6 +29,7 @@ class ServerProcess:
 
     process: subprocess.Popen[str]
     client: VerdictClient
+    port: int
     stderr: str = ""
 
 
@@ -55,7 +56,7 @@ def verdict_server(*args: str, env: dict[str, str] | None = None) -> Iterator[Se
         text=True,
     )
     with VerdictClient(f"127.0.0.1:{port}", timeout=5) as client:
-        server = ServerProcess(process, client)
+        server = ServerProcess(process, client, port)
         try:
             grpc.channel_ready_future(client._channel).result(timeout=20)
             yield server

@@ -15,6 +15,9 @@ from verdict.uid_arg import parse_uid_arg
 
 UidLike = EntityUid | str
 DEFAULT_TIMEOUT = 2.0
+# Decision values of IsAuthorizedResponse.decision, so callers need not import generated code.
+ALLOW = pb.DECISION_ALLOW
+DENY = pb.DECISION_DENY
 
 
 def _uid(value: UidLike, field: str) -> pb.EntityUid:

@@ -168,3 +168,23 @@ def test_serve_refuses_to_start_with_a_broken_store(tmp_path: Path) -> None:
     result = verdict("serve", "--stores", str(tmp_path), "--listen", "127.0.0.1:0")
     assert result.returncode == 2
     assert "s/p.cedar:2: duplicate policy id 'x'" in result.stderr
+
+
+def test_the_example_runs_against_a_server() -> None:
+    """examples/decide.py answers as the README says, against a real server process."""
+    example = POLICIES.parent / "examples" / "decide.py"
+    with verdict_server() as server:
+        result = subprocess.run(
+            [sys.executable, str(example), "--target", f"127.0.0.1:{server.port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("single: ALLOW ['disburse-partner-loans'] sha256:")
+    assert (
+        lines[2] == "batch:  Employee::uma Action::view Loan::loan-2001 -> DENY "
+        "['forbid-cross-partner-loan-access']"
+    )
