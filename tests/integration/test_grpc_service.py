@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import AsyncIterator, Collection
@@ -23,7 +24,7 @@ from verdict.client import AsyncVerdictClient, build_request
 from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
 from verdict.model import EntityUid
-from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions
+from verdict.store.base import DEFAULT_READ, EntityReader, EntitySlice, ReadOptions
 from verdict.transport.server import start_server
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -248,3 +249,43 @@ async def test_health_is_not_serving_before_policies_are_marked(lending_app: App
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         await server.stop(0)
+
+
+class GatedStore:
+    """The lending memory store, but every read waits until the test opens the gate."""
+
+    def __init__(self, inner: EntityReader) -> None:
+        self.inner = inner
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def fetch_slice(
+        self, store_id: str, roots: Collection[EntityUid], options: ReadOptions = DEFAULT_READ
+    ) -> EntitySlice:
+        self.waiting.set()
+        await self.gate.wait()
+        return await self.inner.fetch_slice(store_id, roots, options)
+
+
+async def test_shutdown_drains_in_flight_calls(lending_app: App) -> None:
+    """Stopping with a grace period lets an in-flight decision finish and refuses new calls."""
+    store = GatedStore(lending_app.entities)
+    server = await start_server(
+        Authorizer(lending_app.policies, store),
+        "127.0.0.1:0",
+        max_message_bytes=1 << 20,
+        max_context_depth=32,
+    )
+    await server.mark_serving()
+    async with AsyncVerdictClient(f"127.0.0.1:{server.port}", timeout=10) as client:
+        in_flight = asyncio.create_task(client.send(olivia()))
+        await asyncio.wait_for(store.waiting.wait(), 5)
+        stopping = asyncio.create_task(server.stop(grace=5))
+        await asyncio.sleep(0.2)  # the server is now draining
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await client.send(olivia())
+        store.gate.set()
+        reply = await in_flight
+        await stopping
+    assert reply.decision == pb.DECISION_ALLOW
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
