@@ -103,8 +103,3 @@ async def wait_for_signal() -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
 
-
-async def serve_until_signalled(server: VerdictServer, grace: float) -> None:
-    """Serve until SIGTERM or SIGINT, then stop ``server`` within ``grace`` seconds."""
-    await wait_for_signal()
-    await server.stop(grace)
