@@ -91,7 +91,8 @@ def requests(draw: st.DrawFn) -> AuthorizationRequest:
 
 def test_slices_decide_like_the_whole_entity_set(tmp_path: Path, redis: RedisProcess) -> None:
     """For random graphs and requests, memory and Redis slices decide exactly as Cedar does
-    with all entities: same decision, determining policies and erroring policies."""
+    with all entities (same decision, determining and erroring policies), and batches answer
+    exactly as single requests."""
     write_store(tmp_path, "s", {"p.cedar": POLICIES, "store.toml": 'on_evaluation_error = "skip"'})
     memory = build_app(Settings(stores=tmp_path))
     on_redis = build_app(Settings(stores=tmp_path, redis_url=redis.url))
@@ -123,6 +124,11 @@ def test_slices_decide_like_the_whole_entity_set(tmp_path: Path, redis: RedisPro
                 assert sliced.decision == whole.decision
                 assert set(sliced.determining_policies) == set(whole.determining_policies)
                 assert {e.policy_id for e in sliced.errors} == {e.policy_id for e in whole.errors}
+        # A batch shares one Cedar call over the union of slices: same answers as one by one.
+        for authorizer in (in_memory, on_redis.authorizer):
+            together = loop.run_until_complete(authorizer.authorize_batch(list(batch)))
+            alone = [loop.run_until_complete(authorizer.authorize(r)) for r in batch]
+            assert together == alone
 
     try:
         check()

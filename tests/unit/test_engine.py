@@ -20,10 +20,11 @@ from verdict.errors import (
     StoreUnavailableError,
     VerdictError,
 )
-from verdict.model import AuthorizationRequest, Decision, EntityUid
+from verdict.model import AuthorizationRequest, AuthorizationResult, Decision, EntityUid
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
 from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions, StoredEntity
+from verdict.store.entity_file import read_entities_file
 from verdict.store.memory import MemoryEntityStore
 
 
@@ -331,3 +332,31 @@ async def test_corrupt_stored_entity_fails_closed(tmp_path: Path) -> None:
     authorizer = Authorizer(PolicyHolder(snapshot), corrupt)
     with pytest.raises(EntityDataError):
         await authorizer.authorize(request("User::u", "view", "Doc::d"))
+
+
+async def test_batch_answers_equal_single_answers(lending_app: App) -> None:
+    """A batch of every shared case (shared Cedar call) answers each exactly as alone."""
+    requests = [c.request for c in lending_cases()]
+    batch = await lending_app.authorizer.authorize_batch(list(requests))
+    for request, answer in zip(requests, batch, strict=True):
+        alone = await lending_app.authorizer.authorize(request)
+        assert answer == alone
+
+
+async def test_corrupt_entity_fails_only_the_batch_items_that_reach_it(lending_app: App) -> None:
+    """An entity failing the schema spoils only the items whose slices contain it."""
+    lending = lending_app.policies.current.resolve("lending")
+    assert lending.entities_file is not None
+    entities = read_entities_file(lending.entities_file, lending.schema)
+    uma = EntityUid("Employee", "uma")
+    broken = {**entities[uma].json, "attrs": {"suspended": "yes"}}
+    entities[uma] = StoredEntity(uma, broken, frozenset())
+    authorizer = Authorizer(lending_app.policies, MemoryEntityStore({"lending": entities}))
+    cases = [c for c in lending_cases() if c.principal.id in ("uma", "alice", "sam")]
+    answers = await authorizer.authorize_batch([c.request for c in cases])
+    for case, answer in zip(cases, answers, strict=True):
+        if case.principal == uma:
+            assert isinstance(answer, EntityDataError)
+        else:
+            assert isinstance(answer, AuthorizationResult)
+            assert answer.decision.value == case.expect

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import structlog
 
-from verdict.engine.evaluate import check_extra_entities, evaluate, slice_roots
+from verdict.engine.evaluate import check_extra_entities, evaluate, evaluate_shared, slice_roots
 from verdict.errors import BatchTooLargeError, EntityDataError, InternalError, VerdictError
-from verdict.model import AuthorizationRequest, AuthorizationResult
+from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
-from verdict.store.base import EntityReader, ReadOptions
+from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
+from verdict.store.base import EntityReader, EntitySlice, ReadOptions
 from verdict.telemetry import metrics
 
 DEFAULT_MAX_BATCH = 100
+MAX_SHARED_GROUP = 256  # requests per Cedar call in a batch
 log = structlog.get_logger(__name__)
+Answer = AuthorizationResult | VerdictError
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A request with the store that answers it and its complete entity slice."""
+
+    request: AuthorizationRequest
+    store: StoreSnapshot
+    slice: EntitySlice
 
 
 class Authorizer:
@@ -31,40 +44,103 @@ class Authorizer:
     async def authorize(self, request: AuthorizationRequest) -> AuthorizationResult:
         """One decision. Raises VerdictError for bad requests and store failures."""
         # One snapshot per decision: a concurrent reload never mixes policy versions.
-        store = self._policies.current.resolve(request.store_id)
+        prepared = await self._prepare(self._policies.current, request)
+        return self._evaluate_alone(prepared)
+
+    async def authorize_batch(
+        self,
+        requests: Sequence[AuthorizationRequest | VerdictError],
+    ) -> list[Answer]:
+        """Answer each item independently, in order; an item's error does not affect the rest.
+
+        Items that already failed to convert are passed in as their error and returned as is.
+        Items of one store without request entities share one Cedar call over the union of
+        their slices: each slice is complete, so the union changes no decision, and Cedar
+        parses the entities once instead of once per item.
+        """
+        if len(requests) > self.max_batch:
+            raise BatchTooLargeError(len(requests), self.max_batch)
+        snapshot = self._policies.current
+        prepared = await asyncio.gather(*(self._guarded_prepare(snapshot, r) for r in requests))
+        answers: list[Answer | None] = [
+            p if isinstance(p, VerdictError) else None for p in prepared
+        ]
+        groups: dict[str, list[int]] = {}
+        for index, item in enumerate(prepared):
+            if isinstance(item, _Prepared):
+                if item.request.extra_entities:
+                    answers[index] = self._guarded(item)
+                else:
+                    groups.setdefault(item.store.store_id, []).append(index)
+        for indexes in groups.values():
+            for start in range(0, len(indexes), MAX_SHARED_GROUP):
+                chunk = indexes[start : start + MAX_SHARED_GROUP]
+                group = [p for i in chunk if isinstance(p := prepared[i], _Prepared)]
+                for index, answer in zip(chunk, self._evaluate_group(group), strict=True):
+                    answers[index] = answer
+        return [a if a is not None else InternalError() for a in answers]
+
+    async def _prepare(self, snapshot: PolicySnapshot, request: AuthorizationRequest) -> _Prepared:
+        store = snapshot.resolve(request.store_id)
         options = ReadOptions(deadline=request.deadline, min_version=request.min_entity_version)
         entity_slice = await self._entities.fetch_slice(
             store.store_id, slice_roots(request, store), options
         )
         check_extra_entities(request, store, entity_slice.entities)
-        try:
-            return evaluate(request, store, entity_slice.entities.values(), entity_slice.version)
-        except EntityDataError:
-            # Stored data that parses but fails the schema: as corrupt as unreadable JSON.
-            metrics.CORRUPT_ENTITIES.labels(reason="schema_mismatch").inc()
-            log.error("entity_data_corrupt", store=store.store_id, reason="schema_mismatch")
-            raise
+        return _Prepared(request, store, entity_slice)
 
-    async def authorize_batch(
+    async def _guarded_prepare(
         self,
-        requests: Sequence[AuthorizationRequest | VerdictError],
-    ) -> list[AuthorizationResult | VerdictError]:
-        """Answer each item independently, in order; an item's error does not affect the rest.
-
-        Items that already failed to convert are passed in as their error and returned as is.
-        """
-        if len(requests) > self.max_batch:
-            raise BatchTooLargeError(len(requests), self.max_batch)
-        return list(await asyncio.gather(*(self._answer(item) for item in requests)))
-
-    async def _answer(
-        self,
+        snapshot: PolicySnapshot,
         item: AuthorizationRequest | VerdictError,
-    ) -> AuthorizationResult | VerdictError:
+    ) -> _Prepared | VerdictError:
         if isinstance(item, VerdictError):
             return item
         try:
-            return await self.authorize(item)
+            return await self._prepare(snapshot, item)
+        except VerdictError as exc:
+            return exc
+        except Exception as exc:  # one item's bug must not sink the whole batch
+            log.error("batch_item_failed", error_type=type(exc).__name__)
+            return InternalError()
+
+    def _evaluate_alone(self, item: _Prepared) -> AuthorizationResult:
+        entity_slice = item.slice
+        try:
+            return evaluate(
+                item.request, item.store, entity_slice.entities.values(), entity_slice.version
+            )
+        except EntityDataError:
+            # Stored data that parses but fails the schema: as corrupt as unreadable JSON.
+            metrics.CORRUPT_ENTITIES.labels(reason="schema_mismatch").inc()
+            log.error("entity_data_corrupt", store=item.store.store_id, reason="schema_mismatch")
+            raise
+
+    def _evaluate_group(self, group: list[_Prepared]) -> list[Answer]:
+        if len(group) == 1:
+            return [self._guarded(group[0])]
+        union: dict[EntityUid, JsonObject] = {}
+        for item in group:
+            union.update(item.slice.entities)
+        try:
+            answers = evaluate_shared(
+                [p.request for p in group], group[0].store, list(union.values())
+            )
+        except Exception as exc:
+            log.error("batch_group_failed", error_type=type(exc).__name__)
+            answers = [InternalError() for _ in group]
+        if any(isinstance(a, EntityDataError | InternalError) for a in answers):
+            # One bad slice spoils the union: answer each item from its own slice instead.
+            return [self._guarded(item) for item in group]
+        return [
+            a if isinstance(a, VerdictError) else replace(a, entity_version=p.slice.version)
+            for a, p in zip(answers, group, strict=True)
+        ]
+
+    def _guarded(self, item: _Prepared) -> Answer:
+        """``_evaluate_alone`` with its errors as answers, for batch items."""
+        try:
+            return self._evaluate_alone(item)
         except VerdictError as exc:
             return exc
         except Exception as exc:  # one item's bug must not sink the whole batch

@@ -60,7 +60,8 @@ def interpret(
     """Map Cedar's answer to ours. NoDecision raises; errors under ``deny`` make a DENY."""
     if raw.decision == "NoDecision":
         raise _no_decision_error(raw.errors)
-    errors = tuple(_evaluation_error(e, store.policies) for e in raw.errors)
+    found = [_evaluation_error(e, store.policies) for e in raw.errors]
+    errors = tuple(sorted(found, key=lambda e: store.rank.get(e.policy_id, len(store.rank))))
     allowed = raw.decision == "Allow"
     denied_for_errors = (
         allowed and bool(errors) and (store.settings.on_evaluation_error is ErrorMode.DENY)
@@ -78,7 +79,7 @@ def interpret(
         )
     return AuthorizationResult(
         decision=Decision.ALLOW if allowed else Decision.DENY,
-        determining_policies=raw.reasons,
+        determining_policies=store.in_order(raw.reasons),
         errors=errors,
         policy_version=store.version,
         store_id=store.store_id,

@@ -106,6 +106,7 @@ def load_store(root: Path) -> StoreSnapshot:
         version=store_version(root),
         literal_uids=frozenset(u for p in parsed for u in _literal_uids(p.est)),
         entities_file=entities if entities.is_file() else None,
+        rank={p.info.id: rank for rank, p in enumerate(parsed)},
     )
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from verdict.cedar import PolicySetHandle, SchemaHandle
@@ -65,6 +65,12 @@ class StoreSnapshot:
     # Uids written literally in policy text: always part of a request's entity slice.
     literal_uids: frozenset[EntityUid]
     entities_file: Path | None = None
+    # Position of each policy id in load order, to report policies in a stable order.
+    rank: Mapping[str, int] = field(default_factory=dict)
+
+    def in_order(self, policy_ids: Iterable[str]) -> tuple[str, ...]:
+        """``policy_ids`` in load order (Cedar reports them in no particular order)."""
+        return tuple(sorted(policy_ids, key=lambda pid: self.rank.get(pid, len(self.rank))))
 
 
 @dataclass(frozen=True)
