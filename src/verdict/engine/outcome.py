@@ -61,7 +61,7 @@ def interpret(
     if raw.decision == "NoDecision":
         raise _no_decision_error(raw.errors)
     found = [_evaluation_error(e, store.policies) for e in raw.errors]
-    errors = tuple(sorted(found, key=lambda e: store.rank.get(e.policy_id, len(store.rank))))
+    errors = tuple(sorted(found, key=lambda e: store.position(e.policy_id)))
     allowed = raw.decision == "Allow"
     denied_for_errors = (
         allowed and bool(errors) and (store.settings.on_evaluation_error is ErrorMode.DENY)

@@ -70,7 +70,11 @@ class StoreSnapshot:
 
     def in_order(self, policy_ids: Iterable[str]) -> tuple[str, ...]:
         """``policy_ids`` in load order (Cedar reports them in no particular order)."""
-        return tuple(sorted(policy_ids, key=lambda pid: self.rank.get(pid, len(self.rank))))
+        return tuple(sorted(policy_ids, key=self.position))
+
+    def position(self, policy_id: str) -> int:
+        """Load-order position of a policy id (unknown ids sort last)."""
+        return self.rank.get(policy_id, len(self.rank))
 
 
 @dataclass(frozen=True)
