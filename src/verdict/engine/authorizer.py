@@ -8,7 +8,9 @@ from dataclasses import dataclass, replace
 
 import structlog
 
-from verdict.engine.evaluate import check_extra_entities, evaluate, evaluate_shared, slice_roots
+from verdict.engine.evaluate import evaluate, evaluate_shared, slice_roots
+from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
+from verdict.engine.request_entities import check_before_fetch, check_slice
 from verdict.errors import BatchTooLargeError, EntityDataError, InternalError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
@@ -29,17 +31,24 @@ class _Prepared:
     request: AuthorizationRequest
     store: StoreSnapshot
     slice: EntitySlice
+    # A bound of the entity-ancestor pairs Cedar computes for this slice.
+    pairs: int = 0
 
 
 class Authorizer:
     """Answers authorization requests; knows neither gRPC nor the storage technology."""
 
     def __init__(
-        self, policies: PolicyHolder, entities: EntityReader, max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        policies: PolicyHolder,
+        entities: EntityReader,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        limits: EntityLimits = DEFAULT_LIMITS,
     ) -> None:
         self._policies = policies
         self._entities = entities
         self.max_batch = max_batch
+        self._limits = limits
 
     async def authorize(self, request: AuthorizationRequest) -> AuthorizationResult:
         """One decision. Raises VerdictError for bad requests and store failures."""
@@ -54,9 +63,12 @@ class Authorizer:
         """Answer each item independently, in order; an item's error does not affect the rest.
 
         Items that already failed to convert are passed in as their error and returned as is.
-        Items of one store without request entities share one Cedar call over the union of
-        their slices: each slice is complete, so the union changes no decision, and Cedar
-        parses the entities once instead of once per item.
+        Items of one store read at the same entity version and without request entities share
+        one Cedar call over the union of their slices: each slice is complete and all are
+        copies of one state, so the union changes no decision, and Cedar parses the entities
+        once instead of once per item. Slices read at different versions are never merged:
+        their union could hold a state that never existed. Between Cedar calls the loop is
+        given back, so a batch costs other requests at most one call's time at once.
         """
         if len(requests) > self.max_batch:
             raise BatchTooLargeError(len(requests), self.max_batch)
@@ -65,29 +77,54 @@ class Authorizer:
         answers: list[Answer | None] = [
             p if isinstance(p, VerdictError) else None for p in prepared
         ]
-        groups: dict[str, list[int]] = {}
+        for number, chunk in enumerate(self._chunks(prepared)):
+            if number:
+                await asyncio.sleep(0)
+            group = [p for i in chunk if isinstance(p := prepared[i], _Prepared)]
+            for index, answer in zip(chunk, self._evaluate_group(group), strict=True):
+                answers[index] = answer
+        return [a if a is not None else InternalError() for a in answers]
+
+    def _chunks(self, prepared: Sequence[_Prepared | VerdictError]) -> list[list[int]]:
+        """Indexes of items evaluated together: same store and entity version, no request
+        entities, and a union no larger than one request may be (entities and pairs)."""
+        groups: dict[object, list[int]] = {}
         for index, item in enumerate(prepared):
             if isinstance(item, _Prepared):
-                if item.request.extra_entities:
-                    answers[index] = self._guarded(item)
-                else:
-                    groups.setdefault(item.store.store_id, []).append(index)
+                alone = bool(item.request.extra_entities)
+                key = index if alone else (item.store.store_id, item.slice.version)
+                groups.setdefault(key, []).append(index)
+        chunks: list[list[int]] = []
         for indexes in groups.values():
-            for start in range(0, len(indexes), MAX_SHARED_GROUP):
-                chunk = indexes[start : start + MAX_SHARED_GROUP]
-                group = [p for i in chunk if isinstance(p := prepared[i], _Prepared)]
-                for index, answer in zip(chunk, self._evaluate_group(group), strict=True):
-                    answers[index] = answer
-        return [a if a is not None else InternalError() for a in answers]
+            chunk: list[int] = []
+            entities = pairs = 0
+            for index in indexes:
+                item = prepared[index]
+                assert isinstance(item, _Prepared)
+                size, cost = len(item.slice.entities), item.pairs
+                full = (
+                    len(chunk) >= MAX_SHARED_GROUP
+                    or entities + size > self._limits.max_slice_entities
+                    or pairs + cost > self._limits.hierarchy.max_pairs
+                )
+                if chunk and full:
+                    chunks.append(chunk)
+                    chunk, entities, pairs = [], 0, 0
+                chunk.append(index)
+                entities, pairs = entities + size, pairs + cost
+            chunks.append(chunk)
+        return chunks
 
     async def _prepare(self, snapshot: PolicySnapshot, request: AuthorizationRequest) -> _Prepared:
         store = snapshot.resolve(request.store_id)
+        # Checks that need no stored data come first: a refused request reads nothing.
+        check_before_fetch(request, store, self._limits)
         options = ReadOptions(deadline=request.deadline, min_version=request.min_entity_version)
         entity_slice = await self._entities.fetch_slice(
             store.store_id, slice_roots(request, store), options
         )
-        check_extra_entities(request, store, entity_slice.entities)
-        return _Prepared(request, store, entity_slice)
+        pairs = check_slice(request, store, entity_slice.entities, self._limits)
+        return _Prepared(request, store, entity_slice, pairs)
 
     async def _guarded_prepare(
         self,
