@@ -47,7 +47,7 @@ def ask(principal: str, *entities: Any) -> AuthorizationRequest:
     )
 
 
-def app_for(stores: Path, **limits: int) -> App:
+def app_for(stores: Path, **limits: Any) -> App:
     return build_app(Settings(stores=stores, **limits))
 
 
