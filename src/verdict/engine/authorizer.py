@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
@@ -77,43 +77,13 @@ class Authorizer:
         answers: list[Answer | None] = [
             p if isinstance(p, VerdictError) else None for p in prepared
         ]
-        for number, chunk in enumerate(self._chunks(prepared)):
+        for number, chunk in enumerate(_shared_groups(prepared, self._limits)):
             if number:
                 await asyncio.sleep(0)
             group = [p for i in chunk if isinstance(p := prepared[i], _Prepared)]
             for index, answer in zip(chunk, self._evaluate_group(group), strict=True):
                 answers[index] = answer
         return [a if a is not None else InternalError() for a in answers]
-
-    def _chunks(self, prepared: Sequence[_Prepared | VerdictError]) -> list[list[int]]:
-        """Indexes of items evaluated together: same store and entity version, no request
-        entities, and a union no larger than one request may be (entities and pairs)."""
-        groups: dict[object, list[int]] = {}
-        for index, item in enumerate(prepared):
-            if isinstance(item, _Prepared):
-                alone = bool(item.request.extra_entities)
-                key = index if alone else (item.store.store_id, item.slice.version)
-                groups.setdefault(key, []).append(index)
-        chunks: list[list[int]] = []
-        for indexes in groups.values():
-            chunk: list[int] = []
-            entities = pairs = 0
-            for index in indexes:
-                item = prepared[index]
-                assert isinstance(item, _Prepared)
-                size, cost = len(item.slice.entities), item.pairs
-                full = (
-                    len(chunk) >= MAX_SHARED_GROUP
-                    or entities + size > self._limits.max_slice_entities
-                    or pairs + cost > self._limits.hierarchy.max_pairs
-                )
-                if chunk and full:
-                    chunks.append(chunk)
-                    chunk, entities, pairs = [], 0, 0
-                chunk.append(index)
-                entities, pairs = entities + size, pairs + cost
-            chunks.append(chunk)
-        return chunks
 
     async def _prepare(self, snapshot: PolicySnapshot, request: AuthorizationRequest) -> _Prepared:
         store = snapshot.resolve(request.store_id)
@@ -183,3 +153,42 @@ class Authorizer:
         except Exception as exc:  # one item's bug must not sink the whole batch
             log.error("batch_item_failed", error_type=type(exc).__name__)
             return InternalError()
+
+
+def _shared_groups(
+    prepared: Sequence[_Prepared | VerdictError], limits: EntityLimits
+) -> list[list[int]]:
+    """Indexes of items evaluated together: one store and entity version, no request entities
+    (such an item is alone), and a union no larger than one request's slice may be."""
+    groups: dict[object, list[int]] = {}
+    for index, item in enumerate(prepared):
+        if isinstance(item, _Prepared):
+            alone = bool(item.request.extra_entities)
+            key = index if alone else (item.store.store_id, item.slice.version)
+            groups.setdefault(key, []).append(index)
+    return [chunk for group in groups.values() for chunk in _bounded(group, prepared, limits)]
+
+
+def _bounded(
+    group: list[int], prepared: Sequence[_Prepared | VerdictError], limits: EntityLimits
+) -> Iterator[list[int]]:
+    """Split a group so no chunk's union exceeds max_slice_entities or max_pairs (each
+    slice's own bound, summed) or MAX_SHARED_GROUP items."""
+    chunk: list[int] = []
+    entities = pairs = 0
+    for index in group:
+        item = prepared[index]
+        assert isinstance(item, _Prepared)
+        size, cost = len(item.slice.entities), item.pairs
+        full = (
+            len(chunk) >= MAX_SHARED_GROUP
+            or entities + size > limits.max_slice_entities
+            or pairs + cost > limits.hierarchy.max_pairs
+        )
+        if chunk and full:
+            yield chunk
+            chunk, entities, pairs = [], 0, 0
+        chunk.append(index)
+        entities, pairs = entities + size, pairs + cost
+    if chunk:
+        yield chunk
