@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
@@ -44,6 +45,7 @@ def entity_limits(settings: Settings) -> EntityLimits:
     """The engine's entity limits, from the settings."""
     return EntityLimits(
         max_request_entities=settings.max_request_entities,
+        max_request_references=settings.max_request_references,
         max_write_entities=settings.max_write_entities,
         max_entity_bytes=settings.max_entity_bytes,
         max_slice_entities=settings.max_slice_entities,
@@ -83,9 +85,19 @@ def build_app(settings: Settings) -> App:
     return App(settings, holder, entities, authorizer, writes, listener)
 
 
+def settle_heap() -> None:
+    """Move everything alive after start-up (modules, policies, the memory store's entities)
+    out of the garbage collector's reach. A full collection then scans only what was allocated
+    since, so the pause that a large write's garbage triggers stays short (measured in
+    benchmarks/bench_loop_stall.py: ~75 ms -> ~20 ms of loop lag during a 10,000-entity write)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def start(app: App) -> VerdictServer:
     """Start background work and the server, then report SERVING."""
     settings = app.settings
+    settle_heap()
     try:
         await app.entities.prepare()
     except StoreUnavailableError:

@@ -32,8 +32,11 @@ class Settings(BaseSettings):
     cache_max_entries: int = Field(default=100_000, ge=0)
     cache_grace_seconds: float = Field(default=3.0, ge=0)
     # Entity limits: docs/decisions.md "Entity limits", measured by benchmarks/bench_loop_stall.py.
-    max_slice_entities: int = Field(default=10_000, ge=1)
+    max_slice_entities: int = Field(default=1_000, ge=1)
     max_request_entities: int = Field(default=100, ge=0, description="entities_json items")
+    max_request_references: int = Field(
+        default=1_000, ge=1, description="distinct uids named by context and entities_json"
+    )
     max_write_entities: int = Field(default=10_000, ge=1, description="PutEntities items")
     max_entity_bytes: int = Field(default=64 * 1024, ge=256, description="JSON of one entity")
     max_hierarchy_depth: int = Field(default=100, ge=1, description="longest parent chain")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
@@ -11,6 +12,7 @@ import structlog
 from verdict.engine.evaluate import evaluate, evaluate_shared, slice_roots
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.request_entities import check_before_fetch, check_slice
+from verdict.engine.turns import give_turn
 from verdict.errors import BatchTooLargeError, EntityDataError, InternalError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
@@ -20,6 +22,7 @@ from verdict.telemetry import metrics
 
 DEFAULT_MAX_BATCH = 100
 MAX_SHARED_GROUP = 256  # requests per Cedar call in a batch
+WAVE_SECONDS = 0.01  # loop time a wave of batch items may take before others get a turn
 log = structlog.get_logger(__name__)
 Answer = AuthorizationResult | VerdictError
 
@@ -72,18 +75,35 @@ class Authorizer:
         """
         if len(requests) > self.max_batch:
             raise BatchTooLargeError(len(requests), self.max_batch)
-        snapshot = self._policies.current
-        prepared = await asyncio.gather(*(self._guarded_prepare(snapshot, r) for r in requests))
+        prepared = await self._prepare_all(self._policies.current, requests)
         answers: list[Answer | None] = [
             p if isinstance(p, VerdictError) else None for p in prepared
         ]
         for number, chunk in enumerate(_shared_groups(prepared, self._limits)):
             if number:
-                await asyncio.sleep(0)
+                await give_turn()
             group = [p for i in chunk if isinstance(p := prepared[i], _Prepared)]
             for index, answer in zip(chunk, self._evaluate_group(group), strict=True):
                 answers[index] = answer
         return [a if a is not None else InternalError() for a in answers]
+
+    async def _prepare_all(
+        self, snapshot: PolicySnapshot, requests: Sequence[AuthorizationRequest | VerdictError]
+    ) -> list[_Prepared | VerdictError]:
+        """Prepare items concurrently in waves sized so one wave's work on the loop stays near
+        WAVE_SECONDS: reads overlap, but a batch of heavy items (an in-memory store reads
+        without suspending) never runs one after another in a single turn of the loop."""
+        prepared: list[_Prepared | VerdictError] = []
+        wave = 1
+        while len(prepared) < len(requests):
+            part = requests[len(prepared) : len(prepared) + wave]
+            started = time.perf_counter()
+            prepared += await asyncio.gather(*(self._guarded_prepare(snapshot, r) for r in part))
+            per_item = (time.perf_counter() - started) / len(part)
+            if len(prepared) < len(requests):
+                await give_turn()
+            wave = max(1, min(2 * wave, int(WAVE_SECONDS / max(per_item, 1e-6))))
+        return prepared
 
     async def _prepare(self, snapshot: PolicySnapshot, request: AuthorizationRequest) -> _Prepared:
         store = snapshot.resolve(request.store_id)
@@ -172,23 +192,26 @@ def _shared_groups(
 def _bounded(
     group: list[int], prepared: Sequence[_Prepared | VerdictError], limits: EntityLimits
 ) -> Iterator[list[int]]:
-    """Split a group so no chunk's union exceeds max_slice_entities or max_pairs (each
-    slice's own bound, summed) or MAX_SHARED_GROUP items."""
+    """Split a group so that no chunk's union holds more than max_slice_entities entities or
+    (summing each slice's bound) max_pairs entity-ancestor pairs, or MAX_SHARED_GROUP items."""
     chunk: list[int] = []
-    entities = pairs = 0
+    union: set[EntityUid] = set()
+    pairs = 0
     for index in group:
         item = prepared[index]
         assert isinstance(item, _Prepared)
-        size, cost = len(item.slice.entities), item.pairs
+        added = item.slice.entities.keys() - union
         full = (
             len(chunk) >= MAX_SHARED_GROUP
-            or entities + size > limits.max_slice_entities
-            or pairs + cost > limits.hierarchy.max_pairs
+            or len(union) + len(added) > limits.max_slice_entities
+            or pairs + item.pairs > limits.hierarchy.max_pairs
         )
         if chunk and full:
             yield chunk
-            chunk, entities, pairs = [], 0, 0
+            chunk, union, pairs = [], set(), 0
+            added = set(item.slice.entities)
         chunk.append(index)
-        entities, pairs = entities + size, pairs + cost
+        union |= added
+        pairs += item.pairs
     if chunk:
         yield chunk

@@ -1,8 +1,10 @@
 """Validate entity writes against limits, the parent graph and the store's schema, then apply.
 
-Validation is CPU work (JSON, graph checks, Cedar's schema check) and runs in a worker thread
-so that a 10,000-entity write does not stall decisions on the event loop. Cedar holds the GIL
-for a whole call, so the schema check goes in chunks short enough for the loop to keep turning.
+A 10,000-entity write must not stall decisions. The Python work (JSON, shape, size, graph and
+reference checks) runs in a worker thread. Cedar's schema check holds the GIL for a whole call,
+and from a worker thread it starved the event loop for 200+ ms at a time (measured in
+benchmarks/bench_loop_stall.py), so it runs on the loop instead, SCHEMA_CHUNK entities per call
+(~5 ms), giving other requests a turn between calls.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from verdict.cedar import SchemaHandle
 from verdict.cedar_json import entity_references, entity_uid, parse_entities_json
 from verdict.engine.hierarchy import HierarchyProblem, check_graph, parents_of
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
-from verdict.errors import RequestError
+from verdict.engine.turns import give_turn
+from verdict.errors import EntityDataError, RequestError
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
 from verdict.store.base import EntityStore, StoredEntity
 
 SCHEMA_CHUNK = 200  # entities per Cedar call: ~5 ms with the GIL held
+ANCESTOR_READ = 100  # parents per read of their stored closure
 _ATTRIBUTE = re.compile(r"attribute `([^`]+)`")
 # (substring of Cedar's reason, data-free explanation, whether it is about one attribute).
 _PROBLEMS = (
@@ -67,13 +71,29 @@ class EntityWrites:
         """Validate and upsert a Cedar JSON entity array; return (version, count)."""
         store = self._policies.current.resolve(store_id)
         batch = await asyncio.to_thread(_parse_batch, entities_json, self._limits)
-        outside = batch.outside_parents()
-        ancestors = (
-            (await self._store.fetch_slice(store.store_id, outside)).entities if outside else {}
-        )
-        stored = await asyncio.to_thread(_validate, batch, ancestors, store.schema, self._limits)
+        ancestors = await self._stored_ancestors(store.store_id, list(batch.outside_parents()))
+        stored = await asyncio.to_thread(_validate, batch, ancestors, self._limits)
+        await _check_schema(batch.entities, [e.uid for e in stored], store.schema)
         version = await self._store.put(store.store_id, stored)
         return version, len(stored)
+
+    async def _stored_ancestors(
+        self, store_id: str, parents: list[EntityUid]
+    ) -> dict[EntityUid, JsonObject]:
+        """The stored closure of ``parents``, read in parts so that no read exceeds the slice
+        limit merely because a write names many parents; a part that does is split, and one
+        parent whose own closure is too large fails the write as it would fail decisions."""
+        found: dict[EntityUid, JsonObject] = {}
+        parts = [parents[i : i + ANCESTOR_READ] for i in range(0, len(parents), ANCESTOR_READ)]
+        while parts:
+            part = parts.pop()
+            try:
+                found.update((await self._store.fetch_slice(store_id, part)).entities)
+            except EntityDataError:
+                if len(part) == 1:
+                    raise
+                parts += [part[: len(part) // 2], part[len(part) // 2 :]]
+        return found
 
     async def delete(self, store_id: str, uids: Sequence[EntityUid]) -> tuple[int, int]:
         """Delete entities by uid; return (version, number deleted)."""
@@ -99,7 +119,10 @@ def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:
         raise RequestError("entities_json", f"holds more than {limits.max_write_entities} entities")
     index = _unique_uids(entities)
     for position, entity in enumerate(entities):
-        if len(json.dumps(entity, ensure_ascii=False).encode()) > limits.max_entity_bytes:
+        # As stored (UTF-8); surrogatepass so that measuring never raises (input parsing
+        # decides whether such text is acceptable at all).
+        size = len(json.dumps(entity, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size > limits.max_entity_bytes:
             raise RequestError(
                 f"entities_json[{position}]",
                 f"is larger than {limits.max_entity_bytes} bytes of JSON",
@@ -110,12 +133,10 @@ def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:
 
 
 def _validate(
-    batch: _Batch,
-    ancestors: Mapping[EntityUid, JsonObject],
-    schema: SchemaHandle | None,
-    limits: EntityLimits,
+    batch: _Batch, ancestors: Mapping[EntityUid, JsonObject], limits: EntityLimits
 ) -> list[StoredEntity]:
-    """Hierarchy (with the stored ancestors) before anything reaches Cedar, then the schema."""
+    """The hierarchy with its stored ancestors (before anything reaches Cedar), then the
+    stored form of each entity."""
     graph = dict(batch.parents)
     for uid, entity in ancestors.items():
         graph.setdefault(uid, parents_of(entity))
@@ -126,14 +147,13 @@ def _validate(
         field = "entities_json" if position is None else f"entities_json[{position}]"
         raise RequestError(field, f"{exc.uid}: {exc.problem}") from None
     uids = list(batch.index)
-    _check_schema(batch.entities, uids, schema)
     return [
         StoredEntity(uid, entity, entity_references(entity))
         for uid, entity in zip(uids, batch.entities, strict=True)
     ]
 
 
-def _check_schema(
+async def _check_schema(
     entities: Sequence[JsonObject], uids: Sequence[EntityUid], schema: SchemaHandle | None
 ) -> None:
     """A chunk at once (the common, valid case); one by one only to name the culprit.
@@ -142,6 +162,8 @@ def _check_schema(
     across entities, were refused before.
     """
     for start in range(0, len(entities), SCHEMA_CHUNK):
+        if start:
+            await give_turn()
         if cedar.entity_problem(entities[start : start + SCHEMA_CHUNK], schema) is None:
             continue
         for index in range(start, min(start + SCHEMA_CHUNK, len(entities))):

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from verdict import cedar
 from verdict.cedar import CedarError
-from verdict.cedar_json import entity_references, entity_uid
+from verdict.cedar_json import entity_references, entity_uid, referenced_uids
 from verdict.engine.hierarchy import (
     HierarchyProblem,
     check_graph,
@@ -32,14 +32,15 @@ FIELD = "entities_json"
 def check_before_fetch(
     request: AuthorizationRequest, store: StoreSnapshot, limits: EntityLimits
 ) -> None:
-    """Count, types and the inline hierarchy alone: everything that needs no stored data."""
+    """References, count, types and the inline hierarchy: everything needing no stored data."""
     entities = request.extra_entities
-    if not entities:
-        return
     if len(entities) > limits.max_request_entities:
         raise RequestError(
             FIELD, f"holds more than {limits.max_request_entities} entities (the server's limit)"
         )
+    _check_references(request, limits.max_request_references)
+    if not entities:
+        return
     allowed = store.settings.request_entity_types
     for index, entity in enumerate(entities):
         type_name = entity_uid(entity).type
@@ -54,6 +55,21 @@ def check_before_fetch(
                 "(request_entity_types in store.toml)",
             )
     _check_hierarchy(request, graph_of(entities), limits)
+
+
+def _check_references(request: AuthorizationRequest, limit: int) -> None:
+    """Bound the uids a caller names (each is a store lookup, and Cedar's cost grows faster
+    than linearly with the entity references in a context)."""
+    seen: set[EntityUid] = set()
+    named = [("context_json", request.context)]
+    named += [(f"{FIELD}[{i}]", e) for i, e in enumerate(request.extra_entities)]
+    for field, value in named:
+        for uid in referenced_uids(value):
+            seen.add(uid)
+            if len(seen) > limit:
+                raise RequestError(
+                    field, f"makes the request refer to more than {limit} entities (the limit)"
+                )
 
 
 def check_slice(

@@ -7,7 +7,7 @@ from collections.abc import Callable, Collection
 from verdict.model import EntityUid, JsonObject
 from verdict.store.base import EntitySlice, StoredEntity
 
-DEFAULT_MAX_SLICE = 10_000  # as Settings.max_slice_entities
+DEFAULT_MAX_SLICE = 1_000  # as Settings.max_slice_entities
 
 
 class SliceTooLargeError(OverflowError):
