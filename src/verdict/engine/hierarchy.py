@@ -57,6 +57,27 @@ def needs_check(edges: int, pairs: int, limits: HierarchyLimits) -> bool:
     return edges > min(limits.max_depth, limits.max_ancestors) or pairs > limits.max_pairs
 
 
+def one_level(entities: Iterable[JsonObject], limits: HierarchyLimits) -> bool:
+    """True when no entity's parent has parents of its own here (depth at most 1) and the
+    parents fit the limits: the common "members of groups" slice, told apart in one pass with
+    plain tuple keys instead of a full graph check."""
+    entities = list(entities)
+    children = {_key(e["uid"]) for e in entities if e.get("parents")}
+    edges = 0
+    for entity in entities:
+        parents = entity.get("parents") or ()
+        if len(parents) > limits.max_ancestors or any(_key(p) in children for p in parents):
+            return False
+        edges += len(parents)
+    return edges <= limits.max_pairs
+
+
+def _key(value: JsonObject) -> tuple[str, str]:
+    """A shape-checked uid (``{"type","id"}`` or ``{"__entity": ...}``) as a plain tuple."""
+    inner = value.get("__entity", value)
+    return inner["type"], inner["id"]
+
+
 def check_graph(
     graph: Graph,
     limits: HierarchyLimits,

@@ -19,6 +19,7 @@ from verdict.engine.hierarchy import (
     closure_bound,
     graph_of,
     needs_check,
+    one_level,
 )
 from verdict.engine.limits import EntityLimits
 from verdict.errors import EntityDataError, RequestError
@@ -86,7 +87,10 @@ def check_slice(
     entities = [*stored.values(), *request.extra_entities]
     edges, pairs = closure_bound(entities)
     if needs_check(edges, pairs, limits.hierarchy):
-        pairs = _check_hierarchy(request, graph_of(entities), limits)
+        if one_level(entities, limits.hierarchy):
+            pairs = edges  # each entity's ancestors are just its parents
+        else:
+            pairs = _check_hierarchy(request, graph_of(entities), limits)
     if request.extra_entities:
         try:
             cedar.check_entities(request.extra_entities, store.schema)
