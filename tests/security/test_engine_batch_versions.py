@@ -125,21 +125,3 @@ async def test_batches_under_churn_never_allow_u(tmp_path: Path) -> None:
     assert counts["w_allow"] > 0, counts
     assert counts["w_deny"] > 0, counts
     assert counts["batches"] > 50, counts
-
-
-async def test_a_batch_union_is_split_to_stay_within_the_slice_limit(tmp_path: Path) -> None:
-    """Items whose slices together exceed max_slice_entities still get their single answers."""
-    users = [
-        entity("User", f"u{i}", parents=[("Role", "admin")] if i % 2 else []) for i in range(30)
-    ]
-    files: dict[str, str | list[Any]] = {
-        **STORE,
-        "entities.json": [*users, entity("Role", "admin")],
-    }
-    write_store(tmp_path, "s", files)
-    app = build_app(Settings(stores=tmp_path, max_slice_entities=8))
-    batch = [ask(EntityUid("User", f"u{i}")) for i in range(30)]
-    together = await app.authorizer.authorize_batch(batch)
-    alone = [await app.authorizer.authorize(r) for r in batch]
-    assert together == alone
-    assert [a.decision for a in alone] == [Decision.DENY, Decision.ALLOW] * 15

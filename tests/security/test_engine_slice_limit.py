@@ -35,8 +35,11 @@ def ask(resource: str) -> AuthorizationRequest:
 
 
 async def test_memory_store_enforces_the_configured_slice_limit(tmp_path: Path) -> None:
-    """With max_slice_entities = 100 a 162-entity slice is refused, a small one is answered."""
+    """With max_slice_entities = 100 a 162-entity slice is refused (under the default limit the
+    same request is decided), and a small one is answered."""
     write_store(tmp_path, "s", STORE)
+    default = build_app(Settings(stores=tmp_path))
+    assert (await default.authorizer.authorize(ask("big"))).decision is Decision.ALLOW
     app = build_app(Settings(stores=tmp_path, max_slice_entities=100, listen="127.0.0.1:0"))
     with pytest.raises(EntityDataError, match="entity slice exceeds the configured maximum"):
         await app.authorizer.authorize(ask("big"))
@@ -52,10 +55,3 @@ async def test_memory_store_enforces_the_configured_slice_limit(tmp_path: Path) 
             assert small.decision == ALLOW
     finally:
         await stop(app, 0)
-
-
-async def test_the_default_limit_admits_the_same_slice(tmp_path: Path) -> None:
-    """Under the default limit the same request is decided (the limit, not the data, refused)."""
-    write_store(tmp_path, "s", STORE)
-    app = build_app(Settings(stores=tmp_path))
-    assert (await app.authorizer.authorize(ask("big"))).decision is Decision.ALLOW

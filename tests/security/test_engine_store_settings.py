@@ -40,22 +40,14 @@ def test_skip_without_a_schema_is_refused_at_load(tmp_path: Path) -> None:
 
 
 def test_skip_without_strict_validation_is_refused_at_load(tmp_path: Path) -> None:
-    """A schema is not enough: skip also needs validation = "strict"."""
+    """A schema is not enough: skip also needs validation = "strict" (then it loads)."""
     toml = 'validation = "off"\non_evaluation_error = "skip"\n'
     files: Files = {"p.cedar": DODGE_POLICIES, "schema.cedarschema": SCHEMA, "store.toml": toml}
-    assert diagnostics_of(write_store(tmp_path, "s", files)) == [
+    assert diagnostics_of(write_store(tmp_path / "off", "s", files)) == [
         's/store.toml:2: on_evaluation_error = "skip" needs a schema and validation = "strict"'
     ]
-
-
-def test_skip_with_a_strict_schema_loads(tmp_path: Path) -> None:
-    """With a schema and strict validation (the default with a schema) skip is accepted."""
-    files: Files = {
-        "p.cedar": DODGE_POLICIES,
-        "schema.cedarschema": SCHEMA,
-        "store.toml": 'on_evaluation_error = "skip"\n',
-    }
-    store = load_store(write_store(tmp_path, "s", files))
+    strict = {**files, "store.toml": 'on_evaluation_error = "skip"\n'}
+    store = load_store(write_store(tmp_path / "strict", "s", strict))
     assert store.settings.on_evaluation_error is ErrorMode.SKIP
 
 

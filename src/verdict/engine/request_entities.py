@@ -3,7 +3,8 @@
 Stored data is authoritative. A caller may describe only entities of the types its store lists
 in ``request_entity_types``, never an action, never an entity the store holds, and never one a
 stored entity of the slice points at (a stored user's missing group would otherwise be the
-caller's to define). See docs/decisions.md, "Request entities".
+caller's to define). The uids a request names and the hierarchy its entities form are bounded
+too (docs/decisions.md, "Request entities" and "Entity limits").
 """
 
 from __future__ import annotations
