@@ -101,9 +101,9 @@ def redis_server(workdir: Path) -> Iterator[RedisProcess]:
         server.stop()
 
 
-@pytest.fixture
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    """A fresh redis-server on a free loopback port (import it into a test module to use it)."""
+@pytest.fixture(name="redis")
+def redis_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """Fixture ``redis``: a fresh redis-server on a free port (import it into a test module)."""
     with redis_server(tmp_path_factory.mktemp("redis")) as server:
         yield server
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.cases import BASE_CONTEXT
 from tests.conftest import POLICIES
-from tests.redis_support import RedisProcess, redis  # noqa: F401 (fixture)
+from tests.redis_support import RedisProcess, redis_fixture  # noqa: F401 (fixture)
 from tests.stores import entity, write_store
 from verdict.app import App, build_app
 from verdict.cedar_json import entity_references
@@ -38,7 +38,7 @@ CAROL_SUSPENDED = entity(
 )
 # A deny-list written the careful way: the forbid guards its attribute with `has`, so a
 # principal Verdict cannot find raises no error, and the forbid simply does not fire.
-GUARDED = {
+GUARDED: dict[str, str | list[Any]] = {
     "p.cedar": '@id("view-anything") permit(principal, action == Action::"view", resource);\n'
     '@id("forbid-suspended") forbid(principal, action, resource)\n'
     "when { principal has suspended && principal.suspended };",
