@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ async def decide_counting_trips(app: App, request: AuthorizationRequest) -> tupl
 
 @pytest.mark.parametrize(("db", "settings"), [(1, {}), (0, {"redis_namespace": "tenant-b"})])
 async def test_another_deployments_writes_do_not_reach_this_one(
-    redis: RedisProcess, db: int, settings: dict[str, str]
+    redis: RedisProcess, db: int, settings: dict[str, Any]
 ) -> None:
     """Writes of a deployment on database 1 (or under another namespace) of the same Redis
     neither drop this deployment's cache entries nor satisfy its min_entity_version."""
