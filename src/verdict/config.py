@@ -35,7 +35,7 @@ class Settings(BaseSettings):
         description="prefix of every Redis key and channel of this deployment",
     )
     cache_max_entries: int = Field(default=100_000, ge=0)
-    cache_max_missing: int = Field(default=10_000, ge=1, description="known-missing uids kept")
+    cache_max_missing: int = Field(default=10_000, ge=4, description="known-missing uids kept")
     # A revocation is never served from a replica's cache later than this after it committed.
     cache_grace_seconds: float = Field(default=3.0, ge=0)
     invalidation_ping_seconds: float = Field(default=0.5, gt=0)

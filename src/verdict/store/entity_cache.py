@@ -15,8 +15,11 @@ answers only once ``applied >= r``: all cached entries then equal the store's st
 replica's earlier write may still be in flight.
 
 A fill read at r is dropped if an invalidation newer than r has already been seen, or if the
-store was reset since the read began. "Known missing" uids live in their own smaller LRU, so a
-flood of unknown uids named by callers cannot evict real entities.
+store was reset since the read began.
+
+"Known missing" uids live apart from entities, so a flood of unknown uids named by callers
+cannot evict real entities: new ones in a probation LRU, those asked for again (policy
+literals, actions) in a protected one that single-use floods cannot reach.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from verdict.cedar_json import entity_references
 from verdict.errors import EntityDataError
@@ -61,7 +64,9 @@ class EntityCache:
         self.grace = grace_seconds
         self._clock = clock
         self._entries: OrderedDict[Key, tuple[StoredEntity, int]] = OrderedDict()
+        # Known-missing uids -> version read at: on probation, and asked for again.
         self._missing: OrderedDict[Key, int] = OrderedDict()
+        self._missing_hot: OrderedDict[Key, int] = OrderedDict()
         self._fresh_as_of = -math.inf
         self._applied: dict[str, int] = {}
         self._invalidated: dict[str, int] = {}
@@ -88,7 +93,7 @@ class EntityCache:
         if not self.usable():
             return None
         applied = self.version(store_id)
-        entries, missing = self._entries, self._missing
+        entries, hot = self._entries, self._missing_hot
 
         def cached(uid: EntityUid) -> StoredEntity | None:
             key = (store_id, uid)
@@ -98,8 +103,10 @@ class EntityCache:
                     raise _NotCached
                 entries.move_to_end(key)
                 return entity
-            if key in missing and missing[key] <= applied:
-                missing.move_to_end(key)
+            if key not in hot and key in self._missing:
+                _put(hot, key, self._missing.pop(key), self._hot_limit)
+            if key in hot and hot[key] <= applied:
+                hot.move_to_end(key)
                 return None
             raise _NotCached
 
@@ -132,7 +139,10 @@ class EntityCache:
         for uid in entity_slice.missing:
             key = (store_id, uid)
             self._entries.pop(key, None)
-            _put(self._missing, key, read_at, self.max_missing)
+            if key in self._missing_hot:
+                self._missing_hot[key] = read_at
+            else:
+                _put(self._missing, key, read_at, self.max_missing - self._hot_limit)
         if read_at > self.version(store_id):
             if len(self._pending) >= MAX_PENDING:
                 del self._pending[0]
@@ -148,8 +158,8 @@ class EntityCache:
         """This process wrote ``uids`` at ``version``: drop them and refuse older fills."""
         self._invalidated[store_id] = max(version, self._invalidated.get(store_id, 0))
         for uid in uids:
-            self._entries.pop((store_id, uid), None)
-            self._missing.pop((store_id, uid), None)
+            for lru in self._lrus:
+                lru.pop((store_id, uid), None)
 
     def reset(self, store_id: str, version: int) -> None:
         """The whole store was replaced at ``version`` (a load, a first write after data loss)."""
@@ -159,7 +169,7 @@ class EntityCache:
     def forget(self, store_id: str) -> None:
         """Drop everything of one store, including reads still in flight."""
         self._generations[store_id] = self._generations.get(store_id, 0) + 1
-        for lru in (self._entries, self._missing):
+        for lru in self._lrus:
             for key in [k for k in lru if k[0] == store_id]:
                 del lru[key]
         self._pending = [p for p in self._pending if p[0] != store_id]
@@ -168,8 +178,8 @@ class EntityCache:
 
     def forget_all(self) -> None:
         """Drop everything, including reads in flight (messages may have been missed)."""
-        self._entries.clear()
-        self._missing.clear()
+        for lru in self._lrus:
+            lru.clear()
         self._pending.clear()
         self._epoch += 1
         # A restarted Redis may count versions from zero again; start the comparison afresh.
@@ -197,7 +207,16 @@ class EntityCache:
         self._pending.clear()
 
     def __len__(self) -> int:
-        return len(self._entries) + len(self._missing)
+        return sum(len(lru) for lru in self._lrus)
+
+    @property
+    def _lrus(self) -> tuple[OrderedDict[Key, Any], ...]:
+        return self._entries, self._missing, self._missing_hot
+
+    @property
+    def _hot_limit(self) -> int:
+        """A quarter of ``max_missing`` is protected; the rest is probation."""
+        return self.max_missing // 4
 
 
 def _put(lru: OrderedDict[Key, V], key: Key, value: V, limit: int) -> None:
