@@ -8,17 +8,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
-import structlog
 from redis.typing import EncodableT, FieldT
 
-from verdict.cedar_json import check_entity_shape
 from verdict.errors import (
     EntityDataError,
-    RequestError,
     StaleReadError,
     StoreUnavailableError,
 )
@@ -26,10 +23,10 @@ from verdict.model import EntityUid, JsonObject
 from verdict.store import redis_scripts
 from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions, StoredEntity
 from verdict.store.entity_cache import EntityCache
-from verdict.store.redis_keys import DEFAULT_LAYOUT, KeyLayout, StoreKeys, key_uid, uid_key
+from verdict.store.redis_decode import corrupt, decode_key, decode_slice, decode_value
+from verdict.store.redis_keys import DEFAULT_LAYOUT, KeyLayout, StoreKeys, uid_key
 from verdict.telemetry import metrics
 
-log = structlog.get_logger(__name__)
 # Bound once: labels() costs a lock and a dict lookup on the decision hot path.
 _CACHE_HIT = metrics.CACHE_LOOKUPS.labels(result="hit")
 _CACHE_MISS = metrics.CACHE_LOOKUPS.labels(result="miss")
@@ -73,6 +70,7 @@ class RedisEntityStore:
         self._get = client.register_script(redis_scripts.GET)
         self._switch = client.register_script(redis_scripts.SWITCH)
         self._mark = client.register_script(redis_scripts.MARK)
+        self._unloaded: set[str] = set()  # stores last found without their marker
         self.round_trips = 0  # Redis calls made (cache misses and writes), for tests and benches
 
     async def prepare(self) -> None:
@@ -105,7 +103,7 @@ class RedisEntityStore:
         reply = await self._call(
             lambda: self._slice(keys=keys.all, args=args), store_id, options.deadline
         )
-        entity_slice = self._decode_slice(store_id, reply)
+        entity_slice = decode_slice(store_id, reply)
         if entity_slice.version < options.min_version:
             raise StaleReadError(options.min_version, entity_slice.version)
         self.cache.fill(store_id, entity_slice, token)
@@ -140,7 +138,7 @@ class RedisEntityStore:
             store_id,
         )
         found = {
-            uid: self._decode_value(store_id, uid, value)
+            uid: decode_value(store_id, uid, value)
             for uid, value in zip(uids, values, strict=True)
             if value is not None
         }
@@ -153,8 +151,8 @@ class RedisEntityStore:
         keys = self._keys(store_id)
         entities: dict[EntityUid, JsonObject] = {}
         async for key, value in self._client.hscan_iter(keys.entities, count=1000):
-            uid = self._decode_key(store_id, key)
-            entities[uid] = self._decode_value(store_id, uid, value)
+            uid = decode_key(store_id, key)
+            entities[uid] = decode_value(store_id, uid, value)
         return [entities[uid] for uid in sorted(entities, key=lambda u: (u.type, u.id))]
 
     async def ready(self, store_id: str, deadline: float | None = None) -> bool:
@@ -165,7 +163,10 @@ class RedisEntityStore:
         """
         marker = self._keys(store_id).marker
         loaded = bool(await self._call(lambda: self._client.exists(marker), store_id, deadline))
-        if not loaded:
+        if loaded:
+            self._unloaded.discard(store_id)
+        elif store_id not in self._unloaded:  # nothing can be cached while it stays unloaded
+            self._unloaded.add(store_id)
             self.cache.forget(store_id)
         return loaded
 
@@ -245,44 +246,12 @@ class RedisEntityStore:
             raise StoreUnavailableError(f"store {store_id} is not loaded") from None
         if "VERDICT_SLICE_TOO_LARGE" in text:
             raise EntityDataError("entity slice exceeds the configured maximum") from None
-        corrupt = _CORRUPT.search(text)
-        if corrupt:
-            self._corrupt(store_id, corrupt[1])
+        reason = _CORRUPT.search(text)
+        if reason:
+            corrupt(store_id, reason[1])
         if "VERDICT_STAGE_INCOMPLETE" in text:
             raise StoreUnavailableError("bulk load incomplete: staged entities are missing")
         raise redis.exceptions.ResponseError(text)
-
-    def _decode_slice(self, store_id: str, reply: list[Any]) -> EntitySlice:
-        version, found_keys, values, missing_keys = reply
-        entities: dict[EntityUid, JsonObject] = {}
-        for key, value in zip(found_keys, values, strict=True):
-            uid = self._decode_key(store_id, key)
-            entities[uid] = self._decode_value(store_id, uid, value)
-        missing = frozenset(self._decode_key(store_id, key) for key in missing_keys)
-        return EntitySlice(entities, int(version), missing)
-
-    def _decode_key(self, store_id: str, key: str) -> EntityUid:
-        try:
-            return key_uid(key)
-        except ValueError:
-            return self._corrupt(store_id, "bad_key")
-
-    def _decode_value(self, store_id: str, uid: EntityUid, value: str) -> JsonObject:
-        try:
-            document = json.loads(value)
-            entity = document["e"]
-            if check_entity_shape(entity, "entity") != uid:
-                self._corrupt(store_id, "uid_mismatch")
-        except (ValueError, KeyError, TypeError, RequestError):
-            self._corrupt(store_id, "bad_value")
-        result: JsonObject = entity
-        return result
-
-    def _corrupt(self, store_id: str, reason: str) -> NoReturn:
-        """Count and log (without content) unusable data, and fail this decision closed."""
-        metrics.CORRUPT_ENTITIES.labels(reason=reason).inc()
-        log.error("entity_data_corrupt", store=store_id, reason=reason)
-        raise EntityDataError("stored entity data for this request is unreadable")
 
 
 def _put_args(keys: StoreKeys, entities: Sequence[StoredEntity]) -> list[str]:
