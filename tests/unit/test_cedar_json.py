@@ -41,6 +41,7 @@ def test_context_keeps_every_cedar_value_losslessly() -> None:
         ('{"a": 1e3}', "Cedar has no floats"),
         ('{"a": NaN}', "is not valid JSON"),
         ('{"a": 9223372036854775808}', "outside Cedar's 64-bit range"),
+        ('{"a": 1, "b": {"c": 1, "c": 1}}', "repeats a key within one object"),
     ],
 )
 def test_bad_context_names_the_field(text: str, problem: str) -> None:
