@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from verdict.errors import RequestError
-from verdict.model import EntityUid, JsonObject, has_surrogate, is_type_name
+from verdict.model import TYPE_NAME_PROBLEM, EntityUid, JsonObject, has_surrogate, is_type_name
 
 LONG_MIN = -(2**63)
 LONG_MAX = 2**63 - 1
@@ -25,7 +25,7 @@ DEFAULT_MAX_DEPTH = 32
 ESCAPES = frozenset({"__entity", "__extn", "__expr"})
 SURROGATE_PROBLEM = "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
 UID_PROBLEM = 'must be exactly {"type": ..., "id": ...} (or that inside {"__entity": ...})'
-TYPE_PROBLEM = "type must be a Cedar entity type name, e.g. Loan or Lending::Loan"
+TYPE_PROBLEM = f"type {TYPE_NAME_PROBLEM}"
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
 
 

@@ -13,6 +13,7 @@ JsonObject = dict[str, Any]
 # Cedar's grammar: Path := IDENT ('::' IDENT)*, IDENT ASCII and not a reserved word.
 _IDENT = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*", re.ASCII)
 _RESERVED = frozenset({"true", "false", "if", "then", "else", "in", "is", "like", "has", "__cedar"})
+TYPE_NAME_PROBLEM = "must be a Cedar entity type name, e.g. Loan or Lending::Loan"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _SIMPLE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
 

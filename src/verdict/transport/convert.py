@@ -5,21 +5,31 @@ from __future__ import annotations
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.cedar_json import parse_context_json, parse_entities_json
 from verdict.errors import RequestError
-from verdict.model import AuthorizationRequest, AuthorizationResult, Decision, EntityUid
+from verdict.model import (
+    TYPE_NAME_PROBLEM,
+    AuthorizationRequest,
+    AuthorizationResult,
+    Decision,
+    EntityUid,
+    is_type_name,
+)
 
 MAX_UID_PART_BYTES = 1024
 
 
 def uid_from_proto(message: pb.IsAuthorizedRequest, field: str) -> EntityUid:
-    """Read a required EntityUid field, naming ``field`` when it is missing or empty."""
+    """Read a required EntityUid field, naming ``field`` when it is missing or malformed."""
     if not message.HasField(field):  # type: ignore[arg-type]
         raise RequestError(field, "is required")
-    uid: pb.EntityUid = getattr(message, field)
+    return checked_uid(getattr(message, field), field)
+
+
+def checked_uid(uid: pb.EntityUid, field: str) -> EntityUid:
+    """A present uid: a Cedar type name and any id (the empty one too, as in Cedar)."""
+    if not is_type_name(uid.type):
+        raise RequestError(f"{field}.type", TYPE_NAME_PROBLEM)
     for part in ("type", "id"):
-        value: str = getattr(uid, part)
-        if not value:
-            raise RequestError(f"{field}.{part}", "must not be empty")
-        if len(value.encode()) > MAX_UID_PART_BYTES:
+        if len(getattr(uid, part).encode()) > MAX_UID_PART_BYTES:
             raise RequestError(f"{field}.{part}", f"exceeds {MAX_UID_PART_BYTES} bytes")
     return EntityUid(uid.type, uid.id)
 

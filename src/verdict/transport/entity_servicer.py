@@ -13,7 +13,7 @@ from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.entity_writes import EntityWrites
 from verdict.errors import RequestError
 from verdict.model import EntityUid
-from verdict.transport.convert import MAX_UID_PART_BYTES
+from verdict.transport.convert import checked_uid
 from verdict.transport.servicer import answer_or_abort
 
 MAX_UIDS = 1000
@@ -25,16 +25,7 @@ def uids_from_proto(uids: Iterable[pb.EntityUid]) -> list[EntityUid]:
     items = list(uids)
     if len(items) > MAX_UIDS:
         raise RequestError("uids", f"more than {MAX_UIDS} uids in one call")
-    result = []
-    for index, uid in enumerate(items):
-        for part in ("type", "id"):
-            value: str = getattr(uid, part)
-            if not value or len(value.encode()) > MAX_UID_PART_BYTES:
-                raise RequestError(
-                    f"uids[{index}].{part}", f"must be 1 to {MAX_UID_PART_BYTES} bytes"
-                )
-        result.append(EntityUid(uid.type, uid.id))
-    return result
+    return [checked_uid(uid, f"uids[{index}]") for index, uid in enumerate(items)]
 
 
 class EntityServicer(epb_grpc.EntityServiceServicer):
