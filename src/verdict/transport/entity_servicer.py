@@ -12,11 +12,12 @@ from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.entity_writes import EntityWrites
 from verdict.errors import RequestError
-from verdict.model import EntityUid
+from verdict.model import EntityUid, JsonObject
 from verdict.transport.convert import checked_uid
 from verdict.transport.servicer import answer_or_abort
 
 MAX_UIDS = 1000
+DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
 Context = grpc.aio.ServicerContext[object, object]
 
 
@@ -31,8 +32,11 @@ def uids_from_proto(uids: Iterable[pb.EntityUid]) -> list[EntityUid]:
 class EntityServicer(epb_grpc.EntityServiceServicer):
     """gRPC face of EntityWrites."""
 
-    def __init__(self, writes: EntityWrites) -> None:
+    def __init__(
+        self, writes: EntityWrites, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    ) -> None:
         self._writes = writes
+        self._max_reply_bytes = max_reply_bytes
 
     async def PutEntities(
         self, request: epb.PutEntitiesRequest, context: Context
@@ -60,14 +64,34 @@ class EntityServicer(epb_grpc.EntityServiceServicer):
         self, request: epb.GetEntitiesRequest, context: Context
     ) -> epb.GetEntitiesResponse:
         async def work() -> epb.GetEntitiesResponse:
-            uids = uids_from_proto(request.uids)
+            # A uid named twice is read and sent once: repeats must not multiply the work.
+            uids = list(dict.fromkeys(uids_from_proto(request.uids)))
             found, version = await self._writes.get(request.policy_store_id, uids)
-            return epb.GetEntitiesResponse(
-                entities_json=json.dumps(
-                    [found[u] for u in uids if u in found], ensure_ascii=False
-                ),
+            reply = epb.GetEntitiesResponse(
+                entities_json=self._bounded_array([found[u] for u in uids if u in found]),
                 missing=[pb.EntityUid(type=u.type, id=u.id) for u in uids if u not in found],
                 version=version,
             )
+            if reply.ByteSize() > self._max_reply_bytes:
+                raise self._too_large()
+            return reply
 
         return await answer_or_abort(context, work, "GetEntities")
+
+    def _bounded_array(self, entities: list[JsonObject]) -> str:
+        """The JSON array of ``entities``, given up as soon as it passes the reply limit."""
+        parts, size = [], 2
+        for entity in entities:
+            part = json.dumps(entity, ensure_ascii=False)
+            size += len(part.encode()) + 1
+            if size > self._max_reply_bytes:
+                raise self._too_large()
+            parts.append(part)
+        return "[" + ",".join(parts) + "]"
+
+    def _too_large(self) -> RequestError:
+        return RequestError(
+            "uids",
+            f"the entities found exceed the reply limit of {self._max_reply_bytes} bytes; "
+            "ask for fewer per call",
+        )
