@@ -113,7 +113,8 @@ class _Inside(str):
 
 
 def _check_values(record: JsonObject, path: str) -> None:
-    # Iterative; a path is built for containers only, scalars are checked in place.
+    # Iterative; a path is built for containers only, scalars are checked in place (ASCII
+    # strings, the common case, cost one isascii()).
     stack: list[tuple[JsonObject | list[Any], str]] = [(record, path)]
     while stack:
         item, where = stack.pop()
@@ -125,12 +126,13 @@ def _check_values(record: JsonObject, path: str) -> None:
         else:
             pairs = _escape_children(item, where)
         for key, child in pairs:
-            if (isinstance(key, str) and has_surrogate(key)) or (
-                isinstance(child, str) and has_surrogate(child)
-            ):
-                raise RequestError(_join(where, key), SURROGATE_PROBLEM)
-            if isinstance(child, dict | list):
+            if isinstance(child, str):
+                if not child.isascii() and has_surrogate(child):
+                    raise RequestError(_join(where, key), SURROGATE_PROBLEM)
+            elif isinstance(child, dict | list):
                 stack.append((child, _join(where, key)))
+            if isinstance(key, str) and not key.isascii() and has_surrogate(key):
+                raise RequestError(_join(where, key), SURROGATE_PROBLEM)
 
 
 def _join(path: str, key: str | int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _SIMPLE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
 
 
+@functools.lru_cache(maxsize=4096)  # a store has few types, checked for every uid
 def is_type_name(text: str) -> bool:
     """Whether ``text`` is a Cedar entity type name (``Loan``, ``Lending::Loan``)."""
     return all(
