@@ -19,12 +19,20 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _SIMPLE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
 
 
-@functools.lru_cache(maxsize=4096)  # a store has few types, checked for every uid
 def is_type_name(text: str) -> bool:
     """Whether ``text`` is a Cedar entity type name (``Loan``, ``Lending::Loan``)."""
+    # A store has few types, checked for every uid: remember short ones (never long ones, so
+    # a caller cannot fill the cache with megabytes of invented names).
+    return _cached_type_name(text) if len(text) <= 128 else _type_name(text)
+
+
+def _type_name(text: str) -> bool:
     return all(
         _IDENT.fullmatch(part) is not None and part not in _RESERVED for part in text.split("::")
     )
+
+
+_cached_type_name = functools.lru_cache(maxsize=4096)(_type_name)
 
 
 def has_surrogate(text: str) -> bool:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from tests.security.input_server import Served, outcome, serve_stores
 from tests.stores import entity, write_store
+from verdict import model
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict.client import build_request
@@ -190,3 +191,12 @@ def test_printed_uids_read_back(type_: str, id_: str) -> None:
     """str(EntityUid) is Cedar's escaped form, and parse_uid_arg reads it back exactly."""
     uid = EntityUid(type_, id_)
     assert parse_uid_arg(str(uid), "uid") == uid
+
+
+def test_long_type_names_are_not_remembered() -> None:
+    """Type-name checks remember only short names, so invented long ones cannot grow memory."""
+    before = model._cached_type_name.cache_info().currsize
+    for i in range(50):
+        assert model.is_type_name("T" * 1000 + "-" + str(i)) is False
+        assert model.is_type_name("T" * 1000 + "_" + str(i)) is True
+    assert model._cached_type_name.cache_info().currsize == before

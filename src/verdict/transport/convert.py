@@ -36,11 +36,11 @@ def uid_from_proto(message: pb.IsAuthorizedRequest, field: str) -> EntityUid:
 
 def checked_uid(uid: pb.EntityUid, field: str) -> EntityUid:
     """A present uid: a Cedar type name and any id (the empty one too, as in Cedar)."""
-    if not is_type_name(uid.type):
-        raise RequestError(f"{field}.type", TYPE_NAME_PROBLEM)
     for part in ("type", "id"):
         if len(getattr(uid, part).encode()) > MAX_UID_PART_BYTES:
             raise RequestError(f"{field}.{part}", f"exceeds {MAX_UID_PART_BYTES} bytes")
+    if not is_type_name(uid.type):
+        raise RequestError(f"{field}.type", TYPE_NAME_PROBLEM)
     return EntityUid(uid.type, uid.id)
 
 
