@@ -83,6 +83,8 @@ async def start(app: App) -> VerdictServer:
         max_message_bytes=settings.max_message_bytes,
         max_context_depth=settings.max_context_depth,
         entity_writes=app.writes,
+        max_request_references=settings.max_request_references,
+        max_get_reply_bytes=min(settings.max_get_reply_bytes, settings.max_message_bytes),
     )
     app.server = server
     await server.mark_serving()

@@ -159,9 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     check.add_argument("--store", help="store id (default: the only store)")
-    check.add_argument("--principal", required=True, help="TYPE::ID (split at the last ::)")
-    check.add_argument("--action", required=True, help="TYPE::ID, e.g. Action::view")
-    check.add_argument("--resource", required=True, help="TYPE::ID")
+    check.add_argument(
+        "--principal", required=True, help='TYPE::"ID" or TYPE::ID (split at the last ::)'
+    )
+    check.add_argument("--action", required=True, help='TYPE::"ID" or TYPE::ID, e.g. Action::view')
+    check.add_argument("--resource", required=True, help='TYPE::"ID" or TYPE::ID')
     check.add_argument("--context", help="Cedar JSON record")
     check.add_argument("--entities", help="extra Cedar JSON entities for this request")
     check.set_defaults(func=_check)

@@ -16,7 +16,8 @@ from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
-from verdict.transport.entity_servicer import EntityServicer
+from verdict.transport.convert import DEFAULT_MAX_REFERENCES
+from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.servicer import AuthorizationServicer
 
 log = structlog.get_logger(__name__)
@@ -60,6 +61,8 @@ async def start_server(
     max_message_bytes: int,
     max_context_depth: int,
     entity_writes: EntityWrites | None = None,
+    max_request_references: int = DEFAULT_MAX_REFERENCES,
+    max_get_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
 ) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
     server = grpc.aio.server(
@@ -70,11 +73,13 @@ async def start_server(
         ]
     )
     pb_grpc.add_AuthorizationServiceServicer_to_server(
-        AuthorizationServicer(authorizer, max_context_depth), server
+        AuthorizationServicer(authorizer, max_context_depth, max_request_references), server
     )
     services = [SERVICE_NAME]
     if entity_writes is not None:
-        epb_grpc.add_EntityServiceServicer_to_server(EntityServicer(entity_writes), server)
+        epb_grpc.add_EntityServiceServicer_to_server(
+            EntityServicer(entity_writes, max_get_reply_bytes), server
+        )
         services.append(ENTITY_SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
