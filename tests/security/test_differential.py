@@ -66,7 +66,7 @@ def _free_port() -> int:
     return free_port()
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(max(900, EXAMPLES))
 @PROFILE
 @given(example=examples("plain"))
 def test_schema_free_store_decides_like_cedar(
@@ -76,7 +76,7 @@ def test_schema_free_store_decides_like_cedar(
     check(example, paths)
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(max(900, EXAMPLES))
 @PROFILE
 @given(example=examples("typed"))
 def test_namespaced_schema_store_decides_like_cedar(
