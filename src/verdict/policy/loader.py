@@ -12,6 +12,7 @@ from verdict import cedar
 from verdict.cedar import CedarError, SchemaHandle
 from verdict.cedar_json import parse_uid
 from verdict.errors import Diagnostic, PolicyLoadError
+from verdict.files import FileReadError, is_regular, read_text
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.snapshot import (
     PolicyInfo,
@@ -71,6 +72,7 @@ def load_policy_stores(
 
 def load_store(root: Path) -> StoreSnapshot:
     """Load one policy store folder; raise PolicyLoadError listing every problem found."""
+    _check_regular_files(root)
     diagnostics: list[Diagnostic] = []
     schema = _load_schema(root, diagnostics)
     settings = read_store_settings(root, schema is not None, diagnostics)
@@ -110,6 +112,16 @@ def load_store(root: Path) -> StoreSnapshot:
     )
 
 
+def _check_regular_files(root: Path) -> None:
+    """A FIFO, device or folder under a store's file names is an error, never silently skipped."""
+    names = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE)
+    odd = [root / name for name in names if (root / name).exists() and not is_regular(root / name)]
+    if odd:
+        raise PolicyLoadError(
+            [Diagnostic(f"{root.name}/{path.name}", 0, "not a regular file") for path in odd]
+        )
+
+
 def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | None:
     text_path, json_path = root / SCHEMA_TEXT, root / SCHEMA_JSON
     if text_path.is_file() and json_path.is_file():
@@ -125,7 +137,10 @@ def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | No
     if path is None:
         return None
     try:
-        return cedar.parse_schema(path.read_text(encoding="utf-8"), is_json=path == json_path)
+        return cedar.parse_schema(read_text(path), is_json=path == json_path)
+    except FileReadError as exc:
+        diagnostics.append(Diagnostic(f"{root.name}/{path.name}", 0, str(exc)))
+        return None
     except CedarError as exc:
         diagnostics.append(Diagnostic(f"{root.name}/{path.name}", 1, f"invalid schema: {exc}"))
         return None
@@ -141,9 +156,9 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
         relative = path.relative_to(root).as_posix()
         shown = f"{root.name}/{relative}"
         try:
-            source = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            diagnostics.append(Diagnostic(shown, 1, "file is not valid UTF-8"))
+            source = read_text(path)
+        except FileReadError as exc:
+            diagnostics.append(Diagnostic(shown, 0, str(exc)))
             continue
         for position, statement in enumerate(split_statements(source)):
             parsed = _parse_statement(statement.text, shown, statement.line, diagnostics)

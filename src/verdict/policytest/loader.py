@@ -111,7 +111,8 @@ def discover(paths: Sequence[Path], stores_dir: Path, snapshot: PolicySnapshot) 
 
 
 def _suites_below(root: Path) -> list[Path]:
-    files = (p for p in root.rglob("*") if p.is_file() and p.suffix in SUITE_SUFFIXES)
+    # Not only regular files: a FIFO or a broken link named like a suite is reported, not skipped.
+    files = (p for p in root.rglob("*") if not p.is_dir() and p.suffix in SUITE_SUFFIXES)
     return sorted(p for p in files if not p.name.endswith(ENTITY_FILE_SUFFIX))
 
 
