@@ -107,9 +107,7 @@ def _print_result(result: AuthorizationResult, policies: Mapping[str, PolicyInfo
 
 def _validate(args: argparse.Namespace) -> int:
     try:
-        snapshot = load_policy_stores(
-            args.stores, args.default_store, require_default=args.default_store is not None
-        )
+        snapshot = load_policy_stores(args.stores, args.default_store)
         # Entities are validated too: a broken entities.json stops `make run` just the same.
         MemoryEntityStore.from_snapshot(snapshot)
     except PolicyLoadError as exc:
@@ -139,7 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         "flag also reads from VERDICT_<NAME> environment variables.",
     )
     serve.add_argument("--stores", type=Path, help="folder of policy stores (VERDICT_STORES)")
-    serve.add_argument("--default-store", help="store used when a request names none")
+    serve.add_argument(
+        "--default-store",
+        help="store used when a request names none (default: the only store; with several "
+        "stores and none chosen, requests must name theirs)",
+    )
     serve.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     serve.add_argument("--max-batch-size", type=int, help="largest BatchAuthorize (default 100)")
     serve.add_argument("--log-level", help="debug, info, warning, error")

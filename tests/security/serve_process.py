@@ -53,12 +53,27 @@ def running_server(
         preexec_fn=None if nofile is None else limit_open_files(nofile),
     )
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            grpc.channel_ready_future(channel).result(timeout=20)
+        _wait_until_ready(process, port)
         yield process, port
     finally:
         process.kill()
         process.communicate(timeout=10)
+
+
+def _wait_until_ready(process: subprocess.Popen[str], port: int) -> None:
+    """Return once the server accepts connections; fail at once if it exits first."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        ready = grpc.channel_ready_future(channel)
+        for _ in range(80):
+            try:
+                ready.result(timeout=0.25)
+                return
+            except grpc.FutureTimeoutError:
+                if process.poll() is not None:
+                    stderr = process.communicate(timeout=10)[1]
+                    message = f"verdict serve exited {process.returncode}: {stderr}"
+                    raise AssertionError(message) from None
+        raise AssertionError("verdict serve did not start within 20 s")
 
 
 def fresh_channel(port: int) -> grpc.Channel:

@@ -37,13 +37,12 @@ class _Parsed:
     text: str
 
 
-def load_policy_stores(
-    stores_dir: Path, default_store: str | None = None, *, require_default: bool = True
-) -> PolicySnapshot:
+def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> PolicySnapshot:
     """Load every subfolder of ``stores_dir`` as a store; raise PolicyLoadError on any problem.
 
-    A server needs a default store (for requests naming none); offline tools that always name
-    the store pass ``require_default=False``.
+    The default store (used by requests naming none) is ``default_store``, which must exist,
+    else the only store; with several stores and none chosen there is no default, and a
+    request must name its store (a multi-tenant server needs no default tenant).
     """
     if not stores_dir.is_dir():
         raise PolicyLoadError([Diagnostic(str(stores_dir), 0, "policy stores folder not found")])
@@ -59,14 +58,10 @@ def load_policy_stores(
         diagnostics.append(Diagnostic(str(stores_dir), 0, "no policy stores (subfolders) found"))
     if diagnostics:
         raise PolicyLoadError(diagnostics)
-    default = default_store or (roots[0].name if len(roots) == 1 else "")
-    if default not in stores and (default or require_default):
-        message = (
-            f"default store {default!r} is not one of {sorted(stores)}"
-            if default
-            else f"several stores {sorted(stores)}: choose one with --default-store"
-        )
+    if default_store and default_store not in stores:
+        message = f"default store {default_store!r} is not one of {sorted(stores)}"
         raise PolicyLoadError([Diagnostic(str(stores_dir), 0, message)])
+    default = default_store or (roots[0].name if len(roots) == 1 else "")
     return PolicySnapshot(stores=stores, default_store=default)
 
 
