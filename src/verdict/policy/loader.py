@@ -80,8 +80,7 @@ def load_store(root: Path) -> StoreSnapshot:
                 Diagnostic(
                     info.file,
                     info.line,
-                    f"policy {info.id!r} fails schema validation: "
-                    f"{_strip_positional(issue.message)}",
+                    f"policy {info.id!r} fails schema validation: {issue.message}",
                 )
             )
     if diagnostics:
@@ -204,15 +203,6 @@ def _check_unique_ids(parsed: list[_Parsed], diagnostics: list[Diagnostic]) -> N
                     f"duplicate policy id {item.info.id!r} (first defined at {seen.location})",
                 )
             )
-
-
-def _strip_positional(message: str) -> str:
-    # Cedar's validator names the positional id ("for policy `policy3`, ...");
-    # the caller shows ours instead.
-    if message.startswith("for policy `"):
-        _, _, rest = message.partition("`, ")
-        return rest or message
-    return message
 
 
 def _literal_uids(est: Any) -> Iterator[EntityUid]:

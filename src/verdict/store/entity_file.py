@@ -32,7 +32,7 @@ def build_entities(
         entities[uid] = StoredEntity(uid, item, entity_references(item))
     problem = cedar.entity_problem(document, schema)
     if problem is not None:
-        raise RequestError(where, problem)
+        raise RequestError(where, problem.text)
     return entities
 
 
