@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from dataclasses import dataclass
 
 import grpc
 import structlog
@@ -23,6 +24,31 @@ from verdict.transport.servicer import AuthorizationServicer
 log = structlog.get_logger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How many connections the server holds, and how long an unproductive one may stay open."""
+
+    max_connections: int = 1000
+    handshake_timeout_seconds: float = 10.0
+    idle_timeout_seconds: float = 300.0
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """grpc core channel args; a connection over the limit is closed as soon as it is accepted.
+
+        The handshake timeout also covers the wait for the client's HTTP/2 preface and SETTINGS,
+        so a socket that sends a few bytes and stalls is closed (and its descriptor freed) then.
+        """
+        return [
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.server_handshake_timeout_ms", _ms(self.handshake_timeout_seconds)),
+            ("grpc.max_connection_idle_ms", _ms(self.idle_timeout_seconds)),
+        ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 class VerdictServer:
@@ -63,6 +89,7 @@ async def start_server(
     entity_writes: EntityWrites | None = None,
     max_request_references: int = DEFAULT_MAX_REFERENCES,
     max_get_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+    limits: ConnectionLimits | None = None,
 ) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
     server = grpc.aio.server(
@@ -70,6 +97,7 @@ async def start_server(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *(limits or ConnectionLimits()).grpc_options(),
         ]
     )
     pb_grpc.add_AuthorizationServiceServicer_to_server(
