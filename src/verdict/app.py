@@ -23,7 +23,12 @@ from verdict.store.memory import MemoryEntityStore
 from verdict.store.redis_connect import key_layout, make_client, pubsub_connector
 from verdict.store.redis_store import RedisEntityStore
 from verdict.telemetry.exposition import start_metrics_server
-from verdict.transport.server import VerdictServer, start_server, wait_for_signal
+from verdict.transport.server import (
+    ConnectionLimits,
+    VerdictServer,
+    start_server,
+    wait_for_signal,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +160,13 @@ async def start(app: App) -> VerdictServer:
         max_message_bytes=settings.max_message_bytes,
         max_context_depth=settings.max_context_depth,
         entity_writes=app.writes,
+        max_request_references=settings.max_request_references,
+        max_get_reply_bytes=min(settings.max_get_reply_bytes, settings.max_message_bytes),
+        limits=ConnectionLimits(
+            settings.max_connections,
+            settings.handshake_timeout_seconds,
+            settings.idle_timeout_seconds,
+        ),
     )
     app.server = server
     if isinstance(app.entities, RedisEntityStore):

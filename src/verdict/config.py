@@ -19,6 +19,14 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=100, ge=1, le=10_000)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_context_depth: int = Field(default=32, ge=2, le=256)
+    # Distinct entity uids one request may name in context_json and entities_json together.
+    max_request_references: int = Field(default=1_000, ge=1)
+    # GetEntities reply size (bytes); also never more than max_message_bytes.
+    max_get_reply_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Connection limits: an idle or half-open socket holds a descriptor (docs/deployment.md).
+    max_connections: int = Field(default=1000, ge=1, description="open client connections")
+    handshake_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
     log_level: str = Field(default="info")
     log_format: str = Field(default="json", pattern="^(json|console)$")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 from verdict import cedar
@@ -15,20 +14,6 @@ from verdict.store.base import EntityStore, ReadOptions, StoredEntity
 
 MAX_WRITE_ENTITIES = 10_000
 _ANCESTORS = ReadOptions(require_loaded=False)
-_ATTRIBUTE = re.compile(r"attribute `([^`]+)`")
-# (substring of Cedar's reason, data-free explanation, whether it is about one attribute).
-_PROBLEMS = (
-    ("should not exist", "is not declared in the schema", True),
-    ("to have attribute", "is required by the schema but missing", True),
-    ("type mismatch", "has a value of the wrong type", True),
-    ("ancestor of type", "has a parent whose type the schema does not allow", False),
-    (
-        "which is not declared in the schema",
-        "has an entity type the schema does not declare",
-        False,
-    ),
-    ("transitive closure", "its parents form a cycle back to itself", False),
-)
 
 
 class EntityWrites:
@@ -126,12 +111,8 @@ def _reaches(parents: Mapping[EntityUid, list[EntityUid]], start: EntityUid) -> 
     return False
 
 
-def _describe(uid: EntityUid, problem: str) -> str:
+def _describe(uid: EntityUid, problem: cedar.EntityProblem) -> str:
     """A caller-facing reason naming the entity and attribute, without quoting values."""
-    attribute = _ATTRIBUTE.search(problem)
-    for needle, explanation, about_attribute in _PROBLEMS:
-        if needle in problem:
-            if about_attribute and attribute:
-                return f"{uid}: attribute `{attribute.group(1)}` {explanation}"
-            return f"{uid}: {explanation}"
-    return f"{uid}: does not conform to the schema"
+    if problem.attribute is not None:
+        return f"{uid}: attribute `{problem.attribute}` {problem.explanation}"
+    return f"{uid}: {problem.explanation}"
