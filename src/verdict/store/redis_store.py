@@ -202,7 +202,8 @@ class RedisEntityStore:
         all_keys = [*keys.all, *keys.staging(token)]
         args: list[EncodableT] = [keys.channel, count]
         version = int(await self._call(lambda: self._switch(keys=all_keys, args=args), store_id))
-        self.cache.reset(store_id, version)
+        # Forget now; the version is settled by the switch's own message, in order.
+        self.cache.forget(store_id)
         return version
 
     async def discard(self, store_id: str, token: str) -> None:
