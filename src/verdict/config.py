@@ -37,6 +37,15 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(default=0.5, gt=0)
     redis_retries: int = Field(default=2, ge=0, le=10)
     redis_max_connections: int = Field(default=64, ge=1)
+    redis_namespace: str = Field(
+        default="verdict",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="prefix of every Redis key and channel of this deployment",
+    )
     cache_max_entries: int = Field(default=100_000, ge=0)
+    cache_max_missing: int = Field(default=10_000, ge=4, description="known-missing uids kept")
+    # A revocation is never served from a replica's cache later than this after it committed.
     cache_grace_seconds: float = Field(default=3.0, ge=0)
+    invalidation_ping_seconds: float = Field(default=0.5, gt=0)
+    health_interval_seconds: float = Field(default=1.0, gt=0)
     max_slice_entities: int = Field(default=10_000, ge=1)

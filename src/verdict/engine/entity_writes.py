@@ -10,9 +10,10 @@ from verdict.cedar_json import entity_references, entity_uid, parse_entities_jso
 from verdict.errors import RequestError
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
-from verdict.store.base import EntityStore, StoredEntity
+from verdict.store.base import EntityStore, ReadOptions, StoredEntity
 
 MAX_WRITE_ENTITIES = 10_000
+_ANCESTORS = ReadOptions(require_loaded=False)
 
 
 class EntityWrites:
@@ -59,7 +60,8 @@ class EntityWrites:
         parents = {uid: _parents(entity) for uid, entity in new.items()}
         outside = {p for ps in parents.values() for p in ps} - set(new)
         if outside:
-            ancestors = await self._store.fetch_slice(store_id, outside)
+            # The first write to a never-loaded store loads it; its ancestors are just absent.
+            ancestors = await self._store.fetch_slice(store_id, outside, _ANCESTORS)
             for uid, entity in ancestors.entities.items():
                 parents.setdefault(uid, _parents(entity))
         for index, uid in enumerate(new):

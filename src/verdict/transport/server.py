@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
@@ -22,6 +23,8 @@ from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntitySer
 from verdict.transport.servicer import AuthorizationServicer
 
 log = structlog.get_logger(__name__)
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 
@@ -51,8 +54,17 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+def store_health_name(store_id: str) -> str:
+    """The grpc.health.v1 service name that reports whether one policy store can answer."""
+    return f"store/{store_id}"
+
+
 class VerdictServer:
-    """A started gRPC server bound to a port, with its health service."""
+    """A started gRPC server bound to a port, with its health service.
+
+    Health names: "" and each gRPC service say whether the process can serve at all;
+    ``store/<store id>`` says whether that policy store's entities are available.
+    """
 
     def __init__(
         self,
@@ -65,19 +77,31 @@ class VerdictServer:
         self.port = port
         self.health = health_servicer
         self._health_names = ["", *services]
+        self._stores: dict[str, bool] = {}
+        self._stopping = False
 
-    async def mark_serving(self) -> None:
-        """Report SERVING: called only once policies and entities are loaded."""
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+    async def mark_serving(self, stores: Iterable[str] = ()) -> None:
+        """Report SERVING (and each store's entities available): policies and entities loaded."""
+        await self.set_health(True, dict.fromkeys(stores, True))
+
+    async def set_health(self, serving: bool, stores: Mapping[str, bool]) -> None:
+        """Report whether the process serves, and which stores' entities are available."""
+        if self._stopping:
+            return
+        for name in self._health_names:
+            await self.health.set(name, _SERVING if serving else _NOT_SERVING)
+        for store_id in self._stores.keys() - stores.keys():  # a store removed by a reload
+            await self.health.set(store_health_name(store_id), _NOT_SERVING)
+        self._stores = dict(stores)
+        for store_id, available in stores.items():
+            status = _SERVING if serving and available else _NOT_SERVING
+            await self.health.set(store_health_name(store_id), status)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within ``grace`` seconds."""
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.set_health(False, dict.fromkeys(self._stores, False))
+        self._stopping = True
         await self.server.stop(grace)
-
-    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
-        for name in self._health_names:
-            await self.health.set(name, status)
 
 
 async def start_server(
@@ -123,7 +147,7 @@ async def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     verdict_server = VerdictServer(server, port, health_servicer, services)
-    await verdict_server._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+    await verdict_server.set_health(False, {})
     await server.start()
     return verdict_server
 
