@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINTED := $(wildcard src tests benchmarks scripts examples)
 
-.PHONY: run test lint proto bench bench-quick clean help
+.PHONY: run test lint proto bench bench-quick fuzz clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' Makefile | sed 's/:.*## /\t/'
@@ -42,6 +42,10 @@ bench: $(STAMP)  ## benchmarks (entity store, policy tests, batch, loop stall); 
 
 bench-quick: $(STAMP)  ## a short smoke run of the entity store benchmark
 	$(BIN)/python -m benchmarks.bench_entity_store --quick --out /tmp/verdict-bench-quick
+
+fuzz: $(STAMP)  ## the differential test against cedarpy with 20,000 fresh random examples per store
+	VERDICT_DIFF_EXAMPLES=$${VERDICT_DIFF_EXAMPLES:-20000} VERDICT_DIFF_RANDOM=1 \
+	  $(BIN)/pytest -q -p no:cacheprovider tests/security/test_differential.py
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import time
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from tests.processes import free_port as free_port  # re-exported for benchmarks
 
@@ -96,6 +99,13 @@ def redis_server(workdir: Path) -> Iterator[RedisProcess]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(name="redis")
+def redis_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """Fixture ``redis``: a fresh redis-server on a free port (import it into a test module)."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @contextmanager
@@ -220,3 +230,93 @@ def tls_redis(workdir: Path) -> tuple[RedisProcess, Path]:
         cli_options=["--tls", "--cacert", str(workdir / "ca.crt")],
     )
     return server, workdir / "ca.crt"
+
+
+class SubscriberDelay:
+    """A loopback TCP proxy in front of Redis that can hold back what subscribers hear.
+
+    Runs in the test's event loop. Connections that sent (P)SUBSCRIBE are subscribers; while
+    ``held``, bytes from Redis to them are buffered (an invalidation in flight), and
+    ``release`` delivers them in order. Every other connection passes straight through.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.held = False
+        self._server: asyncio.Server | None = None
+        self._subscribers: list[_Link] = []
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for link in self._subscribers:
+                link.close()
+
+    def hold(self) -> None:
+        """Buffer what Redis sends to subscribers from now on."""
+        self.held = True
+
+    def release(self) -> None:
+        """Deliver everything buffered, and stop buffering."""
+        self.held = False
+        for link in self._subscribers:
+            link.flush()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        link = _Link(self, writer)
+        await asyncio.gather(
+            self._pump(reader, up_writer, link),
+            self._pump_down(up_reader, link),
+            return_exceptions=True,
+        )
+        link.close()
+        up_writer.close()
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link
+    ) -> None:
+        while data := await reader.read(65536):
+            if not link.subscriber and b"SUBSCRIBE" in data.upper():
+                link.subscriber = True
+                self._subscribers.append(link)
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def _pump_down(self, reader: asyncio.StreamReader, link: _Link) -> None:
+        while data := await reader.read(65536):
+            link.send(data)
+        link.close()
+
+
+class _Link:
+    """The client side of one proxied connection."""
+
+    def __init__(self, proxy: SubscriberDelay, writer: asyncio.StreamWriter) -> None:
+        self._proxy = proxy
+        self._writer = writer
+        self._buffer: list[bytes] = []
+        self.subscriber = False
+
+    def send(self, data: bytes) -> None:
+        if self.subscriber and self._proxy.held:
+            self._buffer.append(data)
+        else:
+            self._writer.write(data)
+
+    def flush(self) -> None:
+        for data in self._buffer:
+            self._writer.write(data)
+        self._buffer.clear()
+
+    def close(self) -> None:
+        self._writer.close()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import time
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
@@ -19,10 +22,15 @@ from verdict.store.base import EntityStore
 from verdict.store.entity_cache import EntityCache
 from verdict.store.invalidation import InvalidationListener
 from verdict.store.memory import MemoryEntityStore
-from verdict.store.redis_connect import make_client, pubsub_connector
+from verdict.store.redis_connect import key_layout, make_client, pubsub_connector
 from verdict.store.redis_store import RedisEntityStore
 from verdict.telemetry.exposition import start_metrics_server
-from verdict.transport.server import VerdictServer, start_server, wait_for_signal
+from verdict.transport.server import (
+    ConnectionLimits,
+    VerdictServer,
+    start_server,
+    wait_for_signal,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -39,13 +47,70 @@ class App:
     listener: InvalidationListener | None = None
     server: VerdictServer | None = field(default=None, init=False)
     metrics_server: WSGIServer | None = field(default=None, init=False)
+    health: HealthMonitor | None = field(default=None, init=False)
+
+
+class HealthMonitor:
+    """Keeps gRPC health true for a Redis store: polls each policy store's load marker.
+
+    "" is SERVING while Redis answers, and for ``grace`` seconds into an outage (the cache may
+    still answer); never before Redis has answered once. ``store/<id>`` is SERVING while ""
+    is and the store is loaded.
+    """
+
+    def __init__(
+        self, store: RedisEntityStore, policies: PolicyHolder, grace: float, interval: float
+    ) -> None:
+        self._store = store
+        self._policies = policies
+        self._grace = grace
+        self._interval = interval
+        self._loaded: dict[str, bool] = {}
+        self._failing_since: float | None = None
+        self._ever_answered = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self, server: VerdictServer) -> None:
+        """Probe Redis once and report the result to ``server``'s health service."""
+        store_ids = sorted(self._policies.current.stores)
+        deadline = time.monotonic() + self._interval
+        try:
+            loaded = await asyncio.gather(*(self._store.ready(s, deadline) for s in store_ids))
+        except Exception as exc:  # any failure to answer counts as unavailable
+            if not isinstance(exc, StoreUnavailableError):
+                log.error("health_check_failed", error_type=type(exc).__name__)
+            now = time.monotonic()
+            self._failing_since = self._failing_since or now
+            serving = self._ever_answered and now - self._failing_since < self._grace
+            stores = {s: self._loaded.get(s, False) for s in store_ids}
+            await server.set_health(serving, stores)
+            return
+        self._failing_since, self._ever_answered = None, True
+        self._loaded = dict(zip(store_ids, loaded, strict=True))
+        await server.set_health(True, self._loaded)
+
+    def start(self, server: VerdictServer) -> None:
+        """Probe every ``interval`` seconds until ``stop``."""
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self._interval)
+                await self.check(server)
+
+        self._task = asyncio.create_task(loop(), name="verdict-health")
+
+    async def stop(self) -> None:
+        """Stop probing."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 def entity_limits(settings: Settings) -> EntityLimits:
     """The engine's entity limits, from the settings."""
     return EntityLimits(
         max_request_entities=settings.max_request_entities,
-        max_request_references=settings.max_request_references,
         max_write_entities=settings.max_write_entities,
         max_entity_bytes=settings.max_entity_bytes,
         max_slice_entities=settings.max_slice_entities,
@@ -64,15 +129,26 @@ def build_entity_store(
     """The in-memory store, or Redis with its cache and invalidation listener."""
     if settings.redis_url is None:
         return MemoryEntityStore.from_snapshot(policies.current, settings.max_slice_entities), None
-    cache = EntityCache(settings.cache_max_entries, settings.cache_grace_seconds)
+    cache = EntityCache(
+        settings.cache_max_entries,
+        settings.cache_grace_seconds,
+        max_missing=settings.cache_max_missing,
+        max_slice=settings.max_slice_entities,
+    )
+    layout = key_layout(settings)
     store = RedisEntityStore(
         make_client(settings),
         cache,
+        layout=layout,
         op_timeout=settings.redis_timeout_seconds,
         retries=settings.redis_retries,
         max_slice=settings.max_slice_entities,
     )
-    return store, InvalidationListener(pubsub_connector(settings), cache)
+    # Pongs must come well within the grace, or the cache would flicker out between them.
+    grace = settings.cache_grace_seconds
+    ping = min(settings.invalidation_ping_seconds, grace / 3) if grace > 0 else 0.5
+    listener = InvalidationListener(pubsub_connector(settings), cache, layout, ping)
+    return store, listener
 
 
 def build_app(settings: Settings) -> App:
@@ -113,9 +189,26 @@ async def start(app: App) -> VerdictServer:
         max_message_bytes=settings.max_message_bytes,
         max_context_depth=settings.max_context_depth,
         entity_writes=app.writes,
+        max_request_references=settings.max_request_references,
+        max_get_reply_bytes=min(settings.max_get_reply_bytes, settings.max_message_bytes),
+        limits=ConnectionLimits(
+            settings.max_connections,
+            settings.handshake_timeout_seconds,
+            settings.idle_timeout_seconds,
+        ),
     )
     app.server = server
-    await server.mark_serving()
+    if isinstance(app.entities, RedisEntityStore):
+        app.health = HealthMonitor(
+            app.entities,
+            app.policies,
+            settings.cache_grace_seconds,
+            settings.health_interval_seconds,
+        )
+        await app.health.check(server)
+        app.health.start(server)
+    else:
+        await server.mark_serving(app.policies.current.stores)
     snapshot = app.policies.current
     log.info(
         "server_started",
@@ -130,6 +223,8 @@ async def start(app: App) -> VerdictServer:
 
 async def stop(app: App, grace: float) -> None:
     """Drain the server, then stop background work and close connections."""
+    if app.health is not None:
+        await app.health.stop()
     if app.server is not None:
         await app.server.stop(grace)
     if app.listener is not None:

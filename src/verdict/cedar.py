@@ -1,9 +1,16 @@
-"""The only module that imports cedarpy: parsing, validation and evaluation, typed."""
+"""The only module that imports cedarpy or reads Cedar's messages: parsing, validation and
+evaluation, with Cedar's error text classified into typed, data-free answers.
+
+Cedar's messages are not an API. Every message Verdict depends on is read here, through the
+tables below, and tests/security/test_cedar_contract.py provokes each with real cedarpy, so
+that a cedarpy upgrade that changes one fails loudly (pyproject pins the tested range).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +48,19 @@ def build_policy_set(
         "templateLinks": list(links),
     }
     try:
-        return cedarpy.PolicySet.from_json_str(json.dumps(document))
+        handle = cedarpy.PolicySet.from_json_str(json.dumps(document))
     except ValueError as exc:
         raise CedarError(str(exc)) from None
+    ids = {*static, *templates, *(str(link.get("newId", "")) for link in links)}
+    return _PolicySet(handle, frozenset(ids))
+
+
+@dataclass(frozen=True, slots=True)
+class _PolicySet:
+    """A parsed policy set and its ids (Cedar's error text names a policy only inside prose)."""
+
+    handle: Any
+    ids: frozenset[str]
 
 
 def parse_schema(text: str, *, is_json: bool) -> SchemaHandle:
@@ -58,7 +75,7 @@ def parse_schema(text: str, *, is_json: bool) -> SchemaHandle:
 
 @dataclass(frozen=True)
 class ValidationIssue:
-    """A schema validation failure for one policy (positional Cedar id, Cedar's message)."""
+    """A schema validation failure: the policy's position in the list, Cedar's message about it."""
 
     position: int
     message: str
@@ -72,8 +89,16 @@ def validate(policy_texts: Sequence[str], schema: SchemaHandle) -> list[Validati
     issues = []
     for error in result.errors:
         position = int(str(error.policy_id).removeprefix("policy"))
-        issues.append(ValidationIssue(position, str(error.error)))
+        issues.append(ValidationIssue(position, _strip_positional(str(error.error))))
     return issues
+
+
+def _strip_positional(message: str) -> str:
+    # The validator names the positional id ("for policy `policy3`, ..."); callers show ours.
+    if message.startswith(_VALIDATION_PREFIX):
+        _, _, rest = message.partition("`, ")
+        return rest or message
+    return message
 
 
 def check_entities(entities: Sequence[JsonObject], schema: SchemaHandle | None) -> None:
@@ -85,12 +110,35 @@ def check_entities(entities: Sequence[JsonObject], schema: SchemaHandle | None) 
 
 
 @dataclass(frozen=True, slots=True)
+class EvaluationFault:
+    """A policy that errored: its id ("" if unknown), a data-free category, Cedar's text.
+
+    The text may quote entity data: show it to operators (CLI, test reports), never log it.
+    """
+
+    policy_id: str
+    category: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class NoDecisionFault:
+    """Why Cedar gave no decision: the request field at fault and a data-free problem, or
+    (``entity_data``) entity data that does not conform to the schema."""
+
+    field: str
+    problem: str
+    entity_data: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RawDecision:
-    """Cedar's answer: decision is "Allow", "Deny" or "NoDecision"; errors are Cedar's text."""
+    """Cedar's answer: "Allow", "Deny" or "NoDecision" (then ``no_decision`` says why)."""
 
     decision: str
     reasons: tuple[str, ...]
-    errors: tuple[str, ...]
+    errors: tuple[EvaluationFault, ...]
+    no_decision: NoDecisionFault | None = None
 
 
 def is_authorized(
@@ -100,8 +148,8 @@ def is_authorized(
     schema: SchemaHandle | None,
 ) -> RawDecision:
     """Evaluate one request against pre-parsed policies and an entity slice."""
-    result = cedarpy.is_authorized(request, policies, list(entities), schema)
-    return _raw(result)
+    result = cedarpy.is_authorized(request, policies.handle, list(entities), schema)
+    return _raw(result, policies.ids)
 
 
 def is_authorized_batch(
@@ -111,41 +159,149 @@ def is_authorized_batch(
     schema: SchemaHandle | None,
 ) -> list[RawDecision]:
     """Evaluate several requests that share one entity set in a single Cedar call."""
-    results = cedarpy.is_authorized_batch(list(requests), policies, list(entities), schema)
-    return [_raw(r) for r in results]
+    results = cedarpy.is_authorized_batch(list(requests), policies.handle, list(entities), schema)
+    return [_raw(r, policies.ids) for r in results]
 
 
-def _raw(result: Any) -> RawDecision:
+def _raw(result: Any, policy_ids: Collection[str]) -> RawDecision:
     diagnostics = result.diagnostics
+    decision = str(result.decision.value)
+    texts = [str(e) for e in diagnostics.errors]
+    if decision == "NoDecision":
+        return RawDecision(decision, (), (), classify_no_decision(texts))
     return RawDecision(
-        decision=str(result.decision.value),
+        decision=decision,
         reasons=tuple(str(r) for r in diagnostics.reasons),
-        errors=tuple(str(e) for e in diagnostics.errors),
+        errors=tuple(classify_evaluation_error(t, policy_ids) for t in texts),
     )
 
 
-_PROBE = {"type": "__verdict_probe", "id": ""}
-_MARKERS = (
+# --- Cedar's words. Evaluation errors: "error while evaluating policy `<id>`: <reason>".
+_EVAL_PREFIX = "error while evaluating policy `"
+_MISSING_ATTRIBUTE = re.compile(r"does not have the attribute `([A-Za-z_][A-Za-z0-9_]*)`$")
+# (substring of Cedar's message, data-free category we report), checked in order.
+_CATEGORIES = (
+    ("does not have the tag", "tag not found"),
+    ("does not exist", "entity not found"),
+    ("overflow", "integer overflow"),
+    ("extension function", "extension function error"),
+    ("type error", "type error"),
+)
+# NoDecision: "failed to build request: ..." prefixes, the request field at fault, our problem.
+_BUILD_REQUEST = "failed to build request:"
+_CONTEXT_PROBLEM = "does not match the schema's context type for this action"
+_SCOPE_PROBLEM = "has an entity type the schema does not allow for this action"
+_REQUEST_FIELDS = (
+    (f"{_BUILD_REQUEST} action", "action", "is not an action declared in the schema"),
+    (f"{_BUILD_REQUEST} principal", "principal", _SCOPE_PROBLEM),
+    (f"{_BUILD_REQUEST} resource", "resource", _SCOPE_PROBLEM),
+    (f"{_BUILD_REQUEST} context", "context_json", _CONTEXT_PROBLEM),
+    (
+        f"{_BUILD_REQUEST} error while evaluating",
+        "context_json",
+        "holds an extension value (datetime, ip, decimal, duration) Cedar cannot parse",
+    ),
+)
+_ENTITIES_FAILED = "failed to parse entities"
+# Entity rejections: where Cedar's reason starts, after it has quoted the whole input.
+_ENTITY_MARKERS = (
     "entity does not conform to the schema",
     "error during entity deserialization",
     "transitive closure",
 )
+_ENTITY_ATTRIBUTE = re.compile(r"attribute `([^`]+)`")
+# (substring of the reason, data-free explanation, whether it is about one attribute).
+_ENTITY_PROBLEMS = (
+    ("should not exist", "is not declared in the schema", True),
+    ("to have attribute", "is required by the schema but missing", True),
+    ("type mismatch", "has a value of the wrong type", True),
+    ("ancestor of type", "has a parent whose type the schema does not allow", False),
+    (
+        "which is not declared in the schema",
+        "has an entity type the schema does not declare",
+        False,
+    ),
+    ("transitive closure", "its parents form a cycle back to itself", False),
+)
+_VALIDATION_PREFIX = "for policy `"
 
 
-def entity_problem(entities: Sequence[JsonObject], schema: SchemaHandle | None) -> str | None:
-    """Cedar's detailed reason why ``entities`` are rejected (None if they are accepted).
+def classify_evaluation_error(text: str, policy_ids: Collection[str]) -> EvaluationFault:
+    """The policy an evaluation error names (one of ``policy_ids``) and its category."""
+    policy_id = ""
+    if text.startswith(_EVAL_PREFIX):
+        rest = text[len(_EVAL_PREFIX) :]
+        # Ids may contain backticks, so match against the known ids, longest first.
+        candidates = [pid for pid in policy_ids if rest.startswith(pid + "`: ")]
+        policy_id = max(candidates, key=len, default="")
+    return EvaluationFault(policy_id, _category(text), text)
+
+
+def _category(text: str) -> str:
+    if match := _MISSING_ATTRIBUTE.search(text):
+        return f"attribute `{match.group(1)}` not found"
+    for needle, category in _CATEGORIES:
+        if needle in text:
+            return category
+    return "evaluation error"
+
+
+def classify_no_decision(texts: Sequence[str]) -> NoDecisionFault:
+    """Why Cedar returned NoDecision, from its error texts."""
+    for text in texts:
+        for prefix, field, problem in _REQUEST_FIELDS:
+            if text.startswith(prefix):
+                return NoDecisionFault(field, problem)
+        if text.startswith(_ENTITIES_FAILED):
+            return NoDecisionFault("", "entity data does not conform to the schema", True)
+        if text.startswith(_BUILD_REQUEST):
+            # Principal, action and resource are plain uids checked before Cedar; any other
+            # problem building the request is a context value (a type error deep in a record).
+            return NoDecisionFault("context_json", _CONTEXT_PROBLEM)
+    return NoDecisionFault("request", "could not be evaluated (Cedar returned no decision)")
+
+
+@dataclass(frozen=True, slots=True)
+class EntityProblem:
+    """Why Cedar rejects entities: its reason (may quote entity data, for operators only),
+    a data-free explanation, and the attribute the explanation is about, if any."""
+
+    text: str
+    explanation: str
+    attribute: str | None = None
+
+
+def classify_entity_problem(reason: str) -> EntityProblem:
+    """Classify Cedar's reason for rejecting entities (the text from its marker on)."""
+    attribute = _ENTITY_ATTRIBUTE.search(reason)
+    for needle, explanation, about_attribute in _ENTITY_PROBLEMS:
+        if needle in reason:
+            named = attribute.group(1) if about_attribute and attribute else None
+            return EntityProblem(reason, explanation, named)
+    return EntityProblem(reason, "does not conform to the schema")
+
+
+_PROBE = {"type": "__verdict_probe", "id": ""}
+
+
+def entity_problem(
+    entities: Sequence[JsonObject], schema: SchemaHandle | None
+) -> EntityProblem | None:
+    """Why Cedar rejects ``entities`` (None if it accepts them).
 
     ``Entities.from_json_str`` reports only a summary; evaluation reports the full chain (which
     attribute of which entity), and it parses entities before it looks at the request, so a
-    probe request yields exactly the entity error. The text may quote entity data.
+    probe request yields exactly the entity error.
     """
     request = {"principal": _PROBE, "action": _PROBE, "resource": _PROBE, "context": {}}
     result = cedarpy.is_authorized(request, _EMPTY_POLICIES, list(entities), schema)
     for error in result.diagnostics.errors:
         text = str(error)
-        if text.startswith("failed to parse entities"):
-            starts = [i for m in _MARKERS if (i := text.rfind(m)) >= 0]
-            return text[min(starts) :] if starts else "entities do not parse"
+        if text.startswith(_ENTITIES_FAILED):
+            starts = [i for m in _ENTITY_MARKERS if (i := text.rfind(m)) >= 0]
+            return classify_entity_problem(
+                text[min(starts) :] if starts else "entities do not parse"
+            )
     return None
 
 

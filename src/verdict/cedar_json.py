@@ -1,17 +1,32 @@
-"""Pure helpers over Cedar JSON: strict parsing of caller JSON and the uids values reference."""
+"""Pure helpers over Cedar JSON: strict parsing of caller JSON in one canonical form, and its uids.
+
+Cedar reads several spellings as an entity reference (``{"__entity": {...}}`` with extra keys,
+an ``__entity`` key beside others, records beside ``__extn``). A reference that Verdict does not
+see is never loaded, and a forbid over it silently turns false. So caller JSON is accepted only
+in one canonical form: ``{"__entity": {"type", "id"}}`` and ``{"__extn": {"fn", "arg"|"args"}}``
+exactly, no ``__entity``/``__extn``/``__expr`` key anywhere else. What remains is read by
+``referenced_uids`` exactly as Cedar reads it (plus plain ``{"type", "id"}`` records, which a
+schema may turn into references).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from verdict.errors import RequestError
-from verdict.model import EntityUid, JsonObject
+from verdict.model import TYPE_NAME_PROBLEM, EntityUid, JsonObject, has_surrogate, is_type_name
 
 LONG_MIN = -(2**63)
 LONG_MAX = 2**63 - 1
 DEFAULT_MAX_DEPTH = 32
+ESCAPES = frozenset({"__entity", "__extn", "__expr"})
+SURROGATE_PROBLEM = "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
+UID_PROBLEM = 'must be exactly {"type": ..., "id": ...} (or that inside {"__entity": ...})'
+TYPE_PROBLEM = f"type {TYPE_NAME_PROBLEM}"
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
 
 
 def _reject_float(text: str) -> Any:
@@ -29,22 +44,36 @@ def _parse_long(text: str) -> int:
     return value
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> JsonObject:
+    # Last-one-wins would let a caller's log (first value) and the decision (last) disagree.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate")
+    return obj
+
+
+_PARSE_PROBLEMS = {
+    "float": "contains a fractional number; Cedar has no floats (use decimal)",
+    "long": "contains an integer outside Cedar's 64-bit range",
+    "duplicate": "repeats a key within one object",
+}
+
+
 def loads_strict(text: str, field: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """Parse caller JSON losslessly: no floats, no NaN, 64-bit integers, bounded nesting."""
+    """Parse caller JSON losslessly: no floats, no NaN, no duplicate keys, 64-bit integers,
+    bounded nesting."""
     try:
         value = json.loads(
-            text, parse_float=_reject_float, parse_constant=_reject_constant, parse_int=_parse_long
+            text,
+            parse_float=_reject_float,
+            parse_constant=_reject_constant,
+            parse_int=_parse_long,
+            object_pairs_hook=_unique_keys,
         )
     except RecursionError:
         raise RequestError(field, f"is nested deeper than {max_depth} levels") from None
     except ValueError as exc:
-        if str(exc) == "float":
-            raise RequestError(
-                field, "contains a fractional number; Cedar has no floats (use decimal)"
-            ) from None
-        if str(exc) == "long":
-            raise RequestError(field, "contains an integer outside Cedar's 64-bit range") from None
-        raise RequestError(field, "is not valid JSON") from None
+        raise RequestError(field, _PARSE_PROBLEMS.get(str(exc), "is not valid JSON")) from None
     _check_depth(value, field, max_depth)
     return value
 
@@ -61,14 +90,86 @@ def _check_depth(value: Any, field: str, max_depth: int) -> None:
         stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
+def child_path(path: str, key: str) -> str:
+    """``path.key`` for plain attribute names, ``path["key"]`` (escaped, cut) for others."""
+    if _PLAIN_KEY.fullmatch(key):
+        return f"{path}.{key}"
+    return f"{path}[{json.dumps(key[:64])}]"
+
+
+def check_record(value: Any, path: str, problem: str = "must be an object") -> JsonObject:
+    """A record of Cedar values (context, attrs, tags) in canonical form; names the path."""
+    if not isinstance(value, dict):
+        raise RequestError(path, problem)
+    reserved = ESCAPES.intersection(value)
+    if reserved:
+        raise RequestError(path, f'uses the reserved key "{min(reserved)}" as an attribute name')
+    _check_values(value, path)
+    return value
+
+
+class _Inside(str):
+    """A path step inside an escape (``.__extn.arg``), appended as is."""
+
+
+def _check_values(record: JsonObject, path: str) -> None:
+    # Iterative; a path is built for containers only, scalars are checked in place (ASCII
+    # strings, the common case, cost one isascii()).
+    stack: list[tuple[JsonObject | list[Any], str]] = [(record, path)]
+    while stack:
+        item, where = stack.pop()
+        pairs: Iterable[tuple[str | int, Any]]
+        if isinstance(item, list):
+            pairs = enumerate(item)
+        elif ESCAPES.isdisjoint(item):
+            pairs = item.items()
+        else:
+            pairs = _escape_children(item, where)
+        for key, child in pairs:
+            if isinstance(child, str):
+                if not child.isascii() and has_surrogate(child):
+                    raise RequestError(_join(where, key), SURROGATE_PROBLEM)
+            elif isinstance(child, dict | list):
+                stack.append((child, _join(where, key)))
+            if isinstance(key, str) and not key.isascii() and has_surrogate(key):
+                raise RequestError(_join(where, key), SURROGATE_PROBLEM)
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return path + key if isinstance(key, _Inside) else child_path(path, key)
+
+
+def _escape_children(item: JsonObject, where: str) -> list[tuple[str | int, Any]]:
+    """Check one escape object; return the values inside it that are Cedar values themselves."""
+    if "__expr" in item:
+        raise RequestError(where, 'uses the "__expr" escape, which Cedar no longer supports')
+    name = "__entity" if "__entity" in item else "__extn"
+    if len(item) != 1:
+        raise RequestError(where, f'has keys beside "{name}"; an escape must be alone')
+    inner = item[name]
+    if name == "__entity":
+        if (problem := _uid_problem(inner)) is not None:
+            raise RequestError(f"{where}.__entity", problem)
+        return []
+    if not isinstance(inner, dict) or not isinstance(inner.get("fn"), str):
+        raise RequestError(f"{where}.__extn", 'must be {"fn": "<name>", "arg": <value>}')
+    if set(inner) == {"fn", "arg"}:
+        return [(_Inside(".__extn.arg"), inner["arg"])]
+    if set(inner) == {"fn", "args"} and isinstance(inner["args"], list):
+        return [(_Inside(".__extn.args"), inner["args"])]
+    raise RequestError(
+        f"{where}.__extn", 'must hold exactly "fn" and either "arg" or an "args" list'
+    )
+
+
 def parse_context_json(text: str, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonObject:
     """Parse a request's context: empty means ``{}``; anything but a JSON object is an error."""
     if not text.strip():
         return {}
     value = loads_strict(text, "context_json", max_depth)
-    if not isinstance(value, dict):
-        raise RequestError("context_json", "must be a JSON object (a Cedar record)")
-    return value
+    return check_record(value, "context_json", "must be a JSON object (a Cedar record)")
 
 
 def parse_entities_json(
@@ -86,54 +187,75 @@ def parse_entities_json(
 
 
 def check_entity_shape(item: Any, where: str) -> EntityUid:
-    """Check one Cedar JSON entity's structure and return its uid."""
+    """Check one Cedar JSON entity's structure and canonical form; return its uid."""
     if not isinstance(item, dict):
         raise RequestError(where, "must be an object with uid, attrs and parents")
     unknown = set(item) - {"uid", "attrs", "parents", "tags"}
     if unknown:
         raise RequestError(where, f"has unknown keys {sorted(unknown)}")
-    uid = parse_uid(item.get("uid"))
-    if uid is None:
-        raise RequestError(
-            f"{where}.uid", 'must be {"type": ..., "id": ...} with non-empty strings'
-        )
-    if not isinstance(item.get("attrs", {}), dict):
-        raise RequestError(f"{where}.attrs", "must be an object")
-    if not isinstance(item.get("tags", {}), dict):
-        raise RequestError(f"{where}.tags", "must be an object")
+    uid = uid_at(item.get("uid"), f"{where}.uid")
+    check_record(item.get("attrs", {}), f"{where}.attrs")
+    check_record(item.get("tags", {}), f"{where}.tags")
     parents = item.get("parents", [])
-    if not isinstance(parents, list) or any(parse_uid(p) is None for p in parents):
+    if not isinstance(parents, list):
         raise RequestError(f"{where}.parents", "must be a list of entity uids")
+    for index, parent in enumerate(parents):
+        uid_at(parent, f"{where}.parents[{index}]")
     return uid
 
 
+def _uid_problem(value: Any) -> str | None:
+    if not isinstance(value, dict) or set(value) != {"type", "id"}:
+        return UID_PROBLEM
+    type_, id_ = value["type"], value["id"]
+    if not isinstance(type_, str) or not is_type_name(type_):
+        return TYPE_PROBLEM
+    if not isinstance(id_, str):
+        return "id must be a string"
+    if has_surrogate(id_):
+        return f"id {SURROGATE_PROBLEM}"
+    return None
+
+
+def uid_at(value: Any, where: str) -> EntityUid:
+    """Read a uid field (``{"type","id"}`` or ``{"__entity": {...}}``); RequestError names it."""
+    if isinstance(value, dict) and "__entity" in value and len(value) == 1:
+        value, where = value["__entity"], f"{where}.__entity"
+    problem = _uid_problem(value)
+    if problem is not None:
+        raise RequestError(where, problem)
+    return EntityUid(value["type"], value["id"])
+
+
 def parse_uid(value: Any) -> EntityUid | None:
-    """Read a uid written as ``{"type","id"}`` or ``{"__entity": {...}}``; None if it is not one."""
+    """Read a uid in canonical form (any id, the empty one included); None if it is not one."""
     if isinstance(value, dict) and "__entity" in value and len(value) == 1:
         value = value["__entity"]
-    if not isinstance(value, dict) or set(value) != {"type", "id"}:
+    if _uid_problem(value) is not None:
         return None
-    type_, id_ = value["type"], value["id"]
-    if not isinstance(type_, str) or not isinstance(id_, str) or not type_ or not id_:
-        return None
-    return EntityUid(type_, id_)
+    return EntityUid(value["type"], value["id"])
 
 
 def referenced_uids(value: Any) -> Iterator[EntityUid]:
-    """Every uid a Cedar JSON value may reference.
+    """Every uid a Cedar JSON value may reference; never fewer than Cedar reads.
 
-    With a schema, Cedar reads a plain ``{"type","id"}`` record as an entity reference, so both
-    forms count; over-reporting only costs a lookup that finds nothing.
+    An ``__entity`` escape is a reference. With a schema, Cedar also reads a record with string
+    ``type`` and ``id`` as a reference (extra keys ignored), so those count too, and their
+    values are still searched. Anything else is searched through, escapes included: over-
+    reporting only costs a lookup that finds nothing.
     """
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            uid = parse_uid(item)
+            uid = parse_uid(item) if "__entity" in item else None
             if uid is not None:
                 yield uid
-            elif "__extn" not in item:
-                stack.extend(item.values())
+                continue
+            type_, id_ = item.get("type"), item.get("id")
+            if isinstance(type_, str) and isinstance(id_, str) and is_type_name(type_):
+                yield EntityUid(type_, id_)
+            stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
 

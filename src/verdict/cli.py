@@ -21,6 +21,7 @@ from verdict.policy.snapshot import PolicyInfo
 from verdict.policytest.cli import add_test_command
 from verdict.store.memory import MemoryEntityStore
 from verdict.telemetry.logging import configure_logging
+from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
 from verdict.uid_arg import parse_uid_arg
 
 EXIT_ALLOW, EXIT_DENY, EXIT_ERROR = 0, 1, 2
@@ -38,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
             "redis_url": args.redis_url,
             "metrics_listen": args.metrics_listen,
             "redis_cluster": args.redis_cluster or None,
+            "max_connections": args.max_connections,
         }.items()
         if v is not None
     }
@@ -47,6 +49,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_ERROR
     configure_logging(settings.log_level, settings.log_format)
+    redis_connections = settings.redis_max_connections if settings.redis_url else 0
+    try:
+        ensure_open_files(open_files_needed(settings.max_connections, redis_connections))
+    except OpenFilesError as exc:
+        print(f"cannot serve: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         app = build_app(settings)
     except PolicyLoadError as exc:
@@ -99,9 +107,7 @@ def _print_result(result: AuthorizationResult, policies: Mapping[str, PolicyInfo
 
 def _validate(args: argparse.Namespace) -> int:
     try:
-        snapshot = load_policy_stores(
-            args.stores, args.default_store, require_default=args.default_store is not None
-        )
+        snapshot = load_policy_stores(args.stores, args.default_store)
         # Entities are validated too: a broken entities.json stops `make run` just the same.
         MemoryEntityStore.from_snapshot(snapshot)
     except PolicyLoadError as exc:
@@ -131,10 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
         "flag also reads from VERDICT_<NAME> environment variables.",
     )
     serve.add_argument("--stores", type=Path, help="folder of policy stores (VERDICT_STORES)")
-    serve.add_argument("--default-store", help="store used when a request names none")
+    serve.add_argument(
+        "--default-store",
+        help="store used when a request names none (default: the only store; with several "
+        "stores and none chosen, requests must name theirs)",
+    )
     serve.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     serve.add_argument("--max-batch-size", type=int, help="largest BatchAuthorize (default 100)")
     serve.add_argument("--log-level", help="debug, info, warning, error")
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="open client connections held at once (VERDICT_MAX_CONNECTIONS; default 1000)",
+    )
     serve.add_argument(
         "--redis-url",
         help="read entities from Redis (redis://, rediss://, "
@@ -159,9 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     check.add_argument("--store", help="store id (default: the only store)")
-    check.add_argument("--principal", required=True, help="TYPE::ID (split at the last ::)")
-    check.add_argument("--action", required=True, help="TYPE::ID, e.g. Action::view")
-    check.add_argument("--resource", required=True, help="TYPE::ID")
+    check.add_argument(
+        "--principal", required=True, help='TYPE::"ID" or TYPE::ID (split at the last ::)'
+    )
+    check.add_argument("--action", required=True, help='TYPE::"ID" or TYPE::ID, e.g. Action::view')
+    check.add_argument("--resource", required=True, help='TYPE::"ID" or TYPE::ID')
     check.add_argument("--context", help="Cedar JSON record")
     check.add_argument("--entities", help="extra Cedar JSON entities for this request")
     check.set_defaults(func=_check)

@@ -10,13 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from verdict.config import Settings
 from verdict.errors import PolicyLoadError, VerdictError
 from verdict.policy.loader import load_policy_stores
 from verdict.store.bulk import load_entities
 from verdict.store.entity_cache import EntityCache
 from verdict.store.entity_file import read_entities_file
-from verdict.store.redis_connect import make_client
+from verdict.store.redis_connect import key_layout, make_client
 from verdict.store.redis_store import RedisEntityStore
 
 
@@ -25,10 +27,12 @@ def _store(args: argparse.Namespace) -> RedisEntityStore:
         redis_url=args.redis_url,
         redis_cluster=args.redis_cluster,
         redis_timeout_seconds=args.timeout,
+        redis_namespace=args.redis_namespace,
     )
     return RedisEntityStore(
         make_client(settings),
         EntityCache(0, 0),
+        layout=key_layout(settings),
         op_timeout=args.timeout,
         retries=settings.redis_retries,
     )
@@ -43,7 +47,11 @@ async def _load(args: argparse.Namespace) -> int:
         for store_id in chosen:
             policy_store = snapshot.resolve(store_id)
             if policy_store.entities_file is None:
-                print(f"{store_id}: no entities.json, skipped")
+                # Its entities (if any) are written through the API: keep them, but say that
+                # what Redis holds is complete, so decisions may use it.
+                marked = await store.mark_loaded(store_id)
+                state = "marked loaded" if marked else "already loaded"
+                print(f"{store_id}: no entities.json, entities left as they are ({state})")
                 continue
             entities = read_entities_file(
                 policy_store.entities_file, policy_store.schema, f"{store_id}/entities.json"
@@ -83,6 +91,10 @@ def _run(args: argparse.Namespace) -> int:
     except (PolicyLoadError, VerdictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ValidationError as exc:
+        fields = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        print(f"error: invalid setting: {fields}", file=sys.stderr)
+        return 2
     return code
 
 
@@ -98,8 +110,10 @@ def add_entities_command(commands: Any) -> None:
     load = actions.add_parser(
         "load",
         help="load entities.json of every store (or one)",
-        description="Validate each store's entities.json against its "
-        "schema and write it to Redis in pipelined, atomic chunks.",
+        description="Validate each store's entities.json against its schema and make it the "
+        "store's entities in Redis: staged in pipelined chunks, then switched to in one atomic "
+        "step (entities not in the file are removed). A store without entities.json is only "
+        "marked loaded.",
     )
     load.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     load.add_argument("--store", help="load only this store")
@@ -118,4 +132,9 @@ def add_entities_command(commands: Any) -> None:
         sub.add_argument("--redis-url", required=True, help="redis://, rediss:// or unix://")
         sub.add_argument("--redis-cluster", action="store_true", help="URL names a cluster node")
         sub.add_argument("--timeout", type=float, default=5.0, help="seconds per Redis call")
+        sub.add_argument(
+            "--redis-namespace",
+            default="verdict",
+            help="key and channel prefix of the deployment (as VERDICT_REDIS_NAMESPACE)",
+        )
     entities.set_defaults(func=_run)

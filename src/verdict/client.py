@@ -34,7 +34,7 @@ def build_request(
     store: str = "",
     entities: Sequence[Mapping[str, Any]] | None = None,
 ) -> pb.IsAuthorizedRequest:
-    """An IsAuthorizedRequest; uids are EntityUid or ``TYPE::ID`` (split at the last ``::``)."""
+    """An IsAuthorizedRequest; uids are EntityUid or strings (``Type::"id"`` or ``Type::id``)."""
     return pb.IsAuthorizedRequest(
         policy_store_id=store,
         principal=_uid(principal, "principal"),

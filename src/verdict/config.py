@@ -19,6 +19,14 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=100, ge=1, le=10_000)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_context_depth: int = Field(default=32, ge=2, le=256)
+    # Distinct entity uids one request may name in context_json and entities_json together.
+    max_request_references: int = Field(default=1_000, ge=1)
+    # GetEntities reply size (bytes); also never more than max_message_bytes.
+    max_get_reply_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Connection limits: an idle or half-open socket holds a descriptor (docs/deployment.md).
+    max_connections: int = Field(default=1000, ge=1, description="open client connections")
+    handshake_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
     log_level: str = Field(default="info")
     log_format: str = Field(default="json", pattern="^(json|console)$")
@@ -29,14 +37,20 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(default=0.5, gt=0)
     redis_retries: int = Field(default=2, ge=0, le=10)
     redis_max_connections: int = Field(default=64, ge=1)
+    redis_namespace: str = Field(
+        default="verdict",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="prefix of every Redis key and channel of this deployment",
+    )
     cache_max_entries: int = Field(default=100_000, ge=0)
+    cache_max_missing: int = Field(default=10_000, ge=4, description="known-missing uids kept")
+    # A revocation is never served from a replica's cache later than this after it committed.
     cache_grace_seconds: float = Field(default=3.0, ge=0)
+    invalidation_ping_seconds: float = Field(default=0.5, gt=0)
+    health_interval_seconds: float = Field(default=1.0, gt=0)
     # Entity limits: docs/decisions.md "Entity limits", measured by benchmarks/bench_loop_stall.py.
     max_slice_entities: int = Field(default=1_000, ge=1)
     max_request_entities: int = Field(default=100, ge=0, description="entities_json items")
-    max_request_references: int = Field(
-        default=1_000, ge=1, description="distinct uids named by context and entities_json"
-    )
     max_write_entities: int = Field(default=10_000, ge=1, description="PutEntities items")
     max_entity_bytes: int = Field(default=64 * 1024, ge=256, description="JSON of one entity")
     max_hierarchy_depth: int = Field(default=100, ge=1, description="longest parent chain")

@@ -3,11 +3,54 @@
 from __future__ import annotations
 
 import enum
+import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 JsonObject = dict[str, Any]
+
+# Cedar's grammar: Path := IDENT ('::' IDENT)*, IDENT ASCII and not a reserved word.
+_IDENT = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*", re.ASCII)
+_RESERVED = frozenset({"true", "false", "if", "then", "else", "in", "is", "like", "has", "__cedar"})
+TYPE_NAME_PROBLEM = "must be a Cedar entity type name, e.g. Loan or Lending::Loan"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SIMPLE_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
+
+
+def is_type_name(text: str) -> bool:
+    """Whether ``text`` is a Cedar entity type name (``Loan``, ``Lending::Loan``)."""
+    # A store has few types, checked for every uid: remember short ones (never long ones, so
+    # a caller cannot fill the cache with megabytes of invented names).
+    return _cached_type_name(text) if len(text) <= 128 else _type_name(text)
+
+
+def _type_name(text: str) -> bool:
+    return all(
+        _IDENT.fullmatch(part) is not None and part not in _RESERVED for part in text.split("::")
+    )
+
+
+_cached_type_name = functools.lru_cache(maxsize=4096)(_type_name)
+
+
+def has_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (not Unicode text; cannot be sent or stored)."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def quote_id(entity_id: str) -> str:
+    """``entity_id`` as a Cedar string literal, escaped so it reads back exactly."""
+    out = []
+    for char in entity_id:
+        if char in _SIMPLE_ESCAPES:
+            out.append(_SIMPLE_ESCAPES[char])
+        elif char.isprintable():  # surrogates and controls are not
+            out.append(char)
+        else:
+            out.append(f"\\u{{{ord(char):x}}}")
+    return '"' + "".join(out) + '"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,8 +65,8 @@ class EntityUid:
         return {"type": self.type, "id": self.id}
 
     def __str__(self) -> str:
-        escaped = self.id.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'{self.type}::"{escaped}"'
+        """Cedar's own ``Type::"id"`` form, every control or unprintable character escaped."""
+        return f"{self.type}::{quote_id(self.id)}"
 
 
 class Decision(enum.Enum):

@@ -23,7 +23,7 @@ from verdict.app import App, build_app
 from verdict.client import AsyncVerdictClient, build_request
 from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
-from verdict.model import EntityUid
+from verdict.model import TYPE_NAME_PROBLEM, EntityUid
 from verdict.store.base import DEFAULT_READ, EntityReader, EntitySlice, ReadOptions
 from verdict.transport.server import start_server
 
@@ -96,8 +96,8 @@ BAD_REQUESTS = [
     (olivia(principal=None), "principal: is required"),
     (olivia(action=None), "action: is required"),
     (olivia(resource=None), "resource: is required"),
-    (olivia(principal=pb.EntityUid(type="", id="x")), "principal.type: must not be empty"),
-    (olivia(resource=pb.EntityUid(type="Loan", id="")), "resource.id: must not be empty"),
+    (olivia(principal=pb.EntityUid(type="", id="x")), f"principal.type: {TYPE_NAME_PROBLEM}"),
+    (olivia(resource=pb.EntityUid(type="Lo an", id="")), f"resource.type: {TYPE_NAME_PROBLEM}"),
     (
         olivia(principal=pb.EntityUid(type="Employee", id="x" * 2000)),
         "principal.id: exceeds 1024 bytes",

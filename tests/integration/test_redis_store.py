@@ -62,6 +62,15 @@ def chain_store(tmp_path: Path, depth: int) -> Path:
     return tmp_path
 
 
+async def wait_settled(store: RedisEntityStore, store_id: str, version: int) -> None:
+    """Until the listener's pong has settled what a read at ``version`` put in the cache."""
+    for _ in range(500):
+        if store.cache.version(store_id) >= version:
+            return
+        await asyncio.sleep(0.002)
+    pytest.fail("cache never settled")
+
+
 async def test_depth_ten_hierarchy_in_one_round_trip(tmp_path: Path, redis: RedisProcess) -> None:
     """A ten-level ancestor chain is fetched in one round trip; a repeat needs none."""
     stores = chain_store(tmp_path, 10)
@@ -74,8 +83,9 @@ async def test_depth_ten_hierarchy_in_one_round_trip(tmp_path: Path, redis: Redi
 
     assert snapshot.entities_file is not None
     await store.put("deep", list(read_entities_file(snapshot.entities_file, None).values()))
-    # Trust the cache without a listener for this count (no writes happen meanwhile).
-    store.cache.subscribed()
+    assert app.listener is not None
+    app.listener.start()
+    await asyncio.wait_for(app.listener.subscribed.wait(), 10)
     request = AuthorizationRequest(
         EntityUid("User", "u"), EntityUid("Action", "a"), EntityUid("Doc", "d")
     )
@@ -83,8 +93,10 @@ async def test_depth_ten_hierarchy_in_one_round_trip(tmp_path: Path, redis: Redi
     before, trips = redis.commands_processed("evalsha", "eval"), store.round_trips
     first = await app.authorizer.authorize(request)
     after_first, trips_first = redis.commands_processed("evalsha", "eval"), store.round_trips
+    await wait_settled(store, "deep", first.entity_version)
     await app.authorizer.authorize(request)
     after_second, trips_second = redis.commands_processed("evalsha", "eval"), store.round_trips
+    await app.listener.stop()
     await store.close()
     assert first.decision is Decision.ALLOW
     assert first.errors == ()
@@ -359,14 +371,17 @@ def test_entities_load_and_export_round_trip(redis: RedisProcess, tmp_path: Path
     original = json.loads((policies / "lending" / "entities.json").read_text())
     key = lambda e: (e["uid"]["type"], e["uid"]["id"])  # noqa: E731
     assert json.loads(out.read_text()) == sorted(original, key=key)
-    assert redis.cli("GET", StoreKeys.of("lending").version).strip() == "6"  # 42 in chunks of 7
+    # 42 entities staged in chunks of 7, then one switch: one new version, no staging key left.
+    assert redis.cli("GET", StoreKeys.of("lending").version).strip() == "1"
+    assert "staging" not in redis.cli("KEYS", "*")
     broken = verdict("load", "--stores", str(tmp_path / "nowhere"))
     assert broken.returncode == 2
     assert "policy stores folder not found" in broken.stderr
 
 
 async def test_bulk_load_is_pipelined(redis: RedisProcess) -> None:
-    """Sixteen atomic chunks travel in two pipelined round trips; every entity lands."""
+    """Sixteen staged chunks travel in two pipelined round trips, then one switch; every entity
+    lands."""
     from verdict.store.bulk import load_entities
 
     async with redis_app(redis.url, load=False) as app:
@@ -382,8 +397,8 @@ async def test_bulk_load_is_pipelined(redis: RedisProcess) -> None:
         ]
         before = store.round_trips
         version = await load_entities(store, "lending", partners, chunk=10, pipeline=8)
-        assert store.round_trips - before == 2
-        assert version == 16
+        assert store.round_trips - before == 3  # two of staged chunks, one switch
+        assert version == 1
         assert redis.cli("HLEN", StoreKeys.of("lending").entities).strip() == "160"
 
 

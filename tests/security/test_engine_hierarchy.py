@@ -74,7 +74,7 @@ async def test_the_crashing_inline_cycle_is_refused_even_with_a_raised_count_lim
 ) -> None:
     """The ~10,000-entity parent cycle that crashes cedarpy is named as a cycle, in Python."""
     write_store(tmp_path, "s", GROUP_STORE)
-    app = app_for(tmp_path, max_request_entities=20_000, max_request_references=20_000)
+    app = app_for(tmp_path, max_request_entities=20_000)
     error = await refused(app, ask("n0", *chain(10_000, cycle=True)))
     assert error.field.startswith("entities_json[")
     assert error.problem == "its parents form a cycle back to itself"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
 from verdict.cedar_json import (
@@ -9,6 +12,7 @@ from verdict.cedar_json import (
     parse_context_json,
     parse_entities_json,
     parse_uid,
+    referenced_uids,
 )
 from verdict.errors import RequestError
 from verdict.model import EntityUid
@@ -37,6 +41,7 @@ def test_context_keeps_every_cedar_value_losslessly() -> None:
         ('{"a": 1e3}', "Cedar has no floats"),
         ('{"a": NaN}', "is not valid JSON"),
         ('{"a": 9223372036854775808}', "outside Cedar's 64-bit range"),
+        ('{"a": 1, "b": {"c": 1, "c": 1}}', "repeats a key within one object"),
     ],
 )
 def test_bad_context_names_the_field(text: str, problem: str) -> None:
@@ -67,7 +72,8 @@ def test_empty_context_is_the_empty_record() -> None:
         ("[1]", "entities_json[0]"),
         ('[{"uid": {"type": "T"}}]', "entities_json[0].uid"),
         ('[{"uid": {"type": "T", "id": "a"}, "attrs": []}]', "entities_json[0].attrs"),
-        ('[{"uid": {"type": "T", "id": "a"}, "parents": ["T::b"]}]', "entities_json[0].parents"),
+        ('[{"uid": {"type": "T", "id": "a"}, "parents": ["T::b"]}]', "entities_json[0].parents[0]"),
+        ('[{"uid": {"type": "T", "id": "a"}, "parents": {}}]', "entities_json[0].parents"),
         ('[{"uid": {"type": "T", "id": "a"}, "extra": 1}]', "entities_json[0]"),
     ],
 )
@@ -82,8 +88,10 @@ def test_uids_in_both_json_forms_are_read() -> None:
     """A uid may be written {type, id} or {"__entity": {type, id}}; other shapes are not uids."""
     assert parse_uid({"type": "T", "id": 'a"\\\n'}) == EntityUid("T", 'a"\\\n')
     assert parse_uid({"__entity": {"type": "T", "id": "a"}}) == EntityUid("T", "a")
+    assert parse_uid({"type": "NS::T", "id": ""}) == EntityUid("NS::T", "")
     assert parse_uid({"type": "T", "id": "a", "x": 1}) is None
-    assert parse_uid({"type": "T", "id": ""}) is None
+    assert parse_uid({"type": "in", "id": "a"}) is None
+    assert parse_uid({"__entity": {"type": "T", "id": "a"}, "x": 1}) is None
 
 
 def test_entity_references_follow_parents_attributes_and_tags() -> None:
@@ -104,3 +112,85 @@ def test_entity_references_follow_parents_attributes_and_tags() -> None:
         EntityUid("User", "r"),
         EntityUid("Tag", "t"),
     }
+
+
+X = {"type": "User", "id": "x"}
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ({"a": {"__entity": {**X, "v": 1}}}, "context_json.a.__entity"),
+        ({"a": {"__entity": {"type": "User"}}}, "context_json.a.__entity"),
+        ({"a": {"__entity": {"type": "bad type", "id": "x"}}}, "context_json.a.__entity"),
+        ({"a": {"__entity": {"type": "User", "id": 5}}}, "context_json.a.__entity"),
+        ({"a": {"__entity": 'User::"x"'}}, "context_json.a.__entity"),
+        ({"a": {"__entity": X, "b": 1}}, "context_json.a"),
+        ({"a": [1, {"__extn": {"fn": "ip", "arg": "1.2.3.4"}, "y": 1}]}, "context_json.a[1]"),
+        ({"a": {"__extn": "ip"}}, "context_json.a.__extn"),
+        ({"a": {"__extn": {"fn": 5, "arg": "1.2.3.4"}}}, "context_json.a.__extn"),
+        ({"a": {"__extn": {"fn": "ip"}}}, "context_json.a.__extn"),
+        ({"a": {"__extn": {"fn": "ip", "arg": "1", "q": 1}}}, "context_json.a.__extn"),
+        ({"a": {"__extn": {"fn": "ip", "args": "1.2.3.4"}}}, "context_json.a.__extn"),
+        ({"a": {"__extn": {"fn": "ip", "arg": "1", "args": ["1"]}}}, "context_json.a.__extn"),
+        (
+            {"a": {"__extn": {"fn": "ip", "arg": {"__entity": {**X, "v": 1}}}}},
+            "context_json.a.__extn.arg.__entity",
+        ),
+        ({"a": {"__expr": 'User::"x"'}}, "context_json.a"),
+        ({"__extn": {"fn": "ip", "arg": "1.2.3.4"}, "d": {"__entity": X}}, "context_json"),
+        ({"__entity": X}, "context_json"),
+        ({"a b": {"c": {"__entity": X, "z": 1}}}, 'context_json["a b"].c'),
+    ],
+)
+def test_non_canonical_escapes_are_rejected_with_their_path(value: object, field: str) -> None:
+    """Every escape Cedar might read differently from Verdict is refused, naming its path."""
+    with pytest.raises(RequestError) as info:
+        parse_context_json(json.dumps(value))
+    assert info.value.field == field
+
+
+def test_non_canonical_escapes_in_entities_name_the_attribute() -> None:
+    """The same rule holds in entity attrs, tags and uids, naming the item and attribute."""
+    cases: dict[str, dict[str, Any]] = {
+        "entities_json[0].attrs.owner.__entity": {"attrs": {"owner": {"__entity": {**X, "v": 1}}}},
+        "entities_json[0].tags.t": {"tags": {"t": {"__entity": X, "v": 1}}},
+        "entities_json[0].attrs": {"attrs": {"__extn": {"fn": "ip", "arg": "1.2.3.4"}}},
+        "entities_json[0].parents[0].__entity": {"parents": [{"__entity": {**X, "v": 1}}]},
+        "entities_json[0].parents[1]": {"parents": [X, {**X, "v": 1}]},
+    }
+    for field, extra in cases.items():
+        item = {"uid": {"type": "Doc", "id": "d"}, **extra}
+        with pytest.raises(RequestError) as info:
+            parse_entities_json(json.dumps([item]))
+        assert info.value.field == field
+
+
+def test_canonical_values_pass_unchanged() -> None:
+    """Canonical escapes, both extension forms and nested records are accepted as written."""
+    value = {
+        "e": {"__entity": {"type": "Lending::Loan", "id": ""}},
+        "ip": {"__extn": {"fn": "ip", "args": ["10.0.0.1"]}},
+        "at": {
+            "__extn": {
+                "fn": "offset",
+                "args": [
+                    {"__extn": {"fn": "datetime", "arg": "2024-01-01"}},
+                    {"__extn": {"fn": "duration", "arg": "1h"}},
+                ],
+            }
+        },
+        "rec": {"type": "loan", "id": "l1", "amount": 5, "list": [{"k": "__entity"}]},
+    }
+    assert parse_context_json(json.dumps(value)) == value
+
+
+def test_referenced_uids_reads_what_cedar_may_read_as_references() -> None:
+    """Escapes are references, and so are records with string type and id (extra keys too)."""
+    value = {
+        "a": {"__entity": {"type": "User", "id": "a"}},
+        "b": [{"type": "User", "id": "b", "v": {"__entity": {"type": "User", "id": "c"}}}],
+        "c": {"__extn": {"fn": "f", "arg": {"type": "User", "id": "d"}}},
+        "d": {"type": "not a type", "id": "e"},
+    }
+    assert set(referenced_uids(value)) == {EntityUid("User", i) for i in "abcd"}

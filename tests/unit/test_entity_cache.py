@@ -31,9 +31,11 @@ def slice_at(version: int) -> EntitySlice:
 
 
 def filled(clock: Clock, max_entries: int = 100) -> EntityCache:
+    """A subscribed cache holding ``slice_at(5)``, settled by a pong sent after the read."""
     cache = EntityCache(max_entries, grace_seconds=3, clock=clock)
     cache.subscribed()
-    cache.fill("s", slice_at(5), cache.begin_read())
+    cache.fill("s", slice_at(5), cache.begin_read("s"))
+    cache.heard(clock.now)
     return cache
 
 
@@ -52,54 +54,101 @@ def test_a_filled_closure_answers_including_known_missing_uids() -> None:
 def test_nothing_is_trusted_before_the_first_subscription() -> None:
     """Until invalidations can arrive, the cache neither answers nor fills."""
     cache = EntityCache(100, 3, clock=Clock())
-    cache.fill("s", slice_at(1), cache.begin_read())
+    cache.fill("s", slice_at(1), cache.begin_read("s"))
     assert len(cache) == 0
     assert cache.lookup("s", {USER}) is None
+
+
+def test_a_read_answers_only_once_a_later_pong_or_message_settles_it() -> None:
+    """Entries read at version r answer only after a ping sent after the read was answered,
+    or after the invalidation for r was applied."""
+    clock = Clock()
+    cache = EntityCache(100, 3, clock=clock)
+    cache.subscribed()
+    sent_before = clock.now
+    clock.now += 0.01
+    cache.fill("s", slice_at(5), cache.begin_read("s"))
+    assert cache.settle_wanted.is_set()
+    assert cache.lookup("s", {USER}) is None
+    cache.heard(sent_before)  # a ping sent before the read proves nothing about it
+    assert cache.lookup("s", {USER}) is None
+    cache.invalidate("s", 5, [])
+    assert cache.lookup("s", {USER}) is not None
 
 
 def test_invalidation_drops_entries_and_blocks_older_fills() -> None:
     """A write's invalidation removes its uids; a read older than that write is not cached."""
-    cache = filled(Clock())
-    token = cache.begin_read()  # a read that started before the write below
+    clock = Clock()
+    cache = filled(clock)
+    token = cache.begin_read("s")  # a read that started before the write below
     cache.invalidate("s", 7, [GROUP])
     assert cache.lookup("s", {USER}) is None
     cache.fill("s", slice_at(6), token)
     assert cache.lookup("s", {USER}) is None
-    cache.fill("s", slice_at(7), cache.begin_read())
+    cache.fill("s", slice_at(7), cache.begin_read("s"))
     assert cache.lookup("s", {USER}) is not None
     assert cache.version("s") == 7
 
 
-def test_grace_after_losing_the_subscription() -> None:
-    """After the channel is lost the cache serves for the grace period, then never."""
+def test_own_writes_drop_entries_without_claiming_a_version() -> None:
+    """This process's write drops its uids at once but settles nothing: another replica's
+    earlier write may still be in flight."""
+    cache = filled(Clock())
+    cache.wrote("s", 9, [GROUP])
+    assert cache.lookup("s", {USER}) is None
+    assert cache.version("s") == 5
+
+
+def test_grace_counts_from_the_last_pong() -> None:
+    """Without a pong the cache serves for the grace period from the last one heard, then
+    never; losing the channel does not extend it."""
     clock = Clock()
     cache = filled(clock)
-    cache.unsubscribed()
     clock.now += 2.9
     assert cache.lookup("s", {USER}) is not None
-    cache.unsubscribed()  # repeated loss reports do not extend the grace
+    cache.unsubscribed()
     clock.now += 0.2
     assert cache.lookup("s", {USER}) is None
-    cache.fill("s", slice_at(9), cache.begin_read())
+    cache.fill("s", slice_at(9), cache.begin_read("s"))
     assert cache.lookup("s", {USER}) is None
+    cache.heard(clock.now)
+    assert cache.lookup("s", {USER}) is not None
 
 
 def test_resubscribing_starts_afresh() -> None:
     """Resubscription empties the cache and discards reads begun before it."""
-    cache = filled(Clock())
-    token = cache.begin_read()
+    clock = Clock()
+    cache = filled(clock)
+    token = cache.begin_read("s")
     cache.subscribed()
     assert len(cache) == 0
     cache.fill("s", slice_at(1), token)
     assert len(cache) == 0
-    cache.fill("s", slice_at(1), cache.begin_read())  # versions restart with a fresh Redis
+    cache.fill("s", slice_at(1), cache.begin_read("s"))  # versions restart with a fresh Redis
+    cache.heard(clock.now)
     assert cache.lookup("s", {USER}) is not None
+
+
+def test_a_reset_replaces_one_store_and_may_lower_its_version() -> None:
+    """A reset (bulk switch, first write after data loss) empties one store, drops its reads
+    in flight, and restarts its version; other stores keep their entries."""
+    clock = Clock()
+    cache = filled(clock)
+    cache.fill("t", slice_at(5), cache.begin_read("t"))
+    cache.heard(clock.now)
+    token = cache.begin_read("s")
+    cache.reset("s", 2)
+    assert cache.version("s") == 2
+    assert cache.lookup("s", {USER}) is None
+    cache.fill("s", slice_at(3), token)
+    assert cache.lookup("s", {USER}) is None
+    assert cache.lookup("t", {USER}) is not None
 
 
 def test_size_is_bounded_and_zero_disables() -> None:
     """The least recently used entries go first; max_entries 0 turns the cache off."""
     cache = filled(Clock(), max_entries=2)
-    assert len(cache) == 2
+    assert len(cache) == 3  # two entities, and the known-missing uid in its own LRU
     disabled = filled(Clock(), max_entries=0)
     assert len(disabled) == 0
     assert disabled.lookup("s", {USER}) is None

@@ -212,7 +212,7 @@ def test_literal_uids_are_collected(tmp_path: Path) -> None:
 
 
 def test_every_store_is_checked_and_default_resolved(tmp_path: Path) -> None:
-    """Problems of all stores are reported together; the default store must exist."""
+    """Problems of all stores are reported together; a named default store must exist."""
     write_store(tmp_path, "a", {"p.cedar": "permit(principal, action, resource"})
     write_store(tmp_path, "b", {"p.cedar": "nonsense;"})
     with pytest.raises(PolicyLoadError) as info:
@@ -220,8 +220,7 @@ def test_every_store_is_checked_and_default_resolved(tmp_path: Path) -> None:
     assert [d.file for d in info.value.diagnostics] == ["a/p.cedar", "b/p.cedar"]
     (tmp_path / "a" / "p.cedar").write_text("permit(principal, action, resource);")
     (tmp_path / "b" / "p.cedar").write_text("permit(principal, action, resource);")
-    with pytest.raises(PolicyLoadError, match="--default-store"):
-        load_policy_stores(tmp_path)
+    assert load_policy_stores(tmp_path).default_store == ""
     with pytest.raises(PolicyLoadError, match="'c' is not one of"):
         load_policy_stores(tmp_path, "c")
     assert load_policy_stores(tmp_path, "b").default_store == "b"

@@ -167,10 +167,10 @@ def test_bad_uids_are_reported_at_their_line(tmp_path: Path) -> None:
         """,
     )
     assert problems(tmp_path, suite) == [
-        "s.yaml:5: cases[0].principal: must be written TYPE::ID (split at the last ::), "
-        "e.g. Loan::loan-1001",
-        's.yaml:6: cases[0].action: must be TYPE::ID or {"type": ..., "id": ...} with non-empty '
-        "strings",
+        's.yaml:5: cases[0].principal: must be written TYPE::"ID" or TYPE::ID, '
+        'e.g. Loan::"loan-1001" or Loan::loan-1001',
+        's.yaml:6: cases[0].action: must be TYPE::"ID", TYPE::ID or '
+        '{"type": <type name>, "id": <string>}',
     ]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -24,24 +23,12 @@ from verdict.engine.turns import give_turn
 from verdict.errors import EntityDataError, RequestError
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
-from verdict.store.base import EntityStore, StoredEntity
+from verdict.store.base import EntityStore, ReadOptions, StoredEntity
 
 SCHEMA_CHUNK = 200  # entities per Cedar call: ~5 ms with the GIL held
 ANCESTOR_READ = 100  # parents per read of their stored closure
-_ATTRIBUTE = re.compile(r"attribute `([^`]+)`")
-# (substring of Cedar's reason, data-free explanation, whether it is about one attribute).
-_PROBLEMS = (
-    ("should not exist", "is not declared in the schema", True),
-    ("to have attribute", "is required by the schema but missing", True),
-    ("type mismatch", "has a value of the wrong type", True),
-    ("ancestor of type", "has a parent whose type the schema does not allow", False),
-    (
-        "which is not declared in the schema",
-        "has an entity type the schema does not declare",
-        False,
-    ),
-    ("transitive closure", "its parents form a cycle back to itself", False),
-)
+# The first write to a never-loaded store loads it; its ancestors are just absent.
+_ANCESTORS = ReadOptions(require_loaded=False)
 
 
 @dataclass(frozen=True)
@@ -88,7 +75,7 @@ class EntityWrites:
         while parts:
             part = parts.pop()
             try:
-                found.update((await self._store.fetch_slice(store_id, part)).entities)
+                found.update((await self._store.fetch_slice(store_id, part, _ANCESTORS)).entities)
             except EntityDataError:
                 if len(part) == 1:
                     raise
@@ -183,12 +170,8 @@ def _unique_uids(entities: Sequence[JsonObject]) -> dict[EntityUid, int]:
     return seen
 
 
-def _describe(uid: EntityUid, problem: str) -> str:
+def _describe(uid: EntityUid, problem: cedar.EntityProblem) -> str:
     """A caller-facing reason naming the entity and attribute, without quoting values."""
-    attribute = _ATTRIBUTE.search(problem)
-    for needle, explanation, about_attribute in _PROBLEMS:
-        if needle in problem:
-            if about_attribute and attribute:
-                return f"{uid}: attribute `{attribute.group(1)}` {explanation}"
-            return f"{uid}: {explanation}"
-    return f"{uid}: does not conform to the schema"
+    if problem.attribute is not None:
+        return f"{uid}: attribute `{problem.attribute}` {problem.explanation}"
+    return f"{uid}: {problem.explanation}"

@@ -22,7 +22,6 @@ class EntityLimits:
     """Every entity limit the engine enforces; defaults match ``verdict.config.Settings``."""
 
     max_request_entities: int = 100
-    max_request_references: int = 1_000
     max_write_entities: int = 10_000
     max_entity_bytes: int = 64 * 1024
     max_slice_entities: int = 1_000

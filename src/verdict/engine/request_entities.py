@@ -3,8 +3,8 @@
 Stored data is authoritative. A caller may describe only entities of the types its store lists
 in ``request_entity_types``, never an action, never an entity the store holds, and never one a
 stored entity of the slice points at (a stored user's missing group would otherwise be the
-caller's to define). The uids a request names and the hierarchy its entities form are bounded
-too (docs/decisions.md, "Request entities" and "Entity limits").
+caller's to define). Their number and hierarchy are bounded too (docs/decisions.md, "Request
+entities" and "Entity limits").
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from verdict import cedar
 from verdict.cedar import CedarError
-from verdict.cedar_json import entity_references, entity_uid, referenced_uids
+from verdict.cedar_json import entity_references, entity_uid
 from verdict.engine.hierarchy import (
     HierarchyProblem,
     check_graph,
@@ -34,13 +34,13 @@ FIELD = "entities_json"
 def check_before_fetch(
     request: AuthorizationRequest, store: StoreSnapshot, limits: EntityLimits
 ) -> None:
-    """References, count, types and the inline hierarchy: everything needing no stored data."""
+    """Count, types and the inline hierarchy: everything that needs no stored data (the
+    transport has bounded the uids a request names, ``max_request_references``)."""
     entities = request.extra_entities
     if len(entities) > limits.max_request_entities:
         raise RequestError(
             FIELD, f"holds more than {limits.max_request_entities} entities (the server's limit)"
         )
-    _check_references(request, limits.max_request_references)
     if not entities:
         return
     allowed = store.settings.request_entity_types
@@ -57,21 +57,6 @@ def check_before_fetch(
                 "(request_entity_types in store.toml)",
             )
     _check_hierarchy(request, graph_of(entities), limits)
-
-
-def _check_references(request: AuthorizationRequest, limit: int) -> None:
-    """Bound the uids a caller names (each is a store lookup, and Cedar's cost grows faster
-    than linearly with the entity references in a context)."""
-    seen: set[EntityUid] = set()
-    named = [("context_json", request.context)]
-    named += [(f"{FIELD}[{i}]", e) for i, e in enumerate(request.extra_entities)]
-    for field, value in named:
-        for uid in referenced_uids(value):
-            seen.add(uid)
-            if len(seen) > limit:
-                raise RequestError(
-                    field, f"makes the request refer to more than {limit} entities (the limit)"
-                )
 
 
 def check_slice(

@@ -12,6 +12,7 @@ from verdict import cedar
 from verdict.cedar import CedarError, SchemaHandle
 from verdict.cedar_json import parse_uid
 from verdict.errors import Diagnostic, PolicyLoadError
+from verdict.files import FileReadError, is_regular, read_text
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.snapshot import (
     PolicyInfo,
@@ -36,13 +37,12 @@ class _Parsed:
     text: str
 
 
-def load_policy_stores(
-    stores_dir: Path, default_store: str | None = None, *, require_default: bool = True
-) -> PolicySnapshot:
+def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> PolicySnapshot:
     """Load every subfolder of ``stores_dir`` as a store; raise PolicyLoadError on any problem.
 
-    A server needs a default store (for requests naming none); offline tools that always name
-    the store pass ``require_default=False``.
+    The default store (used by requests naming none) is ``default_store``, which must exist,
+    else the only store; with several stores and none chosen there is no default, and a
+    request must name its store (a multi-tenant server needs no default tenant).
     """
     if not stores_dir.is_dir():
         raise PolicyLoadError([Diagnostic(str(stores_dir), 0, "policy stores folder not found")])
@@ -58,19 +58,16 @@ def load_policy_stores(
         diagnostics.append(Diagnostic(str(stores_dir), 0, "no policy stores (subfolders) found"))
     if diagnostics:
         raise PolicyLoadError(diagnostics)
-    default = default_store or (roots[0].name if len(roots) == 1 else "")
-    if default not in stores and (default or require_default):
-        message = (
-            f"default store {default!r} is not one of {sorted(stores)}"
-            if default
-            else f"several stores {sorted(stores)}: choose one with --default-store"
-        )
+    if default_store and default_store not in stores:
+        message = f"default store {default_store!r} is not one of {sorted(stores)}"
         raise PolicyLoadError([Diagnostic(str(stores_dir), 0, message)])
+    default = default_store or (roots[0].name if len(roots) == 1 else "")
     return PolicySnapshot(stores=stores, default_store=default)
 
 
 def load_store(root: Path) -> StoreSnapshot:
     """Load one policy store folder; raise PolicyLoadError listing every problem found."""
+    _check_regular_files(root)
     diagnostics: list[Diagnostic] = []
     schema = _load_schema(root, diagnostics)
     settings = read_store_settings(root, schema is not None, diagnostics)
@@ -83,8 +80,7 @@ def load_store(root: Path) -> StoreSnapshot:
                 Diagnostic(
                     info.file,
                     info.line,
-                    f"policy {info.id!r} fails schema validation: "
-                    f"{_strip_positional(issue.message)}",
+                    f"policy {info.id!r} fails schema validation: {issue.message}",
                 )
             )
     if diagnostics:
@@ -110,6 +106,16 @@ def load_store(root: Path) -> StoreSnapshot:
     )
 
 
+def _check_regular_files(root: Path) -> None:
+    """A FIFO, device or folder under a store's file names is an error, never silently skipped."""
+    names = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE)
+    odd = [root / name for name in names if (root / name).exists() and not is_regular(root / name)]
+    if odd:
+        raise PolicyLoadError(
+            [Diagnostic(f"{root.name}/{path.name}", 0, "not a regular file") for path in odd]
+        )
+
+
 def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | None:
     text_path, json_path = root / SCHEMA_TEXT, root / SCHEMA_JSON
     if text_path.is_file() and json_path.is_file():
@@ -125,7 +131,10 @@ def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | No
     if path is None:
         return None
     try:
-        return cedar.parse_schema(path.read_text(encoding="utf-8"), is_json=path == json_path)
+        return cedar.parse_schema(read_text(path), is_json=path == json_path)
+    except FileReadError as exc:
+        diagnostics.append(Diagnostic(f"{root.name}/{path.name}", 0, str(exc)))
+        return None
     except CedarError as exc:
         diagnostics.append(Diagnostic(f"{root.name}/{path.name}", 1, f"invalid schema: {exc}"))
         return None
@@ -141,9 +150,9 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
         relative = path.relative_to(root).as_posix()
         shown = f"{root.name}/{relative}"
         try:
-            source = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            diagnostics.append(Diagnostic(shown, 1, "file is not valid UTF-8"))
+            source = read_text(path)
+        except FileReadError as exc:
+            diagnostics.append(Diagnostic(shown, 0, str(exc)))
             continue
         for position, statement in enumerate(split_statements(source)):
             parsed = _parse_statement(statement.text, shown, statement.line, diagnostics)
@@ -194,15 +203,6 @@ def _check_unique_ids(parsed: list[_Parsed], diagnostics: list[Diagnostic]) -> N
                     f"duplicate policy id {item.info.id!r} (first defined at {seen.location})",
                 )
             )
-
-
-def _strip_positional(message: str) -> str:
-    # Cedar's validator names the positional id ("for policy `policy3`, ...");
-    # the caller shows ours instead.
-    if message.startswith("for policy `"):
-        _, _, rest = message.partition("`, ")
-        return rest or message
-    return message
 
 
 def _literal_uids(est: Any) -> Iterator[EntityUid]:

@@ -100,7 +100,7 @@ def run_test_command(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     started = time.perf_counter()
     try:
-        snapshot = load_policy_stores(args.stores, args.store, require_default=False)
+        snapshot = load_policy_stores(args.stores, args.store)
         plan = load_plan(
             discover(args.paths, args.stores, snapshot), snapshot, args.stores, args.store
         )

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from verdict.cedar_json import check_entity_shape
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError, VerdictError
+from verdict.files import FileReadError, read_text
 from verdict.model import AuthorizationRequest, EntityUid, JsonObject
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 from verdict.policytest.model import Case, Expectation, Suite, describe_error
@@ -22,6 +23,13 @@ from verdict.store.entity_file import build_entities, read_entities_file
 SUITE_SUFFIXES = (".yaml", ".yml", ".json")
 ENTITY_FILE_SUFFIX = ".entities.json"
 TESTS_DIR = "tests"
+# Bounds on one suite file, so that a hostile or broken suite fails to load instead of running
+# without end (the YAML alias bound is source.MAX_VALUES).
+MAX_SUITE_BYTES = 4 * 1024 * 1024
+MAX_CASES = 10_000
+# Context and entity values sent to Cedar by all cases of a file together: the suite's context is
+# copied into every case, so a large one times many cases is an amplification of its own.
+MAX_SENT_VALUES = 1_000_000
 EntitySet = Mapping[EntityUid, StoredEntity]
 
 
@@ -103,7 +111,8 @@ def discover(paths: Sequence[Path], stores_dir: Path, snapshot: PolicySnapshot) 
 
 
 def _suites_below(root: Path) -> list[Path]:
-    files = (p for p in root.rglob("*") if p.is_file() and p.suffix in SUITE_SUFFIXES)
+    # Not only regular files: a FIFO or a broken link named like a suite is reported, not skipped.
+    files = (p for p in root.rglob("*") if not p.is_dir() and p.suffix in SUITE_SUFFIXES)
     return sorted(p for p in files if not p.name.endswith(ENTITY_FILE_SUFFIX))
 
 
@@ -138,6 +147,7 @@ class _SuiteFileLoader:
     def load(self, path: Path) -> LoadedSuite:
         shown = shown_path(path)
         source, suite = _parse(path, shown)
+        _check_sent_values(suite, source, shown)
         try:
             store = self._store(path, suite)
             entity_set = self._entity_set(path, shown, suite, store)
@@ -191,7 +201,7 @@ class _SuiteFileLoader:
             return key
         if isinstance(entities, str):
             file = (path.parent / entities).resolve()
-            if not file.is_file():
+            if not file.exists():
                 raise _Problem(("entities",), f"entities file {entities!r} not found")
             key = f"{store.store_id}:{file}"
             if key not in self._plan.entity_sets:
@@ -213,12 +223,12 @@ class _SuiteFileLoader:
 
 def _parse(path: Path, shown: str) -> tuple[Source, Suite]:
     try:
-        source = parse_source(
-            path.read_text(encoding="utf-8"), shown, is_json=path.suffix == ".json"
-        )
+        text = read_text(path, MAX_SUITE_BYTES)
+        source = parse_source(text, shown, is_json=path.suffix == ".json")
+        _check_case_count(source, shown)
         return source, Suite.model_validate(source.data)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteLoadError([Diagnostic(shown, 0, f"cannot read: {exc}")]) from None
+    except FileReadError as exc:
+        raise SuiteLoadError([Diagnostic(shown, 0, str(exc))]) from None
     except SourceError as exc:
         raise SuiteLoadError([exc.diagnostic]) from None
     except ValidationError as exc:
@@ -228,6 +238,39 @@ def _parse(path: Path, shown: str) -> tuple[Source, Suite]:
                 for e in exc.errors()
             ]
         ) from None
+
+
+def _check_case_count(source: Source, shown: str) -> None:
+    cases = source.data.get("cases") if isinstance(source.data, dict) else None
+    if isinstance(cases, list) and len(cases) > MAX_CASES:
+        line = source.line_of(("cases",))
+        problem = f"{len(cases)} cases; a suite file holds at most {MAX_CASES}"
+        raise SourceError(Diagnostic(shown, line, problem))
+
+
+def _check_sent_values(suite: Suite, source: Source, shown: str) -> None:
+    shared = _count_values(suite.context)
+    total = 0
+    for index, case in enumerate(suite.cases):
+        total += shared + _count_values(case.context) + _count_values(case.entities)
+        if total > MAX_SENT_VALUES:
+            problem = (
+                f"the cases up to here send more than {MAX_SENT_VALUES} context and entity "
+                "values to Cedar (the suite's context counts once per case)"
+            )
+            raise SuiteLoadError([Diagnostic(shown, source.line_of(("cases", index)), problem)])
+
+
+def _count_values(value: Any) -> int:
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
 
 
 def _inline_entities(items: list[JsonObject], store: StoreSnapshot) -> EntitySet:

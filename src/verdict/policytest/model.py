@@ -30,7 +30,12 @@ DecisionName = Literal["allow", "deny", "invalid"]
 
 _UID_SCHEMA: dict[str, Any] = {
     "anyOf": [
-        {"type": "string", "pattern": "^.+::.+$", "description": "TYPE::ID, split at the last ::"},
+        {
+            "type": "string",
+            "pattern": "^.+::.+$",
+            "description": 'TYPE::"ID" (Cedar\'s form, with its escapes) or TYPE::ID '
+            "(split at the last ::, id verbatim)",
+        },
         {
             "type": "object",
             "properties": {"type": {"type": "string"}, "id": {"type": "string"}},
@@ -47,12 +52,13 @@ def _to_uid(value: Any) -> EntityUid:
             return parse_uid_arg(value, "uid")
         except RequestError:
             raise PydanticCustomError(
-                "uid", "must be written TYPE::ID (split at the last ::), e.g. Loan::loan-1001"
+                "uid",
+                'must be written TYPE::"ID" or TYPE::ID, e.g. Loan::"loan-1001" or Loan::loan-1001',
             ) from None
     uid = parse_uid(value)
     if uid is None or "__entity" in value:
         raise PydanticCustomError(
-            "uid", 'must be TYPE::ID or {"type": ..., "id": ...} with non-empty strings'
+            "uid", 'must be TYPE::"ID", TYPE::ID or {"type": <type name>, "id": <string>}'
         )
     return uid
 

@@ -14,6 +14,9 @@ import yaml
 from verdict.errors import Diagnostic
 
 Loc = tuple[str | int, ...]
+# Values a YAML document may hold once aliases are expanded: a few aliases can stand for
+# billions of values ("billion laughs"), and an alias inside its own anchor for endlessly many.
+MAX_VALUES = 1_000_000
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 _MERGE = "tag:yaml.org,2002:merge"
 
@@ -72,6 +75,8 @@ def _parse_yaml(text: str, shown: str) -> Source:
     loader = _SuiteLoader(text)
     try:
         root = loader.get_single_node()
+        if root is not None:
+            _check_expansion(root, shown)
         data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -81,6 +86,41 @@ def _parse_yaml(text: str, shown: str) -> Source:
     finally:
         loader.dispose()
     return Source(data, lambda loc: _yaml_line(root, loc))
+
+
+def _check_expansion(root: yaml.Node, shown: str) -> None:
+    """Refuse a recursive alias, or aliases that expand to more than MAX_VALUES values."""
+    sizes: dict[int, int] = {}  # node id -> values it expands to; shared nodes counted once each
+    open_nodes: set[int] = set()  # the nodes on the path being walked
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _yaml_children(node))
+            if sizes[key] > MAX_VALUES:
+                problem = f"aliases expand this to more than {MAX_VALUES} values"
+                raise _expansion_error(shown, node, problem)
+        elif key in open_nodes:
+            raise _expansion_error(shown, node, "an alias inside its own anchor (recursive)")
+        elif key not in sizes:
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _yaml_children(node))
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []
+
+
+def _expansion_error(shown: str, node: yaml.Node, problem: str) -> SourceError:
+    line = node.start_mark.line + 1
+    return SourceError(Diagnostic(shown, line, f"invalid YAML: {problem}"))
 
 
 def _yaml_line(root: yaml.Node | None, loc: Loc) -> int:
@@ -115,6 +155,8 @@ def _parse_json(text: str, shown: str) -> Source:
         data = json.loads(text, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         raise SourceError(Diagnostic(shown, exc.lineno, f"invalid JSON: {exc.msg}")) from None
+    except RecursionError:
+        raise SourceError(Diagnostic(shown, 1, "invalid JSON: nested too deeply")) from None
     except _DuplicateKeyError as exc:
         line = _json_key_line(text, exc.key)
         raise SourceError(Diagnostic(shown, line, f"duplicate key {exc.key!r}")) from None

@@ -36,6 +36,9 @@ class ReadOptions:
     deadline: float | None = None
     # Read-your-writes: data at least this version, else StaleReadError.
     min_version: int = 0
+    # Decisions need a loaded store (else StoreUnavailableError); a write checking stored
+    # ancestors may read a store that its own write is about to mark loaded.
+    require_loaded: bool = True
 
 
 DEFAULT_READ = ReadOptions()

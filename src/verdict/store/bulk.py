@@ -1,8 +1,9 @@
-"""Bulk entity transfer: load a store's entities in pipelined, atomic chunks."""
+"""Bulk entity transfer: replace a store's entities, visible all at once."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -14,11 +15,21 @@ DEFAULT_IN_FLIGHT = 4  # round trips under way at once
 
 
 @runtime_checkable
-class PipelinedWriter(Protocol):
-    """A writer that can send several atomic writes in one round trip."""
+class StagingWriter(Protocol):
+    """A writer that can stage a whole store's entities, then switch to them in one step."""
 
-    async def put_many(self, store_id: str, batches: Sequence[Sequence[StoredEntity]]) -> list[int]:
-        """Write each batch atomically; return their versions."""
+    async def stage(
+        self, store_id: str, token: str, batches: Sequence[Sequence[StoredEntity]]
+    ) -> None:
+        """Add entities to the load ``token``, invisible to readers."""
+        ...
+
+    async def switch(self, store_id: str, token: str, count: int) -> int:
+        """Replace the store's entities with the ``count`` staged ones; return the version."""
+        ...
+
+    async def discard(self, store_id: str, token: str) -> None:
+        """Drop what the load ``token`` staged."""
         ...
 
 
@@ -30,20 +41,39 @@ async def load_entities(
     pipeline: int = DEFAULT_PIPELINE,
     in_flight: int = DEFAULT_IN_FLIGHT,
 ) -> int:
-    """Write entities in atomic chunks, ``pipeline`` chunks per round trip; return the version.
+    """Make ``entities`` the store's entities; return the store's version afterwards.
 
-    Each chunk is atomic on its own; the load as a whole is not (a reader may see some chunks
-    before others), which is the trade for loading 100,000 entities at full speed.
+    A staging writer receives them in chunks, ``pipeline`` chunks per round trip, and switches
+    in one atomic step: readers see the old entities or the new ones, never a mix, and
+    entities absent from ``entities`` are gone. Other writers get one upsert per chunk.
     """
     chunks = [entities[i : i + chunk] for i in range(0, len(entities), chunk)]
+    if not isinstance(writer, StagingWriter):
+        versions = [await writer.put(store_id, part) for part in chunks]
+        return max(versions, default=0)
+    token = secrets.token_hex(8)
     groups = [chunks[i : i + pipeline] for i in range(0, len(chunks), pipeline)]
     gate = asyncio.Semaphore(in_flight)
 
-    async def send(group: Sequence[Sequence[StoredEntity]]) -> list[int]:
+    async def send(group: Sequence[Sequence[StoredEntity]]) -> None:
         async with gate:
-            if isinstance(writer, PipelinedWriter):
-                return await writer.put_many(store_id, group)
-            return [await writer.put(store_id, part) for part in group]
+            await writer.stage(store_id, token, group)
 
-    results = await asyncio.gather(*(send(group) for group in groups))
-    return max((v for versions in results for v in versions), default=0)
+    tasks = [asyncio.ensure_future(send(group)) for group in groups]
+    try:
+        await asyncio.gather(*tasks)
+        return await writer.switch(store_id, token, len(entities))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await _discard(writer, store_id, token)
+        raise
+
+
+async def _discard(writer: StagingWriter, store_id: str, token: str) -> None:
+    """Best effort: staging keys expire anyway."""
+    try:
+        await writer.discard(store_id, token)
+    except Exception:  # the load's own error is the one to report
+        return

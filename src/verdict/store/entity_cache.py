@@ -1,120 +1,226 @@
-"""A bounded in-process entity cache that is only trusted while invalidations can reach it.
+"""A bounded in-process entity cache that answers only with data its invalidations have settled.
 
-Entries (including "known missing" ones) are valid while the invalidation listener is
-subscribed. When the subscription is lost, the cache serves for at most ``grace`` seconds, then
-not at all until the listener resubscribes, which empties it (messages may have been missed).
-A fill read at version r is dropped if an invalidation newer than r has already arrived, so a
-slow read can never re-install data a concurrent write replaced.
+Freshness: the invalidation listener pings Redis; the pong to a ping sent at time s proves that
+every invalidation published before s has been applied (pub/sub keeps order). The cache answers
+only until ``grace`` seconds after the newest such s. A write is therefore never served stale
+for longer than ``grace`` after it committed, whether the channel was lost, went silent, or this
+process's event loop stalled: silence alone runs the clock out.
+
+Settled versions: per store, ``applied`` is the version through which every invalidation has
+been applied. Invalidation messages raise it; so does a pong to a ping sent after a read at
+version r completed (every write up to r was published before that ping). An entry read at r
+answers only once ``applied >= r``: all cached entries then equal the store's state at
+``applied``, so a cache hit is a state that existed, and ``min_entity_version`` is judged by
+``applied`` alone. Own writes drop their entries at once but do not raise ``applied``: another
+replica's earlier write may still be in flight.
+
+A fill read at r is dropped if an invalidation newer than r has already been seen, or if the
+store was reset since the read began.
+
+"Known missing" uids live apart from entities, so a flood of unknown uids named by callers
+cannot evict real entities: new ones in a probation LRU, those asked for again (policy
+literals, actions) in a protected one that single-use floods cannot reach.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
+from typing import Any, TypeVar
 
 from verdict.cedar_json import entity_references
+from verdict.errors import EntityDataError
 from verdict.model import EntityUid
 from verdict.store.base import EntitySlice, StoredEntity
 from verdict.store.graph import collect_slice
 
+Key = tuple[str, EntityUid]
+V = TypeVar("V")
+MAX_PENDING = 10_000  # reads awaiting a covering pong; older ones settle by messages only
+
 
 class _NotCached(Exception):
-    """Raised inside a cache walk when a reachable uid has no entry."""
+    """Raised inside a cache walk when a reachable uid has no settled entry."""
 
 
 class EntityCache:
     """LRU over (store id, uid); see the module docstring for when it may answer."""
 
     def __init__(
-        self, max_entries: int, grace_seconds: float, clock: Callable[[], float] = time.monotonic
+        self,
+        max_entries: int,
+        grace_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_missing: int = 10_000,
+        max_slice: int = 100_000,
     ) -> None:
         self.max_entries = max_entries
+        self.max_missing = max_missing
+        self.max_slice = max_slice
         self.grace = grace_seconds
         self._clock = clock
-        # None marks a uid the store is known not to hold.
-        self._entries: OrderedDict[tuple[str, EntityUid], StoredEntity | None] = OrderedDict()
-        self._trusted_until = -math.inf
-        self._versions: dict[str, int] = {}
+        self._entries: OrderedDict[Key, tuple[StoredEntity, int]] = OrderedDict()
+        # Known-missing uids -> version read at: on probation, and asked for again.
+        self._missing: OrderedDict[Key, int] = OrderedDict()
+        self._missing_hot: OrderedDict[Key, int] = OrderedDict()
+        self._fresh_as_of = -math.inf
+        self._applied: dict[str, int] = {}
         self._invalidated: dict[str, int] = {}
-        # Bumped on every resubscription; a read begun in an older epoch is never installed.
+        self._pending: list[tuple[str, int, float]] = []
+        # A read begun under another (epoch, generation) is never installed.
         self._epoch = 0
+        self._generations: dict[str, int] = {}
+        # Set when a fill needs a pong to settle; the listener then pings at once.
+        self.settle_wanted = asyncio.Event()
 
     def usable(self) -> bool:
         """Whether entries may answer decisions now (never when the cache is disabled)."""
-        return self.max_entries > 0 and self._clock() < self._trusted_until
+        return self.max_entries > 0 and self._clock() < self._fresh_as_of + self.grace
 
     def version(self, store_id: str) -> int:
-        """The newest entity version this process has seen for a store."""
-        return self._versions.get(store_id, 0)
+        """The version through which this process has applied every invalidation of a store."""
+        return self._applied.get(store_id, 0)
 
     def lookup(self, store_id: str, roots: Collection[EntityUid]) -> EntitySlice | None:
-        """The slice from cache alone, or None when any reachable uid is not cached."""
+        """The slice from settled entries alone, or None when any reachable uid has none.
+
+        Raises EntityDataError when the slice exceeds ``max_slice``, as a read from Redis would.
+        """
         if not self.usable():
             return None
-        entries = self._entries
+        applied = self.version(store_id)
+        entries, hot = self._entries, self._missing_hot
 
         def cached(uid: EntityUid) -> StoredEntity | None:
             key = (store_id, uid)
-            try:
-                entry = entries[key]
-            except KeyError:
-                raise _NotCached from None
-            entries.move_to_end(key)
-            return entry
+            if key in entries:
+                entity, read_at = entries[key]
+                if read_at > applied:
+                    raise _NotCached
+                entries.move_to_end(key)
+                return entity
+            if key not in hot and key in self._missing:
+                _put(hot, key, self._missing.pop(key), self._hot_limit)
+            if key in hot and hot[key] <= applied:
+                hot.move_to_end(key)
+                return None
+            raise _NotCached
 
         try:
-            found = collect_slice(roots, cached)
+            found = collect_slice(roots, cached, self.max_slice)
         except _NotCached:
             return None
-        return EntitySlice(found.entities, self.version(store_id), found.missing)
+        except OverflowError:
+            raise EntityDataError("entity slice exceeds the configured maximum") from None
+        return EntitySlice(found.entities, applied, found.missing)
 
-    def begin_read(self) -> int:
-        """A token to pass to ``fill`` for a read that starts now."""
-        return self._epoch
+    def begin_read(self, store_id: str) -> tuple[int, int]:
+        """A token to pass to ``fill`` for a read of ``store_id`` that starts now."""
+        return self._epoch, self._generations.get(store_id, 0)
 
-    def fill(self, store_id: str, entity_slice: EntitySlice, token: int) -> None:
+    def fill(self, store_id: str, entity_slice: EntitySlice, token: tuple[int, int]) -> None:
         """Install a slice read from the store at ``entity_slice.version``, if still current."""
-        self._note_version(store_id, entity_slice.version)
-        stale = entity_slice.version < self._invalidated.get(store_id, 0)
-        if stale or token != self._epoch or not self.usable():
+        read_at = entity_slice.version
+        if (
+            token != self.begin_read(store_id)
+            or not self.usable()
+            or read_at < self._invalidated.get(store_id, 0)
+        ):
             return
         for uid, entity in entity_slice.entities.items():
-            self._put((store_id, uid), StoredEntity(uid, entity, entity_references(entity)))
+            key = (store_id, uid)
+            self._missing.pop(key, None)
+            stored = StoredEntity(uid, entity, entity_references(entity))
+            _put(self._entries, key, (stored, read_at), self.max_entries)
         for uid in entity_slice.missing:
-            self._put((store_id, uid), None)
+            key = (store_id, uid)
+            self._entries.pop(key, None)
+            if key in self._missing_hot:
+                self._missing_hot[key] = read_at
+            else:
+                _put(self._missing, key, read_at, self.max_missing - self._hot_limit)
+        if read_at > self.version(store_id):
+            if len(self._pending) >= MAX_PENDING:
+                del self._pending[0]
+            self._pending.append((store_id, read_at, self._clock()))
+            self.settle_wanted.set()
 
     def invalidate(self, store_id: str, version: int, uids: Collection[EntityUid]) -> None:
-        """Drop entries a write at ``version`` changed."""
-        self._note_version(store_id, version)
+        """Apply another write's invalidation (in order): drop its uids, settle up to it."""
+        self.wrote(store_id, version, uids)
+        self._applied[store_id] = max(version, self.version(store_id))
+
+    def wrote(self, store_id: str, version: int, uids: Collection[EntityUid]) -> None:
+        """This process wrote ``uids`` at ``version``: drop them and refuse older fills."""
         self._invalidated[store_id] = max(version, self._invalidated.get(store_id, 0))
         for uid in uids:
-            self._entries.pop((store_id, uid), None)
+            for lru in self._lrus:
+                lru.pop((store_id, uid), None)
 
-    def subscribed(self) -> None:
-        """The listener is (re)subscribed: start afresh, trusted until told otherwise."""
-        self._entries.clear()
+    def reset(self, store_id: str, version: int) -> None:
+        """The whole store was replaced at ``version`` (a load, a first write after data loss)."""
+        self.forget(store_id)
+        self._applied[store_id] = self._invalidated[store_id] = version
+
+    def forget(self, store_id: str) -> None:
+        """Drop everything of one store, including reads still in flight."""
+        self._generations[store_id] = self._generations.get(store_id, 0) + 1
+        for lru in self._lrus:
+            for key in [k for k in lru if k[0] == store_id]:
+                del lru[key]
+        self._pending = [p for p in self._pending if p[0] != store_id]
+        self._applied.pop(store_id, None)
+        self._invalidated.pop(store_id, None)
+
+    def forget_all(self) -> None:
+        """Drop everything, including reads in flight (messages may have been missed)."""
+        for lru in self._lrus:
+            lru.clear()
+        self._pending.clear()
         self._epoch += 1
         # A restarted Redis may count versions from zero again; start the comparison afresh.
         self._invalidated.clear()
-        self._versions.clear()
-        self._trusted_until = math.inf
+        self._applied.clear()
+
+    def subscribed(self, sent_at: float | None = None) -> None:
+        """The listener (re)subscribed with a request sent at ``sent_at``: start afresh."""
+        self.forget_all()
+        self._fresh_as_of = self._clock() if sent_at is None else sent_at
+
+    def heard(self, sent_at: float) -> None:
+        """A pong answered a ping sent at ``sent_at``: everything published before is applied."""
+        self._fresh_as_of = max(self._fresh_as_of, sent_at)
+        still: list[tuple[str, int, float]] = []
+        for store_id, read_at, done_at in self._pending:
+            if done_at <= sent_at:
+                self._applied[store_id] = max(read_at, self.version(store_id))
+            else:
+                still.append((store_id, read_at, done_at))
+        self._pending = still
 
     def unsubscribed(self) -> None:
-        """The listener lost its subscription: keep serving for at most the grace period."""
-        if self._trusted_until == math.inf:
-            self._trusted_until = self._clock() + self.grace
+        """The listener lost its subscription: no pong can settle reads any more."""
+        self._pending.clear()
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return sum(len(lru) for lru in self._lrus)
 
-    def _put(self, key: tuple[str, EntityUid], entry: StoredEntity | None) -> None:
-        self._entries[key] = entry
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+    @property
+    def _lrus(self) -> tuple[OrderedDict[Key, Any], ...]:
+        return self._entries, self._missing, self._missing_hot
 
-    def _note_version(self, store_id: str, version: int) -> None:
-        if version > self._versions.get(store_id, 0):
-            self._versions[store_id] = version
+    @property
+    def _hot_limit(self) -> int:
+        """A quarter of ``max_missing`` is protected; the rest is probation."""
+        return self.max_missing // 4
+
+
+def _put(lru: OrderedDict[Key, V], key: Key, value: V, limit: int) -> None:
+    lru[key] = value
+    lru.move_to_end(key)
+    while len(lru) > limit:
+        lru.popitem(last=False)

@@ -9,6 +9,7 @@ from verdict import cedar
 from verdict.cedar import SchemaHandle
 from verdict.cedar_json import check_entity_shape, entity_references, loads_strict
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
+from verdict.files import FileReadError, read_text
 from verdict.model import EntityUid
 from verdict.store.base import StoredEntity
 
@@ -31,7 +32,7 @@ def build_entities(
         entities[uid] = StoredEntity(uid, item, entity_references(item))
     problem = cedar.entity_problem(document, schema)
     if problem is not None:
-        raise RequestError(where, problem)
+        raise RequestError(where, problem.text)
     return entities
 
 
@@ -41,7 +42,7 @@ def read_entities_file(
     """Entities of ``path`` keyed by uid; PolicyLoadError names the file on any problem."""
     name = shown or str(path)
     try:
-        document = loads_strict(path.read_text(encoding="utf-8"), "entities", max_depth=64)
+        document = loads_strict(read_text(path), "entities", max_depth=64)
         return build_entities(document, schema)
-    except (RequestError, UnicodeDecodeError, OSError) as exc:
+    except (RequestError, FileReadError) as exc:
         raise PolicyLoadError([Diagnostic(name, 1, f"invalid entities: {exc}")]) from None

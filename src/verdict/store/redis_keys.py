@@ -1,11 +1,18 @@
-"""Redis key layout: every key of one policy store shares a hash tag, so one slot holds them all.
+"""Redis key layout: one deployment's names, every key of a store sharing one hash tag.
 
-    verdict:{<store>}:entities   hash  uid-key -> {"v": <version>, "e": <Cedar JSON entity>}
-    verdict:{<store>}:refs       hash  uid-key -> newline-joined uid-keys it references
-    verdict:{<store>}:version    string, INCR'd by every write
-    verdict:inval:<store>        pub/sub channel: "<version>\\n<uid-key>\\n..." after every write
+    <ns>:{<store>}:entities             hash  uid-key -> {"v": <version>, "e": <Cedar JSON entity>}
+    <ns>:{<store>}:refs                 hash  uid-key -> newline-joined uid-keys it references
+    <ns>:{<store>}:version              string, INCR'd by every write
+    <ns>:{<store>}:loaded               string, the load epoch; absent = never loaded
+    <ns>:{<store>}:staging:<token>:*    the two hashes of a bulk load in progress (expire)
+    <ns>:db<N>:inval:<store>            pub/sub channel: "<version>\\n<uid-key>\\n..." per write,
+                                        "<version>\\n*" when the whole store was replaced
 
-A uid-key is the compact JSON array ``["Type","id"]``: unambiguous for any id (quotes,
+``<ns>`` is the deployment namespace (``redis_namespace``, default ``verdict``). Keys live in one
+database already; channels are server-wide, so they also carry the database number: two
+deployments on ``/0`` and ``/1`` of one Redis never hear each other's writes.
+
+A uid-key is the compact JSON array ``["Type","id"]``: unambiguous for any id (empty, quotes,
 backslashes, newlines, ``::``) and never containing a raw newline, so refs can be newline-joined.
 """
 
@@ -18,8 +25,8 @@ from dataclasses import dataclass
 
 from verdict.model import EntityUid
 
-INVALIDATION_PATTERN = "verdict:inval:*"
-_STORE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+RESET = "*"  # invalidation line meaning "every entity of the store"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 @functools.lru_cache(maxsize=65_536)
@@ -29,15 +36,69 @@ def uid_key(uid: EntityUid) -> str:
 
 
 def key_uid(key: str) -> EntityUid:
-    """The uid a hash field names; ValueError if the field is not a uid-key."""
+    """The uid a hash field names; ValueError if the field is not a uid-key.
+
+    Cedar ids may be empty (``User::""``); types may not.
+    """
     value = json.loads(key)
     if (
         not isinstance(value, list)
         or len(value) != 2
-        or not all(isinstance(part, str) and part for part in value)
+        or not all(isinstance(part, str) for part in value)
+        or not value[0]
     ):
         raise ValueError("not a uid key")
     return EntityUid(value[0], value[1])
+
+
+def check_name(kind: str, name: str) -> str:
+    """``name`` if it is safe inside a key, a hash tag and a subscription pattern."""
+    if not _NAME.match(name):
+        raise ValueError(f"{kind} {name!r} cannot be used in Redis key names")
+    return name
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """The names of one deployment: its namespace and the database it uses."""
+
+    namespace: str = "verdict"
+    db: int = 0
+
+    def __post_init__(self) -> None:
+        check_name("redis namespace", self.namespace)
+
+    @property
+    def channel_prefix(self) -> str:
+        """Every invalidation channel of this deployment starts with this."""
+        return f"{self.namespace}:db{self.db}:inval:"
+
+    @property
+    def pattern(self) -> str:
+        """The pattern the invalidation listener subscribes to."""
+        return self.channel_prefix + "*"
+
+    def store_of_channel(self, channel: str) -> str | None:
+        """The store id an invalidation channel belongs to (None if not one of ours)."""
+        if not channel.startswith(self.channel_prefix):
+            return None
+        return channel[len(self.channel_prefix) :]
+
+    def store(self, store_id: str) -> StoreKeys:
+        """The keys of ``store_id``; store ids are folder names, checked to keep the tag intact."""
+        check_name("store id", store_id)
+        prefix = f"{self.namespace}:{{{store_id}}}:"
+        return StoreKeys(
+            prefix + "entities",
+            prefix + "refs",
+            prefix + "version",
+            prefix + "loaded",
+            self.channel_prefix + store_id,
+            prefix,
+        )
+
+
+DEFAULT_LAYOUT = KeyLayout()
 
 
 @dataclass(frozen=True)
@@ -47,24 +108,21 @@ class StoreKeys:
     entities: str
     refs: str
     version: str
+    marker: str
     channel: str
+    prefix: str
 
     @classmethod
-    def of(cls, store_id: str) -> StoreKeys:
-        """Keys for ``store_id``; store ids are folder names, checked to keep the tag intact."""
-        if not _STORE_ID.match(store_id):
-            raise ValueError(f"store id {store_id!r} cannot be used as a Redis hash tag")
-        prefix = f"verdict:{{{store_id}}}:"
-        return cls(
-            prefix + "entities", prefix + "refs", prefix + "version", f"verdict:inval:{store_id}"
-        )
+    def of(cls, store_id: str, layout: KeyLayout = DEFAULT_LAYOUT) -> StoreKeys:
+        """Keys for ``store_id`` in ``layout``."""
+        return layout.store(store_id)
 
     @property
     def all(self) -> list[str]:
-        """The keys a script touches, in KEYS order."""
-        return [self.entities, self.refs, self.version]
+        """The keys the slice and write scripts touch, in KEYS order."""
+        return [self.entities, self.refs, self.version, self.marker]
 
-
-def store_of_channel(channel: str) -> str:
-    """The store id an invalidation channel belongs to."""
-    return channel.removeprefix("verdict:inval:")
+    def staging(self, token: str) -> tuple[str, str]:
+        """The (entities, refs) hashes a bulk load named ``token`` fills before its switch."""
+        check_name("load token", token)
+        return (f"{self.prefix}staging:{token}:entities", f"{self.prefix}staging:{token}:refs")

@@ -1,11 +1,20 @@
-"""Server-side Lua: a whole entity slice in one round trip, and atomic versioned writes."""
+"""Server-side Lua: a whole entity slice in one round trip, atomic writes, and bulk switches.
 
-# KEYS: entities, refs, version. ARGV[1]: max entities; ARGV[2..]: root uid-keys.
-# Walks refs breadth first (any depth) and returns {version, found keys, values, missing keys}.
+Errors a script raises on purpose start with ``VERDICT_``; the store maps them to domain errors.
+A store's marker (``loaded``) holds its load epoch: ``TIME`` when the store was first written
+or last replaced. A store without one was never loaded (or lost its data) and cannot answer.
+"""
+
+# KEYS: entities, refs, version, marker. ARGV[1]: max entities; ARGV[2]: '1' if the store must
+# be loaded; ARGV[3..]: root uid-keys. Walks refs breadth first (any depth) and returns
+# {version, found keys, values, missing keys}; every uid returned is in both hashes or in none.
 SLICE = r"""
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then
+  return redis.error_reply('VERDICT_NOT_LOADED')
+end
 local max = tonumber(ARGV[1])
 local seen, frontier, found, missing = {}, {}, {}, {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local k = ARGV[i]
   if not seen[k] then seen[k] = true; frontier[#frontier + 1] = k end
 end
@@ -36,21 +45,35 @@ while #frontier > 0 do
   end
   frontier = nextf
 end
-local values = {}
-if #found > 0 then values = hmget(KEYS[1], found) end
+local stray = hmget(KEYS[1], missing)
+for i = 1, #stray do
+  if stray[i] then return redis.error_reply('VERDICT_CORRUPT entity_without_refs') end
+end
+local values = hmget(KEYS[1], found)
+for i = 1, #found do
+  if not values[i] then return redis.error_reply('VERDICT_CORRUPT refs_without_entity') end
+end
 local version = redis.call('GET', KEYS[3]) or '0'
 return {version, found, values, missing}
 """
 
-# KEYS: entities, refs, version. ARGV[1]: channel; then (uid-key, entity JSON, refs) triples.
+# KEYS: entities, refs, version, marker. ARGV[1]: channel; then (uid-key, entity JSON, refs)
+# triples. The first write to a store without a marker starts an epoch and tells every replica
+# to forget the store (whatever they cached came from data that is gone).
 PUT = r"""
 local v = redis.call('INCR', KEYS[3])
+local fresh = redis.call('EXISTS', KEYS[4]) == 0
+if fresh then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[4], t[1] .. '.' .. t[2])
+end
 local keys = {}
 for i = 2, #ARGV, 3 do
   redis.call('HSET', KEYS[1], ARGV[i], '{"v":' .. v .. ',"e":' .. ARGV[i + 1] .. '}')
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
   keys[#keys + 1] = ARGV[i]
 end
+if fresh then keys = {'*'} end
 redis.call('PUBLISH', ARGV[1], v .. '\n' .. table.concat(keys, '\n'))
 return v
 """
@@ -69,9 +92,43 @@ redis.call('PUBLISH', ARGV[1], v .. '\n' .. table.concat(keys, '\n'))
 return {v, deleted}
 """
 
-# KEYS: entities, version. ARGV: uid-keys. Returns {version, values}.
+# KEYS: entities, version, marker. ARGV: uid-keys. Returns {version, values}.
 GET = r"""
+if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('VERDICT_NOT_LOADED') end
 local values = {}
 if #ARGV > 0 then values = redis.call('HMGET', KEYS[1], unpack(ARGV)) end
 return {redis.call('GET', KEYS[2]) or '0', values}
+"""
+
+# KEYS: entities, refs, version, marker, staged entities, staged refs. ARGV[1]: channel;
+# ARGV[2]: the number of entities staged. Replaces the store's data with the staged hashes in
+# one step (readers see all of the old data or all of the new), frees the old data in the
+# background, starts a new epoch and tells every replica to forget the store.
+SWITCH = r"""
+local n = tonumber(ARGV[2])
+if redis.call('HLEN', KEYS[5]) ~= n or redis.call('HLEN', KEYS[6]) ~= n then
+  return redis.error_reply('VERDICT_STAGE_INCOMPLETE')
+end
+redis.call('UNLINK', KEYS[1], KEYS[2])
+if n > 0 then
+  redis.call('RENAME', KEYS[5], KEYS[1])
+  redis.call('RENAME', KEYS[6], KEYS[2])
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+end
+local t = redis.call('TIME')
+redis.call('SET', KEYS[4], t[1] .. '.' .. t[2])
+local v = redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', ARGV[1], v .. '\n*')
+return v
+"""
+
+# KEYS: version, marker. ARGV[1]: channel. Marks a store loaded as it is (if it was not).
+MARK = r"""
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local t = redis.call('TIME')
+redis.call('SET', KEYS[2], t[1] .. '.' .. t[2])
+local v = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], v .. '\n*')
+return v
 """

@@ -2,33 +2,56 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
-from verdict.cedar_json import parse_context_json, parse_entities_json
+from verdict.cedar_json import (
+    entity_references,
+    entity_uid,
+    parse_context_json,
+    parse_entities_json,
+    referenced_uids,
+)
 from verdict.errors import RequestError
-from verdict.model import AuthorizationRequest, AuthorizationResult, Decision, EntityUid
+from verdict.model import (
+    TYPE_NAME_PROBLEM,
+    AuthorizationRequest,
+    AuthorizationResult,
+    Decision,
+    EntityUid,
+    JsonObject,
+    is_type_name,
+)
 
 MAX_UID_PART_BYTES = 1024
+DEFAULT_MAX_REFERENCES = 1_000
 
 
 def uid_from_proto(message: pb.IsAuthorizedRequest, field: str) -> EntityUid:
-    """Read a required EntityUid field, naming ``field`` when it is missing or empty."""
+    """Read a required EntityUid field, naming ``field`` when it is missing or malformed."""
     if not message.HasField(field):  # type: ignore[arg-type]
         raise RequestError(field, "is required")
-    uid: pb.EntityUid = getattr(message, field)
+    return checked_uid(getattr(message, field), field)
+
+
+def checked_uid(uid: pb.EntityUid, field: str) -> EntityUid:
+    """A present uid: a Cedar type name and any id (the empty one too, as in Cedar)."""
     for part in ("type", "id"):
-        value: str = getattr(uid, part)
-        if not value:
-            raise RequestError(f"{field}.{part}", "must not be empty")
-        if len(value.encode()) > MAX_UID_PART_BYTES:
+        if len(getattr(uid, part).encode()) > MAX_UID_PART_BYTES:
             raise RequestError(f"{field}.{part}", f"exceeds {MAX_UID_PART_BYTES} bytes")
+    if not is_type_name(uid.type):
+        raise RequestError(f"{field}.type", TYPE_NAME_PROBLEM)
     return EntityUid(uid.type, uid.id)
 
 
 def request_from_proto(
-    message: pb.IsAuthorizedRequest, max_depth: int, deadline: float | None = None
+    message: pb.IsAuthorizedRequest,
+    max_depth: int,
+    deadline: float | None = None,
+    max_references: int = DEFAULT_MAX_REFERENCES,
 ) -> AuthorizationRequest:
     """Convert and check one request; raises RequestError naming the first bad field."""
-    return AuthorizationRequest(
+    request = AuthorizationRequest(
         principal=uid_from_proto(message, "principal"),
         action=uid_from_proto(message, "action"),
         resource=uid_from_proto(message, "resource"),
@@ -38,6 +61,28 @@ def request_from_proto(
         min_entity_version=message.min_entity_version,
         deadline=deadline,
     )
+    check_reference_count(request, max_references)
+    return request
+
+
+def check_reference_count(request: AuthorizationRequest, limit: int) -> None:
+    """Bound the uids a caller makes the store look up: each one costs a read (and a cache
+    entry), so thousands of invented references would flush the cache and stall the store."""
+    seen: set[EntityUid] = set()
+    for field, uids in (
+        ("context_json", referenced_uids(request.context)),
+        ("entities_json", _inline_uids(request.extra_entities)),
+    ):
+        for uid in uids:
+            seen.add(uid)
+            if len(seen) > limit:
+                raise RequestError(field, f"names more than {limit} distinct entities")
+
+
+def _inline_uids(entities: Sequence[JsonObject]) -> Iterator[EntityUid]:
+    for entity in entities:
+        yield entity_uid(entity)
+        yield from entity_references(entity)
 
 
 def response_to_proto(result: AuthorizationResult) -> pb.IsAuthorizedResponse:

@@ -12,11 +12,12 @@ from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.entity_writes import EntityWrites
 from verdict.errors import RequestError
-from verdict.model import EntityUid
-from verdict.transport.convert import MAX_UID_PART_BYTES
+from verdict.model import EntityUid, JsonObject
+from verdict.transport.convert import checked_uid
 from verdict.transport.servicer import answer_or_abort
 
 MAX_UIDS = 1000
+DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
 Context = grpc.aio.ServicerContext[object, object]
 
 
@@ -25,23 +26,17 @@ def uids_from_proto(uids: Iterable[pb.EntityUid]) -> list[EntityUid]:
     items = list(uids)
     if len(items) > MAX_UIDS:
         raise RequestError("uids", f"more than {MAX_UIDS} uids in one call")
-    result = []
-    for index, uid in enumerate(items):
-        for part in ("type", "id"):
-            value: str = getattr(uid, part)
-            if not value or len(value.encode()) > MAX_UID_PART_BYTES:
-                raise RequestError(
-                    f"uids[{index}].{part}", f"must be 1 to {MAX_UID_PART_BYTES} bytes"
-                )
-        result.append(EntityUid(uid.type, uid.id))
-    return result
+    return [checked_uid(uid, f"uids[{index}]") for index, uid in enumerate(items)]
 
 
 class EntityServicer(epb_grpc.EntityServiceServicer):
     """gRPC face of EntityWrites."""
 
-    def __init__(self, writes: EntityWrites) -> None:
+    def __init__(
+        self, writes: EntityWrites, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    ) -> None:
         self._writes = writes
+        self._max_reply_bytes = max_reply_bytes
 
     async def PutEntities(
         self, request: epb.PutEntitiesRequest, context: Context
@@ -69,14 +64,34 @@ class EntityServicer(epb_grpc.EntityServiceServicer):
         self, request: epb.GetEntitiesRequest, context: Context
     ) -> epb.GetEntitiesResponse:
         async def work() -> epb.GetEntitiesResponse:
-            uids = uids_from_proto(request.uids)
+            # A uid named twice is read and sent once: repeats must not multiply the work.
+            uids = list(dict.fromkeys(uids_from_proto(request.uids)))
             found, version = await self._writes.get(request.policy_store_id, uids)
-            return epb.GetEntitiesResponse(
-                entities_json=json.dumps(
-                    [found[u] for u in uids if u in found], ensure_ascii=False
-                ),
+            reply = epb.GetEntitiesResponse(
+                entities_json=self._bounded_array([found[u] for u in uids if u in found]),
                 missing=[pb.EntityUid(type=u.type, id=u.id) for u in uids if u not in found],
                 version=version,
             )
+            if reply.ByteSize() > self._max_reply_bytes:
+                raise self._too_large()
+            return reply
 
         return await answer_or_abort(context, work, "GetEntities")
+
+    def _bounded_array(self, entities: list[JsonObject]) -> str:
+        """The JSON array of ``entities``, given up as soon as it passes the reply limit."""
+        parts, size = [], 2
+        for entity in entities:
+            part = json.dumps(entity, ensure_ascii=False)
+            size += len(part.encode()) + 1
+            if size > self._max_reply_bytes:
+                raise self._too_large()
+            parts.append(part)
+        return "[" + ",".join(parts) + "]"
+
+    def _too_large(self) -> RequestError:
+        return RequestError(
+            "uids",
+            f"the entities found exceed the reply limit of {self._max_reply_bytes} bytes; "
+            "ask for fewer per call",
+        )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import grpc
 import structlog
@@ -16,16 +18,53 @@ from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
-from verdict.transport.entity_servicer import EntityServicer
+from verdict.transport.convert import DEFAULT_MAX_REFERENCES
+from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.servicer import AuthorizationServicer
 
 log = structlog.get_logger(__name__)
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How many connections the server holds, and how long an unproductive one may stay open."""
+
+    max_connections: int = 1000
+    handshake_timeout_seconds: float = 10.0
+    idle_timeout_seconds: float = 300.0
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        """grpc core channel args; a connection over the limit is closed as soon as it is accepted.
+
+        The handshake timeout also covers the wait for the client's HTTP/2 preface and SETTINGS,
+        so a socket that sends a few bytes and stalls is closed (and its descriptor freed) then.
+        """
+        return [
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.server_handshake_timeout_ms", _ms(self.handshake_timeout_seconds)),
+            ("grpc.max_connection_idle_ms", _ms(self.idle_timeout_seconds)),
+        ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def store_health_name(store_id: str) -> str:
+    """The grpc.health.v1 service name that reports whether one policy store can answer."""
+    return f"store/{store_id}"
+
+
 class VerdictServer:
-    """A started gRPC server bound to a port, with its health service."""
+    """A started gRPC server bound to a port, with its health service.
+
+    Health names: "" and each gRPC service say whether the process can serve at all;
+    ``store/<store id>`` says whether that policy store's entities are available.
+    """
 
     def __init__(
         self,
@@ -38,19 +77,31 @@ class VerdictServer:
         self.port = port
         self.health = health_servicer
         self._health_names = ["", *services]
+        self._stores: dict[str, bool] = {}
+        self._stopping = False
 
-    async def mark_serving(self) -> None:
-        """Report SERVING: called only once policies and entities are loaded."""
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+    async def mark_serving(self, stores: Iterable[str] = ()) -> None:
+        """Report SERVING (and each store's entities available): policies and entities loaded."""
+        await self.set_health(True, dict.fromkeys(stores, True))
+
+    async def set_health(self, serving: bool, stores: Mapping[str, bool]) -> None:
+        """Report whether the process serves, and which stores' entities are available."""
+        if self._stopping:
+            return
+        for name in self._health_names:
+            await self.health.set(name, _SERVING if serving else _NOT_SERVING)
+        for store_id in self._stores.keys() - stores.keys():  # a store removed by a reload
+            await self.health.set(store_health_name(store_id), _NOT_SERVING)
+        self._stores = dict(stores)
+        for store_id, available in stores.items():
+            status = _SERVING if serving and available else _NOT_SERVING
+            await self.health.set(store_health_name(store_id), status)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting calls, let in-flight ones finish within ``grace`` seconds."""
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.set_health(False, dict.fromkeys(self._stores, False))
+        self._stopping = True
         await self.server.stop(grace)
-
-    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
-        for name in self._health_names:
-            await self.health.set(name, status)
 
 
 async def start_server(
@@ -60,6 +111,9 @@ async def start_server(
     max_message_bytes: int,
     max_context_depth: int,
     entity_writes: EntityWrites | None = None,
+    max_request_references: int = DEFAULT_MAX_REFERENCES,
+    max_get_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+    limits: ConnectionLimits | None = None,
 ) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
     server = grpc.aio.server(
@@ -67,14 +121,17 @@ async def start_server(
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
+            *(limits or ConnectionLimits()).grpc_options(),
         ]
     )
     pb_grpc.add_AuthorizationServiceServicer_to_server(
-        AuthorizationServicer(authorizer, max_context_depth), server
+        AuthorizationServicer(authorizer, max_context_depth, max_request_references), server
     )
     services = [SERVICE_NAME]
     if entity_writes is not None:
-        epb_grpc.add_EntityServiceServicer_to_server(EntityServicer(entity_writes), server)
+        epb_grpc.add_EntityServiceServicer_to_server(
+            EntityServicer(entity_writes, max_get_reply_bytes), server
+        )
         services.append(ENTITY_SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -90,7 +147,7 @@ async def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     verdict_server = VerdictServer(server, port, health_servicer, services)
-    await verdict_server._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+    await verdict_server.set_health(False, {})
     await server.start()
     return verdict_server
 

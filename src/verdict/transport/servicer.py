@@ -15,7 +15,11 @@ from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.engine.authorizer import Authorizer
 from verdict.errors import BatchTooLargeError, RequestError, VerdictError
 from verdict.model import AuthorizationRequest
-from verdict.transport.convert import request_from_proto, response_to_proto
+from verdict.transport.convert import (
+    DEFAULT_MAX_REFERENCES,
+    request_from_proto,
+    response_to_proto,
+)
 from verdict.transport.status import INTERNAL_MESSAGE, status_for
 
 log = structlog.get_logger(__name__)
@@ -51,9 +55,15 @@ def deadline_of(context: grpc.aio.ServicerContext[object, object]) -> float | No
 class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
     """gRPC face of the Authorizer; makes no decisions of its own."""
 
-    def __init__(self, authorizer: Authorizer, max_context_depth: int) -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        max_context_depth: int,
+        max_references: int = DEFAULT_MAX_REFERENCES,
+    ) -> None:
         self._authorizer = authorizer
         self._max_depth = max_context_depth
+        self._max_references = max_references
 
     async def IsAuthorized(
         self,
@@ -61,7 +71,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> pb.IsAuthorizedResponse:
         async def work() -> pb.IsAuthorizedResponse:
-            domain = request_from_proto(request, self._max_depth, deadline_of(context))
+            domain = self._convert_or_raise(request, deadline_of(context))
             return response_to_proto(await self._authorizer.authorize(domain))
 
         return await answer_or_abort(context, work, "IsAuthorized")
@@ -94,6 +104,11 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         self, item: pb.IsAuthorizedRequest, deadline: float | None
     ) -> AuthorizationRequest | VerdictError:
         try:
-            return request_from_proto(item, self._max_depth, deadline)
+            return self._convert_or_raise(item, deadline)
         except RequestError as exc:
             return exc
+
+    def _convert_or_raise(
+        self, item: pb.IsAuthorizedRequest, deadline: float | None
+    ) -> AuthorizationRequest:
+        return request_from_proto(item, self._max_depth, deadline, self._max_references)

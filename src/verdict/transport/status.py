@@ -31,8 +31,16 @@ def status_for(error: VerdictError) -> tuple[grpc.StatusCode, str]:
     """The status code and message sent to the caller for a domain error."""
     for error_type, code in STATUS_TABLE:
         if isinstance(error, error_type):
-            return code, _message(error)
+            return code, wire_text(_message(error))
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def wire_text(text: str) -> str:
+    """``text`` with what UTF-8 cannot carry (lone surrogates) escaped as ``\\udXXX``.
+
+    grpc cannot encode such a message: the abort fails and the caller never gets a status.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _message(error: VerdictError) -> str:

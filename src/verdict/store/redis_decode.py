@@ -1,0 +1,56 @@
+"""Turn the scripts' replies into domain values; unusable data fails the decision closed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+import structlog
+
+from verdict.cedar_json import check_entity_shape
+from verdict.errors import EntityDataError, RequestError
+from verdict.model import EntityUid, JsonObject
+from verdict.store.base import EntitySlice
+from verdict.store.redis_keys import key_uid
+from verdict.telemetry import metrics
+
+log = structlog.get_logger(__name__)
+
+
+def decode_slice(store_id: str, reply: list[Any]) -> EntitySlice:
+    """The SLICE script's {version, found keys, values, missing keys} as an EntitySlice."""
+    version, found_keys, values, missing_keys = reply
+    entities: dict[EntityUid, JsonObject] = {}
+    for key, value in zip(found_keys, values, strict=True):
+        uid = decode_key(store_id, key)
+        entities[uid] = decode_value(store_id, uid, value)
+    missing = frozenset(decode_key(store_id, key) for key in missing_keys)
+    return EntitySlice(entities, int(version), missing)
+
+
+def decode_key(store_id: str, key: str) -> EntityUid:
+    """The uid a hash field names."""
+    try:
+        return key_uid(key)
+    except ValueError:
+        return corrupt(store_id, "bad_key")
+
+
+def decode_value(store_id: str, uid: EntityUid, value: str) -> JsonObject:
+    """The Cedar JSON entity stored for ``uid``, checked to be one and to be ``uid``'s."""
+    try:
+        document = json.loads(value)
+        entity = document["e"]
+        if check_entity_shape(entity, "entity") != uid:
+            corrupt(store_id, "uid_mismatch")
+    except (ValueError, KeyError, TypeError, RequestError):
+        corrupt(store_id, "bad_value")
+    result: JsonObject = entity
+    return result
+
+
+def corrupt(store_id: str, reason: str) -> NoReturn:
+    """Count and log (without content) unusable data, and fail this decision closed."""
+    metrics.CORRUPT_ENTITIES.labels(reason=reason).inc()
+    log.error("entity_data_corrupt", store=store_id, reason=reason)
+    raise EntityDataError("stored entity data for this request is unreadable")
