@@ -48,4 +48,13 @@ class Settings(BaseSettings):
     cache_grace_seconds: float = Field(default=3.0, ge=0)
     invalidation_ping_seconds: float = Field(default=0.5, gt=0)
     health_interval_seconds: float = Field(default=1.0, gt=0)
-    max_slice_entities: int = Field(default=10_000, ge=1)
+    # Entity limits: docs/decisions.md "Entity limits", measured by benchmarks/bench_loop_stall.py.
+    max_slice_entities: int = Field(default=1_000, ge=1)
+    max_request_entities: int = Field(default=100, ge=0, description="entities_json items")
+    max_write_entities: int = Field(default=10_000, ge=1, description="PutEntities items")
+    max_entity_bytes: int = Field(default=64 * 1024, ge=256, description="JSON of one entity")
+    max_hierarchy_depth: int = Field(default=100, ge=1, description="longest parent chain")
+    max_entity_ancestors: int = Field(default=200, ge=1, description="ancestors of one entity")
+    max_hierarchy_pairs: int = Field(
+        default=20_000, ge=1, description="entity-ancestor pairs Cedar computes per request"
+    )

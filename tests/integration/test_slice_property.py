@@ -33,6 +33,13 @@ POLICIES = """
 @id("blocked") forbid(principal in Group::"g3", action, resource);
 @id("flagged") forbid(principal, action, resource) when { principal has flag && principal.flag };
 """
+# "skip" (exact Cedar semantics) needs a schema and strict validation.
+SCHEMA = """
+entity Group in [Group];
+entity User in [Group] = { manager?: User, flag?: Bool, trusted?: Bool };
+entity Doc = { owner?: User };
+action view appliesTo { principal: [User], resource: [Doc], context: { delegate?: User } };
+"""
 USERS = [f"u{i}" for i in range(6)]
 GROUPS = [f"g{i}" for i in range(5)]
 DOCS = [f"d{i}" for i in range(4)]
@@ -94,7 +101,8 @@ def test_slices_decide_like_the_whole_entity_set(tmp_path: Path, redis: RedisPro
     """For random graphs and requests, memory and Redis slices decide exactly as Cedar does
     with all entities (same decision, determining and erroring policies), and batches answer
     exactly as single requests."""
-    write_store(tmp_path, "s", {"p.cedar": POLICIES, "store.toml": 'on_evaluation_error = "skip"'})
+    files = {"p.cedar": POLICIES, "schema.cedarschema": SCHEMA}
+    write_store(tmp_path, "s", {**files, "store.toml": 'on_evaluation_error = "skip"'})
     memory = build_app(Settings(stores=tmp_path))
     on_redis = build_app(Settings(stores=tmp_path, redis_url=redis.url))
     redis_store = on_redis.entities
@@ -110,14 +118,15 @@ def test_slices_decide_like_the_whole_entity_set(tmp_path: Path, redis: RedisPro
     )
     @given(graph=graphs(), batch=st.lists(requests(), min_size=1, max_size=5))
     def check(graph: list[JsonObject], batch: list[AuthorizationRequest]) -> None:
-        entities = build_entities(graph, None)
+        entities = build_entities(graph, store.schema)
         in_memory = Authorizer(memory.policies, MemoryEntityStore({"s": entities}))
         redis.cli("FLUSHALL")
         loop.run_until_complete(redis_store.put("s", list(entities.values())))
         redis_store.cache.subscribed()  # no other writer: trust (and empty) the local cache
         for request in batch:
             whole = interpret(
-                cedar.is_authorized(cedar_request(request), store.policy_set, graph, None), store
+                cedar.is_authorized(cedar_request(request), store.policy_set, graph, store.schema),
+                store,
             )
             # Memory, Redis read through (miss), memory, Redis from the local cache (hit).
             for index, authorizer in enumerate((in_memory, on_redis.authorizer) * 2):

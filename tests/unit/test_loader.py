@@ -158,7 +158,8 @@ def test_json_schema_is_accepted(tmp_path: Path) -> None:
 
 def test_store_settings_are_read_and_checked(tmp_path: Path) -> None:
     """store.toml sets the error mode; unknown keys and bad values are located errors."""
-    good = write_store(tmp_path, "good", {"store.toml": 'on_evaluation_error = "skip"\n'})
+    skip = 'on_evaluation_error = "skip"\n'
+    good = write_store(tmp_path, "good", {"store.toml": skip, "schema.cedarschema": SCHEMA})
     assert load_store(good).settings.on_evaluation_error is ErrorMode.SKIP
     bad = write_store(
         tmp_path,
@@ -166,7 +167,8 @@ def test_store_settings_are_read_and_checked(tmp_path: Path) -> None:
         {"store.toml": 'on_evaluation_error = "allow"\ncolour = "red"\nvalidation = "strict"\n'},
     )
     assert diagnostics_of(bad) == [
-        "bad/store.toml:2: unknown setting 'colour'; known: ['on_evaluation_error', 'validation']",
+        "bad/store.toml:2: unknown setting 'colour'; known: "
+        "['on_evaluation_error', 'request_entity_types', 'validation']",
         'bad/store.toml:3: validation = "strict" needs a schema file',
         'bad/store.toml:1: on_evaluation_error must be "deny" | "skip"',
     ]
@@ -181,7 +183,7 @@ def test_version_is_a_content_hash(tmp_path: Path) -> None:
         write_store(tmp_path / "3", "s", {"p.cedar": "forbid(principal, action, resource);"})
     ).version
     with_settings = load_store(
-        write_store(tmp_path / "4", "s", {**files, "store.toml": 'on_evaluation_error = "skip"'})
+        write_store(tmp_path / "4", "s", {**files, "store.toml": 'on_evaluation_error = "deny"'})
     ).version
     assert first == again
     assert len({first, edited, with_settings}) == 3

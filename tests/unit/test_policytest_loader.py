@@ -48,7 +48,12 @@ TEAM_POLICY_IDS = ["owner-reads", "team-reads", "inactive-blocked", "night-block
 
 def team_store(stores: Path, name: str = "team", *, schema: bool = True) -> Path:
     """Write the small ``team`` store used by the policytest tests."""
-    files: dict[str, Any] = {"policies.cedar": TEAM_POLICIES, "entities.json": TEAM_ENTITIES}
+    files: dict[str, Any] = {
+        "policies.cedar": TEAM_POLICIES,
+        "entities.json": TEAM_ENTITIES,
+        # Suites send new documents as request entities.
+        "store.toml": 'request_entity_types = ["Doc"]\n',
+    }
     if schema:
         files["schema.cedarschema"] = TEAM_SCHEMA
     return write_store(stores, name, files)

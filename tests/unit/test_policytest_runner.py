@@ -88,7 +88,7 @@ def test_a_store_with_exact_cedar_semantics_lets_the_permit_win(tmp_path: Path) 
             "policies.cedar": TEAM_POLICIES,
             "entities.json": TEAM_ENTITIES,
             "schema.cedarschema": TEAM_SCHEMA,
-            "store.toml": 'on_evaluation_error = "skip"\n',
+            "store.toml": 'on_evaluation_error = "skip"\nrequest_entity_types = ["Doc"]\n',
         },
     )
     plan = load(tmp_path, write_suite(tmp_path, "s.yaml", FAIL_CLOSED))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
 
-from verdict.engine.evaluate import check_extra_entities, evaluate, evaluate_shared, slice_roots
+from verdict.engine.evaluate import evaluate, evaluate_shared, slice_roots
+from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
+from verdict.engine.request_entities import check_before_fetch, check_slice
+from verdict.engine.turns import give_turn
 from verdict.errors import BatchTooLargeError, EntityDataError, InternalError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
@@ -18,6 +22,7 @@ from verdict.telemetry import metrics
 
 DEFAULT_MAX_BATCH = 100
 MAX_SHARED_GROUP = 256  # requests per Cedar call in a batch
+WAVE_SECONDS = 0.01  # loop time a wave of batch items may take before others get a turn
 log = structlog.get_logger(__name__)
 Answer = AuthorizationResult | VerdictError
 
@@ -29,17 +34,24 @@ class _Prepared:
     request: AuthorizationRequest
     store: StoreSnapshot
     slice: EntitySlice
+    # A bound of the entity-ancestor pairs Cedar computes for this slice.
+    pairs: int = 0
 
 
 class Authorizer:
     """Answers authorization requests; knows neither gRPC nor the storage technology."""
 
     def __init__(
-        self, policies: PolicyHolder, entities: EntityReader, max_batch: int = DEFAULT_MAX_BATCH
+        self,
+        policies: PolicyHolder,
+        entities: EntityReader,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        limits: EntityLimits = DEFAULT_LIMITS,
     ) -> None:
         self._policies = policies
         self._entities = entities
         self.max_batch = max_batch
+        self._limits = limits
 
     async def authorize(self, request: AuthorizationRequest) -> AuthorizationResult:
         """One decision. Raises VerdictError for bad requests and store failures."""
@@ -54,40 +66,55 @@ class Authorizer:
         """Answer each item independently, in order; an item's error does not affect the rest.
 
         Items that already failed to convert are passed in as their error and returned as is.
-        Items of one store without request entities share one Cedar call over the union of
-        their slices: each slice is complete, so the union changes no decision, and Cedar
-        parses the entities once instead of once per item.
+        Items of one store read at the same entity version and without request entities share
+        one Cedar call over the union of their slices: each slice is complete and all are
+        copies of one state, so the union changes no decision, and Cedar parses the entities
+        once instead of once per item. Slices read at different versions are never merged:
+        their union could hold a state that never existed. Between Cedar calls the loop is
+        given back, so a batch costs other requests at most one call's time at once.
         """
         if len(requests) > self.max_batch:
             raise BatchTooLargeError(len(requests), self.max_batch)
-        snapshot = self._policies.current
-        prepared = await asyncio.gather(*(self._guarded_prepare(snapshot, r) for r in requests))
+        prepared = await self._prepare_all(self._policies.current, requests)
         answers: list[Answer | None] = [
             p if isinstance(p, VerdictError) else None for p in prepared
         ]
-        groups: dict[str, list[int]] = {}
-        for index, item in enumerate(prepared):
-            if isinstance(item, _Prepared):
-                if item.request.extra_entities:
-                    answers[index] = self._guarded(item)
-                else:
-                    groups.setdefault(item.store.store_id, []).append(index)
-        for indexes in groups.values():
-            for start in range(0, len(indexes), MAX_SHARED_GROUP):
-                chunk = indexes[start : start + MAX_SHARED_GROUP]
-                group = [p for i in chunk if isinstance(p := prepared[i], _Prepared)]
-                for index, answer in zip(chunk, self._evaluate_group(group), strict=True):
-                    answers[index] = answer
+        for number, chunk in enumerate(_shared_groups(prepared, self._limits)):
+            if number:
+                await give_turn()
+            group = [p for i in chunk if isinstance(p := prepared[i], _Prepared)]
+            for index, answer in zip(chunk, self._evaluate_group(group), strict=True):
+                answers[index] = answer
         return [a if a is not None else InternalError() for a in answers]
+
+    async def _prepare_all(
+        self, snapshot: PolicySnapshot, requests: Sequence[AuthorizationRequest | VerdictError]
+    ) -> list[_Prepared | VerdictError]:
+        """Prepare items concurrently in waves sized so one wave's work on the loop stays near
+        WAVE_SECONDS: reads overlap, but a batch of heavy items (an in-memory store reads
+        without suspending) never runs one after another in a single turn of the loop."""
+        prepared: list[_Prepared | VerdictError] = []
+        wave = 1
+        while len(prepared) < len(requests):
+            part = requests[len(prepared) : len(prepared) + wave]
+            started = time.perf_counter()
+            prepared += await asyncio.gather(*(self._guarded_prepare(snapshot, r) for r in part))
+            per_item = (time.perf_counter() - started) / len(part)
+            if len(prepared) < len(requests):
+                await give_turn()
+            wave = max(1, min(2 * wave, int(WAVE_SECONDS / max(per_item, 1e-6))))
+        return prepared
 
     async def _prepare(self, snapshot: PolicySnapshot, request: AuthorizationRequest) -> _Prepared:
         store = snapshot.resolve(request.store_id)
+        # Checks that need no stored data come first: a refused request reads nothing.
+        check_before_fetch(request, store, self._limits)
         options = ReadOptions(deadline=request.deadline, min_version=request.min_entity_version)
         entity_slice = await self._entities.fetch_slice(
             store.store_id, slice_roots(request, store), options
         )
-        check_extra_entities(request, store, entity_slice.entities)
-        return _Prepared(request, store, entity_slice)
+        pairs = check_slice(request, store, entity_slice.entities, self._limits)
+        return _Prepared(request, store, entity_slice, pairs)
 
     async def _guarded_prepare(
         self,
@@ -146,3 +173,45 @@ class Authorizer:
         except Exception as exc:  # one item's bug must not sink the whole batch
             log.error("batch_item_failed", error_type=type(exc).__name__)
             return InternalError()
+
+
+def _shared_groups(
+    prepared: Sequence[_Prepared | VerdictError], limits: EntityLimits
+) -> list[list[int]]:
+    """Indexes of items evaluated together: one store and entity version, no request entities
+    (such an item is alone), and a union no larger than one request's slice may be."""
+    groups: dict[object, list[int]] = {}
+    for index, item in enumerate(prepared):
+        if isinstance(item, _Prepared):
+            alone = bool(item.request.extra_entities)
+            key = index if alone else (item.store.store_id, item.slice.version)
+            groups.setdefault(key, []).append(index)
+    return [chunk for group in groups.values() for chunk in _bounded(group, prepared, limits)]
+
+
+def _bounded(
+    group: list[int], prepared: Sequence[_Prepared | VerdictError], limits: EntityLimits
+) -> Iterator[list[int]]:
+    """Split a group so that no chunk's union holds more than max_slice_entities entities or
+    (summing each slice's bound) max_pairs entity-ancestor pairs, or MAX_SHARED_GROUP items."""
+    chunk: list[int] = []
+    union: set[EntityUid] = set()
+    pairs = 0
+    for index in group:
+        item = prepared[index]
+        assert isinstance(item, _Prepared)
+        added = item.slice.entities.keys() - union
+        full = (
+            len(chunk) >= MAX_SHARED_GROUP
+            or len(union) + len(added) > limits.max_slice_entities
+            or pairs + item.pairs > limits.hierarchy.max_pairs
+        )
+        if chunk and full:
+            yield chunk
+            chunk, union, pairs = [], set(), 0
+            added = set(item.slice.entities)
+        chunk.append(index)
+        union |= added
+        pairs += item.pairs
+    if chunk:
+        yield chunk

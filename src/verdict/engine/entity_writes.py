@@ -1,45 +1,86 @@
-"""Validate entity writes against the store's schema and parent graph, then apply them."""
+"""Validate entity writes against limits, the parent graph and the store's schema, then apply.
+
+A 10,000-entity write must not stall decisions. The Python work (JSON, shape, size, graph and
+reference checks) runs in a worker thread. Cedar's schema check holds the GIL for a whole call,
+and from a worker thread it starved the event loop for 200+ ms at a time (measured in
+benchmarks/bench_loop_stall.py), so it runs on the loop instead, SCHEMA_CHUNK entities per call
+(~5 ms), giving other requests a turn between calls.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from verdict import cedar
 from verdict.cedar import SchemaHandle
-from verdict.cedar_json import entity_references, entity_uid, parse_entities_json, parse_uid
-from verdict.errors import RequestError
+from verdict.cedar_json import entity_references, entity_uid, parse_entities_json
+from verdict.engine.hierarchy import HierarchyProblem, check_graph, parents_of
+from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
+from verdict.engine.turns import give_turn
+from verdict.errors import EntityDataError, RequestError
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
 from verdict.store.base import EntityStore, ReadOptions, StoredEntity
 
-MAX_WRITE_ENTITIES = 10_000
+SCHEMA_CHUNK = 200  # entities per Cedar call: ~5 ms with the GIL held
+ANCESTOR_READ = 100  # parents per read of their stored closure
+# The first write to a never-loaded store loads it; its ancestors are just absent.
 _ANCESTORS = ReadOptions(require_loaded=False)
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A parsed write: entities in call order, their uids and parents."""
+
+    entities: tuple[JsonObject, ...]
+    index: Mapping[EntityUid, int]
+    parents: Mapping[EntityUid, list[EntityUid]]
+
+    def outside_parents(self) -> set[EntityUid]:
+        """Parents this write does not itself define: their ancestors are stored ones."""
+        return {p for ps in self.parents.values() for p in ps} - self.index.keys()
 
 
 class EntityWrites:
     """The write path of EntityService: checks every entity, writes all or nothing."""
 
-    def __init__(self, policies: PolicyHolder, store: EntityStore) -> None:
+    def __init__(
+        self, policies: PolicyHolder, store: EntityStore, limits: EntityLimits = DEFAULT_LIMITS
+    ) -> None:
         self._policies = policies
         self._store = store
+        self._limits = limits
 
     async def put(self, store_id: str, entities_json: str) -> tuple[int, int]:
         """Validate and upsert a Cedar JSON entity array; return (version, count)."""
         store = self._policies.current.resolve(store_id)
-        entities = parse_entities_json(entities_json, max_depth=64)
-        if not entities:
-            raise RequestError("entities_json", "must contain at least one entity")
-        if len(entities) > MAX_WRITE_ENTITIES:
-            raise RequestError("entities_json", f"holds more than {MAX_WRITE_ENTITIES} entities")
-        uids = _unique_uids(entities)
-        _check_schema(entities, uids, store.schema)
-        await self._check_acyclic(store.store_id, dict(zip(uids, entities, strict=True)))
-        stored = [
-            StoredEntity(uid, entity, entity_references(entity))
-            for uid, entity in zip(uids, entities, strict=True)
-        ]
+        batch = await asyncio.to_thread(_parse_batch, entities_json, self._limits)
+        ancestors = await self._stored_ancestors(store.store_id, list(batch.outside_parents()))
+        stored = await asyncio.to_thread(_validate, batch, ancestors, self._limits)
+        await _check_schema(batch.entities, [e.uid for e in stored], store.schema)
         version = await self._store.put(store.store_id, stored)
         return version, len(stored)
+
+    async def _stored_ancestors(
+        self, store_id: str, parents: list[EntityUid]
+    ) -> dict[EntityUid, JsonObject]:
+        """The stored closure of ``parents``, read in parts so that no read exceeds the slice
+        limit merely because a write names many parents; a part that does is split, and one
+        parent whose own closure is too large fails the write as it would fail decisions."""
+        found: dict[EntityUid, JsonObject] = {}
+        parts = [parents[i : i + ANCESTOR_READ] for i in range(0, len(parents), ANCESTOR_READ)]
+        while parts:
+            part = parts.pop()
+            try:
+                found.update((await self._store.fetch_slice(store_id, part, _ANCESTORS)).entities)
+            except EntityDataError:
+                if len(part) == 1:
+                    raise
+                parts += [part[: len(part) // 2], part[len(part) // 2 :]]
+        return found
 
     async def delete(self, store_id: str, uids: Sequence[EntityUid]) -> tuple[int, int]:
         """Delete entities by uid; return (version, number deleted)."""
@@ -55,60 +96,78 @@ class EntityWrites:
         store = self._policies.current.resolve(store_id)
         return await self._store.get(store.store_id, uids)
 
-    async def _check_acyclic(self, store_id: str, new: Mapping[EntityUid, JsonObject]) -> None:
-        """Reject a write whose parents, together with stored ancestors, form a cycle."""
-        parents = {uid: _parents(entity) for uid, entity in new.items()}
-        outside = {p for ps in parents.values() for p in ps} - set(new)
-        if outside:
-            # The first write to a never-loaded store loads it; its ancestors are just absent.
-            ancestors = await self._store.fetch_slice(store_id, outside, _ANCESTORS)
-            for uid, entity in ancestors.entities.items():
-                parents.setdefault(uid, _parents(entity))
-        for index, uid in enumerate(new):
-            if _reaches(parents, start=uid):
-                raise RequestError(
-                    f"entities_json[{index}]", f"{uid}: its parents form a cycle back to itself"
-                )
+
+def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:
+    """Parse and check what needs no stored data: count, shape, uids and size."""
+    entities = parse_entities_json(entities_json, max_depth=64)
+    if not entities:
+        raise RequestError("entities_json", "must contain at least one entity")
+    if len(entities) > limits.max_write_entities:
+        raise RequestError("entities_json", f"holds more than {limits.max_write_entities} entities")
+    index = _unique_uids(entities)
+    for position, entity in enumerate(entities):
+        # As stored (UTF-8); surrogatepass so that measuring never raises (input parsing
+        # decides whether such text is acceptable at all).
+        size = len(json.dumps(entity, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        if size > limits.max_entity_bytes:
+            raise RequestError(
+                f"entities_json[{position}]",
+                f"is larger than {limits.max_entity_bytes} bytes of JSON",
+            )
+    return _Batch(
+        entities, index, {uid: parents_of(e) for uid, e in zip(index, entities, strict=True)}
+    )
 
 
-def _check_schema(
+def _validate(
+    batch: _Batch, ancestors: Mapping[EntityUid, JsonObject], limits: EntityLimits
+) -> list[StoredEntity]:
+    """The hierarchy with its stored ancestors (before anything reaches Cedar), then the
+    stored form of each entity."""
+    graph = dict(batch.parents)
+    for uid, entity in ancestors.items():
+        graph.setdefault(uid, parents_of(entity))
+    try:
+        check_graph(graph, limits.hierarchy, judged=batch.index.keys(), count_pairs=False)
+    except HierarchyProblem as exc:
+        position = batch.index.get(exc.uid)
+        field = "entities_json" if position is None else f"entities_json[{position}]"
+        raise RequestError(field, f"{exc.uid}: {exc.problem}") from None
+    uids = list(batch.index)
+    return [
+        StoredEntity(uid, entity, entity_references(entity))
+        for uid, entity in zip(uids, batch.entities, strict=True)
+    ]
+
+
+async def _check_schema(
     entities: Sequence[JsonObject], uids: Sequence[EntityUid], schema: SchemaHandle | None
 ) -> None:
-    """All entities at once (the common, valid case); one by one only to name the culprit."""
-    if cedar.entity_problem(entities, schema) is None:
-        return
-    for index, entity in enumerate(entities):
-        problem = cedar.entity_problem([entity], schema)
-        if problem is not None:
-            raise RequestError(f"entities_json[{index}]", _describe(uids[index], problem))
-    raise RequestError("entities_json", "the entities do not conform to the schema together")
+    """A chunk at once (the common, valid case); one by one only to name the culprit.
+
+    Chunks check the same as the whole: duplicates and cycles, the only checks Cedar makes
+    across entities, were refused before.
+    """
+    for start in range(0, len(entities), SCHEMA_CHUNK):
+        if start:
+            await give_turn()
+        if cedar.entity_problem(entities[start : start + SCHEMA_CHUNK], schema) is None:
+            continue
+        for index in range(start, min(start + SCHEMA_CHUNK, len(entities))):
+            problem = cedar.entity_problem([entities[index]], schema)
+            if problem is not None:
+                raise RequestError(f"entities_json[{index}]", _describe(uids[index], problem))
+        raise RequestError("entities_json", "the entities do not conform to the schema together")
 
 
-def _unique_uids(entities: Sequence[JsonObject]) -> list[EntityUid]:
+def _unique_uids(entities: Sequence[JsonObject]) -> dict[EntityUid, int]:
     seen: dict[EntityUid, int] = {}
     for index, entity in enumerate(entities):
         uid = entity_uid(entity)
         if uid in seen:
             raise RequestError(f"entities_json[{index}]", f"repeats the uid of item {seen[uid]}")
         seen[uid] = index
-    return list(seen)
-
-
-def _parents(entity: JsonObject) -> list[EntityUid]:
-    return [u for p in entity.get("parents", []) if (u := parse_uid(p)) is not None]
-
-
-def _reaches(parents: Mapping[EntityUid, list[EntityUid]], start: EntityUid) -> bool:
-    """Whether ``start`` is its own ancestor."""
-    stack, seen = list(parents.get(start, [])), set()
-    while stack:
-        uid = stack.pop()
-        if uid == start:
-            return True
-        if uid not in seen:
-            seen.add(uid)
-            stack.extend(parents.get(uid, []))
-    return False
+    return seen
 
 
 def _describe(uid: EntityUid, problem: cedar.EntityProblem) -> str:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from verdict import cedar
-from verdict.cedar import CedarError
 from verdict.cedar_json import entity_uid, referenced_uids
+from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.outcome import interpret
-from verdict.errors import RequestError, VerdictError
+from verdict.engine.request_entities import check_before_fetch, check_slice
+from verdict.errors import VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
 from verdict.policy.snapshot import StoreSnapshot
 
@@ -24,22 +25,15 @@ def slice_roots(request: AuthorizationRequest, store: StoreSnapshot) -> set[Enti
 
 
 def check_extra_entities(
-    request: AuthorizationRequest, store: StoreSnapshot, stored: Iterable[EntityUid]
+    request: AuthorizationRequest,
+    store: StoreSnapshot,
+    stored: Mapping[EntityUid, JsonObject],
+    limits: EntityLimits = DEFAULT_LIMITS,
 ) -> None:
-    """Caller-supplied entities must fit the schema and must not shadow stored entities."""
-    if not request.extra_entities:
-        return
-    try:
-        cedar.check_entities(request.extra_entities, store.schema)
-    except CedarError:
-        raise RequestError("entities_json", "does not conform to the store's schema") from None
-    supplied = {entity_uid(e): i for i, e in enumerate(request.extra_entities)}
-    for uid in stored:
-        if uid in supplied:
-            raise RequestError(
-                f"entities_json[{supplied[uid]}]",
-                "names an entity that is already stored; it cannot be replaced per request",
-            )
+    """Every check of request entities and the slice's hierarchy (see request_entities), for
+    callers that hold the slice already; the Authorizer runs the two halves around its read."""
+    check_before_fetch(request, store, limits)
+    check_slice(request, store, stored, limits)
 
 
 def cedar_request(request: AuthorizationRequest) -> JsonObject:

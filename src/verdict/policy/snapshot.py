@@ -32,6 +32,8 @@ class StoreSettings:
 
     validation: ValidationMode
     on_evaluation_error: ErrorMode
+    # Entity types callers may send in entities_json (never actions); empty: none at all.
+    request_entity_types: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -11,7 +13,14 @@ from verdict.policy.snapshot import ErrorMode, StoreSettings, ValidationMode
 
 SETTINGS_FILE = "store.toml"
 E = TypeVar("E", ValidationMode, ErrorMode)
-_KNOWN = {"validation": ValidationMode, "on_evaluation_error": ErrorMode}
+_KNOWN = {"validation", "on_evaluation_error", "request_entity_types"}
+_Problem = Callable[[str, str], None]  # report(key, message) at the key's line
+_TYPE_NAME = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*(::[_a-zA-Z][_a-zA-Z0-9]*)*")
+
+
+def is_action_type(type_name: str) -> bool:
+    """Whether a type is an action type: Cedar names every action type ``[<ns>::]Action``."""
+    return type_name == "Action" or type_name.endswith("::Action")
 
 
 def read_store_settings(
@@ -19,60 +28,63 @@ def read_store_settings(
 ) -> StoreSettings:
     """Settings of the store at ``root``; problems are appended to ``diagnostics``."""
     path = root / SETTINGS_FILE
-    raw: dict[str, object] = {}
     name = f"{root.name}/{SETTINGS_FILE}"
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            line = getattr(exc, "lineno", 1) or 1
-            diagnostics.append(Diagnostic(name, line, f"invalid TOML: {exc}"))
-            raw = {}
-        for key in sorted(set(raw) - set(_KNOWN)):
-            diagnostics.append(
-                Diagnostic(
-                    name, _line_of(text, key), f"unknown setting {key!r}; known: {sorted(_KNOWN)}"
-                )
-            )
-    validation = _choice(
-        raw,
-        "validation",
-        ValidationMode,
-        ValidationMode.STRICT if has_schema else ValidationMode.OFF,
-        name,
-        path,
-        diagnostics,
-    )
-    if validation is ValidationMode.STRICT and not has_schema:
+    text = _read(path)
+    raw: dict[str, object] = {}
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", 1) or 1
+        diagnostics.append(Diagnostic(name, line, f"invalid TOML: {exc}"))
+    for key in sorted(set(raw) - _KNOWN):
         diagnostics.append(
             Diagnostic(
-                name,
-                _line_of(_read(path), "validation"),
-                'validation = "strict" needs a schema file',
+                name, _line_of(text, key), f"unknown setting {key!r}; known: {sorted(_KNOWN)}"
             )
         )
-    errors = _choice(raw, "on_evaluation_error", ErrorMode, ErrorMode.DENY, name, path, diagnostics)
-    return StoreSettings(validation=validation, on_evaluation_error=errors)
+
+    def problem(key: str, message: str) -> None:
+        diagnostics.append(Diagnostic(name, _line_of(text, key), message))
+
+    default = ValidationMode.STRICT if has_schema else ValidationMode.OFF
+    validation = _choice(raw, "validation", default, problem)
+    if validation is ValidationMode.STRICT and not has_schema:
+        problem("validation", 'validation = "strict" needs a schema file')
+    errors = _choice(raw, "on_evaluation_error", ErrorMode.DENY, problem)
+    if errors is ErrorMode.SKIP and not (has_schema and validation is ValidationMode.STRICT):
+        # Without a validated schema a caller can make a forbid error on purpose (a string
+        # where a number is compared) and "skip" would then drop the forbid: refuse the mix.
+        problem(
+            "on_evaluation_error",
+            'on_evaluation_error = "skip" needs a schema and validation = "strict"',
+        )
+    inline = _type_list(raw, "request_entity_types", problem)
+    return StoreSettings(validation, errors, inline)
 
 
-def _choice(
-    raw: dict[str, object],
-    key: str,
-    enum: type[E],
-    default: E,
-    name: str,
-    path: Path,
-    diagnostics: list[Diagnostic],
-) -> E:
+def _choice(raw: dict[str, object], key: str, default: E, problem: _Problem) -> E:
     if key not in raw:
         return default
+    enum = type(default)
     try:
         return enum(raw[key])
     except ValueError:
         allowed = " | ".join(f'"{m.value}"' for m in enum)
-        diagnostics.append(Diagnostic(name, _line_of(_read(path), key), f"{key} must be {allowed}"))
+        problem(key, f"{key} must be {allowed}")
         return default
+
+
+def _type_list(raw: dict[str, object], key: str, problem: _Problem) -> frozenset[str]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problem(key, f"{key} must be a list of entity type names")
+        return frozenset()
+    for type_name in value:
+        if not _TYPE_NAME.fullmatch(type_name):
+            problem(key, f"{key}: {type_name!r} is not a Cedar entity type name")
+        elif is_action_type(type_name):
+            problem(key, f"{key}: actions can never be sent per request ({type_name!r})")
+    return frozenset(v for v in value if _TYPE_NAME.fullmatch(v) and not is_action_type(v))
 
 
 def _read(path: Path) -> str:

@@ -4,23 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from verdict.errors import Diagnostic, PolicyLoadError, StaleReadError, StoreUnavailableError
+from verdict.errors import (
+    Diagnostic,
+    EntityDataError,
+    PolicyLoadError,
+    StaleReadError,
+    StoreUnavailableError,
+)
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.snapshot import PolicySnapshot
 from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions, StoredEntity
 from verdict.store.entity_file import read_entities_file
-from verdict.store.graph import collect_slice
+from verdict.store.graph import DEFAULT_MAX_SLICE, SliceTooLargeError, collect_slice
 
 
 class MemoryEntityStore:
     """Entities held in process memory, per policy store; reads never block or fail."""
 
-    def __init__(self, stores: Mapping[str, Mapping[EntityUid, StoredEntity]]) -> None:
+    def __init__(
+        self,
+        stores: Mapping[str, Mapping[EntityUid, StoredEntity]],
+        max_slice: int = DEFAULT_MAX_SLICE,
+    ) -> None:
         self._stores = {name: dict(entities) for name, entities in stores.items()}
         self._versions = dict.fromkeys(self._stores, 0)
+        self._max_slice = max_slice
 
     @classmethod
-    def from_snapshot(cls, snapshot: PolicySnapshot) -> MemoryEntityStore:
+    def from_snapshot(
+        cls, snapshot: PolicySnapshot, max_slice: int = DEFAULT_MAX_SLICE
+    ) -> MemoryEntityStore:
         """Load every store's ``entities.json`` (validated against its schema)."""
         stores: dict[str, Mapping[EntityUid, StoredEntity]] = {}
         diagnostics: list[Diagnostic] = []
@@ -36,7 +49,7 @@ class MemoryEntityStore:
                 diagnostics.extend(exc.diagnostics)
         if diagnostics:
             raise PolicyLoadError(diagnostics)
-        return cls(stores)
+        return cls(stores, max_slice)
 
     def _entities(self, store_id: str) -> dict[EntityUid, StoredEntity]:
         entities = self._stores.get(store_id)
@@ -52,7 +65,11 @@ class MemoryEntityStore:
         version = self._versions[store_id]
         if options.min_version > version:
             raise StaleReadError(options.min_version, version)
-        found = collect_slice(roots, entities.get)
+        try:
+            found = collect_slice(roots, entities.get, self._max_slice)
+        except SliceTooLargeError:
+            # The same refusal, in the same words, as the Redis store's.
+            raise EntityDataError("entity slice exceeds the configured maximum") from None
         return EntitySlice(found.entities, version, found.missing)
 
     async def put(self, store_id: str, entities: Sequence[StoredEntity]) -> int:
