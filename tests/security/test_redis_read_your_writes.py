@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
 from tests.cases import lending_cases
 from tests.conftest import POLICIES
 from tests.integration.redis_apps import redis_app
-from tests.redis_support import RedisProcess, SubscriberDelay, redis_fixture  # noqa: F401
+from tests.redis_support import RedisProcess, SubscriberDelay
 from verdict.app import App
 from verdict.model import AuthorizationRequest, Decision
 from verdict.store.redis_store import RedisEntityStore
@@ -39,16 +38,6 @@ async def cached_decision(app: App, request: AuthorizationRequest) -> Decision:
             return decision
         await asyncio.sleep(0.002)
     pytest.fail("the decision never came from the cache")
-
-
-@pytest.fixture
-async def delay(redis: RedisProcess) -> AsyncIterator[SubscriberDelay]:
-    """A proxy that can hold back what replica B's invalidation listener hears."""
-    proxy = SubscriberDelay(redis.port)
-    await proxy.start()
-    yield proxy
-    proxy.release()
-    await proxy.stop()
 
 
 async def test_a_read_does_not_vouch_for_invalidations_in_flight(

@@ -6,13 +6,11 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator
 
-import pytest
 from structlog.testing import capture_logs
 
 from tests.integration.redis_apps import UMA_SUSPENDED, UMA_VIEW, redis_app
-from tests.redis_support import RedisProcess, SubscriberDelay, redis_fixture  # noqa: F401
+from tests.redis_support import RedisProcess, SubscriberDelay
 from tests.security.test_redis_read_your_writes import cached_decision
 from verdict.cedar_json import entity_references
 from verdict.config import Settings
@@ -57,16 +55,6 @@ async def test_after_a_stall_the_first_decision_is_not_served_stale(redis: Redis
             assert first.decision is Decision.DENY
             assert await cached_decision(app, UMA_VIEW.request) is Decision.DENY
         assert "invalidation_lost" not in [entry["event"] for entry in logs]
-
-
-@pytest.fixture
-async def delay(redis: RedisProcess) -> AsyncIterator[SubscriberDelay]:
-    """A proxy that can silence what a replica's invalidation listener hears."""
-    proxy = SubscriberDelay(redis.port)
-    await proxy.start()
-    yield proxy
-    proxy.release()
-    await proxy.stop()
 
 
 async def test_a_silent_channel_serves_a_revocation_stale_at_most_the_grace(
