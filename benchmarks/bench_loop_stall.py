@@ -305,8 +305,12 @@ def hostile_requests(settings: Settings) -> dict[str, pb.IsAuthorizedRequest]:
         return build_request(principal, "Action::read", resource, store="hostile", **kw)
 
     return {
-        f"inline chain of {inline}": ask("G::x0", entities=chain(inline, "x")),
-        f"{inline} inline members under a stored chain of {depth - 1}": ask(
+        # Inline parents must be inline: the chain ends at an inline root.
+        f"inline chain of {inline}": ask(
+            "G::x0",
+            entities=[*chain(inline - 1, "x", top=f"x{inline - 1}"), entity("G", f"x{inline - 1}")],
+        ),
+        f"{inline} inline members under a stored chain of {depth - 1} (refused)": ask(
             "G::x0", entities=[entity("G", f"x{i}", parents=[("G", "c0")]) for i in range(inline)]
         ),
         f"closure at the limit: {members} members x {depth} deep": ask(

@@ -88,8 +88,8 @@ def _print_result(result: AuthorizationResult, policies: Mapping[str, PolicyInfo
     print(f"decision: {result.decision.value.upper()}")
     if result.denied_for_errors:
         print(
-            "determining policies: none (a permit matched, but evaluation errors force DENY "
-            "under on_evaluation_error = deny)"
+            "determining policies: none (a permit matched, but evaluation errors force DENY: "
+            "any error under on_evaluation_error = deny, an erroring forbid under skip)"
         )
     elif not result.determining_policies:
         default = "" if result.allowed else " (no policy applied: default deny)"

@@ -6,6 +6,7 @@
     ├── PolicyLoadError         a policy store cannot be loaded (file:line diagnostics)
     ├── StoreUnavailableError   the entity store cannot answer right now
     ├── StaleReadError          the requested minimum entity version is not available
+    ├── WriteConflictError      the store changed while a write was being checked
     ├── EntityDataError         stored entity data is corrupt or fails the schema
     └── InternalError           an unexpected failure, already logged; fixed message
 
@@ -69,6 +70,17 @@ class StaleReadError(VerdictError):
         self.wanted = wanted
         self.available = available
         super().__init__(f"min_entity_version: {wanted} is newer than the store's {available}")
+
+
+class WriteConflictError(VerdictError):
+    """The store's version moved past the one a write was checked at; ``current`` is the new
+    version (read again at least that fresh before retrying)."""
+
+    def __init__(
+        self, current: int, message: str = "the entity store changed during the write"
+    ) -> None:
+        self.current = current
+        super().__init__(message)
 
 
 class EntityDataError(VerdictError):

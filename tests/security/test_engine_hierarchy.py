@@ -84,29 +84,28 @@ async def test_an_inline_chain_deeper_than_the_limit_is_refused(tmp_path: Path) 
     """An inline parent chain longer than max_hierarchy_depth names the entity that breaks it."""
     write_store(tmp_path, "s", GROUP_STORE)
     app = app_for(tmp_path, max_hierarchy_depth=20)
-    error = await refused(app, ask("n0", *chain(21)))
+    # Inline parents must be inline too, so each chain ends at an inline root.
+    error = await refused(app, ask("n0", *chain(21, top="n21"), entity("G", "n21")))
     assert (error.field, error.problem) == (
         "entities_json[0]",
         "its parent chain is longer than 20",
     )
-    result = await app.authorizer.authorize(ask("n0", *chain(20)))
-    assert result.decision is Decision.ALLOW
+    result = await app.authorizer.authorize(ask("n0", *chain(20, top="n20"), entity("G", "n20")))
+    # Accepted and evaluated: an invented chain reaches no group a policy names.
+    assert (result.decision, result.errors) == (Decision.DENY, ())
 
 
-async def test_inline_entities_under_a_deep_stored_chain_are_bounded(tmp_path: Path) -> None:
-    """The depth of an inline entity counts the stored ancestors it points at."""
+async def test_inline_entities_cannot_hang_under_a_stored_chain(tmp_path: Path) -> None:
+    """An inline entity never takes a stored parent, so stored depth cannot add to inline depth."""
     write_store(
         tmp_path, "s", {**GROUP_STORE, "entities.json": [*chain(15, "s"), entity("Doc", "d")]}
     )
     app = app_for(tmp_path, max_hierarchy_depth=20)
     shallow = [entity("G", "x0", parents=[("G", "x1")]), entity("G", "x1", parents=[("G", "s0")])]
-    assert (await app.authorizer.authorize(ask("x0", *shallow))).decision is Decision.ALLOW
-    deep = chain(6, "x", top="s0")  # x0 sits 6 + 15 = 21 deep
-    error = await refused(app, ask("x0", *deep))
-    assert (error.field, error.problem) == (
-        "entities_json[0]",
-        "its parent chain is longer than 20",
-    )
+    error = await refused(app, ask("x0", *shallow))
+    assert error.field == "entities_json[1].parents[0]"
+    deep = chain(6, "x", top="s0")  # x0 would sit 6 + 15 = 21 deep
+    assert (await refused(app, ask("x0", *deep))).field == "entities_json[5].parents[0]"
 
 
 async def test_a_stored_slice_with_too_many_ancestor_pairs_fails_closed(tmp_path: Path) -> None:

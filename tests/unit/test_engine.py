@@ -91,16 +91,18 @@ async def test_erroring_forbid_denies_by_default(tmp_path: Path) -> None:
     ]
 
 
-async def test_erroring_forbid_is_skipped_under_skip(tmp_path: Path) -> None:
-    """With on_evaluation_error = "skip" the answer is Cedar's own (ALLOW), errors still listed."""
+async def test_erroring_forbid_still_denies_under_skip(tmp_path: Path) -> None:
+    """Under on_evaluation_error = "skip" an erroring forbid still makes an ALLOW a DENY."""
     schema = "entity User = { flagged: Bool }; entity Doc;\n"
     schema += "action view appliesTo { principal: [User], resource: [Doc] };\n"
     files = {**FORBID_ERRORS, "schema.cedarschema": schema, "entities.json": []}
-    # "skip" needs a schema; the forbid errors because the principal is not stored.
+    # "skip" needs a schema; the forbid errors because the principal is not stored. Cedar
+    # alone would skip it and ALLOW; skip drops erroring permits only.
     write_store(tmp_path, "s", {**files, "store.toml": 'on_evaluation_error = "skip"'})
     result = await authorizer_for(tmp_path).authorize(request("User::ghost", "view", "Doc::d"))
-    assert result.decision is Decision.ALLOW
-    assert result.determining_policies == ("allow-all",)
+    assert result.decision is Decision.DENY
+    assert result.denied_for_errors
+    assert result.determining_policies == ()
     assert [e.policy_id for e in result.errors] == ["block-flagged"]
 
 

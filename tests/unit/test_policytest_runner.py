@@ -79,8 +79,8 @@ def test_a_permit_that_matches_while_a_forbid_errors_is_denied(tmp_path: Path) -
     assert [e.policy_id for e in outcome.errors] == ["inactive-blocked"]
 
 
-def test_a_store_with_exact_cedar_semantics_lets_the_permit_win(tmp_path: Path) -> None:
-    """With on_evaluation_error = skip the same case is an ALLOW, and the suite says so."""
+def test_a_skip_store_still_denies_for_an_erroring_forbid(tmp_path: Path) -> None:
+    """With on_evaluation_error = skip an erroring forbid still denies: the suite passes."""
     write_store(
         tmp_path,
         "team",
@@ -93,10 +93,10 @@ def test_a_store_with_exact_cedar_semantics_lets_the_permit_win(tmp_path: Path) 
     )
     plan = load(tmp_path, write_suite(tmp_path, "s.yaml", FAIL_CLOSED))
     (result,) = run_plan(plan, plan.cases).results
-    assert not result.passed
-    assert result.outcome.decision == "allow"
-    assert result.outcome.determining == ("owner-reads",)
-    assert result.judgement.implicated == ("owner-reads",)
+    assert result.passed
+    assert result.outcome.decision == "deny"
+    assert result.outcome.denied_for_errors
+    assert [e.policy_id for e in result.outcome.errors] == ["inactive-blocked"]
 
 
 def test_outcomes_keep_case_order_across_groups(tmp_path: Path) -> None:

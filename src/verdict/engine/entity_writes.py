@@ -5,12 +5,15 @@ reference checks) runs in a worker thread. Cedar's schema check holds the GIL fo
 and from a worker thread it starved the event loop for 200+ ms at a time (measured in
 benchmarks/bench_loop_stall.py), so it runs on the loop instead, SCHEMA_CHUNK entities per call
 (~5 ms), giving other requests a turn between calls.
+
+Concurrent writes are checked one after another per store (see EntityWrites).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,15 +23,15 @@ from verdict.cedar_json import entity_references, entity_uid, parse_entities_jso
 from verdict.engine.hierarchy import HierarchyProblem, check_graph, parents_of
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.turns import give_turn
-from verdict.errors import EntityDataError, RequestError
+from verdict.errors import EntityDataError, RequestError, WriteConflictError
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
 from verdict.store.base import EntityStore, ReadOptions, StoredEntity
+from verdict.telemetry import metrics
 
 SCHEMA_CHUNK = 200  # entities per Cedar call: ~5 ms with the GIL held
 ANCESTOR_READ = 100  # parents per read of their stored closure
-# The first write to a never-loaded store loads it; its ancestors are just absent.
-_ANCESTORS = ReadOptions(require_loaded=False)
+WRITE_ATTEMPTS = 5  # checks against a store that other replicas keep changing, then ABORTED
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,30 @@ class _Batch:
         return {p for ps in self.parents.values() for p in ps} - self.index.keys()
 
 
+@dataclass(frozen=True)
+class _Ancestors:
+    """The stored closure of a write's outside parents and the versions it was read at."""
+
+    found: Mapping[EntityUid, JsonObject]
+    versions: frozenset[int]
+
+    @property
+    def version(self) -> int | None:
+        """The version to write at: None when nothing was read (a write that names no stored
+        parent cannot close a cycle through stored data); the oldest if parts disagree, which
+        can only conflict."""
+        return min(self.versions) if self.versions else None
+
+
 class EntityWrites:
-    """The write path of EntityService: checks every entity, writes all or nothing."""
+    """The write path of EntityService: checks every entity, writes all or nothing.
+
+    A write is checked against the stored ancestors of its parents, so two writes checked at
+    once could each pass and together store a cycle (``a -> b`` and ``b -> a``). Within this
+    process a lock per store serialises check and write; across replicas the write is applied
+    only if the store's version is still the one its ancestors were read at, else they are read
+    again and the hierarchy re-checked, up to WRITE_ATTEMPTS times.
+    """
 
     def __init__(
         self, policies: PolicyHolder, store: EntityStore, limits: EntityLimits = DEFAULT_LIMITS
@@ -53,34 +78,67 @@ class EntityWrites:
         self._policies = policies
         self._store = store
         self._limits = limits
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def put(self, store_id: str, entities_json: str) -> tuple[int, int]:
         """Validate and upsert a Cedar JSON entity array; return (version, count)."""
         store = self._policies.current.resolve(store_id)
         batch = await asyncio.to_thread(_parse_batch, entities_json, self._limits)
-        ancestors = await self._stored_ancestors(store.store_id, list(batch.outside_parents()))
-        stored = await asyncio.to_thread(_validate, batch, ancestors, self._limits)
-        await _check_schema(batch.entities, [e.uid for e in stored], store.schema)
-        version = await self._store.put(store.store_id, stored)
-        return version, len(stored)
+        async with self._locks[store.store_id]:
+            return await self._put_checked(store.store_id, store.schema, batch)
+
+    async def _put_checked(
+        self, store_id: str, schema: SchemaHandle | None, batch: _Batch
+    ) -> tuple[int, int]:
+        parents = list(batch.outside_parents())
+        stored: list[StoredEntity] | None = None
+        fresher = 0  # the version a retry must read at least
+        for _ in range(WRITE_ATTEMPTS):
+            ancestors = await self._stored_ancestors(store_id, parents, fresher)
+            if len(ancestors.versions) > 1:  # parts read at different versions: read again
+                fresher = max(ancestors.versions)
+                continue
+            await asyncio.to_thread(_check_hierarchy, batch, ancestors.found, self._limits)
+            if stored is None:  # the schema check needs no stored data: once is enough
+                stored = _stored_form(batch)
+                await _check_schema(batch.entities, [e.uid for e in stored], schema)
+            try:
+                version = await self._store.put(store_id, stored, ancestors.version)
+            except WriteConflictError as conflict:
+                metrics.WRITE_CONFLICTS.inc()
+                fresher = conflict.current
+                continue
+            return version, len(stored)
+        raise WriteConflictError(
+            fresher,
+            f"the entity store changed during each of {WRITE_ATTEMPTS} attempts to check this "
+            "write against it (concurrent writes); retry",
+        )
 
     async def _stored_ancestors(
-        self, store_id: str, parents: list[EntityUid]
-    ) -> dict[EntityUid, JsonObject]:
+        self, store_id: str, parents: list[EntityUid], min_version: int
+    ) -> _Ancestors:
         """The stored closure of ``parents``, read in parts so that no read exceeds the slice
         limit merely because a write names many parents; a part that does is split, and one
-        parent whose own closure is too large fails the write as it would fail decisions."""
+        parent whose own closure is too large fails the write as it would fail decisions.
+        Every part must be read at the same version for the closure to be one state."""
         found: dict[EntityUid, JsonObject] = {}
+        versions: set[int] = set()
+        # The first write to a never-loaded store loads it; its ancestors are just absent.
+        options = ReadOptions(min_version=min_version, require_loaded=False)
         parts = [parents[i : i + ANCESTOR_READ] for i in range(0, len(parents), ANCESTOR_READ)]
         while parts:
             part = parts.pop()
             try:
-                found.update((await self._store.fetch_slice(store_id, part, _ANCESTORS)).entities)
+                read = await self._store.fetch_slice(store_id, part, options)
             except EntityDataError:
                 if len(part) == 1:
                     raise
                 parts += [part[: len(part) // 2], part[len(part) // 2 :]]
-        return found
+                continue
+            found.update(read.entities)
+            versions.add(read.version)
+        return _Ancestors(found, frozenset(versions))
 
     async def delete(self, store_id: str, uids: Sequence[EntityUid]) -> tuple[int, int]:
         """Delete entities by uid; return (version, number deleted)."""
@@ -119,11 +177,10 @@ def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:
     )
 
 
-def _validate(
+def _check_hierarchy(
     batch: _Batch, ancestors: Mapping[EntityUid, JsonObject], limits: EntityLimits
-) -> list[StoredEntity]:
-    """The hierarchy with its stored ancestors (before anything reaches Cedar), then the
-    stored form of each entity."""
+) -> None:
+    """The hierarchy with its stored ancestors, before anything reaches Cedar."""
     graph = dict(batch.parents)
     for uid, entity in ancestors.items():
         graph.setdefault(uid, parents_of(entity))
@@ -133,10 +190,13 @@ def _validate(
         position = batch.index.get(exc.uid)
         field = "entities_json" if position is None else f"entities_json[{position}]"
         raise RequestError(field, f"{exc.uid}: {exc.problem}") from None
-    uids = list(batch.index)
+
+
+def _stored_form(batch: _Batch) -> list[StoredEntity]:
+    """Each entity as the store keeps it, with the uids it references."""
     return [
         StoredEntity(uid, entity, entity_references(entity))
-        for uid, entity in zip(uids, batch.entities, strict=True)
+        for uid, entity in zip(batch.index, batch.entities, strict=True)
     ]
 
 

@@ -11,16 +11,14 @@ from verdict.policy.snapshot import ErrorMode, StoreSnapshot
 def interpret(
     raw: RawDecision, store: StoreSnapshot, entity_version: int = 0
 ) -> AuthorizationResult:
-    """Map Cedar's answer to ours. NoDecision raises; errors under ``deny`` make a DENY."""
+    """Map Cedar's answer to ours. NoDecision raises; an ALLOW that came with errors is a DENY
+    under ``deny``, and under ``skip`` when an erroring policy is a forbid."""
     if raw.no_decision is not None:
         raise _no_decision_error(raw.no_decision)
     found = [_evaluation_error(e) for e in raw.errors]
     errors = tuple(sorted(found, key=lambda e: store.position(e.policy_id)))
     allowed = raw.decision == "Allow"
-    denied_for_errors = (
-        allowed and bool(errors) and (store.settings.on_evaluation_error is ErrorMode.DENY)
-    )
-    if denied_for_errors:
+    if allowed and _errors_deny(errors, store):
         # The permits that matched did not decide anything: the errors did.
         return AuthorizationResult(
             Decision.DENY,
@@ -39,6 +37,20 @@ def interpret(
         store_id=store.store_id,
         entity_version=entity_version,
     )
+
+
+def _errors_deny(errors: tuple[EvaluationError, ...], store: StoreSnapshot) -> bool:
+    """Whether these errors overturn an ALLOW. ``skip`` drops erroring permits only: a caller
+    who can make a forbid error on purpose (a context reference to an entity that does not
+    exist) must not dodge it. An id this store does not know counts as a forbid."""
+    if store.settings.on_evaluation_error is ErrorMode.DENY:
+        return bool(errors)
+    return any(_effect(store, e.policy_id) != "permit" for e in errors)
+
+
+def _effect(store: StoreSnapshot, policy_id: str) -> str:
+    info = store.policies.get(policy_id)
+    return info.effect if info is not None else "forbid"
 
 
 def _evaluation_error(fault: EvaluationFault) -> EvaluationError:

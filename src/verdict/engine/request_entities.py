@@ -1,15 +1,17 @@
 """Request (inline) entities: what a caller may assert for one decision, checked before Cedar.
 
 Stored data is authoritative. A caller may describe only entities of the types its store lists
-in ``request_entity_types``, never an action, never an entity the store holds, and never one a
-stored entity of the slice points at (a stored user's missing group would otherwise be the
-caller's to define). Their number and hierarchy are bounded too (docs/decisions.md, "Request
-entities" and "Entity limits").
+in ``request_entity_types``, never an action, never an entity the store holds or a policy names,
+and never one a stored entity of the slice points at (a stored user's missing group would
+otherwise be the caller's to define). Their parents are other inline entities of the same
+request only: membership in anything else is privilege the caller cannot grant itself. Their
+number and hierarchy are bounded too (docs/decisions.md, "Request entities" and "Entity
+limits").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from verdict import cedar
 from verdict.cedar import CedarError
@@ -21,6 +23,7 @@ from verdict.engine.hierarchy import (
     graph_of,
     needs_check,
     one_level,
+    parents_of,
 )
 from verdict.engine.limits import EntityLimits
 from verdict.errors import EntityDataError, RequestError
@@ -34,8 +37,8 @@ FIELD = "entities_json"
 def check_before_fetch(
     request: AuthorizationRequest, store: StoreSnapshot, limits: EntityLimits
 ) -> None:
-    """Count, types and the inline hierarchy: everything that needs no stored data (the
-    transport has bounded the uids a request names, ``max_request_references``)."""
+    """Count, types, parents and the inline hierarchy: everything that needs no stored data
+    (the transport has bounded the uids a request names, ``max_request_references``)."""
     entities = request.extra_entities
     if len(entities) > limits.max_request_entities:
         raise RequestError(
@@ -43,20 +46,43 @@ def check_before_fetch(
         )
     if not entities:
         return
-    allowed = store.settings.request_entity_types
     for index, entity in enumerate(entities):
-        type_name = entity_uid(entity).type
-        if is_action_type(type_name):
-            raise RequestError(
-                f"{FIELD}[{index}]", "is an action; actions are never accepted per request"
-            )
-        if type_name not in allowed:
-            raise RequestError(
-                f"{FIELD}[{index}]",
-                "has an entity type this store does not accept per request "
-                "(request_entity_types in store.toml)",
-            )
+        _check_type(entity_uid(entity), store, f"{FIELD}[{index}]")
+    _check_parents_inline(entities)
     _check_hierarchy(request, graph_of(entities), limits)
+
+
+def _check_type(uid: EntityUid, store: StoreSnapshot, field: str) -> None:
+    if is_action_type(uid.type):
+        raise RequestError(field, "is an action; actions are never accepted per request")
+    if uid.type not in store.settings.request_entity_types:
+        raise RequestError(
+            field,
+            "has an entity type this store does not accept per request "
+            "(request_entity_types in store.toml)",
+        )
+    if uid in store.literal_uids:
+        # A uid a policy names (``principal in Team::"eng"``) is the store's to define, even
+        # when nothing is stored under it: describing it would grant what the policy tests.
+        raise RequestError(
+            field, "names an entity the store's policies name; only the store may define it"
+        )
+
+
+def _check_parents_inline(entities: Sequence[JsonObject]) -> None:
+    """Every parent is another entity of this request. A parent that is stored, named by a
+    policy or absent from the store would make the caller a member of a group it does not
+    own (an inline Doc under ``Role::"admin"``); chains through inline entities are covered,
+    since each link's parent must itself be inline."""
+    inline = {entity_uid(e) for e in entities}
+    for index, entity in enumerate(entities):
+        for position, parent in enumerate(parents_of(entity)):
+            if parent not in inline:
+                raise RequestError(
+                    f"{FIELD}[{index}].parents[{position}]",
+                    "must be another entity of this request; "
+                    "a request entity cannot join a stored or unknown group",
+                )
 
 
 def check_slice(

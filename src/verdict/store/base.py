@@ -62,8 +62,18 @@ class EntityReader(Protocol):
 class EntityWriter(Protocol):
     """Writes entities; every call is atomic and returns the store's new version."""
 
-    async def put(self, store_id: str, entities: Sequence[StoredEntity]) -> int:
-        """Upsert ``entities`` (already validated) and return the new version."""
+    async def put(
+        self,
+        store_id: str,
+        entities: Sequence[StoredEntity],
+        expected_version: int | None = None,
+    ) -> int:
+        """Upsert ``entities`` (already validated) and return the new version.
+
+        With ``expected_version`` (the version the write was checked at), write only if the
+        store's version is still that, else raise WriteConflictError with the current version:
+        what the checks read may have changed (optimistic concurrency across replicas).
+        """
         ...
 
     async def delete(self, store_id: str, uids: Collection[EntityUid]) -> tuple[int, int]:

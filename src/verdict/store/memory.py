@@ -10,6 +10,7 @@ from verdict.errors import (
     PolicyLoadError,
     StaleReadError,
     StoreUnavailableError,
+    WriteConflictError,
 )
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.snapshot import PolicySnapshot
@@ -72,9 +73,21 @@ class MemoryEntityStore:
             raise EntityDataError("entity slice exceeds the configured maximum") from None
         return EntitySlice(found.entities, version, found.missing)
 
-    async def put(self, store_id: str, entities: Sequence[StoredEntity]) -> int:
-        """Upsert entities; one new version per call."""
+    async def put(
+        self,
+        store_id: str,
+        entities: Sequence[StoredEntity],
+        expected_version: int | None = None,
+    ) -> int:
+        """Upsert entities; one new version per call (none if the version moved on).
+
+        One process holds the data and EntityWrites serialises a store's writes, so a conflict
+        cannot happen through it; the check keeps the writer contract the same as Redis's.
+        """
         target = self._entities(store_id)
+        current = self._versions[store_id]
+        if expected_version is not None and expected_version != current:
+            raise WriteConflictError(current)
         target.update((e.uid, e) for e in entities)
         self._versions[store_id] += 1
         return self._versions[store_id]

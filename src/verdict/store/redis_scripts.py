@@ -57,10 +57,16 @@ local version = redis.call('GET', KEYS[3]) or '0'
 return {version, found, values, missing}
 """
 
-# KEYS: entities, refs, version, marker. ARGV[1]: channel; then (uid-key, entity JSON, refs)
-# triples. The first write to a store without a marker starts an epoch and tells every replica
-# to forget the store (whatever they cached came from data that is gone).
+# KEYS: entities, refs, version, marker. ARGV[1]: channel; ARGV[2]: the version the write was
+# checked at ('' for none); then (uid-key, entity JSON, refs) triples. If the store's version is
+# no longer the expected one, nothing is written: VERDICT_VERSION_MOVED <current version>. The
+# first write to a store without a marker starts an epoch and tells every replica to forget the
+# store (whatever they cached came from data that is gone).
 PUT = r"""
+if ARGV[2] ~= '' then
+  local current = redis.call('GET', KEYS[3]) or '0'
+  if current ~= ARGV[2] then return redis.error_reply('VERDICT_VERSION_MOVED ' .. current) end
+end
 local v = redis.call('INCR', KEYS[3])
 local fresh = redis.call('EXISTS', KEYS[4]) == 0
 if fresh then
@@ -68,7 +74,7 @@ if fresh then
   redis.call('SET', KEYS[4], t[1] .. '.' .. t[2])
 end
 local keys = {}
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   redis.call('HSET', KEYS[1], ARGV[i], '{"v":' .. v .. ',"e":' .. ARGV[i + 1] .. '}')
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
   keys[#keys + 1] = ARGV[i]

@@ -18,6 +18,7 @@ from verdict.errors import (
     EntityDataError,
     StaleReadError,
     StoreUnavailableError,
+    WriteConflictError,
 )
 from verdict.model import EntityUid, JsonObject
 from verdict.store import redis_scripts
@@ -42,6 +43,7 @@ _RETRYABLE = (
     TimeoutError,
 )
 _CORRUPT = re.compile(r"VERDICT_CORRUPT (\w+)")
+_MOVED = re.compile(r"VERDICT_VERSION_MOVED (\d+)")
 STAGING_TTL_MS = 3_600_000  # an abandoned bulk load's staging keys vanish after an hour
 
 
@@ -109,10 +111,19 @@ class RedisEntityStore:
         self.cache.fill(store_id, entity_slice, token)
         return entity_slice
 
-    async def put(self, store_id: str, entities: Sequence[StoredEntity]) -> int:
-        """Upsert atomically; returns the new version. Other replicas are told via pub/sub."""
+    async def put(
+        self,
+        store_id: str,
+        entities: Sequence[StoredEntity],
+        expected_version: int | None = None,
+    ) -> int:
+        """Upsert atomically; returns the new version. Other replicas are told via pub/sub.
+
+        With ``expected_version``, the script writes only if the store is still at it, else
+        WriteConflictError (another replica wrote since this write read its ancestors).
+        """
         keys = self._keys(store_id)
-        args = _put_args(keys, entities)
+        args = _put_args(keys, entities, expected_version)
         version = int(await self._call(lambda: self._put(keys=keys.all, args=args), store_id))
         self.cache.wrote(store_id, version, [e.uid for e in entities])
         return version
@@ -247,6 +258,9 @@ class RedisEntityStore:
             raise StoreUnavailableError(f"store {store_id} is not loaded") from None
         if "VERDICT_SLICE_TOO_LARGE" in text:
             raise EntityDataError("entity slice exceeds the configured maximum") from None
+        moved = _MOVED.search(text)
+        if moved:
+            raise WriteConflictError(int(moved[1])) from None
         reason = _CORRUPT.search(text)
         if reason:
             corrupt(store_id, reason[1])
@@ -255,9 +269,12 @@ class RedisEntityStore:
         raise redis.exceptions.ResponseError(text)
 
 
-def _put_args(keys: StoreKeys, entities: Sequence[StoredEntity]) -> list[str]:
-    """ARGV of the PUT script: the channel, then (uid-key, entity JSON, refs) per entity."""
-    args = [keys.channel]
+def _put_args(
+    keys: StoreKeys, entities: Sequence[StoredEntity], expected_version: int | None
+) -> list[str]:
+    """ARGV of the PUT script: the channel, the expected version ('' for none), then
+    (uid-key, entity JSON, refs) per entity."""
+    args = [keys.channel, "" if expected_version is None else str(expected_version)]
     for entity in entities:
         args += [uid_key(entity.uid), _entity_json(entity), _refs(entity)]
     return args

@@ -18,3 +18,7 @@ CORRUPT_ENTITIES = Counter(
 INVALIDATIONS = Counter(
     "verdict_entity_invalidations_total", "Invalidation messages received from other replicas"
 )
+WRITE_CONFLICTS = Counter(
+    "verdict_entity_write_conflicts_total",
+    "Entity writes checked again because another replica changed the store meanwhile",
+)

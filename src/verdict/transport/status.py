@@ -12,6 +12,7 @@ from verdict.errors import (
     StaleReadError,
     StoreUnavailableError,
     VerdictError,
+    WriteConflictError,
 )
 
 INTERNAL_MESSAGE = "internal error"
@@ -21,6 +22,7 @@ STATUS_TABLE: tuple[tuple[type[VerdictError], grpc.StatusCode], ...] = (
     (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StaleReadError, grpc.StatusCode.FAILED_PRECONDITION),
+    (WriteConflictError, grpc.StatusCode.ABORTED),
     (EntityDataError, grpc.StatusCode.INTERNAL),
     (PolicyLoadError, grpc.StatusCode.FAILED_PRECONDITION),
     (InternalError, grpc.StatusCode.INTERNAL),
