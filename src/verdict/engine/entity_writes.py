@@ -23,12 +23,14 @@ from verdict.engine.turns import give_turn
 from verdict.errors import EntityDataError, RequestError
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
+from verdict.policy.snapshot import EntitiesSource, StoreSnapshot
 from verdict.store.base import EntityStore, ReadOptions, StoredEntity
 
 SCHEMA_CHUNK = 200  # entities per Cedar call: ~5 ms with the GIL held
 ANCESTOR_READ = 100  # parents per read of their stored closure
-# The first write to a never-loaded store loads it; its ancestors are just absent.
+# The first write to a never-loaded "writes" store loads it; its ancestors are just absent.
 _ANCESTORS = ReadOptions(require_loaded=False)
+_LOADED_ANCESTORS = ReadOptions(require_loaded=True)
 
 
 @dataclass(frozen=True)
@@ -58,24 +60,26 @@ class EntityWrites:
         """Validate and upsert a Cedar JSON entity array; return (version, count)."""
         store = self._policies.current.resolve(store_id)
         batch = await asyncio.to_thread(_parse_batch, entities_json, self._limits)
-        ancestors = await self._stored_ancestors(store.store_id, list(batch.outside_parents()))
+        ancestors = await self._stored_ancestors(store, list(batch.outside_parents()))
         stored = await asyncio.to_thread(_validate, batch, ancestors, self._limits)
         await _check_schema(batch.entities, [e.uid for e in stored], store.schema)
-        version = await self._store.put(store.store_id, stored)
+        version = await self._store.put(store.store_id, stored, require_loaded=_load_only(store))
         return version, len(stored)
 
     async def _stored_ancestors(
-        self, store_id: str, parents: list[EntityUid]
+        self, store: StoreSnapshot, parents: list[EntityUid]
     ) -> dict[EntityUid, JsonObject]:
         """The stored closure of ``parents``, read in parts so that no read exceeds the slice
         limit merely because a write names many parents; a part that does is split, and one
         parent whose own closure is too large fails the write as it would fail decisions."""
         found: dict[EntityUid, JsonObject] = {}
         parts = [parents[i : i + ANCESTOR_READ] for i in range(0, len(parents), ANCESTOR_READ)]
+        options = _LOADED_ANCESTORS if _load_only(store) else _ANCESTORS
         while parts:
             part = parts.pop()
             try:
-                found.update((await self._store.fetch_slice(store_id, part, _ANCESTORS)).entities)
+                read = await self._store.fetch_slice(store.store_id, part, options)
+                found.update(read.entities)
             except EntityDataError:
                 if len(part) == 1:
                     raise
@@ -87,7 +91,7 @@ class EntityWrites:
         store = self._policies.current.resolve(store_id)
         if not uids:
             raise RequestError("uids", "must name at least one entity")
-        return await self._store.delete(store.store_id, uids)
+        return await self._store.delete(store.store_id, uids, require_loaded=_load_only(store))
 
     async def get(
         self, store_id: str, uids: Sequence[EntityUid]
@@ -95,6 +99,11 @@ class EntityWrites:
         """Read entities by uid."""
         store = self._policies.current.resolve(store_id)
         return await self._store.get(store.store_id, uids)
+
+
+def _load_only(store: StoreSnapshot) -> bool:
+    """Whether only a load may declare the store's data complete: writes need it loaded."""
+    return store.settings.entities_source is EntitiesSource.LOAD
 
 
 def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:

@@ -26,6 +26,9 @@ class EntitySlice:
     # The store's entity version the slice was read at (0 for stores without versions).
     version: int = 0
     missing: frozenset[EntityUid] = field(default_factory=frozenset)
+    # The load epoch the slice was read in: the store's version when it was last replaced
+    # (0 for stores without epochs, or a store read while not loaded).
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,11 +65,19 @@ class EntityReader(Protocol):
 class EntityWriter(Protocol):
     """Writes entities; every call is atomic and returns the store's new version."""
 
-    async def put(self, store_id: str, entities: Sequence[StoredEntity]) -> int:
-        """Upsert ``entities`` (already validated) and return the new version."""
+    async def put(
+        self, store_id: str, entities: Sequence[StoredEntity], *, require_loaded: bool = False
+    ) -> int:
+        """Upsert ``entities`` (already validated) and return the new version.
+
+        ``require_loaded``: refuse (StoreNotLoadedError) a store that is not loaded, instead of
+        letting this first write declare it loaded.
+        """
         ...
 
-    async def delete(self, store_id: str, uids: Collection[EntityUid]) -> tuple[int, int]:
+    async def delete(
+        self, store_id: str, uids: Collection[EntityUid], *, require_loaded: bool = False
+    ) -> tuple[int, int]:
         """Delete ``uids``; return (new version, number deleted)."""
         ...
 

@@ -17,6 +17,10 @@ replica's earlier write may still be in flight.
 A fill read at r is dropped if an invalidation newer than r has already been seen, or if the
 store was reset since the read began.
 
+Epochs: a store replaced (a load, a first write after data loss) starts an epoch numbered by
+its first version. ``min_entity_version`` below the epoch named data that is gone: the cache
+never answers it (the store refuses it).
+
 "Known missing" uids live apart from entities, so a flood of unknown uids named by callers
 cannot evict real entities: new ones in a probation LRU, those asked for again (policy
 literals, actions) in a protected one that single-use floods cannot reach.
@@ -71,6 +75,7 @@ class EntityCache:
         self._applied: dict[str, int] = {}
         self._invalidated: dict[str, int] = {}
         self._pending: list[tuple[str, int, float]] = []
+        self._epochs: dict[str, int] = {}
         # A read begun under another (epoch, generation) is never installed.
         self._epoch = 0
         self._generations: dict[str, int] = {}
@@ -84,6 +89,23 @@ class EntityCache:
     def version(self, store_id: str) -> int:
         """The version through which this process has applied every invalidation of a store."""
         return self._applied.get(store_id, 0)
+
+    def epoch(self, store_id: str) -> int:
+        """The newest epoch of a store this process has seen (0: none yet)."""
+        return self._epochs.get(store_id, 0)
+
+    def satisfies(self, store_id: str, min_version: int) -> bool:
+        """Whether a read needing ``min_version`` may be answered here (if entries are there)."""
+        if min_version == 0:
+            return True
+        return self.epoch(store_id) <= min_version <= self.version(store_id)
+
+    def seen_epoch(self, store_id: str, epoch: int) -> None:
+        """The store was found loaded in ``epoch``; a newer one than known replaced its data."""
+        if epoch > self.epoch(store_id):
+            if store_id in self._epochs:
+                self.forget(store_id)
+            self._epochs[store_id] = epoch
 
     def lookup(self, store_id: str, roots: Collection[EntityUid]) -> EntitySlice | None:
         """The slice from settled entries alone, or None when any reachable uid has none.
@@ -116,7 +138,7 @@ class EntityCache:
             return None
         except OverflowError:
             raise EntityDataError("entity slice exceeds the configured maximum") from None
-        return EntitySlice(found.entities, applied, found.missing)
+        return EntitySlice(found.entities, applied, found.missing, self.epoch(store_id))
 
     def begin_read(self, store_id: str) -> tuple[int, int]:
         """A token to pass to ``fill`` for a read of ``store_id`` that starts now."""
@@ -125,6 +147,7 @@ class EntityCache:
     def fill(self, store_id: str, entity_slice: EntitySlice, token: tuple[int, int]) -> None:
         """Install a slice read from the store at ``entity_slice.version``, if still current."""
         read_at = entity_slice.version
+        self.seen_epoch(store_id, entity_slice.epoch)
         if (
             token != self.begin_read(store_id)
             or not self.usable()
@@ -165,6 +188,7 @@ class EntityCache:
         """The whole store was replaced at ``version`` (a load, a first write after data loss)."""
         self.forget(store_id)
         self._applied[store_id] = self._invalidated[store_id] = version
+        self._epochs[store_id] = max(version, self.epoch(store_id))
 
     def forget(self, store_id: str) -> None:
         """Drop everything of one store, including reads still in flight."""
@@ -175,6 +199,7 @@ class EntityCache:
         self._pending = [p for p in self._pending if p[0] != store_id]
         self._applied.pop(store_id, None)
         self._invalidated.pop(store_id, None)
+        self._epochs.pop(store_id, None)
 
     def forget_all(self) -> None:
         """Drop everything, including reads in flight (messages may have been missed)."""
@@ -185,6 +210,7 @@ class EntityCache:
         # A restarted Redis may count versions from zero again; start the comparison afresh.
         self._invalidated.clear()
         self._applied.clear()
+        self._epochs.clear()
 
     def subscribed(self, sent_at: float | None = None) -> None:
         """The listener (re)subscribed with a request sent at ``sent_at``: start afresh."""

@@ -72,14 +72,18 @@ class MemoryEntityStore:
             raise EntityDataError("entity slice exceeds the configured maximum") from None
         return EntitySlice(found.entities, version, found.missing)
 
-    async def put(self, store_id: str, entities: Sequence[StoredEntity]) -> int:
-        """Upsert entities; one new version per call."""
+    async def put(
+        self, store_id: str, entities: Sequence[StoredEntity], *, require_loaded: bool = False
+    ) -> int:
+        """Upsert entities; one new version per call (every store is loaded at start)."""
         target = self._entities(store_id)
         target.update((e.uid, e) for e in entities)
         self._versions[store_id] += 1
         return self._versions[store_id]
 
-    async def delete(self, store_id: str, uids: Collection[EntityUid]) -> tuple[int, int]:
+    async def delete(
+        self, store_id: str, uids: Collection[EntityUid], *, require_loaded: bool = False
+    ) -> tuple[int, int]:
         """Delete entities; one new version per call."""
         target = self._entities(store_id)
         deleted = sum(target.pop(uid, None) is not None for uid in set(uids))

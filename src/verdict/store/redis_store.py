@@ -16,7 +16,9 @@ from redis.typing import EncodableT, FieldT
 
 from verdict.errors import (
     EntityDataError,
+    ReplacedVersionError,
     StaleReadError,
+    StoreNotLoadedError,
     StoreUnavailableError,
 )
 from verdict.model import EntityUid, JsonObject
@@ -24,7 +26,7 @@ from verdict.store import redis_scripts
 from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions, StoredEntity
 from verdict.store.entity_cache import EntityCache
 from verdict.store.redis_decode import corrupt, decode_key, decode_slice, decode_value
-from verdict.store.redis_keys import DEFAULT_LAYOUT, KeyLayout, StoreKeys, uid_key
+from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
 from verdict.telemetry import metrics
 
 # Bound once: labels() costs a lock and a dict lookup on the decision hot path.
@@ -70,12 +72,21 @@ class RedisEntityStore:
         self._get = client.register_script(redis_scripts.GET)
         self._switch = client.register_script(redis_scripts.SWITCH)
         self._mark = client.register_script(redis_scripts.MARK)
+        self._state = client.register_script(redis_scripts.STATE)
         self._unloaded: set[str] = set()  # stores last found without their marker
         self.round_trips = 0  # Redis calls made (cache misses and writes), for tests and benches
 
     async def prepare(self) -> None:
         """Load the scripts now, so the first decision costs one round trip, not three."""
-        scripts = (self._slice, self._put, self._delete, self._get, self._switch, self._mark)
+        scripts = (
+            self._slice,
+            self._put,
+            self._delete,
+            self._get,
+            self._switch,
+            self._mark,
+            self._state,
+        )
         for script in scripts:
             await self._call(partial(self._client.script_load, script.script), "", None)
 
@@ -84,10 +95,12 @@ class RedisEntityStore:
     ) -> EntitySlice:
         """From cache when every reachable uid is cached and settled, else one script call.
 
-        Raises StoreUnavailableError for a store that was never loaded (or lost its data), unless
-        ``options.require_loaded`` is false (a write checking stored ancestors).
+        Raises StoreNotLoadedError for a store that was never loaded (or lost its data), unless
+        ``options.require_loaded`` is false (a write checking stored ancestors; what such a read
+        finds in a store that is not loaded is never cached). Raises ReplacedVersionError for a
+        ``min_version`` of an earlier epoch: the data it names was replaced.
         """
-        if options.min_version <= self.cache.version(store_id):
+        if self.cache.satisfies(store_id, options.min_version):
             cached = self.cache.lookup(store_id, roots)
             if cached is not None:
                 _CACHE_HIT.inc()
@@ -104,25 +117,35 @@ class RedisEntityStore:
             lambda: self._slice(keys=keys.all, args=args), store_id, options.deadline
         )
         entity_slice = decode_slice(store_id, reply)
+        if 0 < options.min_version < entity_slice.epoch:
+            raise ReplacedVersionError(options.min_version, entity_slice.epoch)
         if entity_slice.version < options.min_version:
             raise StaleReadError(options.min_version, entity_slice.version)
-        self.cache.fill(store_id, entity_slice, token)
+        if entity_slice.epoch:
+            self.cache.fill(store_id, entity_slice, token)
         return entity_slice
 
-    async def put(self, store_id: str, entities: Sequence[StoredEntity]) -> int:
-        """Upsert atomically; returns the new version. Other replicas are told via pub/sub."""
+    async def put(
+        self, store_id: str, entities: Sequence[StoredEntity], *, require_loaded: bool = False
+    ) -> int:
+        """Upsert atomically; returns the new version. Other replicas are told via pub/sub.
+
+        A store that is not loaded is refused with ``require_loaded``, else this write loads it.
+        """
         keys = self._keys(store_id)
-        args = _put_args(keys, entities)
+        args = _put_args(keys, entities, require_loaded)
         version = int(await self._call(lambda: self._put(keys=keys.all, args=args), store_id))
         self.cache.wrote(store_id, version, [e.uid for e in entities])
         return version
 
-    async def delete(self, store_id: str, uids: Collection[EntityUid]) -> tuple[int, int]:
+    async def delete(
+        self, store_id: str, uids: Collection[EntityUid], *, require_loaded: bool = False
+    ) -> tuple[int, int]:
         """Delete atomically; returns (new version, number deleted)."""
         keys = self._keys(store_id)
-        args = [keys.channel, *(uid_key(uid) for uid in uids)]
+        args = [keys.channel, _flag(require_loaded), *(uid_key(uid) for uid in uids)]
         version, deleted = await self._call(
-            lambda: self._delete(keys=keys.all[:3], args=args), store_id
+            lambda: self._delete(keys=keys.all, args=args), store_id
         )
         self.cache.wrote(store_id, int(version), uids)
         return int(version), int(deleted)
@@ -134,7 +157,7 @@ class RedisEntityStore:
         keys = self._keys(store_id)
         args = [uid_key(uid) for uid in uids]
         version, values = await self._call(
-            lambda: self._get(keys=[keys.entities, keys.version, keys.marker], args=args),
+            lambda: self._get(keys=keys.all, args=args),
             store_id,
         )
         found = {
@@ -147,35 +170,41 @@ class RedisEntityStore:
     async def export(self, store_id: str) -> list[JsonObject]:
         """Every entity of a loaded store, sorted by uid; HSCAN keeps Redis responsive meanwhile."""
         if not await self.ready(store_id):
-            raise StoreUnavailableError(f"store {store_id} is not loaded")
+            raise StoreNotLoadedError(store_id)
         keys = self._keys(store_id)
         entities: dict[EntityUid, JsonObject] = {}
         async for key, value in self._client.hscan_iter(keys.entities, count=1000):
+            if key == EPOCH_FIELD:
+                continue
             uid = decode_key(store_id, key)
             entities[uid] = decode_value(store_id, uid, value)
         return [entities[uid] for uid in sorted(entities, key=lambda u: (u.type, u.id))]
 
     async def ready(self, store_id: str, deadline: float | None = None) -> bool:
-        """Whether the store is loaded (its marker exists); StoreUnavailableError if unreachable.
+        """Whether the store is loaded (marker and data agree on the epoch, the version is
+        sound); StoreUnavailableError if Redis is unreachable.
 
-        A store found without its marker is forgotten by the local cache too: whatever it holds
-        came from data Redis no longer has.
+        A store found not loaded is forgotten by the local cache too: whatever it holds came
+        from data Redis no longer has. So is one found in a newer epoch than the cache knows.
         """
-        marker = self._keys(store_id).marker
-        loaded = bool(await self._call(lambda: self._client.exists(marker), store_id, deadline))
-        if loaded:
-            self._unloaded.discard(store_id)
-        elif store_id not in self._unloaded:  # nothing can be cached while it stays unloaded
-            self._unloaded.add(store_id)
-            self.cache.forget(store_id)
-        return loaded
+        keys = self._keys(store_id)
+        reply = await self._call(lambda: self._state(keys=keys.all), store_id, deadline)
+        state, epoch = str(reply[0]), int(reply[1])
+        if state != "ok":
+            if state != "absent":
+                metrics.CORRUPT_ENTITIES.labels(reason=state).inc()
+            if store_id not in self._unloaded:  # nothing is cached while it stays unloaded
+                self._unloaded.add(store_id)
+                self.cache.forget(store_id)
+            return False
+        self._unloaded.discard(store_id)
+        self.cache.seen_epoch(store_id, epoch)
+        return True
 
     async def mark_loaded(self, store_id: str) -> bool:
         """Declare the store's data complete as it is, if not yet loaded; True if newly marked."""
         keys = self._keys(store_id)
-        marked = await self._call(
-            lambda: self._mark(keys=[keys.version, keys.marker], args=[keys.channel]), store_id
-        )
+        marked = await self._call(lambda: self._mark(keys=keys.all, args=[keys.channel]), store_id)
         return bool(int(marked))
 
     async def stage(
@@ -244,7 +273,7 @@ class RedisEntityStore:
     def _script_failed(self, store_id: str, text: str) -> NoReturn:
         """Map a script's deliberate error to a domain error; anything else is re-raised."""
         if "VERDICT_NOT_LOADED" in text:
-            raise StoreUnavailableError(f"store {store_id} is not loaded") from None
+            raise StoreNotLoadedError(store_id) from None
         if "VERDICT_SLICE_TOO_LARGE" in text:
             raise EntityDataError("entity slice exceeds the configured maximum") from None
         reason = _CORRUPT.search(text)
@@ -255,12 +284,16 @@ class RedisEntityStore:
         raise redis.exceptions.ResponseError(text)
 
 
-def _put_args(keys: StoreKeys, entities: Sequence[StoredEntity]) -> list[str]:
-    """ARGV of the PUT script: the channel, then (uid-key, entity JSON, refs) per entity."""
-    args = [keys.channel]
+def _put_args(keys: StoreKeys, entities: Sequence[StoredEntity], require_loaded: bool) -> list[str]:
+    """ARGV of the PUT script: the channel, the flag, then (uid-key, entity JSON, refs)."""
+    args = [keys.channel, _flag(require_loaded)]
     for entity in entities:
         args += [uid_key(entity.uid), _entity_json(entity), _refs(entity)]
     return args
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
 
 
 def _staged_values(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
