@@ -188,6 +188,7 @@ class RedisEntityStore:
         from data Redis no longer has. So is one found in a newer epoch than the cache knows.
         """
         keys = self._keys(store_id)
+        token = self.cache.begin_read(store_id)
         reply = await self._call(lambda: self._state(keys=keys.all), store_id, deadline)
         state, epoch = str(reply[0]), int(reply[1])
         if state != "ok":
@@ -199,6 +200,7 @@ class RedisEntityStore:
             return False
         self._unloaded.discard(store_id)
         self.cache.seen_epoch(store_id, epoch)
+        self.cache.proved_loaded(store_id, token)
         return True
 
     async def mark_loaded(self, store_id: str) -> bool:
