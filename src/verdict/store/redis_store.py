@@ -189,10 +189,13 @@ class RedisEntityStore:
         """
         keys = self._keys(store_id)
         token = self.cache.begin_read(store_id)
-        reply = await self._call(lambda: self._state(keys=keys.all), store_id, deadline)
+        try:
+            reply = await self._call(lambda: self._state(keys=keys.all), store_id, deadline)
+        except EntityDataError:  # a key of the wrong type: this store is unusable, not Redis
+            reply = ["wrong_type", 0]
         state, epoch = str(reply[0]), int(reply[1])
         if state != "ok":
-            if state != "absent":
+            if state not in ("absent", "wrong_type"):  # wrong_type was counted already
                 metrics.CORRUPT_ENTITIES.labels(reason=state).inc()
             if store_id not in self._unloaded:  # nothing is cached while it stays unloaded
                 self._unloaded.add(store_id)
@@ -265,6 +268,9 @@ class RedisEntityStore:
             try:
                 async with asyncio.timeout(budget):
                     return await operation()
+            except (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError):
+                # Redis refuses writes (maxmemory with noeviction, a read-only replica).
+                raise StoreUnavailableError("redis refused the write") from None
             except redis.exceptions.ResponseError as exc:
                 self._script_failed(store_id, str(exc))
             except _RETRYABLE as exc:
@@ -281,6 +287,8 @@ class RedisEntityStore:
         reason = _CORRUPT.search(text)
         if reason:
             corrupt(store_id, reason[1])
+        if "WRONGTYPE" in text:  # one of the store's keys holds another type
+            corrupt(store_id, "wrong_type")
         if "VERDICT_STAGE_INCOMPLETE" in text:
             raise StoreUnavailableError("bulk load incomplete: staged entities are missing")
         raise redis.exceptions.ResponseError(text)
