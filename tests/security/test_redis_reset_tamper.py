@@ -1,4 +1,4 @@
-"""A store whose keys were lost or tampered with one by one never decides as if entities were gone."""
+"""Store keys lost or tampered with one by one never make entities look merely absent."""
 
 from __future__ import annotations
 
