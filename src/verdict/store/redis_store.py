@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -12,7 +11,7 @@ from typing import NoReturn, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT
 
 from verdict.errors import (
     EntityDataError,
@@ -26,6 +25,7 @@ from verdict.store import redis_scripts
 from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions, StoredEntity
 from verdict.store.entity_cache import EntityCache
 from verdict.store.redis_decode import corrupt, decode_key, decode_slice, decode_value
+from verdict.store.redis_encode import flag, put_args, staged_refs, staged_values
 from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
 from verdict.telemetry import metrics
 
@@ -133,7 +133,7 @@ class RedisEntityStore:
         A store that is not loaded is refused with ``require_loaded``, else this write loads it.
         """
         keys = self._keys(store_id)
-        args = _put_args(keys, entities, require_loaded)
+        args = put_args(keys, entities, require_loaded)
         version = int(await self._call(lambda: self._put(keys=keys.all, args=args), store_id))
         self.cache.wrote(store_id, version, [e.uid for e in entities])
         return version
@@ -143,7 +143,7 @@ class RedisEntityStore:
     ) -> tuple[int, int]:
         """Delete atomically; returns (new version, number deleted)."""
         keys = self._keys(store_id)
-        args = [keys.channel, _flag(require_loaded), *(uid_key(uid) for uid in uids)]
+        args = [keys.channel, flag(require_loaded), *(uid_key(uid) for uid in uids)]
         version, deleted = await self._call(
             lambda: self._delete(keys=keys.all, args=args), store_id
         )
@@ -216,16 +216,16 @@ class RedisEntityStore:
         self, store_id: str, token: str, batches: Sequence[Sequence[StoredEntity]]
     ) -> None:
         """Add entities to the bulk load ``token`` (invisible to readers until ``switch``)."""
-        staged_entities, staged_refs = self._keys(store_id).staging(token)
+        entities_key, refs_key = self._keys(store_id).staging(token)
         client = self._client
 
         async def send() -> None:
             async with client.pipeline(transaction=False) as pipe:
                 for batch in batches:
-                    pipe.hset(staged_entities, mapping=_staged_values(batch))
-                    pipe.hset(staged_refs, mapping=_staged_refs(batch))
-                pipe.pexpire(staged_entities, STAGING_TTL_MS)
-                pipe.pexpire(staged_refs, STAGING_TTL_MS)
+                    pipe.hset(entities_key, mapping=staged_values(batch))
+                    pipe.hset(refs_key, mapping=staged_refs(batch))
+                pipe.pexpire(entities_key, STAGING_TTL_MS)
+                pipe.pexpire(refs_key, STAGING_TTL_MS)
                 await pipe.execute()
 
         await self._call(send, store_id)
@@ -292,32 +292,3 @@ class RedisEntityStore:
         if "VERDICT_STAGE_INCOMPLETE" in text:
             raise StoreUnavailableError("bulk load incomplete: staged entities are missing")
         raise redis.exceptions.ResponseError(text)
-
-
-def _put_args(keys: StoreKeys, entities: Sequence[StoredEntity], require_loaded: bool) -> list[str]:
-    """ARGV of the PUT script: the channel, the flag, then (uid-key, entity JSON, refs)."""
-    args = [keys.channel, _flag(require_loaded)]
-    for entity in entities:
-        args += [uid_key(entity.uid), _entity_json(entity), _refs(entity)]
-    return args
-
-
-def _flag(value: bool) -> str:
-    return "1" if value else "0"
-
-
-def _staged_values(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
-    # Version 0: entities of a bulk load; the load's version is the store's at its switch.
-    return {uid_key(e.uid): '{"v":0,"e":' + _entity_json(e) + "}" for e in batch}
-
-
-def _staged_refs(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
-    return {uid_key(e.uid): _refs(e) for e in batch}
-
-
-def _entity_json(entity: StoredEntity) -> str:
-    return json.dumps(entity.json, ensure_ascii=False)
-
-
-def _refs(entity: StoredEntity) -> str:
-    return "\n".join(sorted(uid_key(ref) for ref in entity.refs))
