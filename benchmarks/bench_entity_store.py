@@ -40,6 +40,7 @@ from verdict.store.bulk import load_entities
 from verdict.store.entity_cache import EntityCache
 from verdict.store.entity_file import read_entities_file
 from verdict.store.redis_connect import make_client
+from verdict.store.redis_keys import EPOCH_FIELD
 from verdict.store.redis_store import RedisEntityStore
 from verdict.telemetry.logging import configure_logging
 
@@ -174,8 +175,9 @@ def command_delta(
 
 
 def hlen(redis: RedisProcess, key: str = ENTITIES_KEY) -> int:
-    """Number of fields of a hash."""
-    return int(redis.cli("HLEN", key).strip() or 0)
+    """Number of entities in a store's hash: its fields but the load epoch's."""
+    fields = int(redis.cli("HLEN", key).strip() or 0)
+    return fields - int(redis.cli("HEXISTS", key, EPOCH_FIELD).strip() or 0)
 
 
 @dataclass(frozen=True)

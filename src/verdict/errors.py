@@ -5,7 +5,9 @@
     │   └── BatchTooLargeError  more items than the configured batch limit
     ├── PolicyLoadError         a policy store cannot be loaded (file:line diagnostics)
     ├── StoreUnavailableError   the entity store cannot answer right now
+    │   └── StoreNotLoadedError a store's entities are not (or no longer) loaded
     ├── StaleReadError          the requested minimum entity version is not available
+    │   └── ReplacedVersionError  it is from before the store was last replaced
     ├── WriteConflictError      the store changed while a write was being checked
     ├── EntityDataError         stored entity data is corrupt or fails the schema
     └── InternalError           an unexpected failure, already logged; fixed message
@@ -63,6 +65,13 @@ class StoreUnavailableError(VerdictError):
     """The entity store cannot be reached or timed out."""
 
 
+class StoreNotLoadedError(StoreUnavailableError):
+    """A store's entities were never loaded, or the data they came from is gone."""
+
+    def __init__(self, store_id: str) -> None:
+        super().__init__(f"store {store_id} is not loaded")
+
+
 class StaleReadError(VerdictError):
     """Data at least as fresh as the requested minimum entity version could not be read."""
 
@@ -70,6 +79,18 @@ class StaleReadError(VerdictError):
         self.wanted = wanted
         self.available = available
         super().__init__(f"min_entity_version: {wanted} is newer than the store's {available}")
+
+
+class ReplacedVersionError(StaleReadError):
+    """The requested version belongs to data the store no longer holds: it was replaced since
+    (a load, or a first write after data loss started a new epoch at ``epoch``)."""
+
+    def __init__(self, wanted: int, epoch: int) -> None:
+        self.wanted = wanted
+        self.available = epoch
+        VerdictError.__init__(
+            self, f"min_entity_version: {wanted} is from before the store was replaced at {epoch}"
+        )
 
 
 class WriteConflictError(VerdictError):

@@ -47,6 +47,8 @@ GUARDED: dict[str, str | list[Any]] = {
         entity("Doc", "d"),
         entity("Doc", "extra"),
     ],
+    # Seeded from a file and maintained through writes: its first write may mark it loaded.
+    "store.toml": 'entities_source = "writes"\n',
 }
 CAROL_ASKS = {
     "lending": [
@@ -112,7 +114,7 @@ async def test_a_store_never_loaded_answers_unavailable(
     """A store whose data was never loaded into Redis answers UNAVAILABLE, never a decision."""
     app = redis_app(tmp_path, redis.url)
     try:
-        assert await carol_outcomes(app) == {"StoreUnavailableError"}
+        assert await carol_outcomes(app) == {"StoreNotLoadedError"}
     finally:
         await app.entities.close()
 
@@ -126,7 +128,7 @@ async def test_after_flushall_decisions_are_unavailable(
         await load_all_with_carol_suspended(app)
         assert await carol_outcomes(app) == {"deny"}
         redis.cli("FLUSHALL")
-        assert await carol_outcomes(app) == {"StoreUnavailableError"}
+        assert await carol_outcomes(app) == {"StoreNotLoadedError"}
     finally:
         await app.entities.close()
 

@@ -152,3 +152,46 @@ def test_size_is_bounded_and_zero_disables() -> None:
     disabled = filled(Clock(), max_entries=0)
     assert len(disabled) == 0
     assert disabled.lookup("s", {USER}) is None
+
+
+def test_versions_of_an_earlier_epoch_are_never_met_from_the_cache() -> None:
+    """After a reset to epoch 7, a read needing version 5 (of the replaced data) is not
+    answered from the cache; versions of the new epoch are."""
+    clock = Clock()
+    cache = filled(clock)
+    assert cache.satisfies("s", 5)
+    assert cache.satisfies("s", 0)
+    cache.reset("s", 7)
+    assert cache.load_epoch("s") == 7
+    assert not cache.satisfies("s", 5)
+    assert cache.satisfies("s", 7)
+    assert cache.satisfies("s", 0)
+    assert not cache.satisfies("s", 8)
+
+
+def test_a_newer_epoch_seen_in_a_read_forgets_the_store() -> None:
+    """A slice or health check showing a newer epoch than known drops what the cache holds of
+    that store (its data was replaced), and the read that showed it is not installed."""
+    clock = Clock()
+    cache = filled(clock)
+    cache.seen_epoch("s", 3)
+    token = cache.begin_read("s")
+    newer = EntitySlice(slice_at(9).entities, 9, frozenset(), epoch=9)
+    cache.fill("s", newer, token)
+    assert len(cache) == 0
+    assert cache.load_epoch("s") == 9
+
+
+def test_entries_answer_only_within_the_grace_of_a_loaded_proof() -> None:
+    """Pongs alone do not keep a store's entries answering: a data loss sends no invalidation,
+    so the newest read that found the store loaded must be younger than the grace."""
+    clock = Clock()
+    cache = filled(clock)
+    clock.now += 2.5
+    cache.heard(clock.now)  # the channel is fine
+    assert cache.lookup("s", {USER}) is not None
+    clock.now += 1
+    cache.heard(clock.now)
+    assert cache.lookup("s", {USER}) is None  # 3.5 s since the fill proved the store loaded
+    cache.proved_loaded("s", cache.begin_read("s"))  # a health check found it loaded
+    assert cache.lookup("s", {USER}) is not None

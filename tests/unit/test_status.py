@@ -35,5 +35,10 @@ def test_codes_and_messages() -> None:
         grpc.StatusCode.UNAVAILABLE,
         "entity store unavailable",
     )
+    assert status_for(errors.StoreNotLoadedError("lending")) == (
+        grpc.StatusCode.UNAVAILABLE,
+        "entity store not loaded",
+    )
+    assert status_for(errors.ReplacedVersionError(5, 9))[0] is grpc.StatusCode.FAILED_PRECONDITION
     assert status_for(errors.InternalError()) == (grpc.StatusCode.INTERNAL, "internal error")
     assert status_for(errors.EntityDataError("x"))[0] is grpc.StatusCode.INTERNAL

@@ -26,6 +26,7 @@ from verdict.engine.turns import give_turn
 from verdict.errors import EntityDataError, RequestError, WriteConflictError
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
+from verdict.policy.snapshot import EntitiesSource, StoreSnapshot
 from verdict.store.base import EntityStore, ReadOptions, StoredEntity
 from verdict.telemetry import metrics
 
@@ -85,25 +86,26 @@ class EntityWrites:
         store = self._policies.current.resolve(store_id)
         batch = await asyncio.to_thread(_parse_batch, entities_json, self._limits)
         async with self._locks[store.store_id]:
-            return await self._put_checked(store.store_id, store.schema, batch)
+            return await self._put_checked(store, batch)
 
-    async def _put_checked(
-        self, store_id: str, schema: SchemaHandle | None, batch: _Batch
-    ) -> tuple[int, int]:
+    async def _put_checked(self, store: StoreSnapshot, batch: _Batch) -> tuple[int, int]:
+        store_id, load_only = store.store_id, _load_only(store)
         parents = list(batch.outside_parents())
         stored: list[StoredEntity] | None = None
         fresher = 0  # the version a retry must read at least
         for _ in range(WRITE_ATTEMPTS):
-            ancestors = await self._stored_ancestors(store_id, parents, fresher)
+            ancestors = await self._stored_ancestors(store_id, parents, fresher, load_only)
             if len(ancestors.versions) > 1:  # parts read at different versions: read again
                 fresher = max(ancestors.versions)
                 continue
             await asyncio.to_thread(_check_hierarchy, batch, ancestors.found, self._limits)
             if stored is None:  # the schema check needs no stored data: once is enough
                 stored = _stored_form(batch)
-                await _check_schema(batch.entities, [e.uid for e in stored], schema)
+                await _check_schema(batch.entities, [e.uid for e in stored], store.schema)
             try:
-                version = await self._store.put(store_id, stored, ancestors.version)
+                version = await self._store.put(
+                    store_id, stored, ancestors.version, require_loaded=load_only
+                )
             except WriteConflictError as conflict:
                 metrics.WRITE_CONFLICTS.inc()
                 fresher = conflict.current
@@ -116,7 +118,7 @@ class EntityWrites:
         )
 
     async def _stored_ancestors(
-        self, store_id: str, parents: list[EntityUid], min_version: int
+        self, store_id: str, parents: list[EntityUid], min_version: int, load_only: bool
     ) -> _Ancestors:
         """The stored closure of ``parents``, read in parts so that no read exceeds the slice
         limit merely because a write names many parents; a part that does is split, and one
@@ -124,8 +126,9 @@ class EntityWrites:
         Every part must be read at the same version for the closure to be one state."""
         found: dict[EntityUid, JsonObject] = {}
         versions: set[int] = set()
-        # The first write to a never-loaded store loads it; its ancestors are just absent.
-        options = ReadOptions(min_version=min_version, require_loaded=False)
+        # The first write to a never-loaded "writes" store loads it: its ancestors are just
+        # absent. A "load" store must be loaded before anything is written to it.
+        options = ReadOptions(min_version=min_version, require_loaded=load_only)
         parts = [parents[i : i + ANCESTOR_READ] for i in range(0, len(parents), ANCESTOR_READ)]
         while parts:
             part = parts.pop()
@@ -145,7 +148,7 @@ class EntityWrites:
         store = self._policies.current.resolve(store_id)
         if not uids:
             raise RequestError("uids", "must name at least one entity")
-        return await self._store.delete(store.store_id, uids)
+        return await self._store.delete(store.store_id, uids, require_loaded=_load_only(store))
 
     async def get(
         self, store_id: str, uids: Sequence[EntityUid]
@@ -153,6 +156,11 @@ class EntityWrites:
         """Read entities by uid."""
         store = self._policies.current.resolve(store_id)
         return await self._store.get(store.store_id, uids)
+
+
+def _load_only(store: StoreSnapshot) -> bool:
+    """Whether only a load may declare the store's data complete: writes need it loaded."""
+    return store.settings.entities_source is EntitiesSource.LOAD
 
 
 def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:

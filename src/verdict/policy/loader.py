@@ -70,7 +70,10 @@ def load_store(root: Path) -> StoreSnapshot:
     _check_regular_files(root)
     diagnostics: list[Diagnostic] = []
     schema = _load_schema(root, diagnostics)
-    settings = read_store_settings(root, schema is not None, diagnostics)
+    entities = root / ENTITIES_FILE
+    settings = read_store_settings(
+        root, schema is not None, diagnostics, has_entities=entities.is_file()
+    )
     parsed = list(_parse_policy_files(root, diagnostics))
     _check_unique_ids(parsed, diagnostics)
     if schema is not None and settings.validation is ValidationMode.STRICT and not diagnostics:
@@ -91,7 +94,6 @@ def load_store(root: Path) -> StoreSnapshot:
         policy_set = cedar.build_policy_set(static, templates)
     except CedarError as exc:
         raise PolicyLoadError([Diagnostic(root.name, 0, f"policy set rejected: {exc}")]) from None
-    entities = root / ENTITIES_FILE
     return StoreSnapshot(
         store_id=root.name,
         root=root,

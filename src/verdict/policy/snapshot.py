@@ -26,6 +26,13 @@ class ErrorMode(enum.Enum):
     SKIP = "skip"  # exact Cedar semantics: erroring policies are skipped, errors reported
 
 
+class EntitiesSource(enum.Enum):
+    """Who vouches that a Redis store's entities are complete (sets its load marker)."""
+
+    LOAD = "load"  # only `verdict entities load`; writes to an unmarked store are refused
+    WRITES = "writes"  # also the first write (API-populated stores)
+
+
 @dataclass(frozen=True)
 class StoreSettings:
     """Per-store settings read from ``store.toml``."""
@@ -34,6 +41,7 @@ class StoreSettings:
     on_evaluation_error: ErrorMode
     # Entity types callers may send in entities_json (never actions); empty: none at all.
     request_entity_types: frozenset[str] = frozenset()
+    entities_source: EntitiesSource = EntitiesSource.LOAD
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from verdict.errors import Diagnostic
-from verdict.policy.snapshot import ErrorMode, StoreSettings, ValidationMode
+from verdict.policy.snapshot import EntitiesSource, ErrorMode, StoreSettings, ValidationMode
 
 SETTINGS_FILE = "store.toml"
-E = TypeVar("E", ValidationMode, ErrorMode)
-_KNOWN = {"validation", "on_evaluation_error", "request_entity_types"}
+E = TypeVar("E", ValidationMode, ErrorMode, EntitiesSource)
+_KNOWN = {"validation", "on_evaluation_error", "request_entity_types", "entities_source"}
 _Problem = Callable[[str, str], None]  # report(key, message) at the key's line
 _TYPE_NAME = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*(::[_a-zA-Z][_a-zA-Z0-9]*)*")
 
@@ -24,9 +24,13 @@ def is_action_type(type_name: str) -> bool:
 
 
 def read_store_settings(
-    root: Path, has_schema: bool, diagnostics: list[Diagnostic]
+    root: Path, has_schema: bool, diagnostics: list[Diagnostic], *, has_entities: bool = False
 ) -> StoreSettings:
-    """Settings of the store at ``root``; problems are appended to ``diagnostics``."""
+    """Settings of the store at ``root``; problems are appended to ``diagnostics``.
+
+    ``has_entities``: the store has an entities.json, so by default only ``verdict entities
+    load`` may declare its Redis data complete (a write after data loss must not).
+    """
     path = root / SETTINGS_FILE
     name = f"{root.name}/{SETTINGS_FILE}"
     text = _read(path)
@@ -59,7 +63,9 @@ def read_store_settings(
             'on_evaluation_error = "skip" needs a schema and validation = "strict"',
         )
     inline = _type_list(raw, "request_entity_types", problem)
-    return StoreSettings(validation, errors, inline)
+    source = EntitiesSource.LOAD if has_entities else EntitiesSource.WRITES
+    source = _choice(raw, "entities_source", source, problem)
+    return StoreSettings(validation, errors, inline, source)
 
 
 def _choice(raw: dict[str, object], key: str, default: E, problem: _Problem) -> E:

@@ -26,6 +26,9 @@ class EntitySlice:
     # The store's entity version the slice was read at (0 for stores without versions).
     version: int = 0
     missing: frozenset[EntityUid] = field(default_factory=frozenset)
+    # The load epoch the slice was read in: the store's version when it was last replaced
+    # (0 for stores without epochs, or a store read while not loaded).
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,16 +70,22 @@ class EntityWriter(Protocol):
         store_id: str,
         entities: Sequence[StoredEntity],
         expected_version: int | None = None,
+        *,
+        require_loaded: bool = False,
     ) -> int:
         """Upsert ``entities`` (already validated) and return the new version.
 
         With ``expected_version`` (the version the write was checked at), write only if the
         store's version is still that, else raise WriteConflictError with the current version:
         what the checks read may have changed (optimistic concurrency across replicas).
+        ``require_loaded``: refuse (StoreNotLoadedError) a store that is not loaded, instead of
+        letting this first write declare it loaded.
         """
         ...
 
-    async def delete(self, store_id: str, uids: Collection[EntityUid]) -> tuple[int, int]:
+    async def delete(
+        self, store_id: str, uids: Collection[EntityUid], *, require_loaded: bool = False
+    ) -> tuple[int, int]:
         """Delete ``uids``; return (new version, number deleted)."""
         ...
 

@@ -17,6 +17,15 @@ replica's earlier write may still be in flight.
 A fill read at r is dropped if an invalidation newer than r has already been seen, or if the
 store was reset since the read began.
 
+Load epochs: a store replaced (a load, a first write after data loss) starts an epoch numbered
+by its first version. ``min_entity_version`` below the epoch named data that is gone: the cache
+never answers it (the store refuses it).
+
+Data loss: no invalidation announces a FLUSHALL, a Redis restarted empty or an evicted hash. So
+a store's entries answer only until ``grace`` seconds after the newest read (a fill or a health
+check) *sent* at s that found the store loaded: a check sent after the loss finds it not loaded,
+so the cache stops answering at most ``grace`` after the loss, stall or not.
+
 "Known missing" uids live apart from entities, so a flood of unknown uids named by callers
 cannot evict real entities: new ones in a probation LRU, those asked for again (policy
 literals, actions) in a protected one that single-use floods cannot reach.
@@ -29,7 +38,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from verdict.cedar_json import entity_references
 from verdict.errors import EntityDataError
@@ -40,6 +49,14 @@ from verdict.store.graph import collect_slice
 Key = tuple[str, EntityUid]
 V = TypeVar("V")
 MAX_PENDING = 10_000  # reads awaiting a covering pong; older ones settle by messages only
+
+
+class ReadToken(NamedTuple):
+    """Where a read started: subscription epoch, the store's generation, and the time."""
+
+    epoch: int
+    generation: int
+    started: float
 
 
 class _NotCached(Exception):
@@ -71,6 +88,8 @@ class EntityCache:
         self._applied: dict[str, int] = {}
         self._invalidated: dict[str, int] = {}
         self._pending: list[tuple[str, int, float]] = []
+        self._load_epochs: dict[str, int] = {}
+        self._loaded_as_of: dict[str, float] = {}  # send time of the newest "loaded" proof
         # A read begun under another (epoch, generation) is never installed.
         self._epoch = 0
         self._generations: dict[str, int] = {}
@@ -85,12 +104,30 @@ class EntityCache:
         """The version through which this process has applied every invalidation of a store."""
         return self._applied.get(store_id, 0)
 
+    def load_epoch(self, store_id: str) -> int:
+        """The newest load epoch of a store this process has seen (0: none yet)."""
+        return self._load_epochs.get(store_id, 0)
+
+    def satisfies(self, store_id: str, min_version: int) -> bool:
+        """Whether a read needing ``min_version`` may be answered here (if entries are there)."""
+        if min_version == 0:
+            return True
+        return self.load_epoch(store_id) <= min_version <= self.version(store_id)
+
+    def seen_epoch(self, store_id: str, epoch: int) -> None:
+        """The store was found loaded in ``epoch``; a newer one than known replaced its data."""
+        if epoch > self.load_epoch(store_id):
+            if store_id in self._load_epochs:
+                self.forget(store_id)
+            self._load_epochs[store_id] = epoch
+
     def lookup(self, store_id: str, roots: Collection[EntityUid]) -> EntitySlice | None:
         """The slice from settled entries alone, or None when any reachable uid has none.
 
         Raises EntityDataError when the slice exceeds ``max_slice``, as a read from Redis would.
         """
-        if not self.usable():
+        proven = self._loaded_as_of.get(store_id, -math.inf)
+        if not self.usable() or self._clock() >= proven + self.grace:
             return None
         applied = self.version(store_id)
         entries, hot = self._entries, self._missing_hot
@@ -116,17 +153,25 @@ class EntityCache:
             return None
         except OverflowError:
             raise EntityDataError("entity slice exceeds the configured maximum") from None
-        return EntitySlice(found.entities, applied, found.missing)
+        return EntitySlice(found.entities, applied, found.missing, self.load_epoch(store_id))
 
-    def begin_read(self, store_id: str) -> tuple[int, int]:
-        """A token to pass to ``fill`` for a read of ``store_id`` that starts now."""
-        return self._epoch, self._generations.get(store_id, 0)
+    def begin_read(self, store_id: str) -> ReadToken:
+        """A token to pass to ``fill`` (or ``proved_loaded``) for a read that starts now."""
+        return ReadToken(self._epoch, self._generations.get(store_id, 0), self._clock())
 
-    def fill(self, store_id: str, entity_slice: EntitySlice, token: tuple[int, int]) -> None:
+    def proved_loaded(self, store_id: str, token: ReadToken) -> None:
+        """A read begun with ``token`` found the store loaded (in the epoch this cache knows)."""
+        if token[:2] == self.begin_read(store_id)[:2]:
+            proven = self._loaded_as_of.get(store_id, -math.inf)
+            self._loaded_as_of[store_id] = max(proven, token.started)
+
+    def fill(self, store_id: str, entity_slice: EntitySlice, token: ReadToken) -> None:
         """Install a slice read from the store at ``entity_slice.version``, if still current."""
         read_at = entity_slice.version
+        self.seen_epoch(store_id, entity_slice.epoch)
+        self.proved_loaded(store_id, token)
         if (
-            token != self.begin_read(store_id)
+            token[:2] != self.begin_read(store_id)[:2]
             or not self.usable()
             or read_at < self._invalidated.get(store_id, 0)
         ):
@@ -165,6 +210,7 @@ class EntityCache:
         """The whole store was replaced at ``version`` (a load, a first write after data loss)."""
         self.forget(store_id)
         self._applied[store_id] = self._invalidated[store_id] = version
+        self._load_epochs[store_id] = max(version, self.load_epoch(store_id))
 
     def forget(self, store_id: str) -> None:
         """Drop everything of one store, including reads still in flight."""
@@ -175,6 +221,8 @@ class EntityCache:
         self._pending = [p for p in self._pending if p[0] != store_id]
         self._applied.pop(store_id, None)
         self._invalidated.pop(store_id, None)
+        self._load_epochs.pop(store_id, None)
+        self._loaded_as_of.pop(store_id, None)
 
     def forget_all(self) -> None:
         """Drop everything, including reads in flight (messages may have been missed)."""
@@ -185,6 +233,8 @@ class EntityCache:
         # A restarted Redis may count versions from zero again; start the comparison afresh.
         self._invalidated.clear()
         self._applied.clear()
+        self._load_epochs.clear()
+        self._loaded_as_of.clear()
 
     def subscribed(self, sent_at: float | None = None) -> None:
         """The listener (re)subscribed with a request sent at ``sent_at``: start afresh."""

@@ -78,11 +78,14 @@ class MemoryEntityStore:
         store_id: str,
         entities: Sequence[StoredEntity],
         expected_version: int | None = None,
+        *,
+        require_loaded: bool = False,
     ) -> int:
         """Upsert entities; one new version per call (none if the version moved on).
 
-        One process holds the data and EntityWrites serialises a store's writes, so a conflict
-        cannot happen through it; the check keeps the writer contract the same as Redis's.
+        Every store is loaded at start, so ``require_loaded`` never refuses. One process holds
+        the data and EntityWrites serialises a store's writes, so a conflict cannot happen
+        through it; the check keeps the writer contract the same as Redis's.
         """
         target = self._entities(store_id)
         current = self._versions[store_id]
@@ -92,7 +95,9 @@ class MemoryEntityStore:
         self._versions[store_id] += 1
         return self._versions[store_id]
 
-    async def delete(self, store_id: str, uids: Collection[EntityUid]) -> tuple[int, int]:
+    async def delete(
+        self, store_id: str, uids: Collection[EntityUid], *, require_loaded: bool = False
+    ) -> tuple[int, int]:
         """Delete entities; one new version per call."""
         target = self._entities(store_id)
         deleted = sum(target.pop(uid, None) is not None for uid in set(uids))

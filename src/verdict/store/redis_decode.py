@@ -18,14 +18,14 @@ log = structlog.get_logger(__name__)
 
 
 def decode_slice(store_id: str, reply: list[Any]) -> EntitySlice:
-    """The SLICE script's {version, found keys, values, missing keys} as an EntitySlice."""
-    version, found_keys, values, missing_keys = reply
+    """The SLICE script's {version, found keys, values, missing keys, epoch} as an EntitySlice."""
+    version, found_keys, values, missing_keys, epoch = reply
     entities: dict[EntityUid, JsonObject] = {}
     for key, value in zip(found_keys, values, strict=True):
         uid = decode_key(store_id, key)
         entities[uid] = decode_value(store_id, uid, value)
     missing = frozenset(decode_key(store_id, key) for key in missing_keys)
-    return EntitySlice(entities, int(version), missing)
+    return EntitySlice(entities, int(version), missing, int(epoch))
 
 
 def decode_key(store_id: str, key: str) -> EntityUid:

@@ -1,9 +1,11 @@
 """Redis key layout: one deployment's names, every key of a store sharing one hash tag.
 
     <ns>:{<store>}:entities             hash  uid-key -> {"v": <version>, "e": <Cedar JSON entity>}
+                                              and "epoch" -> the load epoch
     <ns>:{<store>}:refs                 hash  uid-key -> newline-joined uid-keys it references
-    <ns>:{<store>}:version              string, INCR'd by every write
-    <ns>:{<store>}:loaded               string, the load epoch; absent = never loaded
+                                              and "epoch" -> the load epoch
+    <ns>:{<store>}:version              string, raised by every write (never goes backwards)
+    <ns>:{<store>}:loaded               string, the load epoch; absent = not loaded
     <ns>:{<store>}:staging:<token>:*    the two hashes of a bulk load in progress (expire)
     <ns>:db<N>:inval:<store>            pub/sub channel: "<version>\\n<uid-key>\\n..." per write,
                                         "<version>\\n*" when the whole store was replaced
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 from verdict.model import EntityUid
 
 RESET = "*"  # invalidation line meaning "every entity of the store"
+# The field of both hashes that holds the load epoch; no uid-key (a JSON array) can equal it.
+EPOCH_FIELD = "epoch"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 

@@ -1,16 +1,101 @@
 """Server-side Lua: a whole entity slice in one round trip, atomic writes, and bulk switches.
 
 Errors a script raises on purpose start with ``VERDICT_``; the store maps them to domain errors.
-A store's marker (``loaded``) holds its load epoch: ``TIME`` when the store was first written
-or last replaced. A store without one was never loaded (or lost its data) and cannot answer.
+
+A store is *loaded* when its marker (``loaded``) holds its epoch and both hashes carry the same
+epoch in their ``epoch`` field: data that vanished (FLUSHALL, a Redis restarted empty, an
+evicted or deleted hash) takes its half of the proof with it. A store that is not loaded never
+answers a decision. An epoch starts with a bulk load's switch, a ``verdict entities load`` mark,
+or (for ``entities_source = "writes"`` stores) the first write to a store that is not loaded.
+
+Versions never go backwards: each write's version is above the last one *and* at least the
+server's ``TIME`` in microseconds, so a counter lost with its data restarts above every version
+it ever handed out (one write per microsecond is beyond any Redis). An epoch's number is its
+first version. Lua numbers are doubles, so versions stay below 2^53 and are formatted with
+``%d`` (``tostring`` would round them).
 """
+
+from verdict.store.redis_keys import EPOCH_FIELD
+
+# Shared by every script: loaded state, next version, starting an epoch.
+# KEYS of every script start with: entities, refs, version, marker.
+_COMMON = r"""
+local LIMIT = 9007199254740992
+local EPOCH = '@EPOCH@'
+
+local function whole(text)
+  if type(text) ~= 'string' or #text > 16 or not string.match(text, '^%d+$') then return nil end
+  local n = tonumber(text)
+  if n >= LIMIT then return nil end
+  return n
+end
+
+local function fmt(n) return string.format('%d', n) end
+
+-- 'ok', epoch, version | 'absent' (not loaded, or its data is gone) | 'bad_marker' | 'bad_version'
+local function state()
+  local m = redis.call('GET', KEYS[4])
+  if not m then return 'absent' end
+  if redis.call('HGET', KEYS[1], EPOCH) ~= m or redis.call('HGET', KEYS[2], EPOCH) ~= m then
+    return 'absent'
+  end
+  local epoch = whole(m)
+  if not epoch then return 'bad_marker' end
+  local v = whole(redis.call('GET', KEYS[3]))
+  if not v or v < epoch then return 'bad_version' end
+  return 'ok', epoch, v
+end
+
+local function refuse(s)
+  if s == 'absent' then return redis.error_reply('VERDICT_NOT_LOADED') end
+  return redis.error_reply('VERDICT_CORRUPT ' .. s)
+end
+
+-- Above the last version and at least now in microseconds; nil if the counter is unusable.
+-- ``lenient`` (a new epoch) starts afresh from a counter that is garbage or exhausted.
+local function next_version(lenient)
+  local current = redis.call('GET', KEYS[3])
+  local last = whole(current)
+  if (current and not last) or (last and last + 1 >= LIMIT) then
+    if not lenient then return nil end
+    last = 0
+  end
+  local t = redis.call('TIME')
+  local v = math.max((last or 0) + 1, tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('SET', KEYS[3], fmt(v))
+  return v
+end
+
+-- A new epoch: its number is its first version, in the marker and in both hashes.
+local function start_epoch()
+  local v = next_version(true)
+  redis.call('SET', KEYS[4], fmt(v))
+  redis.call('HSET', KEYS[1], EPOCH, fmt(v))
+  redis.call('HSET', KEYS[2], EPOCH, fmt(v))
+  return v
+end
+"""
+
+
+def _script(body: str) -> str:
+    return _COMMON.replace("@EPOCH@", EPOCH_FIELD) + body
+
+
+# KEYS: entities, refs, version, marker. The store's state: {'ok'|'absent'|'bad_…', epoch}.
+STATE = _script(r"""
+local s, epoch = state()
+return {s, epoch or 0}
+""")
 
 # KEYS: entities, refs, version, marker. ARGV[1]: max entities; ARGV[2]: '1' if the store must
 # be loaded; ARGV[3..]: root uid-keys. Walks refs breadth first (any depth) and returns
-# {version, found keys, values, missing keys}; every uid returned is in both hashes or in none.
-SLICE = r"""
-if ARGV[2] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then
-  return redis.error_reply('VERDICT_NOT_LOADED')
+# {version, found keys, values, missing keys, epoch}; every uid returned is in both hashes or in
+# none. Epoch 0: the store is not loaded (only when ARGV[2] allowed it).
+SLICE = _script(r"""
+local s, epoch, version = state()
+if s ~= 'ok' then
+  if ARGV[2] == '1' then return refuse(s) end
+  epoch, version = 0, whole(redis.call('GET', KEYS[3])) or 0
 end
 local max = tonumber(ARGV[1])
 local seen, frontier, found, missing = {}, {}, {}, {}
@@ -53,64 +138,69 @@ local values = hmget(KEYS[1], found)
 for i = 1, #found do
   if not values[i] then return redis.error_reply('VERDICT_CORRUPT refs_without_entity') end
 end
-local version = redis.call('GET', KEYS[3]) or '0'
-return {version, found, values, missing}
-"""
+return {version, found, values, missing, epoch}
+""")
 
-# KEYS: entities, refs, version, marker. ARGV[1]: channel; ARGV[2]: the version the write was
-# checked at ('' for none); then (uid-key, entity JSON, refs) triples. If the store's version is
-# no longer the expected one, nothing is written: VERDICT_VERSION_MOVED <current version>. The
-# first write to a store without a marker starts an epoch and tells every replica to forget the
-# store (whatever they cached came from data that is gone).
-PUT = r"""
-if ARGV[2] ~= '' then
+# KEYS: entities, refs, version, marker. ARGV[1]: channel; ARGV[2]: '1' if only a load may
+# mark the store loaded; ARGV[3]: the version the write was checked at ('' for none); then
+# (uid-key, entity JSON, refs) triples. A write to a store that is not loaded is refused, or
+# (ARGV[2] '0') starts an epoch and tells every replica to forget the store (whatever they
+# cached came from data that is gone). If the store's version is no longer the expected one,
+# nothing is written: VERDICT_VERSION_MOVED <current version>.
+PUT = _script(r"""
+local s = state()
+local fresh = s ~= 'ok'
+if fresh and (s ~= 'absent' or ARGV[2] == '1') then return refuse(s) end
+if ARGV[3] ~= '' then
   local current = redis.call('GET', KEYS[3]) or '0'
-  if current ~= ARGV[2] then return redis.error_reply('VERDICT_VERSION_MOVED ' .. current) end
+  if current ~= ARGV[3] then return redis.error_reply('VERDICT_VERSION_MOVED ' .. current) end
 end
-local v = redis.call('INCR', KEYS[3])
-local fresh = redis.call('EXISTS', KEYS[4]) == 0
-if fresh then
-  local t = redis.call('TIME')
-  redis.call('SET', KEYS[4], t[1] .. '.' .. t[2])
-end
+local v
+if fresh then v = start_epoch() else v = next_version(false) end
+if not v then return refuse('bad_version') end
 local keys = {}
-for i = 3, #ARGV, 3 do
-  redis.call('HSET', KEYS[1], ARGV[i], '{"v":' .. v .. ',"e":' .. ARGV[i + 1] .. '}')
+for i = 4, #ARGV, 3 do
+  redis.call('HSET', KEYS[1], ARGV[i], '{"v":' .. fmt(v) .. ',"e":' .. ARGV[i + 1] .. '}')
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
   keys[#keys + 1] = ARGV[i]
 end
 if fresh then keys = {'*'} end
-redis.call('PUBLISH', ARGV[1], v .. '\n' .. table.concat(keys, '\n'))
+redis.call('PUBLISH', ARGV[1], fmt(v) .. '\n' .. table.concat(keys, '\n'))
 return v
-"""
+""")
 
-# KEYS: entities, refs, version. ARGV[1]: channel; ARGV[2..]: uid-keys to delete.
-DELETE = r"""
-local v = redis.call('INCR', KEYS[3])
+# KEYS: entities, refs, version, marker. ARGV[1]: channel; ARGV[2]: '1' if the store must be
+# loaded; ARGV[3..]: uid-keys to delete. Deleting from nothing does not make a store loaded.
+DELETE = _script(r"""
+local s = state()
+if s ~= 'ok' and (s ~= 'absent' or ARGV[2] == '1') then return refuse(s) end
+local v = next_version(s ~= 'ok')
+if not v then return refuse('bad_version') end
 local deleted = 0
 local keys = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   deleted = deleted + redis.call('HDEL', KEYS[1], ARGV[i])
   redis.call('HDEL', KEYS[2], ARGV[i])
   keys[#keys + 1] = ARGV[i]
 end
-redis.call('PUBLISH', ARGV[1], v .. '\n' .. table.concat(keys, '\n'))
+redis.call('PUBLISH', ARGV[1], fmt(v) .. '\n' .. table.concat(keys, '\n'))
 return {v, deleted}
-"""
+""")
 
-# KEYS: entities, version, marker. ARGV: uid-keys. Returns {version, values}.
-GET = r"""
-if redis.call('EXISTS', KEYS[3]) == 0 then return redis.error_reply('VERDICT_NOT_LOADED') end
+# KEYS: entities, refs, version, marker. ARGV: uid-keys. Returns {version, values}.
+GET = _script(r"""
+local s, epoch, version = state()
+if s ~= 'ok' then return refuse(s) end
 local values = {}
 if #ARGV > 0 then values = redis.call('HMGET', KEYS[1], unpack(ARGV)) end
-return {redis.call('GET', KEYS[2]) or '0', values}
-"""
+return {version, values}
+""")
 
 # KEYS: entities, refs, version, marker, staged entities, staged refs. ARGV[1]: channel;
 # ARGV[2]: the number of entities staged. Replaces the store's data with the staged hashes in
 # one step (readers see all of the old data or all of the new), frees the old data in the
 # background, starts a new epoch and tells every replica to forget the store.
-SWITCH = r"""
+SWITCH = _script(r"""
 local n = tonumber(ARGV[2])
 if redis.call('HLEN', KEYS[5]) ~= n or redis.call('HLEN', KEYS[6]) ~= n then
   return redis.error_reply('VERDICT_STAGE_INCOMPLETE')
@@ -122,19 +212,16 @@ if n > 0 then
   redis.call('PERSIST', KEYS[1])
   redis.call('PERSIST', KEYS[2])
 end
-local t = redis.call('TIME')
-redis.call('SET', KEYS[4], t[1] .. '.' .. t[2])
-local v = redis.call('INCR', KEYS[3])
-redis.call('PUBLISH', ARGV[1], v .. '\n*')
+local v = start_epoch()
+redis.call('PUBLISH', ARGV[1], fmt(v) .. '\n*')
 return v
-"""
+""")
 
-# KEYS: version, marker. ARGV[1]: channel. Marks a store loaded as it is (if it was not).
-MARK = r"""
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local t = redis.call('TIME')
-redis.call('SET', KEYS[2], t[1] .. '.' .. t[2])
-local v = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], v .. '\n*')
+# KEYS: entities, refs, version, marker. ARGV[1]: channel. Declares the store's data complete
+# as it is, if it is not loaded (a garbage marker or counter included): a new epoch.
+MARK = _script(r"""
+if state() == 'ok' then return 0 end
+local v = start_epoch()
+redis.call('PUBLISH', ARGV[1], fmt(v) .. '\n*')
 return v
-"""
+""")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -12,11 +11,13 @@ from typing import NoReturn, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.typing import EncodableT, FieldT
+from redis.typing import EncodableT
 
 from verdict.errors import (
     EntityDataError,
+    ReplacedVersionError,
     StaleReadError,
+    StoreNotLoadedError,
     StoreUnavailableError,
     WriteConflictError,
 )
@@ -25,7 +26,8 @@ from verdict.store import redis_scripts
 from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions, StoredEntity
 from verdict.store.entity_cache import EntityCache
 from verdict.store.redis_decode import corrupt, decode_key, decode_slice, decode_value
-from verdict.store.redis_keys import DEFAULT_LAYOUT, KeyLayout, StoreKeys, uid_key
+from verdict.store.redis_encode import flag, put_args, staged_refs, staged_values
+from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
 from verdict.telemetry import metrics
 
 # Bound once: labels() costs a lock and a dict lookup on the decision hot path.
@@ -72,12 +74,21 @@ class RedisEntityStore:
         self._get = client.register_script(redis_scripts.GET)
         self._switch = client.register_script(redis_scripts.SWITCH)
         self._mark = client.register_script(redis_scripts.MARK)
+        self._state = client.register_script(redis_scripts.STATE)
         self._unloaded: set[str] = set()  # stores last found without their marker
         self.round_trips = 0  # Redis calls made (cache misses and writes), for tests and benches
 
     async def prepare(self) -> None:
         """Load the scripts now, so the first decision costs one round trip, not three."""
-        scripts = (self._slice, self._put, self._delete, self._get, self._switch, self._mark)
+        scripts = (
+            self._slice,
+            self._put,
+            self._delete,
+            self._get,
+            self._switch,
+            self._mark,
+            self._state,
+        )
         for script in scripts:
             await self._call(partial(self._client.script_load, script.script), "", None)
 
@@ -86,10 +97,12 @@ class RedisEntityStore:
     ) -> EntitySlice:
         """From cache when every reachable uid is cached and settled, else one script call.
 
-        Raises StoreUnavailableError for a store that was never loaded (or lost its data), unless
-        ``options.require_loaded`` is false (a write checking stored ancestors).
+        Raises StoreNotLoadedError for a store that was never loaded (or lost its data), unless
+        ``options.require_loaded`` is false (a write checking stored ancestors; what such a read
+        finds in a store that is not loaded is never cached). Raises ReplacedVersionError for a
+        ``min_version`` of an earlier epoch: the data it names was replaced.
         """
-        if options.min_version <= self.cache.version(store_id):
+        if self.cache.satisfies(store_id, options.min_version):
             cached = self.cache.lookup(store_id, roots)
             if cached is not None:
                 _CACHE_HIT.inc()
@@ -106,9 +119,12 @@ class RedisEntityStore:
             lambda: self._slice(keys=keys.all, args=args), store_id, options.deadline
         )
         entity_slice = decode_slice(store_id, reply)
+        if 0 < options.min_version < entity_slice.epoch:
+            raise ReplacedVersionError(options.min_version, entity_slice.epoch)
         if entity_slice.version < options.min_version:
             raise StaleReadError(options.min_version, entity_slice.version)
-        self.cache.fill(store_id, entity_slice, token)
+        if entity_slice.epoch:
+            self.cache.fill(store_id, entity_slice, token)
         return entity_slice
 
     async def put(
@@ -116,24 +132,29 @@ class RedisEntityStore:
         store_id: str,
         entities: Sequence[StoredEntity],
         expected_version: int | None = None,
+        *,
+        require_loaded: bool = False,
     ) -> int:
         """Upsert atomically; returns the new version. Other replicas are told via pub/sub.
 
         With ``expected_version``, the script writes only if the store is still at it, else
-        WriteConflictError (another replica wrote since this write read its ancestors).
+        WriteConflictError (another replica wrote since this write read its ancestors). A store
+        that is not loaded is refused with ``require_loaded``, else this write loads it.
         """
         keys = self._keys(store_id)
-        args = _put_args(keys, entities, expected_version)
+        args = put_args(keys, entities, require_loaded, expected_version)
         version = int(await self._call(lambda: self._put(keys=keys.all, args=args), store_id))
         self.cache.wrote(store_id, version, [e.uid for e in entities])
         return version
 
-    async def delete(self, store_id: str, uids: Collection[EntityUid]) -> tuple[int, int]:
+    async def delete(
+        self, store_id: str, uids: Collection[EntityUid], *, require_loaded: bool = False
+    ) -> tuple[int, int]:
         """Delete atomically; returns (new version, number deleted)."""
         keys = self._keys(store_id)
-        args = [keys.channel, *(uid_key(uid) for uid in uids)]
+        args = [keys.channel, flag(require_loaded), *(uid_key(uid) for uid in uids)]
         version, deleted = await self._call(
-            lambda: self._delete(keys=keys.all[:3], args=args), store_id
+            lambda: self._delete(keys=keys.all, args=args), store_id
         )
         self.cache.wrote(store_id, int(version), uids)
         return int(version), int(deleted)
@@ -145,7 +166,7 @@ class RedisEntityStore:
         keys = self._keys(store_id)
         args = [uid_key(uid) for uid in uids]
         version, values = await self._call(
-            lambda: self._get(keys=[keys.entities, keys.version, keys.marker], args=args),
+            lambda: self._get(keys=keys.all, args=args),
             store_id,
         )
         found = {
@@ -158,51 +179,62 @@ class RedisEntityStore:
     async def export(self, store_id: str) -> list[JsonObject]:
         """Every entity of a loaded store, sorted by uid; HSCAN keeps Redis responsive meanwhile."""
         if not await self.ready(store_id):
-            raise StoreUnavailableError(f"store {store_id} is not loaded")
+            raise StoreNotLoadedError(store_id)
         keys = self._keys(store_id)
         entities: dict[EntityUid, JsonObject] = {}
         async for key, value in self._client.hscan_iter(keys.entities, count=1000):
+            if key == EPOCH_FIELD:
+                continue
             uid = decode_key(store_id, key)
             entities[uid] = decode_value(store_id, uid, value)
         return [entities[uid] for uid in sorted(entities, key=lambda u: (u.type, u.id))]
 
     async def ready(self, store_id: str, deadline: float | None = None) -> bool:
-        """Whether the store is loaded (its marker exists); StoreUnavailableError if unreachable.
+        """Whether the store is loaded (marker and data agree on the epoch, the version is
+        sound); StoreUnavailableError if Redis is unreachable.
 
-        A store found without its marker is forgotten by the local cache too: whatever it holds
-        came from data Redis no longer has.
+        A store found not loaded is forgotten by the local cache too: whatever it holds came
+        from data Redis no longer has. So is one found in a newer epoch than the cache knows.
         """
-        marker = self._keys(store_id).marker
-        loaded = bool(await self._call(lambda: self._client.exists(marker), store_id, deadline))
-        if loaded:
-            self._unloaded.discard(store_id)
-        elif store_id not in self._unloaded:  # nothing can be cached while it stays unloaded
-            self._unloaded.add(store_id)
-            self.cache.forget(store_id)
-        return loaded
+        keys = self._keys(store_id)
+        token = self.cache.begin_read(store_id)
+        try:
+            reply = await self._call(lambda: self._state(keys=keys.all), store_id, deadline)
+        except EntityDataError:  # a key of the wrong type: this store is unusable, not Redis
+            reply = ["wrong_type", 0]
+        state, epoch = str(reply[0]), int(reply[1])
+        if state != "ok":
+            if state not in ("absent", "wrong_type"):  # wrong_type was counted already
+                metrics.CORRUPT_ENTITIES.labels(reason=state).inc()
+            if store_id not in self._unloaded:  # nothing is cached while it stays unloaded
+                self._unloaded.add(store_id)
+                self.cache.forget(store_id)
+            return False
+        self._unloaded.discard(store_id)
+        self.cache.seen_epoch(store_id, epoch)
+        self.cache.proved_loaded(store_id, token)
+        return True
 
     async def mark_loaded(self, store_id: str) -> bool:
         """Declare the store's data complete as it is, if not yet loaded; True if newly marked."""
         keys = self._keys(store_id)
-        marked = await self._call(
-            lambda: self._mark(keys=[keys.version, keys.marker], args=[keys.channel]), store_id
-        )
+        marked = await self._call(lambda: self._mark(keys=keys.all, args=[keys.channel]), store_id)
         return bool(int(marked))
 
     async def stage(
         self, store_id: str, token: str, batches: Sequence[Sequence[StoredEntity]]
     ) -> None:
         """Add entities to the bulk load ``token`` (invisible to readers until ``switch``)."""
-        staged_entities, staged_refs = self._keys(store_id).staging(token)
+        entities_key, refs_key = self._keys(store_id).staging(token)
         client = self._client
 
         async def send() -> None:
             async with client.pipeline(transaction=False) as pipe:
                 for batch in batches:
-                    pipe.hset(staged_entities, mapping=_staged_values(batch))
-                    pipe.hset(staged_refs, mapping=_staged_refs(batch))
-                pipe.pexpire(staged_entities, STAGING_TTL_MS)
-                pipe.pexpire(staged_refs, STAGING_TTL_MS)
+                    pipe.hset(entities_key, mapping=staged_values(batch))
+                    pipe.hset(refs_key, mapping=staged_refs(batch))
+                pipe.pexpire(entities_key, STAGING_TTL_MS)
+                pipe.pexpire(refs_key, STAGING_TTL_MS)
                 await pipe.execute()
 
         await self._call(send, store_id)
@@ -245,6 +277,9 @@ class RedisEntityStore:
             try:
                 async with asyncio.timeout(budget):
                     return await operation()
+            except (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError):
+                # Redis refuses writes (maxmemory with noeviction, a read-only replica).
+                raise StoreUnavailableError("redis refused the write") from None
             except redis.exceptions.ResponseError as exc:
                 self._script_failed(store_id, str(exc))
             except _RETRYABLE as exc:
@@ -255,7 +290,7 @@ class RedisEntityStore:
     def _script_failed(self, store_id: str, text: str) -> NoReturn:
         """Map a script's deliberate error to a domain error; anything else is re-raised."""
         if "VERDICT_NOT_LOADED" in text:
-            raise StoreUnavailableError(f"store {store_id} is not loaded") from None
+            raise StoreNotLoadedError(store_id) from None
         if "VERDICT_SLICE_TOO_LARGE" in text:
             raise EntityDataError("entity slice exceeds the configured maximum") from None
         moved = _MOVED.search(text)
@@ -264,34 +299,8 @@ class RedisEntityStore:
         reason = _CORRUPT.search(text)
         if reason:
             corrupt(store_id, reason[1])
+        if "WRONGTYPE" in text:  # one of the store's keys holds another type
+            corrupt(store_id, "wrong_type")
         if "VERDICT_STAGE_INCOMPLETE" in text:
             raise StoreUnavailableError("bulk load incomplete: staged entities are missing")
         raise redis.exceptions.ResponseError(text)
-
-
-def _put_args(
-    keys: StoreKeys, entities: Sequence[StoredEntity], expected_version: int | None
-) -> list[str]:
-    """ARGV of the PUT script: the channel, the expected version ('' for none), then
-    (uid-key, entity JSON, refs) per entity."""
-    args = [keys.channel, "" if expected_version is None else str(expected_version)]
-    for entity in entities:
-        args += [uid_key(entity.uid), _entity_json(entity), _refs(entity)]
-    return args
-
-
-def _staged_values(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
-    # Version 0: entities of a bulk load; the load's version is the store's at its switch.
-    return {uid_key(e.uid): '{"v":0,"e":' + _entity_json(e) + "}" for e in batch}
-
-
-def _staged_refs(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
-    return {uid_key(e.uid): _refs(e) for e in batch}
-
-
-def _entity_json(entity: StoredEntity) -> str:
-    return json.dumps(entity.json, ensure_ascii=False)
-
-
-def _refs(entity: StoredEntity) -> str:
-    return "\n".join(sorted(uid_key(ref) for ref in entity.refs))

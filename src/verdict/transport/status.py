@@ -10,6 +10,7 @@ from verdict.errors import (
     PolicyLoadError,
     RequestError,
     StaleReadError,
+    StoreNotLoadedError,
     StoreUnavailableError,
     VerdictError,
     WriteConflictError,
@@ -46,6 +47,9 @@ def wire_text(text: str) -> str:
 
 
 def _message(error: VerdictError) -> str:
+    # The caller named the store; that it is not loaded tells an operator what to do.
+    if isinstance(error, StoreNotLoadedError):
+        return "entity store not loaded"
     if isinstance(error, StoreUnavailableError):
         return "entity store unavailable"
     if isinstance(error, PolicyLoadError):

@@ -86,7 +86,8 @@ class IsAuthorizedRequest(_message.Message):
     """
     min_entity_version: _builtins.int
     """Read-your-writes: when non-zero, the decision uses entity data at least this fresh (a version
-    returned by EntityService writes) or fails with FAILED_PRECONDITION; never older data.
+    returned by EntityService writes) or fails with FAILED_PRECONDITION; never older data, nor
+    data that replaced it (a version from before the store was reloaded or lost its data).
     """
     @_builtins.property
     def principal(self) -> Global___EntityUid: ...

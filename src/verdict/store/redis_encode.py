@@ -1,0 +1,50 @@
+"""Turn entities into the scripts' arguments and the staged hashes' values."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from redis.typing import EncodableT, FieldT
+
+from verdict.store.base import StoredEntity
+from verdict.store.redis_keys import StoreKeys, uid_key
+
+
+def put_args(
+    keys: StoreKeys,
+    entities: Sequence[StoredEntity],
+    require_loaded: bool,
+    expected_version: int | None = None,
+) -> list[str]:
+    """ARGV of the PUT script: the channel, the flag, the expected version ('' for none), then
+    (uid-key, entity JSON, refs) per entity."""
+    expected = "" if expected_version is None else str(expected_version)
+    args = [keys.channel, flag(require_loaded), expected]
+    for entity in entities:
+        args += [uid_key(entity.uid), _entity_json(entity), _refs(entity)]
+    return args
+
+
+def flag(value: bool) -> str:
+    """A script's boolean argument."""
+    return "1" if value else "0"
+
+
+def staged_values(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
+    """The staged entities hash's fields for ``batch``."""
+    # Version 0: entities of a bulk load; the load's version is the store's at its switch.
+    return {uid_key(e.uid): '{"v":0,"e":' + _entity_json(e) + "}" for e in batch}
+
+
+def staged_refs(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
+    """The staged refs hash's fields for ``batch``."""
+    return {uid_key(e.uid): _refs(e) for e in batch}
+
+
+def _entity_json(entity: StoredEntity) -> str:
+    return json.dumps(entity.json, ensure_ascii=False)
+
+
+def _refs(entity: StoredEntity) -> str:
+    return "\n".join(sorted(uid_key(ref) for ref in entity.refs))
