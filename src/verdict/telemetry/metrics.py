@@ -18,3 +18,8 @@ CORRUPT_ENTITIES = Counter(
 INVALIDATIONS = Counter(
     "verdict_entity_invalidations_total", "Invalidation messages received from other replicas"
 )
+AUTH_REFUSALS = Counter(
+    "verdict_auth_refusals_total",
+    "Calls refused at the edge: no or bad identity, method or policy store not granted",
+    ["reason"],
+)
