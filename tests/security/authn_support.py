@@ -134,7 +134,8 @@ def token_sha256(token: str) -> str:
 @asynccontextmanager
 async def verdict_app(**overrides: Any) -> AsyncIterator[App]:
     """The sample policies served on free loopback ports with ``overrides`` to the settings."""
-    settings = Settings(stores=POLICIES, default_store="lending", listen="127.0.0.1:0", **overrides)
+    defaults: dict[str, Any] = {"stores": POLICIES, "default_store": "lending"}
+    settings = Settings(**(defaults | overrides), listen="127.0.0.1:0")
     app = build_app(settings)
     await start(app)
     try:

@@ -35,9 +35,11 @@ def test_grants_add_up_across_matching_entries(tmp_path: Path) -> None:
     grant = callers.grant_for("spiffe://lending.test/ns/loans/sa/loan-api")
     assert grant is not None
     assert grant.groups == {MethodGroup.DECISIONS, MethodGroup.ENTITY_READS}
-    assert grant.stores == {"lending", "retail"}
+    assert grant.stores == frozenset({"lending", "retail"})
     sync = callers.grant_for("entity-sync")
-    assert sync is not None and sync.stores is None and sync.allows_store("anything")
+    assert sync is not None
+    assert sync.stores is None
+    assert sync.allows_store("anything")
     assert callers.tokens == {token_sha256("sync-token"): "entity-sync"}
 
 

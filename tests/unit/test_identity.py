@@ -147,5 +147,5 @@ def test_jwks_with_symmetric_or_private_keys_is_a_config_error(
     """A JWKS that holds a shared secret or a private key is refused at start."""
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [key]}))
-    with pytest.raises(ConfigError, match="jwks.json"):
+    with pytest.raises(ConfigError, match=r"jwks\.json"):
         JwtVerifier.load(JwtSettings(path, ISSUER, AUDIENCE, ("RS256",)))
