@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,16 @@ def test_jwks_with_symmetric_or_private_keys_is_a_config_error(
     path.write_text(json.dumps({"keys": [key]}))
     with pytest.raises(ConfigError, match=r"jwks\.json"):
         JwtVerifier.load(JwtSettings(path, ISSUER, AUDIENCE, ("RS256",)))
+
+
+def test_remembered_jwt_still_expires(tmp_path: Path) -> None:
+    """A JWT verified (and remembered) once is refused as soon as its exp has passed."""
+    issuer = Issuer(tmp_path)
+    verifier = _verifier(issuer)
+    expires = int(time.time()) + 1
+    token = issuer.token("svc-a", exp=expires)
+    assert verifier.verify(token) == "svc-a"
+    assert verifier.verify(token) == "svc-a"
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    with pytest.raises(UnauthenticatedError):
+        verifier.verify(token)
