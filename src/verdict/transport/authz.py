@@ -24,7 +24,6 @@ from verdict.transport.status import status_for
 
 log = structlog.get_logger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
-Metadata = tuple[tuple[str, str | bytes], ...]
 StoreResolver = Callable[[str], str | None]
 if TYPE_CHECKING:  # generic only in the stubs
     Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
@@ -47,25 +46,34 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         self._callers = callers
         self._authenticator = authenticator
         self._resolve_store = resolve_store
+        # One guarded handler per method, built once: the per-call work is the checks alone.
+        self._guarded: dict[str, Handler | None] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
-        handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
+        if method in self._guarded:
+            return self._guarded[method]
+        handler = await continuation(handler_call_details)
         if handler is None or method in OPEN_METHODS:
             return handler
-        metadata: Metadata = tuple(handler_call_details.invocation_metadata or ())
+        guarded = self._guard(handler, method)
+        self._guarded[method] = guarded
+        return guarded
+
+    def _guard(self, handler: Handler, method: str) -> Handler | None:
         if handler.unary_unary is not None:
-            return self._guard_unary(handler, method, metadata)
+            return self._guard_unary(handler, method)
         if handler.stream_stream is not None:
-            return self._guard_stream(handler, method, metadata)
+            return self._guard_stream(handler, method)
         return None  # a shape no Verdict method has: UNIMPLEMENTED, never unguarded
 
-    def identify(self, metadata: Metadata, context: Context) -> str:
+    def identify(self, context: Context) -> str:
         """The caller's id; UnauthenticatedError when it has none or its token fails."""
+        metadata = context.invocation_metadata() or ()
         caller = self._authenticator.identify(metadata, context.auth_context)
         if caller is None:
             raise UnauthenticatedError("no_identity")
@@ -90,7 +98,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             if resolved is None or not grant.allows_store(resolved):
                 raise PermissionDeniedError("store_not_granted")
 
-    def _guard_unary(self, handler: Handler, method: str, metadata: Metadata) -> Handler:
+    def _guard_unary(self, handler: Handler, method: str) -> Handler:
         # grpc's stubs type behaviours as sync; under grpc.aio they are coroutines.
         inner: Any = handler.unary_unary
         parse = handler.request_deserializer
@@ -98,7 +106,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         async def guarded(raw: bytes, context: Context) -> object:
             caller: str | None = None
             try:
-                caller = self.identify(metadata, context)
+                caller = self.identify(context)
                 grant = self.admit(caller, method)
                 request = _parse(parse, raw)
                 self.check_stores(grant, request)
@@ -110,13 +118,13 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             guarded, request_deserializer=None, response_serializer=handler.response_serializer
         )
 
-    def _guard_stream(self, handler: Handler, method: str, metadata: Metadata) -> Handler:
+    def _guard_stream(self, handler: Handler, method: str) -> Handler:
         inner: Any = handler.stream_stream
 
         async def guarded(requests: AsyncIterator[object], context: Context) -> AsyncIterator[Any]:
             caller: str | None = None
             try:
-                caller = self.identify(metadata, context)
+                caller = self.identify(context)
                 self.admit(caller, method)
             except VerdictError as exc:
                 await _refuse(context, method, caller, exc)
