@@ -19,9 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Any
 
+import grpc
 import matplotlib
 
 matplotlib.use("Agg")
@@ -31,16 +33,18 @@ from benchmarks.bench_entity_store import (
     POLICIES,
     ROOT,
     Server,
-    free_port,
     machine_info,
     stop_server,
     wait_serving,
 )
 from benchmarks.loadgen import LoadResult, run_grpc_load
 from tests.cases import lending_cases
+from tests.redis_support import free_port
 from tests.security.authn_support import Issuer, jwt_table, token_sha256
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import build_request
+from verdict.transport.authz import AuthorizationInterceptor
 from verdict.transport.callers import load_callers
 from verdict.transport.identity import Authenticator, JwtVerifier
 
@@ -48,6 +52,7 @@ RESULTS = Path(__file__).parent / "results"
 SCENARIOS = ("open", "token", "jwt")
 TOKEN = "bench-static-token"
 CALLER = "bench-caller"
+METHOD = "/verdict.v1.AuthorizationService/IsAuthorized"
 
 
 def callers_file(folder: Path, issuer: Issuer) -> Path:
@@ -97,6 +102,59 @@ async def measure(
     return figures
 
 
+class _Context:
+    """The two things the guard asks of a grpc.aio context (this is a benchmark, not a test)."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {}
+
+
+async def interceptor_cost(callers: Path, rounds: int) -> dict[str, float]:
+    """µs per call of the interceptor's own work (lookup, identify, grant, parse, store check)
+    beyond parsing the request and calling the servicer, with a static token."""
+    loaded = load_callers(callers)
+    interceptor = AuthorizationInterceptor(
+        loaded, Authenticator(loaded.tokens, None), lambda _: "lending"
+    )
+    case = lending_cases()[0]
+    raw = build_request(
+        case.principal, case.action, case.resource, context=case.context
+    ).SerializeToString()
+
+    async def servicer(request: object, context: object) -> object:
+        return request
+
+    plain: Any = grpc.unary_unary_rpc_method_handler(
+        servicer, request_deserializer=pb.IsAuthorizedRequest.FromString
+    )
+
+    async def continuation(details: object) -> Any:
+        return plain
+
+    details: Any = types.SimpleNamespace(method=METHOD, invocation_metadata=())
+    context: Any = _Context((("authorization", f"Bearer {TOKEN}"),))
+    timings: dict[str, list[float]] = {"plain": [], "guarded": []}
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(rounds):
+            await servicer(pb.IsAuthorizedRequest.FromString(raw), context)
+        timings["plain"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        for _ in range(rounds):
+            handler: Any = await interceptor.intercept_service(continuation, details)
+            await handler.unary_unary(raw, context)
+        timings["guarded"].append(time.perf_counter() - started)
+    plain_us = min(timings["plain"]) / rounds * 1e6
+    guarded_us = min(timings["guarded"]) / rounds * 1e6
+    return {"plain_us": plain_us, "guarded_us": guarded_us, "interceptor_us": guarded_us - plain_us}
+
+
 def identify_cost(issuer: Issuer, callers: Path, rounds: int) -> dict[str, float]:
     """µs to identify one caller in process: static token, and JWT verification."""
     loaded = load_callers(callers)
@@ -138,8 +196,11 @@ async def main(rounds: int, requests: int, out: Path) -> dict[str, Any]:
             for server in servers.values():
                 stop_server(server)
         in_process = identify_cost(issuer, callers, 2000)
+        in_process |= await interceptor_cost(callers, 20_000)
     report = summarise(runs)
     report["in_process"] = in_process
+    open_p50_us = report["scenarios"]["open"]["p50_ms_c1"] * 1000
+    report["interceptor_share_of_decision"] = in_process["interceptor_us"] / open_p50_us
     report["machine"] = machine_info()
     report["settings"] = {"rounds": rounds, "requests_per_run": requests}
     (out / "authz.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -199,5 +260,16 @@ if __name__ == "__main__":
     args.out.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(main(args.rounds, args.requests, args.out))
     print(
-        json.dumps({k: result[k] for k in ("scenarios", "ratios_to_open", "in_process")}, indent=2)
+        json.dumps(
+            {
+                k: result[k]
+                for k in (
+                    "scenarios",
+                    "ratios_to_open",
+                    "in_process",
+                    "interceptor_share_of_decision",
+                )
+            },
+            indent=2,
+        )
     )
