@@ -25,12 +25,17 @@ from verdict.store.memory import MemoryEntityStore
 from verdict.store.redis_connect import key_layout, make_client, pubsub_connector
 from verdict.store.redis_store import RedisEntityStore
 from verdict.telemetry.exposition import start_metrics_server
+from verdict.transport.authz import AuthorizationInterceptor
+from verdict.transport.callers import load_callers
+from verdict.transport.identity import Authenticator, JwtVerifier
 from verdict.transport.server import (
     ConnectionLimits,
+    EdgeSecurity,
     VerdictServer,
     start_server,
     wait_for_signal,
 )
+from verdict.transport.tls import ReloadingCredentials, TlsFiles
 
 log = structlog.get_logger(__name__)
 
@@ -45,6 +50,7 @@ class App:
     authorizer: Authorizer
     writes: EntityWrites
     listener: InvalidationListener | None = None
+    security: EdgeSecurity = field(default_factory=EdgeSecurity)
     server: VerdictServer | None = field(default=None, init=False)
     metrics_server: WSGIServer | None = field(default=None, init=False)
     health: HealthMonitor | None = field(default=None, init=False)
@@ -151,14 +157,47 @@ def build_entity_store(
     return store, listener
 
 
+def build_edge_security(settings: Settings, policies: PolicyHolder) -> EdgeSecurity:
+    """TLS credentials and the callers check; raises ConfigError (fatal at startup)."""
+    credentials = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        files = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        credentials = ReloadingCredentials(files).server_credentials()
+    interceptors: tuple[AuthorizationInterceptor, ...] = ()
+    if settings.callers_file is not None:
+        callers = load_callers(settings.callers_file)
+        verifier = JwtVerifier.load(callers.jwt) if callers.jwt is not None else None
+        authenticator = Authenticator(callers.tokens, verifier)
+
+        def resolve_default(_: str) -> str | None:
+            return policies.current.default_store or None
+
+        interceptors = (AuthorizationInterceptor(callers, authenticator, resolve_default),)
+    return EdgeSecurity(credentials, interceptors, settings.health_listen)
+
+
 def build_app(settings: Settings) -> App:
-    """Load policies and entities; raises PolicyLoadError (fatal at startup) on any problem."""
+    """Load policies, entities and the edge security; raises PolicyLoadError or ConfigError
+    (fatal at startup) on any problem."""
     holder = PolicyHolder(load_policy_stores(settings.stores, settings.default_store))
+    security = build_edge_security(settings, holder)
     entities, listener = build_entity_store(settings, holder)
     limits = entity_limits(settings)
     authorizer = Authorizer(holder, entities, max_batch=settings.max_batch_size, limits=limits)
     writes = EntityWrites(holder, entities, limits)
-    return App(settings, holder, entities, authorizer, writes, listener)
+    return App(settings, holder, entities, authorizer, writes, listener, security)
+
+
+def warn_about_security(settings: Settings) -> None:
+    """Say once, at start, when the port is open to anyone or tokens travel in plaintext."""
+    if settings.callers_file is None:
+        log.warning(
+            "authorization_disabled",
+            detail="no callers file and no TLS: every caller may call every method "
+            "(entity writes included); for local development only",
+        )
+    elif not settings.tls:
+        log.warning("plaintext_with_tokens", detail="bearer tokens travel unencrypted")
 
 
 def settle_heap() -> None:
@@ -174,6 +213,7 @@ async def start(app: App) -> VerdictServer:
     """Start background work and the server, then report SERVING."""
     settings = app.settings
     settle_heap()
+    warn_about_security(settings)
     try:
         await app.entities.prepare()
     except StoreUnavailableError:
@@ -196,6 +236,7 @@ async def start(app: App) -> VerdictServer:
             settings.handshake_timeout_seconds,
             settings.idle_timeout_seconds,
         ),
+        security=app.security,
     )
     app.server = server
     if isinstance(app.entities, RedisEntityStore):
@@ -214,6 +255,10 @@ async def start(app: App) -> VerdictServer:
         "server_started",
         listen=settings.listen,
         port=server.port,
+        tls=settings.tls,
+        mutual_tls=settings.tls_client_ca is not None,
+        callers_file=str(settings.callers_file) if settings.callers_file else None,
+        health_port=server.health_port,
         stores={s.store_id: s.version for s in snapshot.stores.values()},
         default_store=snapshot.default_store,
         entity_store="redis" if settings.redis_url else "memory",

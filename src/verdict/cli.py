@@ -14,7 +14,7 @@ from verdict.app import build_app, run
 from verdict.cedar_json import parse_context_json, parse_entities_json
 from verdict.cli_entities import add_entities_command
 from verdict.config import Settings
-from verdict.errors import PolicyLoadError, VerdictError
+from verdict.errors import ConfigError, PolicyLoadError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult
 from verdict.policy.loader import load_policy_stores
 from verdict.policy.snapshot import PolicyInfo
@@ -40,6 +40,11 @@ def _serve(args: argparse.Namespace) -> int:
             "metrics_listen": args.metrics_listen,
             "redis_cluster": args.redis_cluster or None,
             "max_connections": args.max_connections,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "tls_client_ca": args.tls_client_ca,
+            "health_listen": args.health_listen,
+            "callers_file": args.callers_file,
         }.items()
         if v is not None
     }
@@ -59,6 +64,9 @@ def _serve(args: argparse.Namespace) -> int:
         app = build_app(settings)
     except PolicyLoadError as exc:
         print(f"cannot load policy stores:\n{exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ConfigError as exc:
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_ERROR
     asyncio.run(run(app))
     return 0
@@ -123,6 +131,31 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_security_flags(serve: argparse.ArgumentParser) -> None:
+    """TLS, mutual TLS, the plaintext health port and the callers file."""
+    serve.add_argument(
+        "--tls-cert", type=Path, help="server certificate chain, PEM (VERDICT_TLS_CERT)"
+    )
+    serve.add_argument("--tls-key", type=Path, help="server private key, PEM (VERDICT_TLS_KEY)")
+    serve.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        help="CA bundle for client certificates; given, every client must present one "
+        "(mutual TLS; VERDICT_TLS_CLIENT_CA)",
+    )
+    serve.add_argument(
+        "--health-listen",
+        help="HOST:PORT for grpc.health.v1 in plaintext, for probes when TLS is on "
+        "(VERDICT_HEALTH_LISTEN)",
+    )
+    serve.add_argument(
+        "--callers-file",
+        type=Path,
+        help="callers.toml: which caller may call which methods on which stores "
+        "(VERDICT_CALLERS_FILE; required with TLS)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
@@ -164,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the Redis URL names a cluster node (VERDICT_REDIS_CLUSTER)",
     )
+    add_security_flags(serve)
     serve.set_defaults(func=_serve)
 
     check = commands.add_parser(

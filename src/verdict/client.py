@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -14,6 +15,7 @@ from verdict.model import EntityUid
 from verdict.uid_arg import parse_uid_arg
 
 UidLike = EntityUid | str
+Metadata = Sequence[tuple[str, str]]
 DEFAULT_TIMEOUT = 2.0
 # Decision values of IsAuthorizedResponse.decision, so callers need not import generated code.
 ALLOW = pb.DECISION_ALLOW
@@ -45,13 +47,47 @@ def build_request(
     )
 
 
-class AsyncVerdictClient:
-    """grpc.aio client; use ``async with`` or call ``close``."""
+def tls_credentials(
+    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> grpc.ChannelCredentials:
+    """Channel credentials from PEM files: the CA that signed the server's certificate (None:
+    the system roots) and, for mutual TLS, the client's certificate chain and key."""
+    if (cert is None) != (key is None):
+        raise ValueError("cert and key go together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes() if ca else None,
+        private_key=key.read_bytes() if key else None,
+        certificate_chain=cert.read_bytes() if cert else None,
+    )
 
-    def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+
+def bearer(token: str) -> Metadata:
+    """Call metadata that authenticates with a static token or a JWT."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+class AsyncVerdictClient:
+    """grpc.aio client; use ``async with`` or call ``close``.
+
+    ``credentials`` make a TLS channel (see ``tls_credentials``); ``metadata`` is sent with
+    every call (see ``bearer``).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Metadata = (),
+    ) -> None:
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials)
         self._stub = pb_grpc.AuthorizationServiceStub(self._channel)
         self.timeout = timeout
+        self.metadata = tuple(metadata)
 
     async def is_authorized(
         self, principal: UidLike, action: UidLike, resource: UidLike, **kwargs: Any
@@ -62,14 +98,16 @@ class AsyncVerdictClient:
     async def send(self, request: pb.IsAuthorizedRequest) -> pb.IsAuthorizedResponse:
         """Send a prepared request."""
         response: pb.IsAuthorizedResponse = await self._stub.IsAuthorized(
-            request, timeout=self.timeout
+            request, timeout=self.timeout, metadata=self.metadata
         )
         return response
 
     async def batch(self, requests: Sequence[pb.IsAuthorizedRequest]) -> pb.BatchAuthorizeResponse:
         """Many decisions in one call; one result per request, in order."""
         response: pb.BatchAuthorizeResponse = await self._stub.BatchAuthorize(
-            pb.BatchAuthorizeRequest(requests=list(requests)), timeout=self.timeout
+            pb.BatchAuthorizeRequest(requests=list(requests)),
+            timeout=self.timeout,
+            metadata=self.metadata,
         )
         return response
 
@@ -85,12 +123,23 @@ class AsyncVerdictClient:
 
 
 class VerdictClient:
-    """Blocking client with the same methods as AsyncVerdictClient."""
+    """Blocking client with the same methods and options as AsyncVerdictClient."""
 
-    def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self._channel = grpc.insecure_channel(target)
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Metadata = (),
+    ) -> None:
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target)
+        else:
+            self._channel = grpc.secure_channel(target, credentials)
         self._stub = pb_grpc.AuthorizationServiceStub(self._channel)
         self.timeout = timeout
+        self.metadata = tuple(metadata)
 
     def is_authorized(
         self, principal: UidLike, action: UidLike, resource: UidLike, **kwargs: Any
@@ -100,13 +149,17 @@ class VerdictClient:
 
     def send(self, request: pb.IsAuthorizedRequest) -> pb.IsAuthorizedResponse:
         """Send a prepared request."""
-        response: pb.IsAuthorizedResponse = self._stub.IsAuthorized(request, timeout=self.timeout)
+        response: pb.IsAuthorizedResponse = self._stub.IsAuthorized(
+            request, timeout=self.timeout, metadata=self.metadata
+        )
         return response
 
     def batch(self, requests: Sequence[pb.IsAuthorizedRequest]) -> pb.BatchAuthorizeResponse:
         """Many decisions in one call; one result per request, in order."""
         response: pb.BatchAuthorizeResponse = self._stub.BatchAuthorize(
-            pb.BatchAuthorizeRequest(requests=list(requests)), timeout=self.timeout
+            pb.BatchAuthorizeRequest(requests=list(requests)),
+            timeout=self.timeout,
+            metadata=self.metadata,
         )
         return response
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -58,3 +58,30 @@ class Settings(BaseSettings):
     max_hierarchy_pairs: int = Field(
         default=20_000, ge=1, description="entity-ancestor pairs Cedar computes per request"
     )
+    # Transport security and callers (docs/security.md "Identity and authorization").
+    tls_cert: Path | None = Field(default=None, description="server certificate chain, PEM")
+    tls_key: Path | None = Field(default=None, description="server private key, PEM")
+    tls_client_ca: Path | None = Field(
+        default=None, description="CA bundle for client certificates; set: certificates required"
+    )
+    health_listen: str | None = Field(
+        default=None, description="HOST:PORT for a plaintext grpc.health.v1 port"
+    )
+    callers_file: Path | None = Field(
+        default=None, description="callers.toml: who may call which methods and stores"
+    )
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key")
+        if self.tls_cert is not None and self.callers_file is None:
+            raise ValueError("with TLS on, a callers_file must say who may call what")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        """Whether the gRPC port speaks TLS."""
+        return self.tls_cert is not None

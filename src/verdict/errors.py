@@ -10,7 +10,10 @@
     │   └── ReplacedVersionError  it is from before the store was last replaced
     ├── WriteConflictError      the store changed while a write was being checked
     ├── EntityDataError         stored entity data is corrupt or fails the schema
-    └── InternalError           an unexpected failure, already logged; fixed message
+    ├── InternalError           an unexpected failure, already logged; fixed message
+    ├── UnauthenticatedError    a call that needs a caller identity has none (or a bad token)
+    ├── PermissionDeniedError   the caller is not granted this method or policy store
+    └── ConfigError             a configuration file is invalid (file:line diagnostics)
 
 Messages of these exceptions are written for the caller: they name the field and never carry
 entity attributes, context values or text of foreign exceptions.
@@ -113,3 +116,30 @@ class InternalError(VerdictError):
 
     def __init__(self) -> None:
         super().__init__("internal error")
+
+
+class UnauthenticatedError(VerdictError):
+    """A call needs a caller identity and carries none, or its token does not verify.
+
+    The message is for logs only (it never names the token); callers get a fixed text.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class PermissionDeniedError(VerdictError):
+    """The caller's grants do not cover this method or policy store; callers get a fixed text."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ConfigError(VerdictError):
+    """A configuration file (callers file, JWKS, certificates) is invalid; fatal at start."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(str(d) for d in diagnostics))

@@ -22,3 +22,8 @@ WRITE_CONFLICTS = Counter(
     "verdict_entity_write_conflicts_total",
     "Entity writes checked again because another replica changed the store meanwhile",
 )
+AUTH_REFUSALS = Counter(
+    "verdict_auth_refusals_total",
+    "Calls refused at the edge: no or bad identity, method or policy store not granted",
+    ["reason"],
+)

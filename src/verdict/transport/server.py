@@ -50,6 +50,15 @@ class ConnectionLimits:
         ]
 
 
+@dataclass(frozen=True)
+class EdgeSecurity:
+    """Main-port TLS credentials, the interceptors that guard it, a plaintext health port."""
+
+    credentials: grpc.ServerCredentials | None = None
+    interceptors: tuple[grpc.aio.ServerInterceptor, ...] = ()
+    health_listen: str | None = None
+
+
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
@@ -72,10 +81,14 @@ class VerdictServer:
         port: int,
         health_servicer: health.aio.HealthServicer,
         services: list[str],
+        health_server: grpc.aio.Server | None = None,
+        health_port: int | None = None,
     ) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
+        self.health_server = health_server
+        self.health_port = health_port
         self._health_names = ["", *services]
         self._stores: dict[str, bool] = {}
         self._stopping = False
@@ -102,6 +115,8 @@ class VerdictServer:
         await self.set_health(False, dict.fromkeys(self._stores, False))
         self._stopping = True
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 async def start_server(
@@ -114,15 +129,18 @@ async def start_server(
     max_request_references: int = DEFAULT_MAX_REFERENCES,
     max_get_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     limits: ConnectionLimits | None = None,
+    security: EdgeSecurity | None = None,
 ) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
+    security = security or EdgeSecurity()
     server = grpc.aio.server(
+        interceptors=security.interceptors,
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
             *(limits or ConnectionLimits()).grpc_options(),
-        ]
+        ],
     )
     pb_grpc.add_AuthorizationServiceServicer_to_server(
         AuthorizationServicer(authorizer, max_context_depth, max_request_references), server
@@ -143,13 +161,35 @@ async def start_server(
         ),
         server,
     )
+    if security.credentials is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, security.credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    health_server, health_port = None, None
+    if security.health_listen is not None:
+        health_server, health_port = _health_only_server(health_servicer, security.health_listen)
+    verdict_server = VerdictServer(
+        server, port, health_servicer, services, health_server, health_port
+    )
+    await verdict_server.set_health(False, {})
+    await server.start()
+    if health_server is not None:
+        await health_server.start()
+    return verdict_server
+
+
+def _health_only_server(
+    health_servicer: health.aio.HealthServicer, listen: str
+) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server with grpc.health.v1 alone: Kubernetes gRPC probes do not speak TLS."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
-    verdict_server = VerdictServer(server, port, health_servicer, services)
-    await verdict_server.set_health(False, {})
-    await server.start()
-    return verdict_server
+    return server, port
 
 
 async def wait_for_signal() -> None:

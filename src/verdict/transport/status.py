@@ -5,18 +5,24 @@ from __future__ import annotations
 import grpc
 
 from verdict.errors import (
+    ConfigError,
     EntityDataError,
     InternalError,
+    PermissionDeniedError,
     PolicyLoadError,
     RequestError,
     StaleReadError,
     StoreNotLoadedError,
     StoreUnavailableError,
+    UnauthenticatedError,
     VerdictError,
     WriteConflictError,
 )
 
 INTERNAL_MESSAGE = "internal error"
+# Refusals name neither the rule nor other callers, nor what was wrong with a token.
+UNAUTHENTICATED_MESSAGE = "unauthenticated"
+PERMISSION_DENIED_MESSAGE = "permission denied"
 
 # Most specific classes first; every VerdictError subclass must resolve to an entry here.
 STATUS_TABLE: tuple[tuple[type[VerdictError], grpc.StatusCode], ...] = (
@@ -27,6 +33,9 @@ STATUS_TABLE: tuple[tuple[type[VerdictError], grpc.StatusCode], ...] = (
     (EntityDataError, grpc.StatusCode.INTERNAL),
     (PolicyLoadError, grpc.StatusCode.FAILED_PRECONDITION),
     (InternalError, grpc.StatusCode.INTERNAL),
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (ConfigError, grpc.StatusCode.INTERNAL),
 )
 
 
@@ -54,4 +63,10 @@ def _message(error: VerdictError) -> str:
         return "entity store unavailable"
     if isinstance(error, PolicyLoadError):
         return "policy store not loaded"
+    if isinstance(error, UnauthenticatedError):
+        return UNAUTHENTICATED_MESSAGE
+    if isinstance(error, PermissionDeniedError):
+        return PERMISSION_DENIED_MESSAGE
+    if isinstance(error, ConfigError):
+        return INTERNAL_MESSAGE
     return str(error)

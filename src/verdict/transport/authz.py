@@ -1,0 +1,158 @@
+"""The edge check: who is calling, and may they call this method on these policy stores.
+
+grpc.aio gives a server interceptor only the method and metadata, not the TLS peer, so the
+interceptor swaps each handler for a guarded one that receives the raw request bytes: it
+identifies the caller and checks the method group before the request is parsed, parses it
+itself, checks the policy stores it names, and only then hands it to the servicer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+import structlog
+from google.protobuf.message import DecodeError
+
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict.errors import PermissionDeniedError, RequestError, UnauthenticatedError, VerdictError
+from verdict.telemetry.metrics import AUTH_REFUSALS
+from verdict.transport.callers import METHOD_GROUPS, OPEN_METHODS, Callers, Grant, MethodGroup
+from verdict.transport.identity import Authenticator
+from verdict.transport.status import status_for
+
+log = structlog.get_logger(__name__)
+Context = grpc.aio.ServicerContext[Any, Any]
+StoreResolver = Callable[[str], str | None]
+if TYPE_CHECKING:  # generic only in the stubs
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+
+
+def stores_named(request: object) -> Iterable[str]:
+    """The policy store ids a parsed request names (every batch item's)."""
+    if isinstance(request, pb.BatchAuthorizeRequest):
+        return {item.policy_store_id for item in request.requests}
+    store_id = getattr(request, "policy_store_id", None)
+    return () if store_id is None else (store_id,)
+
+
+class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call that is not granted: UNAUTHENTICATED or PERMISSION_DENIED."""
+
+    def __init__(
+        self, callers: Callers, authenticator: Authenticator, resolve_store: StoreResolver
+    ) -> None:
+        self._callers = callers
+        self._authenticator = authenticator
+        self._resolve_store = resolve_store
+        # One guarded handler per method, built once: the per-call work is the checks alone.
+        self._guarded: dict[str, Handler | None] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        method: str = handler_call_details.method
+        if method in self._guarded:
+            return self._guarded[method]
+        handler = await continuation(handler_call_details)
+        if handler is None or method in OPEN_METHODS:
+            return handler
+        guarded = self._guard(handler, method)
+        self._guarded[method] = guarded
+        return guarded
+
+    def _guard(self, handler: Handler, method: str) -> Handler | None:
+        if handler.unary_unary is not None:
+            return self._guard_unary(handler, method)
+        if handler.stream_stream is not None:
+            return self._guard_stream(handler, method)
+        return None  # a shape no Verdict method has: UNIMPLEMENTED, never unguarded
+
+    def identify(self, context: Context) -> str:
+        """The caller's id; UnauthenticatedError when it has none or its token fails."""
+        metadata = context.invocation_metadata() or ()
+        caller = self._authenticator.identify(metadata, context.auth_context)
+        if caller is None:
+            raise UnauthenticatedError("no_identity")
+        return caller
+
+    def admit(self, caller: str, method: str) -> Grant:
+        """The caller's grant, if it may call ``method``; PermissionDeniedError otherwise."""
+        grant = self._callers.grant_for(caller)
+        if grant is None:
+            raise PermissionDeniedError("unknown_caller")
+        group: MethodGroup | None = METHOD_GROUPS.get(method)
+        if group is None or group not in grant.groups:
+            raise PermissionDeniedError("method_not_granted")
+        return grant
+
+    def check_stores(self, grant: Grant, request: object) -> None:
+        """Raise PermissionDeniedError unless ``grant`` covers every store ``request`` names."""
+        if grant.stores is None:
+            return
+        for store_id in stores_named(request):
+            resolved = self._resolve_store(store_id) if store_id == "" else store_id
+            if resolved is None or not grant.allows_store(resolved):
+                raise PermissionDeniedError("store_not_granted")
+
+    def _guard_unary(self, handler: Handler, method: str) -> Handler:
+        # grpc's stubs type behaviours as sync; under grpc.aio they are coroutines.
+        inner: Any = handler.unary_unary
+        parse = handler.request_deserializer
+
+        async def guarded(raw: bytes, context: Context) -> object:
+            caller: str | None = None
+            try:
+                caller = self.identify(context)
+                grant = self.admit(caller, method)
+                request = _parse(parse, raw)
+                self.check_stores(grant, request)
+            except VerdictError as exc:
+                await _refuse(context, method, caller, exc)
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded, request_deserializer=None, response_serializer=handler.response_serializer
+        )
+
+    def _guard_stream(self, handler: Handler, method: str) -> Handler:
+        inner: Any = handler.stream_stream
+
+        async def guarded(requests: AsyncIterator[object], context: Context) -> AsyncIterator[Any]:
+            caller: str | None = None
+            try:
+                caller = self.identify(context)
+                self.admit(caller, method)
+            except VerdictError as exc:
+                await _refuse(context, method, caller, exc)
+            async for response in inner(requests, context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _parse(parse: Callable[[bytes], object] | None, raw: bytes) -> object:
+    if parse is None:
+        return raw
+    try:
+        return parse(raw)
+    except DecodeError:
+        raise RequestError("request", "not a valid protobuf message") from None
+
+
+async def _refuse(context: Context, method: str, caller: str | None, exc: VerdictError) -> None:
+    """Count and log a refusal (caller id, never the token), then abort with a fixed text."""
+    code, message = status_for(exc)
+    if isinstance(exc, UnauthenticatedError | PermissionDeniedError):
+        AUTH_REFUSALS.labels(exc.reason).inc()
+        log.warning("call_refused", method=method, reason=exc.reason, caller=caller)
+    else:
+        log.info("request_rejected", rpc=method, code=code.name, error_type=type(exc).__name__)
+    await context.abort(code, message)
