@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1000, ge=1, description="open client connections")
     handshake_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Unary calls of Verdict's services in progress at once; past it RESOURCE_EXHAUSTED at once.
+    max_concurrent_calls: int = Field(default=256, ge=1)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
     log_level: str = Field(default="info")
     log_format: str = Field(default="json", pattern="^(json|console)$")

@@ -6,6 +6,7 @@
     ├── PolicyLoadError         a policy store cannot be loaded (file:line diagnostics)
     ├── StoreUnavailableError   the entity store cannot answer right now
     ├── StaleReadError          the requested minimum entity version is not available
+    ├── DeadlineExceededError   the caller's deadline passed before the answer was ready
     ├── EntityDataError         stored entity data is corrupt or fails the schema
     └── InternalError           an unexpected failure, already logged; fixed message
 
@@ -69,6 +70,13 @@ class StaleReadError(VerdictError):
         self.wanted = wanted
         self.available = available
         super().__init__(f"min_entity_version: {wanted} is newer than the store's {available}")
+
+
+class DeadlineExceededError(VerdictError):
+    """The caller's deadline passed: nothing more is read or evaluated for it."""
+
+    def __init__(self) -> None:
+        super().__init__("deadline exceeded before the decision was evaluated")
 
 
 class EntityDataError(VerdictError):

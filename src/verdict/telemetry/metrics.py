@@ -18,3 +18,6 @@ CORRUPT_ENTITIES = Counter(
 INVALIDATIONS = Counter(
     "verdict_entity_invalidations_total", "Invalidation messages received from other replicas"
 )
+CALLS_REFUSED = Counter(
+    "verdict_calls_refused_total", "Calls refused before any work, by reason", ["reason"]
+)

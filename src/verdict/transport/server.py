@@ -20,11 +20,13 @@ from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
 from verdict.transport.convert import DEFAULT_MAX_REFERENCES
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
+from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.servicer import AuthorizationServicer
 
 log = structlog.get_logger(__name__)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+DEFAULT_MAX_CONCURRENT_CALLS = 256
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 
@@ -114,15 +116,18 @@ async def start_server(
     max_request_references: int = DEFAULT_MAX_REFERENCES,
     max_get_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     limits: ConnectionLimits | None = None,
+    max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
 ) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
+    limited = [SERVICE_NAME, ENTITY_SERVICE_NAME]
     server = grpc.aio.server(
+        interceptors=[ConcurrencyLimit(max_concurrent_calls, limited)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.so_reuseport", 0),
             *(limits or ConnectionLimits()).grpc_options(),
-        ]
+        ],
     )
     pb_grpc.add_AuthorizationServiceServicer_to_server(
         AuthorizationServicer(authorizer, max_context_depth, max_request_references), server

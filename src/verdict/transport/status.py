@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from verdict.errors import (
+    DeadlineExceededError,
     EntityDataError,
     InternalError,
     PolicyLoadError,
@@ -21,6 +22,7 @@ STATUS_TABLE: tuple[tuple[type[VerdictError], grpc.StatusCode], ...] = (
     (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StaleReadError, grpc.StatusCode.FAILED_PRECONDITION),
+    (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (EntityDataError, grpc.StatusCode.INTERNAL),
     (PolicyLoadError, grpc.StatusCode.FAILED_PRECONDITION),
     (InternalError, grpc.StatusCode.INTERNAL),
