@@ -18,7 +18,11 @@ from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
-from verdict.transport.convert import DEFAULT_MAX_REFERENCES
+from verdict.transport.convert import (
+    DEFAULT_MAX_CONTEXT_BYTES,
+    DEFAULT_MAX_REFERENCES,
+    MAX_UID_PART_BYTES,
+)
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.servicer import AuthorizationServicer
@@ -117,6 +121,8 @@ async def start_server(
     max_get_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     limits: ConnectionLimits | None = None,
     max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+    max_id_bytes: int = MAX_UID_PART_BYTES,
 ) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
     limited = [SERVICE_NAME, ENTITY_SERVICE_NAME]
@@ -130,12 +136,19 @@ async def start_server(
         ],
     )
     pb_grpc.add_AuthorizationServiceServicer_to_server(
-        AuthorizationServicer(authorizer, max_context_depth, max_request_references), server
+        AuthorizationServicer(
+            authorizer,
+            max_context_depth,
+            max_request_references,
+            max_context_bytes=max_context_bytes,
+            max_id_bytes=max_id_bytes,
+        ),
+        server,
     )
     services = [SERVICE_NAME]
     if entity_writes is not None:
         epb_grpc.add_EntityServiceServicer_to_server(
-            EntityServicer(entity_writes, max_get_reply_bytes), server
+            EntityServicer(entity_writes, max_get_reply_bytes, max_id_bytes), server
         )
         services.append(ENTITY_SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
