@@ -42,8 +42,8 @@ STORE: dict[str, str | list[Any]] = {
 class Stubs:
     """Both services of one running server."""
 
-    decisions: pb_grpc.AuthorizationServiceStub
-    entities: epb_grpc.EntityServiceStub
+    decisions: pb_grpc.AuthorizationServiceAsyncStub
+    entities: epb_grpc.EntityServiceAsyncStub
 
 
 @pytest.fixture
