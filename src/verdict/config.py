@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=100, ge=1, le=10_000)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_context_depth: int = Field(default=32, ge=2, le=256)
-    max_context_bytes: int = Field(default=64 * 1024, ge=2, description="UTF-8 of context_json")
+    max_context_bytes: int = Field(default=1024 * 1024, ge=2, description="UTF-8 of context_json")
     # Bytes of a uid's type and of its id, each (request uids, GetEntities/DeleteEntities uids).
     max_id_bytes: int = Field(default=1024, ge=1)
     # Distinct entity uids one request may name in context_json and entities_json together.
