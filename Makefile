@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINTED := $(wildcard src tests benchmarks scripts examples)
 
-.PHONY: run test lint proto bench bench-quick fuzz clean help
+.PHONY: run test lint proto bench bench-quick fuzz faults faults-quick clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' Makefile | sed 's/:.*## /\t/'
@@ -46,6 +46,12 @@ bench-quick: $(STAMP)  ## a short smoke run of the entity store benchmark
 fuzz: $(STAMP)  ## the differential test against cedarpy with 20,000 fresh random examples per store
 	VERDICT_DIFF_EXAMPLES=$${VERDICT_DIFF_EXAMPLES:-20000} VERDICT_DIFF_RANDOM=1 \
 	  $(BIN)/pytest -q -p no:cacheprovider tests/security/test_differential.py
+
+faults: $(STAMP)  ## fault suite: real server + Redis under load, faults injected; table in benchmarks/results/faults.json
+	$(BIN)/python -m tests.faults --out benchmarks/results/faults.json
+
+faults-quick: $(STAMP)  ## the fault suite with short phases (~40 s), as CI runs it; fails on any breach
+	$(BIN)/python -m tests.faults --quick --out /tmp/verdict-faults-quick.json
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -231,6 +231,9 @@ async def start(app: App) -> VerdictServer:
         entity_writes=app.writes,
         max_request_references=settings.max_request_references,
         max_get_reply_bytes=min(settings.max_get_reply_bytes, settings.max_message_bytes),
+        max_concurrent_calls=settings.max_concurrent_calls,
+        max_context_bytes=settings.max_context_bytes,
+        max_id_bytes=settings.max_id_bytes,
         limits=ConnectionLimits(
             settings.max_connections,
             settings.handshake_timeout_seconds,

@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=100, ge=1, le=10_000)
     max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_context_depth: int = Field(default=32, ge=2, le=256)
+    max_context_bytes: int = Field(default=1024 * 1024, ge=2, description="UTF-8 of context_json")
+    # Bytes of a uid's type and of its id, each (request uids, GetEntities/DeleteEntities uids).
+    max_id_bytes: int = Field(default=1024, ge=1)
     # Distinct entity uids one request may name in context_json and entities_json together.
     max_request_references: int = Field(default=1_000, ge=1)
     # GetEntities reply size (bytes); also never more than max_message_bytes.
@@ -27,6 +30,8 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1000, ge=1, description="open client connections")
     handshake_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Unary calls of Verdict's services in progress at once; past it RESOURCE_EXHAUSTED at once.
+    max_concurrent_calls: int = Field(default=256, ge=1)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
     log_level: str = Field(default="info")
     log_format: str = Field(default="json", pattern="^(json|console)$")

@@ -9,6 +9,7 @@
     ├── StaleReadError          the requested minimum entity version is not available
     │   └── ReplacedVersionError  it is from before the store was last replaced
     ├── WriteConflictError      the store changed while a write was being checked
+    ├── DeadlineExceededError   the caller's deadline passed before the answer was ready
     ├── EntityDataError         stored entity data is corrupt or fails the schema
     ├── InternalError           an unexpected failure, already logged; fixed message
     ├── UnauthenticatedError    a call that needs a caller identity has none (or a bad token)
@@ -105,6 +106,13 @@ class WriteConflictError(VerdictError):
     ) -> None:
         self.current = current
         super().__init__(message)
+
+
+class DeadlineExceededError(VerdictError):
+    """The caller's deadline passed: nothing more is read or evaluated for it."""
+
+    def __init__(self) -> None:
+        super().__init__("deadline exceeded before the decision was evaluated")
 
 
 class EntityDataError(VerdictError):

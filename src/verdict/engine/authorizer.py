@@ -13,7 +13,13 @@ from verdict.engine.evaluate import evaluate, evaluate_shared, slice_roots
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.request_entities import check_before_fetch, check_slice
 from verdict.engine.turns import give_turn
-from verdict.errors import BatchTooLargeError, EntityDataError, InternalError, VerdictError
+from verdict.errors import (
+    BatchTooLargeError,
+    DeadlineExceededError,
+    EntityDataError,
+    InternalError,
+    VerdictError,
+)
 from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
@@ -57,6 +63,7 @@ class Authorizer:
         """One decision. Raises VerdictError for bad requests and store failures."""
         # One snapshot per decision: a concurrent reload never mixes policy versions.
         prepared = await self._prepare(self._policies.current, request)
+        check_deadline(request.deadline)
         return self._evaluate_alone(prepared)
 
     async def authorize_batch(
@@ -79,9 +86,12 @@ class Authorizer:
         answers: list[Answer | None] = [
             p if isinstance(p, VerdictError) else None for p in prepared
         ]
+        # Items of one call share the caller's deadline.
+        deadline = next((r.deadline for r in requests if not isinstance(r, VerdictError)), None)
         for number, chunk in enumerate(_shared_groups(prepared, self._limits)):
             if number:
                 await give_turn()
+            check_deadline(deadline)
             group = [p for i in chunk if isinstance(p := prepared[i], _Prepared)]
             for index, answer in zip(chunk, self._evaluate_group(group), strict=True):
                 answers[index] = answer
@@ -106,6 +116,7 @@ class Authorizer:
         return prepared
 
     async def _prepare(self, snapshot: PolicySnapshot, request: AuthorizationRequest) -> _Prepared:
+        check_deadline(request.deadline)
         store = snapshot.resolve(request.store_id)
         # Checks that need no stored data come first: a refused request reads nothing.
         check_before_fetch(request, store, self._limits)
@@ -173,6 +184,13 @@ class Authorizer:
         except Exception as exc:  # one item's bug must not sink the whole batch
             log.error("batch_item_failed", error_type=type(exc).__name__)
             return InternalError()
+
+
+def check_deadline(deadline: float | None) -> None:
+    """Give up on a request whose caller has stopped waiting: its answer would be thrown away,
+    and under overload evaluating it anyway only delays the calls that can still be answered."""
+    if deadline is not None and time.monotonic() >= deadline:
+        raise DeadlineExceededError
 
 
 def _shared_groups(

@@ -27,3 +27,6 @@ AUTH_REFUSALS = Counter(
     "Calls refused at the edge: no or bad identity, method or policy store not granted",
     ["reason"],
 )
+CALLS_REFUSED = Counter(
+    "verdict_calls_refused_total", "Calls refused before any work, by reason", ["reason"]
+)

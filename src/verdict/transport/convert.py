@@ -25,20 +25,23 @@ from verdict.model import (
 
 MAX_UID_PART_BYTES = 1024
 DEFAULT_MAX_REFERENCES = 1_000
+DEFAULT_MAX_CONTEXT_BYTES = 1024 * 1024
 
 
-def uid_from_proto(message: pb.IsAuthorizedRequest, field: str) -> EntityUid:
+def uid_from_proto(
+    message: pb.IsAuthorizedRequest, field: str, max_bytes: int = MAX_UID_PART_BYTES
+) -> EntityUid:
     """Read a required EntityUid field, naming ``field`` when it is missing or malformed."""
     if not message.HasField(field):  # type: ignore[arg-type]
         raise RequestError(field, "is required")
-    return checked_uid(getattr(message, field), field)
+    return checked_uid(getattr(message, field), field, max_bytes)
 
 
-def checked_uid(uid: pb.EntityUid, field: str) -> EntityUid:
+def checked_uid(uid: pb.EntityUid, field: str, max_bytes: int = MAX_UID_PART_BYTES) -> EntityUid:
     """A present uid: a Cedar type name and any id (the empty one too, as in Cedar)."""
     for part in ("type", "id"):
-        if len(getattr(uid, part).encode()) > MAX_UID_PART_BYTES:
-            raise RequestError(f"{field}.{part}", f"exceeds {MAX_UID_PART_BYTES} bytes")
+        if len(getattr(uid, part).encode()) > max_bytes:
+            raise RequestError(f"{field}.{part}", f"exceeds {max_bytes} bytes")
     if not is_type_name(uid.type):
         raise RequestError(f"{field}.type", TYPE_NAME_PROBLEM)
     return EntityUid(uid.type, uid.id)
@@ -49,12 +52,18 @@ def request_from_proto(
     max_depth: int,
     deadline: float | None = None,
     max_references: int = DEFAULT_MAX_REFERENCES,
+    *,
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+    max_id_bytes: int = MAX_UID_PART_BYTES,
 ) -> AuthorizationRequest:
     """Convert and check one request; raises RequestError naming the first bad field."""
+    # Counted before parsing: the parse is the work the limit bounds.
+    if len(message.context_json.encode()) > max_context_bytes:
+        raise RequestError("context_json", f"is larger than {max_context_bytes} bytes")
     request = AuthorizationRequest(
-        principal=uid_from_proto(message, "principal"),
-        action=uid_from_proto(message, "action"),
-        resource=uid_from_proto(message, "resource"),
+        principal=uid_from_proto(message, "principal", max_id_bytes),
+        action=uid_from_proto(message, "action", max_id_bytes),
+        resource=uid_from_proto(message, "resource", max_id_bytes),
         context=parse_context_json(message.context_json, max_depth),
         store_id=message.policy_store_id,
         extra_entities=parse_entities_json(message.entities_json, max_depth=max_depth),

@@ -13,7 +13,7 @@ from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.entity_writes import EntityWrites
 from verdict.errors import RequestError
 from verdict.model import EntityUid, JsonObject
-from verdict.transport.convert import checked_uid
+from verdict.transport.convert import MAX_UID_PART_BYTES, checked_uid
 from verdict.transport.servicer import answer_or_abort
 
 MAX_UIDS = 1000
@@ -21,22 +21,28 @@ DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
 Context = grpc.aio.ServicerContext[object, object]
 
 
-def uids_from_proto(uids: Iterable[pb.EntityUid]) -> list[EntityUid]:
+def uids_from_proto(
+    uids: Iterable[pb.EntityUid], max_id_bytes: int = MAX_UID_PART_BYTES
+) -> list[EntityUid]:
     """Check a repeated EntityUid field, naming the item at fault."""
     items = list(uids)
     if len(items) > MAX_UIDS:
         raise RequestError("uids", f"more than {MAX_UIDS} uids in one call")
-    return [checked_uid(uid, f"uids[{index}]") for index, uid in enumerate(items)]
+    return [checked_uid(uid, f"uids[{i}]", max_id_bytes) for i, uid in enumerate(items)]
 
 
 class EntityServicer(epb_grpc.EntityServiceServicer):
     """gRPC face of EntityWrites."""
 
     def __init__(
-        self, writes: EntityWrites, max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+        self,
+        writes: EntityWrites,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
+        max_id_bytes: int = MAX_UID_PART_BYTES,
     ) -> None:
         self._writes = writes
         self._max_reply_bytes = max_reply_bytes
+        self._max_id_bytes = max_id_bytes
 
     async def PutEntities(
         self, request: epb.PutEntitiesRequest, context: Context
@@ -54,7 +60,7 @@ class EntityServicer(epb_grpc.EntityServiceServicer):
     ) -> epb.DeleteEntitiesResponse:
         async def work() -> epb.DeleteEntitiesResponse:
             version, deleted = await self._writes.delete(
-                request.policy_store_id, uids_from_proto(request.uids)
+                request.policy_store_id, uids_from_proto(request.uids, self._max_id_bytes)
             )
             return epb.DeleteEntitiesResponse(version=version, deleted=deleted)
 
@@ -65,7 +71,7 @@ class EntityServicer(epb_grpc.EntityServiceServicer):
     ) -> epb.GetEntitiesResponse:
         async def work() -> epb.GetEntitiesResponse:
             # A uid named twice is read and sent once: repeats must not multiply the work.
-            uids = list(dict.fromkeys(uids_from_proto(request.uids)))
+            uids = list(dict.fromkeys(uids_from_proto(request.uids, self._max_id_bytes)))
             found, version = await self._writes.get(request.policy_store_id, uids)
             reply = epb.GetEntitiesResponse(
                 entities_json=self._bounded_array([found[u] for u in uids if u in found]),

@@ -18,13 +18,19 @@ from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
-from verdict.transport.convert import DEFAULT_MAX_REFERENCES
+from verdict.transport.convert import (
+    DEFAULT_MAX_CONTEXT_BYTES,
+    DEFAULT_MAX_REFERENCES,
+    MAX_UID_PART_BYTES,
+)
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
+from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.servicer import AuthorizationServicer
 
 log = structlog.get_logger(__name__)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+DEFAULT_MAX_CONCURRENT_CALLS = 256
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 
@@ -130,11 +136,16 @@ async def start_server(
     max_get_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     limits: ConnectionLimits | None = None,
     security: EdgeSecurity | None = None,
+    max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+    max_id_bytes: int = MAX_UID_PART_BYTES,
 ) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
     security = security or EdgeSecurity()
+    limited = [SERVICE_NAME, ENTITY_SERVICE_NAME]
     server = grpc.aio.server(
-        interceptors=security.interceptors,
+        # Identity and grants first: calls nobody may make never take a concurrency slot.
+        interceptors=[*security.interceptors, ConcurrencyLimit(max_concurrent_calls, limited)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -143,12 +154,19 @@ async def start_server(
         ],
     )
     pb_grpc.add_AuthorizationServiceServicer_to_server(
-        AuthorizationServicer(authorizer, max_context_depth, max_request_references), server
+        AuthorizationServicer(
+            authorizer,
+            max_context_depth,
+            max_request_references,
+            max_context_bytes=max_context_bytes,
+            max_id_bytes=max_id_bytes,
+        ),
+        server,
     )
     services = [SERVICE_NAME]
     if entity_writes is not None:
         epb_grpc.add_EntityServiceServicer_to_server(
-            EntityServicer(entity_writes, max_get_reply_bytes), server
+            EntityServicer(entity_writes, max_get_reply_bytes, max_id_bytes), server
         )
         services.append(ENTITY_SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()

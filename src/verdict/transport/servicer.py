@@ -16,7 +16,9 @@ from verdict.engine.authorizer import Authorizer
 from verdict.errors import BatchTooLargeError, RequestError, VerdictError
 from verdict.model import AuthorizationRequest
 from verdict.transport.convert import (
+    DEFAULT_MAX_CONTEXT_BYTES,
     DEFAULT_MAX_REFERENCES,
+    MAX_UID_PART_BYTES,
     request_from_proto,
     response_to_proto,
 )
@@ -60,10 +62,15 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         authorizer: Authorizer,
         max_context_depth: int,
         max_references: int = DEFAULT_MAX_REFERENCES,
+        *,
+        max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
+        max_id_bytes: int = MAX_UID_PART_BYTES,
     ) -> None:
         self._authorizer = authorizer
         self._max_depth = max_context_depth
         self._max_references = max_references
+        self._max_context_bytes = max_context_bytes
+        self._max_id_bytes = max_id_bytes
 
     async def IsAuthorized(
         self,
@@ -111,4 +118,11 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
     def _convert_or_raise(
         self, item: pb.IsAuthorizedRequest, deadline: float | None
     ) -> AuthorizationRequest:
-        return request_from_proto(item, self._max_depth, deadline, self._max_references)
+        return request_from_proto(
+            item,
+            self._max_depth,
+            deadline,
+            self._max_references,
+            max_context_bytes=self._max_context_bytes,
+            max_id_bytes=self._max_id_bytes,
+        )

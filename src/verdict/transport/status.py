@@ -6,6 +6,7 @@ import grpc
 
 from verdict.errors import (
     ConfigError,
+    DeadlineExceededError,
     EntityDataError,
     InternalError,
     PermissionDeniedError,
@@ -30,6 +31,7 @@ STATUS_TABLE: tuple[tuple[type[VerdictError], grpc.StatusCode], ...] = (
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StaleReadError, grpc.StatusCode.FAILED_PRECONDITION),
     (WriteConflictError, grpc.StatusCode.ABORTED),
+    (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (EntityDataError, grpc.StatusCode.INTERNAL),
     (PolicyLoadError, grpc.StatusCode.FAILED_PRECONDITION),
     (InternalError, grpc.StatusCode.INTERNAL),
