@@ -17,11 +17,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from verdict.errors import RequestError
+from verdict.json_values import DEFAULT_MAX_DEPTH, ValueBudget, parse_json
 from verdict.model import TYPE_NAME_PROBLEM, EntityUid, JsonObject, has_surrogate, is_type_name
 
-LONG_MIN = -(2**63)
-LONG_MAX = 2**63 - 1
-DEFAULT_MAX_DEPTH = 32
 ESCAPES = frozenset({"__entity", "__extn", "__expr"})
 SURROGATE_PROBLEM = "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
 UID_PROBLEM = 'must be exactly {"type": ..., "id": ...} (or that inside {"__entity": ...})'
@@ -29,65 +27,12 @@ TYPE_PROBLEM = f"type {TYPE_NAME_PROBLEM}"
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
 
 
-def _reject_float(text: str) -> Any:
-    raise ValueError("float")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(name)
-
-
-def _parse_long(text: str) -> int:
-    value = int(text)
-    if not LONG_MIN <= value <= LONG_MAX:
-        raise ValueError("long")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> JsonObject:
-    # Last-one-wins would let a caller's log (first value) and the decision (last) disagree.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate")
-    return obj
-
-
-_PARSE_PROBLEMS = {
-    "float": "contains a fractional number; Cedar has no floats (use decimal)",
-    "long": "contains an integer outside Cedar's 64-bit range",
-    "duplicate": "repeats a key within one object",
-}
-
-
-def loads_strict(text: str, field: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+def loads_strict(
+    text: str, field: str, max_depth: int = DEFAULT_MAX_DEPTH, max_values: int | None = None
+) -> Any:
     """Parse caller JSON losslessly: no floats, no NaN, no duplicate keys, 64-bit integers,
-    bounded nesting."""
-    try:
-        value = json.loads(
-            text,
-            parse_float=_reject_float,
-            parse_constant=_reject_constant,
-            parse_int=_parse_long,
-            object_pairs_hook=_unique_keys,
-        )
-    except RecursionError:
-        raise RequestError(field, f"is nested deeper than {max_depth} levels") from None
-    except ValueError as exc:
-        raise RequestError(field, _PARSE_PROBLEMS.get(str(exc), "is not valid JSON")) from None
-    _check_depth(value, field, max_depth)
-    return value
-
-
-def _check_depth(value: Any, field: str, max_depth: int) -> None:
-    # Iterative, containers only: a hostile document must not exhaust the interpreter stack,
-    # and a large entity file must not pay for a visit to every scalar.
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
-        if depth > max_depth:
-            raise RequestError(field, f"is nested deeper than {max_depth} levels")
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    bounded nesting and, given ``max_values``, a bounded number of JSON values."""
+    return parse_json(text, field, max_depth, max_values).value
 
 
 def child_path(path: str, key: str) -> str:
@@ -164,21 +109,45 @@ def _escape_children(item: JsonObject, where: str) -> list[tuple[str | int, Any]
     )
 
 
-def parse_context_json(text: str, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonObject:
+def parse_context_json(
+    text: str,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_values: int | None = None,
+    budget: ValueBudget | None = None,
+) -> JsonObject:
     """Parse a request's context: empty means ``{}``; anything but a JSON object is an error."""
     if not text.strip():
         return {}
-    value = loads_strict(text, "context_json", max_depth)
+    value = parse_json(text, "context_json", max_depth, max_values, budget=budget).value
     return check_record(value, "context_json", "must be a JSON object (a Cedar record)")
 
 
 def parse_entities_json(
-    text: str, field: str = "entities_json", max_depth: int = DEFAULT_MAX_DEPTH
+    text: str,
+    field: str = "entities_json",
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_values: int | None = None,
+    budget: ValueBudget | None = None,
 ) -> tuple[JsonObject, ...]:
     """Parse a Cedar JSON entity array, checking each item's shape (not yet its schema)."""
     if not text.strip():
         return ()
-    value = loads_strict(text, field, max_depth)
+    value = parse_json(text, field, max_depth, max_values, budget=budget).value
+    return _entity_array(value, field)
+
+
+def parse_entities_counted(
+    text: str, field: str, max_depth: int, max_entity_values: int
+) -> tuple[tuple[JsonObject, ...], tuple[int, ...]]:
+    """``parse_entities_json`` for writes: at most ``max_entity_values`` JSON values in each
+    entity (refused naming ``field[i]``); returns each entity's number of values too."""
+    if not text.strip():
+        return (), ()
+    parsed = parse_json(text, field, max_depth, None, max_item_values=max_entity_values)
+    return _entity_array(parsed.value, field), parsed.item_values
+
+
+def _entity_array(value: Any, field: str) -> tuple[JsonObject, ...]:
     if not isinstance(value, list):
         raise RequestError(field, "must be a JSON array of Cedar entities")
     for index, item in enumerate(value):

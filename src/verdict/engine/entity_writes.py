@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from verdict import cedar
 from verdict.cedar import SchemaHandle
-from verdict.cedar_json import entity_references, entity_uid, parse_entities_json
+from verdict.cedar_json import entity_references, entity_uid, parse_entities_counted
 from verdict.engine.hierarchy import HierarchyProblem, check_graph, parents_of
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.turns import give_turn
@@ -98,8 +98,11 @@ class EntityWrites:
 
 
 def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:
-    """Parse and check what needs no stored data: count, shape, uids and size."""
-    entities = parse_entities_json(entities_json, max_depth=64)
+    """Parse and check what needs no stored data: count, shape, uids and size. JSON values
+    are counted while parsing: an entity with too many is refused before it is built."""
+    entities, _ = parse_entities_counted(
+        entities_json, "entities_json", 64, limits.max_entity_values
+    )
     if not entities:
         raise RequestError("entities_json", "must contain at least one entity")
     if len(entities) > limits.max_write_entities:

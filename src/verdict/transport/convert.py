@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.cedar_json import (
@@ -13,6 +14,7 @@ from verdict.cedar_json import (
     referenced_uids,
 )
 from verdict.errors import RequestError
+from verdict.json_values import DEFAULT_MAX_DEPTH, ValueBudget
 from verdict.model import (
     TYPE_NAME_PROBLEM,
     AuthorizationRequest,
@@ -25,6 +27,22 @@ from verdict.model import (
 
 MAX_UID_PART_BYTES = 1024
 DEFAULT_MAX_REFERENCES = 1_000
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one decision request may make the server parse and look up; defaults match
+    ``verdict.config.Settings`` (the JSON value limits: docs/security.md, "JSON values")."""
+
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_references: int = DEFAULT_MAX_REFERENCES
+    max_context_values: int = 1_000
+    max_entity_values: int = 2_000  # all of entities_json together
+    max_batch_values: int = 10_000  # context and entities of a batch's items together
+
+    def batch_budget(self) -> ValueBudget:
+        """A fresh budget for the items of one BatchAuthorize call."""
+        return ValueBudget(self.max_batch_values, "requests")
 
 
 def uid_from_proto(message: pb.IsAuthorizedRequest, field: str) -> EntityUid:
@@ -46,22 +64,33 @@ def checked_uid(uid: pb.EntityUid, field: str) -> EntityUid:
 
 def request_from_proto(
     message: pb.IsAuthorizedRequest,
-    max_depth: int,
+    limits: RequestLimits = RequestLimits(),
     deadline: float | None = None,
-    max_references: int = DEFAULT_MAX_REFERENCES,
+    budget: ValueBudget | None = None,
 ) -> AuthorizationRequest:
-    """Convert and check one request; raises RequestError naming the first bad field."""
+    """Convert and check one request; raises RequestError naming the first bad field. JSON
+    values are counted while parsing (each field against its limit, and against ``budget``,
+    the whole batch's, if given) before anything else looks at them."""
+    principal = uid_from_proto(message, "principal")
+    action = uid_from_proto(message, "action")
+    resource = uid_from_proto(message, "resource")
+    context = parse_context_json(
+        message.context_json, limits.max_depth, limits.max_context_values, budget
+    )
+    entities = parse_entities_json(
+        message.entities_json, "entities_json", limits.max_depth, limits.max_entity_values, budget
+    )
     request = AuthorizationRequest(
-        principal=uid_from_proto(message, "principal"),
-        action=uid_from_proto(message, "action"),
-        resource=uid_from_proto(message, "resource"),
-        context=parse_context_json(message.context_json, max_depth),
+        principal=principal,
+        action=action,
+        resource=resource,
+        context=context,
         store_id=message.policy_store_id,
-        extra_entities=parse_entities_json(message.entities_json, max_depth=max_depth),
+        extra_entities=entities,
         min_entity_version=message.min_entity_version,
         deadline=deadline,
     )
-    check_reference_count(request, max_references)
+    check_reference_count(request, limits.max_references)
     return request
 
 

@@ -18,7 +18,7 @@ from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
-from verdict.transport.convert import DEFAULT_MAX_REFERENCES
+from verdict.transport.convert import DEFAULT_MAX_REFERENCES, RequestLimits
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.servicer import AuthorizationServicer
 
@@ -27,6 +27,8 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
+
+DEFAULT_REQUEST_LIMITS = RequestLimits()
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,9 @@ async def start_server(
     max_request_references: int = DEFAULT_MAX_REFERENCES,
     max_get_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     limits: ConnectionLimits | None = None,
+    max_context_values: int = DEFAULT_REQUEST_LIMITS.max_context_values,
+    max_request_entity_values: int = DEFAULT_REQUEST_LIMITS.max_entity_values,
+    max_batch_values: int = DEFAULT_REQUEST_LIMITS.max_batch_values,
 ) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
     server = grpc.aio.server(
@@ -125,7 +130,17 @@ async def start_server(
         ]
     )
     pb_grpc.add_AuthorizationServiceServicer_to_server(
-        AuthorizationServicer(authorizer, max_context_depth, max_request_references), server
+        AuthorizationServicer(
+            authorizer,
+            RequestLimits(
+                max_depth=max_context_depth,
+                max_references=max_request_references,
+                max_context_values=max_context_values,
+                max_entity_values=max_request_entity_values,
+                max_batch_values=max_batch_values,
+            ),
+        ),
+        server,
     )
     services = [SERVICE_NAME]
     if entity_writes is not None:
