@@ -57,56 +57,77 @@ class _Inside(str):
     """A path step inside an escape (``.__extn.arg``), appended as is."""
 
 
+# Where a container sits: its parent's trail and its key there (None: the record itself).
+# The caller-facing path is joined from it only when a check fails; building a path string
+# for every container cost more than all the checks together.
+_Trail = tuple[Any, str | int] | None
+_CONTAINERS = (dict, list)
+
+
 def _check_values(record: JsonObject, path: str) -> None:
-    # Iterative; a path is built for containers only, scalars are checked in place (ASCII
-    # strings, the common case, cost one isascii()).
-    stack: list[tuple[JsonObject | list[Any], str]] = [(record, path)]
+    # Iterative; scalars are checked in place (ASCII strings, the common case, cost one
+    # isascii()), containers are pushed with their trail.
+    stack: list[tuple[Any, _Trail]] = [(record, None)]
     while stack:
-        item, where = stack.pop()
-        pairs: Iterable[tuple[str | int, Any]]
+        item, trail = stack.pop()
         if isinstance(item, list):
-            pairs = enumerate(item)
-        elif ESCAPES.isdisjoint(item):
-            pairs = item.items()
-        else:
-            pairs = _escape_children(item, where)
+            for index, child in enumerate(item):
+                if isinstance(child, str):
+                    if not child.isascii() and has_surrogate(child):
+                        raise RequestError(_path(path, (trail, index)), SURROGATE_PROBLEM)
+                elif isinstance(child, _CONTAINERS):
+                    stack.append((child, (trail, index)))
+            continue
+        pairs: Iterable[tuple[str, Any]]
+        pairs = item.items() if ESCAPES.isdisjoint(item) else _escape_children(item, path, trail)
         for key, child in pairs:
             if isinstance(child, str):
                 if not child.isascii() and has_surrogate(child):
-                    raise RequestError(_join(where, key), SURROGATE_PROBLEM)
-            elif isinstance(child, dict | list):
-                stack.append((child, _join(where, key)))
-            if isinstance(key, str) and not key.isascii() and has_surrogate(key):
-                raise RequestError(_join(where, key), SURROGATE_PROBLEM)
+                    raise RequestError(_path(path, (trail, key)), SURROGATE_PROBLEM)
+            elif isinstance(child, _CONTAINERS):
+                stack.append((child, (trail, key)))
+            if not key.isascii() and has_surrogate(key):
+                raise RequestError(_path(path, (trail, key)), SURROGATE_PROBLEM)
 
 
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return path + key if isinstance(key, _Inside) else child_path(path, key)
+def _path(root: str, trail: _Trail) -> str:
+    """The caller-facing path of ``trail`` below ``root`` (``root.a[3]["b c"]``)."""
+    keys: list[str | int] = []
+    while trail is not None:
+        trail, key = trail
+        keys.append(key)
+    path = root
+    for key in reversed(keys):
+        if isinstance(key, int):
+            path = f"{path}[{key}]"
+        else:
+            path = path + key if isinstance(key, _Inside) else child_path(path, key)
+    return path
 
 
-def _escape_children(item: JsonObject, where: str) -> list[tuple[str | int, Any]]:
+def _escape_children(item: JsonObject, root: str, trail: _Trail) -> list[tuple[str, Any]]:
     """Check one escape object; return the values inside it that are Cedar values themselves."""
     if "__expr" in item:
-        raise RequestError(where, 'uses the "__expr" escape, which Cedar no longer supports')
+        raise RequestError(
+            _path(root, trail), 'uses the "__expr" escape, which Cedar no longer supports'
+        )
     name = "__entity" if "__entity" in item else "__extn"
     if len(item) != 1:
-        raise RequestError(where, f'has keys beside "{name}"; an escape must be alone')
+        raise RequestError(_path(root, trail), f'has keys beside "{name}"; an escape must be alone')
     inner = item[name]
     if name == "__entity":
         if (problem := _uid_problem(inner)) is not None:
-            raise RequestError(f"{where}.__entity", problem)
+            raise RequestError(_path(root, (trail, _Inside(".__entity"))), problem)
         return []
-    if not isinstance(inner, dict) or not isinstance(inner.get("fn"), str):
-        raise RequestError(f"{where}.__extn", 'must be {"fn": "<name>", "arg": <value>}')
-    if set(inner) == {"fn", "arg"}:
-        return [(_Inside(".__extn.arg"), inner["arg"])]
-    if set(inner) == {"fn", "args"} and isinstance(inner["args"], list):
-        return [(_Inside(".__extn.args"), inner["args"])]
-    raise RequestError(
-        f"{where}.__extn", 'must hold exactly "fn" and either "arg" or an "args" list'
-    )
+    if isinstance(inner, dict) and isinstance(inner.get("fn"), str):
+        if set(inner) == {"fn", "arg"}:
+            return [(_Inside(".__extn.arg"), inner["arg"])]
+        if set(inner) == {"fn", "args"} and isinstance(inner["args"], list):
+            return [(_Inside(".__extn.args"), inner["args"])]
+        problem = 'must hold exactly "fn" and either "arg" or an "args" list'
+    else:
+        problem = 'must be {"fn": "<name>", "arg": <value>}'
+    raise RequestError(_path(root, (trail, _Inside(".__extn"))), problem)
 
 
 def parse_context_json(

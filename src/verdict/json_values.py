@@ -274,6 +274,7 @@ class _Scanner:
         self.limit = stop
         self.stop = stop  # lowered to the end of the current item while in a root array
         self.count = 0
+        self.deepest = 1
         self.items: list[int] = []
 
     def parse(self) -> Any:
@@ -291,6 +292,8 @@ class _Scanner:
             raise RequestError(self.field, problem) from None
         if end < len(text) and _skip(text, end) != len(text):
             raise RequestError(self.field, "is not valid JSON")
+        if self.deepest > self.max_depth:
+            raise RequestError(self.field, _depth_problem(self.max_depth))
         return value
 
     def _value(self, index: int, depth: int) -> tuple[Any, int]:
@@ -302,8 +305,9 @@ class _Scanner:
         if char == '"':
             return _scanstring(text, index + 1, True)
         if char == "[" or char == "{":
-            if depth > self.max_depth:
-                raise RequestError(self.field, _depth_problem(self.max_depth))
+            # Judged after the whole text, as json.loads is: a text both too deep and broken
+            # is "not valid JSON" on either path. Python's recursion limit stops the rest.
+            self.deepest = max(self.deepest, depth)
             if char == "[":
                 return self._array(index + 1, depth)
             return self._object(index + 1, depth)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from verdict.cedar_json import parse_context_json
 from verdict.errors import RequestError, ValueBudgetError
 from verdict.json_values import (
     C_PARSE_VALUES,
@@ -133,3 +134,26 @@ def test_depth_is_checked_on_both_paths(scanning: bool) -> None:
     assert outcome("[" * 32 + "]" * 32, scanning)[1] == 32
     field, problem = outcome("[" * 33 + "]" * 33, scanning)
     assert (field, problem) == ("f", "is nested deeper than 32 levels")
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"a": [0, [1, {"b c": ["ok", "\\ud800"]}]]}', 'context_json.a[1][1]["b c"][1]'),
+        ('{"a": [{"\\ud800": 1}]}', 'context_json.a[0]["\\ud800"]'),
+        (
+            '{"x": {"__extn": {"fn": "o", "args": [{"__extn": {"fn": "d", "arg": "\\udc00"}}]}}}',
+            "context_json.x.__extn.args[0].__extn.arg",
+        ),
+        (
+            '{"x": [[{"__entity": {"type": "U", "id": "i", "v": 1}}]]}',
+            "context_json.x[0][0].__entity",
+        ),
+    ],
+)
+def test_error_paths_are_joined_only_when_reported(text: str, field: str) -> None:
+    """The walk keeps each container's trail instead of a path string; a refused value is
+    still named by its full path, through lists, quoted keys and escapes."""
+    with pytest.raises(RequestError) as info:
+        parse_context_json(text)
+    assert info.value.field == field
