@@ -3,8 +3,9 @@
 A 10,000-entity write must not stall decisions. The Python work (JSON, shape, size, graph and
 reference checks) runs in a worker thread. Cedar's schema check holds the GIL for a whole call,
 and from a worker thread it starved the event loop for 200+ ms at a time (measured in
-benchmarks/bench_loop_stall.py), so it runs on the loop instead, SCHEMA_CHUNK entities per call
-(~5 ms), giving other requests a turn between calls.
+benchmarks/bench_loop_stall.py), so it runs on the loop instead, at most SCHEMA_CHUNK entities
+and SCHEMA_CHUNK_VALUES JSON values per call (~5 ms for lending entities, at most ~20 ms for
+the costliest values), giving other requests a turn between calls.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from verdict.policy.holder import PolicyHolder
 from verdict.store.base import EntityStore, ReadOptions, StoredEntity
 
 SCHEMA_CHUNK = 200  # entities per Cedar call: ~5 ms with the GIL held
+# JSON values per Cedar call: Cedar converts up to ~5 us per value (bench_json_values.py), and
+# 200 entities of max_entity_values each would hold the loop for a second.
+SCHEMA_CHUNK_VALUES = 4_000
 ANCESTOR_READ = 100  # parents per read of their stored closure
 # The first write to a never-loaded store loads it; its ancestors are just absent.
 _ANCESTORS = ReadOptions(require_loaded=False)
@@ -38,6 +42,7 @@ class _Batch:
     entities: tuple[JsonObject, ...]
     index: Mapping[EntityUid, int]
     parents: Mapping[EntityUid, list[EntityUid]]
+    values: Sequence[int]  # JSON values of each entity
 
     def outside_parents(self) -> set[EntityUid]:
         """Parents this write does not itself define: their ancestors are stored ones."""
@@ -60,7 +65,7 @@ class EntityWrites:
         batch = await asyncio.to_thread(_parse_batch, entities_json, self._limits)
         ancestors = await self._stored_ancestors(store.store_id, list(batch.outside_parents()))
         stored = await asyncio.to_thread(_validate, batch, ancestors, self._limits)
-        await _check_schema(batch.entities, [e.uid for e in stored], store.schema)
+        await _check_schema(batch, [e.uid for e in stored], store.schema)
         version = await self._store.put(store.store_id, stored)
         return version, len(stored)
 
@@ -100,7 +105,7 @@ class EntityWrites:
 def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:
     """Parse and check what needs no stored data: count, shape, uids and size. JSON values
     are counted while parsing: an entity with too many is refused before it is built."""
-    entities, _ = parse_entities_counted(
+    entities, values = parse_entities_counted(
         entities_json, "entities_json", 64, limits.max_entity_values
     )
     if not entities:
@@ -117,9 +122,8 @@ def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:
                 f"entities_json[{position}]",
                 f"is larger than {limits.max_entity_bytes} bytes of JSON",
             )
-    return _Batch(
-        entities, index, {uid: parents_of(e) for uid, e in zip(index, entities, strict=True)}
-    )
+    parents = {uid: parents_of(e) for uid, e in zip(index, entities, strict=True)}
+    return _Batch(entities, index, parents, values)
 
 
 def _validate(
@@ -144,23 +148,39 @@ def _validate(
 
 
 async def _check_schema(
-    entities: Sequence[JsonObject], uids: Sequence[EntityUid], schema: SchemaHandle | None
+    batch: _Batch, uids: Sequence[EntityUid], schema: SchemaHandle | None
 ) -> None:
     """A chunk at once (the common, valid case); one by one only to name the culprit.
 
     Chunks check the same as the whole: duplicates and cycles, the only checks Cedar makes
     across entities, were refused before.
     """
-    for start in range(0, len(entities), SCHEMA_CHUNK):
-        if start:
+    entities = batch.entities
+    for number, (start, end) in enumerate(schema_chunks(batch.values)):
+        if number:
             await give_turn()
-        if cedar.entity_problem(entities[start : start + SCHEMA_CHUNK], schema) is None:
+        if cedar.entity_problem(entities[start:end], schema) is None:
             continue
-        for index in range(start, min(start + SCHEMA_CHUNK, len(entities))):
+        for index in range(start, end):
             problem = cedar.entity_problem([entities[index]], schema)
             if problem is not None:
                 raise RequestError(f"entities_json[{index}]", _describe(uids[index], problem))
         raise RequestError("entities_json", "the entities do not conform to the schema together")
+
+
+def schema_chunks(values: Sequence[int]) -> list[tuple[int, int]]:
+    """[start, end) ranges of at most SCHEMA_CHUNK entities and SCHEMA_CHUNK_VALUES values
+    (an entity of more values than that, up to max_entity_values, is a chunk of its own)."""
+    chunks: list[tuple[int, int]] = []
+    start, total = 0, 0
+    for index, count in enumerate(values):
+        if index > start and (index - start >= SCHEMA_CHUNK or total + count > SCHEMA_CHUNK_VALUES):
+            chunks.append((start, index))
+            start, total = index, 0
+        total += count
+    if start < len(values):
+        chunks.append((start, len(values)))
+    return chunks
 
 
 def _unique_uids(entities: Sequence[JsonObject]) -> dict[EntityUid, int]:
