@@ -21,15 +21,16 @@ class Settings(BaseSettings):
     max_context_depth: int = Field(default=32, ge=2, le=256)
     # Distinct entity uids one request may name in context_json and entities_json together.
     max_request_references: int = Field(default=1_000, ge=1)
-    # JSON values (containers and scalars), counted while parsing, before Cedar sees any:
-    # Cedar's conversion costs up to ~5 us per value on the event loop (docs/security.md,
-    # "JSON values"; measured by benchmarks/bench_json_values.py).
+    # JSON values (containers and scalars), counted while parsing, before Cedar sees any.
+    # Cedar and Python cost up to ~4 us per value in a context and ~6.5 us in inline entities
+    # on the event loop; the limits keep a request at all of them (and at max_slice_entities)
+    # within 50 ms (docs/security.md, "JSON values"; benchmarks/bench_json_values.py).
     max_context_values: int = Field(default=1_000, ge=1, description="in one context_json")
     max_request_entity_values: int = Field(
-        default=2_000, ge=1, description="in one request's entities_json, all entities together"
+        default=1_500, ge=1, description="in one request's entities_json, all entities together"
     )
     max_batch_values: int = Field(
-        default=10_000, ge=1, description="context and entities of a batch's items together"
+        default=4_000, ge=1, description="context and entities of a batch's items together"
     )
     # GetEntities reply size (bytes); also never more than max_message_bytes.
     max_get_reply_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)

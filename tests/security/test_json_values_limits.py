@@ -15,13 +15,16 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.cases import lending_cases
 from tests.security.input_server import OK, Served, ask, outcome, serve_stores
 from tests.stores import entity, write_store
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import entities_pb2 as epb
+from verdict.client import build_request
 from verdict.config import Settings
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+POLICIES = Path(__file__).parents[2] / "policies"
 LIMITS = {
     "max_context_values": 50,
     "max_request_entity_values": 60,
@@ -64,8 +67,8 @@ def test_default_limits() -> None:
     """The defaults are the measured ones (benchmarks/bench_json_values.py)."""
     settings = Settings()
     assert settings.max_context_values == 1_000
-    assert settings.max_request_entity_values == 2_000
-    assert settings.max_batch_values == 10_000
+    assert settings.max_request_entity_values == 1_500
+    assert settings.max_batch_values == 4_000
     assert settings.max_entity_values == 1_000
 
 
@@ -169,3 +172,23 @@ async def test_refused_items_spend_the_budget_too(served: Served) -> None:
     )
     assert code == INVALID
     assert details.startswith("requests: hold more than 200 JSON values together")
+
+
+async def test_realistic_batches_fit_the_default_budget() -> None:
+    """100 lending decisions (each context ~4-10 values) pass the default budget with
+    room to spare: the limits refuse only what no caller needs."""
+    cases = lending_cases()
+    items = [
+        build_request(c.principal, c.action, c.resource, context=c.context, store="lending")
+        for c in (cases * 4)[:100]
+    ]
+    async with serve_stores(POLICIES) as served:
+        code, reply = await outcome(
+            served.authz.BatchAuthorize(pb.BatchAuthorizeRequest(requests=items), timeout=10)
+        )
+    assert code is OK
+    expected = [c.expect for c in (cases * 4)[:100]]
+    decided = [
+        "allow" if r.response.decision == pb.DECISION_ALLOW else "deny" for r in reply.results
+    ]
+    assert decided == expected

@@ -5,14 +5,20 @@ the event loop for most of a second."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.security.input_server import outcome, serve_stores
 from tests.stores import entity, write_store
+from verdict import cedar
 from verdict._gen.verdict.v1 import entities_pb2 as epb
+from verdict.app import build_app
+from verdict.config import Settings
 from verdict.engine.entity_writes import SCHEMA_CHUNK_VALUES, schema_chunks
 
 STALL_BOUND = 0.5
@@ -68,3 +74,38 @@ async def test_write_of_value_heavy_entities_does_not_stall(tmp_path: Path) -> N
     assert worst < STALL_BOUND, f"the event loop was held {worst:.2f} s"
     assert code.name == "OK"
     assert reply.written == 300
+
+
+async def test_timer_woken_tasks_run_between_every_two_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a write's Cedar checks run on the loop (10 chunks of ~4 heavy entities), a task
+    woken by a 1 ms timer gets a turn between every two chunks, not every other one."""
+    write_store(tmp_path, "s", {"p.cedar": "permit(principal, action, resource);\n"})
+    app = build_app(Settings(stores=tmp_path, default_store="s"))
+    text = json.dumps([heavy(f"b{i}") for i in range(40)])
+    turns, done = 0, False
+    turns_at_call: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal turns
+        while not done:
+            await asyncio.sleep(0.001)
+            turns += 1
+
+    real = cedar.entity_problem
+
+    def counted(*args: Any) -> Any:
+        turns_at_call.append(turns)
+        return real(*args)
+
+    monkeypatch.setattr(cedar, "entity_problem", counted)  # counts calls; Cedar still runs
+    task = asyncio.create_task(ticker())
+    try:
+        await app.writes.put("s", text)
+    finally:
+        done = True
+        await task
+    assert len(turns_at_call) == len(schema_chunks([991] * 40)) == 10
+    between = [b - a for a, b in itertools.pairwise(turns_at_call)]
+    assert min(between) >= 1, between

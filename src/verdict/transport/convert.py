@@ -37,8 +37,8 @@ class RequestLimits:
     max_depth: int = DEFAULT_MAX_DEPTH
     max_references: int = DEFAULT_MAX_REFERENCES
     max_context_values: int = 1_000
-    max_entity_values: int = 2_000  # all of entities_json together
-    max_batch_values: int = 10_000  # context and entities of a batch's items together
+    max_entity_values: int = 1_500  # all of entities_json together
+    max_batch_values: int = 4_000  # context and entities of a batch's items together
 
     def batch_budget(self) -> ValueBudget:
         """A fresh budget for the items of one BatchAuthorize call."""
