@@ -297,7 +297,9 @@ def attacks(settings: dict[str, int]) -> dict[str, Call]:
     empty_lists = "[]," * 1_390_000 + "[]"
     offset = SHAPES["offset(datetime, duration)"](0)
     per_item = settings["max_batch_values"] // 100
-    per_doc = settings["max_request_entity_values"] // 100
+    # 100 Docs of 7 values (entity, uid of 3, attrs, list, parents), some with an offset (12).
+    with_offset = (settings["max_request_entity_values"] - 1 - 700) // 12
+    inline = 1 + 700 + 12 * with_offset
     heavy_entity = entity("Blob", "b", {"l": [offset] * 82})  # 991 values
 
     def authz(request: pb.IsAuthorizedRequest) -> Call:
@@ -327,10 +329,10 @@ def attacks(settings: dict[str, int]) -> dict[str, Call]:
             write('[{"uid": {"type": "Blob", "id": "b"}, "attrs": {"l": [' + empty_lists + "]}}]")
         ),
         "at the limit: context of 1,000 offset values": authz(ask({"l": [offset] * 83})),
-        f"at the limit: 100 inline Docs of {per_doc} values": authz(
+        f"at the limit: 100 inline Docs, {inline} values": authz(
             ask(
                 entities=[
-                    entity("Doc", f"x{k}", {"l": [offset] * ((per_doc - 7) // 12)})
+                    entity("Doc", f"x{k}", {"l": [offset] if k < with_offset else []})
                     for k in range(100)
                 ]
             )
