@@ -25,6 +25,7 @@ SURROGATE_PROBLEM = "contains a lone surrogate (\\ud800-\\udfff), which is not U
 UID_PROBLEM = 'must be exactly {"type": ..., "id": ...} (or that inside {"__entity": ...})'
 TYPE_PROBLEM = f"type {TYPE_NAME_PROBLEM}"
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
+_ARRAY_START = re.compile(r"[ \t\n\r]*\[")
 
 
 def loads_strict(
@@ -164,7 +165,9 @@ def parse_entities_counted(
     entity (refused naming ``field[i]``); returns each entity's number of values too."""
     if not text.strip():
         return (), ()
-    parsed = parse_json(text, field, max_depth, None, max_item_values=max_entity_values)
+    # Anything but an array is refused below; until then it may cost one entity's worth.
+    whole = None if _ARRAY_START.match(text) else max_entity_values
+    parsed = parse_json(text, field, max_depth, whole, max_item_values=max_entity_values)
     return _entity_array(parsed.value, field), parsed.item_values
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verdict.cedar_json import parse_context_json
+from verdict.cedar_json import parse_context_json, parse_entities_counted
 from verdict.errors import RequestError, ValueBudgetError
 from verdict.json_values import (
     C_PARSE_VALUES,
@@ -157,3 +157,18 @@ def test_error_paths_are_joined_only_when_reported(text: str, field: str) -> Non
     with pytest.raises(RequestError) as info:
         parse_context_json(text)
     assert info.value.field == field
+
+
+def test_a_write_that_is_not_an_array_costs_one_entity_at_most() -> None:
+    """PutEntities text that is not an array is refused after one entity's worth of values,
+    not parsed in full (4 MiB of an object would keep a worker thread busy for seconds)."""
+    text = '{"l": [' + "[]," * 1_000_000 + "[]]}"
+    with pytest.raises(RequestError) as info:
+        parse_entities_counted(text, "entities_json", 64, 1_000)
+    assert (info.value.field, info.value.problem) == (
+        "entities_json",
+        "holds more than 1000 JSON values (the server's limit)",
+    )
+    with pytest.raises(RequestError) as info:
+        parse_entities_counted('{"uid": 1}', "entities_json", 64, 1_000)
+    assert info.value.problem == "must be a JSON array of Cedar entities"
