@@ -46,7 +46,7 @@ from verdict.config import Settings
 from verdict.engine.hierarchy import parents_of
 from verdict.model import AuthorizationRequest
 from verdict.store.base import StoredEntity
-from verdict.transport.convert import request_from_proto
+from verdict.transport.convert import RequestLimits, request_from_proto
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_MS = 50.0
@@ -342,7 +342,9 @@ async def request_times(app: App, repeat: int) -> list[dict[str, Any]]:
         for _ in range(repeat):
             started = time.perf_counter()
             try:
-                result = await app.authorizer.authorize(request_from_proto(message, depth))
+                result = await app.authorizer.authorize(
+                    request_from_proto(message, RequestLimits(max_depth=depth))
+                )
                 outcome = result.decision.value
             except Exception as exc:  # a refusal is an outcome too: report what it cost
                 outcome = f"{type(exc).__name__}: {exc}"[:80]
@@ -359,13 +361,13 @@ async def batch_stall(app: App, times: list[dict[str, Any]]) -> dict[str, Any]:
     # size of a slice is not bounded yet: see README).
     decided = [r for r in times if r["outcome"] in ("allow", "deny") and "KiB" not in r["shape"]]
     heaviest = max(decided, key=lambda r: r["ms"])
-    requests = [request_from_proto(messages[heaviest["shape"]], 32)] * app.settings.max_batch_size
+    requests = [request_from_proto(messages[heaviest["shape"]])] * app.settings.max_batch_size
     small = build_request("G::m0", "Action::read", "Doc::d", store="hostile")
 
     async def work() -> object:
         return await app.authorizer.authorize_batch(requests)
 
-    result = await stall_during(work, app, request_from_proto(small, 32))
+    result = await stall_during(work, app, request_from_proto(small))
     result["shape"] = heaviest["shape"]
     print(
         f"  batch  {len(requests)} x heaviest: {result['write_s']:.2f} s,"

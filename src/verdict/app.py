@@ -119,6 +119,7 @@ def entity_limits(settings: Settings) -> EntityLimits:
         max_request_entities=settings.max_request_entities,
         max_write_entities=settings.max_write_entities,
         max_entity_bytes=settings.max_entity_bytes,
+        max_entity_values=settings.max_entity_values,
         max_slice_entities=settings.max_slice_entities,
         hierarchy=HierarchyLimits(
             max_depth=settings.max_hierarchy_depth,
@@ -230,6 +231,9 @@ async def start(app: App) -> VerdictServer:
         max_context_depth=settings.max_context_depth,
         entity_writes=app.writes,
         max_request_references=settings.max_request_references,
+        max_context_values=settings.max_context_values,
+        max_request_entity_values=settings.max_request_entity_values,
+        max_batch_values=settings.max_batch_values,
         max_get_reply_bytes=min(settings.max_get_reply_bytes, settings.max_message_bytes),
         max_concurrent_calls=settings.max_concurrent_calls,
         max_context_bytes=settings.max_context_bytes,

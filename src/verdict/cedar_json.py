@@ -17,77 +17,23 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from verdict.errors import RequestError
+from verdict.json_values import DEFAULT_MAX_DEPTH, ValueBudget, parse_json
 from verdict.model import TYPE_NAME_PROBLEM, EntityUid, JsonObject, has_surrogate, is_type_name
 
-LONG_MIN = -(2**63)
-LONG_MAX = 2**63 - 1
-DEFAULT_MAX_DEPTH = 32
 ESCAPES = frozenset({"__entity", "__extn", "__expr"})
 SURROGATE_PROBLEM = "contains a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
 UID_PROBLEM = 'must be exactly {"type": ..., "id": ...} (or that inside {"__entity": ...})'
 TYPE_PROBLEM = f"type {TYPE_NAME_PROBLEM}"
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
+_ARRAY_START = re.compile(r"[ \t\n\r]*\[")
 
 
-def _reject_float(text: str) -> Any:
-    raise ValueError("float")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(name)
-
-
-def _parse_long(text: str) -> int:
-    value = int(text)
-    if not LONG_MIN <= value <= LONG_MAX:
-        raise ValueError("long")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> JsonObject:
-    # Last-one-wins would let a caller's log (first value) and the decision (last) disagree.
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate")
-    return obj
-
-
-_PARSE_PROBLEMS = {
-    "float": "contains a fractional number; Cedar has no floats (use decimal)",
-    "long": "contains an integer outside Cedar's 64-bit range",
-    "duplicate": "repeats a key within one object",
-}
-
-
-def loads_strict(text: str, field: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+def loads_strict(
+    text: str, field: str, max_depth: int = DEFAULT_MAX_DEPTH, max_values: int | None = None
+) -> Any:
     """Parse caller JSON losslessly: no floats, no NaN, no duplicate keys, 64-bit integers,
-    bounded nesting."""
-    try:
-        value = json.loads(
-            text,
-            parse_float=_reject_float,
-            parse_constant=_reject_constant,
-            parse_int=_parse_long,
-            object_pairs_hook=_unique_keys,
-        )
-    except RecursionError:
-        raise RequestError(field, f"is nested deeper than {max_depth} levels") from None
-    except ValueError as exc:
-        raise RequestError(field, _PARSE_PROBLEMS.get(str(exc), "is not valid JSON")) from None
-    _check_depth(value, field, max_depth)
-    return value
-
-
-def _check_depth(value: Any, field: str, max_depth: int) -> None:
-    # Iterative, containers only: a hostile document must not exhaust the interpreter stack,
-    # and a large entity file must not pay for a visit to every scalar.
-    stack: list[tuple[Any, int]] = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
-        if depth > max_depth:
-            raise RequestError(field, f"is nested deeper than {max_depth} levels")
-        children = item.values() if isinstance(item, dict) else item
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    bounded nesting and, given ``max_values``, a bounded number of JSON values."""
+    return parse_json(text, field, max_depth, max_values).value
 
 
 def child_path(path: str, key: str) -> str:
@@ -112,73 +58,120 @@ class _Inside(str):
     """A path step inside an escape (``.__extn.arg``), appended as is."""
 
 
+# Where a container sits: its parent's trail and its key there (None: the record itself).
+# The caller-facing path is joined from it only when a check fails; building a path string
+# for every container cost more than all the checks together.
+_Trail = tuple[Any, str | int] | None
+_CONTAINERS = (dict, list)
+
+
 def _check_values(record: JsonObject, path: str) -> None:
-    # Iterative; a path is built for containers only, scalars are checked in place (ASCII
-    # strings, the common case, cost one isascii()).
-    stack: list[tuple[JsonObject | list[Any], str]] = [(record, path)]
+    # Iterative; scalars are checked in place (ASCII strings, the common case, cost one
+    # isascii()), containers are pushed with their trail.
+    stack: list[tuple[Any, _Trail]] = [(record, None)]
     while stack:
-        item, where = stack.pop()
-        pairs: Iterable[tuple[str | int, Any]]
+        item, trail = stack.pop()
         if isinstance(item, list):
-            pairs = enumerate(item)
-        elif ESCAPES.isdisjoint(item):
-            pairs = item.items()
-        else:
-            pairs = _escape_children(item, where)
+            for index, child in enumerate(item):
+                if isinstance(child, str):
+                    if not child.isascii() and has_surrogate(child):
+                        raise RequestError(_path(path, (trail, index)), SURROGATE_PROBLEM)
+                elif isinstance(child, _CONTAINERS):
+                    stack.append((child, (trail, index)))
+            continue
+        pairs: Iterable[tuple[str, Any]]
+        pairs = item.items() if ESCAPES.isdisjoint(item) else _escape_children(item, path, trail)
         for key, child in pairs:
             if isinstance(child, str):
                 if not child.isascii() and has_surrogate(child):
-                    raise RequestError(_join(where, key), SURROGATE_PROBLEM)
-            elif isinstance(child, dict | list):
-                stack.append((child, _join(where, key)))
-            if isinstance(key, str) and not key.isascii() and has_surrogate(key):
-                raise RequestError(_join(where, key), SURROGATE_PROBLEM)
+                    raise RequestError(_path(path, (trail, key)), SURROGATE_PROBLEM)
+            elif isinstance(child, _CONTAINERS):
+                stack.append((child, (trail, key)))
+            if not key.isascii() and has_surrogate(key):
+                raise RequestError(_path(path, (trail, key)), SURROGATE_PROBLEM)
 
 
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return path + key if isinstance(key, _Inside) else child_path(path, key)
+def _path(root: str, trail: _Trail) -> str:
+    """The caller-facing path of ``trail`` below ``root`` (``root.a[3]["b c"]``)."""
+    keys: list[str | int] = []
+    while trail is not None:
+        trail, key = trail
+        keys.append(key)
+    path = root
+    for key in reversed(keys):
+        if isinstance(key, int):
+            path = f"{path}[{key}]"
+        else:
+            path = path + key if isinstance(key, _Inside) else child_path(path, key)
+    return path
 
 
-def _escape_children(item: JsonObject, where: str) -> list[tuple[str | int, Any]]:
+def _escape_children(item: JsonObject, root: str, trail: _Trail) -> list[tuple[str, Any]]:
     """Check one escape object; return the values inside it that are Cedar values themselves."""
     if "__expr" in item:
-        raise RequestError(where, 'uses the "__expr" escape, which Cedar no longer supports')
+        raise RequestError(
+            _path(root, trail), 'uses the "__expr" escape, which Cedar no longer supports'
+        )
     name = "__entity" if "__entity" in item else "__extn"
     if len(item) != 1:
-        raise RequestError(where, f'has keys beside "{name}"; an escape must be alone')
+        raise RequestError(_path(root, trail), f'has keys beside "{name}"; an escape must be alone')
     inner = item[name]
     if name == "__entity":
         if (problem := _uid_problem(inner)) is not None:
-            raise RequestError(f"{where}.__entity", problem)
+            raise RequestError(_path(root, (trail, _Inside(".__entity"))), problem)
         return []
-    if not isinstance(inner, dict) or not isinstance(inner.get("fn"), str):
-        raise RequestError(f"{where}.__extn", 'must be {"fn": "<name>", "arg": <value>}')
-    if set(inner) == {"fn", "arg"}:
-        return [(_Inside(".__extn.arg"), inner["arg"])]
-    if set(inner) == {"fn", "args"} and isinstance(inner["args"], list):
-        return [(_Inside(".__extn.args"), inner["args"])]
-    raise RequestError(
-        f"{where}.__extn", 'must hold exactly "fn" and either "arg" or an "args" list'
-    )
+    if isinstance(inner, dict) and isinstance(inner.get("fn"), str):
+        if set(inner) == {"fn", "arg"}:
+            return [(_Inside(".__extn.arg"), inner["arg"])]
+        if set(inner) == {"fn", "args"} and isinstance(inner["args"], list):
+            return [(_Inside(".__extn.args"), inner["args"])]
+        problem = 'must hold exactly "fn" and either "arg" or an "args" list'
+    else:
+        problem = 'must be {"fn": "<name>", "arg": <value>}'
+    raise RequestError(_path(root, (trail, _Inside(".__extn"))), problem)
 
 
-def parse_context_json(text: str, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonObject:
+def parse_context_json(
+    text: str,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_values: int | None = None,
+    budget: ValueBudget | None = None,
+) -> JsonObject:
     """Parse a request's context: empty means ``{}``; anything but a JSON object is an error."""
     if not text.strip():
         return {}
-    value = loads_strict(text, "context_json", max_depth)
+    value = parse_json(text, "context_json", max_depth, max_values, budget=budget).value
     return check_record(value, "context_json", "must be a JSON object (a Cedar record)")
 
 
 def parse_entities_json(
-    text: str, field: str = "entities_json", max_depth: int = DEFAULT_MAX_DEPTH
+    text: str,
+    field: str = "entities_json",
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_values: int | None = None,
+    budget: ValueBudget | None = None,
 ) -> tuple[JsonObject, ...]:
     """Parse a Cedar JSON entity array, checking each item's shape (not yet its schema)."""
     if not text.strip():
         return ()
-    value = loads_strict(text, field, max_depth)
+    value = parse_json(text, field, max_depth, max_values, budget=budget).value
+    return _entity_array(value, field)
+
+
+def parse_entities_counted(
+    text: str, field: str, max_depth: int, max_entity_values: int
+) -> tuple[tuple[JsonObject, ...], tuple[int, ...]]:
+    """``parse_entities_json`` for writes: at most ``max_entity_values`` JSON values in each
+    entity (refused naming ``field[i]``); returns each entity's number of values too."""
+    if not text.strip():
+        return (), ()
+    # Anything but an array is refused below; until then it may cost one entity's worth.
+    whole = None if _ARRAY_START.match(text) else max_entity_values
+    parsed = parse_json(text, field, max_depth, whole, max_item_values=max_entity_values)
+    return _entity_array(parsed.value, field), parsed.item_values
+
+
+def _entity_array(value: Any, field: str) -> tuple[JsonObject, ...]:
     if not isinstance(value, list):
         raise RequestError(field, "must be a JSON array of Cedar entities")
     for index, item in enumerate(value):

@@ -24,6 +24,17 @@ class Settings(BaseSettings):
     max_id_bytes: int = Field(default=1024, ge=1)
     # Distinct entity uids one request may name in context_json and entities_json together.
     max_request_references: int = Field(default=1_000, ge=1)
+    # JSON values (containers and scalars), counted while parsing, before Cedar sees any.
+    # Cedar and Python cost up to ~4 us per value in a context and ~6.5 us in inline entities
+    # on the event loop; the limits keep a request at all of them (and at max_slice_entities)
+    # within 50 ms (docs/security.md, "JSON values"; benchmarks/bench_json_values.py).
+    max_context_values: int = Field(default=1_000, ge=1, description="in one context_json")
+    max_request_entity_values: int = Field(
+        default=1_500, ge=1, description="in one request's entities_json, all entities together"
+    )
+    max_batch_values: int = Field(
+        default=4_000, ge=1, description="context and entities of a batch's items together"
+    )
     # GetEntities reply size (bytes); also never more than max_message_bytes.
     max_get_reply_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Connection limits: an idle or half-open socket holds a descriptor (docs/deployment.md).
@@ -58,6 +69,9 @@ class Settings(BaseSettings):
     max_request_entities: int = Field(default=100, ge=0, description="entities_json items")
     max_write_entities: int = Field(default=10_000, ge=1, description="PutEntities items")
     max_entity_bytes: int = Field(default=64 * 1024, ge=256, description="JSON of one entity")
+    max_entity_values: int = Field(
+        default=1_000, ge=8, description="JSON values of one written entity"
+    )
     max_hierarchy_depth: int = Field(default=100, ge=1, description="longest parent chain")
     max_entity_ancestors: int = Field(default=200, ge=1, description="ancestors of one entity")
     max_hierarchy_pairs: int = Field(

@@ -2,7 +2,8 @@
 
     VerdictError
     ├── RequestError            a request field is invalid (names the field)
-    │   └── BatchTooLargeError  more items than the configured batch limit
+    │   ├── BatchTooLargeError  more items than the configured batch limit
+    │   └── ValueBudgetError    a call's fields together hold too many JSON values
     ├── PolicyLoadError         a policy store cannot be loaded (file:line diagnostics)
     ├── StoreUnavailableError   the entity store cannot answer right now
     │   └── StoreNotLoadedError a store's entities are not (or no longer) loaded
@@ -43,6 +44,11 @@ class BatchTooLargeError(RequestError):
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__("requests", f"batch of {size} items exceeds the limit of {limit}")
+
+
+class ValueBudgetError(RequestError):
+    """The fields of a whole call (a batch's items together) hold more JSON values than the
+    server parses for one call; the call is refused as a whole, not item by item."""
 
 
 @dataclass(frozen=True)

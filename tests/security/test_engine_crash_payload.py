@@ -44,14 +44,17 @@ def test_cycle_payload_is_refused_on_every_entry_point(
 ) -> None:
     """IsAuthorized, BatchAuthorize and PutEntities refuse the payload; the server lives on.
 
-    With the default limits the count refuses it first; with the count and reference limits
-    raised past 10,000 the cycle check must (it is what stood between the payload and cedarpy).
+    With the default limits the JSON value count refuses it first; with the count, reference
+    and value limits raised past the payload the cycle check must (it is what stood between
+    the payload and cedarpy).
     """
     write_store(tmp_path, "s", STORE)
     env = {}
     if count_limit is not None:
         env = {"VERDICT_MAX_REQUEST_ENTITIES": count_limit}
         env["VERDICT_MAX_REQUEST_REFERENCES"] = count_limit
+        env["VERDICT_MAX_REQUEST_ENTITY_VALUES"] = "1000000"
+        env["VERDICT_MAX_BATCH_VALUES"] = "1000000"
     expected = "entities_json:" if count_limit is None else "entities_json["
     request = build_request("G::n0", "Action::read", "Doc::d", entities=CYCLE)
     with verdict_server("--stores", str(tmp_path), "--default-store", "s", env=env) as server:

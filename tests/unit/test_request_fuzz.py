@@ -15,7 +15,7 @@ from verdict.app import build_app
 from verdict.config import Settings
 from verdict.errors import RequestError
 from verdict.model import Decision
-from verdict.transport.convert import request_from_proto
+from verdict.transport.convert import RequestLimits, request_from_proto
 
 APP = build_app(Settings(stores=POLICIES, default_store="lending"))
 FIELDS = {
@@ -52,7 +52,7 @@ ids = st.text(max_size=12)
 
 def decide(request: pb.IsAuthorizedRequest) -> Decision | str:
     try:
-        domain = request_from_proto(request, max_depth=32)
+        domain = request_from_proto(request, RequestLimits(max_depth=32))
         return asyncio.run(APP.authorizer.authorize(domain)).decision
     except RequestError as exc:
         return exc.field.split("[")[0]

@@ -3,8 +3,9 @@
 A 10,000-entity write must not stall decisions. The Python work (JSON, shape, size, graph and
 reference checks) runs in a worker thread. Cedar's schema check holds the GIL for a whole call,
 and from a worker thread it starved the event loop for 200+ ms at a time (measured in
-benchmarks/bench_loop_stall.py), so it runs on the loop instead, SCHEMA_CHUNK entities per call
-(~5 ms), giving other requests a turn between calls.
+benchmarks/bench_loop_stall.py), so it runs on the loop instead, at most SCHEMA_CHUNK entities
+and SCHEMA_CHUNK_VALUES JSON values per call (~5 ms for lending entities, at most ~20 ms for
+the costliest values), giving other requests a turn between calls.
 
 Concurrent writes are checked one after another per store (see EntityWrites).
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from verdict import cedar
 from verdict.cedar import SchemaHandle
-from verdict.cedar_json import entity_references, entity_uid, parse_entities_json
+from verdict.cedar_json import entity_references, entity_uid, parse_entities_counted
 from verdict.engine.hierarchy import HierarchyProblem, check_graph, parents_of
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.turns import give_turn
@@ -31,6 +32,9 @@ from verdict.store.base import EntityStore, ReadOptions, StoredEntity
 from verdict.telemetry import metrics
 
 SCHEMA_CHUNK = 200  # entities per Cedar call: ~5 ms with the GIL held
+# JSON values per Cedar call: Cedar converts up to ~5 us per value (bench_json_values.py), and
+# 200 entities of max_entity_values each would hold the loop for a second.
+SCHEMA_CHUNK_VALUES = 4_000
 ANCESTOR_READ = 100  # parents per read of their stored closure
 WRITE_ATTEMPTS = 5  # checks against a store that other replicas keep changing, then ABORTED
 
@@ -42,6 +46,7 @@ class _Batch:
     entities: tuple[JsonObject, ...]
     index: Mapping[EntityUid, int]
     parents: Mapping[EntityUid, list[EntityUid]]
+    values: Sequence[int]  # JSON values of each entity
 
     def outside_parents(self) -> set[EntityUid]:
         """Parents this write does not itself define: their ancestors are stored ones."""
@@ -101,7 +106,7 @@ class EntityWrites:
             await asyncio.to_thread(_check_hierarchy, batch, ancestors.found, self._limits)
             if stored is None:  # the schema check needs no stored data: once is enough
                 stored = _stored_form(batch)
-                await _check_schema(batch.entities, [e.uid for e in stored], store.schema)
+                await _check_schema(batch, [e.uid for e in stored], store.schema)
             try:
                 version = await self._store.put(
                     store_id, stored, ancestors.version, require_loaded=load_only
@@ -164,8 +169,11 @@ def _load_only(store: StoreSnapshot) -> bool:
 
 
 def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:
-    """Parse and check what needs no stored data: count, shape, uids and size."""
-    entities = parse_entities_json(entities_json, max_depth=64)
+    """Parse and check what needs no stored data: count, shape, uids and size. JSON values
+    are counted while parsing: an entity with too many is refused before it is built."""
+    entities, values = parse_entities_counted(
+        entities_json, "entities_json", 64, limits.max_entity_values
+    )
     if not entities:
         raise RequestError("entities_json", "must contain at least one entity")
     if len(entities) > limits.max_write_entities:
@@ -180,9 +188,8 @@ def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:
                 f"entities_json[{position}]",
                 f"is larger than {limits.max_entity_bytes} bytes of JSON",
             )
-    return _Batch(
-        entities, index, {uid: parents_of(e) for uid, e in zip(index, entities, strict=True)}
-    )
+    parents = {uid: parents_of(e) for uid, e in zip(index, entities, strict=True)}
+    return _Batch(entities, index, parents, values)
 
 
 def _check_hierarchy(
@@ -209,23 +216,39 @@ def _stored_form(batch: _Batch) -> list[StoredEntity]:
 
 
 async def _check_schema(
-    entities: Sequence[JsonObject], uids: Sequence[EntityUid], schema: SchemaHandle | None
+    batch: _Batch, uids: Sequence[EntityUid], schema: SchemaHandle | None
 ) -> None:
     """A chunk at once (the common, valid case); one by one only to name the culprit.
 
     Chunks check the same as the whole: duplicates and cycles, the only checks Cedar makes
     across entities, were refused before.
     """
-    for start in range(0, len(entities), SCHEMA_CHUNK):
-        if start:
+    entities = batch.entities
+    for number, (start, end) in enumerate(schema_chunks(batch.values)):
+        if number:
             await give_turn()
-        if cedar.entity_problem(entities[start : start + SCHEMA_CHUNK], schema) is None:
+        if cedar.entity_problem(entities[start:end], schema) is None:
             continue
-        for index in range(start, min(start + SCHEMA_CHUNK, len(entities))):
+        for index in range(start, end):
             problem = cedar.entity_problem([entities[index]], schema)
             if problem is not None:
                 raise RequestError(f"entities_json[{index}]", _describe(uids[index], problem))
         raise RequestError("entities_json", "the entities do not conform to the schema together")
+
+
+def schema_chunks(values: Sequence[int]) -> list[tuple[int, int]]:
+    """[start, end) ranges of at most SCHEMA_CHUNK entities and SCHEMA_CHUNK_VALUES values
+    (an entity of more values than that, up to max_entity_values, is a chunk of its own)."""
+    chunks: list[tuple[int, int]] = []
+    start, total = 0, 0
+    for index, count in enumerate(values):
+        if index > start and (index - start >= SCHEMA_CHUNK or total + count > SCHEMA_CHUNK_VALUES):
+            chunks.append((start, index))
+            start, total = index, 0
+        total += count
+    if start < len(values):
+        chunks.append((start, len(values)))
+    return chunks
 
 
 def _unique_uids(entities: Sequence[JsonObject]) -> dict[EntityUid, int]:

@@ -24,6 +24,8 @@ class EntityLimits:
     max_request_entities: int = 100
     max_write_entities: int = 10_000
     max_entity_bytes: int = 64 * 1024
+    # JSON values of one written entity: Cedar converts each in every decision that loads it.
+    max_entity_values: int = 1_000
     max_slice_entities: int = 1_000
     hierarchy: HierarchyLimits = HierarchyLimits()
 

@@ -18,8 +18,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from verdict.cedar_json import LONG_MAX, LONG_MIN, parse_uid
+from verdict.cedar_json import parse_uid
 from verdict.errors import RequestError
+from verdict.json_values import LONG_MAX, LONG_MIN
 from verdict.model import EntityUid
 from verdict.uid_arg import parse_uid_arg
 

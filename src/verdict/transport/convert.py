@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.cedar_json import (
@@ -13,6 +14,7 @@ from verdict.cedar_json import (
     referenced_uids,
 )
 from verdict.errors import RequestError
+from verdict.json_values import DEFAULT_MAX_DEPTH, ValueBudget
 from verdict.model import (
     TYPE_NAME_PROBLEM,
     AuthorizationRequest,
@@ -26,6 +28,24 @@ from verdict.model import (
 MAX_UID_PART_BYTES = 1024
 DEFAULT_MAX_REFERENCES = 1_000
 DEFAULT_MAX_CONTEXT_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one decision request may make the server parse and look up; defaults match
+    ``verdict.config.Settings`` (the JSON value limits: docs/security.md, "JSON values")."""
+
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_references: int = DEFAULT_MAX_REFERENCES
+    max_context_values: int = 1_000
+    max_entity_values: int = 1_500  # all of entities_json together
+    max_batch_values: int = 4_000  # context and entities of a batch's items together
+    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES  # checked before parsing
+    max_id_bytes: int = MAX_UID_PART_BYTES
+
+    def batch_budget(self) -> ValueBudget:
+        """A fresh budget for the items of one BatchAuthorize call."""
+        return ValueBudget(self.max_batch_values, "requests")
 
 
 def uid_from_proto(
@@ -49,28 +69,36 @@ def checked_uid(uid: pb.EntityUid, field: str, max_bytes: int = MAX_UID_PART_BYT
 
 def request_from_proto(
     message: pb.IsAuthorizedRequest,
-    max_depth: int,
+    limits: RequestLimits = RequestLimits(),
     deadline: float | None = None,
-    max_references: int = DEFAULT_MAX_REFERENCES,
-    *,
-    max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
-    max_id_bytes: int = MAX_UID_PART_BYTES,
+    budget: ValueBudget | None = None,
 ) -> AuthorizationRequest:
-    """Convert and check one request; raises RequestError naming the first bad field."""
+    """Convert and check one request; raises RequestError naming the first bad field. JSON
+    values are counted while parsing (each field against its limit, and against ``budget``,
+    the whole batch's, if given) before anything else looks at them."""
     # Counted before parsing: the parse is the work the limit bounds.
-    if len(message.context_json.encode()) > max_context_bytes:
-        raise RequestError("context_json", f"is larger than {max_context_bytes} bytes")
+    if len(message.context_json.encode()) > limits.max_context_bytes:
+        raise RequestError("context_json", f"is larger than {limits.max_context_bytes} bytes")
+    principal = uid_from_proto(message, "principal", limits.max_id_bytes)
+    action = uid_from_proto(message, "action", limits.max_id_bytes)
+    resource = uid_from_proto(message, "resource", limits.max_id_bytes)
+    context = parse_context_json(
+        message.context_json, limits.max_depth, limits.max_context_values, budget
+    )
+    entities = parse_entities_json(
+        message.entities_json, "entities_json", limits.max_depth, limits.max_entity_values, budget
+    )
     request = AuthorizationRequest(
-        principal=uid_from_proto(message, "principal", max_id_bytes),
-        action=uid_from_proto(message, "action", max_id_bytes),
-        resource=uid_from_proto(message, "resource", max_id_bytes),
-        context=parse_context_json(message.context_json, max_depth),
+        principal=principal,
+        action=action,
+        resource=resource,
+        context=context,
         store_id=message.policy_store_id,
-        extra_entities=parse_entities_json(message.entities_json, max_depth=max_depth),
+        extra_entities=entities,
         min_entity_version=message.min_entity_version,
         deadline=deadline,
     )
-    check_reference_count(request, max_references)
+    check_reference_count(request, limits.max_references)
     return request
 
 

@@ -22,6 +22,7 @@ from verdict.transport.convert import (
     DEFAULT_MAX_CONTEXT_BYTES,
     DEFAULT_MAX_REFERENCES,
     MAX_UID_PART_BYTES,
+    RequestLimits,
 )
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.overload import ConcurrencyLimit
@@ -33,6 +34,8 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 DEFAULT_MAX_CONCURRENT_CALLS = 256
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
+
+DEFAULT_REQUEST_LIMITS = RequestLimits()
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,9 @@ async def start_server(
     max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
     max_id_bytes: int = MAX_UID_PART_BYTES,
+    max_context_values: int = DEFAULT_REQUEST_LIMITS.max_context_values,
+    max_request_entity_values: int = DEFAULT_REQUEST_LIMITS.max_entity_values,
+    max_batch_values: int = DEFAULT_REQUEST_LIMITS.max_batch_values,
 ) -> VerdictServer:
     """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
     security = security or EdgeSecurity()
@@ -156,10 +162,15 @@ async def start_server(
     pb_grpc.add_AuthorizationServiceServicer_to_server(
         AuthorizationServicer(
             authorizer,
-            max_context_depth,
-            max_request_references,
-            max_context_bytes=max_context_bytes,
-            max_id_bytes=max_id_bytes,
+            RequestLimits(
+                max_depth=max_context_depth,
+                max_references=max_request_references,
+                max_context_values=max_context_values,
+                max_entity_values=max_request_entity_values,
+                max_batch_values=max_batch_values,
+                max_context_bytes=max_context_bytes,
+                max_id_bytes=max_id_bytes,
+            ),
         ),
         server,
     )

@@ -13,15 +13,10 @@ from google.rpc import status_pb2
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.engine.authorizer import Authorizer
-from verdict.errors import BatchTooLargeError, RequestError, VerdictError
+from verdict.errors import BatchTooLargeError, RequestError, ValueBudgetError, VerdictError
+from verdict.json_values import ValueBudget
 from verdict.model import AuthorizationRequest
-from verdict.transport.convert import (
-    DEFAULT_MAX_CONTEXT_BYTES,
-    DEFAULT_MAX_REFERENCES,
-    MAX_UID_PART_BYTES,
-    request_from_proto,
-    response_to_proto,
-)
+from verdict.transport.convert import RequestLimits, request_from_proto, response_to_proto
 from verdict.transport.status import INTERNAL_MESSAGE, status_for
 
 log = structlog.get_logger(__name__)
@@ -57,20 +52,9 @@ def deadline_of(context: grpc.aio.ServicerContext[object, object]) -> float | No
 class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
     """gRPC face of the Authorizer; makes no decisions of its own."""
 
-    def __init__(
-        self,
-        authorizer: Authorizer,
-        max_context_depth: int,
-        max_references: int = DEFAULT_MAX_REFERENCES,
-        *,
-        max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
-        max_id_bytes: int = MAX_UID_PART_BYTES,
-    ) -> None:
+    def __init__(self, authorizer: Authorizer, limits: RequestLimits) -> None:
         self._authorizer = authorizer
-        self._max_depth = max_context_depth
-        self._max_references = max_references
-        self._max_context_bytes = max_context_bytes
-        self._max_id_bytes = max_id_bytes
+        self._limits = limits
 
     async def IsAuthorized(
         self,
@@ -78,7 +62,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> pb.IsAuthorizedResponse:
         async def work() -> pb.IsAuthorizedResponse:
-            domain = self._convert_or_raise(request, deadline_of(context))
+            domain = self._convert_or_raise(request, deadline_of(context), None)
             return response_to_proto(await self._authorizer.authorize(domain))
 
         return await answer_or_abort(context, work, "IsAuthorized")
@@ -92,7 +76,11 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
             if len(request.requests) > self._authorizer.max_batch:
                 raise BatchTooLargeError(len(request.requests), self._authorizer.max_batch)
             deadline = deadline_of(context)
-            items = [self._convert(item, deadline) for item in request.requests]
+            # One budget for all items: each may hold up to its own limits, but together
+            # they must not add up to seconds of parsing and evaluation (ValueBudgetError
+            # refuses the whole call, as soon as the items parsed so far pass it).
+            budget = self._limits.batch_budget()
+            items = [self._convert(item, deadline, budget) for item in request.requests]
             results = await self._authorizer.authorize_batch(items)
             response = pb.BatchAuthorizeResponse()
             for result in results:
@@ -108,21 +96,16 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         return await answer_or_abort(context, work, "BatchAuthorize")
 
     def _convert(
-        self, item: pb.IsAuthorizedRequest, deadline: float | None
+        self, item: pb.IsAuthorizedRequest, deadline: float | None, budget: ValueBudget
     ) -> AuthorizationRequest | VerdictError:
         try:
-            return self._convert_or_raise(item, deadline)
+            return self._convert_or_raise(item, deadline, budget)
+        except ValueBudgetError:
+            raise
         except RequestError as exc:
             return exc
 
     def _convert_or_raise(
-        self, item: pb.IsAuthorizedRequest, deadline: float | None
+        self, item: pb.IsAuthorizedRequest, deadline: float | None, budget: ValueBudget | None
     ) -> AuthorizationRequest:
-        return request_from_proto(
-            item,
-            self._max_depth,
-            deadline,
-            self._max_references,
-            max_context_bytes=self._max_context_bytes,
-            max_id_bytes=self._max_id_bytes,
-        )
+        return request_from_proto(item, self._limits, deadline, budget)
