@@ -92,8 +92,11 @@ async def test_separators_inside_strings_are_not_values(served: Served) -> None:
 
 
 async def test_huge_context_is_refused_without_parsing_it_all(served: Served) -> None:
-    """4 MiB of empty lists (1.4 million values) is refused as over the limit, not parsed."""
+    """4 MiB of empty lists (1.4 million values) is refused as over a limit, not parsed: the
+    byte limit (checked before parsing) answers first; the value limit would have next."""
     text = '{"l": [' + "[]," * 1_390_000 + "[]]}"
+    assert await decide(served, text) == (INVALID, "context_json: is larger than 1048576 bytes")
+    text = '{"l": [' + "[]," * 300_000 + "[]]}"  # under 1 MiB: the value count refuses it
     assert await decide(served, text) == (
         INVALID,
         "context_json: holds more than 50 JSON values (the server's limit)",
