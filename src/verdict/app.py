@@ -18,7 +18,7 @@ from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.errors import StoreUnavailableError
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
-from verdict.store.base import EntityStore
+from verdict.store.base import EntityStore, SliceLimits
 from verdict.store.entity_cache import EntityCache
 from verdict.store.invalidation import InvalidationListener
 from verdict.store.memory import MemoryEntityStore
@@ -121,11 +121,20 @@ def entity_limits(settings: Settings) -> EntityLimits:
         max_entity_bytes=settings.max_entity_bytes,
         max_entity_values=settings.max_entity_values,
         max_slice_entities=settings.max_slice_entities,
+        max_slice_bytes=settings.max_slice_bytes,
+        max_slice_values=settings.max_slice_values,
         hierarchy=HierarchyLimits(
             max_depth=settings.max_hierarchy_depth,
             max_ancestors=settings.max_entity_ancestors,
             max_pairs=settings.max_hierarchy_pairs,
         ),
+    )
+
+
+def slice_limits(settings: Settings) -> SliceLimits:
+    """What one evaluation may read from a store, from the settings."""
+    return SliceLimits(
+        settings.max_slice_entities, settings.max_slice_bytes, settings.max_slice_values
     )
 
 
@@ -135,12 +144,12 @@ def build_entity_store(
 ) -> tuple[EntityStore, InvalidationListener | None]:
     """The in-memory store, or Redis with its cache and invalidation listener."""
     if settings.redis_url is None:
-        return MemoryEntityStore.from_snapshot(policies.current, settings.max_slice_entities), None
+        return MemoryEntityStore.from_snapshot(policies.current, slice_limits(settings)), None
     cache = EntityCache(
         settings.cache_max_entries,
         settings.cache_grace_seconds,
         max_missing=settings.cache_max_missing,
-        max_slice=settings.max_slice_entities,
+        limits=slice_limits(settings),
     )
     layout = key_layout(settings)
     store = RedisEntityStore(
@@ -149,7 +158,7 @@ def build_entity_store(
         layout=layout,
         op_timeout=settings.redis_timeout_seconds,
         retries=settings.redis_retries,
-        max_slice=settings.max_slice_entities,
+        limits=slice_limits(settings),
     )
     # Pongs must come well within the grace, or the cache would flicker out between them.
     grace = settings.cache_grace_seconds

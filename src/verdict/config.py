@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     health_interval_seconds: float = Field(default=1.0, gt=0)
     # Entity limits: docs/decisions.md "Entity limits", measured by benchmarks/bench_loop_stall.py.
     max_slice_entities: int = Field(default=1_000, ge=1)
+    # One evaluation's stored entity JSON, summed over its slice (and over a batch's shared
+    # union): bytes, and values counted from the text as '[', '{', ',' and ':' (an upper bound,
+    # verdict.store.weight). Cedar's time follows values far more than bytes; 16,000 values of
+    # its dearest content cost it ~32 ms (docs/security.md, "Slice weight").
+    max_slice_bytes: int = Field(default=1024 * 1024, ge=1024, description="JSON bytes")
+    max_slice_values: int = Field(default=16_000, ge=100, description="JSON values")
     max_request_entities: int = Field(default=100, ge=0, description="entities_json items")
     max_write_entities: int = Field(default=10_000, ge=1, description="PutEntities items")
     max_entity_bytes: int = Field(default=64 * 1024, ge=256, description="JSON of one entity")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
@@ -24,6 +24,7 @@ from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, 
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 from verdict.store.base import EntityReader, EntitySlice, ReadOptions
+from verdict.store.weight import NO_WEIGHT, Weight
 from verdict.telemetry import metrics
 
 DEFAULT_MAX_BATCH = 100
@@ -210,26 +211,39 @@ def _shared_groups(
 def _bounded(
     group: list[int], prepared: Sequence[_Prepared | VerdictError], limits: EntityLimits
 ) -> Iterator[list[int]]:
-    """Split a group so that no chunk's union holds more than max_slice_entities entities or
-    (summing each slice's bound) max_pairs entity-ancestor pairs, or MAX_SHARED_GROUP items."""
+    """Split a group so that no chunk's union holds more than max_slice_entities entities,
+    max_slice_bytes or max_slice_values of stored entity JSON, (summing each slice's bound)
+    max_pairs entity-ancestor pairs, or MAX_SHARED_GROUP items."""
     chunk: list[int] = []
     union: set[EntityUid] = set()
     pairs = 0
+    weight = NO_WEIGHT
+    cap = Weight(limits.max_slice_bytes, limits.max_slice_values)
     for index in group:
         item = prepared[index]
         assert isinstance(item, _Prepared)
         added = item.slice.entities.keys() - union
+        grown = weight + _weigh(item.slice.weights, added)
         full = (
             len(chunk) >= MAX_SHARED_GROUP
             or len(union) + len(added) > limits.max_slice_entities
+            or grown.exceeds(cap)
             or pairs + item.pairs > limits.hierarchy.max_pairs
         )
         if chunk and full:
             yield chunk
             chunk, union, pairs = [], set(), 0
             added = set(item.slice.entities)
+            grown = _weigh(item.slice.weights, added)
         chunk.append(index)
         union |= added
         pairs += item.pairs
+        weight = grown
     if chunk:
         yield chunk
+
+
+def _weigh(weights: Mapping[EntityUid, Weight], uids: Iterable[EntityUid]) -> Weight:
+    """The summed stored weight of ``uids`` (each slice's store weighed its entities)."""
+    found = [weights.get(uid, NO_WEIGHT) for uid in uids]
+    return Weight(sum(w.bytes for w in found), sum(w.values for w in found))

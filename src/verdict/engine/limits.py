@@ -27,6 +27,10 @@ class EntityLimits:
     # JSON values of one written entity: Cedar converts each in every decision that loads it.
     max_entity_values: int = 1_000
     max_slice_entities: int = 1_000
+    # Stored entity JSON one Cedar call reads (the stores refuse one slice over them; batch
+    # unions are split to stay within them): bytes, and values counted from the text.
+    max_slice_bytes: int = 1024 * 1024
+    max_slice_values: int = 16_000
     hierarchy: HierarchyLimits = HierarchyLimits()
 
 

@@ -7,20 +7,27 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from verdict.model import EntityUid, JsonObject
+from verdict.store.weight import NO_WEIGHT, Weight, json_weight
 
 
 @dataclass(frozen=True)
 class StoredEntity:
-    """A Cedar JSON entity and the uids it references (parents, attributes, tags)."""
+    """A Cedar JSON entity, the uids it references (parents, attributes, tags) and its weight
+    as stored, computed once here when not given (never per request)."""
 
     uid: EntityUid
     json: JsonObject
     refs: frozenset[EntityUid]
+    weight: Weight = NO_WEIGHT
+
+    def __post_init__(self) -> None:
+        if self.weight is NO_WEIGHT:
+            object.__setattr__(self, "weight", json_weight(self.json))
 
 
 @dataclass(frozen=True)
 class EntitySlice:
-    """Every stored entity reachable from a request's roots."""
+    """Every stored entity reachable from a request's roots, and what each weighs as stored."""
 
     entities: Mapping[EntityUid, JsonObject]
     # The store's entity version the slice was read at (0 for stores without versions).
@@ -29,6 +36,25 @@ class EntitySlice:
     # The load epoch the slice was read in: the store's version when it was last replaced
     # (0 for stores without epochs, or a store read while not loaded).
     epoch: int = 0
+    # Each entity's weight as stored (every store fills it; batch unions are split by it).
+    weights: Mapping[EntityUid, Weight] = field(default_factory=dict, kw_only=True)
+
+
+@dataclass(frozen=True)
+class SliceLimits:
+    """How much one evaluation may read from a store; a larger slice is EntityDataError."""
+
+    max_entities: int = 1_000
+    max_bytes: int = 1024 * 1024
+    max_values: int = 16_000
+
+    @property
+    def weight(self) -> Weight:
+        """The byte and value limits as one Weight."""
+        return Weight(self.max_bytes, self.max_values)
+
+
+DEFAULT_SLICE_LIMITS = SliceLimits()
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,9 @@ from typing import Any, NamedTuple, TypeVar
 from verdict.cedar_json import entity_references
 from verdict.errors import EntityDataError
 from verdict.model import EntityUid
-from verdict.store.base import EntitySlice, StoredEntity
-from verdict.store.graph import collect_slice
+from verdict.store.base import DEFAULT_SLICE_LIMITS, EntitySlice, SliceLimits, StoredEntity
+from verdict.store.graph import SLICE_TOO_LARGE, SliceTooLargeError, collect_slice
+from verdict.store.weight import json_weight
 
 Key = tuple[str, EntityUid]
 V = TypeVar("V")
@@ -73,11 +74,11 @@ class EntityCache:
         clock: Callable[[], float] = time.monotonic,
         *,
         max_missing: int = 10_000,
-        max_slice: int = 100_000,
+        limits: SliceLimits = DEFAULT_SLICE_LIMITS,
     ) -> None:
         self.max_entries = max_entries
         self.max_missing = max_missing
-        self.max_slice = max_slice
+        self.limits = limits
         self.grace = grace_seconds
         self._clock = clock
         self._entries: OrderedDict[Key, tuple[StoredEntity, int]] = OrderedDict()
@@ -124,7 +125,7 @@ class EntityCache:
     def lookup(self, store_id: str, roots: Collection[EntityUid]) -> EntitySlice | None:
         """The slice from settled entries alone, or None when any reachable uid has none.
 
-        Raises EntityDataError when the slice exceeds ``max_slice``, as a read from Redis would.
+        Raises EntityDataError when the slice exceeds ``limits``, as a read from Redis would.
         """
         proven = self._loaded_as_of.get(store_id, -math.inf)
         if not self.usable() or self._clock() >= proven + self.grace:
@@ -148,12 +149,18 @@ class EntityCache:
             raise _NotCached
 
         try:
-            found = collect_slice(roots, cached, self.max_slice)
+            found = collect_slice(roots, cached, self.limits)
         except _NotCached:
             return None
-        except OverflowError:
-            raise EntityDataError("entity slice exceeds the configured maximum") from None
-        return EntitySlice(found.entities, applied, found.missing, self.load_epoch(store_id))
+        except SliceTooLargeError:
+            raise EntityDataError(SLICE_TOO_LARGE) from None
+        return EntitySlice(
+            found.entities,
+            applied,
+            found.missing,
+            self.load_epoch(store_id),
+            weights=found.weights,
+        )
 
     def begin_read(self, store_id: str) -> ReadToken:
         """A token to pass to ``fill`` (or ``proved_loaded``) for a read that starts now."""
@@ -176,10 +183,13 @@ class EntityCache:
             or read_at < self._invalidated.get(store_id, 0)
         ):
             return
+        weights = entity_slice.weights
         for uid, entity in entity_slice.entities.items():
             key = (store_id, uid)
             self._missing.pop(key, None)
-            stored = StoredEntity(uid, entity, entity_references(entity))
+            # The weight counted from the stored text when it was read, kept for every hit.
+            weight = weights.get(uid) or json_weight(entity)
+            stored = StoredEntity(uid, entity, entity_references(entity), weight)
             _put(self._entries, key, (stored, read_at), self.max_entries)
         for uid in entity_slice.missing:
             key = (store_id, uid)

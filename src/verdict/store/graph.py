@@ -5,24 +5,28 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from verdict.model import EntityUid, JsonObject
-from verdict.store.base import EntitySlice, StoredEntity
+from verdict.store.base import DEFAULT_SLICE_LIMITS, EntitySlice, SliceLimits, StoredEntity
+from verdict.store.weight import Weight
 
-DEFAULT_MAX_SLICE = 1_000  # as Settings.max_slice_entities
+SLICE_TOO_LARGE = "entity slice exceeds the configured maximum"
 
 
 class SliceTooLargeError(OverflowError):
-    """A slice holds more entities than allowed."""
+    """A slice holds more entities, bytes or values than allowed."""
 
 
 def collect_slice(
     roots: Collection[EntityUid],
     lookup: Callable[[EntityUid], StoredEntity | None],
-    max_entities: int = DEFAULT_MAX_SLICE,
+    limits: SliceLimits = DEFAULT_SLICE_LIMITS,
 ) -> EntitySlice:
     """Breadth-first closure over parents and attribute references, each uid read once;
-    SliceTooLargeError as soon as more than ``max_entities`` are found."""
+    SliceTooLargeError as soon as the entities found exceed a limit (count, bytes, values),
+    summing the weights stored with them (nothing is serialised here)."""
     found: dict[EntityUid, JsonObject] = {}
+    weights: dict[EntityUid, Weight] = {}
     missing: set[EntityUid] = set()
+    size = values = 0
     seen = set(roots)
     frontier = list(seen)
     while frontier:
@@ -32,9 +36,13 @@ def collect_slice(
             missing.add(uid)
             continue
         found[uid] = entity.json
-        if len(found) > max_entities:
-            raise SliceTooLargeError("entity slice exceeds the configured maximum")
+        weights[uid] = weight = entity.weight
+        size += weight.bytes
+        values += weight.values
+        over = size > limits.max_bytes or values > limits.max_values
+        if over or len(found) > limits.max_entities:
+            raise SliceTooLargeError(SLICE_TOO_LARGE)
         for ref in entity.refs - seen:
             seen.add(ref)
             frontier.append(ref)
-    return EntitySlice(entities=found, missing=frozenset(missing))
+    return EntitySlice(entities=found, missing=frozenset(missing), weights=weights)

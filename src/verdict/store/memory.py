@@ -14,9 +14,16 @@ from verdict.errors import (
 )
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.snapshot import PolicySnapshot
-from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions, StoredEntity
+from verdict.store.base import (
+    DEFAULT_READ,
+    DEFAULT_SLICE_LIMITS,
+    EntitySlice,
+    ReadOptions,
+    SliceLimits,
+    StoredEntity,
+)
 from verdict.store.entity_file import read_entities_file
-from verdict.store.graph import DEFAULT_MAX_SLICE, SliceTooLargeError, collect_slice
+from verdict.store.graph import SLICE_TOO_LARGE, SliceTooLargeError, collect_slice
 
 
 class MemoryEntityStore:
@@ -25,15 +32,15 @@ class MemoryEntityStore:
     def __init__(
         self,
         stores: Mapping[str, Mapping[EntityUid, StoredEntity]],
-        max_slice: int = DEFAULT_MAX_SLICE,
+        limits: SliceLimits = DEFAULT_SLICE_LIMITS,
     ) -> None:
         self._stores = {name: dict(entities) for name, entities in stores.items()}
         self._versions = dict.fromkeys(self._stores, 0)
-        self._max_slice = max_slice
+        self._limits = limits
 
     @classmethod
     def from_snapshot(
-        cls, snapshot: PolicySnapshot, max_slice: int = DEFAULT_MAX_SLICE
+        cls, snapshot: PolicySnapshot, limits: SliceLimits = DEFAULT_SLICE_LIMITS
     ) -> MemoryEntityStore:
         """Load every store's ``entities.json`` (validated against its schema)."""
         stores: dict[str, Mapping[EntityUid, StoredEntity]] = {}
@@ -50,7 +57,7 @@ class MemoryEntityStore:
                 diagnostics.extend(exc.diagnostics)
         if diagnostics:
             raise PolicyLoadError(diagnostics)
-        return cls(stores, max_slice)
+        return cls(stores, limits)
 
     def _entities(self, store_id: str) -> dict[EntityUid, StoredEntity]:
         entities = self._stores.get(store_id)
@@ -67,11 +74,11 @@ class MemoryEntityStore:
         if options.min_version > version:
             raise StaleReadError(options.min_version, version)
         try:
-            found = collect_slice(roots, entities.get, self._max_slice)
+            found = collect_slice(roots, entities.get, self._limits)
         except SliceTooLargeError:
             # The same refusal, in the same words, as the Redis store's.
-            raise EntityDataError("entity slice exceeds the configured maximum") from None
-        return EntitySlice(found.entities, version, found.missing)
+            raise EntityDataError(SLICE_TOO_LARGE) from None
+        return EntitySlice(found.entities, version, found.missing, weights=found.weights)
 
     async def put(
         self,

@@ -12,6 +12,7 @@ from verdict.errors import EntityDataError, RequestError
 from verdict.model import EntityUid, JsonObject
 from verdict.store.base import EntitySlice
 from verdict.store.redis_keys import key_uid
+from verdict.store.weight import Weight, text_weight
 from verdict.telemetry import metrics
 
 log = structlog.get_logger(__name__)
@@ -21,11 +22,21 @@ def decode_slice(store_id: str, reply: list[Any]) -> EntitySlice:
     """The SLICE script's {version, found keys, values, missing keys, epoch} as an EntitySlice."""
     version, found_keys, values, missing_keys, epoch = reply
     entities: dict[EntityUid, JsonObject] = {}
+    weights: dict[EntityUid, Weight] = {}
     for key, value in zip(found_keys, values, strict=True):
         uid = decode_key(store_id, key)
         entities[uid] = decode_value(store_id, uid, value)
+        weights[uid] = value_weight(value)
     missing = frozenset(decode_key(store_id, key) for key in missing_keys)
-    return EntitySlice(entities, int(version), missing, int(epoch))
+    return EntitySlice(entities, int(version), missing, int(epoch), weights=weights)
+
+
+def value_weight(value: str) -> Weight:
+    """The weight of the entity JSON inside a stored ``{"v":<n>,"e":<json>}`` (already
+    decoded, so well formed), counted as the slice script counts it."""
+    whole = text_weight(value)
+    # The ASCII prefix up to <json> holds 4 counted characters; the closing brace none.
+    return Weight(whole.bytes - value.find(',"e":') - 6, whole.values - 4)
 
 
 def decode_key(store_id: str, key: str) -> EntityUid:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 from redis.typing import EncodableT, FieldT
 
 from verdict.store.base import StoredEntity
 from verdict.store.redis_keys import StoreKeys, uid_key
+from verdict.store.weight import entity_text
 
 
 def put_args(
@@ -43,7 +43,7 @@ def staged_refs(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
 
 
 def _entity_json(entity: StoredEntity) -> str:
-    return json.dumps(entity.json, ensure_ascii=False)
+    return entity_text(entity.json)
 
 
 def _refs(entity: StoredEntity) -> str:

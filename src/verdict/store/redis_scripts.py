@@ -88,33 +88,37 @@ return {s, epoch or 0}
 """)
 
 # KEYS: entities, refs, version, marker. ARGV[1]: max entities; ARGV[2]: '1' if the store must
-# be loaded; ARGV[3..]: root uid-keys. Walks refs breadth first (any depth) and returns
-# {version, found keys, values, missing keys, epoch}; every uid returned is in both hashes or in
-# none. Epoch 0: the store is not loaded (only when ARGV[2] allowed it).
+# be loaded; ARGV[3]: max bytes; ARGV[4]: max values; ARGV[5..]: root uid-keys. Walks refs
+# breadth first (any depth) and returns {version, found keys, values, missing keys, epoch};
+# every uid returned is in both hashes or in none. Epoch 0: the store is not loaded (only when
+# ARGV[2] allowed it). Bytes and values are those of the entity JSON inside each stored
+# '{"v":<n>,"e":<json>}', counted as verdict.store.weight counts them (bytes, and the '[', '{',
+# ',' and ':' characters); a slice over a limit is refused as soon as it is seen (values are
+# read 100 at a time, so a slice of huge entities is not copied whole first).
 SLICE = _script(r"""
 local s, epoch, version = state()
 if s ~= 'ok' then
   if ARGV[2] == '1' then return refuse(s) end
   epoch, version = 0, whole(redis.call('GET', KEYS[3])) or 0
 end
-local max = tonumber(ARGV[1])
+local max, maxbytes, maxvalues = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local seen, frontier, found, missing = {}, {}, {}, {}
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   local k = ARGV[i]
   if not seen[k] then seen[k] = true; frontier[#frontier + 1] = k end
 end
-local function hmget(key, fields)
+local function hmget(key, fields, from, to)
   local out = {}
-  for start = 1, #fields, 1000 do
+  for start = from, to, 1000 do
     local chunk = {}
-    for j = start, math.min(start + 999, #fields) do chunk[#chunk + 1] = fields[j] end
+    for j = start, math.min(start + 999, to) do chunk[#chunk + 1] = fields[j] end
     local part = redis.call('HMGET', key, unpack(chunk))
     for j = 1, #part do out[#out + 1] = part[j] end
   end
   return out
 end
 while #frontier > 0 do
-  local refs = hmget(KEYS[2], frontier)
+  local refs = hmget(KEYS[2], frontier, 1, #frontier)
   local nextf = {}
   for i = 1, #frontier do
     local r = refs[i]
@@ -130,13 +134,26 @@ while #frontier > 0 do
   end
   frontier = nextf
 end
-local stray = hmget(KEYS[1], missing)
+local stray = hmget(KEYS[1], missing, 1, #missing)
 for i = 1, #stray do
   if stray[i] then return redis.error_reply('VERDICT_CORRUPT entity_without_refs') end
 end
-local values = hmget(KEYS[1], found)
-for i = 1, #found do
-  if not values[i] then return redis.error_reply('VERDICT_CORRUPT refs_without_entity') end
+local values, bytes, count = {}, 0, 0
+for start = 1, #found, 100 do
+  local part = hmget(KEYS[1], found, start, math.min(start + 99, #found))
+  for j = 1, #part do
+    local v = part[j]
+    if not v then return redis.error_reply('VERDICT_CORRUPT refs_without_entity') end
+    local at = string.find(v, ',"e":', 1, true)
+    if not at then return redis.error_reply('VERDICT_CORRUPT bad_value') end
+    bytes = bytes + #v - at - 5
+    if bytes > maxbytes then return redis.error_reply('VERDICT_SLICE_TOO_LARGE') end
+    -- '{"v":<n>,"e":' holds 4 of the counted characters; they are not the entity's.
+    local _, n = string.gsub(v, '[%[{,:]', '')
+    count = count + n - 4
+    if count > maxvalues then return redis.error_reply('VERDICT_SLICE_TOO_LARGE') end
+    values[#values + 1] = v
+  end
 end
 return {version, found, values, missing, epoch}
 """)

@@ -23,8 +23,16 @@ from verdict.errors import (
 )
 from verdict.model import EntityUid, JsonObject
 from verdict.store import redis_scripts
-from verdict.store.base import DEFAULT_READ, EntitySlice, ReadOptions, StoredEntity
+from verdict.store.base import (
+    DEFAULT_READ,
+    DEFAULT_SLICE_LIMITS,
+    EntitySlice,
+    ReadOptions,
+    SliceLimits,
+    StoredEntity,
+)
 from verdict.store.entity_cache import EntityCache
+from verdict.store.graph import SLICE_TOO_LARGE
 from verdict.store.redis_decode import corrupt, decode_key, decode_slice, decode_value
 from verdict.store.redis_encode import flag, put_args, staged_refs, staged_values
 from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
@@ -60,14 +68,14 @@ class RedisEntityStore:
         layout: KeyLayout = DEFAULT_LAYOUT,
         op_timeout: float = 0.5,
         retries: int = 2,
-        max_slice: int = 10_000,
+        limits: SliceLimits = DEFAULT_SLICE_LIMITS,
     ) -> None:
         self._client = client
         self.cache = cache
         self.layout = layout
         self._op_timeout = op_timeout
         self._retries = retries
-        self._max_slice = max_slice
+        self._limits = limits
         self._slice = client.register_script(redis_scripts.SLICE)
         self._put = client.register_script(redis_scripts.PUT)
         self._delete = client.register_script(redis_scripts.DELETE)
@@ -110,9 +118,12 @@ class RedisEntityStore:
         _CACHE_MISS.inc()
         token = self.cache.begin_read(store_id)
         keys = self._keys(store_id)
+        limits = self._limits
         args: list[str | int] = [
-            self._max_slice,
+            limits.max_entities,
             "1" if options.require_loaded else "0",
+            limits.max_bytes,
+            limits.max_values,
             *(uid_key(uid) for uid in roots),
         ]
         reply = await self._call(
@@ -292,7 +303,7 @@ class RedisEntityStore:
         if "VERDICT_NOT_LOADED" in text:
             raise StoreNotLoadedError(store_id) from None
         if "VERDICT_SLICE_TOO_LARGE" in text:
-            raise EntityDataError("entity slice exceeds the configured maximum") from None
+            raise EntityDataError(SLICE_TOO_LARGE) from None
         moved = _MOVED.search(text)
         if moved:
             raise WriteConflictError(int(moved[1])) from None
