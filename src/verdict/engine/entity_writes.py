@@ -105,7 +105,7 @@ class EntityWrites:
                 continue
             await asyncio.to_thread(_check_hierarchy, batch, ancestors.found, self._limits)
             if stored is None:  # the schema check needs no stored data: once is enough
-                stored = _stored_form(batch)
+                stored = await asyncio.to_thread(_stored_form, batch)
                 await _check_schema(batch, [e.uid for e in stored], store.schema)
             try:
                 version = await self._store.put(
