@@ -44,8 +44,9 @@ from tests.security.authn_support import Issuer, jwt_table, token_sha256
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import build_request
-from verdict.transport.authz import AuthorizationInterceptor
+from verdict.transport.authz import AuthorizationInterceptor, FixedRules
 from verdict.transport.callers import load_callers
+from verdict.transport.edge_rules import EdgeRules
 from verdict.transport.identity import Authenticator, JwtVerifier
 
 RESULTS = Path(__file__).parent / "results"
@@ -119,9 +120,8 @@ async def interceptor_cost(callers: Path, rounds: int) -> dict[str, float]:
     """µs per call of the interceptor's own work (lookup, identify, grant, parse, store check)
     beyond parsing the request and calling the servicer, with a static token."""
     loaded = load_callers(callers)
-    interceptor = AuthorizationInterceptor(
-        loaded, Authenticator(loaded.tokens, None), lambda _: "lending"
-    )
+    rules = FixedRules(EdgeRules(loaded, Authenticator(loaded.tokens, None)))
+    interceptor = AuthorizationInterceptor(rules, lambda _: "lending")
     case = lending_cases()[0]
     raw = build_request(
         case.principal, case.action, case.resource, context=case.context

@@ -26,8 +26,7 @@ from verdict.store.redis_connect import key_layout, make_client, pubsub_connecto
 from verdict.store.redis_store import RedisEntityStore
 from verdict.telemetry.exposition import start_metrics_server
 from verdict.transport.authz import AuthorizationInterceptor
-from verdict.transport.callers import load_callers
-from verdict.transport.identity import Authenticator, JwtVerifier
+from verdict.transport.edge_rules import ReloadingEdgeRules
 from verdict.transport.server import (
     ConnectionLimits,
     EdgeSecurity,
@@ -51,6 +50,7 @@ class App:
     writes: EntityWrites
     listener: InvalidationListener | None = None
     security: EdgeSecurity = field(default_factory=EdgeSecurity)
+    edge_rules: ReloadingEdgeRules | None = None
     server: VerdictServer | None = field(default=None, init=False)
     metrics_server: WSGIServer | None = field(default=None, init=False)
     health: HealthMonitor | None = field(default=None, init=False)
@@ -167,35 +167,36 @@ def build_entity_store(
     return store, listener
 
 
-def build_edge_security(settings: Settings, policies: PolicyHolder) -> EdgeSecurity:
-    """TLS credentials and the callers check; raises ConfigError (fatal at startup)."""
+def build_edge_security(
+    settings: Settings, policies: PolicyHolder
+) -> tuple[EdgeSecurity, ReloadingEdgeRules | None]:
+    """TLS credentials and the callers check (with its reloading rules); raises ConfigError
+    (fatal at startup)."""
     credentials = None
     if settings.tls_cert is not None and settings.tls_key is not None:
         files = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         credentials = ReloadingCredentials(files).server_credentials()
-    interceptors: tuple[AuthorizationInterceptor, ...] = ()
-    if settings.callers_file is not None:
-        callers = load_callers(settings.callers_file)
-        verifier = JwtVerifier.load(callers.jwt) if callers.jwt is not None else None
-        authenticator = Authenticator(callers.tokens, verifier)
+    if settings.callers_file is None:
+        return EdgeSecurity(credentials, (), settings.health_listen), None
+    rules = ReloadingEdgeRules(settings.callers_file, settings.callers_reload_seconds)
 
-        def resolve_default(_: str) -> str | None:
-            return policies.current.default_store or None
+    def resolve_default(_: str) -> str | None:
+        return policies.current.default_store or None
 
-        interceptors = (AuthorizationInterceptor(callers, authenticator, resolve_default),)
-    return EdgeSecurity(credentials, interceptors, settings.health_listen)
+    interceptor = AuthorizationInterceptor(rules, resolve_default)
+    return EdgeSecurity(credentials, (interceptor,), settings.health_listen), rules
 
 
 def build_app(settings: Settings) -> App:
     """Load policies, entities and the edge security; raises PolicyLoadError or ConfigError
     (fatal at startup) on any problem."""
     holder = PolicyHolder(load_policy_stores(settings.stores, settings.default_store))
-    security = build_edge_security(settings, holder)
+    security, edge_rules = build_edge_security(settings, holder)
     entities, listener = build_entity_store(settings, holder)
     limits = entity_limits(settings)
     authorizer = Authorizer(holder, entities, max_batch=settings.max_batch_size, limits=limits)
     writes = EntityWrites(holder, entities, limits)
-    return App(settings, holder, entities, authorizer, writes, listener, security)
+    return App(settings, holder, entities, authorizer, writes, listener, security, edge_rules)
 
 
 def warn_about_security(settings: Settings) -> None:
@@ -231,6 +232,8 @@ async def start(app: App) -> VerdictServer:
         log.warning("entity_store_unavailable_at_start")
     if app.listener is not None:
         app.listener.start()
+    if app.edge_rules is not None:
+        app.edge_rules.start()
     if settings.metrics_listen is not None:
         app.metrics_server = start_metrics_server(settings.metrics_listen)
     server = await start_server(
@@ -251,6 +254,7 @@ async def start(app: App) -> VerdictServer:
             settings.max_connections,
             settings.handshake_timeout_seconds,
             settings.idle_timeout_seconds,
+            settings.max_pending_calls,
         ),
         security=app.security,
     )
@@ -290,6 +294,8 @@ async def stop(app: App, grace: float) -> None:
         await app.server.stop(grace)
     if app.listener is not None:
         await app.listener.stop()
+    if app.edge_rules is not None:
+        await app.edge_rules.stop()
     if app.metrics_server is not None:
         app.metrics_server.shutdown()
         app.metrics_server.server_close()

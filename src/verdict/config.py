@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     idle_timeout_seconds: float = Field(default=300.0, gt=0)
     # Unary calls of Verdict's services in progress at once; past it RESOURCE_EXHAUSTED at once.
     max_concurrent_calls: int = Field(default=256, ge=1)
+    # Calls waiting in grpc core for the event loop (CPU-bound backlog); past half of it core
+    # refuses a growing share, past all of it every new call (CANCELLED).
+    max_pending_calls: int = Field(default=128, ge=2)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
     log_level: str = Field(default="info")
     log_format: str = Field(default="json", pattern="^(json|console)$")
@@ -95,6 +98,8 @@ class Settings(BaseSettings):
     callers_file: Path | None = Field(
         default=None, description="callers.toml: who may call which methods and stores"
     )
+    # How often the callers file and its JWKS are checked for changes (reloaded without restart).
+    callers_reload_seconds: float = Field(default=2.0, gt=0)
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> Settings:

@@ -201,19 +201,38 @@ async def sigterm_under_load(ctx: Context, phase: Phase) -> None:
 async def client_flood(ctx: Context, phase: Phase) -> None:
     """A second process opens 400 concurrent callers, each call a cache miss, while Redis
     answers 50 ms late: calls pile up in progress, far past max_concurrent_calls."""
+    ctx.rig.proxy.latency = 0.05
+    await _flood(ctx, phase, "misses", refusal="RESOURCE_EXHAUSTED")
+    ctx.rig.proxy.latency = 0.0
+
+
+async def cpu_flood(ctx: Context, phase: Phase) -> None:
+    """A second process opens 400 concurrent callers of one cached decision, each waiting
+    50 ms after a refusal: calls are CPU-bound and wait in grpc core, past max_pending_calls."""
+    await _flood(ctx, phase, "hits", refusal="CANCELLED", backoff=0.05)
+
+
+async def _flood(
+    ctx: Context, phase: Phase, kind: str, *, refusal: str, backoff: float = 0.0
+) -> None:
     rig = ctx.rig
     await asyncio.sleep(ctx.timing.steady)
-    rig.proxy.latency = 0.05
     phase.fault_started = now()
     command = [sys.executable, "-m", "tests.faults.flood", rig.target, "400"]
     result = await asyncio.to_thread(
-        subprocess.run, [*command, str(ctx.timing.hold)], capture_output=True, timeout=120
+        subprocess.run,
+        [*command, str(ctx.timing.hold), kind, str(backoff)],
+        capture_output=True,
+        timeout=120,
     )
-    rig.proxy.latency = 0.0
     phase.fault_ended = now()
     flood = json.loads(result.stdout)
     phase.notes.update(
-        flood_codes=flood["codes"], flood_admitted_max_ms=round(flood["admitted_max_ms"] or 0, 1)
+        flood_codes=flood["codes"],
+        flood_refusal=refusal,
+        flood_answered_per_s=flood["answered_per_s"],
+        flood_admitted_p99_ms=round(flood["admitted_p99_ms"] or 0, 1),
+        flood_admitted_max_ms=round(flood["admitted_max_ms"] or 0, 1),
     )
     await asyncio.sleep(ctx.timing.steady)
 
@@ -233,4 +252,5 @@ SCENARIOS: list[tuple[str, str, Scenario]] = [
      invalidations_lost),
     ("sigterm_under_load", "SIGTERM with calls in flight, then restart", sigterm_under_load),
     ("client_flood", "400 concurrent callers (cache misses, Redis +50 ms)", client_flood),
+    ("cpu_flood", "400 concurrent callers of a cached decision (CPU-bound)", cpu_flood),
 ]  # fmt: skip

@@ -30,3 +30,8 @@ AUTH_REFUSALS = Counter(
 CALLS_REFUSED = Counter(
     "verdict_calls_refused_total", "Calls refused before any work, by reason", ["reason"]
 )
+CONFIG_RELOADS = Counter(
+    "verdict_config_reloads_total",
+    "Configuration files re-read after a change on disk (callers file and JWKS, TLS files)",
+    ["file", "result"],
+)

@@ -9,7 +9,8 @@ itself, checks the policy stores it names, and only then hands it to the service
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import grpc
 import structlog
@@ -18,8 +19,8 @@ from google.protobuf.message import DecodeError
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.errors import PermissionDeniedError, RequestError, UnauthenticatedError, VerdictError
 from verdict.telemetry.metrics import AUTH_REFUSALS
-from verdict.transport.callers import METHOD_GROUPS, OPEN_METHODS, Callers, Grant, MethodGroup
-from verdict.transport.identity import Authenticator
+from verdict.transport.callers import METHOD_GROUPS, OPEN_METHODS, Grant, MethodGroup
+from verdict.transport.edge_rules import EdgeRules
 from verdict.transport.status import status_for
 
 log = structlog.get_logger(__name__)
@@ -37,14 +38,29 @@ def stores_named(request: object) -> Iterable[str]:
     return () if store_id is None else (store_id,)
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every call that is not granted: UNAUTHENTICATED or PERMISSION_DENIED."""
+class RulesSource(Protocol):
+    """Where the current rules are read from (``ReloadingEdgeRules``, or a fixed holder)."""
 
-    def __init__(
-        self, callers: Callers, authenticator: Authenticator, resolve_store: StoreResolver
-    ) -> None:
-        self._callers = callers
-        self._authenticator = authenticator
+    @property
+    def current(self) -> EdgeRules: ...
+
+
+@dataclass(frozen=True)
+class FixedRules:
+    """Rules that never change (tests, benchmarks)."""
+
+    current: EdgeRules
+
+
+class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call that is not granted: UNAUTHENTICATED or PERMISSION_DENIED.
+
+    Each call reads the rules once, so its identity and its grant come from one version even
+    while the callers file is being reloaded.
+    """
+
+    def __init__(self, rules: RulesSource, resolve_store: StoreResolver) -> None:
+        self._rules = rules
         self._resolve_store = resolve_store
         # One guarded handler per method, built once: the per-call work is the checks alone.
         self._guarded: dict[str, Handler | None] = {}
@@ -71,17 +87,19 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             return self._guard_stream(handler, method)
         return None  # a shape no Verdict method has: UNIMPLEMENTED, never unguarded
 
-    def identify(self, context: Context) -> str:
+    @staticmethod
+    def identify(rules: EdgeRules, context: Context) -> str:
         """The caller's id; UnauthenticatedError when it has none or its token fails."""
         metadata = context.invocation_metadata() or ()
-        caller = self._authenticator.identify(metadata, context.auth_context)
+        caller = rules.authenticator.identify(metadata, context.auth_context)
         if caller is None:
             raise UnauthenticatedError("no_identity")
         return caller
 
-    def admit(self, caller: str, method: str) -> Grant:
+    @staticmethod
+    def admit(rules: EdgeRules, caller: str, method: str) -> Grant:
         """The caller's grant, if it may call ``method``; PermissionDeniedError otherwise."""
-        grant = self._callers.grant_for(caller)
+        grant = rules.callers.grant_for(caller)
         if grant is None:
             raise PermissionDeniedError("unknown_caller")
         group: MethodGroup | None = METHOD_GROUPS.get(method)
@@ -105,9 +123,10 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
 
         async def guarded(raw: bytes, context: Context) -> object:
             caller: str | None = None
+            rules = self._rules.current
             try:
-                caller = self.identify(context)
-                grant = self.admit(caller, method)
+                caller = self.identify(rules, context)
+                grant = self.admit(rules, caller, method)
                 request = _parse(parse, raw)
                 self.check_stores(grant, request)
             except VerdictError as exc:
@@ -123,9 +142,10 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
 
         async def guarded(requests: AsyncIterator[object], context: Context) -> AsyncIterator[Any]:
             caller: str | None = None
+            rules = self._rules.current
             try:
-                caller = self.identify(context)
-                self.admit(caller, method)
+                caller = self.identify(rules, context)
+                self.admit(rules, caller, method)
             except VerdictError as exc:
                 await _refuse(context, method, caller, exc)
             async for response in inner(requests, context):

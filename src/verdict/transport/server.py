@@ -32,6 +32,7 @@ log = structlog.get_logger(__name__)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 DEFAULT_MAX_CONCURRENT_CALLS = 256
+DEFAULT_MAX_PENDING_CALLS = 128
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 
@@ -40,22 +41,32 @@ DEFAULT_REQUEST_LIMITS = RequestLimits()
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """How many connections the server holds, and how long an unproductive one may stay open."""
+    """What grpc core holds for the server: connections, how long an unproductive one may stay
+    open, and how many calls may wait for the event loop to pick them up."""
 
     max_connections: int = 1000
     handshake_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 300.0
+    max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS
 
     def grpc_options(self) -> list[tuple[str, int]]:
         """grpc core channel args; a connection over the limit is closed as soon as it is accepted.
 
         The handshake timeout also covers the wait for the client's HTTP/2 preface and SETTINGS,
         so a socket that sends a few bytes and stalls is closed (and its descriptor freed) then.
+
+        Pending calls: when decisions are CPU-bound, calls wait in grpc core (one queue per
+        method) until the event loop takes them, where no interceptor can count them. Past half
+        of ``max_pending_calls`` core refuses a growing share of new calls at random (random
+        early detection), past all of it every new call, without running any Python; the
+        caller sees CANCELLED (core's status, not ours). Measured in docs/faults.md.
         """
         return [
             ("grpc.max_allowed_incoming_connections", self.max_connections),
             ("grpc.server_handshake_timeout_ms", _ms(self.handshake_timeout_seconds)),
             ("grpc.max_connection_idle_ms", _ms(self.idle_timeout_seconds)),
+            ("grpc.server.max_pending_requests", max(1, self.max_pending_calls // 2)),
+            ("grpc.server.max_pending_requests_hard_limit", self.max_pending_calls),
         ]
 
 

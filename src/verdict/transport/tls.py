@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from verdict.errors import ConfigError, Diagnostic
+from verdict.telemetry.metrics import CONFIG_RELOADS
 
 log = structlog.get_logger(__name__)
 _Stamp = tuple[tuple[int, int, int, int], ...]
@@ -66,13 +67,16 @@ class ReloadingCredentials:
         except (OSError, ConfigError) as exc:
             # Keep serving with the last good files; try again once they change again.
             self._failed = self._stat_or_none()
+            CONFIG_RELOADS.labels(file="tls", result="error").inc()
             log.error("tls_reload_failed", error=str(exc))
             return None
         except Exception as exc:  # never let an exception escape into grpc core
+            CONFIG_RELOADS.labels(file="tls", result="error").inc()
             log.error("tls_reload_failed", error_type=type(exc).__name__)
             return None
         self._stamp, self._failed = stamp, None
         self.reloads += 1
+        CONFIG_RELOADS.labels(file="tls", result="ok").inc()
         log.info("tls_reloaded", cert=str(self._files.cert))
         return config
 
