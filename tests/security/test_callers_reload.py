@@ -47,7 +47,7 @@ def replace_file(path: Path, text: str) -> None:
 async def code_of(stub: pb_grpc.AuthorizationServiceStub, token: str) -> grpc.StatusCode:
     """The status of one decision call made with ``token``."""
     try:
-        await stub.IsAuthorized(REQUEST, metadata=tuple(bearer(token)), timeout=5)
+        await stub.IsAuthorized(REQUEST, metadata=tuple(bearer(token)), timeout=5)  # type: ignore[misc]
     except grpc.aio.AioRpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
