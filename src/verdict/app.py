@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
 import time
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
@@ -18,6 +19,8 @@ from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.errors import StoreUnavailableError
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
+from verdict.policy.reloader import OnSwap, PolicyReloader, watch_stores
+from verdict.policy.snapshot import PolicySnapshot
 from verdict.store.base import EntityStore, SliceLimits
 from verdict.store.entity_cache import EntityCache
 from verdict.store.invalidation import InvalidationListener
@@ -51,7 +54,9 @@ class App:
     listener: InvalidationListener | None = None
     security: EdgeSecurity = field(default_factory=EdgeSecurity)
     edge_rules: ReloadingEdgeRules | None = None
+    reloader: PolicyReloader | None = None
     server: VerdictServer | None = field(default=None, init=False)
+    watch_task: asyncio.Task[None] | None = field(default=None, init=False)
     metrics_server: WSGIServer | None = field(default=None, init=False)
     health: HealthMonitor | None = field(default=None, init=False)
 
@@ -196,7 +201,10 @@ def build_app(settings: Settings) -> App:
     limits = entity_limits(settings)
     authorizer = Authorizer(holder, entities, max_batch=settings.max_batch_size, limits=limits)
     writes = EntityWrites(holder, entities, limits)
-    return App(settings, holder, entities, authorizer, writes, listener, security, edge_rules)
+    reloader = PolicyReloader(settings.stores, holder)
+    return App(
+        settings, holder, entities, authorizer, writes, listener, security, edge_rules, reloader
+    )
 
 
 def warn_about_security(settings: Settings) -> None:
@@ -257,6 +265,7 @@ async def start(app: App) -> VerdictServer:
             settings.max_pending_calls,
         ),
         security=app.security,
+        reloader=app.reloader,
     )
     app.server = server
     if isinstance(app.entities, RedisEntityStore):
@@ -270,6 +279,7 @@ async def start(app: App) -> VerdictServer:
         app.health.start(server)
     else:
         await server.mark_serving(app.policies.current.stores)
+    start_hot_reload(app, server)
     snapshot = app.policies.current
     log.info(
         "server_started",
@@ -286,8 +296,45 @@ async def start(app: App) -> VerdictServer:
     return server
 
 
+def start_hot_reload(app: App, server: VerdictServer) -> None:
+    """Reload policy stores on file changes (unless turned off) and on SIGHUP."""
+    reloader, settings = app.reloader, app.settings
+    if reloader is None:
+        return
+    reloader.on_swap = _health_follows(app, server)
+    if settings.policy_watch:
+        app.watch_task = asyncio.get_running_loop().create_task(
+            watch_stores(
+                reloader, settings.policy_reload_debounce_seconds, settings.policy_poll_seconds
+            ),
+            name="policy-watch",
+        )
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload("sighup"))
+        )
+
+
+def _health_follows(app: App, server: VerdictServer) -> OnSwap:
+    """After a swap, stores that appeared report health and removed ones NOT_SERVING."""
+
+    async def follow(snapshot: PolicySnapshot) -> None:
+        if app.health is not None:
+            await app.health.check(server)  # Redis: loaded markers decide per store
+        else:
+            await server.mark_serving(snapshot.stores)
+
+    return follow
+
+
 async def stop(app: App, grace: float) -> None:
     """Drain the server, then stop background work and close connections."""
+    if app.watch_task is not None:
+        app.watch_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.watch_task
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
     if app.health is not None:
         await app.health.stop()
     if app.server is not None:

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     )
     # How often the callers file and its JWKS are checked for changes (reloaded without restart).
     callers_reload_seconds: float = Field(default=2.0, gt=0)
+    # Hot reload of policy stores: watch the stores folder (debounced), poll as a fallback.
+    policy_watch: bool = Field(default=True, description="reload policy stores on file changes")
+    policy_reload_debounce_seconds: float = Field(default=0.3, gt=0, le=60)
+    policy_poll_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> Settings:

@@ -44,9 +44,7 @@ def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> Po
     else the only store; with several stores and none chosen there is no default, and a
     request must name its store (a multi-tenant server needs no default tenant).
     """
-    if not stores_dir.is_dir():
-        raise PolicyLoadError([Diagnostic(str(stores_dir), 0, "policy stores folder not found")])
-    roots = sorted(p for p in stores_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    roots = store_roots(stores_dir)
     diagnostics: list[Diagnostic] = []
     stores: dict[str, StoreSnapshot] = {}
     for root in roots:
@@ -63,6 +61,14 @@ def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> Po
         raise PolicyLoadError([Diagnostic(str(stores_dir), 0, message)])
     default = default_store or (roots[0].name if len(roots) == 1 else "")
     return PolicySnapshot(stores=stores, default_store=default)
+
+
+def store_roots(stores_dir: Path) -> list[Path]:
+    """The store folders under ``stores_dir``, by name; hidden ones (a ConfigMap's ``..data``,
+    an editor's ``.swp`` folder) are not stores. PolicyLoadError if the folder is missing."""
+    if not stores_dir.is_dir():
+        raise PolicyLoadError([Diagnostic(str(stores_dir), 0, "policy stores folder not found")])
+    return sorted(p for p in stores_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def load_store(root: Path) -> StoreSnapshot:

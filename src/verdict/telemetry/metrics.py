@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 CACHE_LOOKUPS = Counter(
     "verdict_entity_cache_lookups_total", "Entity slice lookups in the local cache", ["result"]
@@ -34,4 +34,14 @@ CONFIG_RELOADS = Counter(
     "verdict_config_reloads_total",
     "Configuration files re-read after a change on disk (callers file and JWKS, TLS files)",
     ["file", "result"],
+)
+POLICY_RELOADS = Counter(
+    "verdict_policy_reloads_total",
+    "Policy stores changed by a reload, by result (reloaded, added, removed, failed)",
+    ["result"],
+)
+POLICY_STORE_INFO = Gauge(
+    "verdict_policy_store_info",
+    "The policy version each store serves (value 1)",
+    ["store", "version"],
 )

@@ -10,6 +10,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict.errors import ConfigError, Diagnostic
@@ -41,6 +42,8 @@ METHOD_GROUPS: Mapping[str, MethodGroup] = {
     _method(epb.DESCRIPTOR, "EntityService", "GetEntities"): MethodGroup.ENTITY_READS,
     _method(epb.DESCRIPTOR, "EntityService", "PutEntities"): MethodGroup.ENTITY_WRITES,
     _method(epb.DESCRIPTOR, "EntityService", "DeleteEntities"): MethodGroup.ENTITY_WRITES,
+    _method(apb.DESCRIPTOR, "AdminService", "ReloadPolicies"): MethodGroup.ADMIN,
+    _method(apb.DESCRIPTOR, "AdminService", "ListPolicyStores"): MethodGroup.ADMIN,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": MethodGroup.ADMIN,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": MethodGroup.ADMIN,
 }

@@ -12,12 +12,16 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from verdict._gen.verdict.v1 import admin_pb2 as apb
+from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
+from verdict.policy.reloader import PolicyReloader
+from verdict.transport.admin_servicer import AdminServicer
 from verdict.transport.convert import (
     DEFAULT_MAX_CONTEXT_BYTES,
     DEFAULT_MAX_REFERENCES,
@@ -35,6 +39,7 @@ DEFAULT_MAX_CONCURRENT_CALLS = 256
 DEFAULT_MAX_PENDING_CALLS = 128
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
+ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 DEFAULT_REQUEST_LIMITS = RequestLimits()
 
@@ -151,6 +156,7 @@ async def start_server(
     limits: ConnectionLimits | None = None,
     security: EdgeSecurity | None = None,
     max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
+    reloader: PolicyReloader | None = None,
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
     max_id_bytes: int = MAX_UID_PART_BYTES,
     max_context_values: int = DEFAULT_REQUEST_LIMITS.max_context_values,
@@ -191,6 +197,9 @@ async def start_server(
             EntityServicer(entity_writes, max_get_reply_bytes, max_id_bytes), server
         )
         services.append(ENTITY_SERVICE_NAME)
+    if reloader is not None:
+        apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
+        services.append(ADMIN_SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
