@@ -33,8 +33,9 @@ CHANGE = apb.PolicyStoreState.Change
 def request(store: str = "") -> pb.IsAuthorizedRequest:
     """The allowed lending case, addressed to ``store``."""
     case = ALLOWED
-    return build_request(case.principal, case.action, case.resource, context=case.context,
-                         store=store)  # fmt: skip
+    return build_request(
+        case.principal, case.action, case.resource, context=case.context, store=store
+    )
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -248,9 +249,28 @@ async def test_the_admin_rpcs_need_the_admin_group(tmp_path: Path, stores: Path)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
             admin = apb_grpc.AdminServiceStub(channel)
             for call in (admin.ReloadPolicies, admin.ListPolicyStores):
-                empty = apb.ReloadPoliciesRequest() if call is admin.ReloadPolicies else (
-                    apb.ListPolicyStoresRequest())  # fmt: skip
+                empty = (
+                    apb.ReloadPoliciesRequest()
+                    if call is admin.ReloadPolicies
+                    else (apb.ListPolicyStoresRequest())
+                )
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await call(empty, metadata=tuple(bearer("decider-token")))  # type: ignore[arg-type]
                 assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
                 await call(empty, metadata=tuple(bearer("operator-token")))  # type: ignore[arg-type]
+
+
+async def test_a_bad_link_keeps_the_last_good_version(
+    served: tuple[App, grpc.aio.Channel], stores: Path
+) -> None:
+    """A link to a missing template is refused at its links.json line; the old links serve on."""
+    _, channel = served
+    before = await decide(channel)
+    write_atomically(
+        stores / "lending" / "links.json",
+        '[\n  {"id": "x", "template": "gone", "values": {}}\n]\n',
+    )
+    lending = (await reload(channel))["lending"]
+    assert lending.change == CHANGE.FAILED
+    assert lending.policy_version == before.policy_version
+    assert [(p.file, p.line) for p in lending.problems] == [("lending/links.json", 2)]

@@ -14,6 +14,7 @@ from verdict.cedar_json import parse_uid
 from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.files import FileReadError, is_regular, read_text
 from verdict.model import EntityUid, JsonObject
+from verdict.policy.links import LINKS_FILES, Link, read_links
 from verdict.policy.snapshot import (
     PolicyInfo,
     PolicySnapshot,
@@ -92,31 +93,48 @@ def load_store(root: Path) -> StoreSnapshot:
                     f"policy {info.id!r} fails schema validation: {issue.message}",
                 )
             )
-    if diagnostics:
-        raise PolicyLoadError(diagnostics)
     static = {p.info.id: p.est for p in parsed if not p.info.is_template}
     templates = {p.info.id: p.est for p in parsed if p.info.is_template}
+    taken = {p.info.id: p.info.location for p in parsed}
+    links = read_links(root, templates, taken, diagnostics)
+    if diagnostics:
+        raise PolicyLoadError(diagnostics)
     try:
-        policy_set = cedar.build_policy_set(static, templates)
+        policy_set = cedar.build_policy_set(static, templates, [k.to_cedar() for k in links])
     except CedarError as exc:
         raise PolicyLoadError([Diagnostic(root.name, 0, f"policy set rejected: {exc}")]) from None
+    infos = [p.info for p in parsed] + [_link_info(k, templates[k.template]) for k in links]
+    literal = {u for p in parsed for u in _literal_uids(p.est)}
+    literal.update(uid for link in links for uid in link.values.values())
     return StoreSnapshot(
         store_id=root.name,
         root=root,
-        policies={p.info.id: p.info for p in parsed},
+        policies={info.id: info for info in infos},
         policy_set=policy_set,
         schema=schema,
         settings=settings,
         version=store_version(root),
-        literal_uids=frozenset(u for p in parsed for u in _literal_uids(p.est)),
+        literal_uids=frozenset(literal),
         entities_file=entities if entities.is_file() else None,
-        rank={p.info.id: rank for rank, p in enumerate(parsed)},
+        rank={info.id: rank for rank, info in enumerate(infos)},
+    )
+
+
+def _link_info(link: Link, template: JsonObject) -> PolicyInfo:
+    """A linked policy as the rest of Verdict sees it: a static policy written in the links file."""
+    return PolicyInfo(
+        id=link.id,
+        file=link.file,
+        line=link.line,
+        effect=str(template.get("effect", "")),
+        is_template=False,
+        description=f"link of template {link.template!r}",
     )
 
 
 def _check_regular_files(root: Path) -> None:
     """A FIFO, device or folder under a store's file names is an error, never silently skipped."""
-    names = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE)
+    names = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE, *LINKS_FILES)
     odd = [root / name for name in names if (root / name).exists() and not is_regular(root / name)]
     if odd:
         raise PolicyLoadError(
@@ -234,6 +252,7 @@ def store_version(root: Path) -> str:
     """Content hash of a store's policies, schema and settings (not its entities)."""
     digest = hashlib.sha256(b"verdict-store-v1\0")
     files = [*policy_files(root), root / SCHEMA_TEXT, root / SCHEMA_JSON, root / SETTINGS_FILE]
+    files += [root / name for name in LINKS_FILES]
     for path in files:
         if path.is_file():
             digest.update(path.relative_to(root).as_posix().encode() + b"\0")
