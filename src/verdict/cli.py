@@ -123,8 +123,10 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{len(exc.diagnostics)} problem(s) found", file=sys.stderr)
         return 1
     for store in snapshot.stores.values():
+        templates = sum(1 for p in store.policies.values() if p.is_template)
         print(
-            f"{store.store_id}: {len(store.policies)} policies, "
+            f"{store.store_id}: {len(store.policies) - templates} policies "
+            f"(templates {templates}), "
             f"schema {'yes' if store.schema is not None else 'no'}, "
             f"validation {store.settings.validation.value}, version {store.version}"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.files import FileReadError, is_regular, read_text
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.links import LINKS_FILES, Link, read_links
+from verdict.policy.positions import locate_in_policy, locate_schema_error, locate_syntax_error
 from verdict.policy.snapshot import (
     PolicyInfo,
     PolicySnapshot,
@@ -78,21 +80,17 @@ def load_store(root: Path) -> StoreSnapshot:
     diagnostics: list[Diagnostic] = []
     schema = _load_schema(root, diagnostics)
     entities = root / ENTITIES_FILE
-    settings = read_store_settings(
-        root, schema is not None, diagnostics, has_entities=entities.is_file()
-    )
+    # A schema file that fails to parse is one error, not also "strict needs a schema".
+    has_schema = schema is not None or any((root / n).is_file() for n in (SCHEMA_TEXT, SCHEMA_JSON))
+    settings = read_store_settings(root, has_schema, diagnostics, has_entities=entities.is_file())
     parsed = list(_parse_policy_files(root, diagnostics))
     _check_unique_ids(parsed, diagnostics)
     if schema is not None and settings.validation is ValidationMode.STRICT and not diagnostics:
         for issue in cedar.validate([p.text for p in parsed], schema):
-            info = parsed[issue.position].info
-            diagnostics.append(
-                Diagnostic(
-                    info.file,
-                    info.line,
-                    f"policy {info.id!r} fails schema validation: {issue.message}",
-                )
-            )
+            item = parsed[issue.position]
+            at = locate_in_policy(item.text, item.info.line, issue.message)
+            message = f"policy {item.info.id!r} fails schema validation: {issue.message}"
+            diagnostics.append(Diagnostic(item.info.file, at, message))
     static = {p.info.id: p.est for p in parsed if not p.info.is_template}
     templates = {p.info.id: p.est for p in parsed if p.info.is_template}
     taken = {p.info.id: p.info.location for p in parsed}
@@ -156,14 +154,28 @@ def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | No
     path = text_path if text_path.is_file() else json_path if json_path.is_file() else None
     if path is None:
         return None
+    shown = f"{root.name}/{path.name}"
     try:
-        return cedar.parse_schema(read_text(path), is_json=path == json_path)
+        text = read_text(path)
     except FileReadError as exc:
-        diagnostics.append(Diagnostic(f"{root.name}/{path.name}", 0, str(exc)))
+        diagnostics.append(Diagnostic(shown, 0, str(exc)))
         return None
+    try:
+        return cedar.parse_schema(text, is_json=path == json_path)
     except CedarError as exc:
-        diagnostics.append(Diagnostic(f"{root.name}/{path.name}", 1, f"invalid schema: {exc}"))
+        line = _schema_error_line(text, str(exc), is_json=path == json_path)
+        diagnostics.append(Diagnostic(shown, line, f"invalid schema: {exc}"))
         return None
+
+
+def _schema_error_line(text: str, message: str, *, is_json: bool) -> int:
+    if not is_json:
+        return locate_schema_error(text, message)
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc.lineno
+    return 1
 
 
 def policy_files(root: Path) -> list[Path]:
@@ -204,7 +216,8 @@ def _parse_statement(
     try:
         document = cedar.policy_to_json(text)
     except CedarError as exc:
-        diagnostics.append(Diagnostic(file, line, f"syntax error: {exc}"))
+        at, message = locate_syntax_error(text, line, str(exc))
+        diagnostics.append(Diagnostic(file, at, f"syntax error: {message}"))
         return None
     static, templates = document.get("staticPolicies", {}), document.get("templates", {})
     if len(static) + len(templates) != 1:
