@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from verdict.app import build_app, run
+from verdict.authoring.cli import add_authoring_commands
+from verdict.authoring.warnings import store_warnings
 from verdict.cedar_json import parse_context_json, parse_entities_json
 from verdict.cli_entities import add_entities_command
 from verdict.config import Settings
@@ -130,6 +132,12 @@ def _validate(args: argparse.Namespace) -> int:
             f"schema {'yes' if store.schema is not None else 'no'}, "
             f"validation {store.settings.validation.value}, version {store.version}"
         )
+    warnings = [w for store in snapshot.stores.values() for w in store_warnings(store)]
+    for warning in warnings:
+        print(f"{warning.file}:{warning.line}: warning: {warning.message}", file=sys.stderr)
+    if warnings and args.strict:
+        print(f"{len(warnings)} warning(s) with --strict", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -222,15 +230,20 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="check every policy store",
-        description="Check syntax, schema, ids and entities of every "
-        "store; print file:line problems. Exit 0 valid, 1 invalid.",
+        description="Check syntax, schema, ids, links and entities of every store; print "
+        "file:line problems, then warnings (policies that can never apply, templates without "
+        "links). Exit 0 valid, 1 invalid (or warnings with --strict).",
     )
     validate.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     validate.add_argument("--default-store", help="store that must exist as the default")
+    validate.add_argument(
+        "--strict", action="store_true", help="treat warnings as problems (exit 1)"
+    )
     validate.set_defaults(func=_validate)
 
     add_test_command(commands)
     add_entities_command(commands)
+    add_authoring_commands(commands)
     return parser
 
 

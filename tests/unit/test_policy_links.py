@@ -109,7 +109,7 @@ def test_a_linked_policy_decides_like_a_static_one(store: Path) -> None:
         ),
         (
             [link("staff-view-partner-loans", **{"?principal": 'E::"a"', "?resource": 'L::"b"'})],
-            "is already a policy id (lending/staff.cedar:4)",
+            "is already a policy id (lending/staff.cedar:3)",
         ),
         ([{"id": "", "template": TEMPLATE, "values": {}}], "id must be a non-empty string"),
         ([{"id": "x", "template": TEMPLATE, "values": {}, "note": 1}], "unknown key 'note'"),

@@ -38,26 +38,26 @@ def problems(root: Path) -> list[str]:
 
 
 def test_an_attribute_typo_is_reported_on_its_line(store: Path) -> None:
-    """`principal.partnr` on line 17 of staff.cedar: line 17, not the policy's @id line (4)."""
-    edit(store / "staff.cedar", 17, "principal.partner", "principal.partnr")
+    """`principal.partnr` on line 16 of staff.cedar: line 16, not the policy's @id line (3)."""
+    edit(store / "staff.cedar", 16, "principal.partner", "principal.partnr")
     assert problems(store) == [
-        "lending/staff.cedar:17: policy 'staff-view-partner-loans' fails schema validation: "
+        "lending/staff.cedar:16: policy 'staff-view-partner-loans' fails schema validation: "
         "attribute `partnr` on entity type `Employee` not found"
     ]
 
 
 def test_a_syntax_error_is_reported_on_its_line(store: Path) -> None:
-    """A doubled `&&` on line 16 is reported at 16."""
-    edit(store / "staff.cedar", 16, ") &&", ") && &&")
-    assert problems(store) == ["lending/staff.cedar:16: syntax error: unexpected token `&&`"]
+    """A doubled `&&` on line 15 is reported at 15."""
+    edit(store / "staff.cedar", 15, ") &&", ") && &&")
+    assert problems(store) == ["lending/staff.cedar:15: syntax error: unexpected token `&&`"]
 
 
 def test_a_missing_semicolon_is_reported_where_it_is_missing(store: Path) -> None:
-    """The first policy's `};` (line 18) without its `;`: reported at 18, not at the next
+    """The first policy's `};` (line 17) without its `;`: reported at 17, not at the next
     policy's @id line."""
-    edit(store / "staff.cedar", 18, "};", "}")
+    edit(store / "staff.cedar", 17, "};", "}")
     assert problems(store) == [
-        "lending/staff.cedar:18: syntax error: missing ';' at the end of this policy"
+        "lending/staff.cedar:17: syntax error: missing ';' at the end of this policy"
     ]
 
 

@@ -127,7 +127,33 @@ def _link_info(link: Link, template: JsonObject) -> PolicyInfo:
         effect=str(template.get("effect", "")),
         is_template=False,
         description=f"link of template {link.template!r}",
+        fingerprint=fingerprint({"template": template, "values": link.to_cedar()["values"]}),
+        template=link.template,
     )
+
+
+def fingerprint(document: JsonObject) -> str:
+    """A short, stable hash of a JSON document (keys sorted)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """A policy as written: where, its Cedar JSON form, its text (for authoring checks)."""
+
+    info: PolicyInfo
+    est: JsonObject
+    text: str
+
+
+def read_source_policies(root: Path) -> list[SourcePolicy]:
+    """Every policy and template of a store as written (after a successful load_store)."""
+    diagnostics: list[Diagnostic] = []
+    parsed = [SourcePolicy(p.info, p.est, p.text) for p in _parse_policy_files(root, diagnostics)]
+    if diagnostics:
+        raise PolicyLoadError(diagnostics)
+    return parsed
 
 
 def _check_regular_files(root: Path) -> None:
@@ -206,6 +232,7 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
                 effect=str(est.get("effect", "")),
                 is_template=is_template,
                 description=annotations.get("description", ""),
+                fingerprint=fingerprint(est),
             )
             yield _Parsed(info, est, statement.text)
 

@@ -54,6 +54,11 @@ class PolicyInfo:
     effect: str
     is_template: bool
     description: str = ""
+    # Hash of the policy's Cedar JSON form (a link: its template's and its values): tells a
+    # changed policy from a moved or reformatted one (`verdict diff`).
+    fingerprint: str = ""
+    # For a template-linked policy, the template it links ("" otherwise).
+    template: str = ""
 
     @property
     def location(self) -> str:
