@@ -132,6 +132,9 @@ def test_every_command_has_help() -> None:
         ("entities",),
         ("entities", "load"),
         ("entities", "export"),
+        ("fmt",),
+        ("version",),
+        ("diff",),
     ):
         result = verdict(*args, "--help")
         assert result.returncode == 0
