@@ -134,8 +134,12 @@ def token_sha256(token: str) -> str:
 @asynccontextmanager
 async def verdict_app(**overrides: Any) -> AsyncIterator[App]:
     """The sample policies served on free loopback ports with ``overrides`` to the settings."""
-    defaults: dict[str, Any] = {"stores": POLICIES, "default_store": "lending"}
-    settings = Settings(**(defaults | overrides), listen="127.0.0.1:0")
+    defaults: dict[str, Any] = {
+        "stores": POLICIES,
+        "default_store": "lending",
+        "listen": "127.0.0.1:0",
+    }
+    settings = Settings(**(defaults | overrides))
     app = build_app(settings)
     await start(app)
     try:
