@@ -114,6 +114,14 @@ class WriteConflictError(VerdictError):
         super().__init__(message)
 
 
+class AuditUnavailableError(VerdictError):
+    """The audit log cannot take the decision's record, and the audit mode is "deny": no
+    decision is answered without its record (fail closed)."""
+
+    def __init__(self) -> None:
+        super().__init__("audit log unavailable")
+
+
 class DeadlineExceededError(VerdictError):
     """The caller's deadline passed: nothing more is read or evaluated for it."""
 

@@ -42,6 +42,8 @@ class StoreSettings:
     # Entity types callers may send in entities_json (never actions); empty: none at all.
     request_entity_types: frozenset[str] = frozenset()
     entities_source: EntitiesSource = EntitiesSource.LOAD
+    # Context attributes the decision audit log may record (others can carry loan data).
+    audit_context: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -45,3 +45,11 @@ POLICY_STORE_INFO = Gauge(
     "The policy version each store serves (value 1)",
     ["store", "version"],
 )
+AUDIT_RECORDS = Counter(
+    "verdict_audit_records_total",
+    "Decision audit records, by what became of them (written, dropped, failed)",
+    ["result"],
+)
+AUDIT_QUEUE_DEPTH = Gauge(
+    "verdict_audit_queue_depth", "Audit records waiting to be written (the bounded queue)"
+)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from verdict.errors import (
+    AuditUnavailableError,
     ConfigError,
     DeadlineExceededError,
     EntityDataError,
@@ -29,6 +30,7 @@ PERMISSION_DENIED_MESSAGE = "permission denied"
 STATUS_TABLE: tuple[tuple[type[VerdictError], grpc.StatusCode], ...] = (
     (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (AuditUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StaleReadError, grpc.StatusCode.FAILED_PRECONDITION),
     (WriteConflictError, grpc.StatusCode.ABORTED),
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
