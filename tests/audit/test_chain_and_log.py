@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -108,7 +109,7 @@ async def test_redis_stream_sink_and_a_killed_redis(redis: RedisProcess) -> None
     deny = AuditLog(RedisStreamSink(client, "audit", 0), AuditMode.DENY, 100, 2)
     deny.start()
     await deny.record([{"n": 1}, {"n": 2}])
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = await client.xrange("audit")
+    entries: Any = await client.xrange("audit")
     assert verify(fields[b"r"].decode() for _, fields in entries) == (2, [])
     redis.stop()
     with pytest.raises(AuditUnavailableError):
