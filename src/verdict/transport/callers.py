@@ -13,9 +13,12 @@ from typing import Any
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict.errors import ConfigError, Diagnostic
+from verdict.files import FileReadError, read_text
 from verdict.transport.identity import JwtSettings
 
 ALL_STORES = "*"
+# Far above any real callers file; a file swapped for /dev/zero or a log must not fill memory.
+MAX_CALLERS_BYTES = 1024 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CALLER_KEYS = {"id", "methods", "stores", "token_sha256"}
 _JWT_KEYS = {"jwks_file", "issuer", "audience", "algorithms", "leeway_seconds"}
@@ -97,8 +100,8 @@ def load_callers(path: Path) -> Callers:
     """Parse and check ``path``; raises ConfigError with file:line for every problem found."""
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_text(path, MAX_CALLERS_BYTES)
+    except FileReadError as exc:
         raise ConfigError([Diagnostic(name, 0, f"cannot read the callers file ({exc})")]) from None
     try:
         document = tomllib.loads(text)

@@ -16,12 +16,15 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from verdict.errors import ConfigError, Diagnostic, UnauthenticatedError
+from verdict.files import FileReadError, read_text
 
 # Only public-key algorithms: a JWKS holds public keys, and an HMAC "secret" that is really a
 # public key is the classic forgery (anyone can read the key, so anyone can sign).
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+# A JWKS file is a few keys; a file swapped for /dev/zero must not fill memory.
+MAX_JWKS_BYTES = 1024 * 1024
 _REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
 # Verified JWTs remembered until they expire: a service re-sends the same token for minutes,
 # and verifying one costs ~200 µs (PyJWT's base64 checks, then RSA), a third of a decision.
@@ -121,10 +124,10 @@ class JwtVerifier:
             problem = f"algorithms {bad} are not allowed" if bad else "no algorithms"
             raise _config_error(path, 0, f"{problem}; use {sorted(ASYMMETRIC_ALGORITHMS)}")
         try:
-            document = json.loads(settings.jwks_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise _config_error(path, 0, f"cannot read the JWKS file ({exc.strerror})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            document = json.loads(read_text(settings.jwks_file, MAX_JWKS_BYTES))
+        except FileReadError as exc:
+            raise _config_error(path, 0, f"cannot read the JWKS file ({exc})") from None
+        except json.JSONDecodeError as exc:
             line = getattr(exc, "lineno", 0)
             raise _config_error(path, line, "the JWKS file is not valid JSON") from None
         return cls(settings, _jwks_keys(path, document, settings.algorithms))
