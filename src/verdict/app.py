@@ -263,6 +263,7 @@ async def start(app: App) -> VerdictServer:
             settings.handshake_timeout_seconds,
             settings.idle_timeout_seconds,
             settings.max_pending_calls,
+            settings.max_health_connections,
         ),
         security=app.security,
         reloader=app.reloader,

@@ -58,7 +58,9 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     redis_connections = settings.redis_max_connections if settings.redis_url else 0
     try:
-        ensure_open_files(open_files_needed(settings.max_connections, redis_connections))
+        health = settings.max_health_connections if settings.health_listen else 0
+        needed = open_files_needed(settings.max_connections + health, redis_connections)
+        ensure_open_files(needed)
     except OpenFilesError as exc:
         print(f"cannot serve: {exc}", file=sys.stderr)
         return EXIT_ERROR

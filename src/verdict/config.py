@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_get_reply_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Connection limits: an idle or half-open socket holds a descriptor (docs/deployment.md).
     max_connections: int = Field(default=1000, ge=1, description="open client connections")
+    max_health_connections: int = Field(
+        default=16, ge=1, description="open connections to the plaintext health port"
+    )
     handshake_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     idle_timeout_seconds: float = Field(default=300.0, gt=0)
     # Unary calls of Verdict's services in progress at once; past it RESOURCE_EXHAUSTED at once.

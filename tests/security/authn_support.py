@@ -49,10 +49,15 @@ class Pki:
         return cls(folder, ca, CertificateAuthority("Stranger CA"), ca_file, cert, key)
 
     def client(
-        self, common_name: str, *, uris: tuple[str, ...] = (), dns: tuple[str, ...] = ()
+        self,
+        common_name: str,
+        *,
+        uris: tuple[str, ...] = (),
+        dns: tuple[str, ...] = (),
+        valid: tuple[float, float] = (-300.0, 86_400.0),
     ) -> Issued:
-        """A client certificate signed by the trusted CA."""
-        return self.ca.issue(common_name, uris=uris, dns=dns, client=True)
+        """A client certificate signed by the trusted CA (valid seconds from now)."""
+        return self.ca.issue(common_name, uris=uris, dns=dns, client=True, valid=valid)
 
     def credentials(self, client: Issued | None = None) -> grpc.ChannelCredentials:
         """Channel credentials trusting the CA, presenting ``client`` if given."""

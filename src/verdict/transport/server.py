@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import structlog
@@ -37,6 +37,10 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 DEFAULT_MAX_CONCURRENT_CALLS = 256
 DEFAULT_MAX_PENDING_CALLS = 128
+# Probes open a connection or two each; the port needs no more, and every one is a descriptor.
+DEFAULT_MAX_HEALTH_CONNECTIONS = 16
+# A health request is a service name: nothing larger is ever needed on the health port.
+HEALTH_MAX_MESSAGE_BYTES = 4096
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -53,6 +57,11 @@ class ConnectionLimits:
     handshake_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 300.0
     max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS
+    max_health_connections: int = DEFAULT_MAX_HEALTH_CONNECTIONS
+
+    def for_health_port(self) -> ConnectionLimits:
+        """The same timeouts for the plaintext health port, with its own connection limit."""
+        return replace(self, max_connections=self.max_health_connections)
 
     def grpc_options(self) -> list[tuple[str, int]]:
         """grpc core channel args; a connection over the limit is closed as soon as it is accepted.
@@ -218,7 +227,10 @@ async def start_server(
         raise OSError(f"cannot listen on {listen}")
     health_server, health_port = None, None
     if security.health_listen is not None:
-        health_server, health_port = _health_only_server(health_servicer, security.health_listen)
+        health_limits = (limits or ConnectionLimits()).for_health_port()
+        health_server, health_port = _health_only_server(
+            health_servicer, security.health_listen, health_limits
+        )
     verdict_server = VerdictServer(
         server, port, health_servicer, services, health_server, health_port
     )
@@ -230,10 +242,21 @@ async def start_server(
 
 
 def _health_only_server(
-    health_servicer: health.aio.HealthServicer, listen: str
+    health_servicer: health.aio.HealthServicer, listen: str, limits: ConnectionLimits
 ) -> tuple[grpc.aio.Server, int]:
-    """A plaintext server with grpc.health.v1 alone: Kubernetes gRPC probes do not speak TLS."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    """A plaintext server with grpc.health.v1 alone: Kubernetes gRPC probes do not speak TLS.
+
+    Bounded like the main port: anyone who reaches it needs no identity, and its stalled
+    connections used to hold descriptors without end (grpc's defaults: no connection limit,
+    120 s handshake), crowding out the main port's calls.
+    """
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", HEALTH_MAX_MESSAGE_BYTES),
+            *limits.grpc_options(),
+        ]
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
     if port == 0:
