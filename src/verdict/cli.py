@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from verdict.app import build_app, run
+from verdict.authoring.audit_cli import add_audit_command
 from verdict.authoring.cli import add_authoring_commands
 from verdict.authoring.warnings import store_warnings
 from verdict.cedar_json import parse_context_json, parse_entities_json
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_test_command(commands)
     add_entities_command(commands)
     add_authoring_commands(commands)
+    add_audit_command(commands)
     return parser
 
 

@@ -135,6 +135,9 @@ def test_every_command_has_help() -> None:
         ("fmt",),
         ("version",),
         ("diff",),
+        ("audit",),
+        ("audit", "verify"),
+        ("audit", "replay"),
     ):
         result = verdict(*args, "--help")
         assert result.returncode == 0

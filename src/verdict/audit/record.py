@@ -56,6 +56,8 @@ def decision_record(
     recorded = {k: v for k, v in request.context.items() if k in audit_context}
     if recorded:
         record["context"] = recorded
+    # Which attributes were sent (names only): replay knows when the record is not enough.
+    record["context_keys"] = sorted(request.context)
     if isinstance(answer, VerdictError):
         record["decision"] = "ERROR"
         record["error"] = type(answer).__name__
