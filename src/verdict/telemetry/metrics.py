@@ -30,6 +30,12 @@ AUTH_REFUSALS = Counter(
 CALLS_REFUSED = Counter(
     "verdict_calls_refused_total", "Calls refused before any work, by reason", ["reason"]
 )
+WORKER_CALLS = Counter(
+    "verdict_worker_calls_total",
+    "Calls of Verdict's services admitted, by worker process (its index under --workers); "
+    "shows how the kernel spread connections over the workers",
+    ["worker"],
+)
 CONFIG_RELOADS = Counter(
     "verdict_config_reloads_total",
     "Configuration files re-read after a change on disk (callers file and JWKS, TLS files)",

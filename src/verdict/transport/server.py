@@ -156,17 +156,26 @@ async def start_server(
     max_context_values: int = DEFAULT_REQUEST_LIMITS.max_context_values,
     max_request_entity_values: int = DEFAULT_REQUEST_LIMITS.max_entity_values,
     max_batch_values: int = DEFAULT_REQUEST_LIMITS.max_batch_values,
+    reuse_port: bool = False,
+    worker: int = 0,
 ) -> VerdictServer:
-    """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
+    """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``.
+
+    ``reuse_port``: bind with SO_REUSEPORT, so that the worker processes of one
+    `verdict serve --workers N` share the port (and the health port); the kernel spreads new
+    connections over them. Off, a second server on a port in use fails to bind. ``worker`` is
+    this process's index among them, the label of its call counter.
+    """
     security = security or EdgeSecurity()
     limited = [SERVICE_NAME, ENTITY_SERVICE_NAME]
+    admission = ConcurrencyLimit(max_concurrent_calls, limited, worker)
     server = grpc.aio.server(
         # Identity and grants first: calls nobody may make never take a concurrency slot.
-        interceptors=[*security.interceptors, ConcurrencyLimit(max_concurrent_calls, limited)],
+        interceptors=[*security.interceptors, admission],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
             *(limits or ConnectionLimits()).grpc_options(),
         ],
     )
@@ -209,7 +218,9 @@ async def start_server(
         raise OSError(f"cannot listen on {listen}")
     health_server, health_port = None, None
     if security.health_listen is not None:
-        health_server, health_port = _health_only_server(health_servicer, security.health_listen)
+        health_server, health_port = _health_only_server(
+            health_servicer, security.health_listen, reuse_port
+        )
     verdict_server = VerdictServer(
         server, port, health_servicer, services, health_server, health_port
     )
@@ -221,10 +232,10 @@ async def start_server(
 
 
 def _health_only_server(
-    health_servicer: health.aio.HealthServicer, listen: str
+    health_servicer: health.aio.HealthServicer, listen: str, reuse_port: bool
 ) -> tuple[grpc.aio.Server, int]:
     """A plaintext server with grpc.health.v1 alone: Kubernetes gRPC probes do not speak TLS."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(options=[("grpc.so_reuseport", int(reuse_port))])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
     if port == 0:
