@@ -111,7 +111,9 @@ def verdict_workers(
     command = serve_command("--workers", str(workers), "--listen", "127.0.0.1:0")
     command += ["--metrics-listen", "127.0.0.1:0", *args]
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stderr=sink)
+        # TMPDIR: a supervisor killed by a test leaves its metrics folder in the test's folder.
+        env = {**os.environ, "TMPDIR": str(workdir), **(env or {})}
+        process = subprocess.Popen(command, env=env, stderr=sink)
     supervised = Supervised(process, log)
     try:
         started = supervised.wait_for("workers_started")[0]

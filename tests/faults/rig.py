@@ -88,7 +88,8 @@ class Rig:
         log = (self.workdir / "server.log").open("ab")
         self.server = subprocess.Popen(
             command,
-            env={**os.environ, **self.env},
+            # The rig kills the server at the end: its metrics folder goes with the workdir.
+            env={**os.environ, "TMPDIR": str(self.workdir), **self.env},
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
