@@ -84,7 +84,8 @@ class Rig:
         command = [sys.executable, "-m", "verdict", "serve", "--stores", str(POLICIES)]
         command += ["--default-store", STORE, "--listen", self.target]
         command += ["--redis-url", self.proxy.url, "--workers", str(self.workers)]
-        command += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
+        if self.workers > 1:  # the supervisor's /metrics says when every worker serves
+            command += ["--metrics-listen", f"127.0.0.1:{self.metrics_port}"]
         log = (self.workdir / "server.log").open("ab")
         self.server = subprocess.Popen(
             command,
