@@ -40,6 +40,7 @@ from verdict.transport.server import (
 from verdict.transport.tls import ReloadingCredentials, TlsFiles
 
 log = structlog.get_logger(__name__)
+WRITES_NEED_REDIS = "entity writes need Redis when serving with more than one worker"
 
 
 @dataclass
@@ -192,6 +193,12 @@ def build_edge_security(
     return EdgeSecurity(credentials, (interceptor,), settings.health_listen), rules
 
 
+def several_workers(settings: Settings) -> bool:
+    """Whether this process is one of several workers sharing the port (set by the supervisor;
+    None, as in tests and `verdict check`, is one process)."""
+    return (settings.workers or 1) > 1
+
+
 def build_app(settings: Settings) -> App:
     """Load policies, entities and the edge security; raises PolicyLoadError or ConfigError
     (fatal at startup) on any problem."""
@@ -200,7 +207,9 @@ def build_app(settings: Settings) -> App:
     entities, listener = build_entity_store(settings, holder)
     limits = entity_limits(settings)
     authorizer = Authorizer(holder, entities, max_batch=settings.max_batch_size, limits=limits)
-    writes = EntityWrites(holder, entities, limits)
+    # Each worker holds its own in-memory store: a write would reach one of them.
+    memory_only = settings.redis_url is None and several_workers(settings)
+    writes = EntityWrites(holder, entities, limits, WRITES_NEED_REDIS if memory_only else None)
     reloader = PolicyReloader(settings.stores, holder)
     return App(
         settings, holder, entities, authorizer, writes, listener, security, edge_rules, reloader
@@ -228,8 +237,9 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-async def start(app: App) -> VerdictServer:
-    """Start background work and the server, then report SERVING."""
+async def start(app: App, worker: int = 0) -> VerdictServer:
+    """Start background work and the server, then report SERVING; ``worker`` is this process's
+    index under `verdict serve --workers N`."""
     settings = app.settings
     settle_heap()
     warn_about_security(settings)
@@ -267,6 +277,8 @@ async def start(app: App) -> VerdictServer:
         ),
         security=app.security,
         reloader=app.reloader,
+        reuse_port=several_workers(settings),
+        worker=worker,
     )
     app.server = server
     if isinstance(app.entities, RedisEntityStore):

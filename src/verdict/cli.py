@@ -23,6 +23,7 @@ from verdict.policy.loader import load_policy_stores
 from verdict.policy.snapshot import PolicyInfo
 from verdict.policytest.cli import add_test_command
 from verdict.store.memory import MemoryEntityStore
+from verdict.supervisor import cpu_count, supervise
 from verdict.telemetry.logging import configure_logging
 from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
 from verdict.uid_arg import parse_uid_arg
@@ -48,6 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
             "tls_client_ca": args.tls_client_ca,
             "health_listen": args.health_listen,
             "callers_file": args.callers_file,
+            "workers": args.workers,
         }.items()
         if v is not None
     }
@@ -57,6 +59,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_ERROR
     configure_logging(settings.log_level, settings.log_format)
+    workers = settings.workers or cpu_count()
+    if workers > 1:
+        return supervise(settings, workers)
     redis_connections = settings.redis_max_connections if settings.redis_url else 0
     try:
         health = settings.max_health_connections if settings.health_listen else 0
@@ -190,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     serve.add_argument("--max-batch-size", type=int, help="largest BatchAuthorize (default 100)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port, one event loop each (VERDICT_WORKERS; default: "
+        "one per CPU; 1 serves in this process). Above 1, the in-memory store refuses entity "
+        "writes: use Redis",
+    )
     serve.add_argument("--log-level", help="debug, info, warning, error")
     serve.add_argument(
         "--max-connections",

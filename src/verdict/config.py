@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     # refuses a growing share, past all of it every new call (CANCELLED).
     max_pending_calls: int = Field(default=128, ge=2)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    # Server processes sharing the port (SO_REUSEPORT), each with its own event loop; None: one
+    # per CPU this process may use (docs/deployment.md "Workers"). 1 serves in this process.
+    workers: int | None = Field(default=None, ge=1, le=256)
+    # Crashed workers the supervisor restarts within a minute before it gives up: it then stops
+    # the other workers and exits 1. 0: the first crash stops them all.
+    worker_restarts: int = Field(default=5, ge=0, le=100)
     log_level: str = Field(default="info")
     log_format: str = Field(default="json", pattern="^(json|console)$")
     metrics_listen: str | None = Field(default=None, description="HOST:PORT for /metrics")

@@ -10,6 +10,7 @@
     ├── StaleReadError          the requested minimum entity version is not available
     │   └── ReplacedVersionError  it is from before the store was last replaced
     ├── WriteConflictError      the store changed while a write was being checked
+    ├── WritesRefusedError      this deployment takes no entity writes (names the reason)
     ├── DeadlineExceededError   the caller's deadline passed before the answer was ready
     ├── EntityDataError         stored entity data is corrupt or fails the schema
     ├── InternalError           an unexpected failure, already logged; fixed message
@@ -120,6 +121,11 @@ class AuditUnavailableError(VerdictError):
 
     def __init__(self) -> None:
         super().__init__("audit log unavailable")
+
+
+class WritesRefusedError(VerdictError):
+    """Entity writes are refused by configuration, not because of the request: the message
+    names the reason (e.g. an in-memory store served by several worker processes)."""
 
 
 class DeadlineExceededError(VerdictError):

@@ -30,6 +30,12 @@ AUTH_REFUSALS = Counter(
 CALLS_REFUSED = Counter(
     "verdict_calls_refused_total", "Calls refused before any work, by reason", ["reason"]
 )
+WORKER_CALLS = Counter(
+    "verdict_worker_calls_total",
+    "Calls of Verdict's services admitted, by worker process (its index under --workers); "
+    "shows how the kernel spread connections over the workers",
+    ["worker"],
+)
 CONFIG_RELOADS = Counter(
     "verdict_config_reloads_total",
     "Configuration files re-read after a change on disk (callers file and JWKS, TLS files)",
@@ -42,8 +48,9 @@ POLICY_RELOADS = Counter(
 )
 POLICY_STORE_INFO = Gauge(
     "verdict_policy_store_info",
-    "The policy version each store serves (value 1)",
+    "The policy version each store serves (value 1; with workers, how many serve it)",
     ["store", "version"],
+    multiprocess_mode="livesum",
 )
 AUDIT_RECORDS = Counter(
     "verdict_audit_records_total",
@@ -51,5 +58,7 @@ AUDIT_RECORDS = Counter(
     ["result"],
 )
 AUDIT_QUEUE_DEPTH = Gauge(
-    "verdict_audit_queue_depth", "Audit records waiting to be written (the bounded queue)"
+    "verdict_audit_queue_depth",
+    "Audit records waiting to be written (the bounded queue; summed over workers)",
+    multiprocess_mode="livesum",
 )

@@ -171,17 +171,26 @@ async def start_server(
     max_context_values: int = DEFAULT_REQUEST_LIMITS.max_context_values,
     max_request_entity_values: int = DEFAULT_REQUEST_LIMITS.max_entity_values,
     max_batch_values: int = DEFAULT_REQUEST_LIMITS.max_batch_values,
+    reuse_port: bool = False,
+    worker: int = 0,
 ) -> VerdictServer:
-    """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
+    """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``.
+
+    ``reuse_port``: bind with SO_REUSEPORT, so that the worker processes of one
+    `verdict serve --workers N` share the port (and the health port); the kernel spreads new
+    connections over them. Off, a second server on a port in use fails to bind. ``worker`` is
+    this process's index among them, the label of its call counter.
+    """
     security = security or EdgeSecurity()
     limited = [SERVICE_NAME, ENTITY_SERVICE_NAME]
+    admission = ConcurrencyLimit(max_concurrent_calls, limited, worker)
     server = grpc.aio.server(
         # Identity and grants first: calls nobody may make never take a concurrency slot.
-        interceptors=[*security.interceptors, ConcurrencyLimit(max_concurrent_calls, limited)],
+        interceptors=[*security.interceptors, admission],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
             *(limits or ConnectionLimits()).grpc_options(),
         ],
     )
@@ -229,7 +238,7 @@ async def start_server(
     if security.health_listen is not None:
         health_limits = (limits or ConnectionLimits()).for_health_port()
         health_server, health_port = _health_only_server(
-            health_servicer, security.health_listen, health_limits
+            health_servicer, security.health_listen, health_limits, reuse_port
         )
     verdict_server = VerdictServer(
         server, port, health_servicer, services, health_server, health_port
@@ -242,17 +251,20 @@ async def start_server(
 
 
 def _health_only_server(
-    health_servicer: health.aio.HealthServicer, listen: str, limits: ConnectionLimits
+    health_servicer: health.aio.HealthServicer,
+    listen: str,
+    limits: ConnectionLimits,
+    reuse_port: bool,
 ) -> tuple[grpc.aio.Server, int]:
     """A plaintext server with grpc.health.v1 alone: Kubernetes gRPC probes do not speak TLS.
 
     Bounded like the main port: anyone who reaches it needs no identity, and its stalled
     connections used to hold descriptors without end (grpc's defaults: no connection limit,
-    120 s handshake), crowding out the main port's calls.
+    120 s handshake), crowding out the main port's calls. Shared by workers like the main port.
     """
     server = grpc.aio.server(
         options=[
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_receive_message_length", HEALTH_MAX_MESSAGE_BYTES),
             *limits.grpc_options(),
         ]

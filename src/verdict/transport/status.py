@@ -19,6 +19,7 @@ from verdict.errors import (
     UnauthenticatedError,
     VerdictError,
     WriteConflictError,
+    WritesRefusedError,
 )
 
 INTERNAL_MESSAGE = "internal error"
@@ -33,6 +34,7 @@ STATUS_TABLE: tuple[tuple[type[VerdictError], grpc.StatusCode], ...] = (
     (AuditUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StaleReadError, grpc.StatusCode.FAILED_PRECONDITION),
     (WriteConflictError, grpc.StatusCode.ABORTED),
+    (WritesRefusedError, grpc.StatusCode.FAILED_PRECONDITION),
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (EntityDataError, grpc.StatusCode.INTERNAL),
     (PolicyLoadError, grpc.StatusCode.FAILED_PRECONDITION),
