@@ -84,6 +84,8 @@ class ServedVersions:
         for store_id, version in list(self._versions.items()):
             current = snapshot.stores.get(store_id)
             if current is None or current.version != version:
+                # 0 first: with several workers the value lives in a shared file remove() leaves.
+                metrics.POLICY_STORE_INFO.labels(store=store_id, version=version).set(0)
                 with contextlib.suppress(KeyError):
                     metrics.POLICY_STORE_INFO.remove(store_id, version)
                 del self._versions[store_id]
