@@ -12,11 +12,13 @@ from wsgiref.simple_server import WSGIServer
 
 import structlog
 
+from verdict.audit.log import AuditLog, AuditMode
+from verdict.audit.sinks import FileSink, RedisStreamSink, Sink, StdoutSink
 from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
 from verdict.engine.limits import EntityLimits, HierarchyLimits
-from verdict.errors import StoreUnavailableError
+from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
 from verdict.policy.reloader import OnSwap, PolicyReloader, watch_stores
@@ -29,6 +31,7 @@ from verdict.store.redis_connect import key_layout, make_client, pubsub_connecto
 from verdict.store.redis_store import RedisEntityStore
 from verdict.telemetry.exposition import start_metrics_server
 from verdict.transport.authz import AuthorizationInterceptor
+from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.edge_rules import ReloadingEdgeRules
 from verdict.transport.server import (
     ConnectionLimits,
@@ -56,6 +59,7 @@ class App:
     security: EdgeSecurity = field(default_factory=EdgeSecurity)
     edge_rules: ReloadingEdgeRules | None = None
     reloader: PolicyReloader | None = None
+    audit: AuditLog | None = None
     server: VerdictServer | None = field(default=None, init=False)
     watch_task: asyncio.Task[None] | None = field(default=None, init=False)
     metrics_server: WSGIServer | None = field(default=None, init=False)
@@ -211,9 +215,45 @@ def build_app(settings: Settings) -> App:
     memory_only = settings.redis_url is None and several_workers(settings)
     writes = EntityWrites(holder, entities, limits, WRITES_NEED_REDIS if memory_only else None)
     reloader = PolicyReloader(settings.stores, holder)
+    audit = build_audit_log(settings)
     return App(
-        settings, holder, entities, authorizer, writes, listener, security, edge_rules, reloader
+        settings,
+        holder,
+        entities,
+        authorizer,
+        writes,
+        listener,
+        security,
+        edge_rules,
+        reloader,
+        audit,
     )
+
+
+def build_audit_log(settings: Settings) -> AuditLog | None:
+    """The audit log the settings ask for (None: no audit); its writer starts with the server."""
+    sink: Sink
+    if settings.audit_sink == "none":
+        return None
+    if settings.audit_sink == "file":
+        sink = FileSink(
+            settings.audit_file,
+            settings.audit_file_max_bytes,
+            settings.audit_file_max_seconds,
+            settings.audit_fsync,
+        )
+    elif settings.audit_sink == "stdout":
+        sink = StdoutSink()
+    else:
+        url = settings.audit_redis_url or settings.redis_url
+        if url is None:
+            raise ConfigError(
+                [Diagnostic("audit_redis_url", 0, "the redis audit sink needs a URL")]
+            )
+        client = make_client(settings.model_copy(update={"redis_url": url}))
+        sink = RedisStreamSink(client, settings.audit_stream, settings.audit_stream_max_length)
+    mode = AuditMode(settings.audit_mode)
+    return AuditLog(sink, mode, settings.audit_queue_size, settings.audit_wait_seconds)
 
 
 def warn_about_security(settings: Settings) -> None:
@@ -252,6 +292,8 @@ async def start(app: App, worker: int = 0) -> VerdictServer:
         app.listener.start()
     if app.edge_rules is not None:
         app.edge_rules.start()
+    if app.audit is not None:
+        app.audit.start()
     if settings.metrics_listen is not None:
         app.metrics_server = start_metrics_server(settings.metrics_listen)
     server = await start_server(
@@ -277,6 +319,7 @@ async def start(app: App, worker: int = 0) -> VerdictServer:
         ),
         security=app.security,
         reloader=app.reloader,
+        recorder=DecisionRecorder(app.policies, app.audit),
         reuse_port=several_workers(settings),
         worker=worker,
     )
@@ -356,6 +399,8 @@ async def stop(app: App, grace: float) -> None:
         await app.listener.stop()
     if app.edge_rules is not None:
         await app.edge_rules.stop()
+    if app.audit is not None:
+        await app.audit.close()  # after the server drained: every answered decision is written
     if app.metrics_server is not None:
         app.metrics_server.shutdown()
         app.metrics_server.server_close()

@@ -50,6 +50,9 @@ def _serve(args: argparse.Namespace) -> int:
             "health_listen": args.health_listen,
             "callers_file": args.callers_file,
             "workers": args.workers,
+            "audit_sink": args.audit_sink,
+            "audit_file": args.audit_file,
+            "audit_mode": args.audit_mode,
         }.items()
         if v is not None
     }
@@ -223,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Redis URL names a cluster node (VERDICT_REDIS_CLUSTER)",
     )
     add_security_flags(serve)
+    serve.add_argument(
+        "--audit-sink",
+        choices=["none", "file", "stdout", "redis"],
+        help="decision audit log: where records go (VERDICT_AUDIT_SINK; default none)",
+    )
+    serve.add_argument(
+        "--audit-file", type=Path, help="JSONL file of the file sink (VERDICT_AUDIT_FILE)"
+    )
+    serve.add_argument(
+        "--audit-mode",
+        choices=["block", "deny", "drop"],
+        help="when the sink is slow or down: wait, refuse the decision (default), or drop",
+    )
     serve.set_defaults(func=_serve)
 
     check = commands.add_parser(

@@ -109,6 +109,18 @@ class Settings(BaseSettings):
     )
     # How often the callers file and its JWKS are checked for changes (reloaded without restart).
     callers_reload_seconds: float = Field(default=2.0, gt=0)
+    # Decision audit log: one hash-chained record per decision (docs/audit.md).
+    audit_sink: str = Field(default="none", pattern="^(none|file|stdout|redis)$")
+    audit_file: Path = Field(default=Path("audit/decisions.jsonl"))
+    audit_mode: str = Field(default="deny", pattern="^(block|deny|drop)$")
+    audit_queue_size: int = Field(default=10_000, ge=1)
+    audit_wait_seconds: float = Field(default=1.0, gt=0)
+    audit_file_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    audit_file_max_seconds: float = Field(default=86_400.0, gt=0)
+    audit_fsync: bool = Field(default=False)
+    audit_redis_url: str | None = Field(default=None, description="default: redis_url")
+    audit_stream: str = Field(default="verdict:audit")
+    audit_stream_max_length: int = Field(default=0, ge=0)
     # Hot reload of policy stores: watch the stores folder (debounced), poll as a fallback.
     policy_watch: bool = Field(default=True, description="reload policy stores on file changes")
     policy_reload_debounce_seconds: float = Field(default=0.3, gt=0, le=60)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 CACHE_LOOKUPS = Counter(
     "verdict_entity_cache_lookups_total", "Entity slice lookups in the local cache", ["result"]
@@ -61,4 +61,20 @@ AUDIT_QUEUE_DEPTH = Gauge(
     "verdict_audit_queue_depth",
     "Audit records waiting to be written (the bounded queue; summed over workers)",
     multiprocess_mode="livesum",
+)
+RPC_DURATION = Histogram(
+    "verdict_rpc_duration_seconds",
+    "Server time of unary RPCs, by method and status code (the count is the number of calls)",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+DECISIONS = Counter(
+    "verdict_decisions_total",
+    "Decisions made (batch items included), by store, decision and deny kind",
+    ["store", "decision", "deny_kind"],
+)
+BATCH_ITEMS = Histogram(
+    "verdict_batch_items",
+    "Items per BatchAuthorize call",
+    buckets=(1, 2, 5, 10, 20, 50, 100),
 )

@@ -22,12 +22,14 @@ from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
 from verdict.policy.reloader import PolicyReloader
 from verdict.transport.admin_servicer import AdminServicer
+from verdict.transport.call_context import CallContext
 from verdict.transport.convert import (
     DEFAULT_MAX_CONTEXT_BYTES,
     DEFAULT_MAX_REFERENCES,
     MAX_UID_PART_BYTES,
     RequestLimits,
 )
+from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.servicer import AuthorizationServicer
@@ -166,6 +168,7 @@ async def start_server(
     security: EdgeSecurity | None = None,
     max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
     reloader: PolicyReloader | None = None,
+    recorder: DecisionRecorder | None = None,
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
     max_id_bytes: int = MAX_UID_PART_BYTES,
     max_context_values: int = DEFAULT_REQUEST_LIMITS.max_context_values,
@@ -186,7 +189,8 @@ async def start_server(
     admission = ConcurrencyLimit(max_concurrent_calls, limited, worker)
     server = grpc.aio.server(
         # Identity and grants first: calls nobody may make never take a concurrency slot.
-        interceptors=[*security.interceptors, admission],
+        # Request id and RPC metrics first, so refusals by the edge and admission are counted.
+        interceptors=[CallContext(), *security.interceptors, admission],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -206,6 +210,7 @@ async def start_server(
                 max_context_bytes=max_context_bytes,
                 max_id_bytes=max_id_bytes,
             ),
+            recorder,
         ),
         server,
     )
