@@ -6,6 +6,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import NoReturn, TypeVar
 
@@ -36,6 +37,7 @@ from verdict.store.graph import SLICE_TOO_LARGE
 from verdict.store.redis_decode import corrupt, decode_key, decode_slice, decode_value
 from verdict.store.redis_encode import flag, put_args, staged_refs, staged_values
 from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
+from verdict.store.slice_handles import SliceHandles
 from verdict.telemetry import metrics
 
 # Bound once: labels() costs a lock and a dict lookup on the decision hot path.
@@ -69,9 +71,12 @@ class RedisEntityStore:
         op_timeout: float = 0.5,
         retries: int = 2,
         limits: SliceLimits = DEFAULT_SLICE_LIMITS,
+        slice_handles: SliceHandles | None = None,
     ) -> None:
         self._client = client
         self.cache = cache
+        # Parsed handles of hot cached slices; disabled (0 entries) unless given.
+        self.slice_handles = SliceHandles(0, 0) if slice_handles is None else slice_handles
         self.layout = layout
         self._op_timeout = op_timeout
         self._retries = retries
@@ -109,11 +114,17 @@ class RedisEntityStore:
         ``options.require_loaded`` is false (a write checking stored ancestors; what such a read
         finds in a store that is not loaded is never cached). Raises ReplacedVersionError for a
         ``min_version`` of an earlier epoch: the data it names was replaced.
+
+        With ``options.prepared``, a cache hit comes with the parsed handle of its entries.
         """
         if self.cache.satisfies(store_id, options.min_version):
             cached = self.cache.lookup(store_id, roots)
             if cached is not None:
                 _CACHE_HIT.inc()
+                if options.prepared:
+                    handle = self.slice_handles.handle_for(store_id, roots, cached, options.schema)
+                    if handle is not None:
+                        return replace(cached, handle=handle)
                 return cached
         _CACHE_MISS.inc()
         token = self.cache.begin_read(store_id)
