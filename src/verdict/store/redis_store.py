@@ -6,7 +6,6 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import NoReturn, TypeVar
 
@@ -118,13 +117,12 @@ class RedisEntityStore:
         With ``options.prepared``, a cache hit comes with the parsed handle of its entries.
         """
         if self.cache.satisfies(store_id, options.min_version):
-            cached = self.cache.lookup(store_id, roots)
+            if options.prepared:
+                cached = self.slice_handles.lookup(self.cache, store_id, roots, options.schema)
+            else:
+                cached = self.cache.lookup(store_id, roots)
             if cached is not None:
                 _CACHE_HIT.inc()
-                if options.prepared:
-                    handle = self.slice_handles.handle_for(store_id, roots, cached, options.schema)
-                    if handle is not None:
-                        return replace(cached, handle=handle)
                 return cached
         _CACHE_MISS.inc()
         token = self.cache.begin_read(store_id)
