@@ -34,10 +34,11 @@ lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict (src, tests), 
 proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/
 	$(BIN)/python scripts/gen_proto.py
 
-bench: $(STAMP)  ## benchmarks (entity store, policy tests, batch, loop stall, JSON values); results in benchmarks/results/
+bench: $(STAMP)  ## benchmarks (entity store, policy tests, batch, engine, loop stall, JSON values); results in benchmarks/results/
 	$(BIN)/python -m benchmarks.bench_entity_store
 	$(BIN)/python benchmarks/bench_policy_tests.py
 	$(BIN)/python -m benchmarks.bench_batch
+	$(BIN)/python -m benchmarks.bench_engine
 	$(BIN)/python -m benchmarks.bench_loop_stall
 	$(BIN)/python -m benchmarks.bench_json_values
 

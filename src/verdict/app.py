@@ -17,6 +17,7 @@ from verdict.audit.sinks import FileSink, RedisStreamSink, Sink, StdoutSink
 from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
+from verdict.engine.hierarchy import entity_set_vet
 from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
 from verdict.policy.holder import PolicyHolder
@@ -29,6 +30,7 @@ from verdict.store.invalidation import InvalidationListener
 from verdict.store.memory import MemoryEntityStore
 from verdict.store.redis_connect import key_layout, make_client, pubsub_connector
 from verdict.store.redis_store import RedisEntityStore
+from verdict.store.slice_handles import SliceHandles
 from verdict.telemetry.exposition import start_metrics_server
 from verdict.transport.authz import AuthorizationInterceptor
 from verdict.transport.decisions import DecisionRecorder
@@ -154,7 +156,13 @@ def build_entity_store(
 ) -> tuple[EntityStore, InvalidationListener | None]:
     """The in-memory store, or Redis with its cache and invalidation listener."""
     if settings.redis_url is None:
-        return MemoryEntityStore.from_snapshot(policies.current, slice_limits(settings)), None
+        store = MemoryEntityStore.from_snapshot(
+            policies.current,
+            slice_limits(settings),
+            entity_set_vet(entity_limits(settings)) if settings.entity_handles else None,
+            settings.entity_handle_max_entities,
+        )
+        return store, None
     cache = EntityCache(
         settings.cache_max_entries,
         settings.cache_grace_seconds,
@@ -162,19 +170,21 @@ def build_entity_store(
         limits=slice_limits(settings),
     )
     layout = key_layout(settings)
-    store = RedisEntityStore(
+    handles = settings.slice_handle_cache_entries if settings.entity_handles else 0
+    redis_store = RedisEntityStore(
         make_client(settings),
         cache,
         layout=layout,
         op_timeout=settings.redis_timeout_seconds,
         retries=settings.redis_retries,
         limits=slice_limits(settings),
+        slice_handles=SliceHandles(handles, settings.slice_handle_cache_bytes),
     )
     # Pongs must come well within the grace, or the cache would flicker out between them.
     grace = settings.cache_grace_seconds
     ping = min(settings.invalidation_ping_seconds, grace / 3) if grace > 0 else 0.5
     listener = InvalidationListener(pubsub_connector(settings), cache, layout, ping)
-    return store, listener
+    return redis_store, listener
 
 
 def build_edge_security(

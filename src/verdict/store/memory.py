@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
+from verdict.cedar import SchemaHandle
 from verdict.errors import (
     Diagnostic,
     EntityDataError,
@@ -24,6 +26,20 @@ from verdict.store.base import (
 )
 from verdict.store.entity_file import read_entities_file
 from verdict.store.graph import SLICE_TOO_LARGE, SliceTooLargeError, collect_slice
+from verdict.store.version_handles import VersionHandles, Vet
+
+DEFAULT_HANDLE_MAX_ENTITIES = 200_000
+
+
+@dataclass(frozen=True)
+class HandleSettings:
+    """Pre-parsed entity sets for the memory store (see version_handles): the schema of each
+    store, how a whole set is judged against the hierarchy limits, the largest store given
+    one (a build parses all of it after every write)."""
+
+    schemas: Mapping[str, SchemaHandle | None]
+    vet: Vet
+    max_entities: int = DEFAULT_HANDLE_MAX_ENTITIES
 
 
 class MemoryEntityStore:
@@ -33,14 +49,29 @@ class MemoryEntityStore:
         self,
         stores: Mapping[str, Mapping[EntityUid, StoredEntity]],
         limits: SliceLimits = DEFAULT_SLICE_LIMITS,
+        handles: HandleSettings | None = None,
     ) -> None:
         self._stores = {name: dict(entities) for name, entities in stores.items()}
         self._versions = dict.fromkeys(self._stores, 0)
         self._limits = limits
+        self.handles: VersionHandles | None = None
+        if handles is not None:
+            schemas = {k: v for k, v in handles.schemas.items() if k in self._stores}
+            self.handles = VersionHandles(
+                self._copy, schemas, limits, handles.vet, handles.max_entities
+            )
+
+    def _copy(self, store_id: str) -> tuple[int, list[StoredEntity]]:
+        """The store's version and its entities at that version (stored values are immutable)."""
+        return self._versions[store_id], list(self._stores[store_id].values())
 
     @classmethod
     def from_snapshot(
-        cls, snapshot: PolicySnapshot, limits: SliceLimits = DEFAULT_SLICE_LIMITS
+        cls,
+        snapshot: PolicySnapshot,
+        limits: SliceLimits = DEFAULT_SLICE_LIMITS,
+        vet: Vet | None = None,
+        handle_max_entities: int = DEFAULT_HANDLE_MAX_ENTITIES,
     ) -> MemoryEntityStore:
         """Load every store's ``entities.json`` (validated against its schema)."""
         stores: dict[str, Mapping[EntityUid, StoredEntity]] = {}
@@ -57,7 +88,9 @@ class MemoryEntityStore:
                 diagnostics.extend(exc.diagnostics)
         if diagnostics:
             raise PolicyLoadError(diagnostics)
-        return cls(stores, limits)
+        schemas = {store_id: store.schema for store_id, store in snapshot.stores.items()}
+        handles = None if vet is None else HandleSettings(schemas, vet, handle_max_entities)
+        return cls(stores, limits, handles)
 
     def _entities(self, store_id: str) -> dict[EntityUid, StoredEntity]:
         entities = self._stores.get(store_id)
@@ -68,17 +101,27 @@ class MemoryEntityStore:
     async def fetch_slice(
         self, store_id: str, roots: Collection[EntityUid], options: ReadOptions = DEFAULT_READ
     ) -> EntitySlice:
-        """The closure of ``roots`` within one store."""
+        """The closure of ``roots`` within one store; with ``options.prepared``, the version's
+        handle too, and no walk at all when every slice of that version is within the limits."""
         entities = self._entities(store_id)
         version = self._versions[store_id]
         if options.min_version > version:
             raise StaleReadError(options.min_version, version)
+        handle = None
+        if options.prepared and self.handles is not None:
+            prepared = self.handles.current(store_id, version, options.schema)
+            if prepared is not None:
+                if prepared.bounded:
+                    return EntitySlice({}, version, handle=prepared.entities)
+                handle = prepared.entities
         try:
             found = collect_slice(roots, entities.get, self._limits)
         except SliceTooLargeError:
             # The same refusal, in the same words, as the Redis store's.
             raise EntityDataError(SLICE_TOO_LARGE) from None
-        return EntitySlice(found.entities, version, found.missing, weights=found.weights)
+        return EntitySlice(
+            found.entities, version, found.missing, weights=found.weights, handle=handle
+        )
 
     async def put(
         self,
@@ -100,6 +143,7 @@ class MemoryEntityStore:
             raise WriteConflictError(current)
         target.update((e.uid, e) for e in entities)
         self._versions[store_id] += 1
+        self._rebuild(store_id)
         return self._versions[store_id]
 
     async def delete(
@@ -109,7 +153,12 @@ class MemoryEntityStore:
         target = self._entities(store_id)
         deleted = sum(target.pop(uid, None) is not None for uid in set(uids))
         self._versions[store_id] += 1
+        self._rebuild(store_id)
         return self._versions[store_id], deleted
+
+    def _rebuild(self, store_id: str) -> None:
+        if self.handles is not None:
+            self.handles.changed(store_id, self._versions[store_id])
 
     async def get(
         self, store_id: str, uids: Sequence[EntityUid]
@@ -120,7 +169,11 @@ class MemoryEntityStore:
         return found, self._versions[store_id]
 
     async def prepare(self) -> None:
-        """Nothing to warm up."""
+        """Parse every store's entities once, before serving (off the event loop)."""
+        if self.handles is not None:
+            await self.handles.settle()
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Stop building handles."""
+        if self.handles is not None:
+            await self.handles.close()
