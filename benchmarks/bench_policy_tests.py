@@ -29,6 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from verdict.app import entity_files
 from verdict.engine.authorizer import Authorizer
 from verdict.errors import VerdictError
 from verdict.model import AuthorizationRequest, EntityUid
@@ -133,7 +134,9 @@ def generate(count: int, seed: int) -> list[dict[str, Any]]:
 def add_expectations(cases: list[dict[str, Any]]) -> None:
     """Fill ``expect`` from the server's path: one Authorizer.authorize call per case."""
     snapshot = load_policy_stores(STORES, "lending")
-    authorizer = Authorizer(PolicyHolder(snapshot), MemoryEntityStore.from_snapshot(snapshot))
+    authorizer = Authorizer(
+        PolicyHolder(snapshot), MemoryEntityStore.from_files(entity_files(snapshot))
+    )
     base = {"mfa": True, "source_ip": "10.20.0.5"}
 
     async def answer_all() -> None:

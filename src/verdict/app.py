@@ -23,11 +23,11 @@ from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
 from verdict.policy.reloader import OnSwap, PolicyReloader, watch_stores
-from verdict.policy.snapshot import PolicySnapshot
+from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 from verdict.store.base import EntityStore, SliceLimits
 from verdict.store.entity_cache import EntityCache
 from verdict.store.invalidation import InvalidationListener
-from verdict.store.memory import MemoryEntityStore
+from verdict.store.memory import EntityFile, MemoryEntityStore
 from verdict.store.redis_connect import key_layout, make_client, pubsub_connector
 from verdict.store.redis_store import RedisEntityStore
 from verdict.store.slice_handles import SliceHandles
@@ -150,14 +150,46 @@ def slice_limits(settings: Settings) -> SliceLimits:
     )
 
 
+def entity_files(snapshot: PolicySnapshot) -> dict[str, EntityFile]:
+    """Each store's entities.json and schema, for the embedded store."""
+    return {store_id: entity_file(store) for store_id, store in snapshot.stores.items()}
+
+
+def entity_file(store: StoreSnapshot) -> EntityFile:
+    """One store's entities.json (if any) and the schema it is checked against."""
+    path = store.entities_file
+    shown = f"{store.store_id}/{path.name}" if path is not None else store.store_id
+    return EntityFile(path, store.schema, shown)
+
+
+class EmbeddedReload:
+    """The memory store's part in a policy reload (policy.reloader.EmbeddedEntities)."""
+
+    def __init__(self, store: MemoryEntityStore) -> None:
+        self._store = store
+
+    def read(self, store: StoreSnapshot) -> object:
+        """The store's entities.json, checked against its (new) schema; off the loop."""
+        return MemoryEntityStore.read_file(entity_file(store))
+
+    async def install(self, store: StoreSnapshot, entities: object) -> None:
+        """Replace the store's entities whole."""
+        assert isinstance(entities, dict)
+        await self._store.install(store.store_id, entities, store.schema)
+
+    async def drop(self, store_id: str) -> None:
+        """Forget a removed store."""
+        await self._store.drop(store_id)
+
+
 def build_entity_store(
     settings: Settings,
     policies: PolicyHolder,
 ) -> tuple[EntityStore, InvalidationListener | None]:
     """The in-memory store, or Redis with its cache and invalidation listener."""
     if settings.redis_url is None:
-        store = MemoryEntityStore.from_snapshot(
-            policies.current,
+        store = MemoryEntityStore.from_files(
+            entity_files(policies.current),
             slice_limits(settings),
             entity_set_vet(entity_limits(settings)) if settings.entity_handles else None,
             settings.entity_handle_max_entities,
@@ -224,7 +256,8 @@ def build_app(settings: Settings) -> App:
     # Each worker holds its own in-memory store: a write would reach one of them.
     memory_only = settings.redis_url is None and several_workers(settings)
     writes = EntityWrites(holder, entities, limits, WRITES_NEED_REDIS if memory_only else None)
-    reloader = PolicyReloader(settings.stores, holder)
+    embedded = EmbeddedReload(entities) if isinstance(entities, MemoryEntityStore) else None
+    reloader = PolicyReloader(settings.stores, holder, embedded)
     audit = build_audit_log(settings)
     return App(
         settings,

@@ -9,7 +9,7 @@ from typing import Any
 from tests.cases import lending_cases
 from tests.conftest import POLICIES
 from tests.integration.redis_apps import UMA_SUSPENDED, UMA_VIEW
-from verdict.app import App, build_app
+from verdict.app import App, build_app, entity_files
 from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.hierarchy import entity_set_vet
@@ -88,7 +88,9 @@ async def test_a_write_whose_handle_build_fails_leaves_the_old_handle() -> None:
     """Data the schema refuses as a whole builds no handle: the old one stays installed, and
     decisions at the new version take the list path, failing closed where they reach it."""
     snapshot = load_policy_stores(POLICIES, "lending")
-    loaded = MemoryEntityStore.from_snapshot(snapshot, vet=entity_set_vet(DEFAULT_LIMITS))
+    loaded = MemoryEntityStore.from_files(
+        entity_files(snapshot), vet=entity_set_vet(DEFAULT_LIMITS)
+    )
     await loaded.prepare()
     handles = loaded.handles
     assert handles is not None
@@ -167,8 +169,8 @@ async def test_handles_can_be_turned_off() -> None:
 def test_a_store_over_the_size_cap_gets_no_handle() -> None:
     """A store with more entities than entity_handle_max_entities is never parsed whole."""
     snapshot = load_policy_stores(POLICIES, "lending")
-    store = MemoryEntityStore.from_snapshot(
-        snapshot, vet=entity_set_vet(DEFAULT_LIMITS), handle_max_entities=10
+    store = MemoryEntityStore.from_files(
+        entity_files(snapshot), vet=entity_set_vet(DEFAULT_LIMITS), handle_max_entities=10
     )
 
     async def check() -> None:

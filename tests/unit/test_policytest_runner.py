@@ -15,6 +15,7 @@ from tests.unit.test_policytest_loader import (
     team_store,
     write_suite,
 )
+from verdict.app import entity_files
 from verdict.engine.authorizer import Authorizer
 from verdict.errors import VerdictError
 from verdict.policy.holder import PolicyHolder
@@ -53,7 +54,7 @@ def test_per_request_outcomes_are_the_authorizers_answers() -> None:
     """Each outcome equals a direct Authorizer.authorize call on the server's own store."""
     plan = load(POLICIES, default_store="lending")
     authorizer = Authorizer(
-        PolicyHolder(plan.snapshot), MemoryEntityStore.from_snapshot(plan.snapshot)
+        PolicyHolder(plan.snapshot), MemoryEntityStore.from_files(entity_files(plan.snapshot))
     )
 
     async def direct() -> list[Outcome]:

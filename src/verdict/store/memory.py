@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from verdict.cedar import SchemaHandle
 from verdict.errors import (
@@ -15,7 +16,6 @@ from verdict.errors import (
     WriteConflictError,
 )
 from verdict.model import EntityUid, JsonObject
-from verdict.policy.snapshot import PolicySnapshot
 from verdict.store.base import (
     DEFAULT_READ,
     DEFAULT_SLICE_LIMITS,
@@ -29,6 +29,16 @@ from verdict.store.graph import SLICE_TOO_LARGE, SliceTooLargeError, collect_sli
 from verdict.store.version_handles import VersionHandles, Vet
 
 DEFAULT_HANDLE_MAX_ENTITIES = 200_000
+
+
+@dataclass(frozen=True)
+class EntityFile:
+    """What the composition root hands the store for one policy store: its entities file (if
+    any), the schema to check it against, and the name errors show."""
+
+    path: Path | None
+    schema: SchemaHandle | None
+    shown: str
 
 
 @dataclass(frozen=True)
@@ -66,31 +76,54 @@ class MemoryEntityStore:
         return self._versions[store_id], list(self._stores[store_id].values())
 
     @classmethod
-    def from_snapshot(
+    def from_files(
         cls,
-        snapshot: PolicySnapshot,
+        files: Mapping[str, EntityFile],
         limits: SliceLimits = DEFAULT_SLICE_LIMITS,
         vet: Vet | None = None,
         handle_max_entities: int = DEFAULT_HANDLE_MAX_ENTITIES,
     ) -> MemoryEntityStore:
-        """Load every store's ``entities.json`` (validated against its schema)."""
+        """Load each store's entities file (validated against its schema); PolicyLoadError
+        lists the problems of all of them."""
         stores: dict[str, Mapping[EntityUid, StoredEntity]] = {}
         diagnostics: list[Diagnostic] = []
-        for store_id, store in snapshot.stores.items():
-            if store.entities_file is None:
-                stores[store_id] = {}
-                continue
+        for store_id, file in files.items():
             try:
-                stores[store_id] = read_entities_file(
-                    store.entities_file, store.schema, f"{store_id}/{store.entities_file.name}"
-                )
+                stores[store_id] = cls.read_file(file)
             except PolicyLoadError as exc:
                 diagnostics.extend(exc.diagnostics)
         if diagnostics:
             raise PolicyLoadError(diagnostics)
-        schemas = {store_id: store.schema for store_id, store in snapshot.stores.items()}
+        schemas = {store_id: file.schema for store_id, file in files.items()}
         handles = None if vet is None else HandleSettings(schemas, vet, handle_max_entities)
         return cls(stores, limits, handles)
+
+    @staticmethod
+    def read_file(file: EntityFile) -> dict[EntityUid, StoredEntity]:
+        """One store's entities from its file ({} without one); PolicyLoadError when broken."""
+        if file.path is None:
+            return {}
+        return read_entities_file(file.path, file.schema, file.shown)
+
+    async def install(
+        self,
+        store_id: str,
+        entities: Mapping[EntityUid, StoredEntity],
+        schema: SchemaHandle | None,
+    ) -> None:
+        """Replace a store's entities whole (a reloaded entities.json or schema, or a new
+        store), at a new version; entities written through the API since are dropped."""
+        self._stores[store_id] = dict(entities)
+        self._versions[store_id] = self._versions.get(store_id, 0) + 1
+        if self.handles is not None:
+            self.handles.set_schema(store_id, schema)
+        self._rebuild(store_id)
+
+    async def drop(self, store_id: str) -> None:
+        """Forget a store that was removed (reads of it are UNAVAILABLE from now on)."""
+        self._stores.pop(store_id, None)
+        if self.handles is not None:
+            self.handles.forget(store_id)
 
     def _entities(self, store_id: str) -> dict[EntityUid, StoredEntity]:
         entities = self._stores.get(store_id)

@@ -94,6 +94,20 @@ class VersionHandles:
         self.changed(store_id, version)
         return None
 
+    def set_schema(self, store_id: str, schema: SchemaHandle | None) -> None:
+        """A store's schema from now on (a reload); handles are built against it."""
+        self._schemas[store_id] = schema
+        self._tried.pop(store_id, None)
+
+    def forget(self, store_id: str) -> None:
+        """A store that was removed: no handle, no builds."""
+        self._schemas.pop(store_id, None)
+        self._handles.pop(store_id, None)
+        self._tried.pop(store_id, None)
+        task = self._tasks.pop(store_id, None)
+        if task is not None:
+            task.cancel()
+
     def installed(self, store_id: str) -> VersionHandle | None:
         """The newest handle built for a store, whatever its version."""
         return self._handles.get(store_id)
@@ -138,6 +152,8 @@ class VersionHandles:
         self, store_id: str, version: int, entities: list[StoredEntity]
     ) -> VersionHandle | None:
         if len(entities) > self._max_entities:
+            return None
+        if store_id not in self._schemas:  # removed by a reload meanwhile
             return None
         schema = self._schemas[store_id]
         try:
