@@ -106,7 +106,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _print_result(result: AuthorizationResult, policies: Mapping[str, PolicyInfo]) -> None:
-    print(f"decision: {result.decision.value.upper()}")
+    kind = f" ({result.deny_kind.value})" if result.deny_kind is not None else ""
+    print(f"decision: {result.decision.value.upper()}{kind}")
     if result.denied_for_errors:
         print(
             "determining policies: none (a permit matched, but evaluation errors force DENY: "

@@ -103,6 +103,15 @@ class EvaluationError:
     detail: str = ""
 
 
+class DenyKind(enum.Enum):
+    """Why a DENY is a DENY."""
+
+    EXPLICIT_FORBID = "EXPLICIT_FORBID"
+    NO_PERMIT_MATCHED = "NO_PERMIT_MATCHED"
+    EVALUATION_ERROR = "EVALUATION_ERROR"
+    ENTITY_MISSING = "ENTITY_MISSING"
+
+
 @dataclass(frozen=True, slots=True)
 class AuthorizationResult:
     """The answer to one request, with the evidence that produced it."""
@@ -116,6 +125,8 @@ class AuthorizationResult:
     denied_for_errors: bool = False
     # Entity data version the decision used (0 for stores without versions).
     entity_version: int = 0
+    # Why a DENY is a DENY (None for an ALLOW); set by the engine once it knows the slice.
+    deny_kind: DenyKind | None = None
 
     @property
     def allowed(self) -> bool:

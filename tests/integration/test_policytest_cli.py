@@ -73,7 +73,7 @@ def test_a_failing_case_exits_1_and_names_its_file_and_line(tmp_path: Path) -> N
     lines = done.stdout.splitlines()
     assert lines[0] == (
         "team/tests/failing.yaml:10: FAIL failing / ann reads bob's diary: expected ALLOW by "
-        "team-reads, got DENY by no policy (default deny); change: team-reads "
+        "team-reads, got DENY by no policy (default deny) [NO_PERMIT_MATCHED]; change: team-reads "
         "(team/policies.cedar:5)"
     )
     assert lines[-1].startswith("1 passed, 1 failed")

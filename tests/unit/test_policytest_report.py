@@ -43,7 +43,7 @@ def test_failures_name_file_line_expected_actual_and_policies_to_change(tmp_path
     shown = plan.cases[0].file
     assert lines == [
         f"{shown}:11: FAIL mixed / wrong decision: expected ALLOW, got DENY by no policy "
-        "(default deny)",
+        "(default deny) [NO_PERMIT_MATCHED]",
         f"{shown}:16: FAIL mixed / wrong policy: expected ALLOW by team-reads, got ALLOW by "
         "owner-reads; change: owner-reads (team/policies.cedar:2), team-reads "
         "(team/policies.cedar:5)",

@@ -67,25 +67,13 @@ def decision_record(
     record.update(
         store=answer.store_id,
         decision=answer.decision.value.upper(),
-        deny_kind=deny_kind_of(answer),
+        deny_kind=answer.deny_kind.value if answer.deny_kind is not None else None,
         determining=list(answer.determining_policies),
         erroring=sorted({e.policy_id for e in answer.errors}),
         policy_version=answer.policy_version,
         entity_version=answer.entity_version,
     )
     return record
-
-
-def deny_kind_of(result: AuthorizationResult) -> str | None:
-    """Why a DENY is a DENY (None for an ALLOW): a forbid matched, evaluation errors forced it,
-    or no permit matched."""
-    if result.allowed:
-        return None
-    if result.denied_for_errors or (result.errors and not result.determining_policies):
-        return "EVALUATION_ERROR"
-    if result.determining_policies:
-        return "EXPLICIT_FORBID"
-    return "NO_PERMIT_MATCHED"
 
 
 def _timestamp() -> str:

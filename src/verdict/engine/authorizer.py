@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from verdict.cedar import Entities as EntitySet
+from verdict.engine.deny_kind import deny_kind, with_deny_kind
 from verdict.engine.evaluate import evaluate, evaluate_shared, slice_roots
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.request_entities import check_before_fetch, check_slice
@@ -153,7 +154,10 @@ class Authorizer:
     def _evaluate_alone(self, item: _Prepared) -> AuthorizationResult:
         entity_slice = item.slice
         try:
-            return evaluate(item.request, item.store, _entities(entity_slice), entity_slice.version)
+            result = evaluate(
+                item.request, item.store, _entities(entity_slice), entity_slice.version
+            )
+            return with_deny_kind(result, item.request, entity_slice)
         except EntityDataError:
             # Stored data that parses but fails the schema: as corrupt as unreadable JSON.
             metrics.CORRUPT_ENTITIES.labels(reason="schema_mismatch").inc()
@@ -180,7 +184,13 @@ class Authorizer:
             # One bad slice spoils the union: answer each item from its own slice instead.
             return [self._guarded(item) for item in group]
         return [
-            a if isinstance(a, VerdictError) else replace(a, entity_version=p.slice.version)
+            a
+            if isinstance(a, VerdictError)
+            else replace(
+                a,
+                entity_version=p.slice.version,
+                deny_kind=deny_kind(a, p.request, p.slice),
+            )
             for a, p in zip(answers, group, strict=True)
         ]
 

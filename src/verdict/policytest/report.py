@@ -19,6 +19,8 @@ def describe_outcome(outcome: Outcome) -> str:
         text = "DENY (a permit matched, but evaluation errors force DENY)"
     else:
         text = f"{outcome.decision.upper()} by {_list(outcome.determining)}"
+    if outcome.deny_kind:
+        text += f" [{outcome.deny_kind}]"
     if outcome.errors:
         text += " with errors in " + ", ".join(
             f"{e.policy_id or '?'} ({e.message})" for e in outcome.errors

@@ -29,6 +29,7 @@ class Outcome:
     denied_for_errors: bool = False
     field: str = ""
     problem: str = ""
+    deny_kind: str = ""
 
     @classmethod
     def of(cls, answer: AuthorizationResult | VerdictError) -> Outcome:
@@ -41,6 +42,7 @@ class Outcome:
             tuple(sorted(answer.determining_policies)),
             answer.errors,
             answer.denied_for_errors,
+            deny_kind=answer.deny_kind.value if answer.deny_kind is not None else "",
         )
 
     @property

@@ -145,7 +145,9 @@ class MemoryEntityStore:
             prepared = self.handles.current(store_id, version, options.schema)
             if prepared is not None:
                 if prepared.bounded:
-                    return EntitySlice({}, version, handle=prepared.entities)
+                    # No walk: the roots alone are looked up, to say which do not exist.
+                    missing = frozenset(r for r in roots if r not in entities)
+                    return EntitySlice({}, version, missing, handle=prepared.entities)
                 handle = prepared.entities
         try:
             found = collect_slice(roots, entities.get, self._limits)

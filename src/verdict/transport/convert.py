@@ -20,6 +20,7 @@ from verdict.model import (
     AuthorizationRequest,
     AuthorizationResult,
     Decision,
+    DenyKind,
     EntityUid,
     JsonObject,
     is_type_name,
@@ -133,4 +134,14 @@ def response_to_proto(result: AuthorizationResult) -> pb.IsAuthorizedResponse:
         policy_version=result.policy_version,
         policy_store_id=result.store_id,
         entity_version=result.entity_version,
+        deny_kind=_DENY_KINDS[result.deny_kind],
     )
+
+
+_DENY_KINDS = {
+    None: pb.DENY_KIND_UNSPECIFIED,
+    DenyKind.EXPLICIT_FORBID: pb.DENY_KIND_EXPLICIT_FORBID,
+    DenyKind.NO_PERMIT_MATCHED: pb.DENY_KIND_NO_PERMIT_MATCHED,
+    DenyKind.EVALUATION_ERROR: pb.DENY_KIND_EVALUATION_ERROR,
+    DenyKind.ENTITY_MISSING: pb.DENY_KIND_ENTITY_MISSING,
+}

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 
 from verdict.audit.log import AuditLog
-from verdict.audit.record import CallInfo, decision_record, deny_kind_of
+from verdict.audit.record import CallInfo, decision_record
 from verdict.errors import VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult
 from verdict.policy.holder import PolicyHolder
@@ -33,7 +33,7 @@ class DecisionRecorder:
         """Record one call's decisions (a batch's items in order, ``item`` numbering them)."""
         for _, answer in decided:
             if isinstance(answer, AuthorizationResult):
-                kind = deny_kind_of(answer) or ""
+                kind = answer.deny_kind.value if answer.deny_kind is not None else ""
                 metrics.DECISIONS.labels(answer.store_id, answer.decision.value, kind).inc()
         if self.audit is None:
             return

@@ -25,15 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1everdict/v1/authorization.proto\x12\nverdict.v1\x1a\x17google/rpc/status.proto\"%\n\tEntityUid\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xf1\x01\n\x13IsAuthorizedRequest\x12\x17\n\x0fpolicy_store_id\x18\x01 \x01(\t\x12(\n\tprincipal\x18\x02 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12\'\n\x08resource\x18\x04 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12\x14\n\x0c\x63ontext_json\x18\x05 \x01(\t\x12\x15\n\rentities_json\x18\x06 \x01(\t\x12\x1a\n\x12min_entity_version\x18\x07 \x01(\x04\"5\n\x0f\x45valuationError\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xd2\x01\n\x14IsAuthorizedResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x14.verdict.v1.Decision\x12\x1c\n\x14\x64\x65termining_policies\x18\x02 \x03(\t\x12+\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x1b.verdict.v1.EvaluationError\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x17\n\x0fpolicy_store_id\x18\x05 \x01(\t\x12\x16\n\x0e\x65ntity_version\x18\x06 \x01(\x04\"J\n\x15\x42\x61tchAuthorizeRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.verdict.v1.IsAuthorizedRequest\"|\n\x14\x42\x61tchAuthorizeResult\x12\x34\n\x08response\x18\x01 \x01(\x0b\x32 .verdict.v1.IsAuthorizedResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"K\n\x16\x42\x61tchAuthorizeResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .verdict.v1.BatchAuthorizeResult*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02\x32\xc2\x01\n\x14\x41uthorizationService\x12Q\n\x0cIsAuthorized\x12\x1f.verdict.v1.IsAuthorizedRequest\x1a .verdict.v1.IsAuthorizedResponse\x12W\n\x0e\x42\x61tchAuthorize\x12!.verdict.v1.BatchAuthorizeRequest\x1a\".verdict.v1.BatchAuthorizeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1everdict/v1/authorization.proto\x12\nverdict.v1\x1a\x17google/rpc/status.proto\"%\n\tEntityUid\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xf1\x01\n\x13IsAuthorizedRequest\x12\x17\n\x0fpolicy_store_id\x18\x01 \x01(\t\x12(\n\tprincipal\x18\x02 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12\'\n\x08resource\x18\x04 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12\x14\n\x0c\x63ontext_json\x18\x05 \x01(\t\x12\x15\n\rentities_json\x18\x06 \x01(\t\x12\x1a\n\x12min_entity_version\x18\x07 \x01(\x04\"5\n\x0f\x45valuationError\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xfb\x01\n\x14IsAuthorizedResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x14.verdict.v1.Decision\x12\x1c\n\x14\x64\x65termining_policies\x18\x02 \x03(\t\x12+\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x1b.verdict.v1.EvaluationError\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x17\n\x0fpolicy_store_id\x18\x05 \x01(\t\x12\x16\n\x0e\x65ntity_version\x18\x06 \x01(\x04\x12\'\n\tdeny_kind\x18\x07 \x01(\x0e\x32\x14.verdict.v1.DenyKind\"J\n\x15\x42\x61tchAuthorizeRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.verdict.v1.IsAuthorizedRequest\"|\n\x14\x42\x61tchAuthorizeResult\x12\x34\n\x08response\x18\x01 \x01(\x0b\x32 .verdict.v1.IsAuthorizedResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"K\n\x16\x42\x61tchAuthorizeResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .verdict.v1.BatchAuthorizeResult*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*\xa3\x01\n\x08\x44\x65nyKind\x12\x19\n\x15\x44\x45NY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45NY_KIND_EXPLICIT_FORBID\x10\x01\x12\x1f\n\x1b\x44\x45NY_KIND_NO_PERMIT_MATCHED\x10\x02\x12\x1e\n\x1a\x44\x45NY_KIND_EVALUATION_ERROR\x10\x03\x12\x1c\n\x18\x44\x45NY_KIND_ENTITY_MISSING\x10\x04\x32\xc2\x01\n\x14\x41uthorizationService\x12Q\n\x0cIsAuthorized\x12\x1f.verdict.v1.IsAuthorizedRequest\x1a .verdict.v1.IsAuthorizedResponse\x12W\n\x0e\x42\x61tchAuthorize\x12!.verdict.v1.BatchAuthorizeRequest\x1a\".verdict.v1.BatchAuthorizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'verdict.v1.authorization_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISION']._serialized_start=901
-  _globals['_DECISION']._serialized_end=976
+  _globals['_DECISION']._serialized_start=942
+  _globals['_DECISION']._serialized_end=1017
+  _globals['_DENYKIND']._serialized_start=1020
+  _globals['_DENYKIND']._serialized_end=1183
   _globals['_ENTITYUID']._serialized_start=71
   _globals['_ENTITYUID']._serialized_end=108
   _globals['_ISAUTHORIZEDREQUEST']._serialized_start=111
@@ -41,13 +43,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALUATIONERROR']._serialized_start=354
   _globals['_EVALUATIONERROR']._serialized_end=407
   _globals['_ISAUTHORIZEDRESPONSE']._serialized_start=410
-  _globals['_ISAUTHORIZEDRESPONSE']._serialized_end=620
-  _globals['_BATCHAUTHORIZEREQUEST']._serialized_start=622
-  _globals['_BATCHAUTHORIZEREQUEST']._serialized_end=696
-  _globals['_BATCHAUTHORIZERESULT']._serialized_start=698
-  _globals['_BATCHAUTHORIZERESULT']._serialized_end=822
-  _globals['_BATCHAUTHORIZERESPONSE']._serialized_start=824
-  _globals['_BATCHAUTHORIZERESPONSE']._serialized_end=899
-  _globals['_AUTHORIZATIONSERVICE']._serialized_start=979
-  _globals['_AUTHORIZATIONSERVICE']._serialized_end=1173
+  _globals['_ISAUTHORIZEDRESPONSE']._serialized_end=661
+  _globals['_BATCHAUTHORIZEREQUEST']._serialized_start=663
+  _globals['_BATCHAUTHORIZEREQUEST']._serialized_end=737
+  _globals['_BATCHAUTHORIZERESULT']._serialized_start=739
+  _globals['_BATCHAUTHORIZERESULT']._serialized_end=863
+  _globals['_BATCHAUTHORIZERESPONSE']._serialized_start=865
+  _globals['_BATCHAUTHORIZERESPONSE']._serialized_end=940
+  _globals['_AUTHORIZATIONSERVICE']._serialized_start=1186
+  _globals['_AUTHORIZATIONSERVICE']._serialized_end=1380
 # @@protoc_insertion_point(module_scope)

@@ -37,6 +37,36 @@ DECISION_ALLOW: Decision.ValueType  # 1
 DECISION_DENY: Decision.ValueType  # 2
 Global___Decision: _TypeAlias = Decision  # noqa: Y015
 
+class _DenyKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DenyKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DenyKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DENY_KIND_UNSPECIFIED: _DenyKind.ValueType  # 0
+    DENY_KIND_EXPLICIT_FORBID: _DenyKind.ValueType  # 1
+    """A forbid matched (the determining policies name it)."""
+    DENY_KIND_NO_PERMIT_MATCHED: _DenyKind.ValueType  # 2
+    """No permit matched: Cedar's default deny."""
+    DENY_KIND_EVALUATION_ERROR: _DenyKind.ValueType  # 3
+    """Policies errored (missing attribute, type error, ...), and errors deny (fail closed)."""
+    DENY_KIND_ENTITY_MISSING: _DenyKind.ValueType  # 4
+    """The principal or the resource is not a stored (or request) entity."""
+
+class DenyKind(_DenyKind, metaclass=_DenyKindEnumTypeWrapper):
+    """Why a DENY is a DENY (unset for an ALLOW)."""
+
+DENY_KIND_UNSPECIFIED: DenyKind.ValueType  # 0
+DENY_KIND_EXPLICIT_FORBID: DenyKind.ValueType  # 1
+"""A forbid matched (the determining policies name it)."""
+DENY_KIND_NO_PERMIT_MATCHED: DenyKind.ValueType  # 2
+"""No permit matched: Cedar's default deny."""
+DENY_KIND_EVALUATION_ERROR: DenyKind.ValueType  # 3
+"""Policies errored (missing attribute, type error, ...), and errors deny (fail closed)."""
+DENY_KIND_ENTITY_MISSING: DenyKind.ValueType  # 4
+"""The principal or the resource is not a stored (or request) entity."""
+Global___DenyKind: _TypeAlias = DenyKind  # noqa: Y015
+
 @_typing.final
 class EntityUid(_message.Message):
     """A Cedar entity uid. Ids are arbitrary UTF-8 (quotes, backslashes, newlines, unicode);
@@ -148,6 +178,7 @@ class IsAuthorizedResponse(_message.Message):
     POLICY_VERSION_FIELD_NUMBER: _builtins.int
     POLICY_STORE_ID_FIELD_NUMBER: _builtins.int
     ENTITY_VERSION_FIELD_NUMBER: _builtins.int
+    DENY_KIND_FIELD_NUMBER: _builtins.int
     decision: Global___Decision.ValueType
     policy_version: _builtins.str
     """Content hash of the store's policies, schema and settings that made this decision."""
@@ -155,6 +186,8 @@ class IsAuthorizedResponse(_message.Message):
     """The policy store that answered (resolves the empty default)."""
     entity_version: _builtins.int
     """Entity data version the decision was made with (0 for stores without versions)."""
+    deny_kind: Global___DenyKind.ValueType
+    """Set for every DENY: why."""
     @_builtins.property
     def determining_policies(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Ids of the policies that determined the decision (permits for ALLOW, forbids for DENY)."""
@@ -170,10 +203,11 @@ class IsAuthorizedResponse(_message.Message):
         policy_version: _builtins.str = ...,
         policy_store_id: _builtins.str = ...,
         entity_version: _builtins.int = ...,
+        deny_kind: Global___DenyKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "determining_policies", b"determining_policies", "entity_version", b"entity_version", "errors", b"errors", "policy_store_id", b"policy_store_id", "policy_version", b"policy_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "deny_kind", b"deny_kind", "determining_policies", b"determining_policies", "entity_version", b"entity_version", "errors", b"errors", "policy_store_id", b"policy_store_id", "policy_version", b"policy_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
