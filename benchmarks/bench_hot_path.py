@@ -379,9 +379,67 @@ async def core_phase(
     return records
 
 
+async def sample_cpu(
+    pids: Sequence[int], done: asyncio.Event, samples: list[tuple[float, float, float]]
+) -> None:
+    """Every 50 ms: (time.time(), CPU seconds of ``pids``, machine busy seconds)."""
+    while not done.is_set():
+        samples.append((time.time(), procs.cpu_seconds(pids), procs.machine_busy_seconds()))
+        await asyncio.sleep(0.05)
+
+
+async def client_processes(plan: Plan, proc: Proc) -> JsonDict:
+    """K client processes (c=16 split between them) against ``proc``, started together."""
+    per = max(1, 16 // plan.ceiling_clients)
+    start_at = time.time() + 5.0  # imports and warm-up of each client first
+    argv = procs.python_argv("benchmarks.hot_path.load", "--target", proc.target)
+    argv += ["--concurrency", str(per), "--seconds", str(plan.ceiling_seconds)]
+    argv += ["--start-at", str(start_at)]
+    clients = [
+        procs.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(plan.ceiling_clients)
+    ]
+    samples: list[tuple[float, float, float]] = []
+    done = asyncio.Event()
+    sampler = asyncio.create_task(sample_cpu(proc.pids, done, samples))
+    results = []
+    try:
+        for client in clients:
+            stdout, stderr = await asyncio.to_thread(client.communicate, timeout=120)
+            if client.returncode != 0:
+                raise RuntimeError(f"client process failed: {stderr.decode()[-1500:]}")
+            results.append(json.loads(stdout))
+    finally:
+        done.set()
+        await sampler
+    # The clients' measured phases, and the server's and machine's CPU over their union.
+    first = min(r["started_at"] for r in results)
+    last = max(r["started_at"] + r["seconds"] for r in results)
+    overlap = min(r["started_at"] + r["seconds"] for r in results) - max(
+        r["started_at"] for r in results
+    )
+    inside = [(cpu, busy) for at, cpu, busy in samples if first <= at <= last] or [(0.0, 0.0)]
+    wall = max(last - first, 1e-9)
+    server_cpu = inside[-1][0] - inside[0][0]
+    client_cpu = sum(r["client_cpu_s"] for r in results)
+    other_cpu = max(0.0, inside[-1][1] - inside[0][1] - server_cpu - client_cpu)
+    return {
+        "server": proc.name,
+        "client_processes": plan.ceiling_clients,
+        "concurrency": per * plan.ceiling_clients,
+        "throughput": sum(r["throughput"] for r in results),
+        "errors": sum(r["errors"] for r in results),
+        "p50_us": max(r["p50_ms"] for r in results) * 1000.0,
+        "client_cores": client_cpu / wall,
+        "server_cores": server_cpu / wall,
+        "other_cores": other_cpu / wall,
+        "overlap_share": max(0.0, overlap) / min(r["seconds"] for r in results),
+    }
+
+
 async def ceiling_phase(plan: Plan, running: dict[str, Proc]) -> list[JsonDict]:
-    """The load generator's own ceiling: K client processes (c=16 split between them) against
-    the floor and the memory server, beside the single-process runs of the core phase."""
+    """The load generator's own ceiling: c=16 from one client process, then from K processes,
+    back to back, against the floor and the memory server."""
     out = []
     budget = replace(plan.budget, requests=10**9, seconds=plan.ceiling_seconds)
     for name in ("floor", "memory"):
@@ -394,42 +452,12 @@ async def ceiling_phase(plan: Plan, running: dict[str, Proc]) -> list[JsonDict]:
             budget,
             lambda proc=proc: proc.pids,
         )
-        per = max(1, 16 // plan.ceiling_clients)
-        start_at = time.time() + 5.0  # imports and warm-up of each client first
-        argv = procs.python_argv("benchmarks.hot_path.load", "--target", proc.target)
-        argv += ["--concurrency", str(per), "--seconds", str(plan.ceiling_seconds)]
-        argv += ["--start-at", str(start_at)]
-        clients = [
-            procs.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for _ in range(plan.ceiling_clients)
-        ]
-        await asyncio.sleep(max(0.0, start_at - time.time()))
-        server_cpu = procs.cpu_seconds(proc.pids)
-        began = time.monotonic()
-        results = []
-        for client in clients:
-            stdout, stderr = await asyncio.to_thread(client.communicate, timeout=120)
-            if client.returncode != 0:
-                raise RuntimeError(f"client process failed: {stderr.decode()[-1500:]}")
-            results.append(json.loads(stdout))
-        wall = max(time.monotonic() - began, plan.ceiling_seconds)
-        server_cpu = procs.cpu_seconds(proc.pids) - server_cpu
-        throughput = sum(r["throughput"] for r in results)
-        client_cpu = sum(r["client_cpu_s"] for r in results)
-        out.append(
-            {
-                "server": name,
-                "client_processes": plan.ceiling_clients,
-                "concurrency": per * plan.ceiling_clients,
-                "throughput": throughput,
-                "errors": sum(r["errors"] for r in results),
-                "p50_us": max(r["p50_ms"] for r in results) * 1000.0,
-                "client_cores": client_cpu / plan.ceiling_seconds,
-                "server_cores": server_cpu / wall,
-                "one_process": single,
-            }
+        several = await client_processes(plan, proc)
+        out.append({**several, "one_process": single})
+        progress(
+            f"ceiling vs {name}: {single['throughput']:,.0f}/s from one client process, "
+            f"{several['throughput']:,.0f}/s from {plan.ceiling_clients}"
         )
-        progress(f"ceiling vs {name}: {throughput:,.0f}/s from {plan.ceiling_clients} clients")
     return out
 
 

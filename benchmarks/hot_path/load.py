@@ -109,11 +109,13 @@ def _client_main(argv: Sequence[str] | None = None) -> int:
             await run_load(calls, concurrency=args.concurrency, requests=200, duration=0.3)
             await asyncio.sleep(max(0.0, args.start_at - time.time()))
             started = procs.cpu_seconds([os.getpid()])
+            started_at = time.time()
             result = await run_load(
                 calls, concurrency=args.concurrency, requests=None, duration=args.seconds
             )
             record = result.as_dict()
             record["client_cpu_s"] = procs.cpu_seconds([os.getpid()]) - started
+            record["started_at"] = started_at
             return record
         finally:
             await asyncio.gather(*(channel.close() for channel in channels))
