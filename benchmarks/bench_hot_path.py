@@ -49,6 +49,7 @@ class Plan:
     curve_levels: tuple[int, ...]  # latency vs concurrency
     levels: tuple[int, int]  # latency (1) and throughput (16)
     policy_counts: tuple[int, ...]
+    condition_counts: tuple[int, ...]
     variants: tuple[str, ...]
     batch_sizes: tuple[int, ...]
     workers: int  # N for "workers N" (0: the CLI has no --workers)
@@ -61,6 +62,7 @@ class Plan:
     profile_seconds: float
     update_readme: bool
     out: Path
+    from_json: Path | None
 
 
 def parse_args(argv: Sequence[str] | None) -> Plan:
@@ -76,6 +78,11 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
     parser.add_argument(
         "--policy-counts", help="comma-separated (default 10,1000,10000,100000; quick 10,1000)"
     )
+    parser.add_argument(
+        "--condition-counts",
+        help="policy counts of the condition variant (default 10,1000,10000: its 100,000 "
+        "store took 170 s to load and 2.4 GB on main; quick 10,1000)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="N of workers N")
     parser.add_argument("--no-cerbos", action="store_true", help="skip the Cerbos peer")
     parser.add_argument(
@@ -87,6 +94,11 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
     parser.add_argument("--profile-only", action="store_true", help="only the flame graph")
     parser.add_argument("--profile-seconds", type=float, default=8.0)
     parser.add_argument("--out", type=Path, help="results folder (quick: a temp folder)")
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="measure nothing: redraw the tables, plots and README block from a results JSON",
+    )
     parser.add_argument(
         "--no-readme", action="store_true", help="do not rewrite the table in benchmarks/README.md"
     )
@@ -101,6 +113,8 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
     policy_budget = replace(budget, warmup_requests=20, warmup_seconds=0.3)
     default_counts = "10,1000" if quick else "10,1000,10000,100000"
     counts = tuple(int(c) for c in (args.policy_counts or default_counts).split(","))
+    default_condition = "10,1000" if quick else "10,1000,10000"
+    condition = tuple(int(c) for c in (args.condition_counts or default_condition).split(","))
     serve = procs.python_argv("verdict", "serve")
     workers = args.workers if procs.has_flag(serve, "--workers") else 0
     out = args.out or (Path(tempfile.gettempdir()) / "verdict-hot-path-quick" if quick else RESULTS)
@@ -112,6 +126,7 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         curve_levels=(1, 4, 16) if quick else (1, 4, 16, 64),
         levels=(1, 16),
         policy_counts=counts,
+        condition_counts=condition,
         variants=gen_store.VARIANTS,
         batch_sizes=(1, 10, 100),
         workers=workers if workers > 1 else 0,
@@ -130,6 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         profile_seconds=3.0 if quick else args.profile_seconds,
         update_readme=not (args.no_readme or quick or args.out),
         out=out,
+        from_json=args.from_json,
     )
 
 
@@ -461,43 +477,82 @@ async def ceiling_phase(plan: Plan, running: dict[str, Proc]) -> list[JsonDict]:
     return out
 
 
+async def start_generated(
+    plan: Plan, workdir: Path, variant: str, count: int
+) -> tuple[Proc, JsonDict]:
+    """Write a generated store and serve it (one worker); returns the server once it serves,
+    with its startup time, RSS and the check of its answers."""
+    stores = workdir / f"gen-{variant}-{count}"
+    began = time.monotonic()
+    gen_store.write_store(stores, count, variant)
+    record: JsonDict = {
+        "variant": variant,
+        "policies": count,
+        "generate_s": time.monotonic() - began,
+    }
+    port = free_port()
+    argv = verdict_argv(stores, gen_store.STORE, port, 1 if plan.workers else None)
+    proc = procs.spawn(f"gen-{variant}-{count}", argv, port, workdir, verdict_env())
+    try:
+        await procs.wait_health(proc, POLICY_SERVE_TIMEOUT)
+        record["load_s"] = proc.ready_s
+        record["rss_kib_ready"], record["peak_rss_kib_ready"] = procs.memory_kib(proc.pids)
+        record |= await check_generated(proc, count)
+    except BaseException:
+        procs.stop(proc)
+        raise
+    return proc, record
+
+
+async def measure_generated(
+    plan: Plan, proc: Proc, count: int, levels: Sequence[int]
+) -> dict[int, JsonDict]:
+    """The generated mix at each concurrency level."""
+    messages, _ = gen_store.messages(count)
+    return {
+        level: await measure(
+            proc.target,
+            mixes.is_authorized,
+            messages,
+            level,
+            plan.policy_budget,
+            lambda: proc.pids,
+        )
+        for level in levels
+    }
+
+
 async def policy_phase(plan: Plan, workdir: Path) -> list[JsonDict]:
-    """For each variant and policy count: a generated store, its server's load time and RSS,
-    p50/p99 at c=1 and decisions/s at c=16. One server at a time (a 100k store is big)."""
+    """For each variant and policy count: a generated store, its server's startup time and RSS,
+    p50/p99 at c=1 and decisions/s at c=16, one big server at a time. The smallest store's
+    server stays up through its variant and is measured again at c=1 right after each bigger
+    one (``base_c1``), so each ratio to it is taken side by side."""
     records = []
     for variant in plan.variants:
-        for count in plan.policy_counts:
-            stores = workdir / f"gen-{variant}-{count}"
-            began = time.monotonic()
-            gen_store.write_store(stores, count, variant)
-            generated = time.monotonic() - began
-            port = free_port()
-            argv = verdict_argv(stores, gen_store.STORE, port, 1 if plan.workers else None)
-            proc = procs.spawn(f"gen-{variant}-{count}", argv, port, workdir, verdict_env())
-            record: JsonDict = {"variant": variant, "policies": count, "generate_s": generated}
-            with started([proc]):
-                await procs.wait_health(proc, POLICY_SERVE_TIMEOUT)
-                record["load_s"] = proc.ready_s
-                record["rss_kib_ready"], record["peak_rss_kib_ready"] = procs.memory_kib(proc.pids)
-                record |= await check_generated(proc, count)
-                messages, _ = gen_store.messages(count)
-                for level in plan.levels:
-                    result = await measure(
-                        proc.target,
-                        mixes.is_authorized,
-                        messages,
-                        level,
-                        plan.policy_budget,
-                        lambda proc=proc: proc.pids,
-                    )
-                    record[f"c{level}"] = result
-                record["rss_kib"], record["peak_rss_kib"] = procs.memory_kib(proc.pids)
-            records.append(record)
-            c1 = record["c1"]
-            progress(
-                f"policies {variant} {count:,}: load {record['load_s']:.1f} s, "
-                f"p50 {c1['p50_us']:.0f} us, errors {c1['errors']}/{c1['errors'] + c1['requests']}"
-            )
+        counts = sorted(plan.condition_counts if variant == "condition" else plan.policy_counts)
+        base, base_record = await start_generated(plan, workdir, variant, counts[0])
+        with started([base]):
+            for count in counts:
+                if count == counts[0]:
+                    proc, record = base, base_record
+                else:
+                    proc, record = await start_generated(plan, workdir, variant, count)
+                with started([] if proc is base else [proc]):
+                    for level, result in (
+                        await measure_generated(plan, proc, count, plan.levels)
+                    ).items():
+                        record[f"c{level}"] = result
+                    record["rss_kib"], record["peak_rss_kib"] = procs.memory_kib(proc.pids)
+                if proc is not base:
+                    again = await measure_generated(plan, base, counts[0], (1,))
+                    record["base_policies"] = counts[0]
+                    record["base_c1"] = again[1]
+                records.append(record)
+                c1 = record["c1"]
+                progress(
+                    f"policies {variant} {count:,}: startup {record['load_s']:.1f} s, p50 "
+                    f"{c1['p50_us']:.0f} us, errors {c1['errors']}/{c1['errors'] + c1['requests']}"
+                )
     return records
 
 
@@ -650,10 +705,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run, then write JSON, plots, the table and the target summary."""
     plan = parse_args(argv)
     plan.out.mkdir(parents=True, exist_ok=True)
-    began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="verdict-hot-path-") as tmp:
-        data = asyncio.run(run(plan, Path(tmp)))
-    data["wall_s"] = time.monotonic() - began
+    if plan.from_json is not None:
+        data = json.loads(plan.from_json.read_text(encoding="utf-8"))
+        data.pop("summary", None)
+    else:
+        began = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="verdict-hot-path-") as tmp:
+            data = asyncio.run(run(plan, Path(tmp)))
+        data["wall_s"] = time.monotonic() - began
     if plan.profile_only:
         return 0
     summary = report.summarize(data)

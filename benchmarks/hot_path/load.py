@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -74,6 +75,7 @@ async def measure(
     finally:
         await asyncio.gather(*(channel.close() for channel in channels))
     record = result.as_dict()
+    record["first_error"] = short_error(result.first_error)
     for key in ("p50", "p90", "p99", "mean", "max"):
         record[f"{key}_us"] = record.pop(f"{key}_ms") * 1000.0
     record["client_cores"] = client / wall
@@ -83,6 +85,17 @@ async def measure(
     record["client_cpu_us_per_call"] = client / done * 1e6
     record["server_cpu_us_per_call"] = server / done * 1e6
     return record
+
+
+_GRPC_ERROR = re.compile(r'status = StatusCode\.(\w+).*?details = "([^"]*)"', re.S)
+
+
+def short_error(text: str | None) -> str | None:
+    """``CODE: details`` from the repr of an AioRpcError (the load generator keeps the repr)."""
+    if text is None:
+        return None
+    match = _GRPC_ERROR.search(text)
+    return f"{match.group(1)}: {match.group(2)}" if match else text.splitlines()[0]
 
 
 # --- a separate client process (for the load generator's ceiling) ---------------------------

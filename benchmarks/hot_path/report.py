@@ -11,6 +11,8 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.hot_path.load import short_error
+
 JsonDict = dict[str, Any]
 FIELDS = (
     "p50_us",
@@ -121,9 +123,11 @@ def _policy_ratio(
     failed = big["c1"]["errors"]
     total = failed + big["c1"]["requests"]
     if big["c1"]["requests"] == 0:
-        return None, f"every request failed ({big['c1']['first_error']})"
+        return None, f"every request failed: {short_error(big['c1']['first_error'])}"
     note = f"{failed}/{total} requests failed" if failed else ""
-    return big["c1"]["p50_us"] / base["c1"]["p50_us"], note
+    # The small store measured right after the big one, when the run has it (side by side).
+    reference = big.get("base_c1") or base["c1"]
+    return big["c1"]["p50_us"] / reference["p50_us"], note
 
 
 def summarize(data: JsonDict) -> JsonDict:
@@ -327,22 +331,27 @@ def markdown(data: JsonDict) -> str:
         "",
         "**Policy count** (generated store; one worker; c=16 decisions/s):",
         "",
-        "| variant | policies | startup | RSS peak | p50 c=1 | p99 c=1 | decisions/s c=16 "
-        "| failed | cores c=16 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | policies | startup | RSS peak | p50 c=1 | p99 c=1 | x p50 of the smallest "
+        "| decisions/s c=16 | failed | cores c=1; c=16 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["policies"]:
         c1, c16 = r["c1"], r["c16"]
         failed = c1["errors"] + c16["errors"]
         total = failed + c1["requests"] + c16["requests"]
-        fail = f"{failed}/{total}" + (f": {c1['first_error'][:60]}" if c1["first_error"] else "")
+        first = short_error(c1["first_error"] or c16["first_error"])
+        fail = f"{failed}/{total}" + (f" ({first})" if first else "")
+        base = r.get("base_c1")
+        side = "—"
+        if base and base["requests"] and c1["requests"]:
+            side = f"{c1['p50_us'] / base['p50_us']:.2f}x (its p50 {_us(base['p50_us'])})"
         lines.append(
             f"| {r['variant']} | {r['policies']:,} | {r['load_s']:.1f} s | "
             f"{r['peak_rss_kib'] / 1024:,.0f} MiB | "
             f"{_us(c1['p50_us'] if c1['requests'] else None)} | "
-            f"{_us(c1['p99_us'] if c1['requests'] else None)} | "
+            f"{_us(c1['p99_us'] if c1['requests'] else None)} | {side} | "
             f"{_rate(c16['throughput'] if c16['requests'] else None)} | {fail if failed else 0} "
-            f"| {_cores(c16)} |"
+            f"| {_cores(c1)}; {_cores(c16)} |"
         )
     ceiling = s["ceiling"]
     if ceiling:
@@ -496,7 +505,8 @@ def write_plots(data: JsonDict, out: Path) -> None:
     for bar, name in zip(bars, names, strict=True):
         f = figs[name][16]
         ax.annotate(
-            f"{f['decisions_per_s']:,.0f}\nc {f['client_cores']:.1f} s {f['server_cores']:.1f}",
+            f"{f['decisions_per_s']:,.0f}\nc {f['client_cores']:.1f} s {f['server_cores']:.1f}"
+            f" o {f['other_cores']:.1f}",
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
             ha="center",
             va="bottom",
@@ -505,7 +515,10 @@ def write_plots(data: JsonDict, out: Path) -> None:
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("decisions/s at c=16 (log)")
-    ax.set_title("decisions/s per scenario at c=16 (labels: client and server cores used)")
+    ax.set_title(
+        "decisions/s per scenario at c=16 (labels: cores used by c = client, s = server, "
+        "o = other processes)"
+    )
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "hot_path_throughput.png", dpi=110)
