@@ -60,6 +60,7 @@ class Plan:
     profile: bool
     profile_only: bool
     profile_seconds: float
+    profile_native: bool
     update_readme: bool
     out: Path
     from_json: Path | None
@@ -93,6 +94,11 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
     parser.add_argument("--profile", action="store_true", help="also record a py-spy flame graph")
     parser.add_argument("--profile-only", action="store_true", help="only the flame graph")
     parser.add_argument("--profile-seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="py-spy --native: also unwind C, Cython (grpc) and Rust (cedarpy) frames",
+    )
     parser.add_argument("--out", type=Path, help="results folder (quick: a temp folder)")
     parser.add_argument(
         "--from-json",
@@ -143,6 +149,7 @@ def parse_args(argv: Sequence[str] | None) -> Plan:
         profile=args.profile or args.profile_only,
         profile_only=args.profile_only,
         profile_seconds=3.0 if quick else args.profile_seconds,
+        profile_native=args.profile_native,
         update_readme=not (args.no_readme or quick or args.out),
         out=out,
         from_json=args.from_json,
@@ -590,7 +597,8 @@ async def profile_phase(plan: Plan, workdir: Path) -> JsonDict:
                 "flamegraph",
                 "--output",
                 str(svg),
-                "--nonblocking",
+                # --native unwinds C frames and needs the process paused for each sample.
+                *(["--native"] if plan.profile_native else ["--nonblocking"]),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
