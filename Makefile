@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)  ## serve policies/ (default store lending) on 127.0.0.1:50051, in-memory entities
-	$(BIN)/verdict serve --stores policies --default-store lending --listen 127.0.0.1:50051
+run: $(STAMP)  ## serve policies/ (default store lending) on 127.0.0.1:50051, in-memory entities, one process
+	$(BIN)/verdict serve --stores policies --default-store lending --listen 127.0.0.1:50051 --workers 1
 
 test: $(STAMP)  ## the whole test suite, then the sample policy suites with full coverage
 	@$(BIN)/pytest -q; rc=$$?; \

@@ -85,8 +85,10 @@ class CertificateAuthority:
         uris: tuple[str, ...] = (),
         ips: tuple[str, ...] = (),
         client: bool = False,
+        valid: tuple[float, float] = (-300.0, 86_400.0),
     ) -> Issued:
-        """A leaf certificate for a server (``client=False``) or a client."""
+        """A leaf certificate for a server (``client=False``) or a client, valid from
+        ``valid[0]`` to ``valid[1]`` seconds from now."""
         import ipaddress
 
         key = ec.generate_private_key(ec.SECP256R1())
@@ -101,8 +103,8 @@ class CertificateAuthority:
             .issuer_name(self._name)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            .not_valid_before(now + datetime.timedelta(seconds=valid[0]))
+            .not_valid_after(now + datetime.timedelta(seconds=valid[1]))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )

@@ -35,8 +35,14 @@ class ServerProcess:
 
 @contextmanager
 def verdict_server(*args: str, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
-    """`verdict serve` on the sample policies plus ``args``; killed after the block if alive."""
+    """`verdict serve` on the sample policies plus ``args``; killed after the block if alive.
+
+    One process (``--workers 1``) unless ``args`` say otherwise: the default is one worker per
+    CPU, and a test that kills the process or writes to its in-memory store means that one.
+    """
     port = free_port()
+    if "--workers" not in args:
+        args = ("--workers", "1", *args)
     process = subprocess.Popen(
         [
             sys.executable,

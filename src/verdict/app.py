@@ -5,19 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import signal
 import time
 from dataclasses import dataclass, field
 from wsgiref.simple_server import WSGIServer
 
 import structlog
 
+from verdict.audit.log import AuditLog, AuditMode
+from verdict.audit.sinks import FileSink, RedisStreamSink, Sink, StdoutSink
 from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
 from verdict.engine.limits import EntityLimits, HierarchyLimits
-from verdict.errors import StoreUnavailableError
+from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
+from verdict.policy.reloader import OnSwap, PolicyReloader, watch_stores
+from verdict.policy.snapshot import PolicySnapshot
 from verdict.store.base import EntityStore, SliceLimits
 from verdict.store.entity_cache import EntityCache
 from verdict.store.invalidation import InvalidationListener
@@ -26,6 +31,7 @@ from verdict.store.redis_connect import key_layout, make_client, pubsub_connecto
 from verdict.store.redis_store import RedisEntityStore
 from verdict.telemetry.exposition import start_metrics_server
 from verdict.transport.authz import AuthorizationInterceptor
+from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.edge_rules import ReloadingEdgeRules
 from verdict.transport.server import (
     ConnectionLimits,
@@ -37,6 +43,7 @@ from verdict.transport.server import (
 from verdict.transport.tls import ReloadingCredentials, TlsFiles
 
 log = structlog.get_logger(__name__)
+WRITES_NEED_REDIS = "entity writes need Redis when serving with more than one worker"
 
 
 @dataclass
@@ -51,7 +58,10 @@ class App:
     listener: InvalidationListener | None = None
     security: EdgeSecurity = field(default_factory=EdgeSecurity)
     edge_rules: ReloadingEdgeRules | None = None
+    reloader: PolicyReloader | None = None
+    audit: AuditLog | None = None
     server: VerdictServer | None = field(default=None, init=False)
+    watch_task: asyncio.Task[None] | None = field(default=None, init=False)
     metrics_server: WSGIServer | None = field(default=None, init=False)
     health: HealthMonitor | None = field(default=None, init=False)
 
@@ -187,6 +197,12 @@ def build_edge_security(
     return EdgeSecurity(credentials, (interceptor,), settings.health_listen), rules
 
 
+def several_workers(settings: Settings) -> bool:
+    """Whether this process is one of several workers sharing the port (set by the supervisor;
+    None, as in tests and `verdict check`, is one process)."""
+    return (settings.workers or 1) > 1
+
+
 def build_app(settings: Settings) -> App:
     """Load policies, entities and the edge security; raises PolicyLoadError or ConfigError
     (fatal at startup) on any problem."""
@@ -195,8 +211,49 @@ def build_app(settings: Settings) -> App:
     entities, listener = build_entity_store(settings, holder)
     limits = entity_limits(settings)
     authorizer = Authorizer(holder, entities, max_batch=settings.max_batch_size, limits=limits)
-    writes = EntityWrites(holder, entities, limits)
-    return App(settings, holder, entities, authorizer, writes, listener, security, edge_rules)
+    # Each worker holds its own in-memory store: a write would reach one of them.
+    memory_only = settings.redis_url is None and several_workers(settings)
+    writes = EntityWrites(holder, entities, limits, WRITES_NEED_REDIS if memory_only else None)
+    reloader = PolicyReloader(settings.stores, holder)
+    audit = build_audit_log(settings)
+    return App(
+        settings,
+        holder,
+        entities,
+        authorizer,
+        writes,
+        listener,
+        security,
+        edge_rules,
+        reloader,
+        audit,
+    )
+
+
+def build_audit_log(settings: Settings) -> AuditLog | None:
+    """The audit log the settings ask for (None: no audit); its writer starts with the server."""
+    sink: Sink
+    if settings.audit_sink == "none":
+        return None
+    if settings.audit_sink == "file":
+        sink = FileSink(
+            settings.audit_file,
+            settings.audit_file_max_bytes,
+            settings.audit_file_max_seconds,
+            settings.audit_fsync,
+        )
+    elif settings.audit_sink == "stdout":
+        sink = StdoutSink()
+    else:
+        url = settings.audit_redis_url or settings.redis_url
+        if url is None:
+            raise ConfigError(
+                [Diagnostic("audit_redis_url", 0, "the redis audit sink needs a URL")]
+            )
+        client = make_client(settings.model_copy(update={"redis_url": url}))
+        sink = RedisStreamSink(client, settings.audit_stream, settings.audit_stream_max_length)
+    mode = AuditMode(settings.audit_mode)
+    return AuditLog(sink, mode, settings.audit_queue_size, settings.audit_wait_seconds)
 
 
 def warn_about_security(settings: Settings) -> None:
@@ -220,8 +277,9 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-async def start(app: App) -> VerdictServer:
-    """Start background work and the server, then report SERVING."""
+async def start(app: App, worker: int = 0) -> VerdictServer:
+    """Start background work and the server, then report SERVING; ``worker`` is this process's
+    index under `verdict serve --workers N`."""
     settings = app.settings
     settle_heap()
     warn_about_security(settings)
@@ -234,6 +292,8 @@ async def start(app: App) -> VerdictServer:
         app.listener.start()
     if app.edge_rules is not None:
         app.edge_rules.start()
+    if app.audit is not None:
+        app.audit.start()
     if settings.metrics_listen is not None:
         app.metrics_server = start_metrics_server(settings.metrics_listen)
     server = await start_server(
@@ -255,8 +315,13 @@ async def start(app: App) -> VerdictServer:
             settings.handshake_timeout_seconds,
             settings.idle_timeout_seconds,
             settings.max_pending_calls,
+            settings.max_health_connections,
         ),
         security=app.security,
+        reloader=app.reloader,
+        recorder=DecisionRecorder(app.policies, app.audit),
+        reuse_port=several_workers(settings),
+        worker=worker,
     )
     app.server = server
     if isinstance(app.entities, RedisEntityStore):
@@ -270,6 +335,7 @@ async def start(app: App) -> VerdictServer:
         app.health.start(server)
     else:
         await server.mark_serving(app.policies.current.stores)
+    start_hot_reload(app, server)
     snapshot = app.policies.current
     log.info(
         "server_started",
@@ -286,8 +352,45 @@ async def start(app: App) -> VerdictServer:
     return server
 
 
+def start_hot_reload(app: App, server: VerdictServer) -> None:
+    """Reload policy stores on file changes (unless turned off) and on SIGHUP."""
+    reloader, settings = app.reloader, app.settings
+    if reloader is None:
+        return
+    reloader.on_swap = _health_follows(app, server)
+    if settings.policy_watch:
+        app.watch_task = asyncio.get_running_loop().create_task(
+            watch_stores(
+                reloader, settings.policy_reload_debounce_seconds, settings.policy_poll_seconds
+            ),
+            name="policy-watch",
+        )
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload("sighup"))
+        )
+
+
+def _health_follows(app: App, server: VerdictServer) -> OnSwap:
+    """After a swap, stores that appeared report health and removed ones NOT_SERVING."""
+
+    async def follow(snapshot: PolicySnapshot) -> None:
+        if app.health is not None:
+            await app.health.check(server)  # Redis: loaded markers decide per store
+        else:
+            await server.mark_serving(snapshot.stores)
+
+    return follow
+
+
 async def stop(app: App, grace: float) -> None:
     """Drain the server, then stop background work and close connections."""
+    if app.watch_task is not None:
+        app.watch_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.watch_task
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
     if app.health is not None:
         await app.health.stop()
     if app.server is not None:
@@ -296,6 +399,8 @@ async def stop(app: App, grace: float) -> None:
         await app.listener.stop()
     if app.edge_rules is not None:
         await app.edge_rules.stop()
+    if app.audit is not None:
+        await app.audit.close()  # after the server drained: every answered decision is written
     if app.metrics_server is not None:
         app.metrics_server.shutdown()
         app.metrics_server.server_close()

@@ -36,6 +36,15 @@ def policy_to_json(text: str) -> JsonObject:
     return result
 
 
+def format_policies(text: str) -> str:
+    """Cedar's own formatting of policy text (comments and annotations kept)."""
+    try:
+        formatted: str = cedarpy.format_policies(text)
+    except ValueError as exc:
+        raise CedarError(str(exc)) from None
+    return formatted
+
+
 def build_policy_set(
     static: Mapping[str, JsonObject],
     templates: Mapping[str, JsonObject],

@@ -11,6 +11,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from verdict.app import build_app, run
+from verdict.authoring.audit_cli import add_audit_command
+from verdict.authoring.cli import add_authoring_commands
+from verdict.authoring.warnings import store_warnings
 from verdict.cedar_json import parse_context_json, parse_entities_json
 from verdict.cli_entities import add_entities_command
 from verdict.config import Settings
@@ -20,6 +23,7 @@ from verdict.policy.loader import load_policy_stores
 from verdict.policy.snapshot import PolicyInfo
 from verdict.policytest.cli import add_test_command
 from verdict.store.memory import MemoryEntityStore
+from verdict.supervisor import cpu_count, supervise
 from verdict.telemetry.logging import configure_logging
 from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
 from verdict.uid_arg import parse_uid_arg
@@ -45,6 +49,10 @@ def _serve(args: argparse.Namespace) -> int:
             "tls_client_ca": args.tls_client_ca,
             "health_listen": args.health_listen,
             "callers_file": args.callers_file,
+            "workers": args.workers,
+            "audit_sink": args.audit_sink,
+            "audit_file": args.audit_file,
+            "audit_mode": args.audit_mode,
         }.items()
         if v is not None
     }
@@ -54,9 +62,14 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"invalid settings:\n{exc}", file=sys.stderr)
         return EXIT_ERROR
     configure_logging(settings.log_level, settings.log_format)
+    workers = settings.workers or cpu_count()
+    if workers > 1:
+        return supervise(settings, workers)
     redis_connections = settings.redis_max_connections if settings.redis_url else 0
     try:
-        ensure_open_files(open_files_needed(settings.max_connections, redis_connections))
+        health = settings.max_health_connections if settings.health_listen else 0
+        needed = open_files_needed(settings.max_connections + health, redis_connections)
+        ensure_open_files(needed)
     except OpenFilesError as exc:
         print(f"cannot serve: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -123,11 +136,19 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{len(exc.diagnostics)} problem(s) found", file=sys.stderr)
         return 1
     for store in snapshot.stores.values():
+        templates = sum(1 for p in store.policies.values() if p.is_template)
         print(
-            f"{store.store_id}: {len(store.policies)} policies, "
+            f"{store.store_id}: {len(store.policies) - templates} policies "
+            f"(templates {templates}), "
             f"schema {'yes' if store.schema is not None else 'no'}, "
             f"validation {store.settings.validation.value}, version {store.version}"
         )
+    warnings = [w for store in snapshot.stores.values() for w in store_warnings(store)]
+    for warning in warnings:
+        print(f"{warning.file}:{warning.line}: warning: {warning.message}", file=sys.stderr)
+    if warnings and args.strict:
+        print(f"{len(warnings)} warning(s) with --strict", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -177,6 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:50051)")
     serve.add_argument("--max-batch-size", type=int, help="largest BatchAuthorize (default 100)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port, one event loop each (VERDICT_WORKERS; default: "
+        "one per CPU; 1 serves in this process). Above 1, the in-memory store refuses entity "
+        "writes: use Redis",
+    )
     serve.add_argument("--log-level", help="debug, info, warning, error")
     serve.add_argument(
         "--max-connections",
@@ -198,6 +226,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Redis URL names a cluster node (VERDICT_REDIS_CLUSTER)",
     )
     add_security_flags(serve)
+    serve.add_argument(
+        "--audit-sink",
+        choices=["none", "file", "stdout", "redis"],
+        help="decision audit log: where records go (VERDICT_AUDIT_SINK; default none)",
+    )
+    serve.add_argument(
+        "--audit-file", type=Path, help="JSONL file of the file sink (VERDICT_AUDIT_FILE)"
+    )
+    serve.add_argument(
+        "--audit-mode",
+        choices=["block", "deny", "drop"],
+        help="when the sink is slow or down: wait, refuse the decision (default), or drop",
+    )
     serve.set_defaults(func=_serve)
 
     check = commands.add_parser(
@@ -220,15 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate",
         help="check every policy store",
-        description="Check syntax, schema, ids and entities of every "
-        "store; print file:line problems. Exit 0 valid, 1 invalid.",
+        description="Check syntax, schema, ids, links and entities of every store; print "
+        "file:line problems, then warnings (policies that can never apply, templates without "
+        "links). Exit 0 valid, 1 invalid (or warnings with --strict).",
     )
     validate.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     validate.add_argument("--default-store", help="store that must exist as the default")
+    validate.add_argument(
+        "--strict", action="store_true", help="treat warnings as problems (exit 1)"
+    )
     validate.set_defaults(func=_validate)
 
     add_test_command(commands)
     add_entities_command(commands)
+    add_authoring_commands(commands)
+    add_audit_command(commands)
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,16 @@ import grpc
 
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
+from verdict._gen.verdict.v1 import entities_pb2 as epb
+from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.model import EntityUid
 from verdict.uid_arg import parse_uid_arg
 
 UidLike = EntityUid | str
 Metadata = Sequence[tuple[str, str]]
+EntitiesLike = str | Sequence[Mapping[str, Any]]
 DEFAULT_TIMEOUT = 2.0
+DEFAULT_RETRIES = 3
 # Decision values of IsAuthorizedResponse.decision, so callers need not import generated code.
 ALLOW = pb.DECISION_ALLOW
 DENY = pb.DECISION_DENY
@@ -35,9 +40,13 @@ def build_request(
     context: Mapping[str, Any] | None = None,
     store: str = "",
     entities: Sequence[Mapping[str, Any]] | None = None,
+    min_entity_version: int = 0,
 ) -> pb.IsAuthorizedRequest:
-    """An IsAuthorizedRequest; uids are EntityUid or strings (``Type::"id"`` or ``Type::id``)."""
+    """An IsAuthorizedRequest; uids are EntityUid or strings (``Type::"id"`` or ``Type::id``).
+
+    ``min_entity_version`` (from ``put_entities``) makes the decision read at least that write."""
     return pb.IsAuthorizedRequest(
+        min_entity_version=min_entity_version,
         policy_store_id=store,
         principal=_uid(principal, "principal"),
         action=_uid(action, "action"),
@@ -66,11 +75,76 @@ def bearer(token: str) -> Metadata:
     return (("authorization", f"Bearer {token}"),)
 
 
+@dataclass(frozen=True)
+class EntityWrite:
+    """The store's entity version after a write (pass it as ``min_entity_version`` to read the
+    write back), and how many entities the write touched."""
+
+    version: int
+    count: int
+
+
+@dataclass(frozen=True)
+class EntityRead:
+    """Entities found (Cedar JSON, in request order), uids not found, and the version read."""
+
+    entities: list[dict[str, Any]]
+    missing: list[EntityUid]
+    version: int
+
+
+def channel_options(retries: int) -> list[tuple[str, Any]]:
+    """grpc channel options: calls that are safe to repeat (decisions, entity reads) are retried
+    on UNAVAILABLE, ``retries`` times at most, with exponential backoff, within their deadline.
+    Writes are never retried by the client: the caller decides (it has the version)."""
+    if retries <= 0:
+        return [("grpc.enable_retries", 0)]
+    names = [
+        {"service": "verdict.v1.AuthorizationService"},
+        {"service": "verdict.v1.EntityService", "method": "GetEntities"},
+    ]
+    policy = {
+        "maxAttempts": min(5, retries + 1),  # grpc caps attempts at 5
+        "initialBackoff": "0.05s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    config = {"methodConfig": [{"name": names, "retryPolicy": policy}]}
+    return [("grpc.enable_retries", 1), ("grpc.service_config", json.dumps(config))]
+
+
+def put_request(entities: EntitiesLike, store: str = "") -> epb.PutEntitiesRequest:
+    """A PutEntitiesRequest from Cedar JSON entities (text, or a list of entity objects)."""
+    text = entities if isinstance(entities, str) else json.dumps(list(entities))
+    return epb.PutEntitiesRequest(policy_store_id=store, entities_json=text)
+
+
+def delete_request(uids: Sequence[UidLike], store: str = "") -> epb.DeleteEntitiesRequest:
+    """A DeleteEntitiesRequest for ``uids``."""
+    items = [_uid(u, f"uids[{i}]") for i, u in enumerate(uids)]
+    return epb.DeleteEntitiesRequest(policy_store_id=store, uids=items)
+
+
+def get_request(uids: Sequence[UidLike], store: str = "") -> epb.GetEntitiesRequest:
+    """A GetEntitiesRequest for ``uids``."""
+    items = [_uid(u, f"uids[{i}]") for i, u in enumerate(uids)]
+    return epb.GetEntitiesRequest(policy_store_id=store, uids=items)
+
+
+def entity_read(response: epb.GetEntitiesResponse) -> EntityRead:
+    """The typed form of a GetEntitiesResponse."""
+    entities = json.loads(response.entities_json) if response.entities_json else []
+    missing = [EntityUid(u.type, u.id) for u in response.missing]
+    return EntityRead(entities, missing, response.version)
+
+
 class AsyncVerdictClient:
     """grpc.aio client; use ``async with`` or call ``close``.
 
     ``credentials`` make a TLS channel (see ``tls_credentials``); ``metadata`` is sent with
-    every call (see ``bearer``).
+    every call (see ``bearer``); ``timeout`` is every call's deadline in seconds; decisions and
+    entity reads are retried on UNAVAILABLE up to ``retries`` times (0: never).
     """
 
     def __init__(
@@ -80,14 +154,38 @@ class AsyncVerdictClient:
         timeout: float = DEFAULT_TIMEOUT,
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Metadata = (),
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
+        options = channel_options(retries)
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target)
+            self._channel = grpc.aio.insecure_channel(target, options=options)
         else:
-            self._channel = grpc.aio.secure_channel(target, credentials)
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.AuthorizationServiceStub(self._channel)
+        self._entities = epb_grpc.EntityServiceStub(self._channel)
         self.timeout = timeout
         self.metadata = tuple(metadata)
+
+    async def put_entities(self, entities: EntitiesLike, *, store: str = "") -> EntityWrite:
+        """Create or replace entities (all or nothing); the new entity version."""
+        response: epb.PutEntitiesResponse = await self._entities.PutEntities(
+            put_request(entities, store), timeout=self.timeout, metadata=self.metadata
+        )
+        return EntityWrite(response.version, response.written)
+
+    async def delete_entities(self, uids: Sequence[UidLike], *, store: str = "") -> EntityWrite:
+        """Delete entities by uid; the new entity version and how many existed."""
+        response: epb.DeleteEntitiesResponse = await self._entities.DeleteEntities(
+            delete_request(uids, store), timeout=self.timeout, metadata=self.metadata
+        )
+        return EntityWrite(response.version, response.deleted)
+
+    async def get_entities(self, uids: Sequence[UidLike], *, store: str = "") -> EntityRead:
+        """Read entities by uid as stored."""
+        response: epb.GetEntitiesResponse = await self._entities.GetEntities(
+            get_request(uids, store), timeout=self.timeout, metadata=self.metadata
+        )
+        return entity_read(response)
 
     async def is_authorized(
         self, principal: UidLike, action: UidLike, resource: UidLike, **kwargs: Any
@@ -132,14 +230,38 @@ class VerdictClient:
         timeout: float = DEFAULT_TIMEOUT,
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Metadata = (),
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
+        options = channel_options(retries)
         if credentials is None:
-            self._channel = grpc.insecure_channel(target)
+            self._channel = grpc.insecure_channel(target, options=options)
         else:
-            self._channel = grpc.secure_channel(target, credentials)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.AuthorizationServiceStub(self._channel)
+        self._entities = epb_grpc.EntityServiceStub(self._channel)
         self.timeout = timeout
         self.metadata = tuple(metadata)
+
+    def put_entities(self, entities: EntitiesLike, *, store: str = "") -> EntityWrite:
+        """Create or replace entities (all or nothing); the new entity version."""
+        response: epb.PutEntitiesResponse = self._entities.PutEntities(
+            put_request(entities, store), timeout=self.timeout, metadata=self.metadata
+        )
+        return EntityWrite(response.version, response.written)
+
+    def delete_entities(self, uids: Sequence[UidLike], *, store: str = "") -> EntityWrite:
+        """Delete entities by uid; the new entity version and how many existed."""
+        response: epb.DeleteEntitiesResponse = self._entities.DeleteEntities(
+            delete_request(uids, store), timeout=self.timeout, metadata=self.metadata
+        )
+        return EntityWrite(response.version, response.deleted)
+
+    def get_entities(self, uids: Sequence[UidLike], *, store: str = "") -> EntityRead:
+        """Read entities by uid as stored."""
+        response: epb.GetEntitiesResponse = self._entities.GetEntities(
+            get_request(uids, store), timeout=self.timeout, metadata=self.metadata
+        )
+        return entity_read(response)
 
     def is_authorized(
         self, principal: UidLike, action: UidLike, resource: UidLike, **kwargs: Any

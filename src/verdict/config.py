@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_get_reply_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     # Connection limits: an idle or half-open socket holds a descriptor (docs/deployment.md).
     max_connections: int = Field(default=1000, ge=1, description="open client connections")
+    max_health_connections: int = Field(
+        default=16, ge=1, description="open connections to the plaintext health port"
+    )
     handshake_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     idle_timeout_seconds: float = Field(default=300.0, gt=0)
     # Unary calls of Verdict's services in progress at once; past it RESOURCE_EXHAUSTED at once.
@@ -47,6 +50,12 @@ class Settings(BaseSettings):
     # refuses a growing share, past all of it every new call (CANCELLED).
     max_pending_calls: int = Field(default=128, ge=2)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
+    # Server processes sharing the port (SO_REUSEPORT), each with its own event loop; None: one
+    # per CPU this process may use (docs/deployment.md "Workers"). 1 serves in this process.
+    workers: int | None = Field(default=None, ge=1, le=256)
+    # Crashed workers the supervisor restarts within a minute before it gives up: it then stops
+    # the other workers and exits 1. 0: the first crash stops them all.
+    worker_restarts: int = Field(default=5, ge=0, le=100)
     log_level: str = Field(default="info")
     log_format: str = Field(default="json", pattern="^(json|console)$")
     metrics_listen: str | None = Field(default=None, description="HOST:PORT for /metrics")
@@ -100,6 +109,22 @@ class Settings(BaseSettings):
     )
     # How often the callers file and its JWKS are checked for changes (reloaded without restart).
     callers_reload_seconds: float = Field(default=2.0, gt=0)
+    # Decision audit log: one hash-chained record per decision (docs/audit.md).
+    audit_sink: str = Field(default="none", pattern="^(none|file|stdout|redis)$")
+    audit_file: Path = Field(default=Path("audit/decisions.jsonl"))
+    audit_mode: str = Field(default="deny", pattern="^(block|deny|drop)$")
+    audit_queue_size: int = Field(default=10_000, ge=1)
+    audit_wait_seconds: float = Field(default=1.0, gt=0)
+    audit_file_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    audit_file_max_seconds: float = Field(default=86_400.0, gt=0)
+    audit_fsync: bool = Field(default=False)
+    audit_redis_url: str | None = Field(default=None, description="default: redis_url")
+    audit_stream: str = Field(default="verdict:audit")
+    audit_stream_max_length: int = Field(default=0, ge=0)
+    # Hot reload of policy stores: watch the stores folder (debounced), poll as a fallback.
+    policy_watch: bool = Field(default=True, description="reload policy stores on file changes")
+    policy_reload_debounce_seconds: float = Field(default=0.3, gt=0, le=60)
+    policy_poll_seconds: float = Field(default=30.0, gt=0)
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> Settings:

@@ -10,6 +10,7 @@
     ├── StaleReadError          the requested minimum entity version is not available
     │   └── ReplacedVersionError  it is from before the store was last replaced
     ├── WriteConflictError      the store changed while a write was being checked
+    ├── WritesRefusedError      this deployment takes no entity writes (names the reason)
     ├── DeadlineExceededError   the caller's deadline passed before the answer was ready
     ├── EntityDataError         stored entity data is corrupt or fails the schema
     ├── InternalError           an unexpected failure, already logged; fixed message
@@ -112,6 +113,19 @@ class WriteConflictError(VerdictError):
     ) -> None:
         self.current = current
         super().__init__(message)
+
+
+class AuditUnavailableError(VerdictError):
+    """The audit log cannot take the decision's record, and the audit mode is "deny": no
+    decision is answered without its record (fail closed)."""
+
+    def __init__(self) -> None:
+        super().__init__("audit log unavailable")
+
+
+class WritesRefusedError(VerdictError):
+    """Entity writes are refused by configuration, not because of the request: the message
+    names the reason (e.g. an in-memory store served by several worker processes)."""
 
 
 class DeadlineExceededError(VerdictError):

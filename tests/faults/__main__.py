@@ -33,7 +33,7 @@ COLUMNS = [
 ]
 
 
-async def run(timing: Timing) -> dict[str, Any]:
+async def run(timing: Timing, workers: int = 1) -> dict[str, Any]:
     """Start everything, run each scenario in turn under steady load, and summarize."""
     env = {
         "VERDICT_MAX_CONCURRENT_CALLS": str(MAX_CONCURRENT_CALLS),
@@ -43,7 +43,7 @@ async def run(timing: Timing) -> dict[str, Any]:
         "VERDICT_LOG_LEVEL": "warning",
     }
     with tempfile.TemporaryDirectory(prefix="verdict-faults-") as workdir:
-        rig = Rig(Path(workdir), env)
+        rig = Rig(Path(workdir), env, workers)
         cases = lending_cases()
         load = SteadyLoad(rig.target, cases, WORKERS, timeout=1.0)
         oracle = Oracle(cases, timing.grace)
@@ -72,6 +72,7 @@ async def run(timing: Timing) -> dict[str, Any]:
             "max_pending_calls": MAX_PENDING_CALLS,
             "cache_grace_seconds": timing.grace,
             "steady_workers": WORKERS,
+            "server_workers": workers,
             "call_timeout_seconds": 1.0,
             "redis_timeout_seconds": 0.5,
         },
@@ -119,8 +120,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.faults")
     parser.add_argument("--quick", action="store_true", help="short phases (CI)")
     parser.add_argument("--out", type=Path, help="write the results JSON here")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="`verdict serve --workers` (default 1: CI's figures; 2 runs the supervisor)",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(QUICK if args.quick else FULL))
+    result = asyncio.run(run(QUICK if args.quick else FULL, args.workers))
     print(table(result["phases"]))
     print(f"\n{result['seconds']} s; writes by another replica: {result['writes']}")
     if args.out is not None:

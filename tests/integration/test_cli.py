@@ -108,7 +108,7 @@ def test_validate_reports_every_problem_with_location(tmp_path: Path) -> None:
     assert "a/x.cedar:3: syntax error" in result.stderr
     ok = verdict("validate", "--stores", str(POLICIES))
     assert ok.returncode == 0, ok.stderr
-    assert "lending: 26 policies" in ok.stdout
+    assert "lending: 27 policies (templates 1)" in ok.stdout
 
 
 def test_validate_accepts_several_stores_without_a_default(tmp_path: Path) -> None:
@@ -132,6 +132,12 @@ def test_every_command_has_help() -> None:
         ("entities",),
         ("entities", "load"),
         ("entities", "export"),
+        ("fmt",),
+        ("version",),
+        ("diff",),
+        ("audit",),
+        ("audit", "verify"),
+        ("audit", "replay"),
     ):
         result = verdict(*args, "--help")
         assert result.returncode == 0

@@ -49,10 +49,15 @@ class Pki:
         return cls(folder, ca, CertificateAuthority("Stranger CA"), ca_file, cert, key)
 
     def client(
-        self, common_name: str, *, uris: tuple[str, ...] = (), dns: tuple[str, ...] = ()
+        self,
+        common_name: str,
+        *,
+        uris: tuple[str, ...] = (),
+        dns: tuple[str, ...] = (),
+        valid: tuple[float, float] = (-300.0, 86_400.0),
     ) -> Issued:
-        """A client certificate signed by the trusted CA."""
-        return self.ca.issue(common_name, uris=uris, dns=dns, client=True)
+        """A client certificate signed by the trusted CA (valid seconds from now)."""
+        return self.ca.issue(common_name, uris=uris, dns=dns, client=True, valid=valid)
 
     def credentials(self, client: Issued | None = None) -> grpc.ChannelCredentials:
         """Channel credentials trusting the CA, presenting ``client`` if given."""
@@ -134,8 +139,12 @@ def token_sha256(token: str) -> str:
 @asynccontextmanager
 async def verdict_app(**overrides: Any) -> AsyncIterator[App]:
     """The sample policies served on free loopback ports with ``overrides`` to the settings."""
-    defaults: dict[str, Any] = {"stores": POLICIES, "default_store": "lending"}
-    settings = Settings(**(defaults | overrides), listen="127.0.0.1:0")
+    defaults: dict[str, Any] = {
+        "stores": POLICIES,
+        "default_store": "lending",
+        "listen": "127.0.0.1:0",
+    }
+    settings = Settings(**(defaults | overrides))
     app = build_app(settings)
     await start(app)
     try:

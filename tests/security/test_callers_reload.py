@@ -117,11 +117,13 @@ async def test_a_broken_edit_keeps_the_last_good_rules_and_the_next_good_one_is_
         assert not await app.edge_rules.check()
         replace_file(path, jwt_table(issuer) + entry("new", NEW) + "colour = 1\n")
         assert not await app.edge_rules.check()
+    # The background check (every 0.05 s) may report an edit too: count distinct problems.
     problems = [e for e in logs if e["event"] == "callers_reload_failed"]
-    assert len(problems) == 2
     assert all(str(path) + ":" in e["problems"][0] for e in problems)
-    assert "unknown key 'colour'" in problems[1]["problems"][0]
-    assert reloads("error") == failures + 2
+    distinct = {e["problems"][0].split(": ", 1)[1] for e in problems}
+    assert len(distinct) == 2
+    assert any("unknown key 'colour'" in text for text in distinct)
+    assert reloads("error") >= failures + 2
     assert await code_of(stub, OLD) == grpc.StatusCode.OK
     assert await code_of(stub, NEW) == grpc.StatusCode.UNAUTHENTICATED
     replace_file(path, jwt_table(issuer) + entry("new", NEW))

@@ -58,6 +58,6 @@ def test_suite_entities_fifo(tmp_path: Path) -> None:
     suite.write_text(SUITE.format(entities="people.json"))
     result = verdict_test("--stores", str(POLICIES), str(suite))
     assert result.returncode == 2
-    assert f"{suite}:2: {tmp_path / 'people.json'}:1: invalid entities: not a regular file" in (
+    assert f"{suite}:2: {tmp_path / 'people.json'}:0: invalid entities: not a regular file" in (
         result.stderr
     )

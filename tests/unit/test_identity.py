@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.certs import CertificateAuthority
 from tests.security.authn_support import AUDIENCE, ISSUER, Issuer
 from verdict.errors import ConfigError, UnauthenticatedError
 from verdict.transport.identity import (
@@ -24,21 +25,32 @@ def _ssl(**props: list[bytes]) -> dict[str, list[bytes]]:
     return {"transport_security_type": [b"ssl"], **props}
 
 
+def _cert(common_name: str, *, uris: tuple[str, ...] = (), dns: tuple[str, ...] = ()) -> bytes:
+    return CertificateAuthority().issue(common_name, uris=uris, dns=dns, client=True).cert
+
+
 def test_certificate_identity_prefers_spiffe_then_uri_then_dns_then_cn() -> None:
-    """The SPIFFE id wins over a URI SAN, which wins over a DNS SAN, which wins over the CN."""
-    cn = {"x509_common_name": [b"reporter"]}
-    dns = {"peer_dns": [b"worker.lending.test"], **cn}
-    uri = {"peer_uri": [b"https://svc.test/a"], **dns}
-    spiffe = {"peer_spiffe_id": [b"spiffe://lending.test/x"], **uri}
-    assert certificate_identity(_ssl(**spiffe)) == "spiffe://lending.test/x"
-    assert certificate_identity(_ssl(**uri)) == "https://svc.test/a"
-    assert certificate_identity(_ssl(**dns)) == "worker.lending.test"
-    assert certificate_identity(_ssl(**cn)) == "reporter"
+    """The first URI SAN (a SPIFFE id) wins over a DNS SAN, which wins over the CN."""
+    spiffe = _cert("reporter", uris=("spiffe://lending.test/x",), dns=("worker.lending.test",))
+    uri = _cert("reporter", uris=("https://svc.test/a", "spiffe://lending.test/x"))
+    dns = _cert("reporter", dns=("worker.lending.test",))
+    assert certificate_identity(_ssl(x509_pem_cert=[spiffe])) == "spiffe://lending.test/x"
+    assert certificate_identity(_ssl(x509_pem_cert=[uri])) == "https://svc.test/a"
+    assert certificate_identity(_ssl(x509_pem_cert=[dns])) == "worker.lending.test"
+    assert certificate_identity(_ssl(x509_pem_cert=[_cert("reporter")])) == "reporter"
+
+
+def test_certificate_identity_is_read_from_the_certificate() -> None:
+    """grpc's peer properties are not trusted (they stop at NUL); only the certificate is."""
+    assert certificate_identity(_ssl(peer_spiffe_id=[b"spiffe://lending.test/x"])) is None
+    nul = _cert("x", uris=("spiffe://lending.test/admin\x00.evil",))
+    assert certificate_identity(_ssl(x509_pem_cert=[nul])) is None
+    assert certificate_identity(_ssl(x509_pem_cert=[b"not a certificate"])) is None
 
 
 def test_certificate_identity_needs_tls() -> None:
     """Without a TLS transport (or without a client certificate) there is no identity."""
-    assert certificate_identity({"x509_common_name": [b"reporter"]}) is None
+    assert certificate_identity({"x509_pem_cert": [_cert("reporter")]}) is None
     assert certificate_identity(_ssl()) is None
     assert certificate_identity({}) is None
 
@@ -76,7 +88,7 @@ def test_bad_token_does_not_fall_back_to_the_certificate() -> None:
     authenticator = Authenticator({}, None)
     with pytest.raises(UnauthenticatedError):
         authenticator.identify(
-            [("authorization", "Bearer nope")], lambda: _ssl(x509_common_name=[b"reporter"])
+            [("authorization", "Bearer nope")], lambda: _ssl(x509_pem_cert=[_cert("reporter")])
         )
 
 

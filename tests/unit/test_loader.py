@@ -91,7 +91,8 @@ def test_empty_id_annotation_is_rejected(tmp_path: Path) -> None:
 
 
 def test_schema_validation_failure_is_located(tmp_path: Path) -> None:
-    """Under strict validation a policy that fails the schema refuses to load, with file:line."""
+    """Under strict validation a policy that fails the schema refuses to load, at the line of
+    the fault (3, where `principal.nope` is; the policy starts at its @id on line 2)."""
     root = write_store(
         tmp_path,
         "s",
@@ -102,7 +103,7 @@ def test_schema_validation_failure_is_located(tmp_path: Path) -> None:
         },
     )
     (message,) = diagnostics_of(root)
-    assert message.startswith("s/p.cedar:2: policy 'bad' fails schema validation: ")
+    assert message.startswith("s/p.cedar:3: policy 'bad' fails schema validation: ")
     assert "nope" in message
     assert "policy1" not in message
 

@@ -24,7 +24,7 @@ from verdict.cedar_json import entity_references, entity_uid, parse_entities_cou
 from verdict.engine.hierarchy import HierarchyProblem, check_graph, parents_of
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.turns import give_turn
-from verdict.errors import EntityDataError, RequestError, WriteConflictError
+from verdict.errors import EntityDataError, RequestError, WriteConflictError, WritesRefusedError
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.snapshot import EntitiesSource, StoreSnapshot
@@ -76,18 +76,33 @@ class EntityWrites:
     process a lock per store serialises check and write; across replicas the write is applied
     only if the store's version is still the one its ancestors were read at, else they are read
     again and the hierarchy re-checked, up to WRITE_ATTEMPTS times.
+
+    ``refusal``, when given, refuses every put and delete before any work, with that reason
+    (reads go on): an in-memory store written in one of several worker processes would change
+    that process alone, and decisions would differ by the connection they came in on.
     """
 
     def __init__(
-        self, policies: PolicyHolder, store: EntityStore, limits: EntityLimits = DEFAULT_LIMITS
+        self,
+        policies: PolicyHolder,
+        store: EntityStore,
+        limits: EntityLimits = DEFAULT_LIMITS,
+        refusal: str | None = None,
     ) -> None:
         self._policies = policies
         self._store = store
         self._limits = limits
+        self._refusal = refusal
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def _check_allowed(self) -> None:
+        if self._refusal is not None:
+            metrics.CALLS_REFUSED.labels(reason="writes_refused").inc()
+            raise WritesRefusedError(self._refusal)
 
     async def put(self, store_id: str, entities_json: str) -> tuple[int, int]:
         """Validate and upsert a Cedar JSON entity array; return (version, count)."""
+        self._check_allowed()
         store = self._policies.current.resolve(store_id)
         batch = await asyncio.to_thread(_parse_batch, entities_json, self._limits)
         async with self._locks[store.store_id]:
@@ -150,6 +165,7 @@ class EntityWrites:
 
     async def delete(self, store_id: str, uids: Sequence[EntityUid]) -> tuple[int, int]:
         """Delete entities by uid; return (version, number deleted)."""
+        self._check_allowed()
         store = self._policies.current.resolve(store_id)
         if not uids:
             raise RequestError("uids", "must name at least one entity")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from verdict.cedar_json import parse_uid
 from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.files import FileReadError, is_regular, read_text
 from verdict.model import EntityUid, JsonObject
+from verdict.policy.links import LINKS_FILES, Link, read_links
+from verdict.policy.positions import locate_in_policy, locate_schema_error, locate_syntax_error
 from verdict.policy.snapshot import (
     PolicyInfo,
     PolicySnapshot,
@@ -44,9 +47,7 @@ def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> Po
     else the only store; with several stores and none chosen there is no default, and a
     request must name its store (a multi-tenant server needs no default tenant).
     """
-    if not stores_dir.is_dir():
-        raise PolicyLoadError([Diagnostic(str(stores_dir), 0, "policy stores folder not found")])
-    roots = sorted(p for p in stores_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    roots = store_roots(stores_dir)
     diagnostics: list[Diagnostic] = []
     stores: dict[str, StoreSnapshot] = {}
     for root in roots:
@@ -65,52 +66,99 @@ def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> Po
     return PolicySnapshot(stores=stores, default_store=default)
 
 
+def store_roots(stores_dir: Path) -> list[Path]:
+    """The store folders under ``stores_dir``, by name; hidden ones (a ConfigMap's ``..data``,
+    an editor's ``.swp`` folder) are not stores. PolicyLoadError if the folder is missing."""
+    if not stores_dir.is_dir():
+        raise PolicyLoadError([Diagnostic(str(stores_dir), 0, "policy stores folder not found")])
+    return sorted(p for p in stores_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def load_store(root: Path) -> StoreSnapshot:
     """Load one policy store folder; raise PolicyLoadError listing every problem found."""
     _check_regular_files(root)
     diagnostics: list[Diagnostic] = []
     schema = _load_schema(root, diagnostics)
     entities = root / ENTITIES_FILE
-    settings = read_store_settings(
-        root, schema is not None, diagnostics, has_entities=entities.is_file()
-    )
+    # A schema file that fails to parse is one error, not also "strict needs a schema".
+    has_schema = schema is not None or any((root / n).is_file() for n in (SCHEMA_TEXT, SCHEMA_JSON))
+    settings = read_store_settings(root, has_schema, diagnostics, has_entities=entities.is_file())
     parsed = list(_parse_policy_files(root, diagnostics))
     _check_unique_ids(parsed, diagnostics)
     if schema is not None and settings.validation is ValidationMode.STRICT and not diagnostics:
         for issue in cedar.validate([p.text for p in parsed], schema):
-            info = parsed[issue.position].info
-            diagnostics.append(
-                Diagnostic(
-                    info.file,
-                    info.line,
-                    f"policy {info.id!r} fails schema validation: {issue.message}",
-                )
-            )
-    if diagnostics:
-        raise PolicyLoadError(diagnostics)
+            item = parsed[issue.position]
+            at = locate_in_policy(item.text, item.info.line, issue.message)
+            message = f"policy {item.info.id!r} fails schema validation: {issue.message}"
+            diagnostics.append(Diagnostic(item.info.file, at, message))
     static = {p.info.id: p.est for p in parsed if not p.info.is_template}
     templates = {p.info.id: p.est for p in parsed if p.info.is_template}
+    taken = {p.info.id: p.info.location for p in parsed}
+    links = read_links(root, templates, taken, diagnostics)
+    if diagnostics:
+        raise PolicyLoadError(diagnostics)
     try:
-        policy_set = cedar.build_policy_set(static, templates)
+        policy_set = cedar.build_policy_set(static, templates, [k.to_cedar() for k in links])
     except CedarError as exc:
         raise PolicyLoadError([Diagnostic(root.name, 0, f"policy set rejected: {exc}")]) from None
+    infos = [p.info for p in parsed] + [_link_info(k, templates[k.template]) for k in links]
+    literal = {u for p in parsed for u in _literal_uids(p.est)}
+    literal.update(uid for link in links for uid in link.values.values())
     return StoreSnapshot(
         store_id=root.name,
         root=root,
-        policies={p.info.id: p.info for p in parsed},
+        policies={info.id: info for info in infos},
         policy_set=policy_set,
         schema=schema,
         settings=settings,
         version=store_version(root),
-        literal_uids=frozenset(u for p in parsed for u in _literal_uids(p.est)),
+        literal_uids=frozenset(literal),
         entities_file=entities if entities.is_file() else None,
-        rank={p.info.id: rank for rank, p in enumerate(parsed)},
+        rank={info.id: rank for rank, info in enumerate(infos)},
     )
+
+
+def _link_info(link: Link, template: JsonObject) -> PolicyInfo:
+    """A linked policy as the rest of Verdict sees it: a static policy written in the links file."""
+    return PolicyInfo(
+        id=link.id,
+        file=link.file,
+        line=link.line,
+        effect=str(template.get("effect", "")),
+        is_template=False,
+        description=f"link of template {link.template!r}",
+        fingerprint=fingerprint({"template": template, "values": link.to_cedar()["values"]}),
+        template=link.template,
+    )
+
+
+def fingerprint(document: JsonObject) -> str:
+    """A short, stable hash of a JSON document (keys sorted)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """A policy as written: where, its Cedar JSON form, its text (for authoring checks)."""
+
+    info: PolicyInfo
+    est: JsonObject
+    text: str
+
+
+def read_source_policies(root: Path) -> list[SourcePolicy]:
+    """Every policy and template of a store as written (after a successful load_store)."""
+    diagnostics: list[Diagnostic] = []
+    parsed = [SourcePolicy(p.info, p.est, p.text) for p in _parse_policy_files(root, diagnostics)]
+    if diagnostics:
+        raise PolicyLoadError(diagnostics)
+    return parsed
 
 
 def _check_regular_files(root: Path) -> None:
     """A FIFO, device or folder under a store's file names is an error, never silently skipped."""
-    names = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE)
+    names = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE, *LINKS_FILES)
     odd = [root / name for name in names if (root / name).exists() and not is_regular(root / name)]
     if odd:
         raise PolicyLoadError(
@@ -132,14 +180,28 @@ def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | No
     path = text_path if text_path.is_file() else json_path if json_path.is_file() else None
     if path is None:
         return None
+    shown = f"{root.name}/{path.name}"
     try:
-        return cedar.parse_schema(read_text(path), is_json=path == json_path)
+        text = read_text(path)
     except FileReadError as exc:
-        diagnostics.append(Diagnostic(f"{root.name}/{path.name}", 0, str(exc)))
+        diagnostics.append(Diagnostic(shown, 0, str(exc)))
         return None
+    try:
+        return cedar.parse_schema(text, is_json=path == json_path)
     except CedarError as exc:
-        diagnostics.append(Diagnostic(f"{root.name}/{path.name}", 1, f"invalid schema: {exc}"))
+        line = _schema_error_line(text, str(exc), is_json=path == json_path)
+        diagnostics.append(Diagnostic(shown, line, f"invalid schema: {exc}"))
         return None
+
+
+def _schema_error_line(text: str, message: str, *, is_json: bool) -> int:
+    if not is_json:
+        return locate_schema_error(text, message)
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc.lineno
+    return 1
 
 
 def policy_files(root: Path) -> list[Path]:
@@ -170,6 +232,7 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
                 effect=str(est.get("effect", "")),
                 is_template=is_template,
                 description=annotations.get("description", ""),
+                fingerprint=fingerprint(est),
             )
             yield _Parsed(info, est, statement.text)
 
@@ -180,7 +243,8 @@ def _parse_statement(
     try:
         document = cedar.policy_to_json(text)
     except CedarError as exc:
-        diagnostics.append(Diagnostic(file, line, f"syntax error: {exc}"))
+        at, message = locate_syntax_error(text, line, str(exc))
+        diagnostics.append(Diagnostic(file, at, f"syntax error: {message}"))
         return None
     static, templates = document.get("staticPolicies", {}), document.get("templates", {})
     if len(static) + len(templates) != 1:
@@ -228,6 +292,7 @@ def store_version(root: Path) -> str:
     """Content hash of a store's policies, schema and settings (not its entities)."""
     digest = hashlib.sha256(b"verdict-store-v1\0")
     files = [*policy_files(root), root / SCHEMA_TEXT, root / SCHEMA_JSON, root / SETTINGS_FILE]
+    files += [root / name for name in LINKS_FILES]
     for path in files:
         if path.is_file():
             digest.update(path.relative_to(root).as_posix().encode() + b"\0")

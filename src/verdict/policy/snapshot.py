@@ -42,6 +42,8 @@ class StoreSettings:
     # Entity types callers may send in entities_json (never actions); empty: none at all.
     request_entity_types: frozenset[str] = frozenset()
     entities_source: EntitiesSource = EntitiesSource.LOAD
+    # Context attributes the decision audit log may record (others can carry loan data).
+    audit_context: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ class PolicyInfo:
     effect: str
     is_template: bool
     description: str = ""
+    # Hash of the policy's Cedar JSON form (a link: its template's and its values): tells a
+    # changed policy from a moved or reformatted one (`verdict diff`).
+    fingerprint: str = ""
+    # For a template-linked policy, the template it links ("" otherwise).
+    template: str = ""
 
     @property
     def location(self) -> str:

@@ -13,7 +13,13 @@ from verdict.policy.snapshot import EntitiesSource, ErrorMode, StoreSettings, Va
 
 SETTINGS_FILE = "store.toml"
 E = TypeVar("E", ValidationMode, ErrorMode, EntitiesSource)
-_KNOWN = {"validation", "on_evaluation_error", "request_entity_types", "entities_source"}
+_KNOWN = {
+    "validation",
+    "on_evaluation_error",
+    "request_entity_types",
+    "entities_source",
+    "audit_context",
+}
 _Problem = Callable[[str, str], None]  # report(key, message) at the key's line
 _TYPE_NAME = re.compile(r"[_a-zA-Z][_a-zA-Z0-9]*(::[_a-zA-Z][_a-zA-Z0-9]*)*")
 
@@ -65,7 +71,17 @@ def read_store_settings(
     inline = _type_list(raw, "request_entity_types", problem)
     source = EntitiesSource.LOAD if has_entities else EntitiesSource.WRITES
     source = _choice(raw, "entities_source", source, problem)
-    return StoreSettings(validation, errors, inline, source)
+    audit_context = _names(raw, "audit_context", problem)
+    return StoreSettings(validation, errors, inline, source, audit_context)
+
+
+def _names(raw: dict[str, object], key: str, problem: _Problem) -> frozenset[str]:
+    """A list of context attribute names (which the audit log may record)."""
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        problem(key, f"{key} must be a list of context attribute names")
+        return frozenset()
+    return frozenset(value)
 
 
 def _choice(raw: dict[str, object], key: str, default: E, problem: _Problem) -> E:

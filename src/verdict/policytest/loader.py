@@ -121,10 +121,15 @@ def load_plan(
     snapshot: PolicySnapshot,
     stores_dir: Path,
     default_store: str | None = None,
+    *,
+    check_expectations: bool = True,
 ) -> Plan:
-    """Load every suite file; raise SuiteLoadError listing the problems of all of them."""
+    """Load every suite file; raise SuiteLoadError listing the problems of all of them.
+
+    Without ``check_expectations`` the cases' expected policy ids are not checked against the
+    store (``verdict diff`` runs new suites against old policies, which may lack them)."""
     plan = Plan(snapshot)
-    loader = _SuiteFileLoader(plan, stores_dir.resolve(), default_store)
+    loader = _SuiteFileLoader(plan, stores_dir.resolve(), default_store, check_expectations)
     diagnostics: list[Diagnostic] = []
     for path in files:
         try:
@@ -139,10 +144,13 @@ def load_plan(
 class _SuiteFileLoader:
     """Loads suite files one by one, sharing entity sets between suites that use the same data."""
 
-    def __init__(self, plan: Plan, stores_dir: Path, default_store: str | None) -> None:
+    def __init__(
+        self, plan: Plan, stores_dir: Path, default_store: str | None, check_expectations: bool
+    ) -> None:
         self._plan = plan
         self._stores_dir = stores_dir
         self._default_store = default_store
+        self._check_expectations = check_expectations
 
     def load(self, path: Path) -> LoadedSuite:
         shown = shown_path(path)
@@ -163,7 +171,11 @@ class _SuiteFileLoader:
                 if case.name in names:
                     raise _Problem(("name",), f"duplicate case name {case.name!r}")
                 names.add(case.name)
-                cases.append(_build_case(suite, case, store, entity_set, shown, line))
+                cases.append(
+                    _build_case(
+                        suite, case, store, entity_set, shown, line, self._check_expectations
+                    )
+                )
             except _Problem as problem:
                 problems.append(_Problem(("cases", index, *problem.loc), problem.message))
         if problems:
@@ -281,7 +293,13 @@ def _inline_entities(items: list[JsonObject], store: StoreSnapshot) -> EntitySet
 
 
 def _build_case(
-    suite: Suite, case: Case, store: StoreSnapshot, entity_set: str, shown: str, line: int
+    suite: Suite,
+    case: Case,
+    store: StoreSnapshot,
+    entity_set: str,
+    shown: str,
+    line: int,
+    check_expectations: bool = True,
 ) -> PolicyCase:
     extras = []
     for index, item in enumerate(case.entities):
@@ -298,9 +316,12 @@ def _build_case(
         store.store_id,
         tuple(extras),
     )
-    return PolicyCase(
-        suite.name, case.name, shown, line, entity_set, request, _expected(case.expect, store)
+    expected = (
+        _expected(case.expect, store)
+        if check_expectations
+        else Expected(case.expect.decision, None, frozenset(), case.expect.field)
     )
+    return PolicyCase(suite.name, case.name, shown, line, entity_set, request, expected)
 
 
 def _context(suite: Suite, case: Case, store: StoreSnapshot) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from verdict.errors import Diagnostic, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_text
 from verdict.model import EntityUid
 from verdict.store.base import StoredEntity
+from verdict.store.json_lines import error_line
 
 
 def build_entities(
@@ -41,8 +42,13 @@ def read_entities_file(
 ) -> dict[EntityUid, StoredEntity]:
     """Entities of ``path`` keyed by uid; PolicyLoadError names the file on any problem."""
     name = shown or str(path)
+    text = ""
     try:
-        document = loads_strict(read_text(path), "entities", max_depth=64)
+        text = read_text(path)
+        document = loads_strict(text, "entities", max_depth=64)
         return build_entities(document, schema)
-    except (RequestError, FileReadError) as exc:
-        raise PolicyLoadError([Diagnostic(name, 1, f"invalid entities: {exc}")]) from None
+    except FileReadError as exc:
+        raise PolicyLoadError([Diagnostic(name, 0, f"invalid entities: {exc}")]) from None
+    except RequestError as exc:
+        line = error_line(text, exc)
+        raise PolicyLoadError([Diagnostic(name, line, f"invalid entities: {exc}")]) from None

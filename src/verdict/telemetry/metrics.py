@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge, Histogram
 
 CACHE_LOOKUPS = Counter(
     "verdict_entity_cache_lookups_total", "Entity slice lookups in the local cache", ["result"]
@@ -30,8 +30,51 @@ AUTH_REFUSALS = Counter(
 CALLS_REFUSED = Counter(
     "verdict_calls_refused_total", "Calls refused before any work, by reason", ["reason"]
 )
+WORKER_CALLS = Counter(
+    "verdict_worker_calls_total",
+    "Calls of Verdict's services admitted, by worker process (its index under --workers); "
+    "shows how the kernel spread connections over the workers",
+    ["worker"],
+)
 CONFIG_RELOADS = Counter(
     "verdict_config_reloads_total",
     "Configuration files re-read after a change on disk (callers file and JWKS, TLS files)",
     ["file", "result"],
+)
+POLICY_RELOADS = Counter(
+    "verdict_policy_reloads_total",
+    "Policy stores changed by a reload, by result (reloaded, added, removed, failed)",
+    ["result"],
+)
+POLICY_STORE_INFO = Gauge(
+    "verdict_policy_store_info",
+    "The policy version each store serves (value 1; with workers, how many serve it)",
+    ["store", "version"],
+    multiprocess_mode="livesum",
+)
+AUDIT_RECORDS = Counter(
+    "verdict_audit_records_total",
+    "Decision audit records, by what became of them (written, dropped, failed)",
+    ["result"],
+)
+AUDIT_QUEUE_DEPTH = Gauge(
+    "verdict_audit_queue_depth",
+    "Audit records waiting to be written (the bounded queue; summed over workers)",
+    multiprocess_mode="livesum",
+)
+RPC_DURATION = Histogram(
+    "verdict_rpc_duration_seconds",
+    "Server time of unary RPCs, by method and status code (the count is the number of calls)",
+    ["method", "code"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+DECISIONS = Counter(
+    "verdict_decisions_total",
+    "Decisions made (batch items included), by store, decision and deny kind",
+    ["store", "decision", "deny_kind"],
+)
+BATCH_ITEMS = Histogram(
+    "verdict_batch_items",
+    "Items per BatchAuthorize call",
+    buckets=(1, 2, 5, 10, 20, 50, 100),
 )

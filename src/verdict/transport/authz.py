@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.errors import PermissionDeniedError, RequestError, UnauthenticatedError, VerdictError
 from verdict.telemetry.metrics import AUTH_REFUSALS
+from verdict.transport.call_context import set_caller
 from verdict.transport.callers import METHOD_GROUPS, OPEN_METHODS, Grant, MethodGroup
 from verdict.transport.edge_rules import EdgeRules
 from verdict.transport.status import status_for
@@ -126,6 +127,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             rules = self._rules.current
             try:
                 caller = self.identify(rules, context)
+                set_caller(caller)
                 grant = self.admit(rules, caller, method)
                 request = _parse(parse, raw)
                 self.check_stores(grant, request)
@@ -145,6 +147,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             rules = self._rules.current
             try:
                 caller = self.identify(rules, context)
+                set_caller(caller)
                 self.admit(rules, caller, method)
             except VerdictError as exc:
                 await _refuse(context, method, caller, exc)

@@ -10,12 +10,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict.errors import ConfigError, Diagnostic
+from verdict.files import FileReadError, read_text
 from verdict.transport.identity import JwtSettings
 
 ALL_STORES = "*"
+# Far above any real callers file; a file swapped for /dev/zero or a log must not fill memory.
+MAX_CALLERS_BYTES = 1024 * 1024
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _CALLER_KEYS = {"id", "methods", "stores", "token_sha256"}
 _JWT_KEYS = {"jwks_file", "issuer", "audience", "algorithms", "leeway_seconds"}
@@ -41,6 +45,8 @@ METHOD_GROUPS: Mapping[str, MethodGroup] = {
     _method(epb.DESCRIPTOR, "EntityService", "GetEntities"): MethodGroup.ENTITY_READS,
     _method(epb.DESCRIPTOR, "EntityService", "PutEntities"): MethodGroup.ENTITY_WRITES,
     _method(epb.DESCRIPTOR, "EntityService", "DeleteEntities"): MethodGroup.ENTITY_WRITES,
+    _method(apb.DESCRIPTOR, "AdminService", "ReloadPolicies"): MethodGroup.ADMIN,
+    _method(apb.DESCRIPTOR, "AdminService", "ListPolicyStores"): MethodGroup.ADMIN,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": MethodGroup.ADMIN,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": MethodGroup.ADMIN,
 }
@@ -65,13 +71,81 @@ class Grant:
         return Grant(self.groups | other.groups, stores)
 
 
-def glob_pattern(glob: str) -> re.Pattern[str]:
-    """A SPIFFE-id glob as a regex: ``*`` is one path segment (or part of one), ``**`` the rest."""
-    parts = re.split(r"(\*\*|\*)", glob)
-    regex = "".join(
-        ".*" if part == "**" else "[^/]*" if part == "*" else re.escape(part) for part in parts
-    )
-    return re.compile(f"^{regex}$", re.DOTALL)
+_ANY_SEGMENT = ("", "")  # the parts of a lone ``*`` segment: any one segment
+
+
+@dataclass(frozen=True)
+class SpiffeGlob:
+    """A SPIFFE-id glob: ``*`` is any text within one path segment, a ``**`` segment is one or
+    more whole segments.
+
+    Matched segment by segment without regular expressions: a regex such as
+    ``[^/]*a[^/]*a[^/]*b`` backtracks polynomially, and a 2 KB caller id held the event loop
+    for seconds (minutes with more stars). This takes O(segments x glob segments) segment
+    comparisons, each a few ``str.find`` calls.
+    """
+
+    glob: str
+    # Each segment's literal parts around its stars; None for a ``**`` segment.
+    segments: tuple[tuple[str, ...] | None, ...]
+
+    @classmethod
+    def parse(cls, glob: str) -> SpiffeGlob:
+        """The glob's segments; ValueError when ``**`` is not a whole segment."""
+        segments: list[tuple[str, ...] | None] = []
+        for segment in glob.split("/"):
+            if segment == "**":
+                segments += [_ANY_SEGMENT, None]  # one segment, then any number more
+            elif "**" in segment:
+                raise ValueError("** must be a whole path segment")
+            else:
+                segments.append(tuple(segment.split("*")))
+        return cls(glob, tuple(segments))
+
+    def match(self, caller: str) -> bool:
+        """Whether ``caller`` matches the whole glob."""
+        parts = caller.split("/")
+        pattern = self.segments
+        p = t = 0
+        star, mark = -1, 0  # the last ``**`` seen, and the text segment it resumes from
+        while t < len(parts):
+            if p < len(pattern) and pattern[p] is None:
+                star, mark = p, t
+                p += 1
+            elif p < len(pattern) and _segment_matches(pattern[p], parts[t]):
+                p, t = p + 1, t + 1
+            elif star >= 0:  # let the last ``**`` take one more segment, and retry after it
+                mark += 1
+                p, t = star + 1, mark
+            else:
+                return False
+        while p < len(pattern) and pattern[p] is None:
+            p += 1
+        return p == len(pattern)
+
+
+def _segment_matches(parts: tuple[str, ...] | None, text: str) -> bool:
+    """Whether one segment matches literal ``parts`` joined by ``*`` (leftmost fit is optimal)."""
+    assert parts is not None
+    if len(parts) == 1:
+        return text == parts[0]
+    first, *middle, last = parts
+    if len(text) < len(first) + len(last) or not text.startswith(first):
+        return False
+    if not text.endswith(last):
+        return False
+    position, end = len(first), len(text) - len(last)
+    for part in middle:
+        found = text.find(part, position, end)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True
+
+
+def glob_pattern(glob: str) -> SpiffeGlob:
+    """A SPIFFE-id glob (see ``SpiffeGlob``); ValueError when ``**`` is not a whole segment."""
+    return SpiffeGlob.parse(glob)
 
 
 @dataclass(frozen=True)
@@ -79,7 +153,7 @@ class Callers:
     """The parsed callers file."""
 
     exact: Mapping[str, Grant]
-    globs: tuple[tuple[re.Pattern[str], Grant], ...]
+    globs: tuple[tuple[SpiffeGlob, Grant], ...]
     tokens: Mapping[str, str]  # sha256 hex of a static token -> caller id
     jwt: JwtSettings | None = None
     path: str = field(default="")
@@ -97,8 +171,8 @@ def load_callers(path: Path) -> Callers:
     """Parse and check ``path``; raises ConfigError with file:line for every problem found."""
     name = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_text(path, MAX_CALLERS_BYTES)
+    except FileReadError as exc:
         raise ConfigError([Diagnostic(name, 0, f"cannot read the callers file ({exc})")]) from None
     try:
         document = tomllib.loads(text)
@@ -126,7 +200,7 @@ class _Parser:
             self.problem(1, "no [[callers]] entries: nobody could call anything")
             entries = []
         exact: dict[str, Grant] = {}
-        globs: list[tuple[re.Pattern[str], Grant]] = []
+        globs: list[tuple[SpiffeGlob, Grant]] = []
         tokens: dict[str, str] = {}
         for index, entry in enumerate(entries):
             start = self.headers[index] if index < len(self.headers) else 1
@@ -141,7 +215,7 @@ class _Parser:
         entry: dict[str, Any],
         start: int,
         exact: dict[str, Grant],
-        globs: list[tuple[re.Pattern[str], Grant]],
+        globs: list[tuple[SpiffeGlob, Grant]],
         tokens: dict[str, str],
     ) -> None:
         for key in entry.keys() - _CALLER_KEYS:
@@ -156,7 +230,10 @@ class _Parser:
                 self.problem(self.line_of("id", start), "globs are only allowed on spiffe:// ids")
             if "token_sha256" in entry:
                 self.problem(self.line_of("token_sha256", start), "tokens need an exact id")
-            globs.append((glob_pattern(caller_id), grant))
+            try:
+                globs.append((glob_pattern(caller_id), grant))
+            except ValueError as exc:
+                self.problem(self.line_of("id", start), str(exc))
             return
         if caller_id in exact:
             self.problem(self.line_of("id", start), f"caller {caller_id!r} is listed twice")

@@ -33,17 +33,41 @@ class EdgeRules:
     callers: Callers
     authenticator: Authenticator
 
-    def files(self, callers_file: Path) -> tuple[Path, ...]:
-        """The files these rules were read from: the callers file, then the JWKS if any."""
-        jwt = self.callers.jwt
-        return (callers_file,) if jwt is None else (callers_file, jwt.jwks_file)
-
 
 def load_edge_rules(callers_file: Path) -> EdgeRules:
     """Read the callers file and the JWKS it names; ConfigError (file:line) on any problem."""
-    callers = load_callers(callers_file)
-    verifier = JwtVerifier.load(callers.jwt) if callers.jwt is not None else None
-    return EdgeRules(callers, Authenticator(callers.tokens, verifier))
+    return _read(callers_file).rules()
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """One attempt to read the rules: what was read (or why not), and each file's stamp taken
+    just before it was read."""
+
+    paths: tuple[Path, ...]
+    stamp: _Stamp
+    result: EdgeRules | ConfigError
+
+    def rules(self) -> EdgeRules:
+        if isinstance(self.result, ConfigError):
+            raise self.result
+        return self.result
+
+
+def _read(callers_file: Path) -> _Reading:
+    """Stamp each file, then read it. An edit landing after its stamp changes the stamp, so it
+    is read at the next check; stamping after reading would take it for what was read."""
+    paths: tuple[Path, ...] = (callers_file,)
+    stamp = _stamp(paths)
+    try:
+        callers = load_callers(callers_file)
+        if callers.jwt is None:
+            return _Reading(paths, stamp, EdgeRules(callers, Authenticator(callers.tokens, None)))
+        paths, stamp = (*paths, callers.jwt.jwks_file), stamp + _stamp((callers.jwt.jwks_file,))
+        verifier = JwtVerifier.load(callers.jwt)
+    except ConfigError as exc:
+        return _Reading(paths, stamp, exc)
+    return _Reading(paths, stamp, EdgeRules(callers, Authenticator(callers.tokens, verifier)))
 
 
 def _stamp(paths: tuple[Path, ...]) -> _Stamp:
@@ -69,10 +93,10 @@ class ReloadingEdgeRules:
     def __init__(self, callers_file: Path, interval: float) -> None:
         self.callers_file = callers_file
         self.interval = interval
-        self.current = load_edge_rules(callers_file)  # ConfigError at start is fatal
+        reading = _read(callers_file)
+        self.current = reading.rules()  # ConfigError at start is fatal
         self.reloads = 0
-        self._stamp = _stamp(self.current.files(callers_file))
-        self._failed: _Stamp | None = None
+        self._last = reading  # the last attempt: a good one, or a broken edit to wait out
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -92,22 +116,22 @@ class ReloadingEdgeRules:
             await self.check()
 
     async def check(self) -> bool:
-        """Reload if a file changed since the last load (or last failure); True if swapped."""
-        paths = self.current.files(self.callers_file)
-        stamp = _stamp(paths)
-        if stamp in (self._stamp, self._failed):
+        """Reload if a file changed since the last attempt; True if the rules were swapped.
+
+        The files watched are those of the last attempt, failed or not: a callers file that
+        names a JWKS not written yet is retried once that JWKS appears.
+        """
+        if _stamp(self._last.paths) == self._last.stamp:
             return False
-        try:
-            rules = await asyncio.to_thread(load_edge_rules, self.callers_file)
-        except ConfigError as exc:
+        reading = await asyncio.to_thread(_read, self.callers_file)
+        self._last = reading
+        if isinstance(reading.result, ConfigError):
             # Keep the last good rules; try again once the files change again.
-            self._failed = stamp
             CONFIG_RELOADS.labels(file="callers", result="error").inc()
-            log.error("callers_reload_failed", problems=[str(d) for d in exc.diagnostics])
+            problems = [str(d) for d in reading.result.diagnostics]
+            log.error("callers_reload_failed", problems=problems)
             return False
-        self.current = rules
-        # The stamp of what was read: a JWKS path the new file names is included from now on.
-        self._stamp, self._failed = _stamp(rules.files(self.callers_file)), None
+        self.current = reading.result
         self.reloads += 1
         CONFIG_RELOADS.labels(file="callers", result="ok").inc()
         log.info("callers_reloaded", callers_file=str(self.callers_file))

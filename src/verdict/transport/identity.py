@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -11,19 +12,28 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from verdict.errors import ConfigError, Diagnostic, UnauthenticatedError
+from verdict.files import FileReadError, read_text
 
 # Only public-key algorithms: a JWKS holds public keys, and an HMAC "secret" that is really a
 # public key is the classic forgery (anyone can read the key, so anyone can sign).
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+# A JWKS file is a few keys; a file swapped for /dev/zero must not fill memory.
+MAX_JWKS_BYTES = 1024 * 1024
 _REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
 # Verified JWTs remembered until they expire: a service re-sends the same token for minutes,
 # and verifying one costs ~200 µs (PyJWT's base64 checks, then RSA), a third of a decision.
 JWT_CACHE_SIZE = 10_000
 AuthContext = Mapping[str, Iterable[bytes]]
+# NUL and the other C0 controls (and DEL): never part of a name a CA should have signed.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Client certificates' ids remembered by their PEM: one parse per certificate, not per call.
+CERTIFICATE_CACHE_SIZE = 10_000
 
 
 def token_digest(token: str) -> str:
@@ -32,17 +42,45 @@ def token_digest(token: str) -> str:
 
 
 def certificate_identity(auth_context: AuthContext) -> str | None:
-    """The caller id of a verified client certificate: SPIFFE id / URI SAN, DNS SAN, subject CN.
+    """The caller id of a verified client certificate: its first URI SAN (the SPIFFE id), else
+    its first DNS SAN, else its subject CN; None without one, or when any of its names holds a
+    control character.
 
     grpc core puts these properties in the auth context only for a certificate that verified
-    against the client CA (the server requires one whenever a client CA is configured).
+    against the client CA (the server requires one whenever a client CA is configured). The
+    names are read from the certificate itself (``x509_pem_cert``), not from grpc's
+    ``peer_uri``/``peer_dns``/``x509_common_name``: grpc cuts those at the first NUL byte, so a
+    certificate for ``spiffe://t/admin\\0.anything`` was taken for ``spiffe://t/admin``.
     """
+    pem = peer_certificate(auth_context)
+    return None if pem is None else identity_of_certificate(pem)
+
+
+def peer_certificate(auth_context: AuthContext) -> bytes | None:
+    """The PEM of the client certificate grpc verified; None without TLS or a certificate."""
     if list(auth_context.get("transport_security_type", ())) != [b"ssl"]:
         return None
-    for key in ("peer_spiffe_id", "peer_uri", "peer_dns", "x509_common_name"):
-        for value in auth_context.get(key, ()):
-            return bytes(value).decode("utf-8", "replace")
-    return None
+    pems = [bytes(pem) for pem in auth_context.get("x509_pem_cert", ())]
+    return pems[0] if len(pems) == 1 else None
+
+
+def identity_of_certificate(pem: bytes) -> str | None:
+    """The caller id a PEM certificate carries (see ``certificate_identity``)."""
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+        try:
+            names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
+            dns = names.value.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            uris, dns = [], []
+        common = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    except ValueError:  # a name cryptography cannot decode: no identity rather than a guess
+        return None
+    candidates = [*uris, *dns, *(c for c in common if isinstance(c, str))]
+    if any(_CONTROL.search(name) for name in candidates):
+        return None
+    return candidates[0] if candidates else None
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
@@ -86,10 +124,10 @@ class JwtVerifier:
             problem = f"algorithms {bad} are not allowed" if bad else "no algorithms"
             raise _config_error(path, 0, f"{problem}; use {sorted(ASYMMETRIC_ALGORITHMS)}")
         try:
-            document = json.loads(settings.jwks_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise _config_error(path, 0, f"cannot read the JWKS file ({exc.strerror})") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            document = json.loads(read_text(settings.jwks_file, MAX_JWKS_BYTES))
+        except FileReadError as exc:
+            raise _config_error(path, 0, f"cannot read the JWKS file ({exc})") from None
+        except json.JSONDecodeError as exc:
             line = getattr(exc, "lineno", 0)
             raise _config_error(path, line, "the JWKS file is not valid JSON") from None
         return cls(settings, _jwks_keys(path, document, settings.algorithms))
@@ -181,6 +219,7 @@ class Authenticator:
     def __init__(self, tokens: Mapping[str, str], jwt_verifier: JwtVerifier | None) -> None:
         self._tokens = dict(tokens)  # sha256 hex -> caller id
         self._jwt = jwt_verifier
+        self._certificates: dict[bytes, str | None] = {}  # PEM -> caller id
 
     def identify(
         self,
@@ -193,8 +232,21 @@ class Authenticator:
         """
         token = bearer_token(metadata)
         if token is None:
-            return certificate_identity(auth_context())
+            return self.certificate_caller(auth_context())
         return self.verify_token(token)
+
+    def certificate_caller(self, auth_context: AuthContext) -> str | None:
+        """``certificate_identity``, remembered per certificate (a parse costs ~50 µs)."""
+        pem = peer_certificate(auth_context)
+        if pem is None:
+            return None
+        if pem in self._certificates:
+            return self._certificates[pem]
+        caller = identity_of_certificate(pem)
+        if len(self._certificates) >= CERTIFICATE_CACHE_SIZE:
+            self._certificates.pop(next(iter(self._certificates)))  # the oldest entry
+        self._certificates[pem] = caller
+        return caller
 
     def verify_token(self, token: str) -> str:
         """The caller id of a static token or a JWT; UnauthenticatedError otherwise."""

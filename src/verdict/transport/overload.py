@@ -27,10 +27,12 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
     Kubernetes probe must still get through while decisions are saturated.
     """
 
-    def __init__(self, limit: int, services: Collection[str]) -> None:
+    def __init__(self, limit: int, services: Collection[str], worker: int = 0) -> None:
         self.limit = limit
         self.active = 0
         self._prefixes = tuple(f"/{service}/" for service in services)
+        # Bound once: looking a labelled child up costs more than counting into it.
+        self._admitted = metrics.WORKER_CALLS.labels(worker=str(worker))
 
     async def intercept_service(
         self,
@@ -54,6 +56,7 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
                 metrics.CALLS_REFUSED.labels(reason="concurrency").inc()
                 await context.abort(EXHAUSTED, overload_message(self.limit))
             self.active += 1
+            self._admitted.inc()
             try:
                 return await behavior(request, context)
             finally:

@@ -5,25 +5,31 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from verdict._gen.verdict.v1 import admin_pb2 as apb
+from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
+from verdict.policy.reloader import PolicyReloader
+from verdict.transport.admin_servicer import AdminServicer
+from verdict.transport.call_context import CallContext
 from verdict.transport.convert import (
     DEFAULT_MAX_CONTEXT_BYTES,
     DEFAULT_MAX_REFERENCES,
     MAX_UID_PART_BYTES,
     RequestLimits,
 )
+from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.servicer import AuthorizationServicer
@@ -33,8 +39,13 @@ _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 DEFAULT_MAX_CONCURRENT_CALLS = 256
 DEFAULT_MAX_PENDING_CALLS = 128
+# Probes open a connection or two each; the port needs no more, and every one is a descriptor.
+DEFAULT_MAX_HEALTH_CONNECTIONS = 16
+# A health request is a service name: nothing larger is ever needed on the health port.
+HEALTH_MAX_MESSAGE_BYTES = 4096
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
+ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
 
 DEFAULT_REQUEST_LIMITS = RequestLimits()
 
@@ -48,6 +59,11 @@ class ConnectionLimits:
     handshake_timeout_seconds: float = 10.0
     idle_timeout_seconds: float = 300.0
     max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS
+    max_health_connections: int = DEFAULT_MAX_HEALTH_CONNECTIONS
+
+    def for_health_port(self) -> ConnectionLimits:
+        """The same timeouts for the plaintext health port, with its own connection limit."""
+        return replace(self, max_connections=self.max_health_connections)
 
     def grpc_options(self) -> list[tuple[str, int]]:
         """grpc core channel args; a connection over the limit is closed as soon as it is accepted.
@@ -151,22 +167,34 @@ async def start_server(
     limits: ConnectionLimits | None = None,
     security: EdgeSecurity | None = None,
     max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
+    reloader: PolicyReloader | None = None,
+    recorder: DecisionRecorder | None = None,
     max_context_bytes: int = DEFAULT_MAX_CONTEXT_BYTES,
     max_id_bytes: int = MAX_UID_PART_BYTES,
     max_context_values: int = DEFAULT_REQUEST_LIMITS.max_context_values,
     max_request_entity_values: int = DEFAULT_REQUEST_LIMITS.max_entity_values,
     max_batch_values: int = DEFAULT_REQUEST_LIMITS.max_batch_values,
+    reuse_port: bool = False,
+    worker: int = 0,
 ) -> VerdictServer:
-    """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``."""
+    """Create, bind and start the server; health stays NOT_SERVING until ``mark_serving``.
+
+    ``reuse_port``: bind with SO_REUSEPORT, so that the worker processes of one
+    `verdict serve --workers N` share the port (and the health port); the kernel spreads new
+    connections over them. Off, a second server on a port in use fails to bind. ``worker`` is
+    this process's index among them, the label of its call counter.
+    """
     security = security or EdgeSecurity()
     limited = [SERVICE_NAME, ENTITY_SERVICE_NAME]
+    admission = ConcurrencyLimit(max_concurrent_calls, limited, worker)
     server = grpc.aio.server(
         # Identity and grants first: calls nobody may make never take a concurrency slot.
-        interceptors=[*security.interceptors, ConcurrencyLimit(max_concurrent_calls, limited)],
+        # Request id and RPC metrics first, so refusals by the edge and admission are counted.
+        interceptors=[CallContext(), *security.interceptors, admission],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
             *(limits or ConnectionLimits()).grpc_options(),
         ],
     )
@@ -182,6 +210,7 @@ async def start_server(
                 max_context_bytes=max_context_bytes,
                 max_id_bytes=max_id_bytes,
             ),
+            recorder,
         ),
         server,
     )
@@ -191,6 +220,9 @@ async def start_server(
             EntityServicer(entity_writes, max_get_reply_bytes, max_id_bytes), server
         )
         services.append(ENTITY_SERVICE_NAME)
+    if reloader is not None:
+        apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
+        services.append(ADMIN_SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -209,7 +241,10 @@ async def start_server(
         raise OSError(f"cannot listen on {listen}")
     health_server, health_port = None, None
     if security.health_listen is not None:
-        health_server, health_port = _health_only_server(health_servicer, security.health_listen)
+        health_limits = (limits or ConnectionLimits()).for_health_port()
+        health_server, health_port = _health_only_server(
+            health_servicer, security.health_listen, health_limits, reuse_port
+        )
     verdict_server = VerdictServer(
         server, port, health_servicer, services, health_server, health_port
     )
@@ -221,10 +256,24 @@ async def start_server(
 
 
 def _health_only_server(
-    health_servicer: health.aio.HealthServicer, listen: str
+    health_servicer: health.aio.HealthServicer,
+    listen: str,
+    limits: ConnectionLimits,
+    reuse_port: bool,
 ) -> tuple[grpc.aio.Server, int]:
-    """A plaintext server with grpc.health.v1 alone: Kubernetes gRPC probes do not speak TLS."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    """A plaintext server with grpc.health.v1 alone: Kubernetes gRPC probes do not speak TLS.
+
+    Bounded like the main port: anyone who reaches it needs no identity, and its stalled
+    connections used to hold descriptors without end (grpc's defaults: no connection limit,
+    120 s handshake), crowding out the main port's calls. Shared by workers like the main port.
+    """
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", int(reuse_port)),
+            ("grpc.max_receive_message_length", HEALTH_MAX_MESSAGE_BYTES),
+            *limits.grpc_options(),
+        ]
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     port = server.add_insecure_port(listen)
     if port == 0:

@@ -16,7 +16,9 @@ from verdict.engine.authorizer import Authorizer
 from verdict.errors import BatchTooLargeError, RequestError, ValueBudgetError, VerdictError
 from verdict.json_values import ValueBudget
 from verdict.model import AuthorizationRequest
+from verdict.telemetry import metrics
 from verdict.transport.convert import RequestLimits, request_from_proto, response_to_proto
+from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.status import INTERNAL_MESSAGE, status_for
 
 log = structlog.get_logger(__name__)
@@ -52,9 +54,15 @@ def deadline_of(context: grpc.aio.ServicerContext[object, object]) -> float | No
 class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
     """gRPC face of the Authorizer; makes no decisions of its own."""
 
-    def __init__(self, authorizer: Authorizer, limits: RequestLimits) -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        limits: RequestLimits,
+        recorder: DecisionRecorder | None = None,
+    ) -> None:
         self._authorizer = authorizer
         self._limits = limits
+        self._recorder = recorder
 
     async def IsAuthorized(
         self,
@@ -62,8 +70,12 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         context: grpc.aio.ServicerContext[object, object],
     ) -> pb.IsAuthorizedResponse:
         async def work() -> pb.IsAuthorizedResponse:
+            started = time.perf_counter()
             domain = self._convert_or_raise(request, deadline_of(context), None)
-            return response_to_proto(await self._authorizer.authorize(domain))
+            result = await self._authorizer.authorize(domain)
+            if self._recorder is not None:
+                await self._recorder.decided("IsAuthorized", [(domain, result)], started)
+            return response_to_proto(result)
 
         return await answer_or_abort(context, work, "IsAuthorized")
 
@@ -79,9 +91,18 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
             # One budget for all items: each may hold up to its own limits, but together
             # they must not add up to seconds of parsing and evaluation (ValueBudgetError
             # refuses the whole call, as soon as the items parsed so far pass it).
+            started = time.perf_counter()
             budget = self._limits.batch_budget()
             items = [self._convert(item, deadline, budget) for item in request.requests]
             results = await self._authorizer.authorize_batch(items)
+            metrics.BATCH_ITEMS.observe(len(items))
+            if self._recorder is not None:
+                decided = [
+                    (item, result)
+                    for item, result in zip(items, results, strict=True)
+                    if isinstance(item, AuthorizationRequest)
+                ]
+                await self._recorder.decided("BatchAuthorize", decided, started)
             response = pb.BatchAuthorizeResponse()
             for result in results:
                 if isinstance(result, VerdictError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from verdict.errors import (
+    AuditUnavailableError,
     ConfigError,
     DeadlineExceededError,
     EntityDataError,
@@ -18,6 +19,7 @@ from verdict.errors import (
     UnauthenticatedError,
     VerdictError,
     WriteConflictError,
+    WritesRefusedError,
 )
 
 INTERNAL_MESSAGE = "internal error"
@@ -29,8 +31,10 @@ PERMISSION_DENIED_MESSAGE = "permission denied"
 STATUS_TABLE: tuple[tuple[type[VerdictError], grpc.StatusCode], ...] = (
     (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (AuditUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StaleReadError, grpc.StatusCode.FAILED_PRECONDITION),
     (WriteConflictError, grpc.StatusCode.ABORTED),
+    (WritesRefusedError, grpc.StatusCode.FAILED_PRECONDITION),
     (DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (EntityDataError, grpc.StatusCode.INTERNAL),
     (PolicyLoadError, grpc.StatusCode.FAILED_PRECONDITION),

@@ -13,10 +13,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from verdict.errors import ConfigError, Diagnostic
+from verdict.files import FileReadError, read_bytes
 from verdict.telemetry.metrics import CONFIG_RELOADS
 
 log = structlog.get_logger(__name__)
 _Stamp = tuple[tuple[int, int, int, int], ...]
+# A certificate chain, key or CA bundle; large public CA bundles are ~250 KiB.
+MAX_TLS_FILE_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -59,14 +62,16 @@ class ReloadingCredentials:
         )
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        stamp: _Stamp | None = None
         try:
             stamp = self._stat()
             if stamp in (self._stamp, self._failed):
                 return None
             config = self._load()
         except (OSError, ConfigError) as exc:
-            # Keep serving with the last good files; try again once they change again.
-            self._failed = self._stat_or_none()
+            # Keep serving with the last good files; try again once they change again. The stamp
+            # is the one taken before reading: a file completed since then is read next time.
+            self._failed = stamp
             CONFIG_RELOADS.labels(file="tls", result="error").inc()
             log.error("tls_reload_failed", error=str(exc))
             return None
@@ -84,20 +89,23 @@ class ReloadingCredentials:
         stats = [os.stat(p) for p in self._files.paths()]
         return tuple((s.st_ino, s.st_dev, s.st_size, s.st_mtime_ns) for s in stats)
 
-    def _stat_or_none(self) -> _Stamp | None:
-        try:
-            return self._stat()
-        except OSError:
-            return None
-
     def _load(self) -> grpc.ServerCertificateConfiguration:
-        cert, key = self._files.cert.read_bytes(), self._files.key.read_bytes()
+        cert, key = _read(self._files.cert), _read(self._files.key)
         check_pair(self._files.cert, cert, self._files.key, key)
         client_ca = None
         if self._files.client_ca is not None:
-            client_ca = self._files.client_ca.read_bytes()
+            client_ca = _read(self._files.client_ca)
             _certificates(self._files.client_ca, client_ca)
         return grpc.ssl_server_certificate_configuration([(key, cert)], client_ca)
+
+
+def _read(path: Path) -> bytes:
+    """A regular file of at most MAX_TLS_FILE_BYTES: grpc core calls the fetcher on its own
+    thread at each handshake, so a FIFO or /dev/zero there would hang or fill the process."""
+    try:
+        return read_bytes(path, MAX_TLS_FILE_BYTES)
+    except FileReadError as exc:
+        raise _error(path, str(exc)) from None
 
 
 def check_pair(cert_path: Path, cert: bytes, key_path: Path, key: bytes) -> None:

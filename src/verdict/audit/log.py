@@ -1,0 +1,151 @@
+"""The audit log: decisions hand their records to a bounded queue; one task writes them out.
+
+What happens when the sink is slow or down is the mode:
+
+- ``block``: the decision waits for room in the queue (back-pressure); a failing sink is
+  retried until it works, so callers slow down instead of losing records.
+- ``deny``: the decision waits until its records are written; a full queue or a failed write
+  makes the call fail with UNAVAILABLE (fail closed: no decision without its record).
+- ``drop``: the decision never waits; records that find the queue full, or whose write fails,
+  are dropped and counted in ``verdict_audit_records_total{result="dropped"}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from verdict.audit.sinks import Sink
+from verdict.errors import AuditUnavailableError
+from verdict.telemetry import metrics
+
+log = structlog.get_logger(__name__)
+Record = Mapping[str, Any]
+MAX_BATCH = 512  # records per sink write
+RETRY_SECONDS = 0.5
+
+
+class AuditMode(enum.Enum):
+    """See the module docstring."""
+
+    BLOCK = "block"
+    DENY = "deny"
+    DROP = "drop"
+
+
+@dataclass
+class _Pending:
+    records: Sequence[Record]
+    written: asyncio.Future[None] | None = field(default=None)
+
+
+class AuditLog:
+    """Queue and writer for one sink; ``start`` it on the running loop, ``close`` drains it."""
+
+    def __init__(self, sink: Sink, mode: AuditMode, queue_size: int, wait_seconds: float) -> None:
+        self.sink = sink
+        self.mode = mode
+        self.wait_seconds = wait_seconds
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the writer task."""
+        self._task = asyncio.get_running_loop().create_task(self._write_forever(), name="audit")
+
+    async def record(self, records: Sequence[Record]) -> None:
+        """Hand over one call's records (a batch's items together); see the mode for what this
+        waits for and when it raises AuditUnavailableError."""
+        if not records:
+            return
+        if self.mode is AuditMode.BLOCK:
+            await self._queue.put(_Pending(records))
+        elif self.mode is AuditMode.DROP:
+            try:
+                self._queue.put_nowait(_Pending(records))
+            except asyncio.QueueFull:
+                metrics.AUDIT_RECORDS.labels(result="dropped").inc(len(records))
+        else:
+            await self._record_or_refuse(records)
+        metrics.AUDIT_QUEUE_DEPTH.set(self._queue.qsize())
+
+    async def _record_or_refuse(self, records: Sequence[Record]) -> None:
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A failure that lands after the caller stopped waiting must not be logged as unretrieved.
+        written.add_done_callback(_retrieve)
+        pending = _Pending(records, written)
+        try:
+            self._queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            metrics.AUDIT_RECORDS.labels(result="failed").inc(len(records))
+            raise AuditUnavailableError from None
+        try:
+            await asyncio.wait_for(asyncio.shield(written), self.wait_seconds)
+        except (TimeoutError, OSError):
+            raise AuditUnavailableError from None
+
+    async def close(self) -> None:
+        """Write what is queued (within the wait), stop the writer, close the sink."""
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), self.wait_seconds)
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.sink.close()
+
+    async def _write_forever(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+                metrics.AUDIT_QUEUE_DEPTH.set(self._queue.qsize())
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        records = [r for pending in batch for r in pending.records]
+        while True:
+            self.sink.rotate_if_due()
+            chainer = self.sink.chainer
+            saved = chainer.state()
+            lines = [chainer.chain(record) for record in records]
+            try:
+                await self.sink.write(lines)
+            except Exception as exc:  # any sink failure: the chain must not skip these lines
+                chainer.restore(saved)
+                log.error("audit_write_failed", error_type=type(exc).__name__, records=len(lines))
+                if self.mode is AuditMode.BLOCK:
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                result = "dropped" if self.mode is AuditMode.DROP else "failed"
+                metrics.AUDIT_RECORDS.labels(result=result).inc(len(records))
+                _settle(batch, OSError("audit sink failed"))
+                return
+            metrics.AUDIT_RECORDS.labels(result="written").inc(len(records))
+            _settle(batch, None)
+            return
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _settle(batch: list[_Pending], error: OSError | None) -> None:
+    for pending in batch:
+        if pending.written is None or pending.written.done():
+            continue
+        if error is None:
+            pending.written.set_result(None)
+        else:
+            pending.written.set_exception(error)

@@ -1,0 +1,1 @@
+"""Authoring tools for security engineers: fmt, version, diff and validate's warnings."""

@@ -1,0 +1,115 @@
+"""The authoring subcommands: `verdict fmt`, `verdict version`, `verdict diff`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from verdict.authoring.diff import StoreDiff, diff_stores
+from verdict.authoring.fmt import format_stores
+from verdict.errors import PolicyLoadError
+from verdict.policy.loader import load_policy_stores, store_roots, store_version
+from verdict.policytest.loader import SuiteLoadError
+from verdict.policytest.report import describe_outcome
+
+EXIT_OK, EXIT_FOUND, EXIT_UNUSABLE = 0, 1, 2
+
+
+def add_authoring_commands(commands: Any) -> None:
+    """Register fmt, version and diff on the CLI's subcommand set."""
+    fmt = commands.add_parser(
+        "fmt",
+        help="format policy files the Cedar way",
+        description="Rewrite every *.cedar file of every store in Cedar's formatting (comments "
+        "and annotations kept). With --check, change nothing: list the files that are not "
+        "formatted and exit 1 (for CI). Exit 2 when a file cannot be parsed.",
+    )
+    fmt.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
+    fmt.add_argument("--check", action="store_true", help="only list unformatted files")
+    fmt.set_defaults(func=_fmt)
+
+    version = commands.add_parser(
+        "version",
+        help="print each store's content version",
+        description="Print each policy store's content hash: the policy_version the server "
+        "reports for decisions made with these files.",
+    )
+    version.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
+    version.set_defaults(func=_version)
+
+    diff = commands.add_parser(
+        "diff",
+        help="compare two policy trees: policies and flipped decisions",
+        description="Per store: policies added, removed and changed (by id; moving or "
+        "reformatting is no change), and the cases of the --against tree's test suites whose "
+        "decision flips between the two trees (same entity data). Exit 0, or with "
+        "--exit-code 1 when a decision flips; 2 when a tree cannot be loaded.",
+    )
+    diff.add_argument("--stores", type=Path, required=True, help="the old policy stores")
+    diff.add_argument("--against", type=Path, required=True, help="the new policy stores")
+    diff.add_argument("--exit-code", action="store_true", help="exit 1 when a decision flips")
+    diff.set_defaults(func=_diff)
+
+
+def _fmt(args: argparse.Namespace) -> int:
+    try:
+        result = format_stores(args.stores, write=not args.check)
+    except PolicyLoadError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_UNUSABLE
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    verb = "not formatted" if args.check else "formatted"
+    for path in result.unformatted:
+        print(f"{path}: {verb}")
+    if result.problems:
+        return EXIT_UNUSABLE
+    return EXIT_FOUND if args.check and result.unformatted else EXIT_OK
+
+
+def _version(args: argparse.Namespace) -> int:
+    try:
+        roots = store_roots(args.stores)
+    except PolicyLoadError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_UNUSABLE
+    for root in roots:
+        print(f"{root.name} {store_version(root)}")
+    return EXIT_OK
+
+
+def _diff(args: argparse.Namespace) -> int:
+    try:
+        old = load_policy_stores(args.stores)
+        new = load_policy_stores(args.against)
+        diffs = diff_stores(old, new, args.against)
+    except (PolicyLoadError, SuiteLoadError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_UNUSABLE
+    for store in diffs:
+        for line in diff_lines(store):
+            print(line)
+    flipped = any(d.flips for d in diffs)
+    return EXIT_FOUND if args.exit_code and flipped else EXIT_OK
+
+
+def diff_lines(store: StoreDiff) -> list[str]:
+    """The report of one store's differences."""
+    if store.old is None:
+        return [f"{store.store_id}: added"]
+    if store.new is None:
+        return [f"{store.store_id}: removed"]
+    if not store.differs:
+        return [f"{store.store_id}: unchanged ({store.new.version})"]
+    lines = [f"{store.store_id}: {store.old.version} -> {store.new.version}"]
+    lines += [f"  + {p.id} ({p.location})" for p in store.added]
+    lines += [f"  - {p.id} ({p.location})" for p in store.removed]
+    lines += [f"  ~ {p.id} ({p.location})" for p in store.changed]
+    lines.append(f"  decisions that flip: {len(store.flips)} of {store.cases} cases")
+    lines += [
+        f"    {f.title}: {describe_outcome(f.old)} -> {describe_outcome(f.new)}"
+        for f in store.flips
+    ]
+    return lines

@@ -1,0 +1,101 @@
+"""The next policy snapshot from disk: changed stores loaded again, broken ones kept as they were.
+
+The function is synchronous and pure apart from reading files, so the reloader runs it in a
+worker thread; the caller swaps the result into the PolicyHolder in one assignment.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from verdict.errors import Diagnostic, PolicyLoadError
+from verdict.policy.loader import load_store, store_roots, store_version
+from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
+
+
+class Change(enum.Enum):
+    """What a reload did to one store (the names of admin.proto's PolicyStoreState.Change)."""
+
+    UNCHANGED = "UNCHANGED"
+    RELOADED = "RELOADED"
+    ADDED = "ADDED"
+    REMOVED = "REMOVED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """One store's result: the snapshot served from now on (None if none) and any problems."""
+
+    store_id: str
+    change: Change
+    served: StoreSnapshot | None
+    problems: tuple[Diagnostic, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """The snapshot to install, and what happened to each store."""
+
+    snapshot: PolicySnapshot
+    stores: tuple[StoreOutcome, ...] = field(default_factory=tuple)
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything served differs from before (the snapshot must be swapped in)."""
+        return any(s.change in (Change.RELOADED, Change.ADDED, Change.REMOVED) for s in self.stores)
+
+    @property
+    def failed(self) -> bool:
+        """Whether some store's files were refused."""
+        return any(s.change is Change.FAILED for s in self.stores)
+
+
+def reload_stores(stores_dir: Path, current: PolicySnapshot) -> ReloadOutcome:
+    """Compare every store folder under ``stores_dir`` with ``current`` and load what changed.
+
+    A store whose files hash to the version it is served at is kept as is (no parsing). A
+    store whose files are broken keeps its last good snapshot, or stays absent if it is new.
+    A folder that disappeared (or is no longer a folder) is no longer served. The default
+    store keeps its name; if it is removed, requests naming no store get INVALID_ARGUMENT.
+    """
+    try:
+        roots = store_roots(stores_dir)
+    except PolicyLoadError as exc:
+        # The stores folder itself is gone or unreadable: serve what we have, say why.
+        problems = tuple(exc.diagnostics)
+        kept = (StoreOutcome(s, Change.FAILED, old, problems) for s, old in current.stores.items())
+        return ReloadOutcome(current, tuple(kept))
+    stores: dict[str, StoreSnapshot] = {}
+    outcomes: list[StoreOutcome] = []
+    for root in roots:
+        outcome = _reload_one(root, current.stores.get(root.name))
+        outcomes.append(outcome)
+        if outcome.served is not None:
+            stores[root.name] = outcome.served
+    for store_id in current.stores.keys() - {root.name for root in roots}:
+        outcomes.append(StoreOutcome(store_id, Change.REMOVED, None))
+    snapshot = PolicySnapshot(stores=stores, default_store=current.default_store)
+    return ReloadOutcome(snapshot, tuple(sorted(outcomes, key=lambda o: o.store_id)))
+
+
+def _reload_one(root: Path, old: StoreSnapshot | None) -> StoreOutcome:
+    store_id = root.name
+    try:
+        before = store_version(root)
+        if old is not None and old.version == before:
+            return StoreOutcome(store_id, Change.UNCHANGED, old)
+        loaded = load_store(root)
+    except PolicyLoadError as exc:
+        return StoreOutcome(store_id, Change.FAILED, old, tuple(exc.diagnostics))
+    except OSError as exc:  # a file vanished between listing and reading: try again next time
+        problem = Diagnostic(str(root), 0, f"cannot read the store ({exc.strerror})")
+        return StoreOutcome(store_id, Change.FAILED, old, (problem,))
+    if loaded.version != before:
+        # The files changed while they were read: the parse may not match the version. The
+        # change that caused this is followed by another event; serve nothing half-read.
+        problem = Diagnostic(str(root), 0, "files changed while being read; retried next change")
+        return StoreOutcome(store_id, Change.FAILED, old, (problem,))
+    return StoreOutcome(store_id, Change.ADDED if old is None else Change.RELOADED, loaded)

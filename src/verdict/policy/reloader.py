@@ -1,0 +1,136 @@
+"""Hot reload: file changes, SIGHUP and the admin RPC all lead here, one reload at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import structlog
+import watchfiles
+
+from verdict.policy.holder import PolicyHolder
+from verdict.policy.reload import Change, ReloadOutcome, reload_stores
+from verdict.policy.snapshot import PolicySnapshot
+from verdict.telemetry import metrics
+
+log = structlog.get_logger(__name__)
+OnSwap = Callable[[PolicySnapshot], Awaitable[None]]
+
+
+class PolicyReloader:
+    """Re-reads the stores folder off the event loop and swaps the result in one assignment.
+
+    Reloads never overlap (a lock): a burst of triggers is a queue of cheap no-ops once the
+    first has loaded what changed, since unchanged stores are only hashed. Decisions in flight
+    keep the snapshot they took; the next ones see the new one.
+    """
+
+    def __init__(self, stores_dir: Path, holder: PolicyHolder) -> None:
+        self.stores_dir = stores_dir
+        self.holder = holder
+        self.on_swap: OnSwap | None = None
+        self._lock = asyncio.Lock()
+        self._versions = ServedVersions()
+        self._versions.record(holder.current)
+
+    async def reload(self, trigger: str) -> ReloadOutcome:
+        """Load what changed on disk now; swap it in if anything did; report every store."""
+        async with self._lock:
+            outcome = await asyncio.to_thread(reload_stores, self.stores_dir, self.holder.current)
+            if outcome.changed:
+                self.holder.swap(outcome.snapshot)
+                self._versions.record(outcome.snapshot)
+                if self.on_swap is not None:
+                    await self.on_swap(outcome.snapshot)
+            report(outcome, trigger)
+            return outcome
+
+
+def report(outcome: ReloadOutcome, trigger: str) -> None:
+    """Count and log each store's outcome (problems with file:line; nothing else of the files)."""
+    for store in outcome.stores:
+        if store.change is Change.UNCHANGED:
+            continue
+        metrics.POLICY_RELOADS.labels(result=store.change.value.lower()).inc()
+        if store.change is Change.FAILED:
+            log.error(
+                "policy_reload_failed",
+                store=store.store_id,
+                trigger=trigger,
+                serving=store.served.version if store.served else None,
+                problems=[str(p) for p in store.problems],
+            )
+        else:
+            version = store.served.version if store.served else None
+            log.info(
+                "policy_reloaded",
+                store=store.store_id,
+                change=store.change.value,
+                version=version,
+                trigger=trigger,
+            )
+
+
+class ServedVersions:
+    """Keeps ``verdict_policy_store_info{store,version}`` at 1 for exactly what is served."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, str] = {}
+
+    def record(self, snapshot: PolicySnapshot) -> None:
+        """Set the served stores' versions; remove the label sets of versions no longer served."""
+        for store_id, version in list(self._versions.items()):
+            current = snapshot.stores.get(store_id)
+            if current is None or current.version != version:
+                # 0 first: with several workers the value lives in a shared file remove() leaves.
+                metrics.POLICY_STORE_INFO.labels(store=store_id, version=version).set(0)
+                with contextlib.suppress(KeyError):
+                    metrics.POLICY_STORE_INFO.remove(store_id, version)
+                del self._versions[store_id]
+        for store_id, store in snapshot.stores.items():
+            metrics.POLICY_STORE_INFO.labels(store=store_id, version=store.version).set(1)
+            self._versions[store_id] = store.version
+
+
+async def watch_stores(
+    reloader: PolicyReloader, debounce_seconds: float, poll_seconds: float
+) -> None:
+    """Reload on every burst of file events under the stores folder, and every ``poll_seconds``
+    in case an event was missed (a folder replaced under the watch, an NFS mount).
+
+    Bursts are debounced (an editor's save, a ConfigMap's ``..data`` swap, ``git checkout``
+    are each one reload). Editors' temp and swap files trigger a reload that finds nothing
+    changed: only ``*.cedar``, the schema and ``store.toml`` are hashed into a version.
+    """
+    debounce_ms = max(1, round(debounce_seconds * 1000))
+    poll = asyncio.get_running_loop().create_task(_poll(reloader, poll_seconds))
+    try:
+        while True:
+            try:
+                async for _ in watchfiles.awatch(
+                    reloader.stores_dir, debounce=debounce_ms, step=50, recursive=True
+                ):
+                    await _guarded_reload(reloader, "files")
+            except (OSError, RuntimeError):
+                # The folder itself went away or was replaced: wait and watch it again.
+                log.warning("policy_watch_restarted", stores=str(reloader.stores_dir))
+                await asyncio.sleep(max(1.0, debounce_seconds))
+    finally:
+        poll.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poll
+
+
+async def _poll(reloader: PolicyReloader, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await _guarded_reload(reloader, "poll")
+
+
+async def _guarded_reload(reloader: PolicyReloader, trigger: str) -> None:
+    try:
+        await reloader.reload(trigger)
+    except Exception as exc:  # a bug in one reload must not end hot reload for good
+        log.error("policy_reload_crashed", trigger=trigger, error_type=type(exc).__name__)

@@ -1,0 +1,78 @@
+"""Lines for errors in an entities file: Cedar and our parser name an index or a uid, not a line."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from verdict.errors import RequestError
+
+_INDEX = re.compile(r"^entities\[(\d+)\]")
+_UID = re.compile(r'`([A-Za-z_][\w:]*::"(?:[^"\\]|\\.)*")`')
+
+
+def error_line(text: str, error: RequestError) -> int:
+    """The line an entities-file error points at: JSON syntax errors by the decoder's line,
+    ``entities[i]`` by where item ``i`` starts, a uid Cedar names by where that entity
+    starts; 1 when nothing more precise is known."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return exc.lineno
+    starts = item_lines(text)
+    index = _item_index(error, document)
+    if index is not None and index < len(starts):
+        return starts[index]
+    return 1
+
+
+def _item_index(error: RequestError, document: object) -> int | None:
+    found = _INDEX.match(error.field)
+    if found:
+        return int(found.group(1))
+    named = _UID.search(str(error))
+    if named is None or not isinstance(document, list):
+        return None
+    type_, _, quoted = named.group(1).partition("::")
+    try:
+        id_ = json.loads(quoted)
+    except json.JSONDecodeError:
+        return None
+    for position, item in enumerate(document):
+        uid = item.get("uid") if isinstance(item, dict) else None
+        if isinstance(uid, dict) and uid.get("type") == type_ and uid.get("id") == id_:
+            return position
+    return None
+
+
+def item_lines(text: str) -> list[int]:
+    """The line on which each element of the top-level JSON array starts."""
+    starts: list[int] = []
+    depth, line, in_string, escaped, expect_item = 0, 1, False, False, False
+    for char in text:
+        if char == "\n":
+            line += 1
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        if char.isspace():
+            continue
+        if depth == 1 and expect_item and char not in ",]":
+            starts.append(line)
+            expect_item = False
+        if char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth == 1:
+                expect_item = True
+        elif char in "]}":
+            depth -= 1
+        elif char == "," and depth == 1:
+            expect_item = True
+    return starts

@@ -1,0 +1,331 @@
+"""`verdict serve --workers N`: N worker processes on one port, and the process that minds them.
+
+Each worker (verdict.worker) is a whole server: its own event loop, policies, entity store and
+Redis connections. They bind the port (and the health port) with SO_REUSEPORT, so the kernel
+spreads connections over them. The supervisor starts worker 0 first, so that a broken policy
+store, a port in use or any other startup error is reported once and stops everything (exit 2,
+as a single process would), and so that a port 0 becomes one real port for all. It forwards
+SIGTERM/SIGINT to every worker and exits 0 when all drained. A worker that dies on its own is
+restarted after a backoff; past ``worker_restarts`` restarts in RESTART_WINDOW seconds the
+supervisor stops the rest and exits 1, leaving the next restart to the orchestrator. Workers die
+with the supervisor (verdict.worker). With ``metrics_listen`` the supervisor serves /metrics,
+summed over the workers (prometheus_client's multiprocess mode in a private temporary folder).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
+
+from verdict.app import WRITES_NEED_REDIS
+from verdict.config import Settings
+from verdict.telemetry.exposition import multiprocess_registry, start_metrics_server
+
+log = structlog.get_logger(__name__)
+EXIT_ERROR, EXIT_FAILED = 2, 1
+RESTART_WINDOW = 60.0  # seconds over which worker_restarts are counted
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # seconds before a restart, doubling per recent restart
+KILL_MARGIN = 15.0  # seconds past the shutdown grace before a worker that still runs is killed
+CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def cpu_count() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a
+    container's CPU limit, which os.cpu_count() does not see), rounded up."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = CPU_MAX.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def port_in_use(listen: str) -> bool:
+    """Whether ``HOST:PORT`` is taken, by any socket. Workers bind with SO_REUSEPORT, which would
+    let them join the listeners of another server of the same user (another `verdict serve
+    --workers`) and share its traffic unnoticed; a bind without it fails on any listener."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) == 0:
+        return False  # port 0 is always free; unix: and other forms are left to grpc
+    try:
+        addresses = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return False  # grpc will say what is wrong with the host
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False
+
+
+def with_port(listen: str, port: int | None) -> str:
+    """``listen`` with port 0 replaced by the port the first worker was given."""
+    host, _, given = listen.rpartition(":")
+    return f"{host}:{port}" if given == "0" and port else listen
+
+
+class WorkerFailed(Exception):
+    """A worker exited before it served; ``code`` is its exit code (1 if it was killed)."""
+
+    def __init__(self, index: int, code: int) -> None:
+        self.index = index
+        self.code = code if code > 0 else EXIT_FAILED
+        super().__init__(f"worker {index} exited with {code} before serving")
+
+
+@dataclass
+class Worker:
+    """A started worker process and the supervisor's end of its socket."""
+
+    index: int
+    process: asyncio.subprocess.Process
+    channel: asyncio.StreamWriter | None = None
+    ready: bool = False
+
+    def stopped_cleanly(self, sig: int) -> bool:
+        """Exited 0, or by ``sig`` before it served (it had not yet installed its handler)."""
+        code = self.process.returncode
+        return code == 0 or (not self.ready and code == -sig)
+
+
+class Supervisor:
+    """Starts, watches, restarts and stops the workers (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        count: int,
+        env: dict[str, str],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self._settings = settings.model_copy(update={"workers": count, "metrics_listen": None})
+        # The supervisor's own metrics, next to the workers' sums on its /metrics.
+        registry = CollectorRegistry() if registry is None else registry
+        self._ready_workers = Gauge(
+            "verdict_workers_ready", "Worker processes serving now", registry=registry
+        )
+        self._restarted = Counter(
+            "verdict_worker_restarts", "Workers restarted after they died", registry=registry
+        )
+        self._count = count
+        self._env = env
+        self._workers: dict[int, Worker] = {}
+        self._stopping = asyncio.Event()
+        self._signal = signal.SIGTERM
+        self._restarts: deque[float] = deque()
+        self._failed = False
+
+    async def run(self) -> int:
+        """Serve until a signal (exit 0 when every worker drained) or a failure (non-zero)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_all)
+        starting = asyncio.create_task(self._start_all())
+        stopped = asyncio.create_task(self._stopping.wait())
+        await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # a signal during startup: stop what started
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WorkerFailed):
+                await starting
+            await self._shutdown()
+        elif (failure := starting.exception()) is not None:
+            stopped.cancel()
+            await self._shutdown()
+            if isinstance(failure, WorkerFailed):
+                log.error("worker_failed_to_start", worker=failure.index, exit_code=failure.code)
+                return failure.code
+            raise failure
+        else:
+            keepers = [asyncio.create_task(self._keep(i)) for i in range(self._count)]
+            await stopped
+            await self._shutdown()
+            await asyncio.gather(*keepers)
+        return EXIT_FAILED if self._failed else 0
+
+    def _reload_all(self) -> None:
+        """SIGHUP: every worker re-reads its policy stores (each also watches the files)."""
+        for worker in self._workers.values():
+            if worker.ready and worker.process.returncode is None:
+                worker.process.send_signal(signal.SIGHUP)
+
+    def _stop(self, sig: int) -> None:
+        if not self._stopping.is_set():
+            self._signal = signal.Signals(sig)
+            log.info("shutdown_started", signal=signal.Signals(sig).name)
+        self._stopping.set()
+
+    async def _start_all(self) -> None:
+        """Worker 0 alone, then the rest at once on the port it bound."""
+        first = await self._spawn(0)
+        self._settings = self._settings.model_copy(
+            update={
+                "listen": with_port(self._settings.listen, first["port"]),
+                "health_listen": self._settings.health_listen
+                and with_port(self._settings.health_listen, first["health_port"]),
+            }
+        )
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels the others' waits
+                for index in range(1, self._count):
+                    group.create_task(self._spawn(index))
+        except BaseExceptionGroup as failures:
+            raise failures.exceptions[0] from None
+        log.info("workers_started", workers=self._count, listen=self._settings.listen)
+
+    async def _spawn(self, index: int) -> dict[str, Any]:
+        """Start worker ``index`` and wait until it serves; its ready line, or WorkerFailed."""
+        ours, theirs = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "verdict.worker",
+                str(theirs.fileno()),
+                str(os.getpid()),
+                pass_fds=(theirs.fileno(),),
+                env=self._env,
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        worker = self._workers[index] = Worker(index, process)
+        reader, writer = await asyncio.open_connection(sock=ours)
+        worker.channel = writer
+        order = {"index": index, "settings": self._settings.model_dump(mode="json")}
+        writer.write(json.dumps(order).encode() + b"\n")
+        line = await reader.readline()
+        if not line:
+            raise WorkerFailed(index, await process.wait())
+        ready: dict[str, Any] = json.loads(line)
+        worker.ready = True
+        self._ready_workers.inc()
+        log.info("worker_ready", worker=index, pid=process.pid, port=ready["port"])
+        return ready
+
+    async def _keep(self, index: int) -> None:
+        """Restart worker ``index`` whenever it exits on its own, until stopping."""
+        while True:
+            worker = self._workers[index]
+            code = await worker.process.wait()
+            if worker.channel is not None:
+                worker.channel.close()
+            if worker.ready:
+                self._ready_workers.dec()
+            self._forget(worker.process.pid)
+            if self._stopping.is_set():
+                return
+            log.error("worker_exited", worker=index, pid=worker.process.pid, exit_code=code)
+            now = time.monotonic()
+            while self._restarts and now - self._restarts[0] > RESTART_WINDOW:
+                self._restarts.popleft()
+            if len(self._restarts) >= self._settings.worker_restarts:
+                log.error("worker_restarts_exhausted", restarts=len(self._restarts))
+                self._failed = True
+                self._stopping.set()
+                return
+            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** len(self._restarts))
+            self._restarts.append(now)
+            self._restarted.inc()
+            log.warning("worker_restarting", worker=index, backoff_seconds=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._stopping.is_set():
+                return
+            with contextlib.suppress(WorkerFailed):  # counted as the next exit in this loop
+                await self._spawn(index)
+
+    def _forget(self, pid: int) -> None:
+        directory = self._env.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory is not None:  # its counters stay in the sums; live gauges would not
+            multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+    async def _shutdown(self) -> None:
+        """Forward the signal to every worker and wait for all of them to drain; kill those
+        still running KILL_MARGIN seconds past the grace (and exit 1)."""
+        self._stopping.set()
+        workers = [w for w in self._workers.values() if w.process.returncode is None]
+        processes = [w.process for w in workers]
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(self._signal)
+        waiting = [asyncio.create_task(p.wait()) for p in processes]
+        if not waiting:
+            return
+        _, late = await asyncio.wait(
+            waiting, timeout=self._settings.shutdown_grace_seconds + KILL_MARGIN
+        )
+        for process in processes:
+            if process.returncode is None:
+                log.error("worker_killed", pid=process.pid)
+                process.kill()
+        await asyncio.gather(*late)
+        codes = [p.returncode for p in processes]
+        if late or not all(w.stopped_cleanly(self._signal) for w in workers):
+            self._failed = True
+        log.info("shutdown_finished", exit_codes=codes)
+
+
+def supervise(settings: Settings, count: int) -> int:
+    """Run ``count`` workers until SIGTERM/SIGINT; the exit code of `verdict serve`."""
+    for listen in (settings.listen, settings.health_listen):
+        if listen is not None and port_in_use(listen):
+            print(f"cannot serve: {listen} is in use", file=sys.stderr)
+            return EXIT_ERROR
+    if settings.redis_url is None:
+        log.warning("entity_writes_refused", detail=WRITES_NEED_REDIS, workers=count)
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    metrics_dir, metrics_server, registry = None, None, None
+    try:
+        if settings.metrics_listen is not None:
+            # Set in the workers' environment before they import prometheus_client.
+            metrics_dir = env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+                prefix="verdict-metrics-"
+            )
+            try:
+                registry = multiprocess_registry(metrics_dir)
+                metrics_server = start_metrics_server(settings.metrics_listen, registry)
+            except OSError as exc:
+                print(f"cannot serve metrics on {settings.metrics_listen}: {exc}", file=sys.stderr)
+                return EXIT_ERROR
+        log.info(
+            "supervisor_started",
+            workers=count,
+            pid=os.getpid(),
+            metrics_port=metrics_server.server_port if metrics_server else None,
+        )
+        return asyncio.run(Supervisor(settings, count, env, registry).run())
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -1,0 +1,57 @@
+"""The AdminService servicer: reload policy stores on demand and list what is served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from verdict._gen.verdict.v1 import admin_pb2 as apb
+from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
+from verdict.policy.reload import Change, StoreOutcome
+from verdict.policy.reloader import PolicyReloader
+from verdict.transport.status import wire_text
+
+Context = grpc.aio.ServicerContext[Any, Any]
+_CHANGES = {change: apb.PolicyStoreState.Change.Value(change.value) for change in Change}
+
+
+def store_state(outcome: StoreOutcome) -> apb.PolicyStoreState:
+    """One store's outcome on the wire: problems as file, line and message (no file contents
+    beyond what the loader's messages quote: policy text is code, never loan data)."""
+    served = outcome.served
+    return apb.PolicyStoreState(
+        policy_store_id=outcome.store_id,
+        policy_version=served.version if served is not None else "",
+        change=_CHANGES[outcome.change],
+        problems=[
+            apb.PolicyProblem(file=p.file, line=max(0, p.line), message=wire_text(p.message))
+            for p in outcome.problems
+        ],
+        policies=len(served.policies) if served is not None else 0,
+    )
+
+
+class AdminServicer(apb_grpc.AdminServiceServicer):
+    """gRPC face of the PolicyReloader; callers need the ``admin`` group in the callers file."""
+
+    def __init__(self, reloader: PolicyReloader) -> None:
+        self._reloader = reloader
+
+    async def ReloadPolicies(
+        self, request: apb.ReloadPoliciesRequest, context: Context
+    ) -> apb.ReloadPoliciesResponse:
+        """Reload now; a broken store is reported FAILED and keeps serving its last version."""
+        outcome = await self._reloader.reload("rpc")
+        return apb.ReloadPoliciesResponse(stores=[store_state(s) for s in outcome.stores])
+
+    async def ListPolicyStores(
+        self, request: apb.ListPolicyStoresRequest, context: Context
+    ) -> apb.ListPolicyStoresResponse:
+        """The stores served now, each with its version."""
+        snapshot = self._reloader.holder.current
+        states = [
+            store_state(StoreOutcome(store_id, Change.UNCHANGED, store))
+            for store_id, store in sorted(snapshot.stores.items())
+        ]
+        return apb.ListPolicyStoresResponse(stores=states, default_store=snapshot.default_store)

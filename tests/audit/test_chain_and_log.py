@@ -1,0 +1,142 @@
+"""The audit chain catches tampering by position; the audit log's modes do what they promise
+with a real file and a real Redis stream (up, and killed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from tests.redis_support import RedisProcess
+from verdict.audit.chain import Chainer, verify
+from verdict.audit.log import AuditLog, AuditMode
+from verdict.audit.sinks import FileSink, RedisStreamSink
+from verdict.errors import AuditUnavailableError
+
+
+def chained(count: int, segment: str = "s") -> list[str]:
+    """``count`` chained lines of one segment."""
+    chainer = Chainer(segment)
+    return [chainer.chain({"n": n, "decision": "ALLOW"}) for n in range(count)]
+
+
+def test_an_untouched_chain_verifies() -> None:
+    """Five records of one segment and three of another, interleaved: no break."""
+    first, second = chained(5, "a"), chained(3, "b")
+    lines = [first[0], second[0], first[1], first[2], second[1], first[3], second[2], first[4]]
+    assert verify(lines) == (8, [])
+
+
+@pytest.mark.parametrize(
+    ("tamper", "position"),
+    [
+        ("remove", 3),  # record 2 removed: record 3 now stands at line 3
+        ("swap", 3),  # records 2 and 3 swapped
+        ("alter", 4),  # record 2's decision changed: record 3's prev no longer matches
+        ("insert", 3),  # a forged record after record 1
+    ],
+)
+def test_tampering_is_found_at_its_position(tamper: str, position: int) -> None:
+    """Each kind of tampering is reported, at the line where the chain breaks."""
+    lines = chained(6)
+    if tamper == "remove":
+        del lines[2]
+    elif tamper == "swap":
+        lines[2], lines[3] = lines[3], lines[2]
+    elif tamper == "alter":
+        record = json.loads(lines[2])
+        record["decision"] = "DENY"
+        lines[2] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    else:
+        forged = json.loads(lines[1])
+        forged["seq"] = 2
+        lines.insert(2, json.dumps(forged, sort_keys=True, separators=(",", ":")))
+    _, breaks = verify(lines)
+    assert breaks
+    assert breaks[0].position == position
+
+
+def records_written(result: str) -> float:
+    """verdict_audit_records_total{result}."""
+    return REGISTRY.get_sample_value("verdict_audit_records_total", {"result": result}) or 0.0
+
+
+async def test_file_sink_in_deny_mode_writes_before_answering(tmp_path: Path) -> None:
+    """In deny mode, record() returns once the lines are in the file; the file verifies."""
+    sink = FileSink(tmp_path / "audit.jsonl", max_bytes=1 << 20, max_seconds=3600, fsync=False)
+    audit = AuditLog(sink, AuditMode.DENY, queue_size=100, wait_seconds=2)
+    audit.start()
+    await asyncio.gather(*(audit.record([{"n": n}]) for n in range(50)))
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    assert len(lines) == 50
+    await audit.close()
+    assert verify(lines) == (50, [])
+
+
+async def test_file_rotation_starts_an_anchored_segment(tmp_path: Path) -> None:
+    """Past max_bytes the file is renamed and a new segment starts; each file verifies alone."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(FileSink(path, 2000, 3600, False), AuditMode.DENY, 100, 2)
+    audit.start()
+    for n in range(60):
+        await audit.record([{"n": n, "pad": "x" * 40}])
+    await audit.close()
+    results = await asyncio.to_thread(verify_files, tmp_path)
+    assert len(results) > 1
+    assert all(breaks == [] for _, breaks in results)
+    assert sum(count for count, _ in results) == 60
+
+
+def verify_files(folder: Path) -> list[tuple[int, list[object]]]:
+    """verify() of each audit file in ``folder`` (the live one and the rotated ones)."""
+    return [
+        (count, list(breaks))
+        for count, breaks in (
+            verify(f.read_text().splitlines()) for f in sorted(folder.glob("audit*.jsonl"))
+        )
+    ]
+
+
+async def test_redis_stream_sink_and_a_killed_redis(redis: RedisProcess) -> None:
+    """Records reach the stream and verify; with Redis killed, deny mode refuses the decision
+    (AuditUnavailableError) and drop mode counts the records as dropped, never waiting."""
+    client = aioredis.from_url(redis.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    deny = AuditLog(RedisStreamSink(client, "audit", 0), AuditMode.DENY, 100, 2)
+    deny.start()
+    await deny.record([{"n": 1}, {"n": 2}])
+    entries: Any = await client.xrange("audit")
+    assert verify(fields[b"r"].decode() for _, fields in entries) == (2, [])
+    redis.stop()
+    with pytest.raises(AuditUnavailableError):
+        await deny.record([{"n": 3}])
+    await deny.close()
+    dropped = records_written("dropped")
+    client2 = aioredis.from_url(redis.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    drop = AuditLog(RedisStreamSink(client2, "audit", 0), AuditMode.DROP, 100, 2)
+    drop.start()
+    await asyncio.wait_for(drop.record([{"n": 4}]), 0.5)  # never waits for the sink
+    await drop.close()
+    assert records_written("dropped") == dropped + 1
+
+
+async def test_a_full_queue_refuses_in_deny_mode_and_drops_in_drop_mode(tmp_path: Path) -> None:
+    """With the writer not started, the queue (size 2) fills: deny refuses the third call,
+    drop counts it."""
+    deny = AuditLog(FileSink(tmp_path / "a.jsonl", 1 << 20, 3600, False), AuditMode.DENY, 2, 0.2)
+    for _ in range(2):
+        with pytest.raises(AuditUnavailableError):  # nobody writes: each times out
+            await deny.record([{"n": 0}])
+    with pytest.raises(AuditUnavailableError):
+        await deny.record([{"n": 1}])
+    await deny.sink.close()
+    dropped = records_written("dropped")
+    drop = AuditLog(FileSink(tmp_path / "b.jsonl", 1 << 20, 3600, False), AuditMode.DROP, 2, 0.2)
+    for n in range(3):
+        await drop.record([{"n": n}])
+    assert records_written("dropped") == dropped + 1
+    await drop.sink.close()
