@@ -38,6 +38,7 @@ API = INSTALL / "node_modules" / "@cerbos" / "api" / "lib" / "protobuf"
 CHECK_RESOURCES = "/cerbos.svc.v1.CerbosService/CheckResources"
 EFFECT_ALLOW = 1
 LENDING_ENTITIES = ROOT / "policies" / "lending" / "entities.json"
+LENDING_LINKS = ROOT / "policies" / "lending" / "links.json"
 
 
 def ensure_installed() -> Path:
@@ -285,10 +286,44 @@ def allowed(response: Any, action: str) -> bool:
 # --- the server -------------------------------------------------------------------------------
 
 
+ESCALATION_TEMPLATE = "escalated-loan-view"
+ESCALATED_PLACEHOLDER = 'escalated: "false"'
+
+
+def escalated_expression(links_file: Path = LENDING_LINKS) -> str:
+    """CEL for the lending template's links: true when (principal, loan) is one of them.
+
+    Any link of another template, or of other uid types, is refused: Cerbos would otherwise
+    be compared against a policy set it does not have."""
+    from verdict.uid_arg import parse_uid_arg
+
+    links = json.loads(links_file.read_text(encoding="utf-8")) if links_file.exists() else []
+    terms = []
+    for link in links:
+        if link["template"] != ESCALATION_TEMPLATE:
+            raise RuntimeError(f"no Cerbos rule for template {link['template']!r}")
+        principal = parse_uid_arg(link["values"]["?principal"], "?principal")
+        resource = parse_uid_arg(link["values"]["?resource"], "?resource")
+        if (principal.type, resource.type) != ("Employee", "Loan"):
+            raise RuntimeError(f"no Cerbos rule for link {link['id']!r}")
+        terms.append(
+            f'("employee" in P.roles && P.id == {json.dumps(principal.id)} && '
+            f"R.id == {json.dumps(resource.id)})"
+        )
+    return " || ".join(terms) or "false"
+
+
 def write_config(workdir: Path, grpc_port: int, http_port: int) -> Path:
-    """Policies copied into ``workdir`` and a config: loopback only, no audit, no telemetry."""
+    """Policies copied into ``workdir`` (the template links filled in) and a config:
+    loopback only, no audit, no telemetry."""
     policies = workdir / "policies"
     shutil.copytree(POLICIES, policies, dirs_exist_ok=True)
+    loan = policies / "loan.yaml"
+    text = loan.read_text(encoding="utf-8")
+    if ESCALATED_PLACEHOLDER not in text:
+        raise RuntimeError("loan.yaml lost its escalated placeholder")
+    expression = escalated_expression().replace("'", "''")
+    loan.write_text(text.replace(ESCALATED_PLACEHOLDER, f"escalated: '{expression}'"))
     config = workdir / "config.yaml"
     config.write_text(
         "server:\n"
