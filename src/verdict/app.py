@@ -17,18 +17,20 @@ from verdict.audit.sinks import FileSink, RedisStreamSink, Sink, StdoutSink
 from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
+from verdict.engine.hierarchy import entity_set_vet
 from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
 from verdict.policy.reloader import OnSwap, PolicyReloader, watch_stores
-from verdict.policy.snapshot import PolicySnapshot
+from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 from verdict.store.base import EntityStore, SliceLimits
 from verdict.store.entity_cache import EntityCache
 from verdict.store.invalidation import InvalidationListener
-from verdict.store.memory import MemoryEntityStore
+from verdict.store.memory import EntityFile, MemoryEntityStore
 from verdict.store.redis_connect import key_layout, make_client, pubsub_connector
 from verdict.store.redis_store import RedisEntityStore
+from verdict.store.slice_handles import SliceHandles
 from verdict.telemetry.exposition import start_metrics_server
 from verdict.transport.authz import AuthorizationInterceptor
 from verdict.transport.decisions import DecisionRecorder
@@ -148,13 +150,51 @@ def slice_limits(settings: Settings) -> SliceLimits:
     )
 
 
+def entity_files(snapshot: PolicySnapshot) -> dict[str, EntityFile]:
+    """Each store's entities.json and schema, for the embedded store."""
+    return {store_id: entity_file(store) for store_id, store in snapshot.stores.items()}
+
+
+def entity_file(store: StoreSnapshot) -> EntityFile:
+    """One store's entities.json (if any) and the schema it is checked against."""
+    path = store.entities_file
+    shown = f"{store.store_id}/{path.name}" if path is not None else store.store_id
+    return EntityFile(path, store.schema, shown)
+
+
+class EmbeddedReload:
+    """The memory store's part in a policy reload (policy.reloader.EmbeddedEntities)."""
+
+    def __init__(self, store: MemoryEntityStore) -> None:
+        self._store = store
+
+    def read(self, store: StoreSnapshot) -> object:
+        """The store's entities.json, checked against its (new) schema; off the loop."""
+        return MemoryEntityStore.read_file(entity_file(store))
+
+    async def install(self, store: StoreSnapshot, entities: object) -> None:
+        """Replace the store's entities whole."""
+        assert isinstance(entities, dict)
+        await self._store.install(store.store_id, entities, store.schema)
+
+    async def drop(self, store_id: str) -> None:
+        """Forget a removed store."""
+        await self._store.drop(store_id)
+
+
 def build_entity_store(
     settings: Settings,
     policies: PolicyHolder,
 ) -> tuple[EntityStore, InvalidationListener | None]:
     """The in-memory store, or Redis with its cache and invalidation listener."""
     if settings.redis_url is None:
-        return MemoryEntityStore.from_snapshot(policies.current, slice_limits(settings)), None
+        store = MemoryEntityStore.from_files(
+            entity_files(policies.current),
+            slice_limits(settings),
+            entity_set_vet(entity_limits(settings)) if settings.entity_handles else None,
+            settings.entity_handle_max_entities,
+        )
+        return store, None
     cache = EntityCache(
         settings.cache_max_entries,
         settings.cache_grace_seconds,
@@ -162,19 +202,21 @@ def build_entity_store(
         limits=slice_limits(settings),
     )
     layout = key_layout(settings)
-    store = RedisEntityStore(
+    handles = settings.slice_handle_cache_entries if settings.entity_handles else 0
+    redis_store = RedisEntityStore(
         make_client(settings),
         cache,
         layout=layout,
         op_timeout=settings.redis_timeout_seconds,
         retries=settings.redis_retries,
         limits=slice_limits(settings),
+        slice_handles=SliceHandles(handles, settings.slice_handle_cache_bytes),
     )
     # Pongs must come well within the grace, or the cache would flicker out between them.
     grace = settings.cache_grace_seconds
     ping = min(settings.invalidation_ping_seconds, grace / 3) if grace > 0 else 0.5
     listener = InvalidationListener(pubsub_connector(settings), cache, layout, ping)
-    return store, listener
+    return redis_store, listener
 
 
 def build_edge_security(
@@ -214,7 +256,8 @@ def build_app(settings: Settings) -> App:
     # Each worker holds its own in-memory store: a write would reach one of them.
     memory_only = settings.redis_url is None and several_workers(settings)
     writes = EntityWrites(holder, entities, limits, WRITES_NEED_REDIS if memory_only else None)
-    reloader = PolicyReloader(settings.stores, holder)
+    embedded = EmbeddedReload(entities) if isinstance(entities, MemoryEntityStore) else None
+    reloader = PolicyReloader(settings.stores, holder, embedded)
     audit = build_audit_log(settings)
     return App(
         settings,

@@ -110,6 +110,37 @@ def _strip_positional(message: str) -> str:
     return message
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class EntitiesHandle:
+    """A parsed, schema-checked Cedar entity set (its ancestors computed), reusable across
+    calls; valid only with the schema it was parsed against (Cedar neither re-checks it nor
+    adds that schema's action entities when it is used)."""
+
+    handle: Any
+    schema: SchemaHandle | None
+
+
+def parse_entities(
+    text: str, schema: SchemaHandle | None, *, release_gil: bool = False
+) -> EntitiesHandle:
+    """Parse a Cedar JSON entity array once, for many evaluations. ``release_gil`` lets other
+    threads run while Cedar parses: for a worker thread, never the event loop's (taking the
+    GIL back can then wait a whole switch interval)."""
+    try:
+        handle = cedarpy.Entities.from_json_str(text, schema, release_gil=release_gil)
+    except ValueError as exc:
+        raise CedarError(str(exc)) from None
+    return EntitiesHandle(handle, schema)
+
+
+Entities = Sequence[JsonObject] | EntitiesHandle
+
+
+def _entities_arg(entities: Entities) -> Any:
+    """What cedarpy takes: the parsed handle, or a list of Cedar JSON entities."""
+    return entities.handle if isinstance(entities, EntitiesHandle) else list(entities)
+
+
 def check_entities(entities: Sequence[JsonObject], schema: SchemaHandle | None) -> None:
     """Raise CedarError unless the entities parse (and conform to the schema when given)."""
     try:
@@ -153,22 +184,23 @@ class RawDecision:
 def is_authorized(
     request: JsonObject,
     policies: PolicySetHandle,
-    entities: Sequence[JsonObject],
+    entities: Entities,
     schema: SchemaHandle | None,
 ) -> RawDecision:
-    """Evaluate one request against pre-parsed policies and an entity slice."""
-    result = cedarpy.is_authorized(request, policies.handle, list(entities), schema)
+    """Evaluate one request against pre-parsed policies and an entity slice (or a handle)."""
+    result = cedarpy.is_authorized(request, policies.handle, _entities_arg(entities), schema)
     return _raw(result, policies.ids)
 
 
 def is_authorized_batch(
     requests: Sequence[JsonObject],
     policies: PolicySetHandle,
-    entities: Sequence[JsonObject],
+    entities: Entities,
     schema: SchemaHandle | None,
 ) -> list[RawDecision]:
     """Evaluate several requests that share one entity set in a single Cedar call."""
-    results = cedarpy.is_authorized_batch(list(requests), policies.handle, list(entities), schema)
+    arg = _entities_arg(entities)
+    results = cedarpy.is_authorized_batch(list(requests), policies.handle, arg, schema)
     return [_raw(r, policies.ids) for r in results]
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from verdict.app import build_app, run
+from verdict.app import build_app, entity_files, run
 from verdict.authoring.audit_cli import add_audit_command
 from verdict.authoring.cli import add_authoring_commands
 from verdict.authoring.warnings import store_warnings
@@ -130,7 +130,7 @@ def _validate(args: argparse.Namespace) -> int:
     try:
         snapshot = load_policy_stores(args.stores, args.default_store)
         # Entities are validated too: a broken entities.json stops `make run` just the same.
-        MemoryEntityStore.from_snapshot(snapshot)
+        MemoryEntityStore.from_files(entity_files(snapshot))
     except PolicyLoadError as exc:
         print(exc, file=sys.stderr)
         print(f"{len(exc.diagnostics)} problem(s) found", file=sys.stderr)

@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     # A revocation is never served from a replica's cache later than this after it committed.
     cache_grace_seconds: float = Field(default=3.0, ge=0)
     invalidation_ping_seconds: float = Field(default=0.5, gt=0)
+    # Pre-parsed Cedar entity sets (docs/decisions.md, "Pre-parsed entities"): the memory
+    # store parses each store version once, the Redis store each hot cached slice.
+    entity_handles: bool = Field(default=True, description="evaluate against parsed entities")
+    # A memory store larger than this gets no handle: a build parses all of it after each write.
+    entity_handle_max_entities: int = Field(default=200_000, ge=0)
+    slice_handle_cache_entries: int = Field(default=4_096, ge=0, description="Redis hot slices")
+    slice_handle_cache_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="stored JSON bytes of the cached slices"
+    )
     health_interval_seconds: float = Field(default=1.0, gt=0)
     # Entity limits: docs/decisions.md "Entity limits", measured by benchmarks/bench_loop_stall.py.
     max_slice_entities: int = Field(default=1_000, ge=1)

@@ -11,6 +11,7 @@ from pathlib import Path
 from tests.cases import lending_cases
 from tests.conftest import POLICIES
 from tests.integration.test_cli import verdict
+from verdict.app import entity_files
 from verdict.audit.chain import Chainer
 from verdict.audit.record import CallInfo, decision_record
 from verdict.engine.authorizer import Authorizer
@@ -26,7 +27,9 @@ async def recorded_lines() -> list[str]:
     the attributes the lending store lets the audit log record (mfa, now). Disbursements send
     source_ip, which is recorded by name only; other cases do not send it."""
     snapshot = load_policy_stores(POLICIES)
-    authorizer = Authorizer(PolicyHolder(snapshot), MemoryEntityStore.from_snapshot(snapshot))
+    authorizer = Authorizer(
+        PolicyHolder(snapshot), MemoryEntityStore.from_files(entity_files(snapshot))
+    )
     audit_context = snapshot.stores["lending"].settings.audit_context
     chainer = Chainer("test")
     lines = []

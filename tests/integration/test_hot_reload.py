@@ -4,6 +4,7 @@ removed, SIGHUP, the admin RPC, a ConfigMap-style symlink swap, and decisions un
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,8 @@ from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
+from verdict._gen.verdict.v1 import entities_pb2 as epb
+from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.app import App
 from verdict.client import bearer, build_request
 
@@ -126,6 +129,27 @@ async def test_a_broken_edit_keeps_the_last_good_version_and_the_next_good_one_i
     fixed = await decide(channel)
     assert fixed.decision == pb.DECISION_DENY
     assert fixed.policy_version != good.policy_version
+
+
+async def test_stores_added_and_removed_on_disk(
+    served: tuple[App, grpc.aio.Channel], stores: Path
+) -> None:
+    """A store folder copied in is served (ADDED); removed, requests naming it are
+    INVALID_ARGUMENT on policy_store_id; the other store is untouched."""
+    app, channel = served
+    shutil.copytree(stores / "lending", stores / "retail")
+    states = await reload(channel)
+    assert states["retail"].change in (CHANGE.ADDED, CHANGE.UNCHANGED)
+    assert "retail" in app.policies.current.stores
+    assert (await decide(channel, "retail")).decision == pb.DECISION_ALLOW
+    shutil.rmtree(stores / "retail")
+    await reload(channel)
+    assert "retail" not in app.policies.current.stores
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await decide(channel, "retail")
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith("policy_store_id")
+    assert (await decide(channel, "lending")).decision == pb.DECISION_ALLOW
 
 
 async def test_sighup_reloads(served: tuple[App, grpc.aio.Channel], stores: Path) -> None:
@@ -274,3 +298,71 @@ async def test_a_bad_link_keeps_the_last_good_version(
     assert lending.change == CHANGE.FAILED
     assert lending.policy_version == before.policy_version
     assert [(p.file, p.line) for p in lending.problems] == [("lending/links.json", 2)]
+
+
+def suspend_uma(entities_json: str, suspended: bool) -> str:
+    """entities.json text with uma's suspended flag set."""
+    entities = json.loads(entities_json)
+    for entity in entities:
+        if entity["uid"] == {"type": "Employee", "id": "uma"}:
+            entity["attrs"]["suspended"] = suspended
+    return json.dumps(entities, indent=1)
+
+
+async def uma_views(channel: grpc.aio.Channel, min_version: int = 0) -> pb.IsAuthorizedResponse:
+    """Uma asks to view loan-1001 (ALLOW unless she is suspended)."""
+    case = next(c for c in lending_cases() if str(c.principal) == 'Employee::"uma"')
+    stub = pb_grpc.AuthorizationServiceStub(channel)
+    built = build_request(case.principal, case.action, case.resource, context=case.context)
+    built.min_entity_version = min_version
+    reply: pb.IsAuthorizedResponse = await stub.IsAuthorized(built, timeout=5)
+    return reply
+
+
+async def test_entities_json_reloads_whole_and_a_broken_one_is_refused(
+    served: tuple[App, grpc.aio.Channel], stores: Path
+) -> None:
+    """Editing entities.json (uma suspended) is picked up at a new entity version; a broken
+    entities.json is FAILED at its line and the entities in use stay; the policy version does
+    not change for an entities-only edit."""
+    _, channel = served
+    entities = stores / "lending" / "entities.json"
+    text = entities.read_text()
+    before = await uma_views(channel)
+    assert before.decision == pb.DECISION_ALLOW
+    write_atomically(entities, suspend_uma(text, True))
+    assert (await reload(channel))["lending"].change in (CHANGE.RELOADED, CHANGE.UNCHANGED)
+    after = await uma_views(channel)
+    assert after.decision == pb.DECISION_DENY
+    assert after.entity_version > before.entity_version
+    assert after.policy_version == before.policy_version
+    write_atomically(entities, text.replace('"uma"', '"uma"', 1)[:-40])
+    lending = (await reload(channel))["lending"]
+    assert lending.change == CHANGE.FAILED
+    assert lending.problems[0].file == "lending/entities.json"
+    assert (await uma_views(channel)).decision == pb.DECISION_DENY
+
+
+async def test_api_writes_survive_a_policy_edit_but_not_an_entities_json_edit(
+    served: tuple[App, grpc.aio.Channel], stores: Path
+) -> None:
+    """An entity written through EntityService stays across a policy-only reload, and is
+    replaced when entities.json itself changes (the file is the embedded store's source)."""
+    _, channel = served
+    entities_stub = epb_grpc.EntityServiceStub(channel)
+    text = (stores / "lending" / "entities.json").read_text()
+    uma = next(e for e in json.loads(text) if e["uid"] == {"type": "Employee", "id": "uma"})
+    uma["attrs"]["suspended"] = True
+    written = await entities_stub.PutEntities(
+        epb.PutEntitiesRequest(entities_json=json.dumps([uma]))
+    )
+    assert (await uma_views(channel, written.version)).decision == pb.DECISION_DENY
+    write_atomically(
+        stores / "lending" / "note.cedar",
+        '@id("note")\nforbid (principal, action, resource) when { false };\n',
+    )
+    assert (await reload(channel))["lending"].change == CHANGE.RELOADED
+    assert (await uma_views(channel, written.version)).decision == pb.DECISION_DENY
+    write_atomically(stores / "lending" / "entities.json", text + "\n")
+    await reload(channel)
+    assert (await uma_views(channel)).decision == pb.DECISION_ALLOW

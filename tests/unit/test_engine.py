@@ -10,7 +10,7 @@ import pytest
 
 from tests.cases import BASE_CONTEXT, DecisionCase, lending_cases
 from tests.stores import entity, write_store
-from verdict.app import App
+from verdict.app import App, entity_files
 from verdict.engine.authorizer import Authorizer
 from verdict.errors import (
     BatchTooLargeError,
@@ -30,7 +30,7 @@ from verdict.store.memory import MemoryEntityStore
 
 def authorizer_for(stores_dir: Path, default: str = "s") -> Authorizer:
     snapshot = load_policy_stores(stores_dir, default)
-    return Authorizer(PolicyHolder(snapshot), MemoryEntityStore.from_snapshot(snapshot))
+    return Authorizer(PolicyHolder(snapshot), MemoryEntityStore.from_files(entity_files(snapshot)))
 
 
 def request(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.cases import lending_cases
 from tests.stores import write_store
+from verdict.app import entity_files
 from verdict.engine.authorizer import Authorizer
 from verdict.model import AuthorizationRequest, Decision, EntityUid
 from verdict.policy.holder import PolicyHolder
@@ -40,6 +41,8 @@ async def test_swap_replaces_the_snapshot_for_new_decisions(tmp_path: Path) -> N
 async def test_the_lending_snapshot_answers_through_a_holder() -> None:
     """The sample store behind a holder answers the first shared case."""
     snapshot = load_policy_stores(POLICIES, "lending")
-    authorizer = Authorizer(PolicyHolder(snapshot), MemoryEntityStore.from_snapshot(snapshot))
+    authorizer = Authorizer(
+        PolicyHolder(snapshot), MemoryEntityStore.from_files(entity_files(snapshot))
+    )
     case = lending_cases()[0]
     assert (await authorizer.authorize(case.request)).decision.value == case.expect

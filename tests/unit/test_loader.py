@@ -169,7 +169,8 @@ def test_store_settings_are_read_and_checked(tmp_path: Path) -> None:
     )
     assert diagnostics_of(bad) == [
         "bad/store.toml:2: unknown setting 'colour'; known: "
-        "['entities_source', 'on_evaluation_error', 'request_entity_types', 'validation']",
+        "['audit_context', 'entities_source', 'on_evaluation_error', 'request_entity_types', "
+        "'validation']",
         'bad/store.toml:3: validation = "strict" needs a schema file',
         'bad/store.toml:1: on_evaluation_error must be "deny" | "skip"',
     ]

@@ -1,4 +1,4 @@
-"""Tests that the runner gives the server's answers: grouped, per-request and fail-closed."""
+"""Tests that the runner gives the server's answers: batched, per-request and fail-closed."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from tests.unit.test_policytest_loader import (
     team_store,
     write_suite,
 )
+from verdict.app import entity_files
 from verdict.engine.authorizer import Authorizer
 from verdict.errors import VerdictError
 from verdict.policy.holder import PolicyHolder
@@ -39,8 +40,8 @@ cases:
 """
 
 
-def test_grouped_and_per_request_runs_agree_on_every_sample_case() -> None:
-    """The grouped strategy returns exactly what Authorizer.authorize_batch returns."""
+def test_batched_and_per_request_runs_agree_on_every_sample_case() -> None:
+    """Cases in server batches (authorize_batch) get exactly the answers they get alone."""
     plan = load(POLICIES, default_store="lending")
     assert len(plan.cases) > 50
     grouped = asyncio.run(evaluate_cases(plan, plan.cases))
@@ -50,10 +51,10 @@ def test_grouped_and_per_request_runs_agree_on_every_sample_case() -> None:
 
 
 def test_per_request_outcomes_are_the_authorizers_answers() -> None:
-    """Each outcome equals a direct Authorizer.authorize call on the store's entities."""
+    """Each outcome equals a direct Authorizer.authorize call on the server's own store."""
     plan = load(POLICIES, default_store="lending")
     authorizer = Authorizer(
-        PolicyHolder(plan.snapshot), MemoryEntityStore.from_snapshot(plan.snapshot)
+        PolicyHolder(plan.snapshot), MemoryEntityStore.from_files(entity_files(plan.snapshot))
     )
 
     async def direct() -> list[Outcome]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from verdict.app import entity_files
 from verdict.audit.chain import verify
 from verdict.authoring.replay import ReplayReport, replay
 from verdict.engine.authorizer import Authorizer
@@ -91,7 +92,7 @@ async def _stream_lines(args: argparse.Namespace) -> list[str]:
 def _replay(args: argparse.Namespace) -> int:
     try:
         snapshot = load_policy_stores(args.stores)
-        entities = MemoryEntityStore.from_snapshot(snapshot)
+        entities = MemoryEntityStore.from_files(entity_files(snapshot))
         lines = args.file.read_text(encoding="utf-8").splitlines()
     except PolicyLoadError as exc:
         print(exc, file=sys.stderr)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from verdict.cedar import Entities as EntitySet
 from verdict.engine.evaluate import evaluate, evaluate_shared, slice_roots
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.request_entities import check_before_fetch, check_slice
@@ -121,7 +122,13 @@ class Authorizer:
         store = snapshot.resolve(request.store_id)
         # Checks that need no stored data come first: a refused request reads nothing.
         check_before_fetch(request, store, self._limits)
-        options = ReadOptions(deadline=request.deadline, min_version=request.min_entity_version)
+        options = ReadOptions(
+            deadline=request.deadline,
+            min_version=request.min_entity_version,
+            # Request entities are checked against, and evaluated with, the listed slice.
+            prepared=not request.extra_entities,
+            schema=store.schema,
+        )
         entity_slice = await self._entities.fetch_slice(
             store.store_id, slice_roots(request, store), options
         )
@@ -146,9 +153,7 @@ class Authorizer:
     def _evaluate_alone(self, item: _Prepared) -> AuthorizationResult:
         entity_slice = item.slice
         try:
-            return evaluate(
-                item.request, item.store, entity_slice.entities.values(), entity_slice.version
-            )
+            return evaluate(item.request, item.store, _entities(entity_slice), entity_slice.version)
         except EntityDataError:
             # Stored data that parses but fails the schema: as corrupt as unreadable JSON.
             metrics.CORRUPT_ENTITIES.labels(reason="schema_mismatch").inc()
@@ -158,13 +163,16 @@ class Authorizer:
     def _evaluate_group(self, group: list[_Prepared]) -> list[Answer]:
         if len(group) == 1:
             return [self._guarded(group[0])]
-        union: dict[EntityUid, JsonObject] = {}
-        for item in group:
-            union.update(item.slice.entities)
+        entities: EntitySet
+        if group[0].slice.handle is not None:  # grouped by handle: all share this one
+            entities = group[0].slice.handle
+        else:
+            union: dict[EntityUid, JsonObject] = {}
+            for item in group:
+                union.update(item.slice.entities)
+            entities = list(union.values())
         try:
-            answers = evaluate_shared(
-                [p.request for p in group], group[0].store, list(union.values())
-            )
+            answers = evaluate_shared([p.request for p in group], group[0].store, entities)
         except Exception as exc:
             log.error("batch_group_failed", error_type=type(exc).__name__)
             answers = [InternalError() for _ in group]
@@ -194,18 +202,36 @@ def check_deadline(deadline: float | None) -> None:
         raise DeadlineExceededError
 
 
+def _entities(entity_slice: EntitySlice) -> EntitySet:
+    """What Cedar evaluates a slice with: its parsed handle when the store gave one."""
+    if entity_slice.handle is not None:
+        return entity_slice.handle
+    return list(entity_slice.entities.values())
+
+
 def _shared_groups(
     prepared: Sequence[_Prepared | VerdictError], limits: EntityLimits
 ) -> list[list[int]]:
     """Indexes of items evaluated together: one store and entity version, no request entities
-    (such an item is alone), and a union no larger than one request's slice may be."""
+    (such an item is alone), and a union no larger than one request's slice may be. Items
+    holding the same parsed handle share it as it is (a set already parsed and bounded:
+    nothing is merged), up to MAX_SHARED_GROUP a call."""
     groups: dict[object, list[int]] = {}
+    shared: dict[object, list[int]] = {}
     for index, item in enumerate(prepared):
         if isinstance(item, _Prepared):
+            handle = item.slice.handle
+            if handle is not None:
+                # The handle is alive in ``prepared`` while groups exist: its id is unique.
+                shared.setdefault((item.store.store_id, id(handle)), []).append(index)
+                continue
             alone = bool(item.request.extra_entities)
             key = index if alone else (item.store.store_id, item.slice.version)
             groups.setdefault(key, []).append(index)
-    return [chunk for group in groups.values() for chunk in _bounded(group, prepared, limits)]
+    chunks = [chunk for group in groups.values() for chunk in _bounded(group, prepared, limits)]
+    for group in shared.values():
+        chunks += [group[i : i + MAX_SHARED_GROUP] for i in range(0, len(group), MAX_SHARED_GROUP)]
+    return chunks
 
 
 def _bounded(

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from verdict import cedar
+from verdict.cedar import EntitiesHandle
 from verdict.cedar_json import entity_uid, referenced_uids
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.outcome import interpret
 from verdict.engine.request_entities import check_before_fetch, check_slice
-from verdict.errors import VerdictError
+from verdict.errors import InternalError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
 from verdict.policy.snapshot import StoreSnapshot
 
@@ -49,12 +50,13 @@ def cedar_request(request: AuthorizationRequest) -> JsonObject:
 def evaluate(
     request: AuthorizationRequest,
     store: StoreSnapshot,
-    entities: Iterable[JsonObject],
+    entities: Iterable[JsonObject] | EntitiesHandle,
     entity_version: int = 0,
 ) -> AuthorizationResult:
-    """Evaluate one request with pre-parsed policies and schema; fail closed on any doubt."""
+    """Evaluate one request with pre-parsed policies and schema; fail closed on any doubt.
+    ``entities`` is the stored slice, or a parsed handle of it (only without request entities)."""
     raw = cedar.is_authorized(
-        cedar_request(request), store.policy_set, [*entities, *request.extra_entities], store.schema
+        cedar_request(request), store.policy_set, _with_request(entities, request), store.schema
     )
     return interpret(raw, store, entity_version)
 
@@ -62,7 +64,7 @@ def evaluate(
 def evaluate_shared(
     requests: Sequence[AuthorizationRequest],
     store: StoreSnapshot,
-    entities: Sequence[JsonObject],
+    entities: Sequence[JsonObject] | EntitiesHandle,
     entity_version: int = 0,
 ) -> list[AuthorizationResult | VerdictError]:
     """Evaluate requests that share one entity set (and carry no request entities) in one
@@ -78,3 +80,13 @@ def evaluate_shared(
         except VerdictError as exc:
             answers.append(exc)
     return answers
+
+
+def _with_request(
+    entities: Iterable[JsonObject] | EntitiesHandle, request: AuthorizationRequest
+) -> cedar.Entities:
+    if isinstance(entities, EntitiesHandle):
+        if request.extra_entities:  # a caller's bug; never evaluate without them
+            raise InternalError
+        return entities
+    return [*entities, *request.extra_entities]

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from verdict.cedar_json import entity_uid, parse_uid
-from verdict.engine.limits import HierarchyLimits
+from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.model import EntityUid, JsonObject
+from verdict.store.version_handles import SetShape, Vet
 
 Graph = Mapping[EntityUid, Sequence[EntityUid]]
 CYCLE = "its parents form a cycle back to itself"
@@ -175,3 +176,32 @@ def _on_cycle(
     cycle = walk[position[uid] :]
     preferred = [u for u in cycle if judged is None or u in judged]
     return (preferred or cycle)[0]
+
+
+def whole_set_shape(entities: Sequence[JsonObject], limits: HierarchyLimits) -> SetShape:
+    """Judge a store's whole entity set once (per version), for the memory store's handle.
+
+    REFUSED when some entity is on a cycle, too deep or has too many ancestors (Cedar must
+    not close such a graph; decisions walk their slice and refuse what they reach of it).
+    BOUNDED when no slice of it can break a hierarchy limit: a slice holds, with each entity,
+    all of its stored ancestors, so its depths and ancestor counts are the whole set's and
+    its pair count (each entity's path-count bound, or its exact count past max_ancestors, as
+    ``check_graph`` computes it) is at most the whole set's.
+    """
+    edges, pairs = closure_bound(entities)
+    if not needs_check(edges, pairs, limits) or one_level(entities, limits):
+        return SetShape.BOUNDED
+    try:
+        pairs = check_graph(graph_of(entities), limits, count_pairs=False)
+    except HierarchyProblem:
+        return SetShape.REFUSED
+    return SetShape.BOUNDED if pairs <= limits.max_pairs else SetShape.UNBOUNDED
+
+
+def entity_set_vet(limits: EntityLimits) -> Vet:
+    """``whole_set_shape`` under ``limits``, for the memory store to call on each version."""
+
+    def vet(entities: Sequence[JsonObject]) -> SetShape:
+        return whole_set_shape(entities, limits.hierarchy)
+
+    return vet

@@ -114,6 +114,8 @@ def load_store(root: Path) -> StoreSnapshot:
         version=store_version(root),
         literal_uids=frozenset(literal),
         entities_file=entities if entities.is_file() else None,
+        entities_version=file_version(entities),
+        schema_version=file_version(root / SCHEMA_TEXT) + file_version(root / SCHEMA_JSON),
         rank={info.id: rank for rank, info in enumerate(infos)},
     )
 
@@ -286,6 +288,17 @@ def _literal_uids(est: Any) -> Iterator[EntityUid]:
                     stack.append(value)
         elif isinstance(item, list):
             stack.extend(item)
+
+
+def file_version(path: Path) -> str:
+    """A content hash of one file, "" when it does not exist (or is not a regular file)."""
+    if not path.is_file():
+        return ""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:24]
 
 
 def store_version(root: Path) -> str:

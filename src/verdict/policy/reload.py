@@ -7,11 +7,18 @@ worker thread; the caller swaps the result into the PolicyHolder in one assignme
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from verdict.errors import Diagnostic, PolicyLoadError
-from verdict.policy.loader import load_store, store_roots, store_version
+from verdict.policy.loader import (
+    ENTITIES_FILE,
+    file_version,
+    load_store,
+    store_roots,
+    store_version,
+)
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 
 
@@ -27,12 +34,19 @@ class Change(enum.Enum):
 
 @dataclass(frozen=True)
 class StoreOutcome:
-    """One store's result: the snapshot served from now on (None if none) and any problems."""
+    """One store's result: the snapshot served from now on (None if none), any problems, and
+    for the embedded entity store the entities to install (None: keep what it holds)."""
 
     store_id: str
     change: Change
     served: StoreSnapshot | None
     problems: tuple[Diagnostic, ...] = ()
+    entities: object | None = None
+
+
+# Reads (and validates) a store's entities for the embedded store, off the event loop;
+# raises PolicyLoadError when they are broken, which fails the store's reload.
+ReadEntities = Callable[[StoreSnapshot], object]
 
 
 @dataclass(frozen=True)
@@ -53,7 +67,9 @@ class ReloadOutcome:
         return any(s.change is Change.FAILED for s in self.stores)
 
 
-def reload_stores(stores_dir: Path, current: PolicySnapshot) -> ReloadOutcome:
+def reload_stores(
+    stores_dir: Path, current: PolicySnapshot, read_entities: ReadEntities | None = None
+) -> ReloadOutcome:
     """Compare every store folder under ``stores_dir`` with ``current`` and load what changed.
 
     A store whose files hash to the version it is served at is kept as is (no parsing). A
@@ -71,7 +87,7 @@ def reload_stores(stores_dir: Path, current: PolicySnapshot) -> ReloadOutcome:
     stores: dict[str, StoreSnapshot] = {}
     outcomes: list[StoreOutcome] = []
     for root in roots:
-        outcome = _reload_one(root, current.stores.get(root.name))
+        outcome = _reload_one(root, current.stores.get(root.name), read_entities)
         outcomes.append(outcome)
         if outcome.served is not None:
             stores[root.name] = outcome.served
@@ -81,21 +97,39 @@ def reload_stores(stores_dir: Path, current: PolicySnapshot) -> ReloadOutcome:
     return ReloadOutcome(snapshot, tuple(sorted(outcomes, key=lambda o: o.store_id)))
 
 
-def _reload_one(root: Path, old: StoreSnapshot | None) -> StoreOutcome:
+def _reload_one(
+    root: Path, old: StoreSnapshot | None, read_entities: ReadEntities | None
+) -> StoreOutcome:
     store_id = root.name
     try:
         before = store_version(root)
-        if old is not None and old.version == before:
+        entities_before = file_version(root / ENTITIES_FILE)
+        if old is not None and (old.version, old.entities_version) == (before, entities_before):
             return StoreOutcome(store_id, Change.UNCHANGED, old)
         loaded = load_store(root)
+        entities = None
+        if read_entities is not None and _entities_changed(old, loaded):
+            entities = read_entities(loaded)
     except PolicyLoadError as exc:
         return StoreOutcome(store_id, Change.FAILED, old, tuple(exc.diagnostics))
     except OSError as exc:  # a file vanished between listing and reading: try again next time
         problem = Diagnostic(str(root), 0, f"cannot read the store ({exc.strerror})")
         return StoreOutcome(store_id, Change.FAILED, old, (problem,))
-    if loaded.version != before:
+    if (loaded.version, loaded.entities_version) != (before, entities_before):
         # The files changed while they were read: the parse may not match the version. The
         # change that caused this is followed by another event; serve nothing half-read.
         problem = Diagnostic(str(root), 0, "files changed while being read; retried next change")
         return StoreOutcome(store_id, Change.FAILED, old, (problem,))
-    return StoreOutcome(store_id, Change.ADDED if old is None else Change.RELOADED, loaded)
+    change = Change.ADDED if old is None else Change.RELOADED
+    return StoreOutcome(store_id, change, loaded, entities=entities)
+
+
+def _entities_changed(old: StoreSnapshot | None, new: StoreSnapshot) -> bool:
+    """Whether the embedded store must read the store's entities again: a new store, a changed
+    entities.json, or a changed schema (the entities are checked against it)."""
+    if old is None:
+        return True
+    return (old.entities_version, old.schema_version) != (
+        new.entities_version,
+        new.schema_version,
+    )

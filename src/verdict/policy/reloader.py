@@ -6,17 +6,29 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 import watchfiles
 
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.reload import Change, ReloadOutcome, reload_stores
-from verdict.policy.snapshot import PolicySnapshot
+from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 from verdict.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 OnSwap = Callable[[PolicySnapshot], Awaitable[None]]
+
+
+class EmbeddedEntities(Protocol):
+    """The embedded entity store's part in a reload (MemoryEntityStore): read a store's
+    entities off the loop (PolicyLoadError when broken), install them, drop a removed store."""
+
+    def read(self, store: StoreSnapshot) -> object: ...
+
+    async def install(self, store: StoreSnapshot, entities: object) -> None: ...
+
+    async def drop(self, store_id: str) -> None: ...
 
 
 class PolicyReloader:
@@ -27,9 +39,12 @@ class PolicyReloader:
     keep the snapshot they took; the next ones see the new one.
     """
 
-    def __init__(self, stores_dir: Path, holder: PolicyHolder) -> None:
+    def __init__(
+        self, stores_dir: Path, holder: PolicyHolder, embedded: EmbeddedEntities | None = None
+    ) -> None:
         self.stores_dir = stores_dir
         self.holder = holder
+        self.embedded = embedded
         self.on_swap: OnSwap | None = None
         self._lock = asyncio.Lock()
         self._versions = ServedVersions()
@@ -38,14 +53,28 @@ class PolicyReloader:
     async def reload(self, trigger: str) -> ReloadOutcome:
         """Load what changed on disk now; swap it in if anything did; report every store."""
         async with self._lock:
-            outcome = await asyncio.to_thread(reload_stores, self.stores_dir, self.holder.current)
+            read = self.embedded.read if self.embedded is not None else None
+            outcome = await asyncio.to_thread(
+                reload_stores, self.stores_dir, self.holder.current, read
+            )
             if outcome.changed:
+                # Entities first: a new store has data before any request can name it.
+                await self._install_entities(outcome)
                 self.holder.swap(outcome.snapshot)
                 self._versions.record(outcome.snapshot)
                 if self.on_swap is not None:
                     await self.on_swap(outcome.snapshot)
             report(outcome, trigger)
             return outcome
+
+    async def _install_entities(self, outcome: ReloadOutcome) -> None:
+        if self.embedded is None:
+            return
+        for store in outcome.stores:
+            if store.change is Change.REMOVED:
+                await self.embedded.drop(store.store_id)
+            elif store.entities is not None and store.served is not None:
+                await self.embedded.install(store.served, store.entities)
 
 
 def report(outcome: ReloadOutcome, trigger: str) -> None:

@@ -82,6 +82,10 @@ class StoreSnapshot:
     # Uids written literally in policy text: always part of a request's entity slice.
     literal_uids: frozenset[EntityUid]
     entities_file: Path | None = None
+    # Content hashes of entities.json and of the schema file ("" when absent): a reload
+    # re-reads the embedded store's entities when either changes (docs/hot-reload.md).
+    entities_version: str = ""
+    schema_version: str = ""
     # Position of each policy id in load order, to report policies in a stable order.
     rank: Mapping[str, int] = field(default_factory=dict)
 

@@ -1,12 +1,10 @@
-"""Run cases through the server's engine: its entity slicing, Cedar call and fail-closed rules.
+"""Run cases through the server's engine, exactly as the server runs requests.
 
-Two strategies give identical outcomes (a test holds them to it):
-
-- ``per_request``: each case through ``Authorizer.authorize_batch``, exactly as the server does.
-- grouped (default): the steps of ``Authorizer.authorize`` (``slice_roots``, the entity store's
-  ``fetch_slice``, ``check_extra_entities``), then the engine's ``evaluate_shared`` for cases
-  whose slices are identical, so Cedar parses each slice once per group instead of once per case
-  (cases with their own entities go through ``evaluate`` alone).
+By default cases go, per entity set and in case order, in batches of the server's default size
+through ``Authorizer.authorize_batch``, as BatchAuthorize does: the same slicing, pre-parsed
+entity sets, shared Cedar calls and fail-closed rules, so ``verdict test`` measures what the
+server does. With ``per_request`` each case goes alone through ``Authorizer.authorize``, as
+IsAuthorized does. A test holds both to identical outcomes.
 """
 
 from __future__ import annotations
@@ -16,19 +14,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from verdict.engine.authorizer import Authorizer
-from verdict.engine.evaluate import check_extra_entities, evaluate, evaluate_shared, slice_roots
+from verdict.engine.authorizer import DEFAULT_MAX_BATCH, Authorizer
+from verdict.engine.hierarchy import entity_set_vet
+from verdict.engine.limits import DEFAULT_LIMITS
 from verdict.errors import VerdictError
-from verdict.model import AuthorizationResult, EntityUid
+from verdict.model import AuthorizationRequest
 from verdict.policy.holder import PolicyHolder
 from verdict.policytest.loader import Plan, PolicyCase
 from verdict.policytest.verdicts import Judgement, Outcome, judge
-from verdict.store.base import EntitySlice
-from verdict.store.memory import MemoryEntityStore
-
-MAX_GROUP = 256  # cases per Cedar call
-PER_REQUEST_BATCH = 100  # the server's default batch limit
-_SliceKey = tuple[str, frozenset[EntityUid]]  # (entity set, roots of the slice)
+from verdict.store.memory import HandleSettings, MemoryEntityStore
 
 
 @dataclass(frozen=True)
@@ -73,90 +67,47 @@ async def evaluate_cases(
     plan: Plan, cases: Sequence[PolicyCase], *, per_request: bool = False
 ) -> list[Outcome]:
     """The engine's outcome for every case, in order."""
-    readers = {
-        key: MemoryEntityStore({store_id: entities})
-        for key, (store_id, entities) in plan.entity_sets.items()
-    }
-    if per_request:
-        return await _per_request(plan, cases, readers)
-    return await _Grouped(plan, readers).run(cases)
-
-
-async def _per_request(
-    plan: Plan, cases: Sequence[PolicyCase], readers: dict[str, MemoryEntityStore]
-) -> list[Outcome]:
-    holder = PolicyHolder(plan.snapshot)
-    authorizers = {
-        key: Authorizer(holder, reader, PER_REQUEST_BATCH) for key, reader in readers.items()
-    }
-    outcomes: list[Outcome | None] = [None] * len(cases)
     by_set: dict[str, list[int]] = {}
     for index, case in enumerate(cases):
         by_set.setdefault(case.entity_set, []).append(index)
+    holder = PolicyHolder(plan.snapshot)
+    outcomes: list[Outcome | None] = [None] * len(cases)
     for key, indexes in by_set.items():
-        for chunk in _chunks(indexes, PER_REQUEST_BATCH):
-            answers = await authorizers[key].authorize_batch([cases[i].request for i in chunk])
-            for index, answer in zip(chunk, answers, strict=True):
-                outcomes[index] = Outcome.of(answer)
+        store = await _entity_store(plan, key)
+        try:
+            authorizer = Authorizer(holder, store, DEFAULT_MAX_BATCH, DEFAULT_LIMITS)
+            requests = [cases[i].request for i in indexes]
+            answers = await (_alone if per_request else _batched)(authorizer, requests)
+        finally:
+            await store.close()
+        for index, outcome in zip(indexes, answers, strict=True):
+            outcomes[index] = outcome
     return [o for o in outcomes if o is not None]
 
 
-class _Grouped:
-    """Slices every case as the Authorizer does, then evaluates equal slices in one Cedar call."""
-
-    def __init__(self, plan: Plan, readers: dict[str, MemoryEntityStore]) -> None:
-        self._snapshot = plan.snapshot
-        self._readers = readers
-        self._slices: dict[_SliceKey, EntitySlice] = {}
-
-    async def run(self, cases: Sequence[PolicyCase]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(cases)
-        groups: dict[object, tuple[_SliceKey, list[int]]] = {}
-        for index, case in enumerate(cases):
-            try:
-                key = await self._slice_key(case)
-            except VerdictError as exc:
-                outcomes[index] = Outcome.of(exc)
-                continue
-            # Per-case entities make the entity list unique to the case.
-            group = (key, index) if case.request.extra_entities else key
-            groups.setdefault(group, (key, []))[1].append(index)
-        for key, indexes in groups.values():
-            for chunk in _chunks(indexes, MAX_GROUP):
-                for index, outcome in zip(
-                    chunk, self._evaluate(key, [cases[i] for i in chunk]), strict=True
-                ):
-                    outcomes[index] = outcome
-        return [o for o in outcomes if o is not None]
-
-    async def _slice_key(self, case: PolicyCase) -> _SliceKey:
-        request = case.request
-        store = self._snapshot.resolve(request.store_id)
-        key = (case.entity_set, frozenset(slice_roots(request, store)))
-        entity_slice = self._slices.get(key)
-        if entity_slice is None:
-            reader = self._readers[case.entity_set]
-            entity_slice = await reader.fetch_slice(store.store_id, key[1])
-            self._slices[key] = entity_slice
-        check_extra_entities(request, store, entity_slice.entities)
-        return key
-
-    def _evaluate(self, key: _SliceKey, group: list[PolicyCase]) -> list[Outcome]:
-        first = group[0].request
-        store = self._snapshot.resolve(first.store_id)
-        entity_slice = self._slices[key]
-        entities = list(entity_slice.entities.values())
-        answers: list[AuthorizationResult | VerdictError]
-        if first.extra_entities:  # a case with its own entities is always alone in its group
-            try:
-                answers = [evaluate(first, store, entities, entity_slice.version)]
-            except VerdictError as exc:
-                answers = [exc]
-        else:
-            requests = [case.request for case in group]
-            answers = evaluate_shared(requests, store, entities, entity_slice.version)
-        return [Outcome.of(answer) for answer in answers]
+async def _entity_store(plan: Plan, key: str) -> MemoryEntityStore:
+    """The server's memory store over one entity set, its entities parsed as the server does."""
+    store_id, entities = plan.entity_sets[key]
+    schema = plan.snapshot.resolve(store_id).schema
+    handles = HandleSettings({store_id: schema}, entity_set_vet(DEFAULT_LIMITS))
+    store = MemoryEntityStore({store_id: entities}, handles=handles)
+    await store.prepare()
+    return store
 
 
-def _chunks(items: list[int], size: int) -> list[list[int]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+async def _batched(authorizer: Authorizer, requests: list[AuthorizationRequest]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for start in range(0, len(requests), authorizer.max_batch):
+        answers = await authorizer.authorize_batch(requests[start : start + authorizer.max_batch])
+        outcomes += [Outcome.of(answer) for answer in answers]
+    return outcomes
+
+
+async def _alone(authorizer: Authorizer, requests: list[AuthorizationRequest]) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for request in requests:
+        try:
+            outcomes.append(Outcome.of(await authorizer.authorize(request)))
+        except VerdictError as exc:
+            outcomes.append(Outcome.of(exc))
+    return outcomes

@@ -6,6 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from verdict.cedar import EntitiesHandle, SchemaHandle
 from verdict.model import EntityUid, JsonObject
 from verdict.store.weight import NO_WEIGHT, Weight, json_weight
 
@@ -38,6 +39,11 @@ class EntitySlice:
     epoch: int = 0
     # Each entity's weight as stored (every store fills it; batch unions are split by it).
     weights: Mapping[EntityUid, Weight] = field(default_factory=dict, kw_only=True)
+    # Set only for a read that asked for one (ReadOptions.prepared): the same entities, already
+    # parsed against that schema (a superset that holds every entity reachable from the
+    # roots, for the memory store). ``entities`` may then be empty: the read proved that the
+    # slice is within every limit without walking it.
+    handle: EntitiesHandle | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,10 @@ class ReadOptions:
     # Decisions need a loaded store (else StoreUnavailableError); a write checking stored
     # ancestors may read a store that its own write is about to mark loaded.
     require_loaded: bool = True
+    # The caller can evaluate against a pre-parsed entity set parsed against ``schema`` (it has
+    # no request entities): the store may answer with one (EntitySlice.handle).
+    prepared: bool = False
+    schema: SchemaHandle | None = None
 
 
 DEFAULT_READ = ReadOptions()

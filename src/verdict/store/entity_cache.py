@@ -38,6 +38,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from typing import Any, NamedTuple, TypeVar
 
 from verdict.cedar_json import entity_references
@@ -96,6 +97,9 @@ class EntityCache:
         self._generations: dict[str, int] = {}
         # Set when a fill needs a pong to settle; the listener then pings at once.
         self.settle_wanted = asyncio.Event()
+        # Changes whenever an entry, a known-missing uid, an epoch or a generation changes: a
+        # walk that answered at one stamp answers the same at that stamp (see ``lookup_again``).
+        self.stamp = 0
 
     def usable(self) -> bool:
         """Whether entries may answer decisions now (never when the cache is disabled)."""
@@ -121,6 +125,7 @@ class EntityCache:
             if store_id in self._load_epochs:
                 self.forget(store_id)
             self._load_epochs[store_id] = epoch
+            self.stamp += 1
 
     def lookup(self, store_id: str, roots: Collection[EntityUid]) -> EntitySlice | None:
         """The slice from settled entries alone, or None when any reachable uid has none.
@@ -142,6 +147,7 @@ class EntityCache:
                 entries.move_to_end(key)
                 return entity
             if key not in hot and key in self._missing:
+                self.stamp += 1
                 _put(hot, key, self._missing.pop(key), self._hot_limit)
             if key in hot and hot[key] <= applied:
                 hot.move_to_end(key)
@@ -161,6 +167,19 @@ class EntityCache:
             self.load_epoch(store_id),
             weights=found.weights,
         )
+
+    def lookup_again(self, store_id: str, previous: EntitySlice, stamp: int) -> EntitySlice | None:
+        """What ``lookup`` would answer now for the roots that gave ``previous`` at ``stamp``,
+        without walking: nothing it read has changed since (same stamp), and the settled
+        version can only have grown, which every entry it read still satisfies. None when
+        anything changed, or when the cache may not answer now (its time-bound checks)."""
+        proven = self._loaded_as_of.get(store_id, -math.inf)
+        if stamp != self.stamp or not self.usable() or self._clock() >= proven + self.grace:
+            return None
+        applied = self.version(store_id)
+        if applied == previous.version:
+            return previous
+        return replace(previous, version=applied)
 
     def begin_read(self, store_id: str) -> ReadToken:
         """A token to pass to ``fill`` (or ``proved_loaded``) for a read that starts now."""
@@ -183,6 +202,7 @@ class EntityCache:
             or read_at < self._invalidated.get(store_id, 0)
         ):
             return
+        self.stamp += 1
         weights = entity_slice.weights
         for uid, entity in entity_slice.entities.items():
             key = (store_id, uid)
@@ -212,6 +232,7 @@ class EntityCache:
     def wrote(self, store_id: str, version: int, uids: Collection[EntityUid]) -> None:
         """This process wrote ``uids`` at ``version``: drop them and refuse older fills."""
         self._invalidated[store_id] = max(version, self._invalidated.get(store_id, 0))
+        self.stamp += 1
         for uid in uids:
             for lru in self._lrus:
                 lru.pop((store_id, uid), None)
@@ -225,6 +246,7 @@ class EntityCache:
     def forget(self, store_id: str) -> None:
         """Drop everything of one store, including reads still in flight."""
         self._generations[store_id] = self._generations.get(store_id, 0) + 1
+        self.stamp += 1
         for lru in self._lrus:
             for key in [k for k in lru if k[0] == store_id]:
                 del lru[key]
@@ -240,6 +262,7 @@ class EntityCache:
             lru.clear()
         self._pending.clear()
         self._epoch += 1
+        self.stamp += 1
         # A restarted Redis may count versions from zero again; start the comparison afresh.
         self._invalidated.clear()
         self._applied.clear()

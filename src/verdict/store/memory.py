@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
+from verdict.cedar import SchemaHandle
 from verdict.errors import (
     Diagnostic,
     EntityDataError,
@@ -13,7 +16,6 @@ from verdict.errors import (
     WriteConflictError,
 )
 from verdict.model import EntityUid, JsonObject
-from verdict.policy.snapshot import PolicySnapshot
 from verdict.store.base import (
     DEFAULT_READ,
     DEFAULT_SLICE_LIMITS,
@@ -24,6 +26,30 @@ from verdict.store.base import (
 )
 from verdict.store.entity_file import read_entities_file
 from verdict.store.graph import SLICE_TOO_LARGE, SliceTooLargeError, collect_slice
+from verdict.store.version_handles import VersionHandles, Vet
+
+DEFAULT_HANDLE_MAX_ENTITIES = 200_000
+
+
+@dataclass(frozen=True)
+class EntityFile:
+    """What the composition root hands the store for one policy store: its entities file (if
+    any), the schema to check it against, and the name errors show."""
+
+    path: Path | None
+    schema: SchemaHandle | None
+    shown: str
+
+
+@dataclass(frozen=True)
+class HandleSettings:
+    """Pre-parsed entity sets for the memory store (see version_handles): the schema of each
+    store, how a whole set is judged against the hierarchy limits, the largest store given
+    one (a build parses all of it after every write)."""
+
+    schemas: Mapping[str, SchemaHandle | None]
+    vet: Vet
+    max_entities: int = DEFAULT_HANDLE_MAX_ENTITIES
 
 
 class MemoryEntityStore:
@@ -33,31 +59,71 @@ class MemoryEntityStore:
         self,
         stores: Mapping[str, Mapping[EntityUid, StoredEntity]],
         limits: SliceLimits = DEFAULT_SLICE_LIMITS,
+        handles: HandleSettings | None = None,
     ) -> None:
         self._stores = {name: dict(entities) for name, entities in stores.items()}
         self._versions = dict.fromkeys(self._stores, 0)
         self._limits = limits
+        self.handles: VersionHandles | None = None
+        if handles is not None:
+            schemas = {k: v for k, v in handles.schemas.items() if k in self._stores}
+            self.handles = VersionHandles(
+                self._copy, schemas, limits, handles.vet, handles.max_entities
+            )
+
+    def _copy(self, store_id: str) -> tuple[int, list[StoredEntity]]:
+        """The store's version and its entities at that version (stored values are immutable)."""
+        return self._versions[store_id], list(self._stores[store_id].values())
 
     @classmethod
-    def from_snapshot(
-        cls, snapshot: PolicySnapshot, limits: SliceLimits = DEFAULT_SLICE_LIMITS
+    def from_files(
+        cls,
+        files: Mapping[str, EntityFile],
+        limits: SliceLimits = DEFAULT_SLICE_LIMITS,
+        vet: Vet | None = None,
+        handle_max_entities: int = DEFAULT_HANDLE_MAX_ENTITIES,
     ) -> MemoryEntityStore:
-        """Load every store's ``entities.json`` (validated against its schema)."""
+        """Load each store's entities file (validated against its schema); PolicyLoadError
+        lists the problems of all of them."""
         stores: dict[str, Mapping[EntityUid, StoredEntity]] = {}
         diagnostics: list[Diagnostic] = []
-        for store_id, store in snapshot.stores.items():
-            if store.entities_file is None:
-                stores[store_id] = {}
-                continue
+        for store_id, file in files.items():
             try:
-                stores[store_id] = read_entities_file(
-                    store.entities_file, store.schema, f"{store_id}/{store.entities_file.name}"
-                )
+                stores[store_id] = cls.read_file(file)
             except PolicyLoadError as exc:
                 diagnostics.extend(exc.diagnostics)
         if diagnostics:
             raise PolicyLoadError(diagnostics)
-        return cls(stores, limits)
+        schemas = {store_id: file.schema for store_id, file in files.items()}
+        handles = None if vet is None else HandleSettings(schemas, vet, handle_max_entities)
+        return cls(stores, limits, handles)
+
+    @staticmethod
+    def read_file(file: EntityFile) -> dict[EntityUid, StoredEntity]:
+        """One store's entities from its file ({} without one); PolicyLoadError when broken."""
+        if file.path is None:
+            return {}
+        return read_entities_file(file.path, file.schema, file.shown)
+
+    async def install(
+        self,
+        store_id: str,
+        entities: Mapping[EntityUid, StoredEntity],
+        schema: SchemaHandle | None,
+    ) -> None:
+        """Replace a store's entities whole (a reloaded entities.json or schema, or a new
+        store), at a new version; entities written through the API since are dropped."""
+        self._stores[store_id] = dict(entities)
+        self._versions[store_id] = self._versions.get(store_id, 0) + 1
+        if self.handles is not None:
+            self.handles.set_schema(store_id, schema)
+        self._rebuild(store_id)
+
+    async def drop(self, store_id: str) -> None:
+        """Forget a store that was removed (reads of it are UNAVAILABLE from now on)."""
+        self._stores.pop(store_id, None)
+        if self.handles is not None:
+            self.handles.forget(store_id)
 
     def _entities(self, store_id: str) -> dict[EntityUid, StoredEntity]:
         entities = self._stores.get(store_id)
@@ -68,17 +134,27 @@ class MemoryEntityStore:
     async def fetch_slice(
         self, store_id: str, roots: Collection[EntityUid], options: ReadOptions = DEFAULT_READ
     ) -> EntitySlice:
-        """The closure of ``roots`` within one store."""
+        """The closure of ``roots`` within one store; with ``options.prepared``, the version's
+        handle too, and no walk at all when every slice of that version is within the limits."""
         entities = self._entities(store_id)
         version = self._versions[store_id]
         if options.min_version > version:
             raise StaleReadError(options.min_version, version)
+        handle = None
+        if options.prepared and self.handles is not None:
+            prepared = self.handles.current(store_id, version, options.schema)
+            if prepared is not None:
+                if prepared.bounded:
+                    return EntitySlice({}, version, handle=prepared.entities)
+                handle = prepared.entities
         try:
             found = collect_slice(roots, entities.get, self._limits)
         except SliceTooLargeError:
             # The same refusal, in the same words, as the Redis store's.
             raise EntityDataError(SLICE_TOO_LARGE) from None
-        return EntitySlice(found.entities, version, found.missing, weights=found.weights)
+        return EntitySlice(
+            found.entities, version, found.missing, weights=found.weights, handle=handle
+        )
 
     async def put(
         self,
@@ -100,6 +176,7 @@ class MemoryEntityStore:
             raise WriteConflictError(current)
         target.update((e.uid, e) for e in entities)
         self._versions[store_id] += 1
+        self._rebuild(store_id)
         return self._versions[store_id]
 
     async def delete(
@@ -109,7 +186,12 @@ class MemoryEntityStore:
         target = self._entities(store_id)
         deleted = sum(target.pop(uid, None) is not None for uid in set(uids))
         self._versions[store_id] += 1
+        self._rebuild(store_id)
         return self._versions[store_id], deleted
+
+    def _rebuild(self, store_id: str) -> None:
+        if self.handles is not None:
+            self.handles.changed(store_id, self._versions[store_id])
 
     async def get(
         self, store_id: str, uids: Sequence[EntityUid]
@@ -120,7 +202,11 @@ class MemoryEntityStore:
         return found, self._versions[store_id]
 
     async def prepare(self) -> None:
-        """Nothing to warm up."""
+        """Parse every store's entities once, before serving (off the event loop)."""
+        if self.handles is not None:
+            await self.handles.settle()
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Stop building handles."""
+        if self.handles is not None:
+            await self.handles.close()

@@ -36,6 +36,7 @@ from verdict.store.graph import SLICE_TOO_LARGE
 from verdict.store.redis_decode import corrupt, decode_key, decode_slice, decode_value
 from verdict.store.redis_encode import flag, put_args, staged_refs, staged_values
 from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
+from verdict.store.slice_handles import SliceHandles
 from verdict.telemetry import metrics
 
 # Bound once: labels() costs a lock and a dict lookup on the decision hot path.
@@ -69,9 +70,12 @@ class RedisEntityStore:
         op_timeout: float = 0.5,
         retries: int = 2,
         limits: SliceLimits = DEFAULT_SLICE_LIMITS,
+        slice_handles: SliceHandles | None = None,
     ) -> None:
         self._client = client
         self.cache = cache
+        # Parsed handles of hot cached slices; disabled (0 entries) unless given.
+        self.slice_handles = SliceHandles(0, 0) if slice_handles is None else slice_handles
         self.layout = layout
         self._op_timeout = op_timeout
         self._retries = retries
@@ -109,9 +113,14 @@ class RedisEntityStore:
         ``options.require_loaded`` is false (a write checking stored ancestors; what such a read
         finds in a store that is not loaded is never cached). Raises ReplacedVersionError for a
         ``min_version`` of an earlier epoch: the data it names was replaced.
+
+        With ``options.prepared``, a cache hit comes with the parsed handle of its entries.
         """
         if self.cache.satisfies(store_id, options.min_version):
-            cached = self.cache.lookup(store_id, roots)
+            if options.prepared:
+                cached = self.slice_handles.lookup(self.cache, store_id, roots, options.schema)
+            else:
+                cached = self.cache.lookup(store_id, roots)
             if cached is not None:
                 _CACHE_HIT.inc()
                 return cached
