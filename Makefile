@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINTED := $(wildcard src tests benchmarks scripts examples)
 
-.PHONY: run test lint proto bench bench-quick fuzz faults faults-quick clean help
+.PHONY: run test lint proto bench bench-all bench-quick profile fuzz faults faults-quick clean help
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' Makefile | sed 's/:.*## /\t/'
@@ -34,7 +34,10 @@ lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict (src, tests), 
 proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/
 	$(BIN)/python scripts/gen_proto.py
 
-bench: $(STAMP)  ## benchmarks (entity store, policy tests, batch, engine, loop stall, JSON values); results in benchmarks/results/
+bench: $(STAMP)  ## the hot path side by side (floor, lending, policy count, batch, Cerbos; ~5 min); results in benchmarks/results/hot_path*
+	$(BIN)/python -m benchmarks.bench_hot_path
+
+bench-all: bench  ## every benchmark: the hot path, then entity store, policy tests, batch, engine, loop stall, JSON values
 	$(BIN)/python -m benchmarks.bench_entity_store
 	$(BIN)/python benchmarks/bench_policy_tests.py
 	$(BIN)/python -m benchmarks.bench_batch
@@ -42,8 +45,12 @@ bench: $(STAMP)  ## benchmarks (entity store, policy tests, batch, engine, loop 
 	$(BIN)/python -m benchmarks.bench_loop_stall
 	$(BIN)/python -m benchmarks.bench_json_values
 
-bench-quick: $(STAMP)  ## a short smoke run of the entity store benchmark
+bench-quick: $(STAMP)  ## smoke runs (~2 min): the hot path --quick and the entity store benchmark --quick
+	$(BIN)/python -m benchmarks.bench_hot_path --quick
 	$(BIN)/python -m benchmarks.bench_entity_store --quick --out /tmp/verdict-bench-quick
+
+profile: $(STAMP)  ## py-spy flame graph of one server answering the lending mix at c=16: benchmarks/results/hot_path_profile.svg
+	$(BIN)/python -m benchmarks.bench_hot_path --profile-only
 
 fuzz: $(STAMP)  ## the differential test against cedarpy with 20,000 fresh random examples per store
 	VERDICT_DIFF_EXAMPLES=$${VERDICT_DIFF_EXAMPLES:-20000} VERDICT_DIFF_RANDOM=1 \
