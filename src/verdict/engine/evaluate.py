@@ -9,14 +9,16 @@ from verdict.cedar_json import entity_uid, referenced_uids
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.outcome import interpret
 from verdict.engine.request_entities import check_before_fetch, check_slice
+from verdict.engine.selection import selected_policies
 from verdict.errors import VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
 from verdict.policy.snapshot import StoreSnapshot
 
 
 def slice_roots(request: AuthorizationRequest, store: StoreSnapshot) -> set[EntityUid]:
-    """Uids a decision may touch directly; the store adds everything reachable from them."""
-    roots = {request.principal, request.action, request.resource, *store.literal_uids}
+    """Uids a decision may touch directly; the store adds everything reachable from them.
+    Of the uids policies name, only those whose data a condition reads (store.read_uids)."""
+    roots = {request.principal, request.action, request.resource, *store.read_uids}
     roots.update(referenced_uids(request.context))
     for entity in request.extra_entities:
         roots.add(entity_uid(entity))
@@ -53,9 +55,9 @@ def evaluate(
     entity_version: int = 0,
 ) -> AuthorizationResult:
     """Evaluate one request with pre-parsed policies and schema; fail closed on any doubt."""
-    raw = cedar.is_authorized(
-        cedar_request(request), store.policy_set, [*entities, *request.extra_entities], store.schema
-    )
+    given = [*entities, *request.extra_entities]
+    policies = selected_policies(store, [request], given)
+    raw = cedar.is_authorized(cedar_request(request), policies, given, store.schema)
     return interpret(raw, store, entity_version)
 
 
@@ -68,8 +70,9 @@ def evaluate_shared(
     """Evaluate requests that share one entity set (and carry no request entities) in one
     Cedar call; each answer is what ``evaluate`` would give for that request alone."""
     assert not any(r.extra_entities for r in requests), "request entities need evaluate()"
+    policies = selected_policies(store, requests, entities)
     raws = cedar.is_authorized_batch(
-        [cedar_request(r) for r in requests], store.policy_set, entities, store.schema
+        [cedar_request(r) for r in requests], policies, entities, store.schema
     )
     answers: list[AuthorizationResult | VerdictError] = []
     for raw in raws:

@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from verdict import cedar
 from verdict.cedar import CedarError, SchemaHandle
-from verdict.cedar_json import parse_uid
 from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.files import FileReadError, is_regular, read_text
 from verdict.model import EntityUid, JsonObject
+from verdict.policy.index import (
+    PolicyEntry,
+    PolicyIndex,
+    action_parents,
+    link_entry,
+    static_entry,
+    template_part,
+)
+from verdict.policy.policy_sets import SelectionCacheLimits
+from verdict.policy.references import literal_uids, read_uids
 from verdict.policy.snapshot import (
     PolicyInfo,
     PolicySnapshot,
     StoreSnapshot,
     ValidationMode,
 )
-from verdict.policy.splitter import split_statements
+from verdict.policy.splitter import Statement, split_statements
 from verdict.policy.store_settings import SETTINGS_FILE, read_store_settings
 
+PARSE_CHUNK = 256  # statements per parse call
+VALIDATE_CHUNK = 1_000  # policies per validation call: Cedar holds a parsed chunk at once
 SCHEMA_TEXT = "schema.cedarschema"
 SCHEMA_JSON = "schema.cedarschema.json"
 ENTITIES_FILE = "entities.json"
@@ -30,14 +40,22 @@ ENTITIES_FILE = "entities.json"
 
 @dataclass
 class _Parsed:
-    """One parsed policy: its info, Cedar JSON form and source text."""
+    """One parsed policy: its info and source text, and what the index and slices need of its
+    Cedar JSON form (a template keeps the form itself, for its links)."""
 
     info: PolicyInfo
-    est: JsonObject
     text: str
+    entry: PolicyEntry | None
+    template: JsonObject | None
+    named: frozenset[EntityUid]
+    read: frozenset[EntityUid]
 
 
-def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> PolicySnapshot:
+def load_policy_stores(
+    stores_dir: Path,
+    default_store: str | None = None,
+    cache: SelectionCacheLimits | None = None,
+) -> PolicySnapshot:
     """Load every subfolder of ``stores_dir`` as a store; raise PolicyLoadError on any problem.
 
     The default store (used by requests naming none) is ``default_store``, which must exist,
@@ -51,7 +69,7 @@ def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> Po
     stores: dict[str, StoreSnapshot] = {}
     for root in roots:
         try:
-            stores[root.name] = load_store(root)
+            stores[root.name] = load_store(root, cache)
         except PolicyLoadError as exc:
             diagnostics.extend(exc.diagnostics)
     if not roots:
@@ -65,7 +83,7 @@ def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> Po
     return PolicySnapshot(stores=stores, default_store=default)
 
 
-def load_store(root: Path) -> StoreSnapshot:
+def load_store(root: Path, cache: SelectionCacheLimits | None = None) -> StoreSnapshot:
     """Load one policy store folder; raise PolicyLoadError listing every problem found."""
     _check_regular_files(root)
     diagnostics: list[Diagnostic] = []
@@ -77,8 +95,52 @@ def load_store(root: Path) -> StoreSnapshot:
     parsed = list(_parse_policy_files(root, diagnostics))
     _check_unique_ids(parsed, diagnostics)
     if schema is not None and settings.validation is ValidationMode.STRICT and not diagnostics:
-        for issue in cedar.validate([p.text for p in parsed], schema):
-            info = parsed[issue.position].info
+        _validate(parsed, schema, diagnostics)
+    if diagnostics:
+        raise PolicyLoadError(diagnostics)
+    try:
+        index = build_index(parsed, schema, cache or SelectionCacheLimits())
+    except (CedarError, ValueError) as exc:
+        raise PolicyLoadError([Diagnostic(root.name, 0, f"policy set rejected: {exc}")]) from None
+    return StoreSnapshot(
+        store_id=root.name,
+        root=root,
+        policies={p.info.id: p.info for p in parsed},
+        index=index,
+        schema=schema,
+        settings=settings,
+        version=store_version(root),
+        literal_uids=frozenset(u for p in parsed for u in p.named),
+        read_uids=frozenset(u for p in parsed for u in p.read),
+        entities_file=entities if entities.is_file() else None,
+        rank={p.info.id: rank for rank, p in enumerate(parsed)},
+    )
+
+
+def build_index(
+    parsed: Sequence[_Parsed],
+    schema: SchemaHandle | None,
+    cache: SelectionCacheLimits,
+    links: Sequence[JsonObject] = (),
+) -> PolicyIndex:
+    """The store's policy index: its static policies and ``links`` of its templates."""
+    templates = {p.info.id: p.template for p in parsed if p.template is not None}
+    entries = [p.entry for p in parsed if p.entry is not None]
+    entries += [link_entry(link, templates) for link in links]
+    return PolicyIndex(
+        entries,
+        {pid: template_part(pid, est) for pid, est in templates.items()},
+        action_parents(schema),
+        cache,
+    )
+
+
+def _validate(parsed: list[_Parsed], schema: SchemaHandle, diagnostics: list[Diagnostic]) -> None:
+    # Cedar validates each policy on its own; in chunks it never holds every policy parsed.
+    for start in range(0, len(parsed), VALIDATE_CHUNK):
+        chunk = parsed[start : start + VALIDATE_CHUNK]
+        for issue in cedar.validate([p.text for p in chunk], schema):
+            info = chunk[issue.position].info
             diagnostics.append(
                 Diagnostic(
                     info.file,
@@ -86,26 +148,6 @@ def load_store(root: Path) -> StoreSnapshot:
                     f"policy {info.id!r} fails schema validation: {issue.message}",
                 )
             )
-    if diagnostics:
-        raise PolicyLoadError(diagnostics)
-    static = {p.info.id: p.est for p in parsed if not p.info.is_template}
-    templates = {p.info.id: p.est for p in parsed if p.info.is_template}
-    try:
-        policy_set = cedar.build_policy_set(static, templates)
-    except CedarError as exc:
-        raise PolicyLoadError([Diagnostic(root.name, 0, f"policy set rejected: {exc}")]) from None
-    return StoreSnapshot(
-        store_id=root.name,
-        root=root,
-        policies={p.info.id: p.info for p in parsed},
-        policy_set=policy_set,
-        schema=schema,
-        settings=settings,
-        version=store_version(root),
-        literal_uids=frozenset(u for p in parsed for u in _literal_uids(p.est)),
-        entities_file=entities if entities.is_file() else None,
-        rank={p.info.id: rank for rank, p in enumerate(parsed)},
-    )
 
 
 def _check_regular_files(root: Path) -> None:
@@ -156,8 +198,10 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
         except FileReadError as exc:
             diagnostics.append(Diagnostic(shown, 0, str(exc)))
             continue
-        for position, statement in enumerate(split_statements(source)):
-            parsed = _parse_statement(statement.text, shown, statement.line, diagnostics)
+        statements = split_statements(source)
+        for position, (statement, parsed) in enumerate(
+            zip(statements, _parse_all(statements, shown, diagnostics), strict=True)
+        ):
             if parsed is None:
                 continue
             est, is_template = parsed
@@ -171,7 +215,52 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
                 is_template=is_template,
                 description=annotations.get("description", ""),
             )
-            yield _Parsed(info, est, statement.text)
+            yield _Parsed(
+                info,
+                statement.text,
+                None if is_template else static_entry(policy_id, est),
+                est if is_template else None,
+                frozenset(literal_uids(est)),
+                read_uids(est),
+            )
+
+
+def _parse_all(
+    statements: Sequence[Statement], file: str, diagnostics: list[Diagnostic]
+) -> Iterator[tuple[JsonObject, bool] | None]:
+    """Each statement's Cedar JSON form and whether it is a template (None: diagnosed).
+
+    Cedar parses PARSE_CHUNK statements per call (a call costs ~60 us before any policy); a
+    chunk with a problem is parsed again statement by statement, to say where it is.
+    """
+    for start in range(0, len(statements), PARSE_CHUNK):
+        chunk = statements[start : start + PARSE_CHUNK]
+        found = _parse_chunk([s.text for s in chunk])
+        if found is None:
+            for statement in chunk:
+                yield _parse_statement(statement.text, file, statement.line, diagnostics)
+            continue
+        for statement, (est, is_template) in zip(chunk, found, strict=True):
+            yield _checked(est, is_template, file, statement.line, diagnostics)
+
+
+def _parse_chunk(texts: list[str]) -> list[tuple[JsonObject, bool]] | None:
+    """Parse statements in one call; None unless each is exactly one policy (Cedar numbers
+    them ``policy0``, ``policy1``, ... in order, across policies and templates)."""
+    try:
+        document = cedar.policy_to_json("\n".join(texts))
+    except CedarError:
+        return None
+    static, templates = document.get("staticPolicies", {}), document.get("templates", {})
+    if len(static) + len(templates) != len(texts):
+        return None
+    found = []
+    for number in range(len(texts)):
+        key = f"policy{number}"
+        if key not in static and key not in templates:
+            return None
+        found.append((static.get(key) or templates[key], key not in static))
+    return found
 
 
 def _parse_statement(
@@ -187,10 +276,16 @@ def _parse_statement(
         diagnostics.append(Diagnostic(file, line, "expected exactly one policy in this statement"))
         return None
     est: JsonObject = next(iter({**static, **templates}.values()))
+    return _checked(est, not static, file, line, diagnostics)
+
+
+def _checked(
+    est: JsonObject, is_template: bool, file: str, line: int, diagnostics: list[Diagnostic]
+) -> tuple[JsonObject, bool] | None:
     if est.get("annotations", {}).get("id") == "":
         diagnostics.append(Diagnostic(file, line, "@id annotation must not be empty"))
         return None
-    return est, not static
+    return est, is_template
 
 
 def _check_unique_ids(parsed: list[_Parsed], diagnostics: list[Diagnostic]) -> None:
@@ -205,23 +300,6 @@ def _check_unique_ids(parsed: list[_Parsed], diagnostics: list[Diagnostic]) -> N
                     f"duplicate policy id {item.info.id!r} (first defined at {seen.location})",
                 )
             )
-
-
-def _literal_uids(est: Any) -> Iterator[EntityUid]:
-    """Uids a policy names literally: scope constraints and entity literals in conditions."""
-    stack = [est]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, value in item.items():
-                if key in ("entity", "__entity") and (uid := parse_uid(value)) is not None:
-                    yield uid
-                elif key == "entities" and isinstance(value, list):
-                    yield from (u for v in value if (u := parse_uid(v)) is not None)
-                else:
-                    stack.append(value)
-        elif isinstance(item, list):
-            stack.extend(item)
 
 
 def store_version(root: Path) -> str:
