@@ -18,6 +18,7 @@ from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.errors import StoreUnavailableError
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
+from verdict.policy.policy_sets import SelectionCacheLimits
 from verdict.store.base import EntityStore, SliceLimits
 from verdict.store.entity_cache import EntityCache
 from verdict.store.invalidation import InvalidationListener
@@ -113,6 +114,11 @@ class HealthMonitor:
                 await self._task
 
 
+def selection_cache(settings: Settings) -> SelectionCacheLimits:
+    """How many policy sets of request selections each store's index keeps."""
+    return SelectionCacheLimits(settings.policy_cache_sets, settings.policy_cache_policies)
+
+
 def entity_limits(settings: Settings) -> EntityLimits:
     """The engine's entity limits, from the settings."""
     return EntityLimits(
@@ -190,7 +196,9 @@ def build_edge_security(
 def build_app(settings: Settings) -> App:
     """Load policies, entities and the edge security; raises PolicyLoadError or ConfigError
     (fatal at startup) on any problem."""
-    holder = PolicyHolder(load_policy_stores(settings.stores, settings.default_store))
+    holder = PolicyHolder(
+        load_policy_stores(settings.stores, settings.default_store, selection_cache(settings))
+    )
     security, edge_rules = build_edge_security(settings, holder)
     entities, listener = build_entity_store(settings, holder)
     limits = entity_limits(settings)

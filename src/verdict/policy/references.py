@@ -69,7 +69,10 @@ def _flow(node: Any, read: set[EntityUid]) -> set[EntityUid]:
         return _unknown(node, read)
     ((op, arg),) = node.items()
     if op == "Value":
-        return set(literal_uids(arg))
+        if not isinstance(arg, dict | list):
+            return set()  # a scalar: most values, so no walk
+        uid = parse_uid(arg) if isinstance(arg, dict) and "__entity" in arg else None
+        return {uid} if uid is not None else set(literal_uids(arg))
     if op in _VARIABLES:
         return set()
     if not isinstance(arg, dict | list):
