@@ -22,6 +22,7 @@ from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
+from verdict.policy.policy_sets import SelectionCacheLimits
 from verdict.policy.reloader import OnSwap, PolicyReloader, watch_stores
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 from verdict.store.base import EntityStore, SliceLimits
@@ -123,6 +124,11 @@ class HealthMonitor:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+def selection_cache(settings: Settings) -> SelectionCacheLimits:
+    """How many policy sets of request selections each store's index keeps."""
+    return SelectionCacheLimits(settings.policy_cache_sets, settings.policy_cache_policies)
 
 
 def entity_limits(settings: Settings) -> EntityLimits:
@@ -248,7 +254,9 @@ def several_workers(settings: Settings) -> bool:
 def build_app(settings: Settings) -> App:
     """Load policies, entities and the edge security; raises PolicyLoadError or ConfigError
     (fatal at startup) on any problem."""
-    holder = PolicyHolder(load_policy_stores(settings.stores, settings.default_store))
+    holder = PolicyHolder(
+        load_policy_stores(settings.stores, settings.default_store, selection_cache(settings))
+    )
     security, edge_rules = build_edge_security(settings, holder)
     entities, listener = build_entity_store(settings, holder)
     limits = entity_limits(settings)

@@ -56,11 +56,17 @@ def build_policy_set(
         "templates": dict(templates),
         "templateLinks": list(links),
     }
+    ids = {*static, *templates, *(str(link.get("newId", "")) for link in links)}
+    return policy_set_from_json(json.dumps(document), ids)
+
+
+def policy_set_from_json(document: str, ids: Collection[str]) -> PolicySetHandle:
+    """Build a policy set from Cedar's JSON policy-set text whose policy ids are ``ids``
+    (the policy index assembles the text from pre-encoded parts)."""
     try:
-        handle = cedarpy.PolicySet.from_json_str(json.dumps(document))
+        handle = cedarpy.PolicySet.from_json_str(document)
     except ValueError as exc:
         raise CedarError(str(exc)) from None
-    ids = {*static, *templates, *(str(link.get("newId", "")) for link in links)}
     return _PolicySet(handle, frozenset(ids))
 
 
@@ -139,6 +145,13 @@ Entities = Sequence[JsonObject] | EntitiesHandle
 def _entities_arg(entities: Entities) -> Any:
     """What cedarpy takes: the parsed handle, or a list of Cedar JSON entities."""
     return entities.handle if isinstance(entities, EntitiesHandle) else list(entities)
+
+
+def schema_actions(schema: SchemaHandle) -> list[JsonObject]:
+    """The schema's action entities, each with its ancestors as ``parents`` (Cedar adds these
+    to every evaluation's entities; the policy index reads action groups from them)."""
+    result: list[JsonObject] = json.loads(str(cedarpy.Entities.from_json_str("[]", schema)))
+    return result
 
 
 def check_entities(entities: Sequence[JsonObject], schema: SchemaHandle | None) -> None:

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     health_interval_seconds: float = Field(default=1.0, gt=0)
     # Entity limits: docs/decisions.md "Entity limits", measured by benchmarks/bench_loop_stall.py.
     max_slice_entities: int = Field(default=1_000, ge=1)
+    # Policy index: the policy sets built for request selections that each store keeps (LRU),
+    # bounded in sets and in policies summed over them (docs/decisions.md, "Policy index").
+    policy_cache_sets: int = Field(default=4_096, ge=0)
+    policy_cache_policies: int = Field(default=65_536, ge=0)
     # One evaluation's stored entity JSON, summed over its slice (and over a batch's shared
     # union): bytes, and values counted from the text as '[', '{', ',' and ':' (an upper bound,
     # verdict.store.weight). Cedar's time follows values far more than bytes; 16,000 values of

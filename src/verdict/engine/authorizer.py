@@ -14,6 +14,7 @@ from verdict.engine.deny_kind import deny_kind, with_deny_kind
 from verdict.engine.evaluate import evaluate, evaluate_shared, slice_roots
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.request_entities import check_before_fetch, check_slice
+from verdict.engine.selection import ParentMap, parent_map
 from verdict.engine.turns import give_turn
 from verdict.errors import (
     BatchTooLargeError,
@@ -155,7 +156,11 @@ class Authorizer:
         entity_slice = item.slice
         try:
             result = evaluate(
-                item.request, item.store, _entities(entity_slice), entity_slice.version
+                item.request,
+                item.store,
+                _entities(entity_slice),
+                entity_slice.version,
+                _parents(entity_slice),
             )
             return with_deny_kind(result, item.request, entity_slice)
         except EntityDataError:
@@ -168,6 +173,9 @@ class Authorizer:
         if len(group) == 1:
             return [self._guarded(group[0])]
         entities: EntitySet
+        parents: dict[EntityUid, Sequence[EntityUid]] = {}
+        for item in group:
+            parents.update(_parents(item.slice))
         if group[0].slice.handle is not None:  # grouped by handle: all share this one
             entities = group[0].slice.handle
         else:
@@ -176,7 +184,9 @@ class Authorizer:
                 union.update(item.slice.entities)
             entities = list(union.values())
         try:
-            answers = evaluate_shared([p.request for p in group], group[0].store, entities)
+            answers = evaluate_shared(
+                [p.request for p in group], group[0].store, entities, parents=parents
+            )
         except Exception as exc:
             log.error("batch_group_failed", error_type=type(exc).__name__)
             answers = [InternalError() for _ in group]
@@ -210,6 +220,14 @@ def check_deadline(deadline: float | None) -> None:
     and under overload evaluating it anyway only delays the calls that can still be answered."""
     if deadline is not None and time.monotonic() >= deadline:
         raise DeadlineExceededError
+
+
+def _parents(entity_slice: EntitySlice) -> ParentMap:
+    """The parents of the slice's entities, which the policy index selects by (the request's
+    own entities are added by evaluate)."""
+    if entity_slice.ancestry is not None:
+        return entity_slice.ancestry
+    return parent_map(entity_slice.entities.values())
 
 
 def _entities(entity_slice: EntitySlice) -> EntitySet:

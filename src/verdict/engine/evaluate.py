@@ -10,14 +10,16 @@ from verdict.cedar_json import entity_uid, referenced_uids
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.outcome import interpret
 from verdict.engine.request_entities import check_before_fetch, check_slice
+from verdict.engine.selection import ParentMap, parent_map, selected_policies
 from verdict.errors import InternalError, VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
 from verdict.policy.snapshot import StoreSnapshot
 
 
 def slice_roots(request: AuthorizationRequest, store: StoreSnapshot) -> set[EntityUid]:
-    """Uids a decision may touch directly; the store adds everything reachable from them."""
-    roots = {request.principal, request.action, request.resource, *store.literal_uids}
+    """Uids a decision may touch directly; the store adds everything reachable from them.
+    Of the uids policies name, only those whose data a condition reads (store.read_uids)."""
+    roots = {request.principal, request.action, request.resource, *store.read_uids}
     roots.update(referenced_uids(request.context))
     for entity in request.extra_entities:
         roots.add(entity_uid(entity))
@@ -52,12 +54,20 @@ def evaluate(
     store: StoreSnapshot,
     entities: Iterable[JsonObject] | EntitiesHandle,
     entity_version: int = 0,
+    parents: ParentMap | None = None,
 ) -> AuthorizationResult:
-    """Evaluate one request with pre-parsed policies and schema; fail closed on any doubt.
-    ``entities`` is the stored slice, or a parsed handle of it (only without request entities)."""
-    raw = cedar.is_authorized(
-        cedar_request(request), store.policy_set, _with_request(entities, request), store.schema
-    )
+    """Evaluate one request against the policies whose scope can match it; fail closed on any
+    doubt. ``entities`` is the stored slice, or a parsed handle of it (only without request
+    entities); with a handle, ``parents`` gives the ancestry the policy index selects by."""
+    given = _with_request(entities, request)
+    if parents is None:
+        if isinstance(given, EntitiesHandle):
+            raise InternalError  # a caller's bug: a handle needs the parents of its slice
+        parents = parent_map(given)
+    elif request.extra_entities:
+        parents = {**parents, **parent_map(request.extra_entities)}
+    policies = selected_policies(store, [request], parents)
+    raw = cedar.is_authorized(cedar_request(request), policies, given, store.schema)
     return interpret(raw, store, entity_version)
 
 
@@ -66,12 +76,18 @@ def evaluate_shared(
     store: StoreSnapshot,
     entities: Sequence[JsonObject] | EntitiesHandle,
     entity_version: int = 0,
+    parents: ParentMap | None = None,
 ) -> list[AuthorizationResult | VerdictError]:
     """Evaluate requests that share one entity set (and carry no request entities) in one
     Cedar call; each answer is what ``evaluate`` would give for that request alone."""
     assert not any(r.extra_entities for r in requests), "request entities need evaluate()"
+    if parents is None:
+        if isinstance(entities, EntitiesHandle):
+            raise InternalError
+        parents = parent_map(entities)
+    policies = selected_policies(store, requests, parents)
     raws = cedar.is_authorized_batch(
-        [cedar_request(r) for r in requests], store.policy_set, entities, store.schema
+        [cedar_request(r) for r in requests], policies, entities, store.schema
     )
     answers: list[AuthorizationResult | VerdictError] = []
     for raw in raws:

@@ -4,28 +4,38 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from verdict import cedar
 from verdict.cedar import CedarError, SchemaHandle
-from verdict.cedar_json import parse_uid
 from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.files import FileReadError, is_regular, read_text
 from verdict.model import EntityUid, JsonObject
+from verdict.policy.index import (
+    PolicyEntry,
+    PolicyIndex,
+    action_parents,
+    link_entry,
+    static_entry,
+    template_part,
+)
 from verdict.policy.links import LINKS_FILES, Link, read_links
+from verdict.policy.policy_sets import SelectionCacheLimits
 from verdict.policy.positions import locate_in_policy, locate_schema_error, locate_syntax_error
+from verdict.policy.references import literal_uids, read_uids
 from verdict.policy.snapshot import (
     PolicyInfo,
     PolicySnapshot,
     StoreSnapshot,
     ValidationMode,
 )
-from verdict.policy.splitter import split_statements
+from verdict.policy.splitter import Statement, split_statements
 from verdict.policy.store_settings import SETTINGS_FILE, read_store_settings
 
+PARSE_CHUNK = 256  # statements per parse call
+VALIDATE_CHUNK = 1_000  # policies per validation call: Cedar holds a parsed chunk at once
 SCHEMA_TEXT = "schema.cedarschema"
 SCHEMA_JSON = "schema.cedarschema.json"
 ENTITIES_FILE = "entities.json"
@@ -33,14 +43,22 @@ ENTITIES_FILE = "entities.json"
 
 @dataclass
 class _Parsed:
-    """One parsed policy: its info, Cedar JSON form and source text."""
+    """One parsed policy: its info and source text, and what the index and slices need of its
+    Cedar JSON form (a template keeps the form itself, for its links)."""
 
     info: PolicyInfo
-    est: JsonObject
     text: str
+    entry: PolicyEntry | None
+    template: JsonObject | None
+    named: frozenset[EntityUid]
+    read: frozenset[EntityUid]
 
 
-def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> PolicySnapshot:
+def load_policy_stores(
+    stores_dir: Path,
+    default_store: str | None = None,
+    cache: SelectionCacheLimits | None = None,
+) -> PolicySnapshot:
     """Load every subfolder of ``stores_dir`` as a store; raise PolicyLoadError on any problem.
 
     The default store (used by requests naming none) is ``default_store``, which must exist,
@@ -52,7 +70,7 @@ def load_policy_stores(stores_dir: Path, default_store: str | None = None) -> Po
     stores: dict[str, StoreSnapshot] = {}
     for root in roots:
         try:
-            stores[root.name] = load_store(root)
+            stores[root.name] = load_store(root, cache)
         except PolicyLoadError as exc:
             diagnostics.extend(exc.diagnostics)
     if not roots:
@@ -74,7 +92,7 @@ def store_roots(stores_dir: Path) -> list[Path]:
     return sorted(p for p in stores_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def load_store(root: Path) -> StoreSnapshot:
+def load_store(root: Path, cache: SelectionCacheLimits | None = None) -> StoreSnapshot:
     """Load one policy store folder; raise PolicyLoadError listing every problem found."""
     _check_regular_files(root)
     diagnostics: list[Diagnostic] = []
@@ -86,33 +104,29 @@ def load_store(root: Path) -> StoreSnapshot:
     parsed = list(_parse_policy_files(root, diagnostics))
     _check_unique_ids(parsed, diagnostics)
     if schema is not None and settings.validation is ValidationMode.STRICT and not diagnostics:
-        for issue in cedar.validate([p.text for p in parsed], schema):
-            item = parsed[issue.position]
-            at = locate_in_policy(item.text, item.info.line, issue.message)
-            message = f"policy {item.info.id!r} fails schema validation: {issue.message}"
-            diagnostics.append(Diagnostic(item.info.file, at, message))
-    static = {p.info.id: p.est for p in parsed if not p.info.is_template}
-    templates = {p.info.id: p.est for p in parsed if p.info.is_template}
-    taken = {p.info.id: p.info.location for p in parsed}
-    links = read_links(root, templates, taken, diagnostics)
+        _validate(parsed, schema, diagnostics)
+    templates = {p.info.id: p.template for p in parsed if p.template is not None}
+    links = read_links(root, templates, {p.info.id: p.info.location for p in parsed}, diagnostics)
     if diagnostics:
         raise PolicyLoadError(diagnostics)
     try:
-        policy_set = cedar.build_policy_set(static, templates, [k.to_cedar() for k in links])
-    except CedarError as exc:
+        index = build_index(parsed, schema, cache or SelectionCacheLimits(), links)
+    except (CedarError, ValueError) as exc:
         raise PolicyLoadError([Diagnostic(root.name, 0, f"policy set rejected: {exc}")]) from None
     infos = [p.info for p in parsed] + [_link_info(k, templates[k.template]) for k in links]
-    literal = {u for p in parsed for u in _literal_uids(p.est)}
-    literal.update(uid for link in links for uid in link.values.values())
+    named = {u for p in parsed for u in p.named}
+    named.update(uid for link in links for uid in link.values.values())
     return StoreSnapshot(
         store_id=root.name,
         root=root,
         policies={info.id: info for info in infos},
-        policy_set=policy_set,
+        index=index,
         schema=schema,
         settings=settings,
         version=store_version(root),
-        literal_uids=frozenset(literal),
+        # Link values stand in scopes only: named (the request-entity rule), never read.
+        literal_uids=frozenset(named),
+        read_uids=frozenset(u for p in parsed for u in p.read),
         entities_file=entities if entities.is_file() else None,
         entities_version=file_version(entities),
         schema_version=file_version(root / SCHEMA_TEXT) + file_version(root / SCHEMA_JSON),
@@ -140,22 +154,33 @@ def fingerprint(document: JsonObject) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class SourcePolicy:
-    """A policy as written: where, its Cedar JSON form, its text (for authoring checks)."""
+def build_index(
+    parsed: Sequence[_Parsed],
+    schema: SchemaHandle | None,
+    cache: SelectionCacheLimits,
+    links: Sequence[Link] = (),
+) -> PolicyIndex:
+    """The store's policy index: its static policies and ``links`` of its templates."""
+    templates = {p.info.id: p.template for p in parsed if p.template is not None}
+    entries = [p.entry for p in parsed if p.entry is not None]
+    entries += [link_entry(link.to_cedar(), templates) for link in links]
+    return PolicyIndex(
+        entries,
+        {pid: template_part(pid, est) for pid, est in templates.items()},
+        action_parents(schema),
+        cache,
+    )
 
-    info: PolicyInfo
-    est: JsonObject
-    text: str
 
-
-def read_source_policies(root: Path) -> list[SourcePolicy]:
-    """Every policy and template of a store as written (after a successful load_store)."""
-    diagnostics: list[Diagnostic] = []
-    parsed = [SourcePolicy(p.info, p.est, p.text) for p in _parse_policy_files(root, diagnostics)]
-    if diagnostics:
-        raise PolicyLoadError(diagnostics)
-    return parsed
+def _validate(parsed: list[_Parsed], schema: SchemaHandle, diagnostics: list[Diagnostic]) -> None:
+    # Cedar validates each policy on its own; in chunks it never holds every policy parsed.
+    for start in range(0, len(parsed), VALIDATE_CHUNK):
+        chunk = parsed[start : start + VALIDATE_CHUNK]
+        for issue in cedar.validate([p.text for p in chunk], schema):
+            item = chunk[issue.position]
+            at = locate_in_policy(item.text, item.info.line, issue.message)
+            message = f"policy {item.info.id!r} fails schema validation: {issue.message}"
+            diagnostics.append(Diagnostic(item.info.file, at, message))
 
 
 def _check_regular_files(root: Path) -> None:
@@ -220,8 +245,10 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
         except FileReadError as exc:
             diagnostics.append(Diagnostic(shown, 0, str(exc)))
             continue
-        for position, statement in enumerate(split_statements(source)):
-            parsed = _parse_statement(statement.text, shown, statement.line, diagnostics)
+        statements = split_statements(source)
+        for position, (statement, parsed) in enumerate(
+            zip(statements, _parse_all(statements, shown, diagnostics), strict=True)
+        ):
             if parsed is None:
                 continue
             est, is_template = parsed
@@ -236,7 +263,52 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
                 description=annotations.get("description", ""),
                 fingerprint=fingerprint(est),
             )
-            yield _Parsed(info, est, statement.text)
+            yield _Parsed(
+                info,
+                statement.text,
+                None if is_template else static_entry(policy_id, est),
+                est if is_template else None,
+                frozenset(literal_uids(est)),
+                read_uids(est),
+            )
+
+
+def _parse_all(
+    statements: Sequence[Statement], file: str, diagnostics: list[Diagnostic]
+) -> Iterator[tuple[JsonObject, bool] | None]:
+    """Each statement's Cedar JSON form and whether it is a template (None: diagnosed).
+
+    Cedar parses PARSE_CHUNK statements per call (a call costs ~60 us before any policy); a
+    chunk with a problem is parsed again statement by statement, to say where it is.
+    """
+    for start in range(0, len(statements), PARSE_CHUNK):
+        chunk = statements[start : start + PARSE_CHUNK]
+        found = _parse_chunk([s.text for s in chunk])
+        if found is None:
+            for statement in chunk:
+                yield _parse_statement(statement.text, file, statement.line, diagnostics)
+            continue
+        for statement, (est, is_template) in zip(chunk, found, strict=True):
+            yield _checked(est, is_template, file, statement.line, diagnostics)
+
+
+def _parse_chunk(texts: list[str]) -> list[tuple[JsonObject, bool]] | None:
+    """Parse statements in one call; None unless each is exactly one policy (Cedar numbers
+    them ``policy0``, ``policy1``, ... in order, across policies and templates)."""
+    try:
+        document = cedar.policy_to_json("\n".join(texts))
+    except CedarError:
+        return None
+    static, templates = document.get("staticPolicies", {}), document.get("templates", {})
+    if len(static) + len(templates) != len(texts):
+        return None
+    found: list[tuple[JsonObject, bool]] = []
+    for number in range(len(texts)):
+        key = f"policy{number}"
+        if key not in static and key not in templates:
+            return None
+        found.append((static.get(key) or templates[key], key not in static))
+    return found
 
 
 def _parse_statement(
@@ -253,10 +325,16 @@ def _parse_statement(
         diagnostics.append(Diagnostic(file, line, "expected exactly one policy in this statement"))
         return None
     est: JsonObject = next(iter({**static, **templates}.values()))
+    return _checked(est, not static, file, line, diagnostics)
+
+
+def _checked(
+    est: JsonObject, is_template: bool, file: str, line: int, diagnostics: list[Diagnostic]
+) -> tuple[JsonObject, bool] | None:
     if est.get("annotations", {}).get("id") == "":
         diagnostics.append(Diagnostic(file, line, "@id annotation must not be empty"))
         return None
-    return est, not static
+    return est, is_template
 
 
 def _check_unique_ids(parsed: list[_Parsed], diagnostics: list[Diagnostic]) -> None:
@@ -273,21 +351,16 @@ def _check_unique_ids(parsed: list[_Parsed], diagnostics: list[Diagnostic]) -> N
             )
 
 
-def _literal_uids(est: Any) -> Iterator[EntityUid]:
-    """Uids a policy names literally: scope constraints and entity literals in conditions."""
-    stack = [est]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            for key, value in item.items():
-                if key in ("entity", "__entity") and (uid := parse_uid(value)) is not None:
-                    yield uid
-                elif key == "entities" and isinstance(value, list):
-                    yield from (u for v in value if (u := parse_uid(v)) is not None)
-                else:
-                    stack.append(value)
-        elif isinstance(item, list):
-            stack.extend(item)
+def store_version(root: Path) -> str:
+    """Content hash of a store's policies, schema and settings (not its entities)."""
+    digest = hashlib.sha256(b"verdict-store-v1\0")
+    files = [*policy_files(root), root / SCHEMA_TEXT, root / SCHEMA_JSON, root / SETTINGS_FILE]
+    files += [root / name for name in LINKS_FILES]
+    for path in files:
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()[:24]
 
 
 def file_version(path: Path) -> str:
@@ -301,13 +374,22 @@ def file_version(path: Path) -> str:
     return "sha256:" + digest.hexdigest()[:24]
 
 
-def store_version(root: Path) -> str:
-    """Content hash of a store's policies, schema and settings (not its entities)."""
-    digest = hashlib.sha256(b"verdict-store-v1\0")
-    files = [*policy_files(root), root / SCHEMA_TEXT, root / SCHEMA_JSON, root / SETTINGS_FILE]
-    files += [root / name for name in LINKS_FILES]
-    for path in files:
-        if path.is_file():
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return "sha256:" + digest.hexdigest()[:24]
+@dataclass(frozen=True)
+class SourcePolicy:
+    """A policy as written: where, its Cedar JSON form, its text (for authoring checks)."""
+
+    info: PolicyInfo
+    est: JsonObject
+    text: str
+
+
+def read_source_policies(root: Path) -> list[SourcePolicy]:
+    """Every policy and template of a store as written, each parsed again on its own (the
+    loader keeps no Cedar JSON trees); for the offline authoring checks."""
+    parsed = list(_parse_policy_files(root, []))
+    found: list[SourcePolicy] = []
+    for item in parsed:
+        document = cedar.policy_to_json(item.text)
+        forms = {**document.get("staticPolicies", {}), **document.get("templates", {})}
+        found.extend(SourcePolicy(item.info, est, item.text) for est in forms.values())
+    return found

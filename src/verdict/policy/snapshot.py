@@ -10,6 +10,7 @@ from pathlib import Path
 from verdict.cedar import PolicySetHandle, SchemaHandle
 from verdict.errors import RequestError
 from verdict.model import EntityUid
+from verdict.policy.index import PolicyIndex
 
 
 class ValidationMode(enum.Enum):
@@ -75,12 +76,17 @@ class StoreSnapshot:
     store_id: str
     root: Path
     policies: Mapping[str, PolicyInfo]
-    policy_set: PolicySetHandle
+    # Evaluable policies by scope; the policy sets of selections (see policy/index.py).
+    index: PolicyIndex
     schema: SchemaHandle | None
     settings: StoreSettings
     version: str
-    # Uids written literally in policy text: always part of a request's entity slice.
+    # Uids written literally in policy text (scopes and conditions): no request may define
+    # one of them (engine/request_entities.py).
     literal_uids: frozenset[EntityUid]
+    # The literal uids whose stored data a condition may read: always part of a request's
+    # entity slice (policy/references.py; the others are never fetched).
+    read_uids: frozenset[EntityUid] = frozenset()
     entities_file: Path | None = None
     # Content hashes of entities.json and of the schema file ("" when absent): a reload
     # re-reads the embedded store's entities when either changes (docs/hot-reload.md).
@@ -88,6 +94,12 @@ class StoreSnapshot:
     schema_version: str = ""
     # Position of each policy id in load order, to report policies in a stable order.
     rank: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def policy_set(self) -> PolicySetHandle:
+        """Every policy of the store in one set (built on demand above the index's prebuild
+        size; for tools and tests: decisions use the index's selections)."""
+        return self.index.policy_set(self.index.full_key)
 
     def in_order(self, policy_ids: Iterable[str]) -> tuple[str, ...]:
         """``policy_ids`` in load order (Cedar reports them in no particular order)."""

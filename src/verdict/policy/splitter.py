@@ -6,6 +6,7 @@ say which file and line a broken or invalid policy starts on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -17,6 +18,14 @@ class Statement:
     line: int
 
 
+# Inside a statement only comments, string literals (to the closing quote, or the end of the
+# text) and ``;`` matter; between statements, whitespace and comments are skipped. Scanning by
+# regular expression keeps a 100,000-policy store's split to a fraction of a second (a
+# character loop in Python took seconds).
+_SIGNIFICANT = re.compile(r'//[^\n]*|"(?:[^"\\]|\\[\s\S])*(?:"|\\?\Z)|;')
+_BETWEEN = re.compile(r"(?:\s+|//[^\n]*)*")
+
+
 def split_statements(source: str) -> list[Statement]:
     """Split at top-level ``;`` outside strings and ``//`` comments.
 
@@ -24,45 +33,20 @@ def split_statements(source: str) -> list[Statement]:
     Trailing text without a ``;`` becomes a final statement, which then fails to parse.
     """
     statements: list[Statement] = []
-    start: int | None = None
-    start_line = line = 1
-    i, n = 0, len(source)
-    while i < n:
-        ch = source[i]
-        if ch == "\n":
-            line += 1
-        elif ch == "/" and source.startswith("//", i):
-            end = source.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        elif not ch.isspace():
-            if start is None:
-                start, start_line = i, line
-            if ch == '"':
-                i, line = _skip_string(source, i, line)
-                continue
-            if ch == ";":
-                statements.append(Statement(source[start : i + 1], start_line))
-                start = None
-        i += 1
-    if start is not None:
-        statements.append(Statement(source[start:], start_line))
+    line, counted, position = 1, 0, 0
+    while True:
+        between = _BETWEEN.match(source, position)  # always matches, perhaps nothing
+        start = between.end() if between else position
+        if start >= len(source):
+            break
+        line += source.count("\n", counted, start)
+        counted = start
+        for token in _SIGNIFICANT.finditer(source, start):
+            if token.group() == ";":
+                position = token.end()
+                statements.append(Statement(source[start:position], line))
+                break
+        else:
+            statements.append(Statement(source[start:], line))
+            break
     return statements
-
-
-def _skip_string(source: str, i: int, line: int) -> tuple[int, int]:
-    """Return the index after the string literal opening at ``i`` and the updated line."""
-    i += 1
-    while i < len(source):
-        ch = source[i]
-        if ch == "\\":
-            if source.startswith("\n", i + 1):
-                line += 1
-            i += 2
-            continue
-        if ch == "\n":
-            line += 1
-        if ch == '"':
-            return i + 1, line
-        i += 1
-    return i, line

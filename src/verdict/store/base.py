@@ -44,6 +44,9 @@ class EntitySlice:
     # roots, for the memory store). ``entities`` may then be empty: the read proved that the
     # slice is within every limit without walking it.
     handle: EntitiesHandle | None = field(default=None, kw_only=True)
+    # With an empty ``entities`` (the memory store's unwalked slice): each root's ancestors'
+    # direct parents, which the policy index selects by. None: read them from ``entities``.
+    ancestry: Mapping[EntityUid, tuple[EntityUid, ...]] | None = field(default=None, kw_only=True)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 
+from verdict.cedar_json import parse_uid
 from verdict.model import EntityUid, JsonObject
 from verdict.store.base import DEFAULT_SLICE_LIMITS, EntitySlice, SliceLimits, StoredEntity
 from verdict.store.weight import Weight
@@ -46,3 +47,23 @@ def collect_slice(
             seen.add(ref)
             frontier.append(ref)
     return EntitySlice(entities=found, missing=frozenset(missing), weights=weights)
+
+
+def ancestry(
+    roots: Iterable[EntityUid], lookup: Callable[[EntityUid], StoredEntity | None]
+) -> dict[EntityUid, tuple[EntityUid, ...]]:
+    """The direct parents of every stored root and of all their ancestors (iteratively; a
+    cycle ends where it meets an entity already seen)."""
+    found: dict[EntityUid, tuple[EntityUid, ...]] = {}
+    stack = list(roots)
+    while stack:
+        uid = stack.pop()
+        if uid in found:
+            continue
+        stored = lookup(uid)
+        if stored is None:
+            continue
+        parents = tuple(p for raw in stored.json.get("parents", ()) if (p := parse_uid(raw)))
+        found[uid] = parents
+        stack.extend(parents)
+    return found

@@ -25,7 +25,7 @@ from verdict.store.base import (
     StoredEntity,
 )
 from verdict.store.entity_file import read_entities_file
-from verdict.store.graph import SLICE_TOO_LARGE, SliceTooLargeError, collect_slice
+from verdict.store.graph import SLICE_TOO_LARGE, SliceTooLargeError, ancestry, collect_slice
 from verdict.store.version_handles import VersionHandles, Vet
 
 DEFAULT_HANDLE_MAX_ENTITIES = 200_000
@@ -147,7 +147,13 @@ class MemoryEntityStore:
                 if prepared.bounded:
                     # No walk: the roots alone are looked up, to say which do not exist.
                     missing = frozenset(r for r in roots if r not in entities)
-                    return EntitySlice({}, version, missing, handle=prepared.entities)
+                    return EntitySlice(
+                        {},
+                        version,
+                        missing,
+                        handle=prepared.entities,
+                        ancestry=ancestry(roots, entities.get),
+                    )
                 handle = prepared.entities
         try:
             found = collect_slice(roots, entities.get, self._limits)
