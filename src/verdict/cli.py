@@ -51,6 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
             "callers_file": args.callers_file,
             "workers": args.workers,
             "audit_sink": args.audit_sink,
+            "log_format": args.log_format,
             "audit_file": args.audit_file,
             "audit_mode": args.audit_mode,
         }.items()
@@ -227,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Redis URL names a cluster node (VERDICT_REDIS_CLUSTER)",
     )
     add_security_flags(serve)
+    serve.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        help="JSON lines, or console output for people (VERDICT_LOG_FORMAT; default auto: "
+        "console on a terminal, JSON otherwise)",
+    )
     serve.add_argument(
         "--audit-sink",
         choices=["none", "file", "stdout", "redis"],

@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     # the other workers and exits 1. 0: the first crash stops them all.
     worker_restarts: int = Field(default=5, ge=0, le=100)
     log_level: str = Field(default="info")
-    log_format: str = Field(default="json", pattern="^(json|console)$")
+    # JSON lines in production; readable console output on a terminal ("auto" picks by stderr).
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     metrics_listen: str | None = Field(default=None, description="HOST:PORT for /metrics")
     # Entity store: in memory (from entities.json) unless a Redis URL is given.
     redis_url: str | None = Field(default=None, description="redis://, rediss:// or unix://")

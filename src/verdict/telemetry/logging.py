@@ -9,7 +9,10 @@ import structlog
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """Configure structlog once at startup; event names are fixed snake_case strings."""
+    """Configure structlog once at startup; event names are fixed snake_case strings.
+    ``fmt`` "auto" is console output when stderr is a terminal, JSON lines otherwise."""
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
     )
