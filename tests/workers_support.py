@@ -110,7 +110,8 @@ def verdict_workers(
     log = workdir / f"serve-{time.monotonic_ns()}.log"
     command = serve_command("--workers", str(workers), "--listen", "127.0.0.1:0")
     command += ["--metrics-listen", "127.0.0.1:0", *args]
-    with log.open("wb") as sink:
+    # Append mode: the workers share this file, and only O_APPEND keeps their lines whole.
+    with log.open("ab") as sink:
         # TMPDIR: a supervisor killed by a test leaves its metrics folder in the test's folder.
         env = {**os.environ, "TMPDIR": str(workdir), **(env or {})}
         process = subprocess.Popen(command, env=env, stderr=sink)

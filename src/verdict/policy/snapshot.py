@@ -89,7 +89,7 @@ class StoreSnapshot:
     read_uids: frozenset[EntityUid] = frozenset()
     entities_file: Path | None = None
     # Content hashes of entities.json and of the schema file ("" when absent): a reload
-    # re-reads the embedded store's entities when either changes (docs/hot-reload.md).
+    # re-reads the embedded store's entities when either changes (README, "Changing policies").
     entities_version: str = ""
     schema_version: str = ""
     # Position of each policy id in load order, to report policies in a stable order.
