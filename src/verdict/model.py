@@ -89,6 +89,8 @@ class AuthorizationRequest:
     extra_entities: tuple[JsonObject, ...] = ()
     # Read-your-writes: entity data at least this version (0 = any).
     min_entity_version: int = 0
+    # Ask for an explanation of every policy whose scope matched (engine/explain.py).
+    explain: bool = False
     # time.monotonic() by which the answer is needed (from the caller's deadline), if any.
     deadline: float | None = None
 
@@ -127,6 +129,8 @@ class AuthorizationResult:
     entity_version: int = 0
     # Why a DENY is a DENY (None for an ALLOW); set by the engine once it knows the slice.
     deny_kind: DenyKind | None = None
+    # With AuthorizationRequest.explain: engine.explain.PolicyExplanation values, in load order.
+    explanations: tuple[Any, ...] = ()
 
     @property
     def allowed(self) -> bool:

@@ -12,6 +12,7 @@ import structlog
 from verdict.cedar import Entities as EntitySet
 from verdict.engine.deny_kind import deny_kind, with_deny_kind
 from verdict.engine.evaluate import evaluate, evaluate_shared, slice_roots
+from verdict.engine.explain import explain
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.request_entities import check_before_fetch, check_slice
 from verdict.engine.selection import ParentMap, parent_map
@@ -162,7 +163,15 @@ class Authorizer:
                 entity_slice.version,
                 _parents(entity_slice),
             )
-            return with_deny_kind(result, item.request, entity_slice)
+            result = with_deny_kind(result, item.request, entity_slice)
+            if item.request.explain:
+                parents = {**_parents(entity_slice), **parent_map(item.request.extra_entities)}
+                entities = _entities(entity_slice)
+                if item.request.extra_entities:
+                    entities = [*entities, *item.request.extra_entities]  # type: ignore[misc]
+                found = explain(item.request, item.store, entities, parents)
+                result = replace(result, explanations=found)
+            return result
         except EntityDataError:
             # Stored data that parses but fails the schema: as corrupt as unreadable JSON.
             metrics.CORRUPT_ENTITIES.labels(reason="schema_mismatch").inc()
@@ -253,7 +262,7 @@ def _shared_groups(
                 # The handle is alive in ``prepared`` while groups exist: its id is unique.
                 shared.setdefault((item.store.store_id, id(handle)), []).append(index)
                 continue
-            alone = bool(item.request.extra_entities)
+            alone = bool(item.request.extra_entities) or item.request.explain
             key = index if alone else (item.store.store_id, item.slice.version)
             groups.setdefault(key, []).append(index)
     chunks = [chunk for group in groups.values() for chunk in _bounded(group, prepared, limits)]

@@ -174,6 +174,17 @@ class PolicyIndex:
             chosen.update(n for n in found if entries[n].scope.matches(request, lineages))
         return tuple(sorted(chosen))
 
+    def forms(self, key: tuple[int, ...]) -> list[tuple[str, JsonObject]]:
+        """Each entry's id and Cedar JSON form (a link: its template's form, whose conditions
+        are the link's), parsed again from the pre-encoded parts (for explanations only)."""
+        found = []
+        for number in key:
+            entry = self._entries[number]
+            member = self._templates[entry.template] if entry.template else entry.part
+            form = json.loads("{" + member + "}")
+            found.append((entry.id, next(iter(form.values()))))
+        return found
+
     def policy_set(self, key: tuple[int, ...]) -> PolicySetHandle:
         """The policy set of the entries in ``key`` (a ``select`` answer), built once and kept
         while recently used."""

@@ -98,6 +98,7 @@ def request_from_proto(
         extra_entities=entities,
         min_entity_version=message.min_entity_version,
         deadline=deadline,
+        explain=message.explain,
     )
     check_reference_count(request, limits.max_references)
     return request
@@ -135,6 +136,18 @@ def response_to_proto(result: AuthorizationResult) -> pb.IsAuthorizedResponse:
         policy_store_id=result.store_id,
         entity_version=result.entity_version,
         deny_kind=_DENY_KINDS[result.deny_kind],
+        explanations=[
+            pb.PolicyExplanation(
+                policy_id=e.policy_id,
+                effect=e.effect,
+                applies=e.applies,
+                conditions=[
+                    pb.ConditionCheck(kind=c.kind, outcome=c.outcome, conjunct=c.conjunct)
+                    for c in e.conditions
+                ],
+            )
+            for e in result.explanations
+        ],
     )
 
 

@@ -25,31 +25,35 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1everdict/v1/authorization.proto\x12\nverdict.v1\x1a\x17google/rpc/status.proto\"%\n\tEntityUid\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\xf1\x01\n\x13IsAuthorizedRequest\x12\x17\n\x0fpolicy_store_id\x18\x01 \x01(\t\x12(\n\tprincipal\x18\x02 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12\'\n\x08resource\x18\x04 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12\x14\n\x0c\x63ontext_json\x18\x05 \x01(\t\x12\x15\n\rentities_json\x18\x06 \x01(\t\x12\x1a\n\x12min_entity_version\x18\x07 \x01(\x04\"5\n\x0f\x45valuationError\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xfb\x01\n\x14IsAuthorizedResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x14.verdict.v1.Decision\x12\x1c\n\x14\x64\x65termining_policies\x18\x02 \x03(\t\x12+\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x1b.verdict.v1.EvaluationError\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x17\n\x0fpolicy_store_id\x18\x05 \x01(\t\x12\x16\n\x0e\x65ntity_version\x18\x06 \x01(\x04\x12\'\n\tdeny_kind\x18\x07 \x01(\x0e\x32\x14.verdict.v1.DenyKind\"J\n\x15\x42\x61tchAuthorizeRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.verdict.v1.IsAuthorizedRequest\"|\n\x14\x42\x61tchAuthorizeResult\x12\x34\n\x08response\x18\x01 \x01(\x0b\x32 .verdict.v1.IsAuthorizedResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"K\n\x16\x42\x61tchAuthorizeResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .verdict.v1.BatchAuthorizeResult*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*\xa3\x01\n\x08\x44\x65nyKind\x12\x19\n\x15\x44\x45NY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45NY_KIND_EXPLICIT_FORBID\x10\x01\x12\x1f\n\x1b\x44\x45NY_KIND_NO_PERMIT_MATCHED\x10\x02\x12\x1e\n\x1a\x44\x45NY_KIND_EVALUATION_ERROR\x10\x03\x12\x1c\n\x18\x44\x45NY_KIND_ENTITY_MISSING\x10\x04\x32\xc2\x01\n\x14\x41uthorizationService\x12Q\n\x0cIsAuthorized\x12\x1f.verdict.v1.IsAuthorizedRequest\x1a .verdict.v1.IsAuthorizedResponse\x12W\n\x0e\x42\x61tchAuthorize\x12!.verdict.v1.BatchAuthorizeRequest\x1a\".verdict.v1.BatchAuthorizeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1everdict/v1/authorization.proto\x12\nverdict.v1\x1a\x17google/rpc/status.proto\"%\n\tEntityUid\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"\x82\x02\n\x13IsAuthorizedRequest\x12\x17\n\x0fpolicy_store_id\x18\x01 \x01(\t\x12(\n\tprincipal\x18\x02 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12%\n\x06\x61\x63tion\x18\x03 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12\'\n\x08resource\x18\x04 \x01(\x0b\x32\x15.verdict.v1.EntityUid\x12\x14\n\x0c\x63ontext_json\x18\x05 \x01(\t\x12\x15\n\rentities_json\x18\x06 \x01(\t\x12\x1a\n\x12min_entity_version\x18\x07 \x01(\x04\x12\x0f\n\x07\x65xplain\x18\x08 \x01(\x08\"A\n\x0e\x43onditionCheck\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x10\n\x08\x63onjunct\x18\x03 \x01(\r\"w\n\x11PolicyExplanation\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0e\n\x06\x65\x66\x66\x65\x63t\x18\x02 \x01(\t\x12\x0f\n\x07\x61pplies\x18\x03 \x01(\x08\x12.\n\nconditions\x18\x04 \x03(\x0b\x32\x1a.verdict.v1.ConditionCheck\"5\n\x0f\x45valuationError\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb0\x02\n\x14IsAuthorizedResponse\x12&\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32\x14.verdict.v1.Decision\x12\x1c\n\x14\x64\x65termining_policies\x18\x02 \x03(\t\x12+\n\x06\x65rrors\x18\x03 \x03(\x0b\x32\x1b.verdict.v1.EvaluationError\x12\x16\n\x0epolicy_version\x18\x04 \x01(\t\x12\x17\n\x0fpolicy_store_id\x18\x05 \x01(\t\x12\x16\n\x0e\x65ntity_version\x18\x06 \x01(\x04\x12\'\n\tdeny_kind\x18\x07 \x01(\x0e\x32\x14.verdict.v1.DenyKind\x12\x33\n\x0c\x65xplanations\x18\x08 \x03(\x0b\x32\x1d.verdict.v1.PolicyExplanation\"J\n\x15\x42\x61tchAuthorizeRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.verdict.v1.IsAuthorizedRequest\"|\n\x14\x42\x61tchAuthorizeResult\x12\x34\n\x08response\x18\x01 \x01(\x0b\x32 .verdict.v1.IsAuthorizedResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"K\n\x16\x42\x61tchAuthorizeResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .verdict.v1.BatchAuthorizeResult*K\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45\x43ISION_ALLOW\x10\x01\x12\x11\n\rDECISION_DENY\x10\x02*\xa3\x01\n\x08\x44\x65nyKind\x12\x19\n\x15\x44\x45NY_KIND_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44\x45NY_KIND_EXPLICIT_FORBID\x10\x01\x12\x1f\n\x1b\x44\x45NY_KIND_NO_PERMIT_MATCHED\x10\x02\x12\x1e\n\x1a\x44\x45NY_KIND_EVALUATION_ERROR\x10\x03\x12\x1c\n\x18\x44\x45NY_KIND_ENTITY_MISSING\x10\x04\x32\xc2\x01\n\x14\x41uthorizationService\x12Q\n\x0cIsAuthorized\x12\x1f.verdict.v1.IsAuthorizedRequest\x1a .verdict.v1.IsAuthorizedResponse\x12W\n\x0e\x42\x61tchAuthorize\x12!.verdict.v1.BatchAuthorizeRequest\x1a\".verdict.v1.BatchAuthorizeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'verdict.v1.authorization_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECISION']._serialized_start=942
-  _globals['_DECISION']._serialized_end=1017
-  _globals['_DENYKIND']._serialized_start=1020
-  _globals['_DENYKIND']._serialized_end=1183
+  _globals['_DECISION']._serialized_start=1200
+  _globals['_DECISION']._serialized_end=1275
+  _globals['_DENYKIND']._serialized_start=1278
+  _globals['_DENYKIND']._serialized_end=1441
   _globals['_ENTITYUID']._serialized_start=71
   _globals['_ENTITYUID']._serialized_end=108
   _globals['_ISAUTHORIZEDREQUEST']._serialized_start=111
-  _globals['_ISAUTHORIZEDREQUEST']._serialized_end=352
-  _globals['_EVALUATIONERROR']._serialized_start=354
-  _globals['_EVALUATIONERROR']._serialized_end=407
-  _globals['_ISAUTHORIZEDRESPONSE']._serialized_start=410
-  _globals['_ISAUTHORIZEDRESPONSE']._serialized_end=661
-  _globals['_BATCHAUTHORIZEREQUEST']._serialized_start=663
-  _globals['_BATCHAUTHORIZEREQUEST']._serialized_end=737
-  _globals['_BATCHAUTHORIZERESULT']._serialized_start=739
-  _globals['_BATCHAUTHORIZERESULT']._serialized_end=863
-  _globals['_BATCHAUTHORIZERESPONSE']._serialized_start=865
-  _globals['_BATCHAUTHORIZERESPONSE']._serialized_end=940
-  _globals['_AUTHORIZATIONSERVICE']._serialized_start=1186
-  _globals['_AUTHORIZATIONSERVICE']._serialized_end=1380
+  _globals['_ISAUTHORIZEDREQUEST']._serialized_end=369
+  _globals['_CONDITIONCHECK']._serialized_start=371
+  _globals['_CONDITIONCHECK']._serialized_end=436
+  _globals['_POLICYEXPLANATION']._serialized_start=438
+  _globals['_POLICYEXPLANATION']._serialized_end=557
+  _globals['_EVALUATIONERROR']._serialized_start=559
+  _globals['_EVALUATIONERROR']._serialized_end=612
+  _globals['_ISAUTHORIZEDRESPONSE']._serialized_start=615
+  _globals['_ISAUTHORIZEDRESPONSE']._serialized_end=919
+  _globals['_BATCHAUTHORIZEREQUEST']._serialized_start=921
+  _globals['_BATCHAUTHORIZEREQUEST']._serialized_end=995
+  _globals['_BATCHAUTHORIZERESULT']._serialized_start=997
+  _globals['_BATCHAUTHORIZERESULT']._serialized_end=1121
+  _globals['_BATCHAUTHORIZERESPONSE']._serialized_start=1123
+  _globals['_BATCHAUTHORIZERESPONSE']._serialized_end=1198
+  _globals['_AUTHORIZATIONSERVICE']._serialized_start=1444
+  _globals['_AUTHORIZATIONSERVICE']._serialized_end=1638
 # @@protoc_insertion_point(module_scope)

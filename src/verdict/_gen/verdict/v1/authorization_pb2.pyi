@@ -104,6 +104,7 @@ class IsAuthorizedRequest(_message.Message):
     CONTEXT_JSON_FIELD_NUMBER: _builtins.int
     ENTITIES_JSON_FIELD_NUMBER: _builtins.int
     MIN_ENTITY_VERSION_FIELD_NUMBER: _builtins.int
+    EXPLAIN_FIELD_NUMBER: _builtins.int
     policy_store_id: _builtins.str
     """Empty selects the server's default policy store."""
     context_json: _builtins.str
@@ -118,6 +119,10 @@ class IsAuthorizedRequest(_message.Message):
     """Read-your-writes: when non-zero, the decision uses entity data at least this fresh (a version
     returned by EntityService writes) or fails with FAILED_PRECONDITION; never older data, nor
     data that replaced it (a version from before the store was reloaded or lost its data).
+    """
+    explain: _builtins.bool
+    """Also explain, for each policy whose scope matched, whether its conditions held, were
+    false or errored (and which top-level conjunct). Costs one more Cedar call; off by default.
     """
     @_builtins.property
     def principal(self) -> Global___EntityUid: ...
@@ -135,14 +140,76 @@ class IsAuthorizedRequest(_message.Message):
         context_json: _builtins.str = ...,
         entities_json: _builtins.str = ...,
         min_entity_version: _builtins.int = ...,
+        explain: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "principal", b"principal", "resource", b"resource"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context_json", b"context_json", "entities_json", b"entities_json", "min_entity_version", b"min_entity_version", "policy_store_id", b"policy_store_id", "principal", b"principal", "resource", b"resource"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context_json", b"context_json", "entities_json", b"entities_json", "explain", b"explain", "min_entity_version", b"min_entity_version", "policy_store_id", b"policy_store_id", "principal", b"principal", "resource", b"resource"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IsAuthorizedRequest: _TypeAlias = IsAuthorizedRequest  # noqa: Y015
+
+@_typing.final
+class ConditionCheck(_message.Message):
+    """One `when` or `unless` clause of a policy, as evaluated for the request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CONJUNCT_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"when" or "unless" """
+    outcome: _builtins.str
+    """"held" (the clause lets the policy apply), "false" or "errored" """
+    conjunct: _builtins.int
+    """The top-level `&&` conjunct (1-based) that made it false or errored; 0 when none did."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        conjunct: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conjunct", b"conjunct", "kind", b"kind", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConditionCheck: _TypeAlias = ConditionCheck  # noqa: Y015
+
+@_typing.final
+class PolicyExplanation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    EFFECT_FIELD_NUMBER: _builtins.int
+    APPLIES_FIELD_NUMBER: _builtins.int
+    CONDITIONS_FIELD_NUMBER: _builtins.int
+    policy_id: _builtins.str
+    effect: _builtins.str
+    """"permit" or "forbid" """
+    applies: _builtins.bool
+    """every clause held"""
+    @_builtins.property
+    def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConditionCheck]: ...
+    def __init__(
+        self,
+        *,
+        policy_id: _builtins.str = ...,
+        effect: _builtins.str = ...,
+        applies: _builtins.bool = ...,
+        conditions: _abc.Iterable[Global___ConditionCheck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applies", b"applies", "conditions", b"conditions", "effect", b"effect", "policy_id", b"policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyExplanation: _TypeAlias = PolicyExplanation  # noqa: Y015
 
 @_typing.final
 class EvaluationError(_message.Message):
@@ -179,6 +246,7 @@ class IsAuthorizedResponse(_message.Message):
     POLICY_STORE_ID_FIELD_NUMBER: _builtins.int
     ENTITY_VERSION_FIELD_NUMBER: _builtins.int
     DENY_KIND_FIELD_NUMBER: _builtins.int
+    EXPLANATIONS_FIELD_NUMBER: _builtins.int
     decision: Global___Decision.ValueType
     policy_version: _builtins.str
     """Content hash of the store's policies, schema and settings that made this decision."""
@@ -194,6 +262,10 @@ class IsAuthorizedResponse(_message.Message):
 
     @_builtins.property
     def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___EvaluationError]: ...
+    @_builtins.property
+    def explanations(self) -> _containers.RepeatedCompositeFieldContainer[Global___PolicyExplanation]:
+        """With explain: every policy whose scope matched, in load order."""
+
     def __init__(
         self,
         *,
@@ -204,10 +276,11 @@ class IsAuthorizedResponse(_message.Message):
         policy_store_id: _builtins.str = ...,
         entity_version: _builtins.int = ...,
         deny_kind: Global___DenyKind.ValueType = ...,
+        explanations: _abc.Iterable[Global___PolicyExplanation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "deny_kind", b"deny_kind", "determining_policies", b"determining_policies", "entity_version", b"entity_version", "errors", b"errors", "policy_store_id", b"policy_store_id", "policy_version", b"policy_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "deny_kind", b"deny_kind", "determining_policies", b"determining_policies", "entity_version", b"entity_version", "errors", b"errors", "explanations", b"explanations", "policy_store_id", b"policy_store_id", "policy_version", b"policy_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,125 @@
+"""Why each policy whose scope matched did or did not apply: every top-level conjunct of its
+conditions is evaluated by Cedar as a policy of its own, on the same request and entities.
+
+Nothing here reasons about Cedar by hand: a conjunct held if Cedar's answer names its probe
+as determining, errored if Cedar reports its probe as erroring, and was false otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from verdict import cedar
+from verdict.cedar import Entities
+from verdict.engine.selection import ParentMap
+from verdict.model import AuthorizationRequest, JsonObject
+from verdict.policy.snapshot import StoreSnapshot
+
+_ALL = {"op": "All"}
+
+
+@dataclass(frozen=True)
+class ConditionCheck:
+    """One ``when``/``unless`` clause: held, false (with the first false conjunct, 1-based)
+    or errored (the first erroring conjunct)."""
+
+    kind: str
+    outcome: str
+    conjunct: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyExplanation:
+    """A policy whose scope matched: whether it applies, and each clause's check."""
+
+    policy_id: str
+    effect: str
+    applies: bool
+    conditions: tuple[ConditionCheck, ...]
+
+
+def conjuncts(body: JsonObject) -> list[JsonObject]:
+    """The top-level ``&&`` operands of a condition, left to right."""
+    found: list[JsonObject] = []
+    stack = [body]
+    while stack:
+        node = stack.pop()
+        both = node.get("&&") if isinstance(node, dict) and len(node) == 1 else None
+        if isinstance(both, dict) and "left" in both and "right" in both:
+            stack += [both["right"], both["left"]]
+        else:
+            found.append(node)
+    return found
+
+
+def explain(
+    request: AuthorizationRequest,
+    store: StoreSnapshot,
+    entities: Entities,
+    parents: ParentMap,
+) -> tuple[PolicyExplanation, ...]:
+    """The explanation of every policy whose scope matches ``request``, in load order."""
+    key = store.index.select([(request.principal, request.action, request.resource)], parents)
+    forms = store.index.forms(key)
+    probes = dict(_probes(forms))
+    held: set[str] = set()
+    errored: set[str] = set()
+    if probes:
+        policy_set = cedar.build_policy_set(probes, {})
+        raw = cedar.is_authorized(_cedar_request(request), policy_set, entities, store.schema)
+        held, errored = set(raw.reasons), {e.policy_id for e in raw.errors}
+    explained = [
+        _explain_one(number, policy_id, form, held, errored)
+        for number, (policy_id, form) in enumerate(forms)
+    ]
+    return tuple(sorted(explained, key=lambda e: store.position(e.policy_id)))
+
+
+def _probes(forms: list[tuple[str, JsonObject]]) -> Iterator[tuple[str, JsonObject]]:
+    for number, (_, form) in enumerate(forms):
+        for clause, condition in enumerate(form.get("conditions", [])):
+            for part, body in enumerate(conjuncts(condition.get("body", {}))):
+                probe = {
+                    "effect": "permit",
+                    "principal": _ALL,
+                    "action": _ALL,
+                    "resource": _ALL,
+                    "conditions": [{"kind": "when", "body": body}],
+                }
+                yield f"{number}.{clause}.{part}", probe
+
+
+def _explain_one(
+    number: int, policy_id: str, form: JsonObject, held: set[str], errored: set[str]
+) -> PolicyExplanation:
+    checks = []
+    for clause, condition in enumerate(form.get("conditions", [])):
+        parts = [f"{number}.{clause}.{p}" for p in range(len(conjuncts(condition["body"])))]
+        kind = str(condition.get("kind", "when"))
+        checks.append(_check(kind, parts, held, errored))
+    applies = all(c.outcome == "held" for c in checks)
+    return PolicyExplanation(policy_id, str(form.get("effect", "")), applies, tuple(checks))
+
+
+def _check(kind: str, parts: list[str], held: set[str], errored: set[str]) -> ConditionCheck:
+    for position, probe in enumerate(parts, start=1):
+        if probe in errored:
+            return ConditionCheck(kind, "errored", position)
+    if kind == "when":
+        for position, probe in enumerate(parts, start=1):
+            if probe not in held:
+                return ConditionCheck(kind, "false", position)
+        return ConditionCheck(kind, "held")
+    # unless { a && b }: the clause holds (the policy may apply) when some conjunct is false.
+    first_false = next((i for i, p in enumerate(parts, start=1) if p not in held), 0)
+    return ConditionCheck(kind, "held" if first_false else "false", first_false)
+
+
+def _cedar_request(request: AuthorizationRequest) -> JsonObject:
+    return {
+        "principal": request.principal.to_json(),
+        "action": request.action.to_json(),
+        "resource": request.resource.to_json(),
+        "context": dict(request.context),
+    }

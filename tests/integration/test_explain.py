@@ -1,0 +1,58 @@
+"""explain: for each policy whose scope matched, which clause held, was false or errored, and at
+which conjunct; derived by Cedar evaluating each conjunct, tested on real lending cases."""
+
+from __future__ import annotations
+
+import grpc
+
+from tests.cases import BASE_CONTEXT
+from tests.security.authn_support import verdict_app
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
+from verdict.client import build_request
+
+
+async def ask(principal: str, resource: str, explain: bool = True) -> pb.IsAuthorizedResponse:
+    """``principal`` views ``resource`` on a fresh server, with explain."""
+    async with verdict_app() as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            request = build_request(principal, "Action::view", resource, context=BASE_CONTEXT)
+            request.explain = explain
+            reply: pb.IsAuthorizedResponse = await pb_grpc.AuthorizationServiceStub(
+                channel
+            ).IsAuthorized(request)
+            return reply
+
+
+def by_id(reply: pb.IsAuthorizedResponse) -> dict[str, pb.PolicyExplanation]:
+    """The explanations by policy id."""
+    return {e.policy_id: e for e in reply.explanations}
+
+
+async def test_a_false_conjunct_is_named() -> None:
+    """uma (first-river-bank) viewing loan-2001 (harbor): the staff permit's scope matched, its
+    role conjunct held and its same-partner conjunct (the 2nd) was false; the cross-partner
+    forbid applies."""
+    reply = await ask("Employee::uma", "Loan::loan-2001")
+    found = by_id(reply)
+    staff = found["staff-view-partner-loans"]
+    assert not staff.applies
+    assert [(c.kind, c.outcome, c.conjunct) for c in staff.conditions] == [("when", "false", 2)]
+    forbid = found["forbid-cross-partner-loan-access"]
+    assert forbid.applies
+    assert forbid.effect == "forbid"
+    assert "borrower-view-own-loan" not in found  # scope (principal is Borrower) did not match
+
+
+async def test_an_erroring_condition_is_named() -> None:
+    """An unknown employee: the suspended-principal guardrail's only conjunct errored."""
+    reply = await ask("Employee::nobody", "Loan::loan-1001")
+    guard = by_id(reply)["forbid-suspended-principal"]
+    assert [(c.kind, c.outcome, c.conjunct) for c in guard.conditions] == [("when", "errored", 1)]
+    assert not guard.applies
+
+
+async def test_explanations_only_when_asked() -> None:
+    """Without explain the response carries none (the default costs nothing)."""
+    assert list((await ask("Employee::uma", "Loan::loan-2001", explain=False)).explanations) == []
