@@ -152,3 +152,31 @@ async def test_request_ids_and_metrics_after_a_known_sequence() -> None:
     assert after["none"] - before["none"] == 1
     assert after["forbid"] - before["forbid"] == 1
     assert sample("verdict_rpc_duration_seconds_count", calls) - count_before == 6
+
+
+async def test_stdout_records_equal_decisions(capsys: pytest.CaptureFixture[str]) -> None:
+    """The stdout sink: one JSON line per decision on standard output, chained."""
+    async with verdict_app(audit_sink="stdout") as app:
+        assert app.server is not None
+        made = await decide_concurrently(app.server.port, 16, 4)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith('{"action"')]
+    assert summary([json.loads(line) for line in lines]) == sorted(made)
+    assert verify(lines) == (len(made), [])
+
+
+async def test_metrics_of_entity_reads_and_evaluation_errors() -> None:
+    """Entity reads are timed per store; a decision whose policies errored is counted."""
+    before = sample("verdict_evaluation_errors_total", {"store": "lending"})
+    reads = sample("verdict_entity_read_seconds_count", {"store": "lending"})
+    unknown = next(c for c in CASES if str(c.principal) == 'Employee::"nobody"')
+    async with verdict_app() as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            built = build_request(
+                unknown.principal, unknown.action, unknown.resource, context=unknown.context
+            )
+            await stub.IsAuthorized(built)
+            await stub.IsAuthorized(request(0))
+    assert sample("verdict_evaluation_errors_total", {"store": "lending"}) == before + 1
+    assert sample("verdict_entity_read_seconds_count", {"store": "lending"}) == reads + 2

@@ -132,9 +132,11 @@ class Authorizer:
             prepared=not request.extra_entities,
             schema=store.schema,
         )
+        started = time.perf_counter()
         entity_slice = await self._entities.fetch_slice(
             store.store_id, slice_roots(request, store), options
         )
+        metrics.ENTITY_READ_SECONDS.labels(store.store_id).observe(time.perf_counter() - started)
         pairs = check_slice(request, store, entity_slice.entities, self._limits)
         return _Prepared(request, store, entity_slice, pairs)
 

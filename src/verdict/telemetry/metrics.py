@@ -78,3 +78,14 @@ BATCH_ITEMS = Histogram(
     "Items per BatchAuthorize call",
     buckets=(1, 2, 5, 10, 20, 50, 100),
 )
+ENTITY_READ_SECONDS = Histogram(
+    "verdict_entity_read_seconds",
+    "Time to read one decision's entity slice from the entity store (cache hits included)",
+    ["store"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+)
+EVALUATION_ERRORS = Counter(
+    "verdict_evaluation_errors_total",
+    "Decisions in which policies errored (whatever the decision), by store",
+    ["store"],
+)

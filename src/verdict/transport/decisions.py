@@ -35,6 +35,8 @@ class DecisionRecorder:
             if isinstance(answer, AuthorizationResult):
                 kind = answer.deny_kind.value if answer.deny_kind is not None else ""
                 metrics.DECISIONS.labels(answer.store_id, answer.decision.value, kind).inc()
+                if answer.errors:
+                    metrics.EVALUATION_ERRORS.labels(answer.store_id).inc()
         if self.audit is None:
             return
         call = CallInfo(REQUEST_ID.get(), CALLER.get(), method)

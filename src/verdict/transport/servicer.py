@@ -72,6 +72,8 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         async def work() -> pb.IsAuthorizedResponse:
             started = time.perf_counter()
             domain = self._convert_or_raise(request, deadline_of(context), None)
+            # The store joins the call's log context (request id, caller, method).
+            structlog.contextvars.bind_contextvars(store=domain.store_id or "default")
             result = await self._authorizer.authorize(domain)
             if self._recorder is not None:
                 await self._recorder.decided("IsAuthorized", [(domain, result)], started)
