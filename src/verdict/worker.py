@@ -96,6 +96,17 @@ async def serve(app: App, channel: socket.socket, index: int) -> int:
     return 0
 
 
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """The settings of worker ``index``: each worker writes its own audit file
+    (``decisions.w0.jsonl``, ...), a chain of its own that no other process appends to."""
+    if settings.audit_sink != "file":
+        return settings
+    path = settings.audit_file
+    return settings.model_copy(
+        update={"audit_file": path.with_name(f"{path.stem}.w{index}{path.suffix}")}
+    )
+
+
 def main(argv: Sequence[str]) -> int:
     """Run one worker on the socket ``argv[0]`` (a file descriptor) for supervisor ``argv[1]``."""
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -103,7 +114,7 @@ def main(argv: Sequence[str]) -> int:
     channel = socket.socket(fileno=int(argv[0]))
     die_with_parent(int(argv[1]))
     index, fields = read_order(channel)
-    settings = Settings(**fields)
+    settings = worker_settings(Settings(**fields), index)
     configure_logging(settings.log_level, settings.log_format)
     structlog.contextvars.bind_contextvars(worker=index)
     redis_connections = settings.redis_max_connections if settings.redis_url else 0

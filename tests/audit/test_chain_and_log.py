@@ -16,7 +16,9 @@ from tests.redis_support import RedisProcess
 from verdict.audit.chain import Chainer, verify
 from verdict.audit.log import AuditLog, AuditMode
 from verdict.audit.sinks import FileSink, RedisStreamSink
+from verdict.config import Settings
 from verdict.errors import AuditUnavailableError
+from verdict.worker import worker_settings
 
 
 def chained(count: int, segment: str = "s") -> list[str]:
@@ -140,3 +142,13 @@ async def test_a_full_queue_refuses_in_deny_mode_and_drops_in_drop_mode(tmp_path
         await drop.record([{"n": n}])
     assert records_written("dropped") == dropped + 1
     await drop.sink.close()
+
+
+def test_each_worker_writes_its_own_audit_file(tmp_path: Path) -> None:
+    """With several workers, worker i's file sink is decisions.w<i>.jsonl: no two processes
+    append to (or rotate) one file."""
+    settings = Settings(stores=Path("policies"), audit_sink="file", audit_file=tmp_path / "d.jsonl")
+    assert worker_settings(settings, 1).audit_file == tmp_path / "d.w1.jsonl"
+    assert worker_settings(settings.model_copy(update={"audit_sink": "redis"}), 1) == (
+        settings.model_copy(update={"audit_sink": "redis"})
+    )
