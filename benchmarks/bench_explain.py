@@ -1,6 +1,6 @@
 """What `explain` costs: Authorizer.authorize per decision with and without it, interleaved.
 
-    .venv/bin/python -m benchmarks.bench_explain      # ~20 s; writes results/explain.json
+.venv/bin/python -m benchmarks.bench_explain      # ~20 s; writes results/explain.json
 """
 
 from __future__ import annotations
