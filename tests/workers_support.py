@@ -39,7 +39,10 @@ class Supervised:
     def events(self, name: str | None = None) -> list[Event]:
         """Every JSON log line so far (named ``name``, if given)."""
         lines = self.log.read_text().splitlines()
-        events = [json.loads(line) for line in lines if line.startswith("{")]
+        # grpc core writes its own (non-JSON) lines to the same stderr, and one can land
+        # between a Python line and its newline: read the JSON object a line starts with.
+        decoder = json.JSONDecoder()
+        events = [decoder.raw_decode(line)[0] for line in lines if line.startswith("{")]
         return [e for e in events if name is None or e["event"] == name]
 
     def wait_for(self, name: str, count: int = 1, within: float = 60.0) -> list[Event]:
