@@ -39,10 +39,9 @@ class Supervised:
     def events(self, name: str | None = None) -> list[Event]:
         """Every JSON log line so far (named ``name``, if given)."""
         lines = self.log.read_text().splitlines()
-        # grpc core writes its own (non-JSON) lines to the same stderr, and one can land
-        # between a Python line and its newline: read the JSON object a line starts with.
-        decoder = json.JSONDecoder()
-        events = [decoder.raw_decode(line)[0] for line in lines if line.startswith("{")]
+        # grpc core writes its own (non-JSON) text to the same stderr, and it can land before
+        # or inside a Python line: read every JSON object that starts anywhere in a line.
+        events = [event for line in lines for event in _json_objects(line)]
         return [e for e in events if name is None or e["event"] == name]
 
     def wait_for(self, name: str, count: int = 1, within: float = 60.0) -> list[Event]:
@@ -143,3 +142,20 @@ def fresh_channel(target: str) -> grpc.Channel:
 def fresh_aio_channel(target: str) -> grpc.aio.Channel:
     """The asyncio form of ``fresh_channel``."""
     return grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def _json_objects(line: str) -> list[Event]:
+    """The JSON log objects in ``line``, wherever they start (text around them is skipped)."""
+    decoder = json.JSONDecoder()
+    found: list[Event] = []
+    start = line.find('{"')
+    while start >= 0:
+        try:
+            value, end = decoder.raw_decode(line, start)
+        except json.JSONDecodeError:
+            start = line.find('{"', start + 1)
+            continue
+        if isinstance(value, dict) and "event" in value:
+            found.append(value)
+        start = line.find('{"', end)
+    return found
