@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from verdict import __version__
 from verdict.app import build_app, entity_files, run
 from verdict.authoring.audit_cli import add_audit_command
 from verdict.authoring.cli import add_authoring_commands
@@ -184,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="verdict", description=("Verdict: a Cedar policy decision point served over gRPC.")
     )
+    parser.add_argument("--version", action="version", version=f"verdict {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(

@@ -121,6 +121,13 @@ def test_validate_accepts_several_stores_without_a_default(tmp_path: Path) -> No
     assert "default store 'c' is not one of ['a', 'b']" in missing.stderr
 
 
+def test_version() -> None:
+    """`verdict --version` prints the package version and exits 0."""
+    result = verdict("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip().startswith("verdict ")
+
+
 def test_every_command_has_help() -> None:
     """--help works for the program and each subcommand."""
     for args in (
