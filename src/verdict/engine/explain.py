@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from verdict import cedar
 from verdict.cedar import Entities
+from verdict.engine.evaluate import cedar_request
 from verdict.engine.selection import ParentMap
 from verdict.model import AuthorizationRequest, JsonObject
 from verdict.policy.snapshot import StoreSnapshot
@@ -67,7 +68,7 @@ def explain(
     errored: set[str] = set()
     if probes:
         policy_set = cedar.build_policy_set(probes, {})
-        raw = cedar.is_authorized(_cedar_request(request), policy_set, entities, store.schema)
+        raw = cedar.is_authorized(cedar_request(request), policy_set, entities, store.schema)
         held, errored = set(raw.reasons), {e.policy_id for e in raw.errors}
     explained = [
         _explain_one(number, policy_id, form, held, errored)
@@ -114,12 +115,3 @@ def _check(kind: str, parts: list[str], held: set[str], errored: set[str]) -> Co
     # unless { a && b }: the clause holds (the policy may apply) when some conjunct is false.
     first_false = next((i for i, p in enumerate(parts, start=1) if p not in held), 0)
     return ConditionCheck(kind, "held" if first_false else "false", first_false)
-
-
-def _cedar_request(request: AuthorizationRequest) -> JsonObject:
-    return {
-        "principal": request.principal.to_json(),
-        "action": request.action.to_json(),
-        "resource": request.resource.to_json(),
-        "context": dict(request.context),
-    }
