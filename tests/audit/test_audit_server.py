@@ -180,3 +180,23 @@ async def test_metrics_of_entity_reads_and_evaluation_errors() -> None:
             await stub.IsAuthorized(request(0))
     assert sample("verdict_evaluation_errors_total", {"store": "lending"}) == before + 1
     assert sample("verdict_entity_read_seconds_count", {"store": "lending"}) == reads + 2
+
+
+async def test_a_hostile_request_id_is_replaced_not_echoed(tmp_path: Path) -> None:
+    """An x-request-id past 128 characters is not echoed, logged or recorded: the call is
+    answered (no crash) under a fresh id, and the audit record carries that id."""
+    path = tmp_path / "audit.jsonl"
+    hostile = "x" * 500
+    async with verdict_app(audit_sink="file", audit_file=path) as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            call = pb_grpc.AuthorizationServiceStub(channel).IsAuthorized(
+                request(0), metadata=(("x-request-id", hostile),)
+            )
+            reply = await call
+            echoed = dict(tuple(await call.trailing_metadata()))["x-request-id"]
+    assert reply.decision == pb.DECISION_ALLOW
+    assert echoed != hostile
+    assert len(echoed) == 32
+    record = json.loads((await asyncio.to_thread(path.read_text)).splitlines()[0])
+    assert record["request_id"] == echoed
