@@ -90,6 +90,23 @@ def test_invalidation_drops_entries_and_blocks_older_fills() -> None:
     assert cache.version("s") == 7
 
 
+def test_a_write_message_keeps_entries_read_at_or_after_the_write() -> None:
+    """A process that wrote at 7 and re-read at 7 keeps that entry when the write's own
+    message arrives afterwards (it already shows the write); entries read before 7, and
+    known-missing uids read before 7, are dropped by it."""
+    clock = Clock()
+    cache = filled(clock)  # USER, GROUP and GHOST (missing) read at 5
+    cache.wrote("s", 7, [GROUP])
+    fresh = EntitySlice({GROUP: entity("Group", "g")}, 7, frozenset())
+    cache.fill("s", fresh, cache.begin_read("s"))
+    cache.invalidate("s", 7, [GROUP, USER, GHOST])
+    found = cache.lookup("s", {GROUP})
+    assert found is not None
+    assert set(found.entities) == {GROUP}
+    assert cache.lookup("s", {USER}) is None  # read at 5: dropped by the write at 7
+    assert cache.lookup("s", {GHOST}) is None
+
+
 def test_own_writes_drop_entries_without_claiming_a_version() -> None:
     """This process's write drops its uids at once but settles nothing: another replica's
     earlier write may still be in flight."""

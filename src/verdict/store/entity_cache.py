@@ -230,12 +230,18 @@ class EntityCache:
         self._applied[store_id] = max(version, self.version(store_id))
 
     def wrote(self, store_id: str, version: int, uids: Collection[EntityUid]) -> None:
-        """This process wrote ``uids`` at ``version``: drop them and refuse older fills."""
+        """This process wrote ``uids`` at ``version``: drop them and refuse older fills.
+
+        An entry read at ``version`` or later already shows the write (a slice is read
+        atomically with the version), so it stays: the write's own message, arriving after a
+        re-read, must not throw the fresh entry away."""
         self._invalidated[store_id] = max(version, self._invalidated.get(store_id, 0))
         self.stamp += 1
         for uid in uids:
+            key = (store_id, uid)
             for lru in self._lrus:
-                lru.pop((store_id, uid), None)
+                if key in lru and _read_at(lru[key]) < version:
+                    del lru[key]
 
     def reset(self, store_id: str, version: int) -> None:
         """The whole store was replaced at ``version`` (a load, a first write after data loss)."""
@@ -307,3 +313,8 @@ def _put(lru: OrderedDict[Key, V], key: Key, value: V, limit: int) -> None:
     lru.move_to_end(key)
     while len(lru) > limit:
         lru.popitem(last=False)
+
+
+def _read_at(value: tuple[StoredEntity, int] | int) -> int:
+    """The version an entry (entity, version) or a known-missing uid (version) was read at."""
+    return value[1] if isinstance(value, tuple) else value
