@@ -39,9 +39,9 @@ from verdict.transport.edge_rules import ReloadingEdgeRules
 from verdict.transport.server import (
     ConnectionLimits,
     EdgeSecurity,
+    ShutdownSignals,
     VerdictServer,
     start_server,
-    wait_for_signal,
 )
 from verdict.transport.tls import ReloadingCredentials, TlsFiles
 
@@ -458,11 +458,26 @@ async def stop(app: App, grace: float) -> None:
     await app.entities.close()
 
 
-async def run(app: App) -> None:
-    """Serve until SIGTERM/SIGINT, then drain in-flight calls within the grace period."""
-    await start(app)
-    await wait_for_signal()
+async def shut_down(app: App, signals: ShutdownSignals) -> None:
+    """After the first signal: health NOT_SERVING at once while the listener keeps serving for
+    ``shutdown_drain_seconds`` (Kubernetes removes the endpoint meanwhile; another signal cuts
+    this short), then in-flight calls get ``shutdown_grace_seconds`` and everything stops."""
+    drain = app.settings.shutdown_drain_seconds
     grace = app.settings.shutdown_grace_seconds
-    log.info("shutdown_started", grace_seconds=grace)
+    log.info("shutdown_started", drain_seconds=drain, grace_seconds=grace)
+    if app.server is not None and drain > 0:
+        await app.server.drain()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(signals.next(), drain)
+        log.info("drain_finished")
     await stop(app, grace)
     log.info("shutdown_finished")
+
+
+async def run(app: App) -> None:
+    """Serve until SIGTERM/SIGINT, then drain and stop (``shut_down``)."""
+    signals = ShutdownSignals()
+    signals.install()
+    await start(app)
+    await signals.next()
+    await shut_down(app, signals)

@@ -55,6 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
             "log_format": args.log_format,
             "audit_file": args.audit_file,
             "audit_mode": args.audit_mode,
+            "shutdown_drain_seconds": args.shutdown_drain_seconds,
         }.items()
         if v is not None
     }
@@ -171,6 +172,14 @@ def add_security_flags(serve: argparse.ArgumentParser) -> None:
         "--health-listen",
         help="HOST:PORT for grpc.health.v1 in plaintext, for probes when TLS is on "
         "(VERDICT_HEALTH_LISTEN)",
+    )
+    serve.add_argument(
+        "--shutdown-drain-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGTERM, report NOT_SERVING at once but keep serving this long before "
+        "refusing calls, so Kubernetes removes the endpoint first (VERDICT_SHUTDOWN_DRAIN_SECONDS; "
+        "default 0)",
     )
     serve.add_argument(
         "--callers-file",

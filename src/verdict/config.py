@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # Calls waiting in grpc core for the event loop (CPU-bound backlog); past half of it core
     # refuses a growing share, past all of it every new call (CANCELLED).
     max_pending_calls: int = Field(default=128, ge=2)
+    # On SIGTERM health turns NOT_SERVING at once and the listener keeps serving this long, so
+    # Kubernetes removes the endpoint before calls are refused; 0 (local runs): stop at once.
+    shutdown_drain_seconds: float = Field(default=0.0, ge=0, le=300)
     shutdown_grace_seconds: float = Field(default=5.0, ge=0)
     # Server processes sharing the port (SO_REUSEPORT), each with its own event loop; None: one
     # per CPU this process may use (docs/deployment.md "Workers"). 1 serves in this process.

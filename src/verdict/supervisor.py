@@ -178,9 +178,14 @@ class Supervisor:
                 worker.process.send_signal(signal.SIGHUP)
 
     def _stop(self, sig: int) -> None:
-        if not self._stopping.is_set():
-            self._signal = signal.Signals(sig)
-            log.info("shutdown_started", signal=signal.Signals(sig).name)
+        if self._stopping.is_set():  # a second signal: each worker cuts its drain short
+            for worker in self._workers.values():
+                if worker.process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        worker.process.send_signal(sig)
+            return
+        self._signal = signal.Signals(sig)
+        log.info("shutdown_started", signal=signal.Signals(sig).name)
         self._stopping.set()
 
     async def _start_all(self) -> None:
@@ -270,7 +275,7 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         """Forward the signal to every worker and wait for all of them to drain; kill those
-        still running KILL_MARGIN seconds past the grace (and exit 1)."""
+        still running KILL_MARGIN seconds past the drain and the grace (and exit 1)."""
         self._stopping.set()
         workers = [w for w in self._workers.values() if w.process.returncode is None]
         processes = [w.process for w in workers]
@@ -280,8 +285,10 @@ class Supervisor:
         waiting = [asyncio.create_task(p.wait()) for p in processes]
         if not waiting:
             return
+        settings = self._settings
         _, late = await asyncio.wait(
-            waiting, timeout=self._settings.shutdown_grace_seconds + KILL_MARGIN
+            waiting,
+            timeout=settings.shutdown_drain_seconds + settings.shutdown_grace_seconds + KILL_MARGIN,
         )
         for process in processes:
             if process.returncode is None:

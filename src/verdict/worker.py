@@ -22,11 +22,12 @@ from typing import Any
 
 import structlog
 
-from verdict.app import App, build_app, start, stop
+from verdict.app import App, build_app, shut_down, start, stop
 from verdict.config import Settings
 from verdict.errors import ConfigError, PolicyLoadError
 from verdict.telemetry.logging import configure_logging
 from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
+from verdict.transport.server import ShutdownSignals
 
 log = structlog.get_logger(__name__)
 EXIT_ERROR = 2
@@ -61,9 +62,8 @@ def read_order(channel: socket.socket) -> tuple[int, dict[str, Any]]:
 async def serve(app: App, channel: socket.socket, index: int) -> int:
     """Start, report the ports, serve until SIGTERM/SIGINT or the supervisor is gone, drain."""
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+    signals = ShutdownSignals()
+    signals.install()
     try:
         server = await start(app, worker=index)
     except OSError as exc:  # the port: grpc says only that it could not bind
@@ -85,14 +85,11 @@ async def serve(app: App, channel: socket.socket, index: int) -> int:
         if not data:
             loop.remove_reader(channel.fileno())
             log.warning("supervisor_gone")
-            stopping.set()
+            signals.trigger()
 
     loop.add_reader(channel.fileno(), supervisor_gone)
-    await stopping.wait()
-    grace = app.settings.shutdown_grace_seconds
-    log.info("shutdown_started", grace_seconds=grace)
-    await stop(app, grace)
-    log.info("shutdown_finished")
+    await signals.next()
+    await shut_down(app, signals)
     return 0
 
 

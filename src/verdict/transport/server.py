@@ -146,10 +146,16 @@ class VerdictServer:
             status = _SERVING if serving and available else _NOT_SERVING
             await self.health.set(store_health_name(store_id), status)
 
-    async def stop(self, grace: float) -> None:
-        """Stop accepting calls, let in-flight ones finish within ``grace`` seconds."""
+    async def drain(self) -> None:
+        """Report NOT_SERVING on every health name from now on (later health updates are
+        ignored) while the listener still serves: load balancers stop sending new calls."""
         await self.set_health(False, dict.fromkeys(self._stores, False))
         self._stopping = True
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting calls, let in-flight ones finish within ``grace`` seconds."""
+        if not self._stopping:
+            await self.drain()
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
@@ -281,10 +287,24 @@ def _health_only_server(
     return server, port
 
 
-async def wait_for_signal() -> None:
-    """Return once SIGTERM or SIGINT arrives."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+class ShutdownSignals:
+    """SIGTERM/SIGINT: the first starts a shutdown; another one cuts its drain short."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._arrived = asyncio.Event()
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.trigger)
+
+    def trigger(self) -> None:
+        """A signal arrived (or an equivalent, such as the supervisor going away)."""
+        self.received += 1
+        self._arrived.set()
+
+    async def next(self) -> None:
+        """Return once a signal arrives that was not waited for before."""
+        await self._arrived.wait()
+        self._arrived.clear()
