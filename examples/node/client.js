@@ -84,9 +84,10 @@ function errorLine(call, index, question, status) {
   };
 }
 
+const DEADLINE_SECONDS = Number(process.env.VERDICT_DEADLINE_SECONDS || '2');
+
 function callOptions() {
-  const seconds = Number(process.env.VERDICT_DEADLINE_SECONDS || '2');
-  return { deadline: new Date(Date.now() + seconds * 1000) };
+  return { deadline: new Date(Date.now() + DEADLINE_SECONDS * 1000) };
 }
 
 function metadata() {
@@ -132,6 +133,10 @@ async function main(target) {
 
 if (process.argv.length !== 3) {
   console.error('usage: node client.js HOST:PORT');
+  process.exit(2);
+}
+if (!(DEADLINE_SECONDS > 0)) {
+  console.error('VERDICT_DEADLINE_SECONDS must be a number of seconds above 0');
   process.exit(2);
 }
 main(process.argv[2]).catch((error) => {

@@ -71,8 +71,10 @@ def error_line(call, index, question, status)
   )
 end
 
+DEADLINE_SECONDS = Float(ENV.fetch('VERDICT_DEADLINE_SECONDS', '2'), exception: false)
+
 def call_options
-  options = { deadline: Time.now + Float(ENV.fetch('VERDICT_DEADLINE_SECONDS', '2')) }
+  options = { deadline: Time.now + DEADLINE_SECONDS }
   token = ENV.fetch('VERDICT_TOKEN', '')
   options[:metadata] = { 'authorization' => "Bearer #{token}" } unless token.empty?
   options
@@ -98,6 +100,10 @@ end
 
 if ARGV.length != 1
   warn 'usage: ruby client.rb HOST:PORT'
+  exit 2
+end
+unless DEADLINE_SECONDS&.positive?
+  warn 'VERDICT_DEADLINE_SECONDS must be a number of seconds above 0'
   exit 2
 end
 $stdout.sync = true
