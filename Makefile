@@ -70,6 +70,7 @@ BUF_AGAINST ?= HEAD~1
 
 .PHONY: tools buf
 
+# --ignore-scripts: the package's postinstall only swaps its node launcher for the binary.
 $(BUF): tools/buf/package.json tools/buf/package-lock.json
 	cd tools/buf && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $(BUF)

@@ -127,9 +127,8 @@ def repo_with(tmp_path: Path, *, first_gated: bool = True) -> Path:
     assert run("git", "init", "-q", "-b", "main", cwd=root).returncode == 0
     commit(root, "contract")
     if not first_gated:
-        workspace(tmp_path / "gate")
-        shutil.copytree(tmp_path / "gate" / "vendor", root / "vendor")
-        shutil.copy2(tmp_path / "gate" / "buf.yaml", root / "buf.yaml")
+        shutil.copytree(ROOT / "vendor" / "proto", root / "vendor" / "proto")
+        shutil.copy2(ROOT / "buf.yaml", root / "buf.yaml")
         commit(root, "gate")
     return root
 
