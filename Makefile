@@ -62,5 +62,28 @@ faults: $(STAMP)  ## fault suite: real server + Redis under load, faults injecte
 faults-quick: $(STAMP)  ## the fault suite with short phases (~40 s), as CI runs it; fails on any breach
 	$(BIN)/python -m tests.faults --quick --out /tmp/verdict-faults-quick.json
 
+# The proto contract gate: buf from npm, pinned by tools/buf/package-lock.json (node_modules is
+# git-ignored and reused once installed). buf breaking compares proto/ with the commit BUF_AGAINST
+# (the previous one by default; on a branch, BUF_AGAINST=main).
+BUF := tools/buf/node_modules/.bin/buf
+BUF_AGAINST ?= HEAD~1
+
+.PHONY: tools buf
+
+# --ignore-scripts: the package's postinstall only swaps its node launcher for the binary.
+$(BUF): tools/buf/package.json tools/buf/package-lock.json
+	cd tools/buf && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(BUF)
+
+tools: $(BUF)  ## install the pinned buf into tools/buf (skipped when already installed)
+
+buf: $(STAMP) $(BUF)  ## buf lint on proto/, buf breaking against BUF_AGAINST (default HEAD~1)
+	$(BUF) lint
+	$(BIN)/python scripts/proto_breaking.py --buf $(BUF) --against '$(BUF_AGAINST)'
+
+# make lint checks the contract; make test needs buf for the contract tests.
+lint: buf
+test: $(BUF)
+
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

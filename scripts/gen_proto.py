@@ -9,13 +9,14 @@ import shutil
 import sys
 from pathlib import Path
 
-import google.rpc
 import grpc_tools
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 DEFAULT_OUT = ROOT / "src" / "verdict" / "_gen"
+# The third-party protos proto/ imports (google/rpc/*): the copies buf lint and buf breaking read.
+VENDOR_DIR = ROOT / "vendor" / "proto"
 # The generated modules import each other as `verdict.v1.x`; inside our package they live under
 # `verdict._gen.verdict.v1`, so the imports are rewritten after generation.
 _IMPORT = re.compile(r"^from verdict\.v1 import", re.MULTILINE)
@@ -29,8 +30,8 @@ def generate(out: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     includes = [
         f"-I{PROTO_DIR}",
+        f"-I{VENDOR_DIR}",
         f"-I{Path(grpc_tools.__file__).parent / '_proto'}",
-        f"-I{Path(google.rpc.__path__[0]).parent.parent}",
     ]
     args = [
         "protoc",
