@@ -18,9 +18,9 @@ const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
 // The wire contract is read from the repository's proto/ at run time, so the client never
-// drifts from it; google/rpc/status.proto comes from examples/third_party.
+// drifts from it; google/rpc/status.proto comes from vendor/proto (the contract gate's copy).
 const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'proto');
-const THIRD_PARTY = path.resolve(__dirname, '..', 'third_party');
+const THIRD_PARTY = path.resolve(__dirname, '..', '..', 'vendor', 'proto');
 
 const CONTEXT = { mfa: true, now: '2025-03-04T10:00:00Z', source_ip: '10.20.0.5' };
 const SINGLE = ['Employee::olivia', 'Action::disburse', 'Loan::loan-1005']; // officer, approved loan

@@ -8,7 +8,7 @@ root=$(cd "$here/../.." && pwd)
 out=${1:-$here/gen}
 mkdir -p "$out"
 cd "$root/proto"
-# google/rpc/status.proto (imported for per-item batch errors) is vendored in examples/third_party;
+# google/rpc/status.proto (imported for per-item batch errors) is vendored in vendor/proto (shared with the buf gate);
 # its Ruby classes come from the googleapis-common-protos-types gem that ruby-grpc depends on.
-grpc_tools_ruby_protoc -I . -I "$root/examples/third_party" \
+grpc_tools_ruby_protoc -I . -I "$root/vendor/proto" \
   --ruby_out="$out" --grpc_out="$out" $(find verdict -name '*.proto' | sort)
