@@ -30,6 +30,7 @@ lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict (src, tests), 
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy --strict src tests
 	$(BIN)/lint-imports
+	$(BIN)/hadolint Dockerfile
 
 proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/
 	$(BIN)/python scripts/gen_proto.py

@@ -19,6 +19,7 @@ from verdict.cedar_json import parse_context_json, parse_entities_json
 from verdict.cli_entities import add_entities_command
 from verdict.config import Settings
 from verdict.errors import ConfigError, PolicyLoadError, VerdictError
+from verdict.healthcheck import add_healthcheck_command
 from verdict.model import AuthorizationRequest, AuthorizationResult
 from verdict.policy.loader import load_policy_stores
 from verdict.policy.snapshot import PolicyInfo
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_entities_command(commands)
     add_authoring_commands(commands)
     add_audit_command(commands)
+    add_healthcheck_command(commands)
     return parser
 
 

@@ -1,0 +1,143 @@
+"""``verdict healthcheck``: ask a running server's grpc.health.v1 whether it serves (exit 0/1)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from verdict.client import tls_credentials
+
+EXIT_SERVING, EXIT_UNHEALTHY = 0, 1
+DEFAULT_SERVER = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 2.0
+SERVING = "SERVING"
+# Why a call failed, by status code; the server's own detail text is never printed: one short
+# line is all a probe log or `docker inspect` needs.
+_FAILURES = {
+    grpc.StatusCode.UNAVAILABLE: "unreachable (UNAVAILABLE)",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "no answer within the timeout (DEADLINE_EXCEEDED)",
+    grpc.StatusCode.NOT_FOUND: "no such health service name (NOT_FOUND)",
+    grpc.StatusCode.UNIMPLEMENTED: "does not serve grpc.health.v1 (UNIMPLEMENTED)",
+}
+
+
+def check(
+    server: str,
+    *,
+    service: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str | None = None,
+) -> str:
+    """One grpc.health.v1 Check of ``service`` ("" = the whole server) at ``server``:
+    ``SERVING``, or a short reason why not (the status reported, or why the call failed)."""
+    # One attempt, failing fast on a refused connection: the prober (Docker, the kubelet) retries.
+    options: list[tuple[str, Any]] = [("grpc.enable_retries", 0)]
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    if credentials is None:
+        channel = grpc.insecure_channel(server, options=options)
+    else:
+        channel = grpc.secure_channel(server, credentials, options=options)
+    with channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+            return _FAILURES.get(code, f"health check failed ({code.name})")
+    name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return name
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return seconds
+
+
+def _run(args: argparse.Namespace) -> int:
+    where = args.server + (f" service {args.service!r}" if args.service else "")
+    credentials = None
+    if args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name:
+        try:
+            credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+        except ValueError:
+            print("verdict healthcheck: --tls-cert and --tls-key go together", file=sys.stderr)
+            return EXIT_UNHEALTHY
+        except OSError as exc:
+            name = exc.filename or "a TLS file"
+            print(f"verdict healthcheck: cannot read {name}", file=sys.stderr)
+            return EXIT_UNHEALTHY
+    status = check(
+        args.server,
+        service=args.service,
+        timeout=args.timeout,
+        credentials=credentials,
+        server_name=args.tls_server_name,
+    )
+    if status == SERVING:
+        return EXIT_SERVING
+    print(f"verdict healthcheck: {where}: {status}", file=sys.stderr)
+    return EXIT_UNHEALTHY
+
+
+def add_healthcheck_command(commands: Any) -> None:
+    """Register ``healthcheck`` on the subcommands of the ``verdict`` parser."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "healthcheck",
+        help="is a running server SERVING? (for HEALTHCHECK and probes)",
+        description="Ask a running Verdict server over grpc.health.v1 whether it serves. "
+        "Exit 0 when it reports SERVING; 1 otherwise (NOT_SERVING, unknown service name, "
+        "unreachable, no answer within the timeout, unreadable TLS files), with one line on "
+        "stderr saying which; 2 for bad flags. In a container point it at the plaintext health "
+        "port (`verdict serve --health-listen`).",
+    )
+    parser.add_argument(
+        "--server",
+        default=DEFAULT_SERVER,
+        metavar="HOST:PORT",
+        help=f"where the server (or its --health-listen port) listens (default {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--service",
+        default="",
+        metavar="NAME",
+        help='health service name: "" (default) the whole server, or e.g. '
+        "verdict.v1.AuthorizationService, store/<store id>",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"deadline of the call (default {DEFAULT_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="speak TLS (as does any --tls-* flag), trusting this CA bundle (PEM) for the "
+        "server's certificate (default: the system's CAs)",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="client certificate chain for mutual TLS"
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="client private key")
+    parser.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name the server certificate must carry, when it is not the HOST of --server",
+    )
+    parser.set_defaults(func=_run)
