@@ -6,18 +6,17 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from verdict.config import Settings
+from verdict.entities_load import load_entities_file
 from verdict.errors import PolicyLoadError, VerdictError
 from verdict.policy.loader import load_policy_stores
-from verdict.store.bulk import load_entities
+from verdict.progress import reporter
 from verdict.store.entity_cache import EntityCache
-from verdict.store.entity_file import read_entities_file
 from verdict.store.redis_connect import key_layout, make_client
 from verdict.store.redis_store import RedisEntityStore
 
@@ -53,18 +52,17 @@ async def _load(args: argparse.Namespace) -> int:
                 state = "marked loaded" if marked else "already loaded"
                 print(f"{store_id}: no entities.json, entities left as they are ({state})")
                 continue
-            entities = read_entities_file(
-                policy_store.entities_file, policy_store.schema, f"{store_id}/entities.json"
-            )
-            started = time.perf_counter()
-            version = await load_entities(
-                store, store_id, list(entities.values()), chunk=args.chunk
-            )
-            seconds = time.perf_counter() - started
-            print(
-                f"{store_id}: {len(entities)} entities in {seconds:.2f}s "
-                f"({len(entities) / max(seconds, 1e-9):,.0f}/s), version {version}"
-            )
+            with reporter() as progress:
+                report = await load_entities_file(
+                    store,
+                    store_id,
+                    policy_store.entities_file,
+                    policy_store.schema,
+                    progress,
+                    shown=f"{store_id}/entities.json",
+                    chunk=args.chunk,
+                )
+            print(report.summary(store_id))
     finally:
         await store.close()
     return 0

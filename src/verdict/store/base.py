@@ -8,7 +8,7 @@ from typing import Protocol
 
 from verdict.cedar import EntitiesHandle, SchemaHandle
 from verdict.model import EntityUid, JsonObject
-from verdict.store.weight import NO_WEIGHT, Weight, json_weight
+from verdict.store.weight import NO_WEIGHT, Weight, json_weight, text_weight
 
 
 @dataclass(frozen=True)
@@ -20,10 +20,14 @@ class StoredEntity:
     json: JsonObject
     refs: frozenset[EntityUid]
     weight: Weight = NO_WEIGHT
+    # ``entity_text(json)`` when the caller made it already (a bulk load serialises each
+    # entity once, to weigh and to write it); None keeps memory stores lean.
+    text: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.weight is NO_WEIGHT:
-            object.__setattr__(self, "weight", json_weight(self.json))
+            weight = text_weight(self.text) if self.text is not None else json_weight(self.json)
+            object.__setattr__(self, "weight", weight)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from verdict.store.base import EntityWriter, StoredEntity
@@ -40,16 +40,28 @@ async def load_entities(
     chunk: int = DEFAULT_CHUNK,
     pipeline: int = DEFAULT_PIPELINE,
     in_flight: int = DEFAULT_IN_FLIGHT,
+    *,
+    on_written: Callable[[int], None] | None = None,
+    before_switch: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     """Make ``entities`` the store's entities; return the store's version afterwards.
 
     A staging writer receives them in chunks, ``pipeline`` chunks per round trip, and switches
     in one atomic step: readers see the old entities or the new ones, never a mix, and
     entities absent from ``entities`` are gone. Other writers get one upsert per chunk.
+    ``on_written`` hears how many entities each round trip wrote (for progress);
+    ``before_switch`` runs once all are staged and may raise to abandon the load (a check
+    still running beside the writes, such as the schema validation of the whole set).
     """
     chunks = [entities[i : i + chunk] for i in range(0, len(entities), chunk)]
     if not isinstance(writer, StagingWriter):
-        versions = [await writer.put(store_id, part) for part in chunks]
+        if before_switch is not None:  # upserts are visible at once: check first
+            await before_switch()
+        versions = []
+        for part in chunks:
+            versions.append(await writer.put(store_id, part))
+            if on_written is not None:
+                on_written(len(part))
         return max(versions, default=0)
     token = secrets.token_hex(8)
     groups = [chunks[i : i + pipeline] for i in range(0, len(chunks), pipeline)]
@@ -58,10 +70,14 @@ async def load_entities(
     async def send(group: Sequence[Sequence[StoredEntity]]) -> None:
         async with gate:
             await writer.stage(store_id, token, group)
+        if on_written is not None:
+            on_written(sum(len(part) for part in group))
 
     tasks = [asyncio.ensure_future(send(group)) for group in groups]
     try:
         await asyncio.gather(*tasks)
+        if before_switch is not None:
+            await before_switch()
         return await writer.switch(store_id, token, len(entities))
     except BaseException:
         for task in tasks:

@@ -13,6 +13,7 @@ from verdict.files import FileReadError, read_text
 from verdict.model import EntityUid
 from verdict.store.base import StoredEntity
 from verdict.store.json_lines import error_line
+from verdict.store.weight import entity_text
 
 
 def build_entities(
@@ -23,6 +24,18 @@ def build_entities(
     The schema check runs once over the whole set (it also catches parent cycles); Cedar's
     detailed reason is included, since this serves local files, never a network caller.
     """
+    entities = shaped_entities(document, where)
+    problem = cedar.entity_problem(document, schema)
+    if problem is not None:
+        raise RequestError(where, problem.text)
+    return entities
+
+
+def shaped_entities(
+    document: Any, where: str = "entities", *, keep_text: bool = False
+) -> dict[EntityUid, StoredEntity]:
+    """Entities of a parsed Cedar JSON array keyed by uid, each checked for shape (not yet
+    against a schema); ``keep_text`` keeps each one's serialisation for a bulk write."""
     if not isinstance(document, list):
         raise RequestError(where, "must be a JSON array of Cedar entities")
     entities: dict[EntityUid, StoredEntity] = {}
@@ -30,10 +43,8 @@ def build_entities(
         uid = check_entity_shape(item, f"{where}[{index}]")
         if uid in entities:
             raise RequestError(f"{where}[{index}]", f"duplicate entity {uid}")
-        entities[uid] = StoredEntity(uid, item, entity_references(item))
-    problem = cedar.entity_problem(document, schema)
-    if problem is not None:
-        raise RequestError(where, problem.text)
+        text = entity_text(item) if keep_text else None
+        entities[uid] = StoredEntity(uid, item, entity_references(item), text=text)
     return entities
 
 

@@ -43,7 +43,7 @@ def staged_refs(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
 
 
 def _entity_json(entity: StoredEntity) -> str:
-    return entity_text(entity.json)
+    return entity.text if entity.text is not None else entity_text(entity.json)
 
 
 def _refs(entity: StoredEntity) -> str:

@@ -39,9 +39,14 @@ def text_weight(text: str) -> Weight:
     return Weight(size, sum(text.count(char) for char in STRUCTURAL))
 
 
+# One encoder for every entity: json.dumps with options builds a new encoder per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def entity_text(entity: Any) -> str:
-    """The one serialisation of a Cedar JSON entity that Verdict stores and weighs."""
-    return json.dumps(entity, ensure_ascii=False)
+    """The one serialisation of a Cedar JSON entity that Verdict stores and weighs
+    (``json.dumps(entity, ensure_ascii=False)``)."""
+    return _ENCODER.encode(entity)
 
 
 def json_weight(entity: Any) -> Weight:

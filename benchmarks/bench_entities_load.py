@@ -1,0 +1,216 @@
+"""`verdict entities load` of a large lending store into a real Redis: the whole command's rate
+and where its time goes, beside the floors of its parts measured in the same run.
+
+Generated lending entities (partners, roles, employees, borrowers, loans with entity references,
+~265 bytes each) are written to a copy of policies/lending, then:
+
+1. the real command, as a subprocess, timed from start to exit (interpreter start included),
+   ``--runs`` times; its own summary gives the Redis write time;
+2. the floors, in this process: ``json.loads`` of the file (Python's fastest parse, without
+   Verdict's strict checks) and Cedar's parse and schema check of the whole file
+   (``Entities.from_json_str``), the one step no Python change can make faster.
+
+    .venv/bin/python -m benchmarks.bench_entities_load              # 300,000 entities, ~2 min
+    .venv/bin/python -m benchmarks.bench_entities_load --quick      # 30,000, smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from benchmarks.bench_entity_store import machine_info
+from tests.redis_support import redis_server
+from verdict import cedar
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+ROLES = ["loan_officer", "underwriter", "senior_underwriter", "support_agent", "compliance"]
+TARGET = 50_000  # entities/s for the whole command (issue 13)
+
+
+def ref(kind: str, ident: str) -> dict[str, Any]:
+    return {"__entity": {"type": kind, "id": ident}}
+
+
+def lending_entities(count: int, seed: int = 1) -> list[dict[str, Any]]:
+    """``count`` entities of the lending schema: 10% employees, 40% borrowers, the rest loans."""
+    rng = random.Random(seed)
+    partners = [
+        {
+            "uid": {"type": "Partner", "id": f"p{i}"},
+            "attrs": {"name": f"Partner {i}", "kind": "bank", "active": True},
+            "parents": [],
+        }
+        for i in range(100)
+    ]
+    roles = [{"uid": {"type": "Role", "id": r}, "attrs": {}, "parents": []} for r in ROLES]
+    rest = count - len(partners) - len(roles)
+    employees, borrowers = rest // 10, rest * 4 // 10
+    found: list[dict[str, Any]] = [*partners, *roles]
+    for i in range(employees):
+        attrs = {
+            "name": f"Employee Number {i}",
+            "partner": ref("Partner", f"p{i % 100}"),
+            "department": "lending",
+            "approval_limit": rng.randint(0, 500_000),
+            "suspended": False,
+        }
+        parents = [{"type": "Role", "id": rng.choice(ROLES)}]
+        found.append(
+            {"uid": {"type": "Employee", "id": f"e{i}"}, "attrs": attrs, "parents": parents}
+        )
+    for i in range(borrowers):
+        attrs = {
+            "name": f"Borrower Person {i}",
+            "partner": ref("Partner", f"p{i % 100}"),
+            "kyc_verified": True,
+            "suspended": False,
+        }
+        found.append({"uid": {"type": "Borrower", "id": f"b{i}"}, "attrs": attrs, "parents": []})
+    for i in range(rest - employees - borrowers):
+        attrs = {
+            "kind": "personal",
+            "amount": rng.randint(1_000, 900_000),
+            "status": "submitted",
+            "owner": ref("Borrower", f"b{i % borrowers}"),
+            "partner": ref("Partner", f"p{i % 100}"),
+            "officer": ref("Employee", f"e{i % employees}"),
+        }
+        found.append({"uid": {"type": "Loan", "id": f"l{i}"}, "attrs": attrs, "parents": []})
+    return found
+
+
+def write_store(folder: Path, count: int) -> Path:
+    """A copy of policies/lending whose entities.json holds ``count`` generated entities."""
+    store = folder / "stores" / "lending"
+    shutil.copytree(ROOT / "policies" / "lending", store, ignore=shutil.ignore_patterns("tests"))
+    (store / "entities.json").write_text(json.dumps(lending_entities(count)))
+    return store
+
+
+def run_command(stores: Path, redis_url: str) -> dict[str, float]:
+    """One `verdict entities load`, timed from start to exit; its summary's write time."""
+    command = [sys.executable, "-m", "verdict", "entities", "load", "--stores", str(stores)]
+    started = time.perf_counter()
+    done = subprocess.run(
+        [*command, "--redis-url", redis_url], capture_output=True, text=True, timeout=600
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"entities load failed:\n{done.stderr}")
+    written = re.search(r"Redis writes ([0-9.]+)s", done.stdout)
+    assert written is not None, done.stdout
+    phases = {
+        name: float(value)
+        for name, value in re.findall(r"^(\w+): done, .*?([0-9.]+)s$", done.stderr, re.M)
+    }
+    return {"seconds": seconds, "write_seconds": float(written[1]), **phases}
+
+
+def floors(store: Path) -> dict[str, float]:
+    """json.loads of the file, and Cedar's parse and schema check of it, in this process."""
+    text = (store / "entities.json").read_text()
+    schema_text = (store / "schema.cedarschema").read_text()
+    started = time.perf_counter()
+    json.loads(text)
+    parsed = time.perf_counter() - started
+    started = time.perf_counter()
+    assert cedar.entities_conform(text, schema_text)
+    return {"json_loads": parsed, "cedar_validate": time.perf_counter() - started}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=300_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="30,000 entities, one run")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    count, runs = (30_000, 1) if args.quick else (args.entities, args.runs)
+    with tempfile.TemporaryDirectory() as tmp, redis_server(Path(tmp) / "redis") as redis:
+        store = write_store(Path(tmp), count)
+        size = (store / "entities.json").stat().st_size
+        measured = [run_command(store.parent, redis.url) for _ in range(runs)]
+        floor = floors(store)
+    median = {key: statistics.median(m[key] for m in measured) for key in measured[0]}
+    result = {
+        "entities": count,
+        "file_bytes": size,
+        "runs": measured,
+        "median": median,
+        "entities_per_second": count / median["seconds"],
+        "write_entities_per_second": count / median["write_seconds"],
+        "floors": floor,
+        "target_entities_per_second": TARGET,
+        "machine": machine_info(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "entities_load.json").write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
+
+
+def report(result: dict[str, Any], out: Path) -> None:
+    median, floor, count = result["median"], result["floors"], result["entities"]
+    lines = [
+        f"# `verdict entities load`: {count:,} entities ({result['file_bytes'] / 1e6:.0f} MB)",
+        "",
+        f"Machine: {result['machine']}. Median of {len(result['runs'])} runs, real Redis.",
+        "",
+        "| | seconds | entities/s |",
+        "|---|---|---|",
+        f"| whole command (start to exit) | {median['seconds']:.2f} | "
+        f"{result['entities_per_second']:,.0f} (target {TARGET:,}) |",
+        f"| of which Redis writes | {median['write_seconds']:.2f} | "
+        f"{result['write_entities_per_second']:,.0f} |",
+    ]
+    for phase in ("read", "parse", "validate", "write"):
+        if phase in median:
+            lines.append(f"| phase `{phase}` (its own line) | {median[phase]:.2f} | |")
+    lines += [
+        f"| floor: `json.loads` of the file | {floor['json_loads']:.2f} | "
+        f"{count / floor['json_loads']:,.0f} |",
+        f"| floor: Cedar parse + schema check | {floor['cedar_validate']:.2f} | "
+        f"{count / floor['cedar_validate']:,.0f} |",
+        "",
+        "Cedar's check runs in a second process beside the parse and the writes; the whole",
+        "command cannot be faster than it, nor than the parse and the writes together.",
+    ]
+    (out / "entities_load.md").write_text("\n".join(lines) + "\n")
+    names = ["whole command", "Redis writes", "json.loads", "Cedar check"]
+    values = [
+        median["seconds"],
+        median["write_seconds"],
+        floor["json_loads"],
+        floor["cedar_validate"],
+    ]
+    figure, axes = plt.subplots(figsize=(7, 3.5))
+    axes.barh(names, values, color=["#1f77b4", "#2ca02c", "#999999", "#999999"])
+    axes.axvline(count / TARGET, color="red", linestyle="--", label=f"target {TARGET:,}/s")
+    axes.set_xlabel("seconds")
+    axes.set_title(f"entities load, {count:,} entities")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out / "entities_load.png", dpi=110)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("VERDICT_LOG_FORMAT", "console")
+    main()

@@ -1,0 +1,115 @@
+"""`verdict entities load` of a large file: phases reported as they go, Cedar's check in a second
+process beside the writes, and a file Cedar rejects changes nothing in Redis."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.bench_entities_load import lending_entities
+from tests.redis_support import RedisProcess, redis_fixture  # noqa: F401 (fixture)
+from verdict.entities_load import SEPARATE_PROCESS_BYTES
+from verdict.progress import BarReporter, LineReporter, reporter
+from verdict.store.redis_keys import StoreKeys
+
+POLICIES = Path(__file__).parents[2] / "policies"
+# Enough entities that the file is past SEPARATE_PROCESS_BYTES: Cedar runs in its own process.
+LARGE = 20_000
+
+
+def large_store(tmp_path: Path, entities: list[dict[str, object]]) -> Path:
+    """A copy of the lending store holding ``entities``; returns the stores folder."""
+    store = tmp_path / "stores" / "lending"
+    shutil.copytree(POLICIES / "lending", store, ignore=shutil.ignore_patterns("tests"))
+    (store / "entities.json").write_text(json.dumps(entities))
+    assert (store / "entities.json").stat().st_size > SEPARATE_PROCESS_BYTES
+    return store.parent
+
+
+def entities_command(redis: RedisProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "verdict", "entities", *args, "--redis-url", redis.url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_large_load_reports_each_phase_and_both_rates(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    """Not on a terminal: a line per phase start and end (and progress lines while writing),
+    then the whole command's rate beside the Redis write rate; every entity lands."""
+    stores = large_store(tmp_path, lending_entities(LARGE))
+    loaded = entities_command(redis, "load", "--stores", str(stores))
+    assert loaded.returncode == 0, loaded.stderr
+    for phase in ("read", "parse", "validate"):
+        assert f"{phase}: started" in loaded.stderr
+        assert re.search(rf"^{phase}: done, ", loaded.stderr, re.M)
+    assert f"write: done, {LARGE:,}/{LARGE:,} (100%)" in loaded.stderr
+    summary = re.fullmatch(
+        rf"lending: {LARGE:,} entities in [0-9.]+s \(([0-9,]+)/s; "
+        r"Redis writes [0-9.]+s, ([0-9,]+)/s\), version \d+\n",
+        loaded.stdout,
+    )
+    assert summary is not None, loaded.stdout
+    overall, written = (int(g.replace(",", "")) for g in summary.groups())
+    assert 0 < overall <= written  # the whole command includes the writes
+    keys = StoreKeys.of("lending")
+    assert redis.cli("HLEN", keys.entities).strip() == str(LARGE + 1)  # and the epoch field
+
+
+def test_a_file_cedar_rejects_changes_nothing(tmp_path: Path, redis: RedisProcess) -> None:
+    """The last of 20,000 entities breaks the schema (a Long where a String belongs): Cedar,
+    in its own process, rejects the set after the writes were staged; the load exits 2 naming
+    the file and the attribute, and Redis still holds the previous load, no staging left."""
+    good = large_store(tmp_path / "good", lending_entities(LARGE))
+    assert entities_command(redis, "load", "--stores", str(good)).returncode == 0
+    keys = StoreKeys.of("lending")
+    version = redis.cli("GET", keys.version).strip()
+    broken = lending_entities(LARGE)
+    broken[-1]["attrs"]["status"] = 7
+    broken[0]["attrs"]["name"] = "Renamed partner"
+    stores = large_store(tmp_path / "bad", broken)
+    refused = entities_command(redis, "load", "--stores", str(stores))
+    assert refused.returncode == 2
+    assert "lending/entities.json" in refused.stderr
+    assert "status" in refused.stderr
+    assert "write: started" in refused.stderr  # staged while Cedar checked
+    assert redis.cli("GET", keys.version).strip() == version
+    assert "staging" not in redis.cli("KEYS", "*")
+    exported = entities_command(redis, "export", "--store", "lending")
+    partner = next(e for e in json.loads(exported.stdout) if e["uid"]["id"] == "p0")
+    assert partner["attrs"]["name"] == "Partner 0"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
+    """A terminal gets rich bars (phase names and counts drawn); a pipe gets plain lines, at
+    most one per interval while a phase advances."""
+    screen = _Terminal()
+    with reporter(screen) as progress:
+        assert isinstance(progress, BarReporter)
+        with progress.phase("write", total=4) as writing:
+            writing.advance(4)
+    assert "write" in screen.getvalue()
+    assert "4/4" in screen.getvalue()
+    pipe = io.StringIO()
+    with reporter(pipe, interval=3600) as progress:
+        assert isinstance(progress, LineReporter)
+        with progress.phase("write", total=4) as writing:
+            for _ in range(4):
+                writing.advance(1)
+    assert pipe.getvalue().splitlines()[0] == "write: started, 4 to do"
+    assert pipe.getvalue().splitlines()[1].startswith("write: done, 4/4 (100%) in ")
+    assert len(pipe.getvalue().splitlines()) == 2  # no line between: the interval is an hour
