@@ -103,7 +103,8 @@ def test_every_verdict_variable_is_a_settings_field_with_a_valid_value(
 
 def test_probes_use_the_plaintext_health_port(objects: list[Obj]) -> None:
     """Startup, readiness and liveness are native gRPC probes on the VERDICT_HEALTH_LISTEN port
-    (the gRPC port speaks TLS, probes do not); liveness asks for the Redis-independent name."""
+    (the gRPC port speaks TLS, probes do not); readiness asks for "" (Redis included), startup
+    and liveness for the Redis-independent name, so a Redis outage never restarts a pod."""
     health = port_of(env(objects)["VERDICT_HEALTH_LISTEN"]["value"])
     assert health == container_port(objects, "health")
     assert health != port_of(env(objects)["VERDICT_LISTEN"]["value"])
@@ -111,7 +112,7 @@ def test_probes_use_the_plaintext_health_port(objects: list[Obj]) -> None:
     for probe in probes.values():
         assert probe["grpc"]["port"] == health
     assert probes["readinessProbe"]["grpc"].get("service", "") == ""
-    assert probes["startupProbe"]["grpc"].get("service", "") == ""
+    assert probes["startupProbe"]["grpc"]["service"] == LIVENESS_HEALTH_NAME
     assert probes["livenessProbe"]["grpc"]["service"] == LIVENESS_HEALTH_NAME
 
 
