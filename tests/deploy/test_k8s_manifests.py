@@ -306,3 +306,4 @@ def test_prod_uses_a_managed_redis_cluster_and_scales() -> None:
     assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
     budget = one(objects, "PodDisruptionBudget", "verdict")["spec"]
     assert hpa["minReplicas"] > budget["maxUnavailable"]
+    assert "replicas" not in one(objects, "Deployment", "verdict")["spec"]  # the HPA's to set
