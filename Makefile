@@ -31,6 +31,11 @@ lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict (src, tests), 
 	$(BIN)/mypy --strict src tests
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
+	$(MAKE) --no-print-directory k8s-lint
+
+.PHONY: k8s-lint
+k8s-lint: $(STAMP)  ## render k8s/overlays/* with kustomize; kubernetes-validate --strict (Kubernetes 1.33) + CRD schemas
+	$(BIN)/python scripts/k8s_lint.py --kubernetes-version 1.33.0
 
 proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/
 	$(BIN)/python scripts/gen_proto.py

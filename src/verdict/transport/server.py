@@ -99,6 +99,12 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+# A grpc.health.v1 name that is SERVING from start to stop, whatever Redis does: for liveness
+# probes. "" turns NOT_SERVING in a Redis outage; a liveness probe on it would restart every pod
+# (and keep them in CrashLoopBackOff after Redis returns) for an outage a restart cannot fix.
+LIVENESS_HEALTH_NAME = "liveness"
+
+
 def store_health_name(store_id: str) -> str:
     """The grpc.health.v1 service name that reports whether one policy store can answer."""
     return f"store/{store_id}"
@@ -108,7 +114,8 @@ class VerdictServer:
     """A started gRPC server bound to a port, with its health service.
 
     Health names: "" and each gRPC service say whether the process can serve at all;
-    ``store/<store id>`` says whether that policy store's entities are available.
+    ``store/<store id>`` says whether that policy store's entities are available;
+    ``liveness`` is SERVING while the process runs its event loop (for liveness probes).
     """
 
     def __init__(
@@ -255,6 +262,7 @@ async def start_server(
         server, port, health_servicer, services, health_server, health_port
     )
     await verdict_server.set_health(False, {})
+    await health_servicer.set(LIVENESS_HEALTH_NAME, _SERVING)  # set_health never changes it
     await server.start()
     if health_server is not None:
         await health_server.start()
