@@ -15,8 +15,9 @@ from tests.stores import entity
 from verdict.model import EntityUid
 from verdict.store.base import EntitySlice
 from verdict.store.entity_cache import EntityCache
-from verdict.store.invalidation import InvalidationListener, Node
+from verdict.store.invalidation import InvalidationListener
 from verdict.store.redis_keys import DEFAULT_LAYOUT
+from verdict.store.subscriptions import Node
 
 USER = EntityUid("User", "u")
 

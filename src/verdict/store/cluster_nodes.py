@@ -11,8 +11,8 @@ from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
-from verdict.store.invalidation import Node
 from verdict.store.redis_keys import KeyLayout
+from verdict.store.subscriptions import Node
 
 Address = tuple[str, int]
 Slots = tuple[tuple[int, int], ...]  # inclusive ranges

@@ -9,8 +9,8 @@ from redis.backoff import NoBackoff
 
 from verdict.config import Settings
 from verdict.store.cluster_nodes import ClusterMasters, ClusterNodes
-from verdict.store.invalidation import SingleNode, Subscriptions
 from verdict.store.redis_keys import KeyLayout
+from verdict.store.subscriptions import SingleNode, Subscriptions
 
 
 def _no_retry() -> Retry:
