@@ -1,4 +1,4 @@
-"""Start and stop real redis-server processes (single node or a 3-master cluster) on loopback."""
+"""Start and stop real redis-server processes (one node, or a cluster with replicas) on loopback."""
 
 from __future__ import annotations
 
@@ -109,29 +109,19 @@ def redis_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisPro
 
 
 @contextmanager
-def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[list[RedisProcess]]:
-    """A real Redis Cluster of ``masters`` nodes with no replicas."""
-    nodes = []
+def redis_cluster(
+    workdir: Path, masters: int = 3, replicas: int = 0, node_timeout_ms: int = 2000
+) -> Iterator[list[RedisProcess]]:
+    """A real Redis Cluster of ``masters`` nodes, each with ``replicas`` replicas.
+
+    The nodes are listed masters first (as ``redis-cli --cluster create`` assigns them), and
+    are all killed after the block. ``node_timeout_ms`` is how long a silent node takes to be
+    failed over.
+    """
+    nodes: list[RedisProcess] = []
     try:
-        for index in range(masters):
-            port = free_port()
-            node = RedisProcess(
-                port,
-                workdir / f"node{index}",
-                extra=[
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    f"nodes-{port}.conf",
-                    "--cluster-node-timeout",
-                    "2000",
-                    # The default bus port is port + 10000, which may be taken or above 65535.
-                    "--cluster-port",
-                    str(free_port()),
-                ],
-            )
-            node.start()
-            nodes.append(node)
+        for index in range(masters * (1 + replicas)):
+            nodes.append(_cluster_node(workdir / f"node{index}", node_timeout_ms))
         subprocess.run(
             [
                 REDIS_CLI,
@@ -139,22 +129,111 @@ def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[list[RedisProcess
                 "create",
                 *(f"127.0.0.1:{n.port}" for n in nodes),
                 "--cluster-replicas",
-                "0",
+                str(replicas),
                 "--cluster-yes",
             ],
             capture_output=True,
             timeout=60,
             check=True,
         )
-        deadline = time.monotonic() + 30
-        while "cluster_state:ok" not in nodes[0].cli("CLUSTER", "INFO"):
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis cluster did not become ready")
-            time.sleep(0.1)
+        _wait_until_formed(nodes, masters, replicas)
         yield nodes
     finally:
         for node in nodes:
             node.stop()
+
+
+def _cluster_node(workdir: Path, node_timeout_ms: int) -> RedisProcess:
+    port = free_port()
+    node = RedisProcess(
+        port,
+        workdir,
+        extra=[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            f"nodes-{port}.conf",
+            "--cluster-node-timeout",
+            str(node_timeout_ms),
+            # The default bus port is port + 10000, which may be taken or above 65535.
+            "--cluster-port",
+            str(free_port()),
+        ],
+    )
+    node.start()
+    return node
+
+
+def _wait_until_formed(nodes: list[RedisProcess], masters: int, replicas: int) -> None:
+    """Wait until every node sees the cluster ok and every replica has synced its master."""
+    deadline = time.monotonic() + 30
+    while not all(_formed(node, masters * replicas) for node in nodes):
+        if time.monotonic() > deadline:
+            raise RuntimeError("redis cluster did not become ready")
+        time.sleep(0.1)
+
+
+def _formed(node: RedisProcess, replicas: int) -> bool:
+    if "cluster_state:ok" not in node.cli("CLUSTER", "INFO"):
+        return False
+    roles = [line.split()[2] for line in node.cli("CLUSTER", "NODES").splitlines() if line]
+    if sum("slave" in flags for flags in roles) != replicas:
+        return False
+    info = node.cli("INFO", "replication")
+    return "role:master" in info or "master_link_status:up" in info
+
+
+def cluster_master_of(nodes: list[RedisProcess], key: str) -> RedisProcess:
+    """The running node that masters ``key``'s slot now, as the cluster itself reports it."""
+    for node in nodes:
+        if node.process is None:
+            continue
+        slot = int(node.cli("CLUSTER", "KEYSLOT", key).strip())
+        for line in node.cli("CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            if any(_covers(spec, slot) for spec in fields[8:]):
+                port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                return next(n for n in nodes if n.port == port)
+    raise RuntimeError(f"no running node masters the slot of {key!r}")
+
+
+def cluster_replicas_of(nodes: list[RedisProcess], master: RedisProcess) -> list[RedisProcess]:
+    """The nodes that replicate ``master`` now."""
+    master_id = master.cli("CLUSTER", "MYID").strip()
+    ports = {
+        int(line.split()[1].split("@")[0].rsplit(":", 1)[1])
+        for line in master.cli("CLUSTER", "REPLICAS", master_id).splitlines()
+        if line.strip()
+    }
+    return [n for n in nodes if n.port in ports]
+
+
+def wait_replicated(master: RedisProcess, replica: RedisProcess, seconds: float = 10) -> None:
+    """Wait until ``replica`` has applied everything ``master`` had written when called."""
+    target = _info_int(master.cli("INFO", "replication"), "master_repl_offset")
+    deadline = time.monotonic() + seconds
+    while _info_int(replica.cli("INFO", "replication"), "slave_repl_offset") < target:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"replica {replica.port} did not catch up with {master.port}")
+        time.sleep(0.02)
+
+
+def _info_int(info: str, name: str) -> int:
+    for line in info.splitlines():
+        key, _, value = line.strip().partition(":")
+        if key == name:
+            return int(value)
+    return -1
+
+
+def _covers(spec: str, slot: int) -> bool:
+    """Whether a CLUSTER NODES slot spec (``5461`` or ``0-5460``; not ``[...]``) covers slot."""
+    if spec.startswith("["):
+        return False
+    low, _, high = spec.partition("-")
+    return int(low) <= slot <= int(high or low)
 
 
 def tls_redis(workdir: Path) -> tuple[RedisProcess, Path]:

@@ -132,6 +132,20 @@ def test_grace_counts_from_the_last_pong() -> None:
     assert cache.lookup("s", {USER}) is not None
 
 
+def test_a_stale_loss_stops_answers_at_once() -> None:
+    """A cluster listener that lost a node says so: entries stop answering at once, not when
+    the grace runs out, and answer again only after a new subscription settles a fill."""
+    clock = Clock()
+    cache = filled(clock)
+    cache.unsubscribed(stale=True)
+    assert not cache.usable()
+    assert cache.lookup("s", {USER}) is None
+    cache.subscribed(clock.now)
+    cache.fill("s", slice_at(9), cache.begin_read("s"))
+    cache.heard(clock.now + 0.01)
+    assert cache.lookup("s", {USER}) is not None
+
+
 def test_resubscribing_starts_afresh() -> None:
     """Resubscription empties the cache and discards reads begun before it."""
     clock = Clock()

@@ -1,7 +1,8 @@
 """A bounded in-process entity cache that answers only with data its invalidations have settled.
 
 Freshness: the invalidation listener pings Redis; the pong to a ping sent at time s proves that
-every invalidation published before s has been applied (pub/sub keeps order). The cache answers
+every invalidation published before s has been applied (pub/sub keeps order; on a cluster, s is
+the oldest ping every master has answered). The cache answers
 only until ``grace`` seconds after the newest such s. A write is therefore never served stale
 for longer than ``grace`` after it committed, whether the channel was lost, went silent, or this
 process's event loop stalled: silence alone runs the clock out.
@@ -291,9 +292,14 @@ class EntityCache:
                 still.append((store_id, read_at, done_at))
         self._pending = still
 
-    def unsubscribed(self) -> None:
-        """The listener lost its subscription: no pong can settle reads any more."""
+    def unsubscribed(self, stale: bool = False) -> None:
+        """The listener lost its subscription: no pong can settle reads any more.
+
+        ``stale``: entries stop answering at once, not only when the grace runs out (a cluster
+        lost one node; the others may be taking writes this process no longer hears)."""
         self._pending.clear()
+        if stale:
+            self._fresh_as_of = -math.inf
 
     def __len__(self) -> int:
         return sum(len(lru) for lru in self._lrus)

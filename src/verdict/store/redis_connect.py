@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from urllib.parse import urlparse
-
 import redis.asyncio as aioredis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from verdict.config import Settings
+from verdict.store.cluster_nodes import ClusterMasters, ClusterNodes
 from verdict.store.redis_keys import KeyLayout
+from verdict.store.subscriptions import SingleNode, Subscriptions
 
 
 def _no_retry() -> Retry:
@@ -53,10 +52,9 @@ def key_layout(settings: Settings) -> KeyLayout:
     return KeyLayout(settings.redis_namespace, db)
 
 
-def pubsub_connector(settings: Settings) -> Callable[[], aioredis.Redis]:
-    """A factory of single-node clients for pub/sub.
+def pubsub_connector(settings: Settings) -> Subscriptions:
+    """Where the invalidation listener subscribes: the one Redis, or every cluster master.
 
-    In a cluster, PUBLISH reaches every node, so subscribing on the seed node hears all writes.
     redis-py must not reconnect behind the listener's back: a silent resubscription would hide
     that messages were missed. Replies stay bytes: redis-py reads a pong's payload correctly
     only then. No socket timeout: silence is the listener's to judge, and redis-py's timed
@@ -65,9 +63,8 @@ def pubsub_connector(settings: Settings) -> Callable[[], aioredis.Redis]:
     url = settings.redis_url
     assert url is not None
     if settings.redis_cluster:
-        parsed = urlparse(url)
-        scheme = "rediss" if parsed.scheme == "rediss" else "redis"
-        url = f"{scheme}://{parsed.netloc}/0"
+        nodes = ClusterNodes(url, settings.redis_timeout_seconds)
+        return ClusterMasters(nodes, key_layout(settings))
 
     def connect() -> aioredis.Redis:
         return aioredis.Redis.from_url(
@@ -77,4 +74,4 @@ def pubsub_connector(settings: Settings) -> Callable[[], aioredis.Redis]:
             retry=_no_retry(),
         )
 
-    return connect
+    return SingleNode(connect)
