@@ -250,16 +250,16 @@ _BUILD_REQUEST = "failed to build request:"
 _CONTEXT_PROBLEM = "does not match the schema's context type for this action"
 _SCOPE_PROBLEM = "has an entity type the schema does not allow for this action"
 _EXTENSION_PROBLEM = "holds an extension value (datetime, ip, decimal, duration) Cedar cannot parse"
-# (prefix after "failed to build request: ", field, problem, kind), checked in order.
+# (start of the reason after "failed to build request: ", field, problem, kind), in order.
 _REQUEST_FIELDS = (
-    ("action", "action", "is not an action declared in the schema", "action"),
-    ("principal", "principal", _SCOPE_PROBLEM, "scope"),
-    ("resource", "resource", _SCOPE_PROBLEM, "scope"),
-    ("context", "context_json", _CONTEXT_PROBLEM, "type"),
-    ("error while evaluating", "context_json", _EXTENSION_PROBLEM, "extension"),
-    ("type error", "context_json", _EXTENSION_PROBLEM, "extension"),
+    ("action ", "action", "is not an action declared in the schema", "action"),
+    ("principal ", "principal", _SCOPE_PROBLEM, "scope"),
+    ("resource ", "resource", _SCOPE_PROBLEM, "scope"),
+    ("context ", "context_json", _CONTEXT_PROBLEM, "type"),
+    ("error while evaluating ", "context_json", _EXTENSION_PROBLEM, "extension"),
+    ("type error:", "context_json", _EXTENSION_PROBLEM, "extension"),
     (
-        "entity",
+        "entity ",
         "request",
         "names an entity of an enumerated type with an id the schema does not declare",
         "enum",
@@ -330,7 +330,7 @@ def classify_no_decision(texts: Sequence[str]) -> NoDecisionFault:
 
 def _request_fault(reason: str) -> NoDecisionFault:
     for prefix, field, problem, kind in _REQUEST_FIELDS:
-        if reason.startswith(prefix + " "):
+        if reason.startswith(prefix):
             return NoDecisionFault(field, problem, kind=kind)
     # Principal, action and resource are plain uids checked before Cedar; any other problem
     # building the request is a context value ("while parsing context, ...").
