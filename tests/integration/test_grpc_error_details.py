@@ -86,7 +86,7 @@ async def test_invalid_argument_carries_a_field_violation(
     error = info.value
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert error.details() == f"{field}: {problem}"
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    status = rpc_status.from_call(error)
     assert status is not None
     assert violations(status) == [(field, problem)]
     assert SECRET not in (error.details() or "")
@@ -115,7 +115,7 @@ async def test_errors_outside_the_request_carry_no_violation(client: AsyncVerdic
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await client.send(request)
     assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
-    status = rpc_status.from_call(info.value)  # type: ignore[arg-type]
+    status = rpc_status.from_call(info.value)
     assert status is not None
     assert status.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert violations(status) == []
