@@ -550,3 +550,27 @@ def test_schema_shape_is_read_once_per_snapshot(tmp_path: Path) -> None:
     first = snapshot.schema_shape
     assert first is not None
     assert first is snapshot.schema_shape
+
+
+def test_extension_checks_are_bounded() -> None:
+    """Cedar checks at most 64 extension values of one context; later ones count as valid."""
+    shape = shape_of(
+        "entity U; action a appliesTo { principal: U, resource: U, context: { d: Set<datetime> } };"
+    )
+    calls: list[Any] = []
+
+    def check(name: str, value: Any) -> bool:
+        calls.append(value)
+        return value != "bad"
+
+    request = AuthorizationRequest(
+        EntityUid("U", "u"), EntityUid("Action", "a"), EntityUid("U", "u"), {"d": ["ok"] * 999}
+    )
+    assert request_problems(request, shape, check) == []
+    assert len(calls) == 64
+    early = AuthorizationRequest(
+        request.principal, request.action, request.resource, {"d": ["ok", "bad", *["ok"] * 500]}
+    )
+    assert [p.problem for p in request_problems(early, shape, check)] == [
+        'attribute d[1] must be a datetime (e.g. "2025-03-04T10:00:00Z")'
+    ]
