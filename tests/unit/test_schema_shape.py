@@ -561,7 +561,7 @@ def test_extension_checks_are_bounded() -> None:
 
     def check(name: str, value: Any) -> bool:
         calls.append(value)
-        return value != "bad"
+        return bool(value != "bad")
 
     request = AuthorizationRequest(
         EntityUid("U", "u"), EntityUid("Action", "a"), EntityUid("U", "u"), {"d": ["ok"] * 999}
