@@ -3,6 +3,7 @@ schemas (in both syntaxes) and requests, the shape finds a problem exactly when 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import ROOT
 from verdict import cedar
@@ -186,6 +189,14 @@ def test_malformed_text_is_refused(text: str) -> None:
     messages), never another exception."""
     with pytest.raises(ShapeSyntaxError):
         parse_shape(text)
+
+
+SOUP = [
+    "namespace", "N", "::", "{", "}", "entity", "E", "in", "[", "]", ",", ";", "=", "tags",
+    "enum", '"a"', '"\\u{110000}"', '"\\q"', "action", "appliesTo", "principal", "resource",
+    "context", ":", "type", "T", "Set", "<", ">", "?", "@", "doc", "(", ")", "__cedar", "Long",
+    "//", "\n", "#",
+]  # fmt: skip
 
 
 # --- Differential: generated schemas and requests, Cedar as the oracle.
@@ -574,3 +585,11 @@ def test_extension_checks_are_bounded() -> None:
     assert [p.problem for p in request_problems(early, shape, check)] == [
         'attribute d[1] must be a datetime (e.g. "2025-03-04T10:00:00Z")'
     ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(SOUP), max_size=30))
+def test_any_text_is_a_shape_or_a_syntax_error(tokens: list[str]) -> None:
+    """Token soup never raises anything but ShapeSyntaxError (an error path must not fail)."""
+    with contextlib.suppress(ShapeSyntaxError):
+        parse_shape(" ".join(tokens))

@@ -112,7 +112,7 @@ class StoreSnapshot:
             return None
         try:
             return parse_shape(schema_text(self.schema))
-        except ShapeSyntaxError:
+        except (ShapeSyntaxError, RecursionError):
             return None
 
     def in_order(self, policy_ids: Iterable[str]) -> tuple[str, ...]:
