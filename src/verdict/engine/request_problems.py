@@ -76,8 +76,10 @@ def request_problems(
     shape: SchemaShape,
     extension_ok: ExtensionCheck = cedar.extension_accepts,
 ) -> list[Problem]:
-    """Everything wrong with ``request`` against the schema, in the order Cedar checks: none
-    exactly when Cedar builds the request (tests/unit/test_schema_shape.py holds them equal)."""
+    """Everything wrong with ``request`` against the schema: an undeclared action alone (nothing
+    else can be judged without it), else the principal, the resource, enumerated ids, then the
+    context in the schema's attribute order. None exactly when Cedar builds the request
+    (tests/unit/test_schema_shape.py holds the two equal on generated schemas and requests)."""
     action = shape.actions.get(request.action)
     if action is None:
         return [Problem("action", "action", _undeclared_action(request.action, shape))]
