@@ -177,11 +177,15 @@ class EvaluationFault:
 @dataclass(frozen=True, slots=True)
 class NoDecisionFault:
     """Why Cedar gave no decision: the request field at fault and a data-free problem, or
-    (``entity_data``) entity data that does not conform to the schema."""
+    (``entity_data``) entity data that does not conform to the schema. ``kind`` says which of
+    Cedar's checks failed (one of ``NO_DECISION_KINDS``) and ``name`` the context attribute
+    Cedar named, if any: the engine reads the request against the schema's shape to say more."""
 
     field: str
     problem: str
     entity_data: bool = False
+    kind: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,16 +249,30 @@ _CATEGORIES = (
 _BUILD_REQUEST = "failed to build request:"
 _CONTEXT_PROBLEM = "does not match the schema's context type for this action"
 _SCOPE_PROBLEM = "has an entity type the schema does not allow for this action"
+_EXTENSION_PROBLEM = "holds an extension value (datetime, ip, decimal, duration) Cedar cannot parse"
+# (start of the reason after "failed to build request: ", field, problem, kind), in order.
 _REQUEST_FIELDS = (
-    (f"{_BUILD_REQUEST} action", "action", "is not an action declared in the schema"),
-    (f"{_BUILD_REQUEST} principal", "principal", _SCOPE_PROBLEM),
-    (f"{_BUILD_REQUEST} resource", "resource", _SCOPE_PROBLEM),
-    (f"{_BUILD_REQUEST} context", "context_json", _CONTEXT_PROBLEM),
+    ("action ", "action", "is not an action declared in the schema", "action"),
+    ("principal ", "principal", _SCOPE_PROBLEM, "scope"),
+    ("resource ", "resource", _SCOPE_PROBLEM, "scope"),
+    ("context ", "context_json", _CONTEXT_PROBLEM, "type"),
+    ("error while evaluating ", "context_json", _EXTENSION_PROBLEM, "extension"),
+    ("type error:", "context_json", _EXTENSION_PROBLEM, "extension"),
     (
-        f"{_BUILD_REQUEST} error while evaluating",
-        "context_json",
-        "holds an extension value (datetime, ip, decimal, duration) Cedar cannot parse",
+        "entity ",
+        "request",
+        "names an entity of an enumerated type with an id the schema does not declare",
+        "enum",
     ),
+)
+# Problems found while Cedar parses the context: (substring, kind); the attribute it names.
+_CONTEXT_KINDS = (
+    ("expected the record to have an attribute", "missing"),
+    ("should not exist according to the schema", "undeclared"),
+)
+_NAMED_ATTRIBUTE = re.compile(r"attribute `([^`]*)`")
+NO_DECISION_KINDS = frozenset(
+    {"action", "scope", "type", "extension", "enum", "missing", "undeclared", ""}
 )
 _ENTITIES_FAILED = "failed to parse entities"
 # Entity rejections: where Cedar's reason starts, after it has quoted the whole input.
@@ -303,16 +321,26 @@ def _category(text: str) -> str:
 def classify_no_decision(texts: Sequence[str]) -> NoDecisionFault:
     """Why Cedar returned NoDecision, from its error texts."""
     for text in texts:
-        for prefix, field, problem in _REQUEST_FIELDS:
-            if text.startswith(prefix):
-                return NoDecisionFault(field, problem)
         if text.startswith(_ENTITIES_FAILED):
             return NoDecisionFault("", "entity data does not conform to the schema", True)
         if text.startswith(_BUILD_REQUEST):
-            # Principal, action and resource are plain uids checked before Cedar; any other
-            # problem building the request is a context value (a type error deep in a record).
-            return NoDecisionFault("context_json", _CONTEXT_PROBLEM)
+            return _request_fault(text[len(_BUILD_REQUEST) :].lstrip())
     return NoDecisionFault("request", "could not be evaluated (Cedar returned no decision)")
+
+
+def _request_fault(reason: str) -> NoDecisionFault:
+    for prefix, field, problem, kind in _REQUEST_FIELDS:
+        if reason.startswith(prefix):
+            return NoDecisionFault(field, problem, kind=kind)
+    # Principal, action and resource are plain uids checked before Cedar; any other problem
+    # building the request is a context value ("while parsing context, ...").
+    for needle, kind in _CONTEXT_KINDS:
+        if needle in reason:
+            named = _NAMED_ATTRIBUTE.search(reason)
+            return NoDecisionFault(
+                "context_json", _CONTEXT_PROBLEM, kind=kind, name=named.group(1) if named else ""
+            )
+    return NoDecisionFault("context_json", _CONTEXT_PROBLEM, kind="type")
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,3 +405,37 @@ def entity_problem(
 
 
 _EMPTY_POLICIES = cedarpy.PolicySet.from_str("")
+
+
+def schema_text(schema: SchemaHandle) -> str:
+    """The schema in Cedar's normalized Cedar syntax, whichever syntax it was written in
+    (verdict.schema_shape reads it)."""
+    return str(schema)
+
+
+def extension_accepts(name: str, value: Any) -> bool:
+    """Whether Cedar reads the context JSON ``value`` as a value of the extension type ``name``
+    (ipaddr, decimal, datetime or duration): a string it parses, or an ``__extn`` escape."""
+    request = {
+        "principal": _PROBE,
+        "action": {"type": "Action", "id": name},
+        "resource": _PROBE,
+        "context": {"value": value},
+    }
+    result = cedarpy.is_authorized(request, _EMPTY_POLICIES, [], _extension_schema())
+    return str(result.decision.value) != "NoDecision"
+
+
+_EXTENSION_SCHEMA: list[Any] = []
+
+
+def _extension_schema() -> Any:
+    """One action per extension type whose context holds one value of it (built once)."""
+    if not _EXTENSION_SCHEMA:
+        actions = "".join(
+            f"action {name} appliesTo {{ principal: {_PROBE['type']}, "
+            f"resource: {_PROBE['type']}, context: {{ value: __cedar::{name} }} }};"
+            for name in ("ipaddr", "decimal", "datetime", "duration")
+        )
+        _EXTENSION_SCHEMA.append(cedarpy.Schema.from_str(f"entity {_PROBE['type']};{actions}"))
+    return _EXTENSION_SCHEMA[0]

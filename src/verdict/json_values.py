@@ -6,7 +6,8 @@ worker thread) for 0.5-1.5 s building them. So a text is parsed by ``json.loads`
 cheap upper bound of its values (one per comma, ``[`` and ``{``, plus one) is within the limit;
 otherwise by a scanner written in Python that counts as it goes and stops at the first value
 over the limit, so the work done never exceeds the limit (and, being Python, lets other threads
-run). Both accept exactly the same texts. Costs: benchmarks/bench_json_values.py.
+run). Both accept exactly the same texts and place malformed JSON at the same line and column.
+Costs: benchmarks/bench_json_values.py.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _reject_float(text: str) -> Any:
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(name)
+    raise ValueError("constant")
 
 
 def _parse_long(text: str) -> int:
@@ -62,7 +63,9 @@ _PARSE_PROBLEMS = {
     "float": "contains a fractional number; Cedar has no floats (use decimal)",
     "long": "contains an integer outside Cedar's 64-bit range",
     "duplicate": "repeats a key within one object",
+    "constant": "contains NaN or Infinity, which are not JSON",
 }
+_CONSTANTS = ("NaN", "Infinity", "-Infinity")  # what json.loads reads as constants
 
 
 @dataclass
@@ -228,8 +231,25 @@ def _loads_c(text: str, field: str, max_depth: int) -> Any:
         )
     except RecursionError:
         raise RequestError(field, _depth_problem(max_depth)) from None
+    except json.JSONDecodeError as exc:
+        raise RequestError(field, _invalid_at(text, exc.pos)) from None
     except ValueError as exc:
         raise RequestError(field, _PARSE_PROBLEMS.get(str(exc), "is not valid JSON")) from None
+
+
+def _invalid_at(text: str, index: int) -> str:
+    """``is not valid JSON at line L column C`` (counted as json.JSONDecodeError counts)."""
+    line = text.count("\n", 0, index) + 1
+    column = index - text.rfind("\n", 0, index)
+    return f"is not valid JSON at line {line} column {column}"
+
+
+class _Invalid(ValueError):
+    """The scanner found text that is not JSON at ``index``."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__("invalid")
+        self.index = index
 
 
 def _depth_problem(max_depth: int) -> str:
@@ -287,11 +307,17 @@ class _Scanner:
                 value, end = self._value(start, 1)
         except RecursionError:
             raise RequestError(self.field, _depth_problem(self.max_depth)) from None
-        except (IndexError, ValueError) as exc:
+        except IndexError:  # read past the end: the text stops inside a value
+            raise RequestError(self.field, _invalid_at(text, len(text))) from None
+        except json.JSONDecodeError as exc:  # from json's own string scanner
+            raise RequestError(self.field, _invalid_at(text, exc.pos)) from None
+        except _Invalid as exc:
+            raise RequestError(self.field, _invalid_at(text, exc.index)) from None
+        except ValueError as exc:
             problem = _PARSE_PROBLEMS.get(str(exc), "is not valid JSON")
             raise RequestError(self.field, problem) from None
-        if end < len(text) and _skip(text, end) != len(text):
-            raise RequestError(self.field, "is not valid JSON")
+        if end < len(text) and (extra := _skip(text, end)) != len(text):
+            raise RequestError(self.field, _invalid_at(text, extra))
         if self.deepest > self.max_depth:
             raise RequestError(self.field, _depth_problem(self.max_depth))
         return value
@@ -317,7 +343,9 @@ class _Scanner:
                 return literal, index + len(word)
         number = _NUMBER.match(text, index)
         if number is None:
-            raise ValueError("invalid")  # NaN and Infinity included
+            if text.startswith(_CONSTANTS, index):
+                raise ValueError("constant")
+            raise _Invalid(index)
         integer, fraction, exponent = number.groups()
         if fraction or exponent:
             raise ValueError("float")
@@ -367,11 +395,11 @@ class _Scanner:
             return {}, index + 1
         while True:
             if text[index] != '"':
-                raise ValueError("invalid")
+                raise _Invalid(index)
             key, index = _scanstring(text, index + 1, True)
             index = _skip(text, index)
             if text[index] != ":":
-                raise ValueError("invalid")
+                raise _Invalid(index)
             value, index = self._value(_skip(text, index + 1), depth + 1)
             pairs.append((key, value))
             index = _after_item(text, index, "}")
@@ -397,7 +425,7 @@ def _after_item(text: str, index: int, close: str) -> int:
         return index + 1
     if char == close:
         return -(index + 1)
-    raise ValueError("invalid")
+    raise _Invalid(index)
 
 
 _SPACE = frozenset(" \t\n\r")

@@ -12,12 +12,13 @@ import grpc
 import pytest
 
 from tests.cases import BASE_CONTEXT
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, ROOT
 from tests.processes import verdict_server
 from tests.stores import write_store
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 
 CONTEXT = json.dumps(BASE_CONTEXT)
+MFA_ONE = '{"mfa": 1, "now": "2025-03-04"}'
 
 
 def verdict(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -69,10 +70,40 @@ def test_check_deny_exits_one() -> None:
     ("args", "message"),
     [
         (("Employee-olivia", "Action::view", "Loan::loan-1001"), "--principal: must be written"),
-        (("Employee::olivia", "Action::fly", "Loan::loan-1001"), "action: is not an action"),
+        (
+            ("Employee::olivia", "Action::fly", "Loan::loan-1001"),
+            'error: action: Action::"fly" is not declared in the schema\n',
+        ),
+        (
+            ("Employee::olivia", "Action::veiw", "Loan::loan-1001"),
+            'error: action: Action::"veiw" is not declared; did you mean Action::"view"?\n',
+        ),
+        (
+            ("Employe::olivia", "Action::view", "Loan::loan-1001"),
+            "error: principal: entity type Employe is not declared in the schema; "
+            "did you mean Employee?\n",
+        ),
+        (
+            ("Borrower::alice", "Action::approve", "Loan::loan-1001"),
+            'error: principal: entity type Borrower is not allowed for Action::"approve" '
+            "(allowed: Employee)\n",
+        ),
         (
             ("Employee::olivia", "Action::view", "Loan::loan-1001", "--context", "[]"),
             "context_json: must be a JSON object",
+        ),
+        (
+            ("Employee::olivia", "Action::view", "Loan::loan-1001", "--context", '{"mfa": true}'),
+            "error: context_json: attribute now is missing (the schema requires a datetime "
+            '(e.g. "2025-03-04T10:00:00Z"))\n',
+        ),
+        (
+            ("Employee::olivia", "Action::view", "Loan::loan-1001", "--context", MFA_ONE),
+            "error: context_json: attribute mfa must be a Bool\n",
+        ),
+        (
+            ("Employee::olivia", "Action::view", "Loan::loan-1001", "--context", '{\n"mfa": tru}'),
+            "is not valid JSON at line 2 column 8",
         ),
     ],
 )
@@ -81,6 +112,27 @@ def test_check_errors_exit_two(args: tuple[str, ...], message: str) -> None:
     result = check(*args) if "--context" in args else check(*args, "--context", CONTEXT)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_check_suggests_the_nearest_action() -> None:
+    """The README's command with a typo in the action: the did-you-mean line, exit 2."""
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "verdict", "check", "--stores", "policies"),
+            *("--store", "lending", "--principal", "Employee::uma"),
+            *("--action", "Action::veiw", "--resource", "Loan::loan-1001"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        'error: action: Action::"veiw" is not declared; did you mean Action::"view"?\n'
+    )
 
 
 def test_check_reports_evaluation_errors_in_full(tmp_path: Path) -> None:

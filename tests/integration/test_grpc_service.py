@@ -103,18 +103,39 @@ BAD_REQUESTS = [
         "principal.id: exceeds 1024 bytes",
     ),
     (olivia(context_json="[1]"), "context_json: must be a JSON object (a Cedar record)"),
-    (olivia(context_json="{"), "context_json: is not valid JSON"),
+    (olivia(context_json="{"), "context_json: is not valid JSON at line 1 column 2"),
     (
         olivia(context_json='{"a":' * 50 + "1" + "}" * 50),
         "context_json: is nested deeper than 32 levels",
     ),
     (
         olivia(context_json='{"mfa": true}'),
-        "context_json: does not match the schema's context type for this action",
+        "context_json: attribute now is missing (the schema requires a datetime "
+        '(e.g. "2025-03-04T10:00:00Z"))',
+    ),
+    (
+        olivia(context_json='{"mfa": "yes", "now": "2025-03-04"}'),
+        "context_json: attribute mfa must be a Bool",
+    ),
+    (
+        olivia(context_json='{"mfa": true, "now": "2025-03-04", "extra": 1}'),
+        "context_json: attribute extra is not declared in the schema",
     ),
     (
         olivia(action=pb.EntityUid(type="Action", id="fly")),
-        "action: is not an action declared in the schema",
+        'action: Action::"fly" is not declared in the schema',
+    ),
+    (
+        olivia(action=pb.EntityUid(type="Action", id="veiw")),
+        'action: Action::"veiw" is not declared; did you mean Action::"view"?',
+    ),
+    (
+        olivia(principal=pb.EntityUid(type="Employe", id="olivia")),
+        "principal: entity type Employe is not declared in the schema; did you mean Employee?",
+    ),
+    (
+        olivia(resource=pb.EntityUid(type="Document", id="doc-1001-paystub")),
+        'resource: entity type Document is not allowed for Action::"view" (allowed: Loan)',
     ),
     (olivia(policy_store_id="no-such-store"), "policy_store_id: names no loaded policy store"),
     (olivia(entities_json='{"uid": 1}'), "entities_json: must be a JSON array of Cedar entities"),

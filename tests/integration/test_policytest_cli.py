@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.stores import entity, write_store
 from tests.unit.test_policytest_loader import team_store, write_suite
 
 PASSING = """
@@ -57,7 +58,7 @@ def test_all_passing_exits_0_with_a_summary(tmp_path: Path) -> None:
     write_suite(tmp_path / "team" / "tests", "passing.yaml", PASSING)
     done = verdict_test("--stores", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("2 passed, 0 failed (2 cases from 1 suites;")
+    assert done.stdout.startswith("2 passed, 0 failed (2 cases from 1 suite;")
 
 
 def test_a_failing_case_exits_1_and_names_its_file_and_line(tmp_path: Path) -> None:
@@ -73,10 +74,49 @@ def test_a_failing_case_exits_1_and_names_its_file_and_line(tmp_path: Path) -> N
     lines = done.stdout.splitlines()
     assert lines[0] == (
         "team/tests/failing.yaml:10: FAIL failing / ann reads bob's diary: expected ALLOW by "
-        "team-reads, got DENY by no policy (default deny) [NO_PERMIT_MATCHED]; change: team-reads "
+        "team-reads; got DENY by no policy (default deny) [NO_PERMIT_MATCHED]; change: team-reads "
         "(team/policies.cedar:5)"
     )
     assert lines[-1].startswith("1 passed, 1 failed")
+
+
+ERRORING = """
+name: errors
+cases:
+  - {name: a deny that came from errors, principal: User::ann, action: Action::read,
+     resource: Doc::d, expect: deny}
+  - {name: one case, principal: User::ann, action: Action::read, resource: Doc::d,
+     expect: {decision: deny, errors: [frozen-forbid]}}
+"""
+
+
+def test_a_deny_forced_by_errors_reads_without_contradiction(tmp_path: Path) -> None:
+    """A case that expects a plain DENY and gets one forced by errors says what differs: the
+    errors ("expected DENY without errors; got DENY with errors in ..."), and counts agree in
+    number ("1 case from 1 suite")."""
+    write_store(
+        tmp_path,
+        "errs",
+        {
+            "p.cedar": '@id("open") permit(principal, action, resource);\n'
+            '@id("frozen-forbid") forbid(principal, action, resource) when { resource.frozen };',
+            "entities.json": [entity("User", "ann"), entity("Doc", "d")],
+        },
+    )
+    write_suite(tmp_path / "errs" / "tests", "errors.yaml", ERRORING)
+    done = verdict_test("--stores", ".", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == (
+        "errs/tests/errors.yaml:3: FAIL errors / a deny that came from errors: expected DENY "
+        "without errors; got DENY with errors in frozen-forbid (attribute `frozen` not found), "
+        "which overrule a matching permit [EVALUATION_ERROR]; change: frozen-forbid "
+        "(errs/p.cedar:2)"
+    )
+    assert lines[-1].startswith("1 passed, 1 failed (2 cases from 1 suite;")
+    only = verdict_test("--stores", ".", "--filter", "one case", cwd=tmp_path)
+    assert only.returncode == 0, only.stdout
+    assert only.stdout.startswith("1 passed, 0 failed (1 case from 1 suite;")
 
 
 def test_unloadable_suites_exit_2_with_file_and_line(tmp_path: Path) -> None:

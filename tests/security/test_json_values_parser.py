@@ -172,3 +172,31 @@ def test_a_write_that_is_not_an_array_costs_one_entity_at_most() -> None:
     with pytest.raises(RequestError) as info:
         parse_entities_counted('{"uid": 1}', "entities_json", 64, 1_000)
     assert info.value.problem == "must be a JSON array of Cedar entities"
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("", "line 1 column 1"),
+        ("{", "line 1 column 2"),
+        ('{\n  "a": 1,\n  "b" 2\n}', "line 3 column 7"),
+        ('{"a": [1,\n 2,,]}', "line 2 column 4"),
+        ('{"a": "x\n"}', "line 1 column 9"),
+        ('{"a": tru}', "line 1 column 7"),
+        ("[1]\n\n  x", "line 3 column 3"),
+        ('{"a": "unterminated', "line 1 column 7"),
+    ],
+)
+def test_malformed_json_names_line_and_column(text: str, where: str) -> None:
+    """Both paths say where malformed JSON breaks, as line and column (1-based)."""
+    expected = ("f", f"is not valid JSON at {where}")
+    assert outcome(text, scanning=False) == expected
+    assert outcome(text, scanning=True) == expected
+
+
+def test_large_malformed_json_names_line_and_column() -> None:
+    """A text past the C parser's bound (the scanner's path) reports the position too."""
+    text = "[" + ",".join(["1"] * (C_PARSE_VALUES + 10)) + ",\n]"
+    with pytest.raises(RequestError) as info:
+        parse_json(text, "context_json", 32, C_PARSE_VALUES * 2)
+    assert info.value.problem == "is not valid JSON at line 2 column 1"

@@ -42,14 +42,14 @@ def test_failures_name_file_line_expected_actual_and_policies_to_change(tmp_path
     lines = failure_lines(report, plan.snapshot)
     shown = plan.cases[0].file
     assert lines == [
-        f"{shown}:11: FAIL mixed / wrong decision: expected ALLOW, got DENY by no policy "
+        f"{shown}:11: FAIL mixed / wrong decision: expected ALLOW; got DENY by no policy "
         "(default deny) [NO_PERMIT_MATCHED]",
-        f"{shown}:16: FAIL mixed / wrong policy: expected ALLOW by team-reads, got ALLOW by "
+        f"{shown}:16: FAIL mixed / wrong policy: expected ALLOW by team-reads; got ALLOW by "
         "owner-reads; change: owner-reads (team/policies.cedar:2), team-reads "
         "(team/policies.cedar:5)",
     ]
     assert summary_line(report, 0.5).startswith(
-        "1 passed, 2 failed (3 cases from 1 suites; loaded in 0.50s, evaluated in "
+        "1 passed, 2 failed (3 cases from 1 suite; loaded in 0.50s, evaluated in "
     )
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import grpc
+from google.rpc import error_details_pb2
 
 from verdict import errors
-from verdict.transport.status import STATUS_TABLE, status_for
+from verdict.transport.status import STATUS_TABLE, status_for, status_message
 
 
 def all_subclasses(cls: type) -> set[type]:
@@ -42,3 +43,17 @@ def test_codes_and_messages() -> None:
     assert status_for(errors.ReplacedVersionError(5, 9))[0] is grpc.StatusCode.FAILED_PRECONDITION
     assert status_for(errors.InternalError()) == (grpc.StatusCode.INTERNAL, "internal error")
     assert status_for(errors.EntityDataError("x"))[0] is grpc.StatusCode.INTERNAL
+
+
+def test_request_errors_carry_a_bad_request_detail() -> None:
+    """A request error's status holds a BadRequest field violation; others hold no detail."""
+    status = status_message(errors.RequestError("context_json", "attribute \udc80 must be a Bool"))
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert status.message == "context_json: attribute \\udc80 must be a Bool"
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    assert [(v.field, v.description) for v in bad.field_violations] == [
+        ("context_json", "attribute \\udc80 must be a Bool")
+    ]
+    assert not status_message(errors.InternalError()).details
+    assert not status_message(errors.StoreUnavailableError("redis")).details

@@ -68,7 +68,7 @@ def evaluate(
         parents = {**parents, **parent_map(request.extra_entities)}
     policies = selected_policies(store, [request], parents)
     raw = cedar.is_authorized(cedar_request(request), policies, given, store.schema)
-    return interpret(raw, store, entity_version)
+    return interpret(raw, store, entity_version, request)
 
 
 def evaluate_shared(
@@ -90,9 +90,9 @@ def evaluate_shared(
         [cedar_request(r) for r in requests], policies, entities, store.schema
     )
     answers: list[AuthorizationResult | VerdictError] = []
-    for raw in raws:
+    for request, raw in zip(requests, raws, strict=True):
         try:
-            answers.append(interpret(raw, store, entity_version))
+            answers.append(interpret(raw, store, entity_version, request))
         except VerdictError as exc:
             answers.append(exc)
     return answers

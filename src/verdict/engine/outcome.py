@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from verdict.cedar import EvaluationFault, NoDecisionFault, RawDecision
+from verdict.engine.request_problems import explain_no_decision
 from verdict.errors import EntityDataError, RequestError
-from verdict.model import AuthorizationResult, Decision, EvaluationError
+from verdict.model import AuthorizationRequest, AuthorizationResult, Decision, EvaluationError
 from verdict.policy.snapshot import ErrorMode, StoreSnapshot
 
 
 def interpret(
-    raw: RawDecision, store: StoreSnapshot, entity_version: int = 0
+    raw: RawDecision,
+    store: StoreSnapshot,
+    entity_version: int = 0,
+    request: AuthorizationRequest | None = None,
 ) -> AuthorizationResult:
-    """Map Cedar's answer to ours. NoDecision raises; an ALLOW that came with errors is a DENY
-    under ``deny``, and under ``skip`` when an erroring policy is a forbid."""
+    """Map Cedar's answer to ours. NoDecision raises (naming what ``request`` gets wrong, when
+    given); an ALLOW that came with errors is a DENY under ``deny``, and under ``skip`` when an
+    erroring policy is a forbid."""
     if raw.no_decision is not None:
-        raise _no_decision_error(raw.no_decision)
+        raise _no_decision_error(raw.no_decision, store, request)
     found = [_evaluation_error(e) for e in raw.errors]
     errors = tuple(sorted(found, key=lambda e: store.position(e.policy_id)))
     allowed = raw.decision == "Allow"
@@ -57,7 +62,11 @@ def _evaluation_error(fault: EvaluationFault) -> EvaluationError:
     return EvaluationError(fault.policy_id, fault.category, detail=fault.text)
 
 
-def _no_decision_error(fault: NoDecisionFault) -> Exception:
+def _no_decision_error(
+    fault: NoDecisionFault, store: StoreSnapshot, request: AuthorizationRequest | None
+) -> Exception:
     if fault.entity_data:
         return EntityDataError("entity data for this request does not conform to the schema")
-    return RequestError(fault.field, fault.problem)
+    if request is None:
+        return RequestError(fault.field, fault.problem)
+    return explain_no_decision(fault, request, store.schema_shape)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-from verdict.cedar import PolicySetHandle, SchemaHandle
+from verdict.cedar import PolicySetHandle, SchemaHandle, schema_text
 from verdict.errors import RequestError
 from verdict.model import EntityUid
 from verdict.policy.index import PolicyIndex
+from verdict.schema_shape import SchemaShape, ShapeSyntaxError, parse_shape
 
 
 class ValidationMode(enum.Enum):
@@ -100,6 +102,18 @@ class StoreSnapshot:
         """Every policy of the store in one set (built on demand above the index's prebuild
         size; for tools and tests: decisions use the index's selections)."""
         return self.index.policy_set(self.index.full_key)
+
+    @cached_property
+    def schema_shape(self) -> SchemaShape | None:
+        """The schema's entity types, actions and context types, read once per snapshot when
+        an error first needs them (None without a schema, or if the rendering is not read:
+        then errors keep their generic text)."""
+        if self.schema is None:
+            return None
+        try:
+            return parse_shape(schema_text(self.schema))
+        except (ShapeSyntaxError, RecursionError):
+            return None
 
     def in_order(self, policy_ids: Iterable[str]) -> tuple[str, ...]:
         """``policy_ids`` in load order (Cedar reports them in no particular order)."""

@@ -15,21 +15,22 @@ def describe_outcome(outcome: Outcome) -> str:
     """The actual answer: decision, determining policies and errors, or why it was invalid."""
     if outcome.decision == "invalid":
         return f"INVALID ({outcome.problem})"
+    errors = ", ".join(f"{e.policy_id or '?'} ({e.message})" for e in outcome.errors)
     if outcome.denied_for_errors:
-        text = "DENY (a permit matched, but evaluation errors force DENY)"
+        # No policy denied: the errors did, over a permit that matched.
+        text = f"DENY with errors in {errors}, which overrule a matching permit"
     else:
         text = f"{outcome.decision.upper()} by {_list(outcome.determining)}"
+        if errors:
+            text += f" with errors in {errors}"
     if outcome.deny_kind:
         text += f" [{outcome.deny_kind}]"
-    if outcome.errors:
-        text += " with errors in " + ", ".join(
-            f"{e.policy_id or '?'} ({e.message})" for e in outcome.errors
-        )
     return text
 
 
-def describe_expected(expected: Expected) -> str:
-    """What the case asked for, naming only the parts it pins."""
+def describe_expected(expected: Expected, actual: Outcome | None = None) -> str:
+    """What the case asked for, naming only the parts it pins; that it wants no errors is said
+    when ``actual`` has some (else "expected DENY, got DENY with errors" reads as agreement)."""
     if expected.decision == "invalid":
         return "INVALID" + (f" ({expected.field})" if expected.field else "")
     text = expected.decision.upper()
@@ -37,15 +38,18 @@ def describe_expected(expected: Expected) -> str:
         text += f" by {_list(sorted(expected.policies))}"
     if expected.errors:
         text += " with errors in " + ", ".join(sorted(expected.errors))
+    elif actual is not None and actual.errors:
+        text += " without errors"
     return text
 
 
 def failure_line(result: CaseResult, policies: Mapping[str, PolicyInfo]) -> str:
-    """``file:line: FAIL suite / case: expected ..., got ...; change: policy (file:line)``."""
+    """``file:line: FAIL suite / case: expected ...; got ...; change: policy (file:line)``."""
     case = result.case
+    expected = describe_expected(case.expected, result.outcome)
     text = (
         f"{case.file}:{case.line}: FAIL {case.title}: "
-        f"expected {describe_expected(case.expected)}, got {describe_outcome(result.outcome)}"
+        f"expected {expected}; got {describe_outcome(result.outcome)}"
     )
     if result.judgement.implicated:
         where = ", ".join(_located(pid, policies) for pid in result.judgement.implicated)
@@ -117,6 +121,11 @@ def summary_line(report: RunReport, load_seconds: float) -> str:
     passed = len(report.results) - failed
     suites = len({(r.case.file, r.case.suite) for r in report.results})
     return (
-        f"{passed} passed, {failed} failed ({len(report.results)} cases from {suites} suites; "
-        f"loaded in {load_seconds:.2f}s, evaluated in {report.seconds:.2f}s)"
+        f"{passed} passed, {failed} failed ({_count(len(report.results), 'case')} from "
+        f"{_count(suites, 'suite')}; loaded in {load_seconds:.2f}s, "
+        f"evaluated in {report.seconds:.2f}s)"
     )
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -8,7 +8,6 @@ from typing import TypeVar
 
 import grpc
 import structlog
-from google.rpc import status_pb2
 
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
@@ -19,7 +18,12 @@ from verdict.model import AuthorizationRequest
 from verdict.telemetry import metrics
 from verdict.transport.convert import RequestLimits, request_from_proto, response_to_proto
 from verdict.transport.decisions import DecisionRecorder
-from verdict.transport.status import INTERNAL_MESSAGE, status_for
+from verdict.transport.status import (
+    INTERNAL_MESSAGE,
+    status_for,
+    status_message,
+    status_metadata,
+)
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -33,15 +37,17 @@ async def answer_or_abort(
     grpc.aio would otherwise send an unexpected exception's text to the caller as UNKNOWN,
     and that text can carry loan data.
     """
+    metadata: tuple[tuple[str, str | bytes], ...] = ()
     try:
         return await work()
     except VerdictError as exc:
         code, message = status_for(exc)
+        metadata = status_metadata(exc)
         log.info("request_rejected", rpc=rpc, code=code.name, error_type=type(exc).__name__)
     except Exception as exc:
         code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
         log.error("request_failed", rpc=rpc, error_type=type(exc).__name__)
-    await context.abort(code, message)
+    await context.abort(code, message, metadata)
     raise AssertionError("unreachable: abort raises")
 
 
@@ -108,10 +114,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
             response = pb.BatchAuthorizeResponse()
             for result in results:
                 if isinstance(result, VerdictError):
-                    code, message = status_for(result)
-                    response.results.add(
-                        error=status_pb2.Status(code=code.value[0], message=message)
-                    )
+                    response.results.add(error=status_message(result))
                 else:
                     response.results.add(response=response_to_proto(result))
             return response

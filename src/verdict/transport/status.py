@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from verdict.errors import (
     AuditUnavailableError,
@@ -51,6 +53,29 @@ def status_for(error: VerdictError) -> tuple[grpc.StatusCode, str]:
         if isinstance(error, error_type):
             return code, wire_text(_message(error))
     return grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
+
+
+def status_message(error: VerdictError) -> status_pb2.Status:
+    """The google.rpc.Status for a domain error: its code and message, and for a request error
+    a google.rpc.BadRequest field violation (the field and the problem, as in the message) in
+    the details, for clients that read errors by field."""
+    code, message = status_for(error)
+    status = status_pb2.Status(code=code.value[0], message=message)
+    if isinstance(error, RequestError) and code is grpc.StatusCode.INVALID_ARGUMENT:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=wire_text(error.field), description=wire_text(error.problem)
+        )
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    return status
+
+
+def status_metadata(error: VerdictError) -> tuple[tuple[str, str | bytes], ...]:
+    """Trailing metadata carrying ``status_message(error)`` (``grpc-status-details-bin``),
+    which ``grpc_status.rpc_status.from_call`` reads back on the client."""
+    metadata: tuple[tuple[str, str | bytes], ...] = rpc_status.to_status(
+        status_message(error)
+    ).trailing_metadata
+    return metadata
 
 
 def wire_text(text: str) -> str:
