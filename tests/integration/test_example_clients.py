@@ -205,7 +205,7 @@ def test_decisions_match_the_python_client(example: ExampleClient, server: Serve
     assert batch[FAILING_ITEM]["error"] == {
         "code": grpc.StatusCode.INVALID_ARGUMENT.value[0],
         "name": "INVALID_ARGUMENT",
-        "message": "action: is not an action declared in the schema",
+        "message": 'action: Action::"teleport" is not declared in the schema',
     }
     decided_items = [line for i, line in enumerate(batch) if i != FAILING_ITEM]
     assert [line["decision"] for line in decided_items] == [
