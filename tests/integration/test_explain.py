@@ -56,3 +56,23 @@ async def test_an_erroring_condition_is_named() -> None:
 async def test_explanations_only_when_asked() -> None:
     """Without explain the response carries none (the default costs nothing)."""
     assert list((await ask("Employee::uma", "Loan::loan-2001", explain=False)).explanations) == []
+
+
+async def test_a_batch_item_is_explained_like_a_single_call() -> None:
+    """In a batch (items sharing the memory store's parsed entities), the item that asks for
+    an explanation gets the same one IsAuthorized gives, and the others none."""
+    single = await ask("Employee::uma", "Loan::loan-2001")
+    explained = build_request(
+        "Employee::uma", "Action::view", "Loan::loan-2001", context=BASE_CONTEXT
+    )
+    explained.explain = True
+    plain = build_request("Employee::uma", "Action::view", "Loan::loan-1001", context=BASE_CONTEXT)
+    async with verdict_app() as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            batch = pb.BatchAuthorizeRequest(requests=[plain, explained, plain])
+            replies = await stub.BatchAuthorize(batch)
+    results = [r.response for r in replies.results]
+    assert [len(r.explanations) for r in results] == [0, len(single.explanations), 0]
+    assert by_id(results[1]) == by_id(single)

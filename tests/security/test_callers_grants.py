@@ -28,7 +28,9 @@ from verdict.errors import ConfigError
 DENIED = grpc.StatusCode.PERMISSION_DENIED
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 CASE = lending_cases()[0]
-TOKENS = {name: f"{name}-secret-token" for name in ("decider", "reader", "writer", "admin")}
+TOKENS = {
+    name: f"{name}-secret-token" for name in ("decider", "explainer", "reader", "writer", "admin")
+}
 ENTITY = json.dumps(
     [
         {
@@ -44,6 +46,7 @@ def callers_text(issuer: Issuer) -> str:
     """A callers file with one token caller per method group, and a JWT subject."""
     entries = {
         "decider": ('["decisions"]', '["lending"]'),
+        "explainer": ('["decisions", "explain"]', '["lending"]'),
         "reader": ('["entity-reads"]', '["*"]'),
         "writer": ('["entity-writes", "entity-reads"]', '["lending"]'),
         "admin": ('["admin"]', '["*"]'),
@@ -114,6 +117,23 @@ async def test_decisions_group(channel: grpc.aio.Channel) -> None:
     put = epb.PutEntitiesRequest(policy_store_id="lending", entities_json=ENTITY)
     assert await status_of(entities.GetEntities(get, metadata=md)) is DENIED
     assert await status_of(entities.PutEntities(put, metadata=md)) is DENIED
+
+
+async def test_explanations_need_their_own_grant(channel: grpc.aio.Channel) -> None:
+    """A decisions grant alone may not ask for an explanation (several times a decision's cost,
+    and it shows which conditions held), neither in one call nor in any batch item; a caller
+    granted explain gets one."""
+    stub = pb_grpc.AuthorizationServiceStub(channel)
+    explained = decision()
+    explained.explain = True
+    assert await status_of(stub.IsAuthorized(explained, metadata=auth("decider"))) is DENIED
+    batch = pb.BatchAuthorizeRequest(requests=[decision(), explained])
+    assert await status_of(stub.BatchAuthorize(batch, metadata=auth("decider"))) is DENIED
+    reply = await stub.IsAuthorized(explained, metadata=auth("explainer"))
+    assert reply.decision == pb.DECISION_ALLOW
+    assert len(reply.explanations) > 0
+    replies = await stub.BatchAuthorize(batch, metadata=auth("explainer"))
+    assert [len(r.response.explanations) > 0 for r in replies.results] == [False, True]
 
 
 async def test_entity_groups(channel: grpc.aio.Channel) -> None:

@@ -259,12 +259,13 @@ def _shared_groups(
     shared: dict[object, list[int]] = {}
     for index, item in enumerate(prepared):
         if isinstance(item, _Prepared):
+            # Request entities and explanations need an evaluation of their own.
+            alone = bool(item.request.extra_entities) or item.request.explain
             handle = item.slice.handle
-            if handle is not None:
+            if handle is not None and not alone:
                 # The handle is alive in ``prepared`` while groups exist: its id is unique.
                 shared.setdefault((item.store.store_id, id(handle)), []).append(index)
                 continue
-            alone = bool(item.request.extra_entities) or item.request.explain
             key = index if alone else (item.store.store_id, item.slice.version)
             groups.setdefault(key, []).append(index)
     chunks = [chunk for group in groups.values() for chunk in _bounded(group, prepared, limits)]

@@ -108,6 +108,17 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
             raise PermissionDeniedError("method_not_granted")
         return grant
 
+    @staticmethod
+    def check_explain(grant: Grant, request: object) -> None:
+        """Raise PermissionDeniedError when ``request`` (or a batch item) asks for an
+        explanation and ``grant`` lacks the explain group."""
+        if MethodGroup.EXPLAIN in grant.groups:
+            return
+        items = getattr(request, "requests", None)
+        asked = [request] if items is None else list(items)
+        if any(getattr(item, "explain", False) for item in asked):
+            raise PermissionDeniedError("explain_not_granted")
+
     def check_stores(self, grant: Grant, request: object) -> None:
         """Raise PermissionDeniedError unless ``grant`` covers every store ``request`` names."""
         if grant.stores is None:
@@ -131,6 +142,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
                 grant = self.admit(rules, caller, method)
                 request = _parse(parse, raw)
                 self.check_stores(grant, request)
+                self.check_explain(grant, request)
             except VerdictError as exc:
                 await _refuse(context, method, caller, exc)
             return await inner(request, context)
