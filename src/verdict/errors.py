@@ -76,6 +76,13 @@ class StoreUnavailableError(VerdictError):
     """The entity store cannot be reached or timed out."""
 
 
+class StoreRefusedError(StoreUnavailableError):
+    """The entity store refused every connection (nothing listens at its address)."""
+
+    def __init__(self) -> None:
+        super().__init__("redis refused the connection")
+
+
 class StoreNotLoadedError(StoreUnavailableError):
     """A store's entities were never loaded, or the data they came from is gone."""
 
