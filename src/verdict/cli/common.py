@@ -172,7 +172,9 @@ def _problem(error: Mapping[str, Any]) -> str:
     }
     if kind in bounds:
         words, key = bounds[kind]
-        return f"must be {words} {ctx.get(key)}"
+        bound = ctx.get(key)
+        shown = f"{bound:g}" if isinstance(bound, float) else str(bound)
+        return f"must be {words} {shown}"
     if kind == "string_pattern_mismatch":
         pattern = str(ctx.get("pattern", ""))
         choices = re.fullmatch(r"\^\(([\w|]+)\)\$", pattern)
