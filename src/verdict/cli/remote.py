@@ -110,6 +110,8 @@ def rpc_failure(exc: Exception, server: str) -> str:
         return f"cannot reach the server at {server} (UNAVAILABLE)"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"no answer from the server at {server} within the timeout (DEADLINE_EXCEEDED)"
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return exc.details() or "invalid request"  # "field: problem", as offline checks say
     return f"{code.name}: {exc.details() or 'no detail'}"
 
 
