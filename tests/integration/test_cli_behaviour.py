@@ -37,7 +37,8 @@ def verdict(
 
 def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
     assert "Traceback" not in result.stderr, result.stderr
-    assert "pydantic" not in result.stderr and "http" not in result.stderr, result.stderr
+    assert "pydantic" not in result.stderr, result.stderr
+    assert "http" not in result.stderr, result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +92,16 @@ def test_port_only_listen_is_accepted() -> None:
     [
         ((), {"VERDICT_MAX_BATCH_SIZE": "abc"}, "VERDICT_MAX_BATCH_SIZE=abc: must be an integer"),
         (("--max-batch-size", "0"), {}, "--max-batch-size=0: must be at least 1"),
-        ((), {"VERDICT_LOG_FORMAT": "xml"}, "VERDICT_LOG_FORMAT=xml: must be one of auto, json, console"),
-        ((), {"VERDICT_REDIS_TIMEOUT_SECONDS": "-1"}, "VERDICT_REDIS_TIMEOUT_SECONDS=-1: must be more than 0"),
+        (
+            (),
+            {"VERDICT_LOG_FORMAT": "xml"},
+            "VERDICT_LOG_FORMAT=xml: must be one of auto, json, console",
+        ),
+        (
+            (),
+            {"VERDICT_REDIS_TIMEOUT_SECONDS": "-1"},
+            "VERDICT_REDIS_TIMEOUT_SECONDS=-1: must be more than 0",
+        ),
     ],
 )  # fmt: skip
 def test_a_bad_setting_is_one_line_naming_it(
@@ -198,6 +207,7 @@ def test_server_started_names_the_metrics_address_it_serves() -> None:
                 started = json.loads(line)
                 break
         host, _, port = started["metrics"].rpartition(":")
-        assert host == "127.0.0.1" and int(port) > 0
+        assert host == "127.0.0.1"
+        assert int(port) > 0
         with urllib.request.urlopen(f"http://{started['metrics']}/metrics", timeout=10) as reply:
             assert b"verdict_" in reply.read()
