@@ -6,6 +6,7 @@
     │   └── ValueBudgetError    a call's fields together hold too many JSON values
     ├── PolicyLoadError         a policy store cannot be loaded (file:line diagnostics)
     ├── StoreUnavailableError   the entity store cannot answer right now
+    │   ├── StoreRefusedError   nothing listens at the store's address (connection refused)
     │   └── StoreNotLoadedError a store's entities are not (or no longer) loaded
     ├── StaleReadError          the requested minimum entity version is not available
     │   └── ReplacedVersionError  it is from before the store was last replaced
