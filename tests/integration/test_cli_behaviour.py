@@ -158,6 +158,17 @@ def test_an_unknown_store_blames_store_and_suggests_the_nearest(command: str) ->
     ) in result.stderr
 
 
+def test_an_unknown_default_store_suggests_the_nearest() -> None:
+    """`serve --default-store lendin` names the default store and suggests `lending`."""
+    result = verdict(
+        "serve", "--stores", str(POLICIES), "--workers", "1", "--default-store", "lendin"
+    )
+    assert result.returncode == 2
+    assert "default store 'lendin' is not one of ['lending']; did you mean 'lending'?" in (
+        result.stderr
+    )
+
+
 def test_entities_load_names_a_redis_that_refuses_connections() -> None:
     """Nothing listens at the URL: `cannot connect ... connection refused`, the URL shown
     without its credentials."""
