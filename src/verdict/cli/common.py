@@ -117,8 +117,8 @@ class VerdictParser(argparse.ArgumentParser):
         # prints its own usage; the subcommand knows its flags, so it reports them.
         if extras:
             flags = [o for a in self._actions for o in a.option_strings]
-            first = extras[0]
-            hint = suggestion(first.split("=", 1)[0], flags) if first.startswith("-") else ""
+            unknown = next((e.split("=", 1)[0] for e in extras if e.startswith("--")), None)
+            hint = suggestion(unknown, flags) if unknown else ""
             self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
         return parsed, extras
 

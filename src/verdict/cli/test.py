@@ -99,6 +99,8 @@ def run_test_command(args: argparse.Namespace) -> int:
     if args.stores is None:
         print("error: --stores is required", file=sys.stderr)
         return EXIT_UNUSABLE
+    if args.server is not None and args.per_request:
+        fail("--per-request runs the engine here; with --server the server decides")
     try:
         pattern = re.compile(args.filter) if args.filter else None
     except re.error as exc:
@@ -119,8 +121,6 @@ def run_test_command(args: argparse.Namespace) -> int:
         return _unusable([Diagnostic(str(p), 0, what) for p in (args.paths or [args.stores])])
     load_seconds = time.perf_counter() - started
     if args.server is not None:
-        if args.per_request:
-            fail("--per-request runs the engine here; with --server the server decides")
         with connect(args) as client:
             report = run_remote(client, plan, cases, args.server)
         return _report(args, plan, report, load_seconds)
