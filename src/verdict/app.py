@@ -396,11 +396,20 @@ async def start(app: App, worker: int = 0) -> VerdictServer:
         mutual_tls=settings.tls_client_ca is not None,
         callers_file=str(settings.callers_file) if settings.callers_file else None,
         health_port=server.health_port,
+        metrics=metrics_address(settings.metrics_listen, app.metrics_server),
         stores={s.store_id: s.version for s in snapshot.stores.values()},
         default_store=snapshot.default_store,
         entity_store="redis" if settings.redis_url else "memory",
     )
     return server
+
+
+def metrics_address(listen: str | None, metrics: WSGIServer | None) -> str | None:
+    """Where /metrics is served (``listen`` with its real port), or None when it is off."""
+    if listen is None or metrics is None:
+        return None
+    host = listen.rpartition(":")[0]
+    return f"{host}:{metrics.server_port}"
 
 
 def start_hot_reload(app: App, server: VerdictServer) -> None:

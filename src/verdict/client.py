@@ -144,7 +144,8 @@ class AsyncVerdictClient:
 
     ``credentials`` make a TLS channel (see ``tls_credentials``); ``metadata`` is sent with
     every call (see ``bearer``); ``timeout`` is every call's deadline in seconds; decisions and
-    entity reads are retried on UNAVAILABLE up to ``retries`` times (0: never).
+    entity reads are retried on UNAVAILABLE up to ``retries`` times (0: never); ``options`` are
+    more grpc channel options (e.g. ``grpc.ssl_target_name_override``).
     """
 
     def __init__(
@@ -155,12 +156,13 @@ class AsyncVerdictClient:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Metadata = (),
         retries: int = DEFAULT_RETRIES,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
-        options = channel_options(retries)
+        options_list = channel_options(retries) + list((options or {}).items())
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
+            self._channel = grpc.aio.insecure_channel(target, options=options_list)
         else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options_list)
         self._stub = pb_grpc.AuthorizationServiceStub(self._channel)
         self._entities = epb_grpc.EntityServiceStub(self._channel)
         self.timeout = timeout
@@ -231,12 +233,13 @@ class VerdictClient:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Metadata = (),
         retries: int = DEFAULT_RETRIES,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
-        options = channel_options(retries)
+        options_list = channel_options(retries) + list((options or {}).items())
         if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = grpc.insecure_channel(target, options=options_list)
         else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+            self._channel = grpc.secure_channel(target, credentials, options=options_list)
         self._stub = pb_grpc.AuthorizationServiceStub(self._channel)
         self._entities = epb_grpc.EntityServiceStub(self._channel)
         self.timeout = timeout

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -142,6 +142,17 @@ class Settings(BaseSettings):
     policy_watch: bool = Field(default=True, description="reload policy stores on file changes")
     policy_reload_debounce_seconds: float = Field(default=0.3, gt=0, le=60)
     policy_poll_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("listen", "health_listen", "metrics_listen")
+    @classmethod
+    def _host_and_port(cls, value: str | None) -> str | None:
+        # A listen address without a port is not guessed: grpc would serve "localhost" on 443.
+        if value is None or value.startswith("unix:"):
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or int(port) > 65535 or host.endswith(":"):
+            raise ValueError("must be HOST:PORT or :PORT, e.g. 127.0.0.1:50051")
+        return value
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> Settings:

@@ -6,6 +6,7 @@
     │   └── ValueBudgetError    a call's fields together hold too many JSON values
     ├── PolicyLoadError         a policy store cannot be loaded (file:line diagnostics)
     ├── StoreUnavailableError   the entity store cannot answer right now
+    │   ├── StoreRefusedError   nothing listens at the store's address (connection refused)
     │   └── StoreNotLoadedError a store's entities are not (or no longer) loaded
     ├── StaleReadError          the requested minimum entity version is not available
     │   └── ReplacedVersionError  it is from before the store was last replaced
@@ -74,6 +75,13 @@ class PolicyLoadError(VerdictError):
 
 class StoreUnavailableError(VerdictError):
     """The entity store cannot be reached or timed out."""
+
+
+class StoreRefusedError(StoreUnavailableError):
+    """The entity store refused every connection (nothing listens at its address)."""
+
+    def __init__(self) -> None:
+        super().__init__("redis refused the connection")
 
 
 class StoreNotLoadedError(StoreUnavailableError):

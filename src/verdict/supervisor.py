@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 
-from verdict.app import WRITES_NEED_REDIS
+from verdict.app import WRITES_NEED_REDIS, metrics_address
 from verdict.config import Settings
 from verdict.telemetry.exposition import multiprocess_registry, start_metrics_server
 
@@ -84,6 +84,19 @@ def port_in_use(listen: str) -> bool:
                 if exc.errno == errno.EADDRINUSE:
                     return True
     return False
+
+
+def busy_listener(settings: Settings) -> str | None:
+    """The first of the gRPC, health and metrics addresses that another socket holds, if any."""
+    for listen in (settings.listen, settings.health_listen, settings.metrics_listen):
+        if listen is not None and port_in_use(listen):
+            return listen
+    return None
+
+
+def in_use_message(listen: str) -> str:
+    """What `verdict serve` says, and exits 2 with, when ``listen`` is taken."""
+    return f"cannot listen on {listen}: address already in use"
 
 
 def with_port(listen: str, port: int | None) -> str:
@@ -303,10 +316,10 @@ class Supervisor:
 
 def supervise(settings: Settings, count: int) -> int:
     """Run ``count`` workers until SIGTERM/SIGINT; the exit code of `verdict serve`."""
-    for listen in (settings.listen, settings.health_listen):
-        if listen is not None and port_in_use(listen):
-            print(f"cannot serve: {listen} is in use", file=sys.stderr)
-            return EXIT_ERROR
+    busy = busy_listener(settings)
+    if busy is not None:
+        print(f"error: {in_use_message(busy)}", file=sys.stderr)
+        return EXIT_ERROR
     if settings.redis_url is None:
         log.warning("entity_writes_refused", detail=WRITES_NEED_REDIS, workers=count)
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -328,6 +341,7 @@ def supervise(settings: Settings, count: int) -> int:
             workers=count,
             pid=os.getpid(),
             metrics_port=metrics_server.server_port if metrics_server else None,
+            metrics=metrics_address(settings.metrics_listen, metrics_server),
         )
         return asyncio.run(Supervisor(settings, count, env, registry).run())
     finally:

@@ -96,7 +96,7 @@ def test_workers_share_one_port_answer_and_their_counters_add_up(tmp_path: Path)
             check=False,
         )
         assert second.returncode == 2
-        assert f"cannot serve: {served.target} is in use" in second.stderr
+        assert f"cannot listen on {served.target}: address already in use" in second.stderr
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(30) == 0
     assert len(served.events("shutdown_finished")) == 3  # each worker, then the supervisor
@@ -167,7 +167,7 @@ def test_startup_errors_stop_the_workers_at_once(tmp_path: Path) -> None:
             check=False,
         )
     assert busy.returncode == 2
-    assert f"cannot serve: {listen} is in use" in busy.stderr
+    assert f"cannot listen on {listen}: address already in use" in busy.stderr
 
 
 async def test_sigterm_drains_every_worker_with_calls_in_flight(

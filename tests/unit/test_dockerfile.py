@@ -104,7 +104,7 @@ def test_build_context_holds_what_copy_needs_and_nothing_else() -> None:
     for sources, _ in stages()[0].copies():
         for source in sources:
             assert any(f == source or f.startswith(source) for f in files), source
-    assert "src/verdict/cli.py" in files
+    assert "src/verdict/cli/__init__.py" in files
     assert not [f for f in files if "__pycache__" in f or ".egg-info" in f]
     rules = ignore_rules()
     for path in (".venv/bin/python", ".git/HEAD", "benchmarks/results/x.json", "policies/a"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -79,6 +80,8 @@ def load_policy_stores(
         raise PolicyLoadError(diagnostics)
     if default_store and default_store not in stores:
         message = f"default store {default_store!r} is not one of {sorted(stores)}"
+        near = difflib.get_close_matches(default_store, sorted(stores), n=1)
+        message += f"; did you mean {near[0]!r}?" if near else ""
         raise PolicyLoadError([Diagnostic(str(stores_dir), 0, message)])
     default = default_store or (roots[0].name if len(roots) == 1 else "")
     return PolicySnapshot(stores=stores, default_store=default)

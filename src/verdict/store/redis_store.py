@@ -18,6 +18,7 @@ from verdict.errors import (
     ReplacedVersionError,
     StaleReadError,
     StoreNotLoadedError,
+    StoreRefusedError,
     StoreUnavailableError,
     WriteConflictError,
 )
@@ -56,6 +57,19 @@ _RETRYABLE = (
 _CORRUPT = re.compile(r"VERDICT_CORRUPT (\w+)")
 _MOVED = re.compile(r"VERDICT_VERSION_MOVED (\d+)")
 STAGING_TTL_MS = 3_600_000  # an abandoned bulk load's staging keys vanish after an hour
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection error comes from a refused connection (redis-py raises its own
+    ConnectionError while handling the socket's OSError, which stays as the context)."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class RedisEntityStore:
@@ -289,6 +303,7 @@ class RedisEntityStore:
         With a deadline, an attempt may use all of it (waiting for a pooled connection in a
         burst included); a stalled Redis is still cut off by the socket timeout.
         """
+        refused = False
         for attempt in range(self._retries + 1):
             budget = self._op_timeout if deadline is None else deadline - time.monotonic()
             if budget <= 0:
@@ -304,7 +319,10 @@ class RedisEntityStore:
                 self._script_failed(store_id, str(exc))
             except _RETRYABLE as exc:
                 metrics.STORE_ERRORS.labels(kind=type(exc).__name__).inc()
+                refused = _refused(exc)
                 await asyncio.sleep(min(0.01 * 2**attempt, 0.1))
+        if refused:  # the last attempt found nothing listening: not a slow Redis, a missing one
+            raise StoreRefusedError()
         raise StoreUnavailableError("redis did not answer in time")
 
     def _script_failed(self, store_id: str, text: str) -> NoReturn:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from verdict.cli.remote import add_tls_flags, positive_seconds
 from verdict.client import tls_credentials
 
 EXIT_SERVING, EXIT_UNHEALTHY = 0, 1
@@ -55,16 +54,6 @@ def check(
             return _FAILURES.get(code, f"health check failed ({code.name})")
     name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     return name
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
-    return seconds
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -119,25 +108,10 @@ def add_healthcheck_command(commands: Any) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"deadline of the call (default {DEFAULT_TIMEOUT:g})",
     )
-    parser.add_argument(
-        "--tls-ca",
-        type=Path,
-        metavar="FILE",
-        help="speak TLS (as does any --tls-* flag), trusting this CA bundle (PEM) for the "
-        "server's certificate (default: the system's CAs)",
-    )
-    parser.add_argument(
-        "--tls-cert", type=Path, metavar="FILE", help="client certificate chain for mutual TLS"
-    )
-    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="client private key")
-    parser.add_argument(
-        "--tls-server-name",
-        metavar="NAME",
-        help="the name the server certificate must carry, when it is not the HOST of --server",
-    )
+    add_tls_flags(parser)
     parser.set_defaults(func=_run)

@@ -12,6 +12,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from verdict.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, choose_store, fail
+from verdict.cli.remote import add_server_flags, connect
+from verdict.cli.test_remote import run_remote
 from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.policy.loader import load_policy_stores
 from verdict.policytest.coverage import measure, parse_percent
@@ -28,7 +31,7 @@ from verdict.policytest.report import (
 from verdict.policytest.runner import RunReport, run_plan
 from verdict.telemetry.logging import configure_logging
 
-EXIT_PASSED, EXIT_FAILED, EXIT_UNUSABLE = 0, 1, 2
+EXIT_PASSED, EXIT_UNUSABLE = EXIT_OK, EXIT_USAGE
 
 
 def add_test_command(commands: Any) -> None:
@@ -36,9 +39,11 @@ def add_test_command(commands: Any) -> None:
     test = commands.add_parser(
         "test",
         help="run policy regression suites",
-        description="Run YAML/JSON policy test suites through the decision engine. Exit 0 when "
-        "every case passes, 1 when a case fails or coverage is below --min-coverage, 2 when a "
-        "suite or store cannot be loaded.",
+        description="Run YAML/JSON policy test suites through the decision engine, or with "
+        "--server through a running server's BatchAuthorize (its policies and entities; "
+        "--stores still names the suites' stores). Exit 0 when every case passes, 1 when a "
+        "case fails or coverage is below --min-coverage, 2 when a suite or store cannot be "
+        "loaded or the server cannot be asked.",
     )
     test.add_argument(
         "paths",
@@ -74,6 +79,7 @@ def add_test_command(commands: Any) -> None:
     test.add_argument(
         "--print-schema", action="store_true", help="print the JSON Schema of suite files and exit"
     )
+    add_server_flags(test, required=False)
     test.set_defaults(func=run_test_command)
 
 
@@ -93,6 +99,8 @@ def run_test_command(args: argparse.Namespace) -> int:
     if args.stores is None:
         print("error: --stores is required", file=sys.stderr)
         return EXIT_UNUSABLE
+    if args.server is not None and args.per_request:
+        fail("--per-request runs the engine here; with --server the server decides")
     try:
         pattern = re.compile(args.filter) if args.filter else None
     except re.error as exc:
@@ -100,7 +108,8 @@ def run_test_command(args: argparse.Namespace) -> int:
         return EXIT_UNUSABLE
     started = time.perf_counter()
     try:
-        snapshot = load_policy_stores(args.stores, args.store)
+        snapshot = load_policy_stores(args.stores)
+        choose_store(snapshot.stores, args.store)
         plan = load_plan(
             discover(args.paths, args.stores, snapshot), snapshot, args.stores, args.store
         )
@@ -111,6 +120,10 @@ def run_test_command(args: argparse.Namespace) -> int:
         what = "no case matches --filter" if plan.cases else "no test suites found"
         return _unusable([Diagnostic(str(p), 0, what) for p in (args.paths or [args.stores])])
     load_seconds = time.perf_counter() - started
+    if args.server is not None:
+        with connect(args) as client:
+            report = run_remote(client, plan, cases, args.server)
+        return _report(args, plan, report, load_seconds)
     try:
         report = run_plan(plan, cases, per_request=args.per_request)
     except Exception:  # a bug, not a failing case: exit 1 must keep meaning "a case failed"

@@ -14,13 +14,14 @@ import redis.asyncio as aioredis
 from verdict.app import entity_files
 from verdict.audit.chain import verify
 from verdict.authoring.replay import ReplayReport, replay
+from verdict.cli.common import EXIT_FAILED as EXIT_FOUND
+from verdict.cli.common import EXIT_OK
+from verdict.cli.common import EXIT_USAGE as EXIT_UNUSABLE
 from verdict.engine.authorizer import Authorizer
 from verdict.errors import PolicyLoadError
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
 from verdict.store.memory import MemoryEntityStore
-
-EXIT_OK, EXIT_FOUND, EXIT_UNUSABLE = 0, 1, 2
 
 
 def add_audit_command(commands: Any) -> None:

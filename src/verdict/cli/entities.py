@@ -1,4 +1,4 @@
-"""``verdict entities load|export``: move entities between entities.json files and Redis."""
+"""``verdict entities load|export`` (files and Redis) and ``put|delete|get`` (a running server)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,42 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from verdict.config import Settings
+from verdict.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    add_commands,
+    choose_store,
+    fail,
+    load_settings,
+    redact_url,
+)
+from verdict.cli.entities_remote import add_remote_actions
 from verdict.entities_load import load_entities_file
-from verdict.errors import PolicyLoadError, VerdictError
+from verdict.errors import PolicyLoadError, StoreRefusedError, StoreUnavailableError, VerdictError
 from verdict.policy.loader import load_policy_stores
 from verdict.progress import reporter
 from verdict.store.entity_cache import EntityCache
 from verdict.store.redis_connect import key_layout, make_client
 from verdict.store.redis_store import RedisEntityStore
 
+# Settings field -> the flag of these commands that sets it.
+FLAGS = {
+    "redis_url": "--redis-url",
+    "redis_cluster": "--redis-cluster",
+    "redis_timeout_seconds": "--timeout",
+    "redis_namespace": "--redis-namespace",
+}
+
 
 def _store(args: argparse.Namespace) -> RedisEntityStore:
-    settings = Settings(
-        redis_url=args.redis_url,
-        redis_cluster=args.redis_cluster,
-        redis_timeout_seconds=args.timeout,
-        redis_namespace=args.redis_namespace,
+    settings = load_settings(
+        {
+            "redis_url": args.redis_url,
+            "redis_cluster": args.redis_cluster,
+            "redis_timeout_seconds": args.timeout,
+            "redis_namespace": args.redis_namespace,
+        },
+        FLAGS,
     )
     return RedisEntityStore(
         make_client(settings),
@@ -38,7 +56,8 @@ def _store(args: argparse.Namespace) -> RedisEntityStore:
 
 
 async def _load(args: argparse.Namespace) -> int:
-    snapshot = load_policy_stores(args.stores, args.store)
+    snapshot = load_policy_stores(args.stores)
+    choose_store(snapshot.stores, args.store)
     chosen = [args.store] if args.store else sorted(snapshot.stores)
     store = _store(args)
     try:
@@ -65,7 +84,7 @@ async def _load(args: argparse.Namespace) -> int:
             print(report.summary(store_id))
     finally:
         await store.close()
-    return 0
+    return EXIT_OK
 
 
 async def _export(args: argparse.Namespace) -> int:
@@ -80,19 +99,19 @@ async def _export(args: argparse.Namespace) -> int:
         print(f"{args.store}: {len(entities)} entities written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)
-    return 0
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
     try:
         code: int = asyncio.run(args.entities_func(args))
+    except StoreRefusedError:
+        fail(f"cannot connect to Redis at {redact_url(args.redis_url)}: connection refused")
+    except StoreUnavailableError as exc:
+        fail(f"Redis at {redact_url(args.redis_url)}: {exc}")
     except (PolicyLoadError, VerdictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ValidationError as exc:
-        fields = ", ".join(str(e["loc"][0]) for e in exc.errors())
-        print(f"error: invalid setting: {fields}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     return code
 
 
@@ -100,11 +119,12 @@ def add_entities_command(commands: Any) -> None:
     """Register ``verdict entities`` and its subcommands."""
     entities = commands.add_parser(
         "entities",
-        help="load or export entities in Redis",
-        description="Move Cedar JSON entities between policy "
-        "stores' entities.json files and Redis.",
+        help="load or export entities in Redis; put, delete or get them on a server",
+        description="Move Cedar JSON entities between policy stores' entities.json files and "
+        "Redis (load, export), or write and read them through a running server's EntityService "
+        "(put, delete, get).",
     )
-    actions = entities.add_subparsers(dest="entities_command", required=True, metavar="ACTION")
+    actions = add_commands(entities, "entities_command", "ACTION")
     load = actions.add_parser(
         "load",
         help="load entities.json of every store (or one)",
@@ -136,3 +156,4 @@ def add_entities_command(commands: Any) -> None:
             help="key and channel prefix of the deployment (as VERDICT_REDIS_NAMESPACE)",
         )
     entities.set_defaults(func=_run)
+    add_remote_actions(actions)

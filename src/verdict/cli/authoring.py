@@ -1,4 +1,4 @@
-"""The authoring subcommands: `verdict fmt`, `verdict version`, `verdict diff`."""
+"""The authoring subcommands: `verdict fmt` and `verdict diff`."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ from typing import Any
 
 from verdict.authoring.diff import StoreDiff, diff_stores
 from verdict.authoring.fmt import format_stores
+from verdict.cli.common import EXIT_FAILED as EXIT_FOUND
+from verdict.cli.common import EXIT_OK
+from verdict.cli.common import EXIT_USAGE as EXIT_UNUSABLE
 from verdict.errors import PolicyLoadError
-from verdict.policy.loader import load_policy_stores, store_roots, store_version
+from verdict.policy.loader import load_policy_stores
 from verdict.policytest.loader import SuiteLoadError
 from verdict.policytest.report import describe_outcome
 
-EXIT_OK, EXIT_FOUND, EXIT_UNUSABLE = 0, 1, 2
-
 
 def add_authoring_commands(commands: Any) -> None:
-    """Register fmt, version and diff on the CLI's subcommand set."""
+    """Register fmt and diff on the CLI's subcommand set."""
     fmt = commands.add_parser(
         "fmt",
         help="format policy files the Cedar way",
@@ -29,15 +30,6 @@ def add_authoring_commands(commands: Any) -> None:
     fmt.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     fmt.add_argument("--check", action="store_true", help="only list unformatted files")
     fmt.set_defaults(func=_fmt)
-
-    version = commands.add_parser(
-        "version",
-        help="print each store's content version",
-        description="Print each policy store's content hash: the policy_version the server "
-        "reports for decisions made with these files.",
-    )
-    version.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
-    version.set_defaults(func=_version)
 
     diff = commands.add_parser(
         "diff",
@@ -67,17 +59,6 @@ def _fmt(args: argparse.Namespace) -> int:
     if result.problems:
         return EXIT_UNUSABLE
     return EXIT_FOUND if args.check and result.unformatted else EXIT_OK
-
-
-def _version(args: argparse.Namespace) -> int:
-    try:
-        roots = store_roots(args.stores)
-    except PolicyLoadError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_UNUSABLE
-    for root in roots:
-        print(f"{root.name} {store_version(root)}")
-    return EXIT_OK
 
 
 def _diff(args: argparse.Namespace) -> int:

@@ -1,0 +1,142 @@
+"""What the commands that ask a running server share: its flags, the client, its answers."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+import grpc
+
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict.cli.common import fail
+from verdict.client import VerdictClient, bearer, tls_credentials
+from verdict.model import AuthorizationResult, Decision, DenyKind, EvaluationError
+
+TOKEN_VARIABLE = "VERDICT_TOKEN"
+DEFAULT_TIMEOUT = 10.0
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return seconds
+
+
+def add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    """--tls-ca, --tls-cert, --tls-key, --tls-server-name: how to reach a server over TLS."""
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="speak TLS (as does any --tls-* flag), trusting this CA bundle (PEM) for the "
+        "server's certificate (unset: the system's CAs)",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="client certificate chain for mutual TLS"
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="client private key")
+    parser.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name the server certificate must carry, when it is not the HOST of --server",
+    )
+
+
+def add_server_flags(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """--server, its TLS flags, --token and --timeout."""
+    parser.add_argument(
+        "--server",
+        required=required,
+        metavar="HOST:PORT",
+        help="ask the Verdict server listening here"
+        + ("" if required else " instead of loading policy files"),
+    )
+    add_tls_flags(parser)
+    parser.add_argument(
+        "--token",
+        help=f"bearer token (static or JWT) sent with every call (or {TOKEN_VARIABLE}, which "
+        "keeps it out of the process list)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="deadline of each call",
+    )
+
+
+def credentials(args: argparse.Namespace, command: str) -> grpc.ChannelCredentials | None:
+    """TLS channel credentials from the --tls-* flags, or None for plaintext."""
+    if not (args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name):
+        return None
+    try:
+        return tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+    except ValueError:
+        fail(f"{command}: --tls-cert and --tls-key go together")
+    except OSError as exc:
+        fail(f"{command}: cannot read {exc.filename or 'a TLS file'}")
+
+
+def connect(args: argparse.Namespace) -> VerdictClient:
+    """A client to ``--server`` with the flags' TLS, token and deadline."""
+    token = args.token or os.environ.get(TOKEN_VARIABLE, "")
+    options: dict[str, str] = {}
+    if args.tls_server_name:
+        options["grpc.ssl_target_name_override"] = args.tls_server_name
+    return VerdictClient(
+        args.server,
+        timeout=args.timeout,
+        credentials=credentials(args, "--server"),
+        metadata=bearer(token) if token else (),
+        options=options,
+    )
+
+
+def rpc_failure(exc: Exception, server: str) -> str:
+    """One line for a failed call: the status code and the server's message (which the server
+    keeps free of request data); anything but a gRPC error is re-raised."""
+    if not isinstance(exc, grpc.RpcError) or not isinstance(exc, grpc.Call):
+        raise exc
+    code = exc.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return f"cannot reach the server at {server} (UNAVAILABLE)"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"no answer from the server at {server} within the timeout (DEADLINE_EXCEEDED)"
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return exc.details() or "invalid request"  # "field: problem", as offline checks say
+    return f"{code.name}: {exc.details() or 'no detail'}"
+
+
+_DENY_KINDS = {
+    pb.DENY_KIND_EXPLICIT_FORBID: DenyKind.EXPLICIT_FORBID,
+    pb.DENY_KIND_NO_PERMIT_MATCHED: DenyKind.NO_PERMIT_MATCHED,
+    pb.DENY_KIND_EVALUATION_ERROR: DenyKind.EVALUATION_ERROR,
+    pb.DENY_KIND_ENTITY_MISSING: DenyKind.ENTITY_MISSING,
+}
+
+
+def result_from_reply(reply: pb.IsAuthorizedResponse) -> AuthorizationResult:
+    """The domain result a server's reply stands for (errors carry their category only: the
+    server never sends Cedar's text, which may hold entity data)."""
+    allowed = reply.decision == pb.DECISION_ALLOW
+    deny_kind = None if allowed else _DENY_KINDS.get(reply.deny_kind)
+    determining = tuple(reply.determining_policies)
+    return AuthorizationResult(
+        decision=Decision.ALLOW if allowed else Decision.DENY,
+        determining_policies=determining,
+        errors=tuple(EvaluationError(e.policy_id, e.message) for e in reply.errors),
+        policy_version=reply.policy_version,
+        store_id=reply.policy_store_id,
+        # A permit overruled by errors is the one DENY with errors and no determining policy.
+        denied_for_errors=deny_kind is DenyKind.EVALUATION_ERROR and not determining,
+        entity_version=reply.entity_version,
+        deny_kind=deny_kind,
+    )

@@ -1,0 +1,35 @@
+"""``verdict version``: each policy store's content version (the program's: ``--version``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from verdict.cli.common import EXIT_OK, EXIT_USAGE
+from verdict.errors import PolicyLoadError
+from verdict.policy.loader import store_roots, store_version
+
+
+def _version(args: argparse.Namespace) -> int:
+    try:
+        roots = store_roots(args.stores)
+    except PolicyLoadError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    for root in roots:
+        print(f"{root.name} {store_version(root)}")
+    return EXIT_OK
+
+
+def add_version_command(commands: Any) -> None:
+    """Register ``verdict version``."""
+    version = commands.add_parser(
+        "version",
+        help="print each store's content version",
+        description="Print each policy store's content hash: the policy_version the server "
+        "reports for decisions made with these files.",
+    )
+    version.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
+    version.set_defaults(func=_version)

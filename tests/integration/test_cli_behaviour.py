@@ -1,0 +1,224 @@
+"""The command line behaves (issue 13): errors name what is wrong, in the subcommand's words."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import POLICIES
+from tests.processes import free_port, verdict_server
+from verdict.config import Settings
+
+CHECK = ("--principal", "Employee::olivia", "--action", "Action::view", "--resource", "Loan::x")
+
+
+def verdict(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`python -m verdict ARGS` with VERDICT_* variables of this process left out."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("VERDICT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "verdict", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**base, **(env or {})},
+    )
+
+
+def no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in result.stderr, result.stderr
+    assert "pydantic" not in result.stderr, result.stderr
+    assert "http" not in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def taken() -> Iterator[str]:
+    """A loopback address another socket listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("flag", ["--listen", "--health-listen", "--metrics-listen"])
+def test_a_port_in_use_is_one_line_and_exit_two(taken: str, flag: str, workers: str) -> None:
+    """gRPC, health or metrics port taken: `cannot listen on ...: address already in use`, 2."""
+    listen = () if flag == "--listen" else ("--listen", "127.0.0.1:0")
+    result = verdict("serve", "--stores", str(POLICIES), "--workers", workers, *listen, flag, taken)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: cannot listen on {taken}: address already in use"
+    )
+    no_traceback(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (("--listen", "localhost"), {}, "--listen=localhost"),
+        ((), {"VERDICT_LISTEN": "localhost"}, "VERDICT_LISTEN=localhost"),
+        (("--health-listen", "127.0.0.1"), {}, "--health-listen=127.0.0.1"),
+        ((), {"VERDICT_METRICS_LISTEN": "[::1]"}, "VERDICT_METRICS_LISTEN=[::1]"),
+    ],
+)
+def test_a_listen_address_without_port_is_refused(
+    args: tuple[str, ...], env: dict[str, str], named: str
+) -> None:
+    """A listen address needs HOST:PORT (or :PORT); the flag or variable is named, exit 2."""
+    result = verdict("serve", "--stores", str(POLICIES), "--workers", "1", *args, env=env)
+    assert result.returncode == 2
+    assert f"error: {named}: must be HOST:PORT or :PORT" in result.stderr
+    no_traceback(result)
+
+
+def test_port_only_listen_is_accepted() -> None:
+    """`:PORT` is a valid listen address (every interface)."""
+    assert Settings(listen=":50051").listen == ":50051"
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        ((), {"VERDICT_MAX_BATCH_SIZE": "abc"}, "VERDICT_MAX_BATCH_SIZE=abc: must be an integer"),
+        (("--max-batch-size", "0"), {}, "--max-batch-size=0: must be at least 1"),
+        (
+            (),
+            {"VERDICT_LOG_FORMAT": "xml"},
+            "VERDICT_LOG_FORMAT=xml: must be one of auto, json, console",
+        ),
+        (
+            (),
+            {"VERDICT_REDIS_TIMEOUT_SECONDS": "-1"},
+            "VERDICT_REDIS_TIMEOUT_SECONDS=-1: must be more than 0",
+        ),
+    ],
+)  # fmt: skip
+def test_a_bad_setting_is_one_line_naming_it(
+    args: tuple[str, ...], env: dict[str, str], line: str
+) -> None:
+    """A bad VERDICT_* variable or flag: one line with its name, value and expected form."""
+    result = verdict("serve", "--stores", str(POLICIES), "--workers", "1", *args, env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {line}"]
+
+
+def test_a_bad_variable_stops_check_too() -> None:
+    """`verdict check` reads the same settings: a bad variable is named, not dumped."""
+    result = verdict("check", "--stores", str(POLICIES), *CHECK, env={"VERDICT_WORKERS": "x"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: VERDICT_WORKERS=x: must be an integer"
+
+
+@pytest.mark.parametrize(
+    ("args", "usage", "hint"),
+    [
+        (("serve", "--port", "50070"), "usage: verdict serve", "did you mean --listen?"),
+        (("check", "--stors", "x", *CHECK), "usage: verdict check", "did you mean --stores?"),
+        (
+            ("entities", "load", "--stores", "p", "--redis-url", "redis://x", "--chunks", "9"),
+            "usage: verdict entities load",
+            "did you mean --chunk?",
+        ),
+        (("serv",), "usage: verdict [-h]", "did you mean 'serve'?"),
+        (("entities", "lod"), "usage: verdict entities", "did you mean 'load'?"),
+        (("serve", "--log-format", "jsn"), "usage: verdict serve", "did you mean 'json'?"),
+    ],
+)
+def test_a_wrong_flag_gets_the_subcommands_usage_and_the_nearest_flag(
+    args: tuple[str, ...], usage: str, hint: str
+) -> None:
+    """An unknown flag or name is reported by the (sub)command at fault, nearest name first."""
+    result = verdict(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(usage), result.stderr
+    assert hint in result.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "test"])
+def test_an_unknown_store_blames_store_and_suggests_the_nearest(command: str) -> None:
+    """`--store lendin`: the flag the user typed is blamed, and `lending` suggested."""
+    extra = CHECK if command == "check" else ()
+    result = verdict(command, "--stores", str(POLICIES), "--store", "lendin", *extra)
+    assert result.returncode == 2
+    assert "default store" not in result.stderr
+    assert (
+        "error: --store 'lendin' is not one of the policy stores ['lending']; "
+        "did you mean 'lending'?"
+    ) in result.stderr
+
+
+def test_an_unknown_default_store_suggests_the_nearest() -> None:
+    """`serve --default-store lendin` names the default store and suggests `lending`."""
+    result = verdict(
+        "serve", "--stores", str(POLICIES), "--workers", "1", "--default-store", "lendin"
+    )
+    assert result.returncode == 2
+    assert "default store 'lendin' is not one of ['lending']; did you mean 'lending'?" in (
+        result.stderr
+    )
+
+
+def test_entities_load_names_a_redis_that_refuses_connections() -> None:
+    """Nothing listens at the URL: `cannot connect ... connection refused`, the URL shown
+    without its credentials."""
+    url = f"redis://loader:s3cret@127.0.0.1:{free_port()}/0"
+    result = verdict("entities", "load", "--stores", str(POLICIES), "--redis-url", url)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: cannot connect to Redis at {url.replace('loader:s3cret@', '')}: connection refused"
+    )
+    assert "s3cret" not in result.stderr
+
+
+def test_serve_help_shows_the_settings_defaults() -> None:
+    """`serve --help` shows each flag's real default, taken from Settings."""
+    result = verdict("serve", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    fields = Settings.model_fields
+    for flag, field in [
+        ("--stores", "stores"),
+        ("--listen", "listen"),
+        ("--audit-mode", "audit_mode"),
+    ]:
+        default = fields[field].default
+        assert re.search(
+            rf"{flag} [^-]*?\(VERDICT_{field.upper()}; default: {re.escape(str(default))}\)", text
+        ), flag  # fmt: skip
+    assert "default: policies" in text
+    assert "default: None" not in text
+
+
+def test_check_help_shows_defaults_of_its_flags() -> None:
+    """Flags with a default say it; flags without one say nothing invented."""
+    text = " ".join(verdict("check", "--help").stdout.split())
+    assert "deadline of each call (default: 10.0)" in text
+    assert "default: None" not in text
+
+
+def test_server_started_names_the_metrics_address_it_serves() -> None:
+    """With metrics on, the server_started event says where /metrics is, and it answers there."""
+    with verdict_server("--metrics-listen", "127.0.0.1:0") as server:
+        assert server.process.stderr is not None
+        started: dict[str, str] = {}
+        for _ in range(50):  # the server is up: its start events are already written
+            line = server.process.stderr.readline()
+            if '"server_started"' in line:
+                started = json.loads(line)
+                break
+        host, _, port = started["metrics"].rpartition(":")
+        assert host == "127.0.0.1"
+        assert int(port) > 0
+        with urllib.request.urlopen(f"http://{started['metrics']}/metrics", timeout=10) as reply:
+            assert b"verdict_" in reply.read()
