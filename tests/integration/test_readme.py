@@ -74,7 +74,7 @@ def test_the_python_snippets_print_what_the_readme_says() -> None:
 def test_the_offline_commands_answer_as_documented(tmp_path: Path) -> None:
     """`verdict check` denies uma with the cross-partner forbid (exit 1); validate, fmt --check
     and test of the README's policy workflow pass on a copy of policies/."""
-    check, validate = shell_lines(block_with("sh", "verdict check"))
+    check, validate = shell_lines(block_with("sh", "verdict check --stores"))
     denied = run_shell(check)
     assert denied.returncode == 1, denied.stderr
     assert "decision: DENY" in denied.stdout
@@ -135,3 +135,30 @@ def _answers(tmp_path: Path, port: int) -> bool:
         timeout=30,
     )
     return done.returncode == 0
+
+
+def test_the_commands_through_a_running_server_answer_as_documented() -> None:
+    """`check --server` and `test --server` against a live server; then the entities block:
+    put a role from stdin (a version printed), get it back, delete it (the ``...`` line is a
+    pattern, not a command)."""
+    remote = shell_lines(block_with("sh", "verdict check --server 127.0.0.1:50051 --store"))
+    entities = shell_lines(block_with("sh", "verdict entities put"))
+    with verdict_server() as server:
+        target = f"127.0.0.1:{server.port}"
+        for command in remote:
+            done = run_shell(command.replace("127.0.0.1:50051", target))
+            if " check " in command:
+                assert done.returncode == 1, done.stderr  # uma may not view loan-2001
+                assert "forbid-cross-partner-loan-access" in done.stdout
+            else:
+                assert done.returncode == 0, done.stdout + done.stderr
+        outputs = []
+        for command in entities:
+            if "..." in command:
+                continue
+            done = run_shell(command.replace("127.0.0.1:50051", target))
+            assert done.returncode == 0, (command, done.stderr)
+            outputs.append(done.stdout)
+    put, got, _deleted = outputs
+    assert "entity version" in put
+    assert '"auditor"' in got
