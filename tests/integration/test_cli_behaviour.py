@@ -222,3 +222,33 @@ def test_server_started_names_the_metrics_address_it_serves() -> None:
         assert int(port) > 0
         with urllib.request.urlopen(f"http://{started['metrics']}/metrics", timeout=10) as reply:
             assert b"verdict_" in reply.read()
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        (("validate", "--stores", "{broken}"), 1),
+        (("fmt", "--check", "--stores", "{broken}"), 2),
+        (("diff", "--stores", "{broken}", "--against", str(POLICIES)), 2),
+        (("test", "--stores", "{broken}"), 2),
+        (("check", "--stores", "{broken}", *CHECK), 2),
+        (("audit", "replay", "{broken}/none.jsonl", "--stores", "{broken}"), 2),
+    ],
+)
+def test_every_command_reports_unusable_stores_the_same_way(
+    tmp_path: object, command: tuple[str, ...], code: int
+) -> None:
+    """A store with a syntax error: every command that loads stores prints `error: FILE:LINE:
+    ...` lines and a summary, all prefixed alike, no traceback, and exits as documented (validate
+    1: the answer is "invalid"; the others 2: they could not do their work)."""
+    broken = f"{tmp_path}/stores"
+    os.makedirs(f"{broken}/s")
+    with open(f"{broken}/s/p.cedar", "w") as policy:
+        policy.write("permit(principal, action, resource")
+    result = verdict(*(part.format(broken=broken) for part in command))
+    no_traceback(result)
+    assert result.returncode == code, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines
+    assert all(line.startswith("error: ") for line in lines), lines
+    assert any(re.match(r"error: .*p\.cedar:\d+: ", line) for line in lines), lines

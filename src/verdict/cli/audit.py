@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,7 @@ from verdict.app import entity_files
 from verdict.audit.chain import verify
 from verdict.authoring.replay import ReplayReport, replay
 from verdict.cli.common import EXIT_FAILED as EXIT_FOUND
-from verdict.cli.common import EXIT_OK
-from verdict.cli.common import EXIT_USAGE as EXIT_UNUSABLE
+from verdict.cli.common import EXIT_OK, fail, unusable
 from verdict.engine.authorizer import Authorizer
 from verdict.errors import PolicyLoadError
 from verdict.policy.holder import PolicyHolder
@@ -61,11 +59,9 @@ def _verify(args: argparse.Namespace) -> int:
         try:
             sources = {str(f): f.read_text(encoding="utf-8").splitlines() for f in args.files}
         except (OSError, UnicodeDecodeError) as exc:
-            print(f"cannot read: {exc}", file=sys.stderr)
-            return EXIT_UNUSABLE
+            fail(f"cannot read: {exc}")
     else:
-        print("name audit files or --redis-url", file=sys.stderr)
-        return EXIT_UNUSABLE
+        fail("name audit files or --redis-url")
     broken = False
     for name, lines in sources.items():
         count, breaks = verify(lines)
@@ -96,11 +92,9 @@ def _replay(args: argparse.Namespace) -> int:
         entities = MemoryEntityStore.from_files(entity_files(snapshot))
         lines = args.file.read_text(encoding="utf-8").splitlines()
     except PolicyLoadError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_UNUSABLE
+        unusable(exc.diagnostics, "nothing was replayed")
     except (OSError, UnicodeDecodeError) as exc:
-        print(f"cannot read {args.file}: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        fail(f"cannot read {args.file}: {exc}")
     authorizer = Authorizer(PolicyHolder(snapshot), entities)
     report = asyncio.run(replay(lines, authorizer))
     for line in report_lines(report):

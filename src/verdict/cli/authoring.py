@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from verdict.authoring.diff import StoreDiff, diff_stores
 from verdict.authoring.fmt import format_stores
 from verdict.cli.common import EXIT_FAILED as EXIT_FOUND
-from verdict.cli.common import EXIT_OK
-from verdict.cli.common import EXIT_USAGE as EXIT_UNUSABLE
+from verdict.cli.common import EXIT_OK, unusable
 from verdict.errors import PolicyLoadError
 from verdict.policy.loader import load_policy_stores
 from verdict.policytest.loader import SuiteLoadError
@@ -49,15 +47,12 @@ def _fmt(args: argparse.Namespace) -> int:
     try:
         result = format_stores(args.stores, write=not args.check)
     except PolicyLoadError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_UNUSABLE
-    for problem in result.problems:
-        print(problem, file=sys.stderr)
+        unusable(exc.diagnostics, "nothing was formatted")
     verb = "not formatted" if args.check else "formatted"
     for path in result.unformatted:
         print(f"{path}: {verb}")
     if result.problems:
-        return EXIT_UNUSABLE
+        unusable(result.problems, f"{len(result.problems)} file(s) could not be formatted")
     return EXIT_FOUND if args.check and result.unformatted else EXIT_OK
 
 
@@ -67,8 +62,7 @@ def _diff(args: argparse.Namespace) -> int:
         new = load_policy_stores(args.against)
         diffs = diff_stores(old, new, args.against)
     except (PolicyLoadError, SuiteLoadError) as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_UNUSABLE
+        unusable(exc.diagnostics, "nothing was compared")
     for store in diffs:
         for line in diff_lines(store):
             print(line)

@@ -47,6 +47,11 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise CommandError(message, code)
 
 
+def unusable(problems: Iterable[object], summary: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Stop on input that cannot be used: each problem (``file:line: ...``), then ``summary``."""
+    fail("\n".join([*(str(p) for p in problems), summary]), code)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen command; a CommandError becomes its message and exit code."""
     try:

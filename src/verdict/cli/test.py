@@ -10,9 +10,9 @@ import time
 import traceback
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from verdict.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, choose_store, fail
+from verdict.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, choose_store, fail, unusable
 from verdict.cli.remote import add_server_flags, connect
 from verdict.cli.test_remote import run_remote
 from verdict.errors import Diagnostic, PolicyLoadError
@@ -97,15 +97,13 @@ def run_test_command(args: argparse.Namespace) -> int:
         return EXIT_PASSED
     configure_logging("error", "console")
     if args.stores is None:
-        print("error: --stores is required", file=sys.stderr)
-        return EXIT_UNUSABLE
+        fail("--stores is required")
     if args.server is not None and args.per_request:
         fail("--per-request runs the engine here; with --server the server decides")
     try:
         pattern = re.compile(args.filter) if args.filter else None
     except re.error as exc:
-        print(f"error: --filter is not a valid regular expression: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        fail(f"--filter is not a valid regular expression: {exc}")
     started = time.perf_counter()
     try:
         snapshot = load_policy_stores(args.stores)
@@ -114,11 +112,11 @@ def run_test_command(args: argparse.Namespace) -> int:
             discover(args.paths, args.stores, snapshot), snapshot, args.stores, args.store
         )
     except (PolicyLoadError, SuiteLoadError) as exc:
-        return _unusable(exc.diagnostics)
+        _unusable(exc.diagnostics)
     cases = [c for c in plan.cases if pattern is None or pattern.search(c.title)]
     if not cases:
         what = "no case matches --filter" if plan.cases else "no test suites found"
-        return _unusable([Diagnostic(str(p), 0, what) for p in (args.paths or [args.stores])])
+        _unusable([Diagnostic(str(p), 0, what) for p in (args.paths or [args.stores])])
     load_seconds = time.perf_counter() - started
     if args.server is not None:
         with connect(args) as client:
@@ -157,8 +155,5 @@ def _covered_stores(args: argparse.Namespace, plan: Plan) -> list[str]:
     return sorted({suite.store_id for suite in plan.suites})
 
 
-def _unusable(diagnostics: list[Diagnostic]) -> int:
-    for diagnostic in diagnostics:
-        print(diagnostic, file=sys.stderr)
-    print(f"{len(diagnostics)} problem(s): nothing was run", file=sys.stderr)
-    return EXIT_UNUSABLE
+def _unusable(diagnostics: list[Diagnostic]) -> NoReturn:
+    unusable(diagnostics, f"{len(diagnostics)} problem(s): nothing was run")

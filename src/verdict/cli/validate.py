@@ -9,7 +9,7 @@ from typing import Any
 
 from verdict.app import entity_files
 from verdict.authoring.warnings import store_warnings
-from verdict.cli.common import EXIT_FAILED, EXIT_OK
+from verdict.cli.common import EXIT_FAILED, EXIT_OK, fail, unusable
 from verdict.errors import PolicyLoadError
 from verdict.policy.loader import load_policy_stores
 from verdict.store.memory import MemoryEntityStore
@@ -21,9 +21,7 @@ def _validate(args: argparse.Namespace) -> int:
         # Entities are validated too: a broken entities.json stops `make run` just the same.
         MemoryEntityStore.from_files(entity_files(snapshot))
     except PolicyLoadError as exc:
-        print(exc, file=sys.stderr)
-        print(f"{len(exc.diagnostics)} problem(s) found", file=sys.stderr)
-        return EXIT_FAILED
+        unusable(exc.diagnostics, f"{len(exc.diagnostics)} problem(s) found", EXIT_FAILED)
     for store in snapshot.stores.values():
         templates = sum(1 for p in store.policies.values() if p.is_template)
         print(
@@ -36,8 +34,7 @@ def _validate(args: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"{warning.file}:{warning.line}: warning: {warning.message}", file=sys.stderr)
     if warnings and args.strict:
-        print(f"{len(warnings)} warning(s) with --strict", file=sys.stderr)
-        return EXIT_FAILED
+        fail(f"{len(warnings)} warning(s) with --strict", EXIT_FAILED)
     return EXIT_OK
 
 
