@@ -36,7 +36,8 @@ def text_weight(text: str) -> Weight:
     """JSON text's UTF-8 bytes and its ``[``, ``{``, ``,`` and ``:`` characters (those inside
     strings too: the bound errs high, never low), as the Redis slice script counts them."""
     size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-    return Weight(size, sum(text.count(char) for char in STRUCTURAL))
+    count = text.count  # four plain calls: a generator over STRUCTURAL costs three times more
+    return Weight(size, count("[") + count("{") + count(",") + count(":"))
 
 
 # One encoder for every entity: json.dumps with options builds a new encoder per call.
