@@ -246,6 +246,23 @@ async def test_refusals_are_counted_and_logged_without_the_token(channel: grpc.a
     assert TOKENS["decider"] not in repr(logs)
 
 
+async def test_a_flood_of_refusals_is_counted_whole_but_logged_in_part(
+    channel: grpc.aio.Channel,
+) -> None:
+    """200 calls without an identity: the counter grows by 200, the log holds at most the
+    budget's 20 lines of them per second (log shipping and disks are not the attacker's)."""
+    stub = pb_grpc.AuthorizationServiceStub(channel)
+    before = refusals("no_identity")
+    with capture_logs() as logs:
+        for _ in range(200):
+            assert await status_of(stub.IsAuthorized(decision())) is UNAUTHENTICATED
+    assert refusals("no_identity") == before + 200
+    refused = [e for e in logs if e["event"] == "call_refused"]
+    assert 20 <= len(refused) < 200
+    held = sum(e["count"] for e in logs if e["event"] == "log_lines_held_back")
+    assert len(refused) + held <= 200
+
+
 async def test_health_needs_no_identity(channel: grpc.aio.Channel) -> None:
     """Health checks are answered without an identity, even with a callers file."""
     reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())

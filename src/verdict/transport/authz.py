@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.errors import PermissionDeniedError, RequestError, UnauthenticatedError, VerdictError
+from verdict.telemetry.log_budget import LogBudget
 from verdict.telemetry.metrics import AUTH_REFUSALS
 from verdict.transport.call_context import set_caller
 from verdict.transport.callers import METHOD_GROUPS, OPEN_METHODS, Grant, MethodGroup
@@ -65,6 +66,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
         self._resolve_store = resolve_store
         # One guarded handler per method, built once: the per-call work is the checks alone.
         self._guarded: dict[str, Handler | None] = {}
+        self._logs = LogBudget()
 
     async def intercept_service(
         self,
@@ -144,7 +146,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
                 self.check_stores(grant, request)
                 self.check_explain(grant, request)
             except VerdictError as exc:
-                await _refuse(context, method, caller, exc)
+                await _refuse(context, method, caller, exc, self._logs)
             return await inner(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -162,7 +164,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
                 set_caller(caller)
                 self.admit(rules, caller, method)
             except VerdictError as exc:
-                await _refuse(context, method, caller, exc)
+                await _refuse(context, method, caller, exc, self._logs)
             async for response in inner(requests, context):
                 yield response
 
@@ -182,12 +184,17 @@ def _parse(parse: Callable[[bytes], object] | None, raw: bytes) -> object:
         raise RequestError("request", "not a valid protobuf message") from None
 
 
-async def _refuse(context: Context, method: str, caller: str | None, exc: VerdictError) -> None:
-    """Count and log a refusal (caller id, never the token), then abort with a fixed text."""
+async def _refuse(
+    context: Context, method: str, caller: str | None, exc: VerdictError, logs: LogBudget
+) -> None:
+    """Count and log a refusal (caller id, never the token), then abort with a fixed text.
+    Refusals cost a caller nothing to provoke: their lines are capped by ``logs``; the
+    refusal metric counts every one."""
     code, message = status_for(exc)
     if isinstance(exc, UnauthenticatedError | PermissionDeniedError):
         AUTH_REFUSALS.labels(exc.reason).inc()
-        log.warning("call_refused", method=method, reason=exc.reason, caller=caller)
-    else:
+        if logs.admit("call_refused", log):
+            log.warning("call_refused", method=method, reason=exc.reason, caller=caller)
+    elif logs.admit("request_rejected", log):
         log.info("request_rejected", rpc=method, code=code.name, error_type=type(exc).__name__)
     await context.abort(code, message)

@@ -13,6 +13,7 @@ from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.engine.entity_writes import EntityWrites
 from verdict.errors import RequestError
 from verdict.model import EntityUid, JsonObject
+from verdict.telemetry.log_budget import LogBudget
 from verdict.transport.convert import MAX_UID_PART_BYTES, checked_uid
 from verdict.transport.servicer import answer_or_abort
 
@@ -43,6 +44,7 @@ class EntityServicer(epb_grpc.EntityServiceServicer):
         self._writes = writes
         self._max_reply_bytes = max_reply_bytes
         self._max_id_bytes = max_id_bytes
+        self._logs = LogBudget()
 
     async def PutEntities(
         self, request: epb.PutEntitiesRequest, context: Context
@@ -53,7 +55,7 @@ class EntityServicer(epb_grpc.EntityServiceServicer):
             )
             return epb.PutEntitiesResponse(version=version, written=written)
 
-        return await answer_or_abort(context, work, "PutEntities")
+        return await answer_or_abort(context, work, "PutEntities", self._logs)
 
     async def DeleteEntities(
         self, request: epb.DeleteEntitiesRequest, context: Context
@@ -64,7 +66,7 @@ class EntityServicer(epb_grpc.EntityServiceServicer):
             )
             return epb.DeleteEntitiesResponse(version=version, deleted=deleted)
 
-        return await answer_or_abort(context, work, "DeleteEntities")
+        return await answer_or_abort(context, work, "DeleteEntities", self._logs)
 
     async def GetEntities(
         self, request: epb.GetEntitiesRequest, context: Context
@@ -82,7 +84,7 @@ class EntityServicer(epb_grpc.EntityServiceServicer):
                 raise self._too_large()
             return reply
 
-        return await answer_or_abort(context, work, "GetEntities")
+        return await answer_or_abort(context, work, "GetEntities", self._logs)
 
     def _bounded_array(self, entities: list[JsonObject]) -> str:
         """The JSON array of ``entities``, given up as soon as it passes the reply limit."""

@@ -16,6 +16,7 @@ from verdict.errors import BatchTooLargeError, RequestError, ValueBudgetError, V
 from verdict.json_values import ValueBudget
 from verdict.model import AuthorizationRequest
 from verdict.telemetry import metrics
+from verdict.telemetry.log_budget import LogBudget
 from verdict.transport.convert import RequestLimits, request_from_proto, response_to_proto
 from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.status import (
@@ -30,12 +31,16 @@ T = TypeVar("T")
 
 
 async def answer_or_abort(
-    context: grpc.aio.ServicerContext[object, object], work: Callable[[], Awaitable[T]], rpc: str
+    context: grpc.aio.ServicerContext[object, object],
+    work: Callable[[], Awaitable[T]],
+    rpc: str,
+    logs: LogBudget,
 ) -> T:
     """Run ``work``; turn domain errors into their status and anything else into INTERNAL.
 
     grpc.aio would otherwise send an unexpected exception's text to the caller as UNKNOWN,
-    and that text can carry loan data.
+    and that text can carry loan data. A caller can provoke errors at will: their log lines
+    are capped by ``logs`` (the RPC metrics count every one).
     """
     metadata: tuple[tuple[str, str | bytes], ...] = ()
     try:
@@ -43,10 +48,12 @@ async def answer_or_abort(
     except VerdictError as exc:
         code, message = status_for(exc)
         metadata = status_metadata(exc)
-        log.info("request_rejected", rpc=rpc, code=code.name, error_type=type(exc).__name__)
+        if logs.admit("request_rejected", log):
+            log.info("request_rejected", rpc=rpc, code=code.name, error_type=type(exc).__name__)
     except Exception as exc:
         code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
-        log.error("request_failed", rpc=rpc, error_type=type(exc).__name__)
+        if logs.admit("request_failed", log):
+            log.error("request_failed", rpc=rpc, error_type=type(exc).__name__)
     await context.abort(code, message, metadata)
     raise AssertionError("unreachable: abort raises")
 
@@ -69,6 +76,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
         self._authorizer = authorizer
         self._limits = limits
         self._recorder = recorder
+        self._logs = LogBudget()
 
     async def IsAuthorized(
         self,
@@ -85,7 +93,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
                 await self._recorder.decided("IsAuthorized", [(domain, result)], started)
             return response_to_proto(result)
 
-        return await answer_or_abort(context, work, "IsAuthorized")
+        return await answer_or_abort(context, work, "IsAuthorized", self._logs)
 
     async def BatchAuthorize(
         self,
@@ -119,7 +127,7 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
                     response.results.add(response=response_to_proto(result))
             return response
 
-        return await answer_or_abort(context, work, "BatchAuthorize")
+        return await answer_or_abort(context, work, "BatchAuthorize", self._logs)
 
     def _convert(
         self, item: pb.IsAuthorizedRequest, deadline: float | None, budget: ValueBudget
