@@ -45,7 +45,7 @@ def assert_load_error(suite: Path, line: int, words: str) -> None:
     result = verdict_test(suite)
     assert result.returncode == 2, result.stdout + result.stderr
     first = result.stderr.splitlines()[0]
-    assert first.startswith(f"{suite}:{line}: ")
+    assert first.startswith(f"error: {suite}:{line}: ")
     assert words in first
 
 
