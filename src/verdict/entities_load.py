@@ -12,6 +12,7 @@ import asyncio
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,11 @@ async def _validate(text: str, schema: SchemaHandle | None) -> bool:
     if len(text) < SEPARATE_PROCESS_BYTES:
         return cedar.entities_conform(text, source)
     # spawn, not fork: this process runs an event loop and Redis connections.
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return await asyncio.get_running_loop().run_in_executor(
-            pool, cedar.entities_conform, text, source
-        )
+    try:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, cedar.entities_conform, text, source
+            )
+    except (BrokenProcessPool, OSError):
+        # The second process could not start or died (killed, out of memory): check here.
+        return await asyncio.to_thread(cedar.entities_conform, text, source)
