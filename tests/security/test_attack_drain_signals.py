@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.cases import lending_cases
+from tests.cases import DecisionCase, lending_cases
 from tests.conftest import POLICIES
 from tests.processes import free_port
 from tests.redis_support import RedisProcess
@@ -43,8 +43,10 @@ class Served:
 def load_lending(redis: RedisProcess) -> None:
     """The lending store's entities.json into ``redis``, through the real CLI."""
     subprocess.run(
-        [sys.executable, "-m", "verdict", "entities", "load", "--stores", str(POLICIES)]
-        + ["--store", "lending", "--redis-url", redis.url],
+        [
+            *(sys.executable, "-m", "verdict", "entities", "load", "--stores", str(POLICIES)),
+            *("--store", "lending", "--redis-url", redis.url),
+        ],
         check=True,
         capture_output=True,
         timeout=60,
@@ -74,22 +76,21 @@ def served_on(redis: RedisProcess, workdir: Path, **env: str) -> Iterator[Served
         process.wait(timeout=10)
 
 
-def decide(port: int, case: object, answers: list[object]) -> None:
+def decide(port: int, case: DecisionCase, answers: list[object]) -> None:
     """One decision on a fresh client; its decision number or the gRPC status name."""
     with VerdictClient(f"127.0.0.1:{port}", timeout=20, retries=0) as client:
         try:
             reply = client.is_authorized(
-                case.principal,  # type: ignore[attr-defined]
-                case.action,  # type: ignore[attr-defined]
-                case.resource,  # type: ignore[attr-defined]
-                context=case.context,  # type: ignore[attr-defined]
+                case.principal, case.action, case.resource, context=case.context
             )
             answers.append(reply.decision)
         except grpc.RpcError as error:
             answers.append(error.code().name)
 
 
-def test_sighup_while_stopping_does_not_kill_the_server(redis: RedisProcess, tmp_path: Path) -> None:
+def test_sighup_while_stopping_does_not_kill_the_server(
+    redis: RedisProcess, tmp_path: Path
+) -> None:
     """SIGTERM, then SIGHUP while a call is still in flight (the supervisor forwards SIGHUP to
     every worker it still counts as ready, and `kill -HUP` reaches any process): the server
     must finish the call and exit 0. The SIGHUP handler used to be removed first thing in
