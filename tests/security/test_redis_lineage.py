@@ -15,7 +15,7 @@ from tests.processes import free_port
 from tests.redis_support import RedisProcess, redis_server, wait_replicated
 from tests.security.test_redis_read_your_writes import adam_without_admin
 from verdict.errors import ReplacedVersionError, StaleReadError
-from verdict.model import Decision
+from verdict.model import Decision, EntityUid
 from verdict.store.redis_keys import REPLID_FIELD, StoreKeys
 
 ERIN_VIEWS = next(c for c in lending_cases() if c.principal.id == "erin")
@@ -92,3 +92,26 @@ async def test_a_store_written_under_a_foreign_replication_id_starts_a_new_epoch
             version, _ = await app.writes.put("lending", json.dumps([UMA_SUSPENDED]))
             assert int(redis.cli("GET", keys.marker).strip()) == version > before
             assert (await app.authorizer.authorize(UMA_VIEW.request)).decision is Decision.DENY
+
+
+async def test_a_delete_on_a_promoted_replica_starts_a_new_epoch_too(
+    redis: RedisProcess, tmp_path: Path
+) -> None:
+    """The same through DeleteEntities: the first delete on the promoted replica starts a new
+    epoch, so the lost write's version is refused as replaced, not met."""
+    replica = replica_of(redis, tmp_path / "replica")
+    try:
+        async with redis_app(redis.url) as a:
+            await a.writes.put("lending", json.dumps([adam_without_admin()]))
+            wait_replicated(redis, replica)
+            assert replica.cli("REPLICAOF", "NO", "ONE").strip() == "OK"
+            suspended, _ = await a.writes.put("lending", json.dumps([UMA_SUSPENDED]))
+        by_version = replace(UMA_VIEW.request, min_entity_version=suspended)
+        async with redis_app(replica.url, load=False) as b:
+            later, _ = await b.writes.delete("lending", [EntityUid("Employee", "nobody")])
+            assert later > suspended
+            assert int(replica.cli("GET", StoreKeys.of("lending").marker).strip()) == later
+            with pytest.raises(ReplacedVersionError):
+                await b.authorizer.authorize(by_version)
+    finally:
+        replica.stop()
