@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.cases import DecisionCase, lending_cases
@@ -170,3 +171,62 @@ def test_health_stays_not_serving_through_a_drain_when_redis_returns_and_policie
         assert answers == [1, 2]
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(30) == 0
+
+
+def children(pid: int) -> set[int]:
+    """The child processes of ``pid`` now (Linux /proc)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    try:
+        return {int(p) for p in path.read_text().split()}
+    except OSError:
+        return set()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is still a running (not zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("phase", [0.1, 1.2], ids=["loading", "waiting-on-redis"])
+def test_sigterm_while_workers_start_stops_everything_cleanly(
+    redis: RedisProcess, phase: float
+) -> None:
+    """SIGTERM to the supervisor while its first worker is still starting (``phase`` seconds
+    after it was spawned: still importing and loading policies, or waiting on a stopped Redis
+    in its first call): the supervisor exits 0 and leaves no worker behind."""
+    load_lending(redis)
+    assert redis.process is not None
+    port = free_port()
+    command = [sys.executable, "-m", "verdict", "serve", "--stores", str(POLICIES)]
+    command += ["--default-store", "lending", "--listen", f"127.0.0.1:{port}", "--workers", "2"]
+    command += ["--redis-url", redis.url]
+    env = {**os.environ, "VERDICT_REDIS_TIMEOUT_SECONDS": "2", "VERDICT_REDIS_RETRIES": "0"}
+    os.kill(redis.process.pid, signal.SIGSTOP)
+    try:
+        supervisor = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not (workers := children(supervisor.pid)):
+                assert supervisor.poll() is None
+                assert time.monotonic() < deadline, "no worker started"
+                time.sleep(0.01)
+            time.sleep(phase)  # where the worker is in its start (order only)
+            supervisor.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            os.kill(redis.process.pid, signal.SIGCONT)
+            code = supervisor.wait(60)
+        finally:
+            if supervisor.poll() is None:
+                supervisor.kill()
+                supervisor.wait(10)
+    finally:
+        os.kill(redis.process.pid, signal.SIGCONT)
+    assert code == 0
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived its supervisor"
+        time.sleep(0.05)
