@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from verdict._gen.verdict.v1 import admin_pb2 as apb
@@ -31,6 +31,7 @@ from verdict.transport.convert import (
 )
 from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
+from verdict.transport.health import HealthService
 from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.servicer import AuthorizationServicer
 
@@ -122,7 +123,7 @@ class VerdictServer:
         self,
         server: grpc.aio.Server,
         port: int,
-        health_servicer: health.aio.HealthServicer,
+        health_servicer: HealthService,
         services: list[str],
         health_server: grpc.aio.Server | None = None,
         health_port: int | None = None,
@@ -236,7 +237,7 @@ async def start_server(
     if reloader is not None:
         apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
         services.append(ADMIN_SERVICE_NAME)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
@@ -270,7 +271,7 @@ async def start_server(
 
 
 def _health_only_server(
-    health_servicer: health.aio.HealthServicer,
+    health_servicer: HealthService,
     listen: str,
     limits: ConnectionLimits,
     reuse_port: bool,
