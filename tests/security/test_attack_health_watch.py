@@ -104,6 +104,17 @@ def test_a_stalled_watch_does_not_stop_the_drain() -> None:
             assert served.process.wait(30) == 0
 
 
+def test_a_stalled_watch_does_not_stop_a_plain_sigterm() -> None:
+    """No drain configured: SIGTERM with a stalled Watch open still stops the server, exit 0
+    (the stop turns health NOT_SERVING first, and waited forever for the Watch's lock)."""
+    health_port = free_port()
+    with verdict_server("--health-listen", f"127.0.0.1:{health_port}") as served:
+        grpc.channel_ready_future(served.client._channel).result(timeout=20)
+        with stalled_watch(health_port):
+            served.process.send_signal(signal.SIGTERM)
+            assert served.process.wait(30) == 0
+
+
 def test_a_stalled_watch_does_not_freeze_health_when_redis_stops(
     redis: RedisProcess, tmp_path: Path
 ) -> None:
