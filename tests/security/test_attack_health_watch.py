@@ -4,6 +4,7 @@ must still drain and stop the server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,9 +22,11 @@ from tests.processes import free_port, verdict_server
 from tests.redis_support import RedisProcess
 from tests.security.test_attack_drain_signals import load_lending, served_on
 from verdict.transport.health import HealthService
+from verdict.transport.server import HEALTH_MAX_STREAMS
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, SETTINGS = 0, 1, 4
+DATA, HEADERS, RST_STREAM, SETTINGS = 0, 1, 3, 4
+REFUSED = struct.pack(">I", 0x7)  # REFUSED_STREAM
 END_STREAM, END_HEADERS, ACK = 0x1, 0x4, 0x1
 INITIAL_WINDOW_SIZE = 0x4
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -48,9 +51,10 @@ def literal(name: str, value: str) -> bytes:
 
 
 @contextmanager
-def stalled_watch(port: int, service: str = "") -> Iterator[socket.socket]:
-    """A Watch of ``service`` from a client whose streams may receive nothing (initial window
-    0): the server's first status write can never complete. Open until the block ends."""
+def stalled_watch(port: int, service: str = "", streams: int = 1) -> Iterator[socket.socket]:
+    """``streams`` Watches of ``service`` on one connection from a client whose streams may
+    receive nothing (initial window 0): the server's first status write can never complete.
+    Open until the block ends."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         headers = b"".join(
             literal(name, value)
@@ -65,12 +69,15 @@ def stalled_watch(port: int, service: str = "") -> Iterator[socket.socket]:
         )
         request = health_pb2.HealthCheckRequest(service=service).SerializeToString()
         message = b"\x00" + struct.pack(">I", len(request)) + request
+        calls = b"".join(
+            frame(HEADERS, END_HEADERS, stream, headers) + frame(DATA, END_STREAM, stream, message)
+            for stream in range(1, 2 * streams, 2)
+        )
         sock.sendall(
             PREFACE
             + frame(SETTINGS, 0, 0, struct.pack(">HI", INITIAL_WINDOW_SIZE, 0))
             + frame(SETTINGS, ACK, 0, b"")  # for the server's settings (sent on accept)
-            + frame(HEADERS, END_HEADERS, 1, headers)
-            + frame(DATA, END_STREAM, 1, message)
+            + calls
         )
         time.sleep(0.5)  # the server has taken the call (ordering only)
         yield sock
@@ -180,3 +187,33 @@ async def test_watch_sends_the_current_status_then_each_change() -> None:
             assert listed.value.code() is grpc.StatusCode.UNIMPLEMENTED
     finally:
         await server.stop(0)
+
+
+def server_frames(sock: socket.socket, seconds: float = 1.0) -> list[tuple[int, int, bytes]]:
+    """The (type, stream, payload) HTTP/2 frames the server sends within ``seconds``."""
+    sock.settimeout(seconds)
+    data = b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    frames = []
+    while len(data) >= 9:
+        length = int.from_bytes(data[:3], "big")
+        stream = int.from_bytes(data[5:9], "big") & 0x7FFFFFFF
+        frames.append((data[3], stream, data[9 : 9 + length]))
+        data = data[9 + length :]
+    return frames
+
+
+def test_the_health_port_bounds_the_streams_of_one_connection() -> None:
+    """20 stalled Watch streams on one health-port connection: the server keeps at most
+    HEALTH_MAX_STREAMS and refuses the rest (RST_STREAM REFUSED_STREAM), and well-behaved
+    probes still get their answer. Without a bound, stalled streams cost ~2 KB each without
+    end (100,000 of them on 4 connections took +170 MB): an unauthenticated memory flood."""
+    health_port = free_port()
+    with verdict_server("--health-listen", f"127.0.0.1:{health_port}") as served:
+        grpc.channel_ready_future(served.client._channel).result(timeout=20)
+        with stalled_watch(health_port, streams=20) as sock:
+            refused = [s for t, s, p in server_frames(sock) if t == RST_STREAM and p == REFUSED]
+            assert len(refused) >= 20 - HEALTH_MAX_STREAMS
+            assert check(health_port) == SERVING

@@ -44,6 +44,8 @@ DEFAULT_MAX_PENDING_CALLS = 128
 DEFAULT_MAX_HEALTH_CONNECTIONS = 16
 # A health request is a service name: nothing larger is ever needed on the health port.
 HEALTH_MAX_MESSAGE_BYTES = 4096
+# A probe makes one call at a time; a caller that never reads holds each stream it opens.
+HEALTH_MAX_STREAMS = 4
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -286,6 +288,7 @@ def _health_only_server(
         options=[
             ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_receive_message_length", HEALTH_MAX_MESSAGE_BYTES),
+            ("grpc.max_concurrent_streams", HEALTH_MAX_STREAMS),
             *limits.grpc_options(),
         ]
     )
