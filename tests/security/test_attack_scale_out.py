@@ -38,7 +38,7 @@ from tests.redis_support import (
 from verdict.client import VerdictClient
 
 GRACE = 1.0  # the servers' cache_grace_seconds (short, so each attack is short)
-HAMMER_AFTER = GRACE + 1.0  # how long B and C are asked after the revoke returned
+HAMMER_AFTER = GRACE + 0.5  # how long B and C are asked after the revoke returned
 MAX_CALLS = 1500  # per hammer thread, whatever happens
 
 
