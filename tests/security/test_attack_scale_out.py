@@ -366,3 +366,46 @@ def test_a_reshard_of_the_stores_slot_just_before_the_revoke(cluster: Cluster) -
     report("reshard", hammer)
     assert master_of(cluster, store) is moved[0]
     assert hammer.wrong_allows(GRACE) == []
+
+
+def test_a_revoke_lost_to_a_takeover_while_the_old_master_lives(cluster: Cluster) -> None:
+    """CLUSTER FAILOVER TAKEOVER on a replica that missed the revoke, the old master alive
+    (the listeners' connections to it stay open; it turns replica and resyncs, dropping the
+    revoke). B and C are hammered with the revoke's version throughout, across a later write
+    on the new master: never an ALLOW by that version."""
+    store, name = cluster.stores[1], "u2"
+    grant(cluster, store, name)
+    master = master_of(cluster, store)
+    (replica,) = cluster_replicas_of(cluster.nodes, master)
+    wait_replicated(master, replica)
+    assert replica.process is not None
+    os.kill(replica.process.pid, signal.SIGSTOP)
+    # The replica may not sync from this master again (the cluster bus is not affected).
+    assert master.cli("ACL", "SETUSER", "default", "-psync", "-sync", "-replconf").strip() == "OK"
+    try:
+        master.cli("CLIENT", "KILL", "TYPE", "replica")
+        with VerdictClient(f"127.0.0.1:{cluster.servers[0].port}", timeout=10) as writer:
+            revoked = writer.put_entities([user(name, False)], store=store).version
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    for server in cluster.servers:
+        assert server.decide(view(store, name, revoked)) == "deny"
+    with Hammer(cluster.servers[1:], store, name) as during:
+        during.revoke_version, during.revoked_at = revoked, time.monotonic()
+        assert replica.cli("CLUSTER", "FAILOVER", "TAKEOVER").strip() == "OK"
+        deadline = time.monotonic() + 30
+        while "master_link_status:up" not in master.cli("INFO", "replication"):
+            assert time.monotonic() < deadline, "the old master never followed the new one"
+            time.sleep(0.02)
+    master.cli("ACL", "SETUSER", "default", "+@all")  # a replica now: it syncs from the new one
+    with Hammer(cluster.servers[1:], store, name) as across:  # a later write, its version above
+        across.revoke_version, across.revoked_at = revoked, time.monotonic()
+        time.sleep(0.3)
+        written = cluster.servers[0].client.put_entities([user("u0", True)], store=store)
+        assert written.version > revoked
+        time.sleep(0.7)
+    by_version = [a for a in during.answers + across.answers if a[1] == revoked]
+    print(f"\ntakeover: by the lost revoke's version {sorted({a[4] for a in by_version})}")
+    assert [a for a in across.answers if a[1] == revoked and a[2] > across.revoked_at + 0.5]
+    assert [a for a in by_version if a[4] == "allow"] == []
+    assert {s.decide(view(store, name)) for s in cluster.servers} == {"allow"}  # lost
