@@ -450,7 +450,9 @@ async def stop(app: App, grace: float) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await app.watch_task
     with contextlib.suppress(NotImplementedError, RuntimeError):
-        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        # Ignored, not removed: removing restores the default action, and a SIGHUP (the
+        # supervisor forwards one to every worker) would kill the process mid-grace.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _ignore)
     if app.health is not None:
         await app.health.stop()
     if app.server is not None:
@@ -465,6 +467,10 @@ async def stop(app: App, grace: float) -> None:
         app.metrics_server.shutdown()
         app.metrics_server.server_close()
     await app.entities.close()
+
+
+def _ignore() -> None:
+    """A signal handler that does nothing."""
 
 
 async def shut_down(app: App, signals: ShutdownSignals) -> None:

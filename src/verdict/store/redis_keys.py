@@ -3,7 +3,8 @@
     <ns>:{<store>}:entities             hash  uid-key -> {"v": <version>, "e": <Cedar JSON entity>}
                                               and "epoch" -> the load epoch
     <ns>:{<store>}:refs                 hash  uid-key -> newline-joined uid-keys it references
-                                              and "epoch" -> the load epoch
+                                              and "epoch" -> the load epoch, "replid" -> the
+                                              replication id of the master that last wrote
     <ns>:{<store>}:version              string, raised by every write (never goes backwards)
     <ns>:{<store>}:loaded               string, the load epoch; absent = not loaded
     <ns>:{<store>}:staging:<token>:*    the two hashes of a bulk load in progress (expire)
@@ -30,6 +31,8 @@ from verdict.model import EntityUid
 RESET = "*"  # invalidation line meaning "every entity of the store"
 # The field of both hashes that holds the load epoch; no uid-key (a JSON array) can equal it.
 EPOCH_FIELD = "epoch"
+# The field of the refs hash that holds the replication id of the master that last wrote.
+REPLID_FIELD = "replid"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 

@@ -8,6 +8,13 @@ evicted or deleted hash) takes its half of the proof with it. A store that is no
 answers a decision. An epoch starts with a bulk load's switch, a ``verdict entities load`` mark,
 or (for ``entities_source = "writes"`` stores) the first write to a store that is not loaded.
 
+Writes acknowledged by a master that died before its replica had them are gone after the
+failover, and the next write's version passes theirs: a ``min_entity_version`` naming a lost
+write would then be met by data that never held it. So each write records the master's
+replication id (``master_replid``, new on every promotion and restart) in the refs hash; a write
+that finds another one recorded starts a new epoch (the data kept, every replica told to forget
+the store): a version from before the change is then refused as replaced, never met.
+
 Versions never go backwards: each write's version is above the last one *and* at least the
 server's ``TIME`` in microseconds, so a counter lost with its data restarts above every version
 it ever handed out (one write per microsecond is beyond any Redis). An epoch's number is its
@@ -15,13 +22,14 @@ first version. Lua numbers are doubles, so versions stay below 2^53 and are form
 ``%d`` (``tostring`` would round them).
 """
 
-from verdict.store.redis_keys import EPOCH_FIELD
+from verdict.store.redis_keys import EPOCH_FIELD, REPLID_FIELD
 
 # Shared by every script: loaded state, next version, starting an epoch.
 # KEYS of every script start with: entities, refs, version, marker.
 _COMMON = r"""
 local LIMIT = 9007199254740992
 local EPOCH = '@EPOCH@'
+local REPLID = '@REPLID@'
 
 local function whole(text)
   if type(text) ~= 'string' or #text > 16 or not string.match(text, '^%d+$') then return nil end
@@ -66,19 +74,37 @@ local function next_version(lenient)
   return v
 end
 
+-- This master's replication id ('' when INFO is not allowed: then no lineage is kept).
+local function replid()
+  local ok, info = pcall(redis.call, 'INFO', 'replication')
+  if not ok or type(info) ~= 'string' then return '' end
+  return string.match(info, 'master_replid:(%x+)') or ''
+end
+
+-- Whether the store's data was written under another replication id (a replica promoted, a
+-- master restarted): writes acknowledged before may be lost. Records the current id.
+local function lineage_changed()
+  local id = replid()
+  if id == '' then return false end
+  local recorded = redis.call('HGET', KEYS[2], REPLID)
+  redis.call('HSET', KEYS[2], REPLID, id)
+  return recorded ~= false and recorded ~= id
+end
+
 -- A new epoch: its number is its first version, in the marker and in both hashes.
 local function start_epoch()
   local v = next_version(true)
   redis.call('SET', KEYS[4], fmt(v))
   redis.call('HSET', KEYS[1], EPOCH, fmt(v))
   redis.call('HSET', KEYS[2], EPOCH, fmt(v))
+  lineage_changed()
   return v
 end
 """
 
 
 def _script(body: str) -> str:
-    return _COMMON.replace("@EPOCH@", EPOCH_FIELD) + body
+    return _COMMON.replace("@EPOCH@", EPOCH_FIELD).replace("@REPLID@", REPLID_FIELD) + body
 
 
 # KEYS: entities, refs, version, marker. The store's state: {'ok'|'absent'|'bad_…', epoch}.
@@ -172,6 +198,8 @@ if ARGV[3] ~= '' then
   local current = redis.call('GET', KEYS[3]) or '0'
   if current ~= ARGV[3] then return redis.error_reply('VERDICT_VERSION_MOVED ' .. current) end
 end
+-- Loaded, but written under another replication id: writes may be lost, a new epoch.
+if not fresh and lineage_changed() then fresh = true end
 local v
 if fresh then v = start_epoch() else v = next_version(false) end
 if not v then return refuse('bad_version') end
@@ -191,7 +219,10 @@ return v
 DELETE = _script(r"""
 local s = state()
 if s ~= 'ok' and (s ~= 'absent' or ARGV[2] == '1') then return refuse(s) end
-local v = next_version(s ~= 'ok')
+-- Loaded, but written under another replication id: writes may be lost, a new epoch.
+local renewed = s == 'ok' and lineage_changed()
+local v
+if renewed then v = start_epoch() else v = next_version(s ~= 'ok') end
 if not v then return refuse('bad_version') end
 local deleted = 0
 local keys = {}
@@ -200,6 +231,7 @@ for i = 3, #ARGV do
   redis.call('HDEL', KEYS[2], ARGV[i])
   keys[#keys + 1] = ARGV[i]
 end
+if renewed then keys = {'*'} end
 redis.call('PUBLISH', ARGV[1], fmt(v) .. '\n' .. table.concat(keys, '\n'))
 return {v, deleted}
 """)

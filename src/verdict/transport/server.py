@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from verdict._gen.verdict.v1 import admin_pb2 as apb
@@ -31,6 +31,7 @@ from verdict.transport.convert import (
 )
 from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
+from verdict.transport.health import HealthService
 from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.servicer import AuthorizationServicer
 
@@ -43,6 +44,8 @@ DEFAULT_MAX_PENDING_CALLS = 128
 DEFAULT_MAX_HEALTH_CONNECTIONS = 16
 # A health request is a service name: nothing larger is ever needed on the health port.
 HEALTH_MAX_MESSAGE_BYTES = 4096
+# A probe makes one call at a time; a caller that never reads holds each stream it opens.
+HEALTH_MAX_STREAMS = 4
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -122,7 +125,7 @@ class VerdictServer:
         self,
         server: grpc.aio.Server,
         port: int,
-        health_servicer: health.aio.HealthServicer,
+        health_servicer: HealthService,
         services: list[str],
         health_server: grpc.aio.Server | None = None,
         health_port: int | None = None,
@@ -236,7 +239,7 @@ async def start_server(
     if reloader is not None:
         apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
         services.append(ADMIN_SERVICE_NAME)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthService()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (
@@ -270,7 +273,7 @@ async def start_server(
 
 
 def _health_only_server(
-    health_servicer: health.aio.HealthServicer,
+    health_servicer: HealthService,
     listen: str,
     limits: ConnectionLimits,
     reuse_port: bool,
@@ -285,6 +288,7 @@ def _health_only_server(
         options=[
             ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_receive_message_length", HEALTH_MAX_MESSAGE_BYTES),
+            ("grpc.max_concurrent_streams", HEALTH_MAX_STREAMS),
             *limits.grpc_options(),
         ]
     )
