@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -19,8 +23,59 @@ def is_regular(path: Path) -> bool:
         return False
 
 
+@dataclass
+class _Pins:
+    """What a pinned block has read: each file's bytes (or why it could not be read), each
+    listing; later reads in the block get these, whatever the disk holds by then."""
+
+    contents: dict[tuple[str, int | None], bytes | FileReadError] = field(default_factory=dict)
+    listings: dict[str, list[Path]] = field(default_factory=dict)
+
+
+_PINNED: ContextVar[_Pins | None] = ContextVar("verdict_pinned_reads", default=None)
+
+
+@contextmanager
+def pinned_reads() -> Iterator[None]:
+    """Within the block, each file is read from disk once (and each pinned listing made once):
+    a parse and a content hash of the same file see the same bytes even if an editor or a
+    ConfigMap swap changes it in between (else A, B, A edits would hash as A, parse as B)."""
+    token = _PINNED.set(_Pins())
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
+
+
+def pinned_listing(key: str, list_files: Callable[[], list[Path]]) -> list[Path]:
+    """``list_files()``, made once per pinned block and ``key``; every call outside a block."""
+    pins = _PINNED.get()
+    if pins is None:
+        return list_files()
+    if key not in pins.listings:
+        pins.listings[key] = list_files()
+    return pins.listings[key]
+
+
 def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
-    """The bytes of a regular file; a FIFO, device or folder is refused without blocking."""
+    """The bytes of a regular file; a FIFO, device or folder is refused without blocking.
+    Inside ``pinned_reads``, the bytes the block first read."""
+    pins = _PINNED.get()
+    if pins is None:
+        return _read_bytes(path, max_bytes)
+    key = (os.path.abspath(path), max_bytes)
+    if key not in pins.contents:
+        try:
+            pins.contents[key] = _read_bytes(path, max_bytes)
+        except FileReadError as exc:
+            pins.contents[key] = exc
+    found = pins.contents[key]
+    if isinstance(found, FileReadError):
+        raise FileReadError(str(found))
+    return found
+
+
+def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
     try:
         # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))

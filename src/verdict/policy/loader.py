@@ -12,7 +12,14 @@ from pathlib import Path
 from verdict import cedar
 from verdict.cedar import CedarError, SchemaHandle
 from verdict.errors import Diagnostic, PolicyLoadError
-from verdict.files import FileReadError, is_regular, read_text
+from verdict.files import (
+    FileReadError,
+    is_regular,
+    pinned_listing,
+    pinned_reads,
+    read_bytes,
+    read_text,
+)
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.index import (
     PolicyEntry,
@@ -96,7 +103,13 @@ def store_roots(stores_dir: Path) -> list[Path]:
 
 
 def load_store(root: Path, cache: SelectionCacheLimits | None = None) -> StoreSnapshot:
-    """Load one policy store folder; raise PolicyLoadError listing every problem found."""
+    """Load one policy store folder; raise PolicyLoadError listing every problem found. Its
+    version is the hash of exactly the bytes parsed, however the files change meanwhile."""
+    with pinned_reads():
+        return _load_store(root, cache)
+
+
+def _load_store(root: Path, cache: SelectionCacheLimits | None) -> StoreSnapshot:
     _check_regular_files(root)
     diagnostics: list[Diagnostic] = []
     schema = _load_schema(root, diagnostics)
@@ -235,8 +248,13 @@ def _schema_error_line(text: str, message: str, *, is_json: bool) -> int:
 
 
 def policy_files(root: Path) -> list[Path]:
-    """Every ``*.cedar`` file below a store, in sorted relative-path order."""
-    return sorted(root.rglob("*.cedar"), key=lambda p: p.relative_to(root).as_posix())
+    """Every ``*.cedar`` file below a store, in sorted relative-path order (listed once per
+    pinned block: the parse and the version see the same files)."""
+
+    def listing() -> list[Path]:
+        return sorted(root.rglob("*.cedar"), key=lambda p: p.relative_to(root).as_posix())
+
+    return pinned_listing(f"cedar:{root}", listing)
 
 
 def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_Parsed]:
@@ -360,9 +378,12 @@ def store_version(root: Path) -> str:
     files = [*policy_files(root), root / SCHEMA_TEXT, root / SCHEMA_JSON, root / SETTINGS_FILE]
     files += [root / name for name in LINKS_FILES]
     for path in files:
-        if path.is_file():
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
+        try:  # the bytes a pinned load parsed, when called inside one
+            content = read_bytes(path)
+        except FileReadError:  # absent, or not a regular file: not part of the store
+            continue
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(content + b"\0")
     return "sha256:" + digest.hexdigest()[:24]
 
 

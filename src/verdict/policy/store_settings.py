@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from verdict.errors import Diagnostic
+from verdict.files import FileReadError, read_text
 from verdict.policy.snapshot import EntitiesSource, ErrorMode, StoreSettings, ValidationMode
 
 SETTINGS_FILE = "store.toml"
@@ -39,7 +40,12 @@ def read_store_settings(
     """
     path = root / SETTINGS_FILE
     name = f"{root.name}/{SETTINGS_FILE}"
-    text = _read(path)
+    text = ""
+    if path.exists():  # absent: the defaults; present but unreadable: a problem, not defaults
+        try:  # through verdict.files: a pinned load reads the settings it hashes
+            text = read_text(path)
+        except FileReadError as exc:
+            diagnostics.append(Diagnostic(name, 0, str(exc)))
     raw: dict[str, object] = {}
     try:
         raw = tomllib.loads(text)
@@ -107,10 +113,6 @@ def _type_list(raw: dict[str, object], key: str, problem: _Problem) -> frozenset
         elif is_action_type(type_name):
             problem(key, f"{key}: actions can never be sent per request ({type_name!r})")
     return frozenset(v for v in value if _TYPE_NAME.fullmatch(v) and not is_action_type(v))
-
-
-def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8") if path.is_file() else ""
 
 
 def _line_of(text: str, key: str) -> int:
