@@ -367,6 +367,7 @@ async def start(app: App, worker: int = 0) -> VerdictServer:
             settings.idle_timeout_seconds,
             settings.max_pending_calls,
             settings.max_health_connections,
+            settings.max_streams_per_connection,
         ),
         security=app.security,
         reloader=app.reloader,

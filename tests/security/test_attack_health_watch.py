@@ -217,3 +217,22 @@ def test_the_health_port_bounds_the_streams_of_one_connection() -> None:
             refused = [s for t, s, p in server_frames(sock) if t == RST_STREAM and p == REFUSED]
             assert len(refused) >= 20 - HEALTH_MAX_STREAMS
             assert check(health_port) == SERVING
+
+
+def test_the_main_port_bounds_the_streams_of_one_connection() -> None:
+    """The same stalled streams on the main port (health is open there too, without identity):
+    one connection keeps at most max_streams_per_connection of them (10 here) and gets the rest
+    refused, while other callers' decisions go on."""
+    with verdict_server(env={"VERDICT_MAX_STREAMS_PER_CONNECTION": "10"}) as served:
+        grpc.channel_ready_future(served.client._channel).result(timeout=20)
+        with stalled_watch(served.port, streams=40) as sock:
+            refused = [s for t, s, p in server_frames(sock) if t == RST_STREAM and p == REFUSED]
+            assert len(refused) >= 40 - 10
+            assert check(served.port) == SERVING
+            reply = served.client.is_authorized(
+                "Employee::olivia",
+                "Action::view",
+                "Loan::loan-1001",
+                context={"mfa": True, "now": "2025-03-04T10:00:00Z"},
+            )
+            assert reply.decision == 1  # ALLOW

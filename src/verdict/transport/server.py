@@ -46,6 +46,10 @@ DEFAULT_MAX_HEALTH_CONNECTIONS = 16
 HEALTH_MAX_MESSAGE_BYTES = 4096
 # A probe makes one call at a time; a caller that never reads holds each stream it opens.
 HEALTH_MAX_STREAMS = 4
+# Calls one connection may have open at once on the main port. A caller that never reads its
+# replies holds each stream it opens (~2 KB) past the concurrency limit, which counts calls
+# only until their reply is queued; grpc clients queue calls past the server's bound.
+DEFAULT_MAX_STREAMS_PER_CONNECTION = 100
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -63,10 +67,16 @@ class ConnectionLimits:
     idle_timeout_seconds: float = 300.0
     max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS
     max_health_connections: int = DEFAULT_MAX_HEALTH_CONNECTIONS
+    max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION
 
     def for_health_port(self) -> ConnectionLimits:
-        """The same timeouts for the plaintext health port, with its own connection limit."""
-        return replace(self, max_connections=self.max_health_connections)
+        """The same timeouts for the plaintext health port, with its own connection and stream
+        limits."""
+        return replace(
+            self,
+            max_connections=self.max_health_connections,
+            max_streams_per_connection=HEALTH_MAX_STREAMS,
+        )
 
     def grpc_options(self) -> list[tuple[str, int]]:
         """grpc core channel args; a connection over the limit is closed as soon as it is accepted.
@@ -86,6 +96,7 @@ class ConnectionLimits:
             ("grpc.max_connection_idle_ms", _ms(self.idle_timeout_seconds)),
             ("grpc.server.max_pending_requests", max(1, self.max_pending_calls // 2)),
             ("grpc.server.max_pending_requests_hard_limit", self.max_pending_calls),
+            ("grpc.max_concurrent_streams", self.max_streams_per_connection),
         ]
 
 
@@ -288,8 +299,7 @@ def _health_only_server(
         options=[
             ("grpc.so_reuseport", int(reuse_port)),
             ("grpc.max_receive_message_length", HEALTH_MAX_MESSAGE_BYTES),
-            ("grpc.max_concurrent_streams", HEALTH_MAX_STREAMS),
-            *limits.grpc_options(),
+            *limits.grpc_options(),  # HEALTH_MAX_STREAMS per connection (for_health_port)
         ]
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
