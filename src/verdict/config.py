@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     max_pending_calls: int = Field(default=128, ge=2)
     # Calls one connection may have open at once (HTTP/2 streams); clients queue past it. Bounds
     # what a caller that never reads its replies can hold (docs/deployment.md).
-    max_streams_per_connection: int = Field(default=100, ge=1, le=10_000)
+    max_streams_per_connection: int = Field(default=256, ge=1, le=10_000)
     # On SIGTERM health turns NOT_SERVING at once and the listener keeps serving this long, so
     # Kubernetes removes the endpoint before calls are refused; 0 (local runs): stop at once.
     shutdown_drain_seconds: float = Field(default=0.0, ge=0, le=300)

@@ -48,8 +48,10 @@ HEALTH_MAX_MESSAGE_BYTES = 4096
 HEALTH_MAX_STREAMS = 4
 # Calls one connection may have open at once on the main port. A caller that never reads its
 # replies holds each stream it opens (~2 KB) past the concurrency limit, which counts calls
-# only until their reply is queued; grpc clients queue calls past the server's bound.
-DEFAULT_MAX_STREAMS_PER_CONNECTION = 100
+# only until their reply is queued. grpc clients queue calls past the server's bound, except
+# in the first round trip of a connection (before they see its SETTINGS), where a burst past
+# it is refused (UNAVAILABLE, retryable): so the bound matches max_concurrent_calls' default.
+DEFAULT_MAX_STREAMS_PER_CONNECTION = 256
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AuthorizationService"].full_name
 ENTITY_SERVICE_NAME = epb.DESCRIPTOR.services_by_name["EntityService"].full_name
 ADMIN_SERVICE_NAME = apb.DESCRIPTOR.services_by_name["AdminService"].full_name
