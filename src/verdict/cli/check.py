@@ -12,7 +12,7 @@ from typing import Any
 from verdict.app import build_app
 from verdict.cedar_json import parse_context_json, parse_entities_json
 from verdict.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, choose_store, fail, load_settings
-from verdict.cli.remote import add_server_flags, connect, result_from_reply, rpc_failure
+from verdict.cli.remote import add_server_flags, ask, result_from_reply
 from verdict.errors import VerdictError
 from verdict.model import AuthorizationRequest, AuthorizationResult
 from verdict.policy.snapshot import PolicyInfo
@@ -82,19 +82,18 @@ def _check_remote(args: argparse.Namespace) -> int:
         resource = parse_uid_arg(args.resource, "--resource")
     except VerdictError as exc:
         fail(str(exc))
-    with connect(args) as client:
-        try:
-            reply = client.is_authorized(
-                principal,
-                action,
-                resource,
-                context=context,
-                store=args.store or "",
-                entities=list(entities),
-                min_entity_version=args.min_version or 0,
-            )
-        except Exception as exc:  # grpc.RpcError: the server's status, never a traceback
-            fail(rpc_failure(exc, args.server))
+    reply = ask(
+        args,
+        lambda client: client.is_authorized(
+            principal,
+            action,
+            resource,
+            context=context,
+            store=args.store or "",
+            entities=list(entities),
+            min_entity_version=args.min_version or 0,
+        ),
+    )
     result = result_from_reply(reply)
     _print_result(result, {})
     if reply.entity_version:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from verdict.cli.common import EXIT_FAILED, EXIT_OK, fail
-from verdict.cli.remote import add_server_flags, connect, rpc_failure
+from verdict.cli.remote import add_server_flags, ask
 from verdict.errors import RequestError
 from verdict.model import EntityUid
 from verdict.uid_arg import parse_uid_arg
@@ -69,33 +69,21 @@ def _uids(args: argparse.Namespace) -> list[EntityUid]:
 
 def _put(args: argparse.Namespace) -> int:
     entities = _entities(args.files)
-    with connect(args) as client:
-        try:
-            write = client.put_entities(entities, store=args.store or "")
-        except Exception as exc:  # grpc.RpcError: the server's status, never a traceback
-            fail(rpc_failure(exc, args.server))
+    write = ask(args, lambda client: client.put_entities(entities, store=args.store or ""))
     print(f"{write.count} entities written; entity version {write.version}")
     return EXIT_OK
 
 
 def _delete(args: argparse.Namespace) -> int:
     uids = _uids(args)
-    with connect(args) as client:
-        try:
-            write = client.delete_entities(uids, store=args.store or "")
-        except Exception as exc:  # grpc.RpcError
-            fail(rpc_failure(exc, args.server))
+    write = ask(args, lambda client: client.delete_entities(uids, store=args.store or ""))
     print(f"{write.count} of {len(uids)} entities deleted; entity version {write.version}")
     return EXIT_OK
 
 
 def _get(args: argparse.Namespace) -> int:
     uids = _uids(args)
-    with connect(args) as client:
-        try:
-            read = client.get_entities(uids, store=args.store or "")
-        except Exception as exc:  # grpc.RpcError
-            fail(rpc_failure(exc, args.server))
+    read = ask(args, lambda client: client.get_entities(uids, store=args.store or ""))
     sys.stdout.write(json.dumps(read.entities, indent=2, ensure_ascii=False) + "\n")
     for uid in read.missing:
         print(f"not found: {uid}", file=sys.stderr)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 
@@ -13,6 +15,8 @@ from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.cli.common import fail
 from verdict.client import VerdictClient, bearer, tls_credentials
 from verdict.model import AuthorizationResult, Decision, DenyKind, EvaluationError
+
+T = TypeVar("T")
 
 TOKEN_VARIABLE = "VERDICT_TOKEN"
 DEFAULT_TIMEOUT = 10.0
@@ -98,6 +102,15 @@ def connect(args: argparse.Namespace) -> VerdictClient:
         metadata=bearer(token) if token else (),
         options=options,
     )
+
+
+def ask(args: argparse.Namespace, call: Callable[[VerdictClient], T]) -> T:
+    """``call`` on a client to ``--server``; a gRPC failure stops the command with one line."""
+    with connect(args) as client:
+        try:
+            return call(client)
+        except grpc.RpcError as exc:
+            fail(rpc_failure(exc, args.server))
 
 
 def rpc_failure(exc: Exception, server: str) -> str:
