@@ -56,6 +56,22 @@ def test_fmt_refuses_a_file_it_cannot_parse(tmp_path: Path) -> None:
     assert broken.read_text() == "permit(principal, action, resource"
 
 
+def test_fmt_names_the_line_of_a_syntax_error(tmp_path: Path) -> None:
+    """Cedar's formatter gives no position; fmt says where, as a load would (line 6 here,
+    the second policy's bad condition), and leaves the file alone."""
+    stores = copy_lending(tmp_path)
+    broken = stores / "lending" / "broken.cedar"
+    text = (
+        '@id("a")\npermit(principal, action, resource);\n\n'
+        '@id("b")\nforbid(principal, action, resource)\nwhen { principal.x == };\n'
+    )
+    broken.write_text(text)
+    result = verdict("fmt", "--check", "--stores", str(stores))
+    assert result.returncode == 2
+    assert f"error: {broken}:6: syntax error" in result.stderr
+    assert broken.read_text() == text
+
+
 async def test_version_is_what_the_server_reports() -> None:
     """`verdict version` prints each store with the policy_version of the server's decisions."""
     printed = verdict("version", "--stores", str(POLICIES))

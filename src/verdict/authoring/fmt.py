@@ -10,7 +10,7 @@ from verdict import cedar
 from verdict.cedar import CedarError
 from verdict.errors import Diagnostic
 from verdict.files import FileReadError, read_text
-from verdict.policy.loader import policy_files, store_roots
+from verdict.policy.loader import policy_files, store_roots, syntax_problems
 
 
 @dataclass(frozen=True)
@@ -36,9 +36,15 @@ def format_stores(stores_dir: Path, *, write: bool) -> FormatResult:
         for path in policy_files(root):
             try:
                 text = read_text(path)
-                wanted = formatted(text)
-            except (FileReadError, CedarError) as exc:
+            except FileReadError as exc:
                 problems.append(Diagnostic(str(path), 0, f"cannot format: {exc}"))
+                continue
+            try:
+                wanted = formatted(text)
+            except CedarError as exc:
+                # Cedar's formatter gives no position: say where, as a load would.
+                found = syntax_problems(text, str(path))
+                problems += found or [Diagnostic(str(path), 0, f"cannot format: {exc}")]
                 continue
             if wanted == text:
                 continue

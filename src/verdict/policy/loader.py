@@ -294,6 +294,14 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
             )
 
 
+def syntax_problems(text: str, file: str) -> list[Diagnostic]:
+    """The problems a load finds in one policy file's ``text``, each at its line."""
+    diagnostics: list[Diagnostic] = []
+    for _ in _parse_all(split_statements(text), file, diagnostics):
+        pass
+    return diagnostics
+
+
 def _parse_all(
     statements: Sequence[Statement], file: str, diagnostics: list[Diagnostic]
 ) -> Iterator[tuple[JsonObject, bool] | None]:
