@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import grpc
 
 from tests.processes import free_port
 from tests.redis_support import RedisProcess, cluster_master_of
+from tests.security.serve_process import serve_command
 from tests.stores import entity, write_store
 from verdict.client import ALLOW, DENY, VerdictClient, build_request
 
@@ -130,25 +130,12 @@ def cluster_servers(
 @contextmanager
 def _server(stores: Path, seed_url: str, log_path: Path) -> Iterator[Server]:
     port, metrics_port = free_port(), free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "verdict",
-        "serve",
-        "--stores",
-        str(stores),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--workers",
-        "1",
-        "--redis-url",
-        seed_url,
-        "--redis-cluster",
-        "--log-format",
-        "json",
-        "--metrics-listen",
-        f"127.0.0.1:{metrics_port}",
-    ]
+    command = serve_command(
+        stores,
+        port,
+        *("--workers", "1", "--redis-url", seed_url, "--redis-cluster", "--log-format", "json"),
+        *("--metrics-listen", f"127.0.0.1:{metrics_port}"),
+    )
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stderr=log, stdout=subprocess.DEVNULL, env=os.environ)
     client = VerdictClient(f"127.0.0.1:{port}", timeout=2, retries=0)
