@@ -33,7 +33,7 @@ from verdict.store.redis_connect import key_layout, make_client, pubsub_connecto
 from verdict.store.redis_store import RedisEntityStore
 from verdict.store.slice_handles import SliceHandles
 from verdict.telemetry.exposition import start_metrics_server
-from verdict.transport.authz import AuthorizationInterceptor
+from verdict.transport.authz import EdgeGuard
 from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.edge_rules import ReloadingEdgeRules
 from verdict.transport.server import (
@@ -235,14 +235,14 @@ def build_edge_security(
         files = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
         credentials = ReloadingCredentials(files).server_credentials()
     if settings.callers_file is None:
-        return EdgeSecurity(credentials, (), settings.health_listen), None
+        return EdgeSecurity(credentials, None, settings.health_listen), None
     rules = ReloadingEdgeRules(settings.callers_file, settings.callers_reload_seconds)
 
     def resolve_default(_: str) -> str | None:
         return policies.current.default_store or None
 
-    interceptor = AuthorizationInterceptor(rules, resolve_default)
-    return EdgeSecurity(credentials, (interceptor,), settings.health_listen), rules
+    guard = EdgeGuard(rules, resolve_default)
+    return EdgeSecurity(credentials, guard, settings.health_listen), rules
 
 
 def several_workers(settings: Settings) -> bool:

@@ -1,14 +1,14 @@
 """The edge check: who is calling, and may they call this method on these policy stores.
 
-grpc.aio gives a server interceptor only the method and metadata, not the TLS peer, so the
-interceptor swaps each handler for a guarded one that receives the raw request bytes: it
-identifies the caller and checks the method group before the request is parsed, parses it
-itself, checks the policy stores it names, and only then hands it to the servicer.
+Each method's handler is swapped, once at registration, for a guarded one that receives the
+raw request bytes: it identifies the caller (metadata and TLS peer) and checks the method group
+before the request is parsed, parses it itself, checks the policy stores it names, and only
+then hands it to the servicer.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -54,9 +54,10 @@ class FixedRules:
     current: EdgeRules
 
 
-class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
+class EdgeGuard:
     """Refuses every call that is not granted: UNAUTHENTICATED or PERMISSION_DENIED.
 
+    ``wrap`` guards a method's handler once, when it is registered (transport/pipeline.py).
     Each call reads the rules once, so its identity and its grant come from one version even
     while the callers file is being reloaded.
     """
@@ -64,24 +65,14 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, rules: RulesSource, resolve_store: StoreResolver) -> None:
         self._rules = rules
         self._resolve_store = resolve_store
-        # One guarded handler per method, built once: the per-call work is the checks alone.
-        self._guarded: dict[str, Handler | None] = {}
         self._logs = LogBudget()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        method: str = handler_call_details.method
-        if method in self._guarded:
-            return self._guarded[method]
-        handler = await continuation(handler_call_details)
-        if handler is None or method in OPEN_METHODS:
+    def wrap(self, handler: Handler, method: str) -> Handler | None:
+        """``handler`` behind the caller check (health's methods stay open); None for a
+        method shape no Verdict method has, which grpc then answers UNIMPLEMENTED."""
+        if method in OPEN_METHODS:
             return handler
-        guarded = self._guard(handler, method)
-        self._guarded[method] = guarded
-        return guarded
+        return self._guard(handler, method)
 
     def _guard(self, handler: Handler, method: str) -> Handler | None:
         if handler.unary_unary is not None:

@@ -19,7 +19,7 @@ def overload_message(limit: int) -> str:
     return f"max_concurrent_calls: the server is at its limit of {limit} calls; retry later"
 
 
-class ConcurrencyLimit(grpc.aio.ServerInterceptor):
+class ConcurrencyLimit:
     """Admit at most ``limit`` unary calls of ``services`` at once; the rest get RESOURCE_EXHAUSTED.
 
     grpc.aio would otherwise accept every call and queue its work on the event loop, so under a
@@ -34,14 +34,9 @@ class ConcurrencyLimit(grpc.aio.ServerInterceptor):
         # Bound once: looking a labelled child up costs more than counting into it.
         self._admitted = metrics.WORKER_CALLS.labels(worker=str(worker))
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(details)
-        method: str = details.method
-        if handler is None or handler.unary_unary is None or not method.startswith(self._prefixes):
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        """``handler`` behind the limit, if it is a unary method of the limited services."""
+        if handler.unary_unary is None or not method.startswith(self._prefixes):
             return handler
         return grpc.unary_unary_rpc_method_handler(
             self._admit(cast(Behavior, handler.unary_unary)),

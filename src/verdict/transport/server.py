@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
@@ -22,7 +22,8 @@ from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
 from verdict.policy.reloader import PolicyReloader
 from verdict.transport.admin_servicer import AdminServicer
-from verdict.transport.call_context import CallContext
+from verdict.transport.authz import EdgeGuard
+from verdict.transport.call_context import with_call_context
 from verdict.transport.convert import (
     DEFAULT_MAX_CONTEXT_BYTES,
     DEFAULT_MAX_REFERENCES,
@@ -33,6 +34,7 @@ from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.health import HealthService
 from verdict.transport.overload import ConcurrencyLimit
+from verdict.transport.pipeline import Handler, Wrap, WrappingRegistrar
 from verdict.transport.servicer import AuthorizationServicer
 
 log = structlog.get_logger(__name__)
@@ -104,10 +106,10 @@ class ConnectionLimits:
 
 @dataclass(frozen=True)
 class EdgeSecurity:
-    """Main-port TLS credentials, the interceptors that guard it, a plaintext health port."""
+    """Main-port TLS credentials, the caller check that guards it, a plaintext health port."""
 
     credentials: grpc.ServerCredentials | None = None
-    interceptors: tuple[grpc.aio.ServerInterceptor, ...] = ()
+    guard: EdgeGuard | None = None
     health_listen: str | None = None
 
 
@@ -217,9 +219,6 @@ async def start_server(
     limited = [SERVICE_NAME, ENTITY_SERVICE_NAME]
     admission = ConcurrencyLimit(max_concurrent_calls, limited, worker)
     server = grpc.aio.server(
-        # Identity and grants first: calls nobody may make never take a concurrency slot.
-        # Request id and RPC metrics first, so refusals by the edge and admission are counted.
-        interceptors=[CallContext(), *security.interceptors, admission],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -227,6 +226,7 @@ async def start_server(
             *(limits or ConnectionLimits()).grpc_options(),
         ],
     )
+    registrar = WrappingRegistrar(server, edge_steps(security.guard, admission)).as_server()
     pb_grpc.add_AuthorizationServiceServicer_to_server(
         AuthorizationServicer(
             authorizer,
@@ -241,26 +241,24 @@ async def start_server(
             ),
             recorder,
         ),
-        server,
+        registrar,
     )
     services = [SERVICE_NAME]
     if entity_writes is not None:
         epb_grpc.add_EntityServiceServicer_to_server(
-            EntityServicer(entity_writes, max_get_reply_bytes, max_id_bytes), server
+            EntityServicer(entity_writes, max_get_reply_bytes, max_id_bytes), registrar
         )
         services.append(ENTITY_SERVICE_NAME)
     if reloader is not None:
-        apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
+        apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), registrar)
         services.append(ADMIN_SERVICE_NAME)
     health_servicer = HealthService()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            *services,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
+    # reflection.enable_server_reflection picks its servicer by the server's class, which the
+    # registrar does not have: name the asyncio one.
+    names = (*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+        reflection.aio.ReflectionServicer((*names, reflection.SERVICE_NAME)), registrar
     )
     if security.credentials is None:
         port = server.add_insecure_port(listen)
@@ -283,6 +281,20 @@ async def start_server(
     if health_server is not None:
         await health_server.start()
     return verdict_server
+
+
+def edge_steps(guard: EdgeGuard | None, admission: ConcurrencyLimit) -> Wrap:
+    """What wraps each main-port method, outermost first: the call context (request id, log
+    fields, RPC metrics: refusals by the later steps are counted too), the caller check
+    (calls nobody may make never take a concurrency slot), admission."""
+
+    def wrap(handler: Handler, method: str) -> Handler | None:
+        guarded: Handler | None = admission.wrap(handler, method)
+        if guard is not None and guarded is not None:
+            guarded = guard.wrap(guarded, method)
+        return None if guarded is None else with_call_context(guarded, method)
+
+    return wrap
 
 
 def _health_only_server(

@@ -1,0 +1,75 @@
+"""Wrap every method handler once, when it is registered, with the edge's per-call steps.
+
+grpc.aio's server interceptors run an ``intercept_service`` chain and build a new handler on
+every call; measured on a no-op handler (benchmarks/bench_edge.py) they cost more than the
+work they wrap. Here each step (call context, caller check, admission) wraps a method's handler
+once at registration, so a call runs the wrapped coroutines and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
+
+import grpc
+
+if TYPE_CHECKING:  # generic only in the stubs
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+else:
+    Handler: TypeAlias = grpc.RpcMethodHandler
+
+# (handler, full method name "/package.Service/Method") -> the handler to serve, or None to
+# refuse the method (grpc then answers UNIMPLEMENTED).
+Wrap: TypeAlias = "Callable[[Handler, str], Handler | None]"
+
+
+class WrappingRegistrar:
+    """Stands in for the server in the generated ``add_*Servicer_to_server`` functions (and
+    reflection's and health's): every handler they register reaches the server wrapped."""
+
+    def __init__(self, server: grpc.aio.Server, wrap: Wrap) -> None:
+        self._server = server
+        self._wrap = wrap
+
+    def as_server(self) -> grpc.aio.Server:
+        """This registrar, typed as the generated functions' stubs expect (they call nothing
+        but the two methods below)."""
+        return cast(grpc.aio.Server, self)
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        """Register ``handlers``, each behind a lookup that wraps what it returns."""
+        self._server.add_generic_rpc_handlers(
+            tuple(_WrappedLookup(handler, self._wrap) for handler in handlers)
+        )
+
+    def add_registered_method_handlers(self, service: str, handlers: Mapping[str, Handler]) -> None:
+        """Register a service's method handlers, wrapped (a refused method is left out)."""
+        wrapped: dict[str, Handler] = {}
+        for name, handler in handlers.items():
+            found = self._wrap(handler, f"/{service}/{name}")
+            if found is not None:
+                wrapped[name] = found
+        self._server.add_registered_method_handlers(service, wrapped)
+
+
+class _WrappedLookup(grpc.GenericRpcHandler):
+    """A generic handler whose answers are wrapped, once per method."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, wrap: Wrap) -> None:
+        self._inner = inner
+        self._wrap = wrap
+        # Only methods the inner handler serves are kept: names a caller makes up are not.
+        self._wrapped: dict[str, Handler | None] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
+        method: str = handler_call_details.method
+        try:
+            return self._wrapped[method]
+        except KeyError:
+            pass
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = wrapped
+        return wrapped
