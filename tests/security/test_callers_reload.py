@@ -164,8 +164,8 @@ async def test_a_broken_jwks_keeps_the_keys_in_use(
 async def test_calls_during_many_reloads_never_fail_for_a_caller_in_every_version(
     served: tuple[App, Path, Issuer], stub: pb_grpc.AuthorizationServiceStub
 ) -> None:
-    """While the file is rewritten 40 times or more (other callers come and go, broken edits between),
-    a caller present in every version is never refused."""
+    """While the file is rewritten 40 times or more (other callers come and go, broken edits
+    between), a caller present in every version is never refused."""
     app, path, issuer = served
     stop = asyncio.Event()
     codes: list[grpc.StatusCode] = []
