@@ -1,10 +1,10 @@
-"""The authorization interceptor's cost on the hot path: IsAuthorized with and without it.
+"""The callers check's cost on the hot path: IsAuthorized with and without a callers file.
 
 Three servers on the sample policies, each in its own process, measured in interleaved rounds
-over loopback gRPC: ``open`` (no callers file: no interceptor), ``token`` (callers file, a
+over loopback gRPC: ``open`` (no callers file: no check), ``token`` (callers file, a
 static bearer token) and ``jwt`` (callers file, an RS256 JWT verified against a JWKS on every
 call). Reported: p50 latency at concurrency 1 and decisions/s at concurrency 16, and the
-ratios to ``open`` (target: the interceptor adds at most 5% to a decision). In process: the
+ratios to ``open`` (target: the check adds at most 5% to a decision). In process: the
 cost of identifying one caller (static token hash lookup, JWT verification).
 """
 
@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from tests.security.authn_support import Issuer, jwt_table, token_sha256
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import build_request
-from verdict.transport.authz import AuthorizationInterceptor, FixedRules
+from verdict.transport.authz import EdgeGuard, FixedRules
 from verdict.transport.callers import load_callers
 from verdict.transport.edge_rules import EdgeRules
 from verdict.transport.identity import Authenticator, JwtVerifier
@@ -117,11 +116,11 @@ class _Context:
 
 
 async def interceptor_cost(callers: Path, rounds: int) -> dict[str, float]:
-    """µs per call of the interceptor's own work (lookup, identify, grant, parse, store check)
+    """µs per call of the caller check's own work (identify, grant, parse, store check)
     beyond parsing the request and calling the servicer, with a static token."""
     loaded = load_callers(callers)
     rules = FixedRules(EdgeRules(loaded, Authenticator(loaded.tokens, None)))
-    interceptor = AuthorizationInterceptor(rules, lambda _: "lending")
+    guard = EdgeGuard(rules, lambda _: "lending")
     case = lending_cases()[0]
     raw = build_request(
         case.principal, case.action, case.resource, context=case.context
@@ -134,10 +133,7 @@ async def interceptor_cost(callers: Path, rounds: int) -> dict[str, float]:
         servicer, request_deserializer=pb.IsAuthorizedRequest.FromString
     )
 
-    async def continuation(details: object) -> Any:
-        return plain
-
-    details: Any = types.SimpleNamespace(method=METHOD, invocation_metadata=())
+    guarded: Any = guard.wrap(plain, METHOD)
     context: Any = _Context((("authorization", f"Bearer {TOKEN}"),))
     timings: dict[str, list[float]] = {"plain": [], "guarded": []}
     for _ in range(5):
@@ -147,8 +143,7 @@ async def interceptor_cost(callers: Path, rounds: int) -> dict[str, float]:
         timings["plain"].append(time.perf_counter() - started)
         started = time.perf_counter()
         for _ in range(rounds):
-            handler: Any = await interceptor.intercept_service(continuation, details)
-            await handler.unary_unary(raw, context)
+            await guarded.unary_unary(raw, context)
         timings["guarded"].append(time.perf_counter() - started)
     plain_us = min(timings["plain"]) / rounds * 1e6
     guarded_us = min(timings["guarded"]) / rounds * 1e6
@@ -242,7 +237,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     right.bar(names, [scenarios[n]["per_s_c16"] for n in names], color=colors)
     right.set_title("IsAuthorized decisions/s, concurrency 16")
     for axis in (left, right):
-        axis.set_xlabel("open = no interceptor; token / jwt = callers file")
+        axis.set_xlabel("open = no callers file; token / jwt = callers file")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

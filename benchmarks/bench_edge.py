@@ -1,11 +1,14 @@
-"""What Verdict's grpc.aio server interceptors cost per call, on a no-op handler, side by side.
+"""What Verdict's edge steps cost per call, on a no-op handler, side by side.
 
-The same no-op AuthorizationService (benchmarks/noop_server.py) is served in its own process with
-no interceptor (the floor), with ``CallContext`` (request id, log context, RPC metrics), with
-``CallContext`` + ``ConcurrencyLimit`` (what every Verdict server runs), and with those plus the
-callers-file check (``AuthorizationInterceptor``, a bearer-token caller), in interleaved rounds;
-a closed-loop client at c=1 measures p50 and p99. The difference from the floor is the edge's
-own cost, before any decision is made.
+The same no-op AuthorizationService (benchmarks/noop_server.py) is served in its own process
+with nothing around it (the floor); with the steps wrapped around each handler once at
+registration, as Verdict serves (transport/pipeline.py): the call context (request id, log
+context, RPC metrics), then also admission (``ConcurrencyLimit``, what every Verdict server
+runs), then also the callers-file check (``EdgeGuard``, a bearer-token caller); and with all
+three applied by a grpc.aio server interceptor instead (how Verdict ran them before: the
+interceptor rebuilds the handler on every call). Interleaved rounds; a closed-loop client at
+c=1 measures p50 and p99. The difference from the floor is the edge's own cost, before any
+decision is made.
 
     .venv/bin/python -m benchmarks.bench_edge            # ~1 min
     .venv/bin/python -m benchmarks.bench_edge --quick    # smoke run
@@ -37,13 +40,20 @@ from tests.processes import free_port
 from tests.security.authn_support import token_sha256
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import bearer, build_request
-from verdict.transport.authz import AuthorizationInterceptor
-from verdict.transport.call_context import CallContext
+from verdict.transport.authz import EdgeGuard
 from verdict.transport.edge_rules import ReloadingEdgeRules
 from verdict.transport.overload import ConcurrencyLimit
+from verdict.transport.pipeline import Handler, Wrap, WrappingRegistrar
+from verdict.transport.server import edge_steps
 
 RESULTS = Path(__file__).parent / "results"
-MODES = ("floor", "call-context", "call-context+limit", "call-context+limit+callers")
+MODES = (
+    "floor",
+    "call-context",
+    "call-context+limit",
+    "call-context+limit+callers",
+    "all three as an interceptor",
+)
 TOKEN = "bench-edge-token"
 CALLERS = (
     '[[callers]]\nid = "bench"\nmethods = ["decisions"]\nstores = ["*"]\n'
@@ -57,23 +67,41 @@ REQUEST = build_request(
 )
 
 
-def interceptors(mode: str, callers_file: Path) -> list[grpc.aio.ServerInterceptor]:
-    """The interceptor chain of ``mode``, outermost first (as app.py orders them)."""
-    chain: list[grpc.aio.ServerInterceptor] = []
-    if mode != "floor":
-        chain.append(CallContext())
-    if "limit" in mode:
-        chain.append(ConcurrencyLimit(256, [SERVICE_NAME]))
-    if "callers" in mode:
+def steps(mode: str, callers_file: Path) -> Wrap:
+    """What wraps each handler in ``mode``, outermost first (as transport/server.py orders it)."""
+    guard = None
+    if "callers" in mode or "interceptor" in mode:
         rules = ReloadingEdgeRules(callers_file, 3600)
-        chain.append(AuthorizationInterceptor(rules, lambda _: "lending"))
-    return chain
+        guard = EdgeGuard(rules, lambda _: "lending")
+    limit = "limit" in mode or "interceptor" in mode
+    admission = ConcurrencyLimit(256, [SERVICE_NAME] if limit else [])
+    return edge_steps(guard, admission)
+
+
+class StepsAsInterceptor(grpc.aio.ServerInterceptor):
+    """The same steps applied per call by an interceptor, as Verdict did before."""
+
+    def __init__(self, wrap: Wrap) -> None:
+        self._wrap = wrap
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler: Handler | None = await continuation(details)
+        return None if handler is None else self._wrap(handler, details.method)
 
 
 async def serve(mode: str, port: int, callers_file: Path) -> None:
-    """Serve the no-op handler behind ``mode``'s interceptors until terminated."""
-    server = grpc.aio.server(interceptors=interceptors(mode, callers_file))
-    pb_grpc.add_AuthorizationServiceServicer_to_server(NoopAuthorizationServicer(), server)
+    """Serve the no-op handler behind ``mode``'s steps until terminated."""
+    servicer = NoopAuthorizationServicer()
+    if mode == "floor":
+        server = grpc.aio.server()
+        pb_grpc.add_AuthorizationServiceServicer_to_server(servicer, server)
+    elif "interceptor" in mode:
+        server = grpc.aio.server(interceptors=[StepsAsInterceptor(steps(mode, callers_file))])
+        pb_grpc.add_AuthorizationServiceServicer_to_server(servicer, server)
+    else:
+        server = grpc.aio.server()
+        registrar = WrappingRegistrar(server, steps(mode, callers_file)).as_server()
+        pb_grpc.add_AuthorizationServiceServicer_to_server(servicer, registrar)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
@@ -156,17 +184,17 @@ def report(result: dict[str, Any], out: Path) -> None:
         f"Machine: {result['machine']}. {result['rounds']} interleaved rounds of "
         f"{result['calls']} calls, medians; server and client in separate processes.",
         "",
-        "| interceptors | p50 | p99 | p50 over the floor |",
+        "| edge steps | p50 | p99 | p50 over the floor |",
         "|---|---|---|---|",
     ]
     for mode in MODES:
         p50, p99 = medians[mode]["p50_us"], medians[mode]["p99_us"]
         lines.append(f"| {mode} | {p50:,.0f} µs | {p99:,.0f} µs | {p50 - floor:+,.0f} µs |")
     (out / "edge.md").write_text("\n".join(lines) + "\n")
-    figure, axes = plt.subplots(figsize=(7, 3.2))
+    figure, axes = plt.subplots(figsize=(8, 3.4))
     axes.barh(list(MODES), [medians[m]["p50_us"] for m in MODES], color="#1f77b4")
     axes.set_xlabel("p50 µs per call (c=1)")
-    axes.set_title("Verdict's interceptors on a no-op handler")
+    axes.set_title("Verdict's edge steps on a no-op handler")
     figure.tight_layout()
     figure.savefig(out / "edge.png", dpi=110)
     print("\n".join(lines))

@@ -220,15 +220,19 @@ def _value_bound(text: str, cap: int) -> int:
     return bound
 
 
+# Built once: json.loads with hooks builds a decoder on every call. (json.loads also refuses a
+# leading BOM; decode() fails there too, at the same position 0.)
+_DECODER = json.JSONDecoder(
+    parse_float=_reject_float,
+    parse_constant=_reject_constant,
+    parse_int=_parse_long,
+    object_pairs_hook=_unique_keys,
+)
+
+
 def _loads_c(text: str, field: str, max_depth: int) -> Any:
     try:
-        return json.loads(
-            text,
-            parse_float=_reject_float,
-            parse_constant=_reject_constant,
-            parse_int=_parse_long,
-            object_pairs_hook=_unique_keys,
-        )
+        return _DECODER.decode(text)
     except RecursionError:
         raise RequestError(field, _depth_problem(max_depth)) from None
     except json.JSONDecodeError as exc:

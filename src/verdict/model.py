@@ -7,7 +7,7 @@ import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 JsonObject = dict[str, Any]
 
@@ -53,9 +53,12 @@ def quote_id(entity_id: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-@dataclass(frozen=True, slots=True)
-class EntityUid:
-    """A Cedar entity uid; ``id`` is arbitrary UTF-8 and never spliced into Cedar syntax."""
+class EntityUid(NamedTuple):
+    """A Cedar entity uid; ``id`` is arbitrary UTF-8 and never spliced into Cedar syntax.
+
+    A named tuple, not a dataclass: a decision hashes and compares dozens of uids (slices,
+    ancestry, the policy index), and a tuple does both in C.
+    """
 
     type: str
     id: str

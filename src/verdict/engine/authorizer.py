@@ -136,7 +136,9 @@ class Authorizer:
         entity_slice = await self._entities.fetch_slice(
             store.store_id, slice_roots(request, store), options
         )
-        metrics.ENTITY_READ_SECONDS.labels(store.store_id).observe(time.perf_counter() - started)
+        metrics.child(metrics.ENTITY_READ_SECONDS, store.store_id).observe(
+            time.perf_counter() - started
+        )
         pairs = check_slice(request, store, entity_slice.entities, self._limits)
         return _Prepared(request, store, entity_slice, pairs)
 

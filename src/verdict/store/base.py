@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from verdict.cedar import EntitiesHandle, SchemaHandle
+from verdict.cedar_json import parse_uid
 from verdict.model import EntityUid, JsonObject
 from verdict.store.weight import NO_WEIGHT, Weight, json_weight, text_weight
 
@@ -28,6 +30,12 @@ class StoredEntity:
         if self.weight is NO_WEIGHT:
             weight = text_weight(self.text) if self.text is not None else json_weight(self.json)
             object.__setattr__(self, "weight", weight)
+
+    @functools.cached_property
+    def parents(self) -> tuple[EntityUid, ...]:
+        """The uids of its direct parents, parsed on first use and kept (a decision's ancestry
+        walk reads them; only entities that decisions reach pay for the tuple)."""
+        return tuple(p for raw in self.json.get("parents", ()) if (p := parse_uid(raw)))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
 
-from verdict.cedar_json import parse_uid
 from verdict.model import EntityUid, JsonObject
 from verdict.store.base import DEFAULT_SLICE_LIMITS, EntitySlice, SliceLimits, StoredEntity
 from verdict.store.weight import Weight
@@ -63,7 +62,7 @@ def ancestry(
         stored = lookup(uid)
         if stored is None:
             continue
-        parents = tuple(p for raw in stored.json.get("parents", ()) if (p := parse_uid(raw)))
+        parents = stored.parents
         found[uid] = parents
         stack.extend(parents)
     return found

@@ -60,12 +60,14 @@ def uid_from_proto(
 
 def checked_uid(uid: pb.EntityUid, field: str, max_bytes: int = MAX_UID_PART_BYTES) -> EntityUid:
     """A present uid: a Cedar type name and any id (the empty one too, as in Cedar)."""
-    for part in ("type", "id"):
-        if len(getattr(uid, part).encode()) > max_bytes:
+    type_name, entity_id = uid.type, uid.id
+    for part, text in (("type", type_name), ("id", entity_id)):
+        # A character is at most 4 bytes of UTF-8: short parts need no encoding to be measured.
+        if len(text) * 4 > max_bytes and len(text.encode()) > max_bytes:
             raise RequestError(f"{field}.{part}", f"exceeds {max_bytes} bytes")
-    if not is_type_name(uid.type):
+    if not is_type_name(type_name):
         raise RequestError(f"{field}.type", TYPE_NAME_PROBLEM)
-    return EntityUid(uid.type, uid.id)
+    return EntityUid(type_name, entity_id)
 
 
 def request_from_proto(

@@ -34,9 +34,10 @@ class DecisionRecorder:
         for _, answer in decided:
             if isinstance(answer, AuthorizationResult):
                 kind = answer.deny_kind.value if answer.deny_kind is not None else ""
-                metrics.DECISIONS.labels(answer.store_id, answer.decision.value, kind).inc()
+                decision = answer.decision.value
+                metrics.child(metrics.DECISIONS, answer.store_id, decision, kind).inc()
                 if answer.errors:
-                    metrics.EVALUATION_ERRORS.labels(answer.store_id).inc()
+                    metrics.child(metrics.EVALUATION_ERRORS, answer.store_id).inc()
         if self.audit is None:
             return
         call = CallInfo(REQUEST_ID.get(), CALLER.get(), method)
