@@ -180,6 +180,22 @@ def test_version() -> None:
     assert result.stdout.strip().startswith("verdict ")
 
 
+def test_version_imports_no_command() -> None:
+    """`--version` answers before the commands are imported (they bring grpc, Cedar and Redis,
+    most of a second), and says the same as the full parser's --version."""
+    code = (
+        "import sys; from verdict.cli import main; main(['--version']); "
+        "print(sorted(m for m in ('grpc', 'cedarpy', 'redis', 'verdict.app') if m in sys.modules))"
+    )
+    quick = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    printed, imported = quick.stdout.strip().splitlines()
+    assert imported == "[]"
+    # With another argument the full parser answers --version itself.
+    assert printed == verdict("--version", "--help").stdout.strip()
+
+
 def test_every_command_has_help() -> None:
     """--help works for the program and each subcommand."""
     for args in (
