@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from tests.cases import lending_cases
 from tests.integration.redis_apps import UMA_SUSPENDED, UMA_VIEW, redis_app
@@ -115,3 +116,26 @@ async def test_a_delete_on_a_promoted_replica_starts_a_new_epoch_too(
                 await b.authorizer.authorize(by_version)
     finally:
         replica.stop()
+
+
+async def test_a_user_without_info_is_warned_about_at_start(redis: RedisProcess) -> None:
+    """A Redis user denied INFO keeps no lineage: the store says so once, at start, and still
+    answers; a user allowed INFO gets no such warning."""
+    redis.cli("ACL", "SETUSER", "noinfo", "on", ">s3cret", "~*", "&*", "+@all", "-info")
+    without = f"redis://noinfo:s3cret@127.0.0.1:{redis.port}/0"
+    try:
+        with capture_logs() as logs:
+            async with redis_app(without) as app:
+                answer = await app.authorizer.authorize(ERIN_VIEWS.request)
+        warned = [e for e in logs if e["event"] == "redis_lineage_off"]
+        assert len(warned) == 1
+        assert warned[0]["log_level"] == "warning"
+        assert "+info" in warned[0]["detail"]
+        assert "s3cret" not in str(warned[0])
+        assert answer.decision.value == ERIN_VIEWS.expect
+        with capture_logs() as logs:
+            async with redis_app(redis.url):
+                pass
+        assert not [e for e in logs if e["event"] == "redis_lineage_off"]
+    finally:
+        redis.cli("ACL", "DELUSER", "noinfo")

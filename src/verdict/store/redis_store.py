@@ -11,6 +11,7 @@ from typing import NoReturn, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
+import structlog
 from redis.typing import EncodableT
 
 from verdict.errors import (
@@ -39,6 +40,8 @@ from verdict.store.redis_encode import flag, put_args, staged_refs, staged_value
 from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
 from verdict.store.slice_handles import SliceHandles
 from verdict.telemetry import metrics
+
+log = structlog.get_logger(__name__)
 
 # Bound once: labels() costs a lock and a dict lookup on the decision hot path.
 _CACHE_HIT = metrics.CACHE_LOOKUPS.labels(result="hit")
@@ -117,6 +120,23 @@ class RedisEntityStore:
         )
         for script in scripts:
             await self._call(partial(self._client.script_load, script.script), "", None)
+        await self._check_lineage()
+
+    async def _check_lineage(self) -> None:
+        """Warn once at start when this Redis user may not run INFO: the scripts then record
+        no replication id, so a write lost with a master (a promoted replica, a restart
+        without persistence) starts no new epoch and a later version can vouch for it
+        (docs/redis.md, "Writes lost with their master")."""
+        try:
+            await asyncio.wait_for(self._client.info("replication"), self._op_timeout)
+        except redis.exceptions.NoPermissionError:
+            log.warning(
+                "redis_lineage_off",
+                detail="the Redis user may not run INFO: lost writes after a failover go "
+                "unnoticed; grant +info (docs/redis.md)",
+            )
+        except (redis.exceptions.RedisError, OSError, TimeoutError):
+            pass  # reachability is the health monitor's to report, not this check's
 
     async def fetch_slice(
         self, store_id: str, roots: Collection[EntityUid], options: ReadOptions = DEFAULT_READ
