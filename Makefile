@@ -43,7 +43,7 @@ proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/
 bench: $(STAMP)  ## the hot path side by side (floor, lending, policy count, batch, Cerbos; ~5 min); results in benchmarks/results/hot_path*
 	$(BIN)/python -m benchmarks.bench_hot_path
 
-bench-all: bench  ## every benchmark: the hot path, then entity store, policy tests, batch, engine, loop stall, JSON values, entities load
+bench-all: bench  ## every benchmark: the hot path, then entity store, policy tests, batch, engine, loop stall, JSON values, entities load, edge, event loop
 	$(BIN)/python -m benchmarks.bench_entity_store
 	$(BIN)/python benchmarks/bench_policy_tests.py
 	$(BIN)/python -m benchmarks.bench_batch
@@ -51,6 +51,8 @@ bench-all: bench  ## every benchmark: the hot path, then entity store, policy te
 	$(BIN)/python -m benchmarks.bench_loop_stall
 	$(BIN)/python -m benchmarks.bench_json_values
 	$(BIN)/python -m benchmarks.bench_entities_load
+	$(BIN)/python -m benchmarks.bench_edge
+	$(BIN)/python -m benchmarks.bench_event_loop
 
 bench-quick: $(STAMP)  ## smoke runs (~2 min): the hot path --quick and the entity store benchmark --quick
 	$(BIN)/python -m benchmarks.bench_hot_path --quick

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from verdict import event_loop
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 
@@ -99,8 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:50061", help="HOST:PORT (loopback)")
     parser.add_argument("--spin-us", type=float, default=0.0, help="CPU to burn per call (µs)")
+    parser.add_argument(
+        "--event-loop",
+        default=os.environ.get("VERDICT_EVENT_LOOP", "auto"),
+        choices=event_loop.CHOICES,
+        help="the loop Verdict would serve on (same stack as the servers it is the floor of)",
+    )
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.listen, args.spin_us))
+    event_loop.run(serve(args.listen, args.spin_us), args.event_loop)
     return 0
 
 

@@ -20,6 +20,7 @@ from verdict.engine.entity_writes import EntityWrites
 from verdict.engine.hierarchy import entity_set_vet
 from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
+from verdict.event_loop import running_loop_name
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
 from verdict.policy.policy_sets import SelectionCacheLimits
@@ -401,6 +402,7 @@ async def start(app: App, worker: int = 0) -> VerdictServer:
         stores={s.store_id: s.version for s in snapshot.stores.values()},
         default_store=snapshot.default_store,
         entity_store="redis" if settings.redis_url else "memory",
+        event_loop=running_loop_name(),
     )
     return server
 

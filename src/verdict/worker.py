@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from verdict import event_loop
 from verdict.app import App, build_app, shut_down, start, stop
 from verdict.config import Settings
 from verdict.errors import ConfigError, PolicyLoadError
@@ -127,7 +128,8 @@ def main(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_ERROR
-    return asyncio.run(serve(app, channel, index))
+    # The supervisor's command checked that the chosen loop is available.
+    return event_loop.run(serve(app, channel, index), settings.event_loop)
 
 
 if __name__ == "__main__":

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
+from verdict import event_loop
 from verdict.app import build_app, run
 from verdict.cli.common import EXIT_OK, fail, load_settings, setting_help
 from verdict.errors import ConfigError, PolicyLoadError
+from verdict.event_loop import EventLoopError
 from verdict.supervisor import busy_listener, cpu_count, in_use_message, supervise
 from verdict.telemetry.logging import configure_logging
 from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
@@ -31,6 +32,7 @@ FLAGS = {
     "health_listen": "--health-listen",
     "callers_file": "--callers-file",
     "workers": "--workers",
+    "event_loop": "--event-loop",
     "audit_sink": "--audit-sink",
     "log_format": "--log-format",
     "audit_file": "--audit-file",
@@ -44,6 +46,10 @@ def _serve(args: argparse.Namespace) -> int:
     overrides["redis_cluster"] = args.redis_cluster or None
     settings = load_settings(overrides, FLAGS)
     configure_logging(settings.log_level, settings.log_format)
+    try:
+        event_loop.resolve(settings.event_loop)  # before any worker starts
+    except EventLoopError as exc:
+        fail(f"cannot serve: {exc}")
     workers = settings.workers or cpu_count()
     if workers > 1:
         return supervise(settings, workers)
@@ -64,7 +70,7 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         fail(f"invalid configuration:\n{exc}")
     try:
-        asyncio.run(run(app))
+        event_loop.run(run(app), settings.event_loop)
     except OSError as exc:
         # Taken between the check above and the bind (grpc says only that it could not bind).
         fail(f"cannot serve: {exc}")
@@ -149,6 +155,11 @@ def add_serve_command(commands: Any) -> None:
             "use Redis",
             "workers",
         ),
+    )
+    serve.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        help=setting_help("uvloop (auto: when installed) or asyncio's own loop", "event_loop"),
     )
     serve.add_argument("--log-level", help=setting_help("debug, info, warning, error", "log_level"))
     serve.add_argument(
