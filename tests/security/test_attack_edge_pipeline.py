@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -516,3 +517,56 @@ async def test_an_array_spelled_reference_is_loaded_from_stored_entities(
         await assert_owner_forbid_holds(app, stored=True)
     finally:
         await stop(app, 0)
+
+
+def retained_by(snapshot: tracemalloc.Snapshot, pattern: str) -> int:
+    """Bytes still allocated by code with a frame in files matching ``pattern``."""
+    kept = snapshot.filter_traces([tracemalloc.Filter(True, pattern, all_frames=True)])
+    return sum(stat.size for stat in kept.statistics("filename"))
+
+
+async def test_long_invented_uids_are_not_kept_by_the_key_memo(redis: RedisProcess) -> None:
+    """A decisions caller names 190 long invented uids (1 KB type and id) in each request's
+    context; the requests are refused, but the store read comes first. Before the fix each
+    uid's Redis key stayed memoised (65,536 of them: about 330 MB per process, RSS measured);
+    now only short uids are, and the Redis key code keeps almost nothing."""
+    settings = Settings(
+        stores=POLICIES,
+        default_store="lending",
+        redis_url=redis.url,
+        listen="127.0.0.1:0",
+        cache_max_missing=4,  # the known-missing cache (bounded by design) keeps next to none
+    )
+    app = build_app(settings)
+    await app.entities.prepare()
+    await load_lending(app)
+    await start(app)
+    tracemalloc.start(12)
+    try:
+        async with grpc.aio.insecure_channel(address(app)) as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            before = retained_by(tracemalloc.take_snapshot(), "*/redis_keys.py")
+            for request in range(30):
+                refs = {
+                    f"k{i}": {
+                        "__entity": {"type": "T" * 1000, "id": f"{request}-{i}-" + "y" * 1000}
+                    }
+                    for i in range(190)
+                }
+                call = stub.IsAuthorized(
+                    build_request(
+                        ALLOWED.principal,
+                        ALLOWED.action,
+                        ALLOWED.resource,
+                        context={**ALLOWED.context, **refs},
+                    ),
+                    timeout=30,
+                )
+                assert (await outcome(call))[0] is grpc.StatusCode.INVALID_ARGUMENT
+            gc.collect()
+            kept = retained_by(tracemalloc.take_snapshot(), "*/redis_keys.py") - before
+    finally:
+        tracemalloc.stop()
+        await stop(app, 0)
+    # 5,700 long uids: about 12 MB of keys if memoised.
+    assert kept < 1_000_000
