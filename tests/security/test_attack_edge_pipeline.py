@@ -19,7 +19,9 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
 from tests.cases import BASE_CONTEXT, lending_cases
@@ -247,6 +249,23 @@ async def test_request_id_header_abuse(app: App) -> None:
             channel, (*DECIDER, ("x-request-id", "denied-1")), in_store("retail")
         )
         assert (code, echoed) == (DENIED, ["denied-1"])
+        # A request the servicer refuses (its status carries a BadRequest detail): before the
+        # fix the detail replaced the trailing metadata, and the request id was lost.
+        bad_uid = in_store("lending")
+        bad_uid.principal.type = "not a type"
+        stub = pb_grpc.AuthorizationServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.IsAuthorized(
+                bad_uid, metadata=(*ADMIN, ("x-request-id", "bad-1")), timeout=5
+            )
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert trailing_request_id(info.value.trailing_metadata()) == ["bad-1"]
+        status = rpc_status.from_call(info.value)
+        assert status is not None
+        [detail] = status.details
+        violations = error_details_pb2.BadRequest()
+        assert detail.Unpack(violations)
+        assert violations.field_violations[0].field == "principal.type"
 
 
 def label_values(metric: str, label: str) -> set[str]:
