@@ -1,7 +1,8 @@
 """Attacks on the edge steps wrapped around each handler at registration (transport/pipeline.py):
 calls in shapes a method does not have, calls with no request at all, invented method names,
 request id and metric abuse, explain hidden in a batch, admission slots after every way a call
-can end, and uids spelled as JSON arrays (the sequence form Cedar reads as a uid)."""
+can end; and caller uids: spelled as JSON arrays (the sequence form Cedar reads as a uid), and
+long invented ones kept by the Redis key memo."""
 
 from __future__ import annotations
 
@@ -47,7 +48,6 @@ REQUEST = build_request(
     ALLOWED.principal, ALLOWED.action, ALLOWED.resource, context=ALLOWED.context
 )
 IS_AUTHORIZED = "/verdict.v1.AuthorizationService/IsAuthorized"
-BATCH = "/verdict.v1.AuthorizationService/BatchAuthorize"
 PUT = "/verdict.v1.EntityService/PutEntities"
 RELOAD = "/verdict.v1.AdminService/ReloadPolicies"
 REFLECTION = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
