@@ -5,8 +5,8 @@ an ``__entity`` key beside others, records beside ``__extn``). A reference that 
 see is never loaded, and a forbid over it silently turns false. So caller JSON is accepted only
 in one canonical form: ``{"__entity": {"type", "id"}}`` and ``{"__extn": {"fn", "arg"|"args"}}``
 exactly, no ``__entity``/``__extn``/``__expr`` key anywhere else. What remains is read by
-``referenced_uids`` exactly as Cedar reads it (plus plain ``{"type", "id"}`` records, which a
-schema may turn into references).
+``referenced_uids`` exactly as Cedar reads it (plus plain ``{"type", "id"}`` records and
+``["Type", "id"]`` arrays, which a schema may turn into references).
 """
 
 from __future__ import annotations
@@ -233,9 +233,10 @@ def referenced_uids(value: Any) -> Iterator[EntityUid]:
     """Every uid a Cedar JSON value may reference; never fewer than Cedar reads.
 
     An ``__entity`` escape is a reference. With a schema, Cedar also reads a record with string
-    ``type`` and ``id`` as a reference (extra keys ignored), so those count too, and their
-    values are still searched. Anything else is searched through, escapes included: over-
-    reporting only costs a lookup that finds nothing.
+    ``type`` and ``id`` as a reference (extra keys ignored), and a two-string array
+    ``["Type", "id"]`` too, so those count (such records' values are still searched). Anything
+    else is searched through, escapes included: over-reporting only costs a lookup that finds
+    nothing.
     """
     stack = [value]
     while stack:
@@ -250,7 +251,22 @@ def referenced_uids(value: Any) -> Iterator[EntityUid]:
                 yield EntityUid(type_, id_)
             stack.extend(item.values())
         elif isinstance(item, list):
+            uid = _uid_pair(item)
+            if uid is not None:
+                yield uid
+                continue
             stack.extend(item)
+
+
+def _uid_pair(item: list[Any]) -> EntityUid | None:
+    """``["Type", "id"]``: with a schema, Cedar reads a two-string array where it expects an
+    entity as that uid (serde's sequence form of ``{"type", "id"}``), so it counts as one."""
+    if len(item) != 2:
+        return None
+    type_, id_ = item
+    if isinstance(type_, str) and isinstance(id_, str) and is_type_name(type_):
+        return EntityUid(type_, id_)
+    return None
 
 
 def entity_uid(entity: JsonObject) -> EntityUid:

@@ -110,6 +110,13 @@ async def test_plain_record_with_extra_keys_is_followed_with_a_schema(served: Se
     assert (code, decision) == (OK, pb.DECISION_DENY)
 
 
+async def test_two_string_array_is_followed_with_a_schema(served: Served) -> None:
+    """With a schema Cedar reads ["User", "x"] as User::"x": accepted, and DENY like the
+    canonical form (the differential test above shows the slice now holds x)."""
+    code, decision = await decide(served, "typed", {"delegate": ["User", "x"]})
+    assert (code, decision) == (OK, pb.DECISION_DENY)
+
+
 async def test_batch_item_with_non_canonical_reference_is_rejected(served: Served) -> None:
     """In a batch the non-canonical item alone is INVALID_ARGUMENT; the control item is DENY."""
     bad = ask("free", "User::p", "Doc::d", {"delegate": {"__entity": {**X, "v": 1}}})
@@ -180,6 +187,8 @@ ACCEPTED_FORMS = [
     ({"d": {"y": {"__entity": X}}, "ip": {"__extn": {"fn": "ip", "args": ["10.0.0.1"]}}}, "free"),
     ({"delegate": X}, "typed"),
     ({"delegate": {**X, "v": 1}}, "typed"),
+    # serde's sequence form of {"type", "id"}: with a schema Cedar reads it as the uid.
+    ({"delegate": ["User", "x"]}, "typed"),
 ]
 
 

@@ -54,7 +54,8 @@ async def answer_or_abort(
         code, message = grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE
         if logs.admit("request_failed", log):
             log.error("request_failed", rpc=rpc, error_type=type(exc).__name__)
-    await context.abort(code, message, metadata)
+    # Trailing metadata given to abort replaces what was set: keep the call's x-request-id.
+    await context.abort(code, message, (*(context.trailing_metadata() or ()), *metadata))
     raise AssertionError("unreachable: abort raises")
 
 
