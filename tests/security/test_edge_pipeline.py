@@ -117,13 +117,9 @@ class _Counting:
         )
 
 
-async def test_registered_handlers_are_served_only_wrapped() -> None:
-    """A real server fed through the registrar: both registration paths (the generic lookup
-    and grpc's registered methods) carry the wrapped handler, so the servicer never runs."""
-    wrap = _Counting()
-    server = grpc.aio.server()
-    registrar = WrappingRegistrar(server, wrap).as_server()
-    pb_grpc.add_AuthorizationServiceServicer_to_server(NoopAuthorizationServicer(), registrar)
+async def three_refused_calls(server: grpc.aio.Server, unknown: str | None = None) -> None:
+    """Start ``server``; three IsAuthorized calls must each be refused by the wrap
+    (PERMISSION_DENIED), and ``unknown``, if given, be UNIMPLEMENTED each time; stop it."""
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -133,10 +129,21 @@ async def test_registered_handlers_are_served_only_wrapped() -> None:
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await stub.IsAuthorized(pb.IsAuthorizedRequest(), timeout=5)
                 assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
-                code = await code_of(channel, "/verdict.v1.AuthorizationService/Nope", False)
-                assert code is grpc.StatusCode.UNIMPLEMENTED
+                if unknown is not None:
+                    code = await code_of(channel, unknown, False)
+                    assert code is grpc.StatusCode.UNIMPLEMENTED
     finally:
         await server.stop(0)
+
+
+async def test_registered_handlers_are_served_only_wrapped() -> None:
+    """A real server fed through the registrar: both registration paths (the generic lookup
+    and grpc's registered methods) carry the wrapped handler, so the servicer never runs."""
+    wrap = _Counting()
+    server = grpc.aio.server()
+    registrar = WrappingRegistrar(server, wrap).as_server()
+    pb_grpc.add_AuthorizationServiceServicer_to_server(NoopAuthorizationServicer(), registrar)
+    await three_refused_calls(server, unknown="/verdict.v1.AuthorizationService/Nope")
     # Wrapped at registration (both methods) and at most once more per method on first lookup;
     # never for a name that does not exist, and not again per call.
     method = "/verdict.v1.AuthorizationService/IsAuthorized"
@@ -160,15 +167,5 @@ async def test_generic_only_registrations_are_served_only_wrapped() -> None:
     }
     generic = grpc.method_handlers_generic_handler("verdict.v1.AuthorizationService", handlers)
     WrappingRegistrar(server, wrap).add_generic_rpc_handlers((generic,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = pb_grpc.AuthorizationServiceStub(channel)
-            for _ in range(3):
-                with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await stub.IsAuthorized(pb.IsAuthorizedRequest(), timeout=5)
-                assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
-    finally:
-        await server.stop(0)
+    await three_refused_calls(server)
     assert wrap.wrapped == ["/verdict.v1.AuthorizationService/IsAuthorized"]
