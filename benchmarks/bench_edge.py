@@ -43,7 +43,7 @@ from verdict.client import bearer, build_request
 from verdict.transport.authz import EdgeGuard
 from verdict.transport.edge_rules import ReloadingEdgeRules
 from verdict.transport.overload import ConcurrencyLimit
-from verdict.transport.pipeline import Handler, Wrap, WrappingRegistrar
+from verdict.transport.pipeline import Handler, PassThrough, Wrap, WrappingRegistrar
 from verdict.transport.server import edge_steps
 
 RESULTS = Path(__file__).parent / "results"
@@ -98,8 +98,8 @@ async def serve(mode: str, port: int, callers_file: Path) -> None:
     elif "interceptor" in mode:
         server = grpc.aio.server(interceptors=[StepsAsInterceptor(steps(mode, callers_file))])
         pb_grpc.add_AuthorizationServiceServicer_to_server(servicer, server)
-    else:
-        server = grpc.aio.server()
+    else:  # as Verdict serves: the steps wrapped at registration, behind PassThrough
+        server = grpc.aio.server(interceptors=[PassThrough()])
         registrar = WrappingRegistrar(server, steps(mode, callers_file)).as_server()
         pb_grpc.add_AuthorizationServiceServicer_to_server(servicer, registrar)
     server.add_insecure_port(f"127.0.0.1:{port}")

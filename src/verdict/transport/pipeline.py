@@ -3,12 +3,13 @@
 grpc.aio's server interceptors run an ``intercept_service`` chain and build a new handler on
 every call; measured on a no-op handler (benchmarks/bench_edge.py) they cost more than the
 work they wrap. Here each step (call context, caller check, admission) wraps a method's handler
-once at registration, so a call runs the wrapped coroutines and nothing else.
+once at registration, so a call runs the wrapped coroutines and, besides them, only
+``PassThrough`` (an interceptor that changes nothing, kept for grpc.aio's shutdown; see it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import grpc
@@ -21,6 +22,20 @@ else:
 # (handler, full method name "/package.Service/Method") -> the handler to serve, or None to
 # refuse the method (grpc then answers UNIMPLEMENTED).
 Wrap: TypeAlias = "Callable[[Handler, str], Handler | None]"
+
+
+class PassThrough(grpc.aio.ServerInterceptor):
+    """An interceptor that changes nothing, kept because grpc.aio shuts down differently with
+    none: without any interceptor, the fault suite's SIGTERM phase lost 1-2 of 8 calls in
+    flight (CANCELLED) in 7 of 9 runs; with this one, none in 6 runs, as with the old
+    interceptors (cause inside grpc.aio, not found). Its cost is one await per call."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        return await continuation(handler_call_details)
 
 
 class WrappingRegistrar:
