@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spin-us", type=float, default=0.0, help="CPU to burn per call (µs)")
     parser.add_argument(
         "--event-loop",
-        default=os.environ.get("VERDICT_EVENT_LOOP", "auto"),
+        default=os.environ.get("VERDICT_EVENT_LOOP", "asyncio"),
         choices=event_loop.CHOICES,
         help="the loop Verdict would serve on (same stack as the servers it is the floor of)",
     )

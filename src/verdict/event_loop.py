@@ -1,4 +1,4 @@
-"""Which asyncio event loop serves: uvloop (libuv, in C) when installed, else asyncio's own.
+"""Which asyncio event loop serves: asyncio's own (the default) or uvloop (libuv, in C).
 
 Measured on the lending mix (one worker, interleaved rounds): uvloop takes ~7% less server CPU
 per decision and answers ~8% more decisions/s at c=16 (benchmarks/bench_event_loop.py).

@@ -44,9 +44,11 @@ def test_serve_runs_on_the_chosen_loop_and_decides_alike(chosen: str, expected: 
 
 
 def test_the_variable_chooses_too() -> None:
-    """VERDICT_EVENT_LOOP=asyncio serves on asyncio's loop."""
-    env = {"VERDICT_EVENT_LOOP": "asyncio"}
-    with verdict_server("--log-format", "json", env=env) as server:
+    """VERDICT_EVENT_LOOP=uvloop serves on uvloop; without it, asyncio's loop (the default)."""
+    with verdict_server("--log-format", "json", env={"VERDICT_EVENT_LOOP": "uvloop"}) as server:
+        assert server.process.stderr is not None
+        assert started_event(server.process.stderr)["event_loop"] == "uvloop"
+    with verdict_server("--log-format", "json") as server:
         assert server.process.stderr is not None
         assert started_event(server.process.stderr)["event_loop"] == "asyncio"
 

@@ -34,7 +34,7 @@ from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.health import HealthService
 from verdict.transport.overload import ConcurrencyLimit
-from verdict.transport.pipeline import Handler, PassThrough, Wrap, WrappingRegistrar
+from verdict.transport.pipeline import Handler, StepsInterceptor, Wrap
 from verdict.transport.servicer import AuthorizationServicer
 
 log = structlog.get_logger(__name__)
@@ -219,8 +219,8 @@ async def start_server(
     limited = [SERVICE_NAME, ENTITY_SERVICE_NAME]
     admission = ConcurrencyLimit(max_concurrent_calls, limited, worker)
     server = grpc.aio.server(
-        # Changes no call (the edge steps are wrapped at registration, below); see PassThrough.
-        interceptors=[PassThrough()],
+        # The edge steps, each method's handler wrapped once (see StepsInterceptor).
+        interceptors=[StepsInterceptor(edge_steps(security.guard, admission))],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -228,7 +228,7 @@ async def start_server(
             *(limits or ConnectionLimits()).grpc_options(),
         ],
     )
-    registrar = WrappingRegistrar(server, edge_steps(security.guard, admission)).as_server()
+    registrar = server
     pb_grpc.add_AuthorizationServiceServicer_to_server(
         AuthorizationServicer(
             authorizer,
