@@ -57,7 +57,7 @@ class FixedRules:
 class EdgeGuard:
     """Refuses every call that is not granted: UNAUTHENTICATED or PERMISSION_DENIED.
 
-    ``wrap`` guards a method's handler once, when it is registered (transport/pipeline.py).
+    ``wrap`` guards a method's handler once (transport/pipeline.py, ``StepsInterceptor``).
     Each call reads the rules once, so its identity and its grant come from one version even
     while the callers file is being reloaded.
     """

@@ -1,10 +1,10 @@
-"""Wrap every method handler once, when it is registered, with the edge's per-call steps.
+"""Wrap each method handler once with the edge's per-call steps (call context, caller check,
+admission), instead of rebuilding it on every call as Verdict's three interceptors did.
 
-grpc.aio's server interceptors run an ``intercept_service`` chain and build a new handler on
-every call; measured on a no-op handler (benchmarks/bench_edge.py) they cost more than the
-work they wrap. Here each step (call context, caller check, admission) wraps a method's handler
-once at registration, so a call runs the wrapped coroutines and, besides them, only
-``PassThrough`` (an interceptor that changes nothing, kept for grpc.aio's shutdown; see it).
+The server uses ``StepsInterceptor``: one interceptor that wraps a method's handler on its first
+call and keeps it. ``WrappingRegistrar`` wraps at registration with no interceptor at all; it
+is kept for benchmarks/bench_edge.py, because without any interceptor grpc.aio lost in-flight
+calls at SIGTERM (see ``StepsInterceptor``).
 """
 
 from __future__ import annotations
