@@ -228,7 +228,6 @@ async def start_server(
             *(limits or ConnectionLimits()).grpc_options(),
         ],
     )
-    registrar = server
     pb_grpc.add_AuthorizationServiceServicer_to_server(
         AuthorizationServicer(
             authorizer,
@@ -243,24 +242,23 @@ async def start_server(
             ),
             recorder,
         ),
-        registrar,
+        server,
     )
     services = [SERVICE_NAME]
     if entity_writes is not None:
         epb_grpc.add_EntityServiceServicer_to_server(
-            EntityServicer(entity_writes, max_get_reply_bytes, max_id_bytes), registrar
+            EntityServicer(entity_writes, max_get_reply_bytes, max_id_bytes), server
         )
         services.append(ENTITY_SERVICE_NAME)
     if reloader is not None:
-        apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), registrar)
+        apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
         services.append(ADMIN_SERVICE_NAME)
     health_servicer = HealthService()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
-    # reflection.enable_server_reflection picks its servicer by the server's class, which the
-    # registrar does not have: name the asyncio one.
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    # The asyncio reflection servicer, named (enable_server_reflection picks it by class).
     names = (*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
-        reflection.aio.ReflectionServicer((*names, reflection.SERVICE_NAME)), registrar
+        reflection.aio.ReflectionServicer((*names, reflection.SERVICE_NAME)), server
     )
     if security.credentials is None:
         port = server.add_insecure_port(listen)
