@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from tests.workers_support import Supervised, fresh_channel, verdict_workers, wa
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import build_request
+from verdict.transport.overload import SHUTTING_DOWN_MESSAGE
 
 OLIVIA_VIEW = build_request(
     "Employee::olivia", "Action::view", "Loan::loan-1001", context=BASE_CONTEXT
@@ -153,3 +156,59 @@ def test_one_process_drains_the_same_way() -> None:
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(60) == 0
     assert "drain_finished" in served.stderr
+
+
+@dataclass(frozen=True)
+class Call:
+    started: float
+    ended: float
+    code: str
+    details: str
+
+
+async def _saturate_then_terminate(target: str, process: subprocess.Popen[str]) -> list[Call]:
+    """16 closed-loop callers on one connection keep calls queued in grpc core (one process,
+    CPU-bound decisions); SIGTERM once 200 were answered; every call recorded."""
+    calls: list[Call] = []
+    stop, busy = asyncio.Event(), asyncio.Event()
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.AuthorizationServiceStub(channel)
+
+        async def caller() -> None:
+            while not stop.is_set() and len(calls) < MAX_CALLS:
+                started = time.monotonic()
+                try:
+                    await stub.IsAuthorized(OLIVIA_VIEW, timeout=10)
+                    code, details = "OK", ""
+                except grpc.aio.AioRpcError as exc:
+                    code, details = exc.code().name, exc.details() or ""
+                calls.append(Call(started, time.monotonic(), code, details))
+                if len(calls) >= 200:
+                    busy.set()
+                if code != "OK":
+                    await asyncio.sleep(0.01)
+
+        tasks = [asyncio.create_task(caller()) for _ in range(16)]
+        await asyncio.wait_for(busy.wait(), 30)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 30)
+        stop.set()
+        await asyncio.gather(*tasks)
+    return [c for c in calls if c.started < signalled < c.ended]
+
+
+def test_calls_queued_in_grpc_core_at_sigterm_are_refused_retryably_never_cancelled() -> None:
+    """grpc.aio takes calls from core one at a time, so under load calls wait in core, and
+    core's shutdown cancels them (12 of 16 in flight came back CANCELLED before the fix). The
+    server first takes and refuses them as UNAVAILABLE, which callers retry; none is lost."""
+    for _ in range(2):
+        with verdict_server() as served:
+            in_flight = asyncio.run(
+                _saturate_then_terminate(f"127.0.0.1:{served.port}", served.process)
+            )
+            assert served.process.wait(30) == 0
+        assert len(in_flight) == 16  # every caller had a call out when the signal came
+        assert {c.code for c in in_flight} <= {"OK", "UNAVAILABLE"}, in_flight
+        refused = [c for c in in_flight if c.code == "UNAVAILABLE"]
+        assert all(c.details == SHUTTING_DOWN_MESSAGE for c in refused)

@@ -1,7 +1,10 @@
-"""Admission control: past the concurrency limit a call is refused at once, never queued."""
+"""Admission control: past the concurrency limit a call is refused at once, never queued; once
+the server shuts down, every new call is refused as retryable."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeAlias, cast
 
@@ -11,6 +14,8 @@ from verdict.telemetry import metrics
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+SHUTTING_DOWN = grpc.StatusCode.UNAVAILABLE
+SHUTTING_DOWN_MESSAGE = "the server is shutting down; retry (another replica answers)"
 Behavior: TypeAlias = "Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]"
 
 
@@ -30,6 +35,8 @@ class ConcurrencyLimit:
     def __init__(self, limit: int, services: Collection[str], worker: int = 0) -> None:
         self.limit = limit
         self.active = 0
+        self.closing = False
+        self._last_refused = 0.0  # monotonic time of the last call refused while closing
         self._prefixes = tuple(f"/{service}/" for service in services)
         # Bound once: looking a labelled child up costs more than counting into it.
         self._admitted = metrics.WORKER_CALLS.labels(worker=str(worker))
@@ -46,6 +53,10 @@ class ConcurrencyLimit:
 
     def _admit(self, behavior: Behavior) -> Behavior:
         async def limited(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if self.closing:
+                self._last_refused = time.monotonic()
+                metrics.CALLS_REFUSED.labels(reason="shutting_down").inc()
+                await context.abort(SHUTTING_DOWN, SHUTTING_DOWN_MESSAGE)
             if self.active >= self.limit:
                 # Counted, not logged: a flood must not turn into a flood of log lines.
                 metrics.CALLS_REFUSED.labels(reason="concurrency").inc()
@@ -58,3 +69,23 @@ class ConcurrencyLimit:
                 self.active -= 1
 
         return limited
+
+    async def close(self, *, quiet: float = 0.02, at_most: float = 0.25) -> None:
+        """Refuse every new call (UNAVAILABLE, which callers retry) from now on, and return once
+        the calls waiting in grpc core have been taken and refused: when no call arrived for
+        ``quiet`` seconds, or after ``at_most`` under a steady stream of retries.
+
+        Why: grpc.aio takes calls from core one at a time, so with the event loop busy, calls
+        queue in core; core's shutdown cancels those (the caller sees CANCELLED, which it must
+        not retry blindly), even though they arrived before the signal. Taken and refused here,
+        they fail retryably instead. Calls already admitted run on; the server's grace covers them.
+        """
+        self.closing = True
+        self._last_refused = time.monotonic()
+        deadline = self._last_refused + at_most
+        while True:
+            now = time.monotonic()
+            wake = min(self._last_refused + quiet, deadline)
+            if now >= wake:
+                return
+            await asyncio.sleep(wake - now)

@@ -2,9 +2,10 @@
 admission), instead of rebuilding it on every call as Verdict's three interceptors did.
 
 The server uses ``StepsInterceptor``: one interceptor that wraps a method's handler on its first
-call and keeps it. ``WrappingRegistrar`` wraps at registration with no interceptor at all; it
-is kept for benchmarks/bench_edge.py, because without any interceptor grpc.aio lost in-flight
-calls at SIGTERM (see ``StepsInterceptor``).
+call and keeps it. ``WrappingRegistrar`` wraps at registration with no interceptor at all; it is
+kept for benchmarks/bench_edge.py. (The in-flight calls once lost at SIGTERM with it were not its
+doing: grpc core cancels the calls queued in it at shutdown, whatever the pipeline; see
+``ConcurrencyLimit.close``.)
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ Wrap: TypeAlias = "Callable[[Handler, str], Handler | None]"
 
 
 class PassThrough(grpc.aio.ServerInterceptor):
-    """An interceptor that changes nothing, kept because grpc.aio shuts down differently with
-    none: without any interceptor, the fault suite's SIGTERM phase lost 1-2 of 8 calls in
-    flight (CANCELLED) in 7 of 9 runs; with this one, none in 6 runs, as with the old
-    interceptors (cause inside grpc.aio, not found). Its cost is one await per call."""
+    """An interceptor that changes nothing: benchmarks/bench_edge.py measures registration-time
+    wrapping behind it, to separate the cost of having an interceptor from that of the steps."""
 
     async def intercept_service(
         self,
@@ -41,8 +40,7 @@ class PassThrough(grpc.aio.ServerInterceptor):
 class StepsInterceptor(grpc.aio.ServerInterceptor):
     """Applies ``wrap`` to a method's handler on the method's first call and keeps the result:
     per call, one dict lookup (names a caller invents are not kept). How the server applies
-    its edge steps: with the handlers wrapped at registration instead (``WrappingRegistrar``)
-    and no interceptor, grpc.aio lost in-flight calls at SIGTERM in the fault suite."""
+    its edge steps: it also covers handlers registered by code that bypasses a registrar."""
 
     def __init__(self, wrap: Wrap) -> None:
         self._wrap = wrap

@@ -144,8 +144,10 @@ class VerdictServer:
         services: list[str],
         health_server: grpc.aio.Server | None = None,
         health_port: int | None = None,
+        admission: ConcurrencyLimit | None = None,
     ) -> None:
         self.server = server
+        self.admission = admission
         self.port = port
         self.health = health_servicer
         self.health_server = health_server
@@ -178,9 +180,15 @@ class VerdictServer:
         self._stopping = True
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting calls, let in-flight ones finish within ``grace`` seconds."""
+        """Stop accepting calls, let in-flight ones finish within ``grace`` seconds.
+
+        First the calls queued in grpc core are taken and refused as retryable
+        (``ConcurrencyLimit.close``): core's shutdown would cancel them.
+        """
         if not self._stopping:
             await self.drain()
+        if self.admission is not None:
+            await self.admission.close()
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
@@ -273,7 +281,7 @@ async def start_server(
             health_servicer, security.health_listen, health_limits, reuse_port
         )
     verdict_server = VerdictServer(
-        server, port, health_servicer, services, health_server, health_port
+        server, port, health_servicer, services, health_server, health_port, admission
     )
     await verdict_server.set_health(False, {})
     await health_servicer.set(LIVENESS_HEALTH_NAME, _SERVING)  # set_health never changes it
