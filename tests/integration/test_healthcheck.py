@@ -4,6 +4,8 @@ and TLS with and without a client certificate."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,28 @@ async def test_unreadable_tls_files_exit_one(capsys: pytest.CaptureFixture[str])
     assert (code, err) == (1, f"verdict healthcheck: cannot read {missing}\n")
     code, err = await healthcheck(capsys, "--tls-cert", missing)
     assert (code, err) == (1, "verdict healthcheck: --tls-cert and --tls-key go together\n")
+
+
+def test_healthcheck_imports_nothing_of_the_server(tmp_path: Path) -> None:
+    """A container runs `verdict healthcheck` every few seconds: in a fresh interpreter it loads
+    grpc and the client, never pydantic, Cedar, Redis or the server (~0.8 s of CPU each time),
+    while `verdict --help` still lists it and the full parser still knows it."""
+    probe = (
+        "import sys\n"
+        "from verdict.cli import main\n"
+        "code = main(['healthcheck', '--server', '127.0.0.1:1', '--timeout', '0.5'])\n"
+        "roots = {m.split('.')[0] for m in sys.modules}\n"
+        "heavy = roots & {'pydantic', 'pydantic_settings', 'cedarpy', 'redis', 'structlog'}\n"
+        "server = [m for m in sys.modules if m.startswith(('verdict.app', 'verdict.config',"
+        " 'verdict.engine', 'verdict.transport', 'verdict.store'))]\n"
+        "print(code, sorted(heavy), server)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.stdout.strip() == "1 [] []", done.stdout + done.stderr
+    assert "unreachable (UNAVAILABLE)" in done.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "verdict", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert "healthcheck" in listed.stdout

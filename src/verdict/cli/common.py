@@ -7,12 +7,13 @@ import difflib
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import ValidationError
+if TYPE_CHECKING:  # imported where used: pydantic costs ~0.2 s that `healthcheck` never needs
+    from pydantic import ValidationError
 
-from verdict.config import Settings
+    from verdict.config import Settings
 
 # 0: ok or ALLOW; 1: DENY, a failed case, an invalid store; 2: a usage or load error.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -90,6 +91,8 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 
 def setting_help(text: str, field: str) -> str:
     """Help for a flag that sets ``field``: its VERDICT_* variable and Settings' default."""
+    from verdict.config import Settings
+
     default = Settings.model_fields[field].default
     shown = "" if default in (None, False) else f"; default: {default}"
     return f"{text} (VERDICT_{field.upper()}{shown})"
@@ -211,6 +214,10 @@ def settings_problems(exc: ValidationError, flags: Mapping[str, str]) -> list[st
 def load_settings(overrides: Mapping[str, Any], flags: Mapping[str, str]) -> Settings:
     """Settings from ``overrides`` (flags given) over VERDICT_* variables, or a CommandError
     naming each invalid one (``flags``: field name -> flag, for those that came from flags)."""
+    from pydantic import ValidationError
+
+    from verdict.config import Settings
+
     given = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**given)
