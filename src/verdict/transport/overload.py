@@ -36,7 +36,7 @@ class ConcurrencyLimit:
         self.limit = limit
         self.active = 0
         self.closing = False
-        self._last_refused = 0.0  # monotonic time of the last call refused while closing
+        self.refused_closing = 0  # calls refused since ``close``
         self._prefixes = tuple(f"/{service}/" for service in services)
         # Bound once: looking a labelled child up costs more than counting into it.
         self._admitted = metrics.WORKER_CALLS.labels(worker=str(worker))
@@ -54,7 +54,7 @@ class ConcurrencyLimit:
     def _admit(self, behavior: Behavior) -> Behavior:
         async def limited(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if self.closing:
-                self._last_refused = time.monotonic()
+                self.refused_closing += 1
                 metrics.CALLS_REFUSED.labels(reason="shutting_down").inc()
                 await context.abort(SHUTTING_DOWN, SHUTTING_DOWN_MESSAGE)
             if self.active >= self.limit:
@@ -70,10 +70,11 @@ class ConcurrencyLimit:
 
         return limited
 
-    async def close(self, *, quiet: float = 0.02, at_most: float = 0.25) -> None:
+    async def close(self, *, quiet: float = 0.02, at_most: float = 0.25) -> int:
         """Refuse every new call (UNAVAILABLE, which callers retry) from now on, and return once
-        the calls waiting in grpc core have been taken and refused: when no call arrived for
-        ``quiet`` seconds, or after ``at_most`` under a steady stream of retries.
+        the calls waiting in grpc core have been taken and refused: after ``quiet`` seconds of
+        the event loop running freely without a call, or ``at_most`` seconds under a steady
+        stream of retries. Returns how many calls were refused meanwhile.
 
         Why: grpc.aio takes calls from core one at a time, so with the event loop busy, calls
         queue in core; core's shutdown cancels those (the caller sees CANCELLED, which it must
@@ -81,11 +82,16 @@ class ConcurrencyLimit:
         they fail retryably instead. Calls already admitted run on; the server's grace covers them.
         """
         self.closing = True
-        self._last_refused = time.monotonic()
-        deadline = self._last_refused + at_most
-        while True:
-            now = time.monotonic()
-            wake = min(self._last_refused + quiet, deadline)
-            if now >= wake:
-                return
-            await asyncio.sleep(wake - now)
+        step = quiet / 4
+        started = time.monotonic()
+        quiet_since, refused = started, self.refused_closing
+        while (before := time.monotonic()) - started < at_most:
+            await asyncio.sleep(step)
+            after = time.monotonic()
+            # Quiet only while the loop ran as asked: a late wake-up means the loop was busy or
+            # the process was not scheduled, and queued calls may not have been taken yet.
+            if self.refused_closing != refused or after - before > 2 * step:
+                quiet_since, refused = after, self.refused_closing
+            elif after - quiet_since >= quiet:
+                break
+        return self.refused_closing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -188,7 +189,13 @@ class VerdictServer:
         if not self._stopping:
             await self.drain()
         if self.admission is not None:
-            await self.admission.close()
+            started = time.monotonic()
+            refused = await self.admission.close()
+            log.info(
+                "shutdown_refused_queued_calls",
+                calls=refused,
+                seconds=round(time.monotonic() - started, 3),
+            )
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
