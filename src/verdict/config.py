@@ -63,8 +63,9 @@ class Settings(BaseSettings):
     # the other workers and exits 1. 0: the first crash stops them all.
     worker_restarts: int = Field(default=5, ge=0, le=100)
     # The event loop that serves: asyncio's own; "uvloop", or "auto" (uvloop when installed),
-    # saves ~6-7% CPU per decision but is not the default until SIGTERM under load is shown
-    # to lose no in-flight call on it (the fault suite lost some on it this session).
+    # saves ~6-7% CPU per decision. Not the default yet: its SIGTERM losses were grpc core
+    # cancelling queued calls (fixed for both loops: ConcurrencyLimit.close), but the fault
+    # suite has not been shown stable on it (one run of three missed the flood's refusals).
     event_loop: str = Field(default="asyncio", pattern="^(auto|uvloop|asyncio)$")
     log_level: str = Field(default="info")
     # JSON lines in production; readable console output on a terminal ("auto" picks by stderr).
