@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -534,6 +535,58 @@ async def test_an_array_spelled_reference_is_loaded_from_stored_entities(
     await start(app)
     try:
         await assert_owner_forbid_holds(app, stored=True)
+    finally:
+        await stop(app, 0)
+
+
+async def test_a_reference_list_written_before_array_references_counted_fails_closed(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    """A Loan with ``"owner": ["Borrower", "dave"]`` whose stored reference list lacks dave, as
+    an older Verdict wrote it: the slice script never reaches dave, and the forbid on a
+    suspended owner would be false (ALLOW). The decision now fails closed (INTERNAL, counted
+    as ``stale_refs``) until the entity is rewritten, and is DENY again after that."""
+    settings = Settings(
+        stores=owner_forbid_stores(tmp_path),
+        default_store="lending",
+        redis_url=redis.url,
+        listen="127.0.0.1:0",
+    )
+    app = build_app(settings)
+    await app.entities.prepare()
+    await load_lending(app)
+    await start(app)
+    stale = REGISTRY.get_sample_value("verdict_entity_corrupt_total", {"reason": "stale_refs"})
+    try:
+        async with grpc.aio.insecure_channel(address(app)) as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            writes = epb_grpc.EntityServiceStub(channel)
+            loan = new_loan("loan-old", ["Borrower", "dave"])
+            put = epb.PutEntitiesRequest(entities_json=json.dumps([loan]))
+            await writes.PutEntities(put, timeout=10)
+            client = aioredis.from_url(redis.url, decode_responses=True)
+            try:
+                (refs_key,) = await client.keys("*{lending}:refs")
+                listed = await client.hget(refs_key, '["Loan","loan-old"]')
+                assert listed is not None
+                assert '["Borrower","dave"]' in listed
+                older = "\n".join(r for r in listed.split("\n") if "dave" not in r)
+                await client.hset(refs_key, '["Loan","loan-old"]', older)
+            finally:
+                await client.aclose()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.IsAuthorized(uma_views("loan-old"), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INTERNAL
+            after = REGISTRY.get_sample_value(
+                "verdict_entity_corrupt_total", {"reason": "stale_refs"}
+            )
+            assert (after or 0) == (stale or 0) + 1
+            written = await writes.PutEntities(put, timeout=10)  # rewritten: a fresh list
+            reply = await stub.IsAuthorized(
+                uma_views("loan-old", version=written.version), timeout=10
+            )
+            assert reply.decision == pb.DECISION_DENY
+            assert list(reply.determining_policies) == ["forbid-loans-of-suspended-owners"]
     finally:
         await stop(app, 0)
 

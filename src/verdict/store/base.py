@@ -51,6 +51,8 @@ class EntitySlice:
     epoch: int = 0
     # Each entity's weight as stored (every store fills it; batch unions are split by it).
     weights: Mapping[EntityUid, Weight] = field(default_factory=dict, kw_only=True)
+    # Each entity's references, where the store already computed them (Redis checks them).
+    references: Mapping[EntityUid, frozenset[EntityUid]] = field(default_factory=dict, kw_only=True)
     # Set only for a read that asked for one (ReadOptions.prepared): the same entities, already
     # parsed against that schema (a superset that holds every entity reachable from the
     # roots, for the memory store). ``entities`` may then be empty: the read proved that the

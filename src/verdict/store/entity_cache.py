@@ -210,7 +210,8 @@ class EntityCache:
             self._missing.pop(key, None)
             # The weight counted from the stored text when it was read, kept for every hit.
             weight = weights.get(uid) or json_weight(entity)
-            stored = StoredEntity(uid, entity, entity_references(entity), weight)
+            refs = entity_slice.references.get(uid) or entity_references(entity)
+            stored = StoredEntity(uid, entity, refs, weight)
             _put(self._entries, key, (stored, read_at), self.max_entries)
         for uid in entity_slice.missing:
             key = (store_id, uid)

@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 
 import structlog
 
-from verdict.cedar_json import check_entity_shape
+from verdict.cedar_json import check_entity_shape, entity_references
 from verdict.errors import EntityDataError, RequestError
 from verdict.model import EntityUid, JsonObject
 from verdict.store.base import EntitySlice
@@ -19,16 +19,30 @@ log = structlog.get_logger(__name__)
 
 
 def decode_slice(store_id: str, reply: list[Any]) -> EntitySlice:
-    """The SLICE script's {version, found keys, values, missing keys, epoch} as an EntitySlice."""
+    """The SLICE script's {version, found keys, values, missing keys, epoch} as an EntitySlice.
+
+    The script follows the reference lists stored beside the entities; each entity's own
+    references are computed again here, and one the script did not reach (neither found nor
+    missing) means its list is stale, as lists written before array-spelled references counted
+    are: the slice would lack an entity Cedar reads, and a forbid on it would turn false. That
+    fails the decision closed (``stale_refs``) until the entity is rewritten or the store reloaded.
+    """
     version, found_keys, values, missing_keys, epoch = reply
     entities: dict[EntityUid, JsonObject] = {}
     weights: dict[EntityUid, Weight] = {}
+    references: dict[EntityUid, frozenset[EntityUid]] = {}
     for key, value in zip(found_keys, values, strict=True):
         uid = decode_key(store_id, key)
-        entities[uid] = decode_value(store_id, uid, value)
+        entities[uid] = entity = decode_value(store_id, uid, value)
         weights[uid] = value_weight(value)
+        references[uid] = entity_references(entity)
     missing = frozenset(decode_key(store_id, key) for key in missing_keys)
-    return EntitySlice(entities, int(version), missing, int(epoch), weights=weights)
+    for refs in references.values():
+        if any(ref not in entities and ref not in missing for ref in refs):
+            corrupt(store_id, "stale_refs")
+    return EntitySlice(
+        entities, int(version), missing, int(epoch), weights=weights, references=references
+    )
 
 
 def value_weight(value: str) -> Weight:

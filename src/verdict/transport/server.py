@@ -191,11 +191,12 @@ class VerdictServer:
         if self.admission is not None:
             started = time.monotonic()
             refused = await self.admission.close()
-            log.info(
-                "shutdown_refused_queued_calls",
-                calls=refused,
-                seconds=round(time.monotonic() - started, 3),
-            )
+            if refused:
+                log.info(
+                    "shutdown_refused_queued_calls",
+                    calls=refused,
+                    seconds=round(time.monotonic() - started, 3),
+                )
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
