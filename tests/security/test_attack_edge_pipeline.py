@@ -568,7 +568,7 @@ async def test_a_reference_list_written_before_array_references_counted_fails_cl
             try:
                 (refs_key,) = await client.keys("*{lending}:refs")
                 listed = await client.hget(refs_key, '["Loan","loan-old"]')
-                assert listed is not None
+                assert isinstance(listed, str)
                 assert '["Borrower","dave"]' in listed
                 older = "\n".join(r for r in listed.split("\n") if "dave" not in r)
                 await client.hset(refs_key, '["Loan","loan-old"]', older)
