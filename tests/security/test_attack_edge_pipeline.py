@@ -41,6 +41,7 @@ from verdict.config import Settings
 from verdict.engine.authorizer import Authorizer
 from verdict.model import EntityUid
 from verdict.store.base import DEFAULT_READ, EntityReader, EntitySlice, ReadOptions
+from verdict.store.redis_store import RedisEntityStore
 from verdict.transport.callers import METHOD_GROUPS, OPEN_METHODS
 from verdict.transport.pipeline import _WrappedLookup
 
@@ -539,56 +540,120 @@ async def test_an_array_spelled_reference_is_loaded_from_stored_entities(
         await stop(app, 0)
 
 
-async def test_a_reference_list_written_before_array_references_counted_fails_closed(
-    tmp_path: Path, redis: RedisProcess
-) -> None:
-    """A Loan with ``"owner": ["Borrower", "dave"]`` whose stored reference list lacks dave, as
-    an older Verdict wrote it: the slice script never reaches dave, and the forbid on a
-    suspended owner would be false (ALLOW). The decision now fails closed (INTERNAL, counted
-    as ``stale_refs``) until the entity is rewritten, and is DENY again after that."""
+@asynccontextmanager
+async def owner_forbid_on_redis(tmp_path: Path, url: str) -> AsyncIterator[App]:
+    """The lending store plus OWNER_FORBID on Redis at ``url``, loaded and serving."""
     settings = Settings(
-        stores=owner_forbid_stores(tmp_path),
-        default_store="lending",
-        redis_url=redis.url,
+        stores=owner_forbid_stores(tmp_path), default_store="lending", redis_url=url,
         listen="127.0.0.1:0",
-    )
+    )  # fmt: skip
     app = build_app(settings)
     await app.entities.prepare()
     await load_lending(app)
     await start(app)
-    stale = REGISTRY.get_sample_value("verdict_entity_corrupt_total", {"reason": "stale_refs"})
     try:
-        async with grpc.aio.insecure_channel(address(app)) as channel:
-            stub = pb_grpc.AuthorizationServiceStub(channel)
-            writes = epb_grpc.EntityServiceStub(channel)
-            loan = new_loan("loan-old", ["Borrower", "dave"])
-            put = epb.PutEntitiesRequest(entities_json=json.dumps([loan]))
-            await writes.PutEntities(put, timeout=10)
-            client = aioredis.from_url(redis.url, decode_responses=True)
-            try:
-                (refs_key,) = await client.keys("*{lending}:refs")
-                listed = await client.hget(refs_key, '["Loan","loan-old"]')
-                assert isinstance(listed, str)
-                assert '["Borrower","dave"]' in listed
-                older = "\n".join(r for r in listed.split("\n") if "dave" not in r)
-                await client.hset(refs_key, '["Loan","loan-old"]', older)
-            finally:
-                await client.aclose()
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.IsAuthorized(uma_views("loan-old"), timeout=10)
-            assert refused.value.code() == grpc.StatusCode.INTERNAL
-            after = REGISTRY.get_sample_value(
-                "verdict_entity_corrupt_total", {"reason": "stale_refs"}
-            )
-            assert (after or 0) == (stale or 0) + 1
-            written = await writes.PutEntities(put, timeout=10)  # rewritten: a fresh list
-            reply = await stub.IsAuthorized(
-                uma_views("loan-old", version=written.version), timeout=10
-            )
-            assert reply.decision == pb.DECISION_DENY
-            assert list(reply.determining_policies) == ["forbid-loans-of-suspended-owners"]
+        yield app
     finally:
         await stop(app, 0)
+
+
+OLD_LOAN_KEY = '["Loan","loan-old"]'
+
+
+async def write_with_an_older_reference_list(app: App, redis: RedisProcess) -> str:
+    """PutEntities a Loan owned by ``["Borrower", "dave"]``, then take dave out of its stored
+    reference list, as Verdict wrote it before array-spelled references counted. Returns the
+    refs hash's key."""
+    async with grpc.aio.insecure_channel(address(app)) as channel:
+        put = epb.PutEntitiesRequest(
+            entities_json=json.dumps([new_loan("loan-old", ["Borrower", "dave"])])
+        )
+        await epb_grpc.EntityServiceStub(channel).PutEntities(put, timeout=10)
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    try:
+        (refs_key,) = await client.keys("*{lending}:refs")
+        listed = await client.hget(refs_key, OLD_LOAN_KEY)
+        assert isinstance(listed, str)
+        assert '["Borrower","dave"]' in listed
+        older = "\n".join(r for r in listed.split("\n") if "dave" not in r)
+        await client.hset(refs_key, OLD_LOAN_KEY, older)
+        return str(refs_key)
+    finally:
+        await client.aclose()
+
+
+async def test_a_reference_list_written_before_array_references_counted_is_repaired(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    """A Loan with ``"owner": ["Borrower", "dave"]`` whose stored reference list lacks dave:
+    the slice script never reached dave, and the forbid on a suspended owner was false (ALLOW).
+    The read now sees the list is stale, adds dave to it and reads again: DENY by the forbid."""
+    async with owner_forbid_on_redis(tmp_path, redis.url) as app:
+        refs_key = await write_with_an_older_reference_list(app, redis)
+        async with grpc.aio.insecure_channel(address(app)) as channel:
+            reply = await pb_grpc.AuthorizationServiceStub(channel).IsAuthorized(
+                uma_views("loan-old"), timeout=10
+            )
+        assert reply.decision == pb.DECISION_DENY
+        assert list(reply.determining_policies) == ["forbid-loans-of-suspended-owners"]
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    try:
+        repaired = await client.hget(refs_key, OLD_LOAN_KEY)
+    finally:
+        await client.aclose()
+    assert isinstance(repaired, str)
+    assert '["Borrower","dave"]' in repaired.split("\n")
+
+
+async def test_a_stale_reference_list_that_cannot_be_repaired_fails_closed(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    """A server whose Redis user may not write (HSET denied, so no repair) meets the stale
+    list: the decision fails (INTERNAL), never ALLOW."""
+    async with owner_forbid_on_redis(tmp_path, redis.url) as writer:
+        await write_with_an_older_reference_list(writer, redis)
+    redis.cli("ACL", "SETUSER", "reader", "on", ">s3cret", "~*", "&*", "+@all", "-hset")
+    try:
+        reader_url = f"redis://reader:s3cret@127.0.0.1:{redis.port}/0"
+        settings = Settings(
+            stores=owner_forbid_stores(tmp_path / "reader"), default_store="lending",
+            redis_url=reader_url, listen="127.0.0.1:0",
+        )  # fmt: skip
+        app = build_app(settings)
+        await app.entities.prepare()
+        await start(app)
+        try:
+            async with grpc.aio.insecure_channel(address(app)) as channel:
+                stub = pb_grpc.AuthorizationServiceStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.IsAuthorized(uma_views("loan-old"), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INTERNAL
+            assert "s3cret" not in (refused.value.details() or "")
+        finally:
+            await stop(app, 0)
+    finally:
+        redis.cli("ACL", "DELUSER", "reader")
+
+
+async def test_the_repair_leaves_a_list_alone_once_its_entity_changed(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    """REPAIR_REFS adds references only while the entity is still the value they were
+    computed from: a write since then brought its own list, which stays as written."""
+    async with owner_forbid_on_redis(tmp_path, redis.url) as app:
+        refs_key = await write_with_an_older_reference_list(app, redis)
+        store = app.entities
+        assert isinstance(store, RedisEntityStore)
+        keys = store._keys("lending")
+        triple = [OLD_LOAN_KEY, '{"v":1,"e":{"not":"what is stored"}}', '["Borrower","dave"]']
+        assert await store._repair(keys=keys.all, args=triple) == 0
+        client = aioredis.from_url(redis.url, decode_responses=True)
+        try:
+            kept = await client.hget(refs_key, OLD_LOAN_KEY)
+        finally:
+            await client.aclose()
+        assert isinstance(kept, str)
+        assert "dave" not in kept
 
 
 def retained_by(snapshot: tracemalloc.Snapshot, pattern: str) -> int:

@@ -11,11 +11,20 @@ from verdict.cedar_json import check_entity_shape, entity_references
 from verdict.errors import EntityDataError, RequestError
 from verdict.model import EntityUid, JsonObject
 from verdict.store.base import EntitySlice
-from verdict.store.redis_keys import key_uid
+from verdict.store.redis_keys import key_uid, uid_key
 from verdict.store.weight import Weight, text_weight
 from verdict.telemetry import metrics
 
 log = structlog.get_logger(__name__)
+
+
+class StaleReferences(Exception):
+    """Stored reference lists that lack references their entities hold: (uid-key, the stored
+    value read, the full list computed from it) per entity, as REPAIR_REFS takes them."""
+
+    def __init__(self, lists: list[tuple[str, str, str]]) -> None:
+        super().__init__(f"{len(lists)} stale reference lists")
+        self.lists = lists
 
 
 def decode_slice(store_id: str, reply: list[Any]) -> EntitySlice:
@@ -25,21 +34,28 @@ def decode_slice(store_id: str, reply: list[Any]) -> EntitySlice:
     references are computed again here, and one the script did not reach (neither found nor
     missing) means its list is stale, as lists written before array-spelled references counted
     are: the slice would lack an entity Cedar reads, and a forbid on it would turn false. That
-    fails the decision closed (``stale_refs``) until the entity is rewritten or the store reloaded.
+    raises StaleReferences (the store repairs the lists and reads again), never a slice.
     """
     version, found_keys, values, missing_keys, epoch = reply
+    missing = frozenset(decode_key(store_id, key) for key in missing_keys)
     entities: dict[EntityUid, JsonObject] = {}
     weights: dict[EntityUid, Weight] = {}
     references: dict[EntityUid, frozenset[EntityUid]] = {}
+    found: list[tuple[str, str, EntityUid]] = []
     for key, value in zip(found_keys, values, strict=True):
         uid = decode_key(store_id, key)
         entities[uid] = entity = decode_value(store_id, uid, value)
         weights[uid] = value_weight(value)
         references[uid] = entity_references(entity)
-    missing = frozenset(decode_key(store_id, key) for key in missing_keys)
-    for refs in references.values():
-        if any(ref not in entities and ref not in missing for ref in refs):
-            corrupt(store_id, "stale_refs")
+        found.append((key, value, uid))
+    reached = entities.keys() | missing
+    stale = [
+        (key, value, "\n".join(sorted(uid_key(ref) for ref in references[uid])))
+        for key, value, uid in found
+        if not references[uid] <= reached
+    ]
+    if stale:
+        raise StaleReferences(stale)
     return EntitySlice(
         entities, int(version), missing, int(epoch), weights=weights, references=references
     )

@@ -274,3 +274,29 @@ local v = start_epoch()
 redis.call('PUBLISH', ARGV[1], fmt(v) .. '\n*')
 return v
 """)
+
+# KEYS: entities, refs, version, marker. ARGV: (uid-key, the stored entity value, refs) triples,
+# refs newline-joined and computed from that value. Adds to each uid's stored refs list the refs
+# it lacks, only while the entity is still that value (a write since brought its own list):
+# read-repair of lists written before a reference spelling was counted. A list only ever grows,
+# so a replica computing fewer refs than another never takes any away. Returns the lists grown.
+REPAIR_REFS = _script(r"""
+local grown = 0
+for i = 1, #ARGV, 3 do
+  local stored = redis.call('HGET', KEYS[2], ARGV[i])
+  if stored and redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    local have, added = {}, {}
+    for ref in string.gmatch(stored, '[^\n]+') do have[ref] = true end
+    for ref in string.gmatch(ARGV[i + 2], '[^\n]+') do
+      if not have[ref] then have[ref] = true; added[#added + 1] = ref end
+    end
+    if #added > 0 then
+      local joined = table.concat(added, '\n')
+      if stored ~= '' then joined = stored .. '\n' .. joined end
+      redis.call('HSET', KEYS[2], ARGV[i], joined)
+      grown = grown + 1
+    end
+  end
+end
+return grown
+""")

@@ -35,7 +35,13 @@ from verdict.store.base import (
 )
 from verdict.store.entity_cache import EntityCache
 from verdict.store.graph import SLICE_TOO_LARGE
-from verdict.store.redis_decode import corrupt, decode_key, decode_slice, decode_value
+from verdict.store.redis_decode import (
+    StaleReferences,
+    corrupt,
+    decode_key,
+    decode_slice,
+    decode_value,
+)
 from verdict.store.redis_encode import flag, put_args, staged_refs, staged_values
 from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
 from verdict.store.slice_handles import SliceHandles
@@ -104,6 +110,7 @@ class RedisEntityStore:
         self._switch = client.register_script(redis_scripts.SWITCH)
         self._mark = client.register_script(redis_scripts.MARK)
         self._state = client.register_script(redis_scripts.STATE)
+        self._repair = client.register_script(redis_scripts.REPAIR_REFS)
         self._unloaded: set[str] = set()  # stores last found without their marker
         self.round_trips = 0  # Redis calls made (cache misses and writes), for tests and benches
 
@@ -117,6 +124,7 @@ class RedisEntityStore:
             self._switch,
             self._mark,
             self._state,
+            self._repair,
         )
         for script in scripts:
             await self._call(partial(self._client.script_load, script.script), "", None)
@@ -169,10 +177,7 @@ class RedisEntityStore:
             limits.max_values,
             *(uid_key(uid) for uid in roots),
         ]
-        reply = await self._call(
-            lambda: self._slice(keys=keys.all, args=args), store_id, options.deadline
-        )
-        entity_slice = decode_slice(store_id, reply)
+        entity_slice = await self._read_slice(store_id, keys, args, options.deadline)
         if 0 < options.min_version < entity_slice.epoch:
             raise ReplacedVersionError(options.min_version, entity_slice.epoch)
         if entity_slice.version < options.min_version:
@@ -180,6 +185,25 @@ class RedisEntityStore:
         if entity_slice.epoch:
             self.cache.fill(store_id, entity_slice, token)
         return entity_slice
+
+    async def _read_slice(
+        self, store_id: str, keys: StoreKeys, args: list[str | int], deadline: float | None
+    ) -> EntitySlice:
+        """One SLICE script call, decoded. Reference lists found stale (written before a
+        reference spelling was counted) are repaired and the slice read again, once; still
+        stale, the decision fails closed (``stale_refs``)."""
+        read = partial(self._slice, keys=keys.all, args=args)
+        try:
+            return decode_slice(store_id, await self._call(read, store_id, deadline))
+        except StaleReferences as stale:
+            triples = [part for triple in stale.lists for part in triple]
+        repair = partial(self._repair, keys=keys.all, args=triples)
+        grown = await self._call(repair, store_id, deadline)
+        log.warning("entity_refs_repaired", store=store_id, lists=int(grown))
+        try:
+            return decode_slice(store_id, await self._call(read, store_id, deadline))
+        except StaleReferences:
+            return corrupt(store_id, "stale_refs")
 
     async def put(
         self,
