@@ -582,6 +582,17 @@ async def write_with_an_older_reference_list(app: App, redis: RedisProcess) -> s
         await client.aclose()
 
 
+async def stored_list(redis: RedisProcess, refs_key: str) -> str:
+    """The reference list stored for loan-old."""
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    try:
+        listed = await client.hget(refs_key, OLD_LOAN_KEY)
+    finally:
+        await client.aclose()
+    assert isinstance(listed, str)
+    return listed
+
+
 async def test_a_reference_list_written_before_array_references_counted_is_repaired(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
@@ -596,13 +607,7 @@ async def test_a_reference_list_written_before_array_references_counted_is_repai
             )
         assert reply.decision == pb.DECISION_DENY
         assert list(reply.determining_policies) == ["forbid-loans-of-suspended-owners"]
-    client = aioredis.from_url(redis.url, decode_responses=True)
-    try:
-        repaired = await client.hget(refs_key, OLD_LOAN_KEY)
-    finally:
-        await client.aclose()
-    assert isinstance(repaired, str)
-    assert '["Borrower","dave"]' in repaired.split("\n")
+    assert '["Borrower","dave"]' in (await stored_list(redis, refs_key)).split("\n")
 
 
 async def test_a_stale_reference_list_that_cannot_be_repaired_fails_closed(
@@ -647,13 +652,7 @@ async def test_the_repair_leaves_a_list_alone_once_its_entity_changed(
         keys = store._keys("lending")
         triple = [OLD_LOAN_KEY, '{"v":1,"e":{"not":"what is stored"}}', '["Borrower","dave"]']
         assert await store._repair(keys=keys.all, args=triple) == 0
-        client = aioredis.from_url(redis.url, decode_responses=True)
-        try:
-            kept = await client.hget(refs_key, OLD_LOAN_KEY)
-        finally:
-            await client.aclose()
-        assert isinstance(kept, str)
-        assert "dave" not in kept
+        assert "dave" not in await stored_list(redis, refs_key)
 
 
 def retained_by(snapshot: tracemalloc.Snapshot, pattern: str) -> int:
