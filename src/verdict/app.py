@@ -369,6 +369,8 @@ async def start(app: App, worker: int = 0) -> VerdictServer:
             settings.max_pending_calls,
             settings.max_health_connections,
             settings.max_streams_per_connection,
+            settings.max_connection_age_seconds,
+            settings.max_connection_age_grace_seconds,
         ),
         security=app.security,
         reloader=app.reloader,

@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     )
     handshake_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Every connection gets GOAWAY after this long (grpc adds +-10% jitter), and its calls still
+    # open this much later are cut: clients reconnect, so pods added by a scale-out get their
+    # share, and a call that never sends its request cannot hold its stream for ever.
+    max_connection_age_seconds: float = Field(default=300.0, gt=0)
+    max_connection_age_grace_seconds: float = Field(default=30.0, gt=0)
     # Unary calls of Verdict's services in progress at once; past it RESOURCE_EXHAUSTED at once.
     max_concurrent_calls: int = Field(default=256, ge=1)
     # Calls waiting in grpc core for the event loop (CPU-bound backlog); past half of it core

@@ -1,13 +1,17 @@
-"""Idle and half-open connections cannot exhaust the server's file descriptors (issue 14.7)."""
+"""Idle and half-open connections cannot exhaust the server's file descriptors (issue 14.7);
+every connection has a maximum age, so a call that never sends its request is cut."""
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack, contextmanager
+
+import grpc
 
 from tests.cases import BASE_CONTEXT
 from tests.conftest import POLICIES
@@ -108,3 +112,60 @@ def test_serve_refuses_an_open_files_limit_below_its_connection_limit() -> None:
     assert result.returncode == 2
     assert "open-files limit (256)" in result.stderr
     assert "VERDICT_MAX_CONNECTIONS" in result.stderr
+
+
+AGED = {"VERDICT_MAX_CONNECTION_AGE_SECONDS": "1", "VERDICT_MAX_CONNECTION_AGE_GRACE_SECONDS": "1"}
+IS_AUTHORIZED = "/verdict.v1.AuthorizationService/IsAuthorized"
+
+
+async def _never_sends(port: int) -> str:
+    """An IsAuthorized call (no deadline) whose request never comes: the status it ends with."""
+    never = asyncio.Event()
+
+    async def nothing() -> AsyncIterator[bytes]:
+        await never.wait()
+        yield b""
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        opener: grpc.aio.StreamUnaryMultiCallable[bytes, bytes] = channel.stream_unary(
+            IS_AUTHORIZED
+        )
+        call = opener(nothing())
+        try:
+            await asyncio.wait_for(call, 20)
+        except grpc.aio.AioRpcError as exc:
+            return str(exc.code().name)
+        except TimeoutError:
+            call.cancel()
+            return "still open after 20 s"
+    return "OK"
+
+
+def test_a_call_that_never_sends_its_request_is_cut_at_the_connection_age() -> None:
+    """A caller opens IsAuthorized with no deadline and never sends the request: it held its
+    stream (and 7 KiB of server memory) until it gave up, 256 of them per connection. Now
+    the connection gets GOAWAY at its age and the call is cut after the grace."""
+    with running_server(POLICIES, "--default-store", "lending", env=AGED) as (_, port):
+        started = time.monotonic()
+        ended = asyncio.run(_never_sends(port))
+        assert ended not in ("OK", "still open after 20 s")
+        assert time.monotonic() - started < 10
+
+
+def test_calls_across_connection_ages_do_not_fail() -> None:
+    """A client calling back to back through four connection ages (GOAWAY each second):
+    every call answered, none failed; grpc clients move to a new connection by themselves."""
+    with (
+        running_server(POLICIES, "--default-store", "lending", env=AGED) as (_, port),
+        fresh_channel(port) as channel,
+    ):
+        stub = pb_grpc.AuthorizationServiceStub(channel)
+        request = build_request(
+            "Employee::olivia", "Action::disburse", "Loan::loan-1005", context=BASE_CONTEXT
+        )
+        decisions: list[int] = []
+        until = time.monotonic() + 4.5
+        while time.monotonic() < until and len(decisions) < 20_000:
+            decisions.append(stub.IsAuthorized(request, timeout=10).decision)
+        assert len(decisions) > 100
+        assert set(decisions) == {pb.DECISION_ALLOW}

@@ -65,7 +65,8 @@ DEFAULT_REQUEST_LIMITS = RequestLimits()
 @dataclass(frozen=True)
 class ConnectionLimits:
     """What grpc core holds for the server: connections, how long an unproductive one may stay
-    open, and how many calls may wait for the event loop to pick them up."""
+    open, how long any one may live, and how many calls may wait for the event loop to pick
+    them up."""
 
     max_connections: int = 1000
     handshake_timeout_seconds: float = 10.0
@@ -73,6 +74,8 @@ class ConnectionLimits:
     max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS
     max_health_connections: int = DEFAULT_MAX_HEALTH_CONNECTIONS
     max_streams_per_connection: int = DEFAULT_MAX_STREAMS_PER_CONNECTION
+    max_connection_age_seconds: float = 300.0
+    max_connection_age_grace_seconds: float = 30.0
 
     def for_health_port(self) -> ConnectionLimits:
         """The same timeouts for the plaintext health port, with its own connection and stream
@@ -102,6 +105,8 @@ class ConnectionLimits:
             ("grpc.server.max_pending_requests", max(1, self.max_pending_calls // 2)),
             ("grpc.server.max_pending_requests_hard_limit", self.max_pending_calls),
             ("grpc.max_concurrent_streams", self.max_streams_per_connection),
+            ("grpc.max_connection_age_ms", _ms(self.max_connection_age_seconds)),
+            ("grpc.max_connection_age_grace_ms", _ms(self.max_connection_age_grace_seconds)),
         ]
 
 
