@@ -9,11 +9,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +29,24 @@ from tests.redis_support import RedisProcess
 from tests.security.authn_support import token_sha256, verdict_app, write_callers
 from tests.security.input_server import Served as Served3
 from tests.security.input_server import outcome, serve_stores
+from tests.security.serve_process import running_server
+from tests.security.test_attack_health_watch import (
+    ACK,
+    END_HEADERS,
+    HEADERS,
+    PREFACE,
+    SETTINGS,
+    frame,
+    literal,
+)
 from tests.security.test_attack_stalls import STALL_BOUND
+from tests.security.test_server_connections import LIMITS, NOFILE, disburse
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import VerdictClient, bearer, build_request
+from verdict.telemetry.exposition import MAX_METRICS_CONNECTIONS, READ_TIMEOUT_SECONDS
 
 ALLOW_CASE = next(c for c in lending_cases() if c.expect == "allow")
 ALLOW_REQUEST = build_request(
@@ -255,6 +268,54 @@ def test_an_open_health_watch_does_not_hold_the_stop_for_the_whole_grace(tmp_pat
     assert set(ended) <= {"OK", "UNAVAILABLE", "CANCELLED"}
 
 
+def stalled_calls(port: int, method: str, streams: int) -> socket.socket:
+    """A connection holding ``streams`` calls of ``method`` that sent their headers and
+    nothing more: no message, no half-close (the caller closes the socket)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    headers = b"".join(
+        literal(name, value)
+        for name, value in [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", method),
+            (":authority", f"127.0.0.1:{port}"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
+    )
+    calls = b"".join(
+        frame(HEADERS, END_HEADERS, stream, headers) for stream in range(1, 2 * streams, 2)
+    )
+    sock.sendall(PREFACE + frame(SETTINGS, 0, 0, b"") + frame(SETTINGS, ACK, 0, b"") + calls)
+    return sock
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the handler of a unary call starts only once its message arrived, so no step of "
+    "Verdict's sees a call that never sends one, and server.stop(grace) waits for it the whole "
+    "grace. Fix: let stop() wait (up to the grace) for the calls admitted by ConcurrencyLimit, "
+    "plus a margin for their replies to be sent, then stop grpc with grace 0",
+)
+def test_a_call_that_never_sends_its_request_does_not_hold_the_stop(tmp_path: Path) -> None:
+    """One connection, no identity needed: 4 IsAuthorized calls that sent headers only. On
+    SIGTERM the server waits the whole ``shutdown_grace_seconds`` (8 s here) for them,
+    though none was ever admitted: every rollout of every replica can be made that slow."""
+    env = {"VERDICT_SHUTDOWN_GRACE_SECONDS": "8"}
+    with serving(tmp_path, env=env) as served:
+        sock = stalled_calls(served.port, "/verdict.v1.AuthorizationService/IsAuthorized", 4)
+        try:
+            time.sleep(0.5)  # the server has taken the calls (ordering only)
+            started = time.monotonic()
+            served.process.send_signal(signal.SIGTERM)
+            code = served.process.wait(30)
+            took = time.monotonic() - started
+        finally:
+            sock.close()
+    assert code == 0
+    assert took < 5, f"the stop took {took:.1f} s"
+
+
 # --- 2. The edge: who may see what ------------------------------------------------------------
 
 TENANT_CALLERS = (
@@ -298,6 +359,39 @@ async def test_a_store_limited_admin_is_told_about_its_own_stores_only(tmp_path:
             )
             assert [s.policy_store_id for s in listed.stores] == ["acme-bank", "lending"]
             assert listed.default_store == "lending"
+
+
+def test_stalled_metrics_connections_are_bounded_and_timed_out() -> None:
+    """The /metrics port needs no identity (Prometheus scrapes it; anything that reaches the
+    pod can). Before the fix each connection that sent half a request and stalled held a
+    thread and a descriptor for good (no read timeout, no bound): measured, ~240 of them took
+    every descriptor of a 256-descriptor process and its gRPC port could accept nothing more
+    (with --workers N the supervisor's, which it needs to restart workers). Now at most
+    MAX_METRICS_CONNECTIONS are held at once (the rest closed at once), each for at most
+    READ_TIMEOUT_SECONDS per read, and decisions are answered meanwhile."""
+    metrics_port = free_port()
+    metrics = f"127.0.0.1:{metrics_port}"
+    args = ("--default-store", "lending", "--workers", "1", "--metrics-listen", metrics)
+    half_request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+    with (
+        running_server(POLICIES, *args, env=LIMITS, nofile=NOFILE) as (process, port),
+        ExitStack() as stack,
+    ):
+        baseline = len(os.listdir(f"/proc/{process.pid}/fd"))
+        for _ in range(MAX_METRICS_CONNECTIONS + 10):
+            sock = stack.enter_context(
+                socket.create_connection(("127.0.0.1", metrics_port), timeout=5)
+            )
+            sock.sendall(half_request)
+        time.sleep(0.5)  # every socket accepted by now (ordering only)
+        held = len(os.listdir(f"/proc/{process.pid}/fd")) - baseline
+        assert held <= MAX_METRICS_CONNECTIONS + 2, f"{held} descriptors held"
+        assert disburse(port) == pb.DECISION_ALLOW
+        deadline = time.monotonic() + READ_TIMEOUT_SECONDS + 5
+        while len(os.listdir(f"/proc/{process.pid}/fd")) - baseline > 2:
+            assert time.monotonic() < deadline, "stalled metrics connections were never closed"
+            time.sleep(0.1)
+        assert process.poll() is None
 
 
 # --- 3. Caller JSON ----------------------------------------------------------------------------
