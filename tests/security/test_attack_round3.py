@@ -394,6 +394,41 @@ def test_stalled_metrics_connections_are_bounded_and_timed_out() -> None:
         assert process.poll() is None
 
 
+async def _health_of(channel: grpc.aio.Channel, name: str) -> str:
+    """What an anonymous Check of ``name`` answers: the status, or the error code."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    try:
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code().name
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="health is open without identity on the main port (probes carry none) and answers "
+    "store/<id> for every store: SERVING for a tenant's store, NOT_FOUND for a name that is "
+    "none. Needs a design decision: per-store names only on --health-listen, or behind the "
+    "caller check, or unknown store names answered like known ones",
+)
+async def test_open_health_is_no_oracle_of_other_tenants_stores(tmp_path: Path) -> None:
+    """docs/security.md: "a store that does not exist is refused like one that is not granted
+    (no existence oracle)". A caller with no identity at all asks health for
+    ``store/acme-bank`` and ``store/no-such-bank``: the answers differ, so any network peer
+    can enumerate the tenants (partner banks) a deployment serves."""
+    stores = tmp_path / "stores"
+    shutil.copytree(POLICIES / "lending", stores / "lending")
+    (stores / "acme-bank").mkdir()
+    (stores / "acme-bank" / "p.cedar").write_text("permit(principal, action, resource);\n")
+    callers = write_callers(tmp_path, TENANT_CALLERS)
+    async with verdict_app(stores=stores, callers_file=callers, policy_watch=False) as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            real = await _health_of(channel, "store/acme-bank")
+            invented = await _health_of(channel, "store/no-such-bank")
+    assert real == invented, (real, invented)
+
+
 # --- 3. Caller JSON ----------------------------------------------------------------------------
 
 
