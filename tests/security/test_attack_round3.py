@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -44,11 +45,16 @@ from tests.security.test_attack_health_watch import (
 )
 from tests.security.test_attack_stalls import STALL_BOUND
 from tests.security.test_server_connections import LIMITS, NOFILE, disburse
+from tests.stores import entity, write_store
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
+from verdict.app import build_app
 from verdict.client import VerdictClient, bearer, build_request
+from verdict.config import Settings
+from verdict.model import AuthorizationRequest, AuthorizationResult, Decision, EntityUid
+from verdict.policy.reload import reload_stores
 from verdict.telemetry.exposition import MAX_METRICS_CONNECTIONS, READ_TIMEOUT_SECONDS
 
 PING, WINDOW_UPDATE = 6, 8
@@ -613,3 +619,54 @@ async def test_a_long_undeclared_context_key_does_not_stall_the_loop() -> None:
             await served.authz.IsAuthorized(one, timeout=30)
         assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert len(refused.value.details() or "") < 1000  # the name is cut in the message
+
+
+# --- 4. BatchAuthorize -------------------------------------------------------------------------
+
+# Two consistent versions of one store folder, edited together (a role renamed): in each, u is
+# denied; only v1's policies with v2's entities let u in.
+V1: dict[str, str | list[Any]] = {
+    "p.cedar": '@id("approvers") permit(principal in Role::"approver", action, resource);\n',
+    "entities.json": [entity("User", "u", parents=[("Role", "viewer")]), entity("Doc", "d")],
+}
+V2: dict[str, str | list[Any]] = {
+    "p.cedar": '@id("approvers") permit(principal in Role::"approver-v2", action, resource);\n',
+    "entities.json": [entity("User", "u", parents=[("Role", "approver")]), entity("Doc", "d")],
+}
+
+
+async def test_a_batch_spanning_a_hot_reload_never_mixes_policy_and_entity_versions(
+    tmp_path: Path,
+) -> None:
+    """Every item is DENY under v1 and under v2. A reload of the folder (both files edited)
+    lands after the batch took its policy snapshot and before its items read their slices.
+    Before the fix the items were answered by v1's policies over v2's entities: ALLOW, a
+    state that never existed on disk (docs: "calls in flight finish on the version they
+    started with"). Now the batch is read again under the snapshot current after its read."""
+    stores = tmp_path / "stores"
+    write_store(stores, "s", V1)
+    app = build_app(Settings(stores=stores, listen="127.0.0.1:0", policy_watch=False))
+    assert app.reloader is not None
+    items = [
+        AuthorizationRequest(
+            EntityUid("User", "u"), EntityUid("Action", "a"), EntityUid("Doc", "d")
+        )
+        for _ in range(10)
+    ]
+    first = await app.authorizer.authorize_batch(items)
+    assert {a.decision for a in first if isinstance(a, AuthorizationResult)} == {Decision.DENY}
+    write_store(stores, "s", V2)
+    assert app.reloader.embedded is not None
+    outcome = await asyncio.to_thread(
+        reload_stores, stores, app.policies.current, app.reloader.embedded.read
+    )
+    batch = asyncio.create_task(app.authorizer.authorize_batch(items))
+    await asyncio.sleep(0)  # the batch took its snapshot and is waiting on its first wave
+    await app.reloader._install_entities(outcome)  # what reload() does, at this moment
+    app.policies.swap(outcome.snapshot)
+    answers = await batch
+    assert all(isinstance(a, AuthorizationResult) for a in answers), answers
+    assert {a.decision for a in answers if isinstance(a, AuthorizationResult)} == {Decision.DENY}
+    assert {a.policy_version for a in answers if isinstance(a, AuthorizationResult)} == {
+        outcome.snapshot.stores["s"].version
+    }
