@@ -54,6 +54,9 @@ class AuditLog:
         self.wait_seconds = wait_seconds
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
         self._task: asyncio.Task[None] | None = None
+        # Records handed to the queue and not yet written, failed or dropped: what a close
+        # that cannot finish the writing loses (counted and logged, never silently).
+        self._unwritten = 0
 
     def start(self) -> None:
         """Start the writer task."""
@@ -66,9 +69,11 @@ class AuditLog:
             return
         if self.mode is AuditMode.BLOCK:
             await self._queue.put(_Pending(records))
+            self._unwritten += len(records)
         elif self.mode is AuditMode.DROP:
             try:
                 self._queue.put_nowait(_Pending(records))
+                self._unwritten += len(records)
             except asyncio.QueueFull:
                 metrics.AUDIT_RECORDS.labels(result="dropped").inc(len(records))
         else:
@@ -85,19 +90,29 @@ class AuditLog:
         except asyncio.QueueFull:
             metrics.AUDIT_RECORDS.labels(result="failed").inc(len(records))
             raise AuditUnavailableError from None
+        self._unwritten += len(records)
         try:
             await asyncio.wait_for(asyncio.shield(written), self.wait_seconds)
         except (TimeoutError, OSError):
             raise AuditUnavailableError from None
 
     async def close(self) -> None:
-        """Write what is queued (within the wait), stop the writer, close the sink."""
+        """Write what is queued (within the wait), stop the writer, close the sink.
+
+        Records still unwritten then (a slow or failing sink; in block and drop mode their
+        decisions were answered) are lost: counted as dropped and logged as
+        ``audit_records_lost``, so that the loss is never silent.
+        """
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), self.wait_seconds)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._unwritten:
+            metrics.AUDIT_RECORDS.labels(result="dropped").inc(self._unwritten)
+            log.error("audit_records_lost", records=self._unwritten, reason="shutdown")
+            self._unwritten = 0
         await self.sink.close()
 
     async def _write_forever(self) -> None:
@@ -129,9 +144,11 @@ class AuditLog:
                     continue
                 result = "dropped" if self.mode is AuditMode.DROP else "failed"
                 metrics.AUDIT_RECORDS.labels(result=result).inc(len(records))
+                self._unwritten -= len(records)
                 _settle(batch, OSError("audit sink failed"))
                 return
             metrics.AUDIT_RECORDS.labels(result="written").inc(len(records))
+            self._unwritten -= len(records)
             _settle(batch, None)
             return
 

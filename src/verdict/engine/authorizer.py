@@ -22,6 +22,7 @@ from verdict.errors import (
     DeadlineExceededError,
     EntityDataError,
     InternalError,
+    StoreUnavailableError,
     VerdictError,
 )
 from verdict.model import AuthorizationRequest, AuthorizationResult, EntityUid, JsonObject
@@ -34,6 +35,7 @@ from verdict.telemetry import metrics
 DEFAULT_MAX_BATCH = 100
 MAX_SHARED_GROUP = 256  # requests per Cedar call in a batch
 WAVE_SECONDS = 0.01  # loop time a wave of batch items may take before others get a turn
+BATCH_SNAPSHOT_ATTEMPTS = 3  # reads of a batch a policy reload may interrupt before UNAVAILABLE
 log = structlog.get_logger(__name__)
 Answer = AuthorizationResult | VerdictError
 
@@ -87,7 +89,7 @@ class Authorizer:
         """
         if len(requests) > self.max_batch:
             raise BatchTooLargeError(len(requests), self.max_batch)
-        prepared = await self._prepare_all(self._policies.current, requests)
+        prepared = await self._prepare_consistently(requests)
         answers: list[Answer | None] = [
             p if isinstance(p, VerdictError) else None for p in prepared
         ]
@@ -101,6 +103,24 @@ class Authorizer:
             for index, answer in zip(chunk, self._evaluate_group(group), strict=True):
                 answers[index] = answer
         return [a if a is not None else InternalError() for a in answers]
+
+    async def _prepare_consistently(
+        self, requests: Sequence[AuthorizationRequest | VerdictError]
+    ) -> list[_Prepared | VerdictError]:
+        """``_prepare_all`` under one policy snapshot that stayed current throughout.
+
+        Items are read in waves with turns of the loop between them; a hot reload in such a
+        turn installs the embedded store's new entities together with the new snapshot, and
+        the later items would be evaluated by the old policies over the new entities (a
+        state that never existed on disk: a role renamed in both files let its old holders
+        in). Read again under the new snapshot; a store that keeps changing is UNAVAILABLE.
+        """
+        for _ in range(BATCH_SNAPSHOT_ATTEMPTS):
+            snapshot = self._policies.current
+            prepared = await self._prepare_all(snapshot, requests)
+            if self._policies.current is snapshot:
+                return prepared
+        raise StoreUnavailableError("policies changed during every read of the batch")
 
     async def _prepare_all(
         self, snapshot: PolicySnapshot, requests: Sequence[AuthorizationRequest | VerdictError]

@@ -13,6 +13,46 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 NOT_FOUND = b"not found: Verdict serves its metrics at /metrics\n"
+# The metrics port needs no identity: a scraper opens a connection or two at a time. Each
+# connection is a thread and a descriptor; past this many at once new ones are closed at
+# once, and each may take at most READ_TIMEOUT_SECONDS per read (a request sent half and left
+# open held both for good, and a few hundred took every descriptor of the process).
+MAX_METRICS_CONNECTIONS = 16
+READ_TIMEOUT_SECONDS = 5.0
+
+
+class _BoundedHandler(_SilentHandler):
+    """prometheus_client's silent handler, with a read timeout."""
+
+    timeout = READ_TIMEOUT_SECONDS
+
+
+class _BoundedServer(ThreadingWSGIServer):
+    """A thread per connection, at most MAX_METRICS_CONNECTIONS at once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_METRICS_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)  # over the bound: closed, never served
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that timed out or went away: nothing to report (the default prints a
+        traceback to stderr for each, which a caller could turn into a flood)."""
 
 
 def metrics_only(app: WsgiApp) -> WsgiApp:
@@ -33,13 +73,13 @@ def start_metrics_server(listen: str, registry: CollectorRegistry = REGISTRY) ->
     host, _, port = listen.rpartition(":")
     address = host.strip("[]") or "127.0.0.1"
     family, address = _get_best_family(address, int(port))  # type: ignore[no-untyped-call]
-    server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
+    server_class = type("MetricsServer", (_BoundedServer,), {"address_family": family})
     server: WSGIServer = make_server(
         address,
         int(port),
         metrics_only(make_wsgi_app(registry)),
         server_class,
-        handler_class=_SilentHandler,
+        handler_class=_BoundedHandler,
     )
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
     return server

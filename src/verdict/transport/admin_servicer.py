@@ -10,6 +10,7 @@ from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict.policy.reload import Change, StoreOutcome
 from verdict.policy.reloader import PolicyReloader
+from verdict.transport.call_context import granted_stores
 from verdict.transport.status import wire_text
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -43,7 +44,9 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
     ) -> apb.ReloadPoliciesResponse:
         """Reload now; a broken store is reported FAILED and keeps serving its last version."""
         outcome = await self._reloader.reload("rpc")
-        return apb.ReloadPoliciesResponse(stores=[store_state(s) for s in outcome.stores])
+        return apb.ReloadPoliciesResponse(
+            stores=[store_state(s) for s in outcome.stores if _visible(s.store_id)]
+        )
 
     async def ListPolicyStores(
         self, request: apb.ListPolicyStoresRequest, context: Context
@@ -53,5 +56,14 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         states = [
             store_state(StoreOutcome(store_id, Change.UNCHANGED, store))
             for store_id, store in sorted(snapshot.stores.items())
+            if _visible(store_id)
         ]
-        return apb.ListPolicyStoresResponse(stores=states, default_store=snapshot.default_store)
+        default = snapshot.default_store if _visible(snapshot.default_store or "") else ""
+        return apb.ListPolicyStoresResponse(stores=states, default_store=default)
+
+
+def _visible(store_id: str) -> bool:
+    """Whether the caller's grant covers ``store_id``: an admin granted some stores (one per
+    tenant) is told about those alone, never other tenants' stores, versions or problems."""
+    allowed = granted_stores()
+    return allowed is None or store_id in allowed

@@ -20,7 +20,7 @@ from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.errors import PermissionDeniedError, RequestError, UnauthenticatedError, VerdictError
 from verdict.telemetry.log_budget import LogBudget
 from verdict.telemetry.metrics import AUTH_REFUSALS
-from verdict.transport.call_context import set_caller
+from verdict.transport.call_context import set_caller, set_granted_stores
 from verdict.transport.callers import METHOD_GROUPS, OPEN_METHODS, Grant, MethodGroup
 from verdict.transport.edge_rules import EdgeRules
 from verdict.transport.status import status_for
@@ -133,6 +133,7 @@ class EdgeGuard:
                 caller = self.identify(rules, context)
                 set_caller(caller)
                 grant = self.admit(rules, caller, method)
+                set_granted_stores(grant.stores)
                 request = _parse(parse, raw)
                 self.check_stores(grant, request)
                 self.check_explain(grant, request)
@@ -153,7 +154,7 @@ class EdgeGuard:
             try:
                 caller = self.identify(rules, context)
                 set_caller(caller)
-                self.admit(rules, caller, method)
+                set_granted_stores(self.admit(rules, caller, method).stores)
             except VerdictError as exc:
                 await _refuse(context, method, caller, exc, self._logs)
             async for response in inner(requests, context):

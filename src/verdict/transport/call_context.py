@@ -24,12 +24,27 @@ MAX_REQUEST_ID = 128  # longer ids are replaced: they end up in every log line a
 
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+# The policy stores the caller's grant covers (None: every store, as without a callers file).
+GRANTED_STORES: contextvars.ContextVar[frozenset[str] | None] = contextvars.ContextVar(
+    "granted_stores", default=None
+)
 
 
 def set_caller(caller: str) -> None:
     """Remember who is calling (the edge check calls this once the caller is identified)."""
     CALLER.set(caller)
     structlog.contextvars.bind_contextvars(caller=caller)
+
+
+def set_granted_stores(stores: frozenset[str] | None) -> None:
+    """Remember which policy stores the caller may see (the edge check, once it admitted the
+    call); replies listing stores show only these."""
+    GRANTED_STORES.set(stores)
+
+
+def granted_stores() -> frozenset[str] | None:
+    """The policy stores this call's caller is granted; None for every store."""
+    return GRANTED_STORES.get()
 
 
 def request_id_from(metadata: Any) -> str:

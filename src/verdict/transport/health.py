@@ -28,6 +28,14 @@ class HealthService:
     def __init__(self) -> None:
         self._status: dict[str, Status] = {}
         self._changed = asyncio.Event()  # replaced (after being set) on every change
+        self._closed = False
+
+    def close(self) -> None:
+        """End every Watch stream once it has sent the newest status (the server is stopping:
+        a Watch never ends by itself, and the stop would wait its whole grace for them)."""
+        self._closed = True
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def set(self, service: str, status: Status) -> None:
         """Report ``status`` for ``service`` (never waits)."""
@@ -52,6 +60,8 @@ class HealthService:
             if status != last:
                 await context.write(health_pb2.HealthCheckResponse(status=status))
                 last = status
+            if self._closed:
+                return
             await changed.wait()
 
     async def List(self, request: health_pb2.HealthListRequest, context: Context) -> None:

@@ -189,7 +189,9 @@ class VerdictServer:
         """Stop accepting calls, let in-flight ones finish within ``grace`` seconds.
 
         First the calls queued in grpc core are taken and refused as retryable
-        (``ConcurrencyLimit.close``): core's shutdown would cancel them.
+        (``ConcurrencyLimit.close``): core's shutdown would cancel them. Health Watch streams
+        end once they sent NOT_SERVING: they never end by themselves, and one open Watch made
+        every stop wait its whole grace.
         """
         if not self._stopping:
             await self.drain()
@@ -202,6 +204,7 @@ class VerdictServer:
                     calls=refused,
                     seconds=round(time.monotonic() - started, 3),
                 )
+        self.health.close()
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
