@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -77,3 +79,29 @@ def ask(
         context_json=context if isinstance(context, str) else json.dumps(context or {}),
         entities_json=entities if isinstance(entities, str) else json.dumps(entities or []),
     )
+
+
+T = TypeVar("T")
+
+
+async def loop_held_while(work: Awaitable[T]) -> tuple[float, T]:
+    """The longest the event loop was held (beyond a 2 ms sleep) while ``work`` ran, and its
+    result: a task sleeping 2 ms at a time measures each late wake-up."""
+    done = False
+    worst = 0.0
+
+    async def lag_monitor() -> None:
+        nonlocal worst
+        while not done:
+            started = time.perf_counter()
+            await asyncio.sleep(0.002)
+            worst = max(worst, time.perf_counter() - started - 0.002)
+
+    task = asyncio.create_task(lag_monitor())
+    await asyncio.sleep(0.05)
+    try:
+        result = await work
+    finally:
+        done = True
+        await task
+    return worst, result

@@ -30,7 +30,7 @@ from tests.processes import free_port
 from tests.redis_support import RedisProcess
 from tests.security.authn_support import token_sha256, verdict_app, write_callers
 from tests.security.input_server import Served as Served3
-from tests.security.input_server import outcome, serve_stores
+from tests.security.input_server import loop_held_while, outcome, serve_stores
 from tests.security.serve_process import running_server
 from tests.security.test_attack_health_watch import (
     ACK,
@@ -134,30 +134,29 @@ def test_audit_records_a_shutdown_cannot_write_are_counted_and_logged(
     env = {"VERDICT_AUDIT_REDIS_URL": redis.url, "VERDICT_REDIS_TIMEOUT_SECONDS": "0.3"}
     args = ("--audit-sink", "redis", "--audit-mode", "block")
     with serving(tmp_path, *args, env=env) as served:
-        answered = 0
         with VerdictClient(served.target, timeout=5, retries=0) as client:
-            for _ in range(3):
-                reply = client.is_authorized(
-                    ALLOW_CASE.principal,
-                    ALLOW_CASE.action,
-                    ALLOW_CASE.resource,
-                    context=ALLOW_CASE.context,
+
+            def allowed(calls: int) -> int:
+                """How many of ``calls`` ALLOW_CASE decisions were ALLOW."""
+                return sum(
+                    client.is_authorized(
+                        ALLOW_CASE.principal,
+                        ALLOW_CASE.action,
+                        ALLOW_CASE.resource,
+                        context=ALLOW_CASE.context,
+                    ).decision
+                    == pb.DECISION_ALLOW
+                    for _ in range(calls)
                 )
-                answered += reply.decision == pb.DECISION_ALLOW
+
+            answered = allowed(3)
             deadline = time.monotonic() + 10
             while redis.cli("XLEN", "verdict:audit").strip() != "3":
                 assert time.monotonic() < deadline, "the first records were never written"
                 time.sleep(0.02)
             os.kill(redis.process.pid, signal.SIGSTOP)
             try:
-                for _ in range(5):
-                    reply = client.is_authorized(
-                        ALLOW_CASE.principal,
-                        ALLOW_CASE.action,
-                        ALLOW_CASE.resource,
-                        context=ALLOW_CASE.context,
-                    )
-                    answered += reply.decision == pb.DECISION_ALLOW
+                answered += allowed(5)
                 served.process.send_signal(signal.SIGTERM)
                 assert served.process.wait(30) == 0
             finally:
@@ -582,21 +581,7 @@ async def worst_wait(served: Served3, heavy: Callable[[], Awaitable[object]]) ->
     """The longest the event loop (server and client share it) was held while ``heavy`` ran
     (test_attack_stalls.worst_wait, on the lending store)."""
     await served.authz.IsAuthorized(ALLOW_REQUEST, timeout=5)
-    done = False
-    worst = 0.0
-
-    async def lag_monitor() -> None:
-        nonlocal worst
-        while not done:
-            started = time.perf_counter()
-            await asyncio.sleep(0.002)
-            worst = max(worst, time.perf_counter() - started - 0.002)
-
-    task = asyncio.create_task(lag_monitor())
-    await asyncio.sleep(0.05)
-    await outcome(heavy())
-    done = True
-    await task
+    worst, _ = await loop_held_while(outcome(heavy()))
     return worst
 
 

@@ -6,14 +6,12 @@ half a second or more (measured 1-10 s for the full-size payloads on 2 cores).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from tests.security.input_server import Served, outcome, serve_stores, uid
+from tests.security.input_server import Served, loop_held_while, outcome, serve_stores, uid
 from tests.stores import entity, write_store
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import entities_pb2 as epb
@@ -36,21 +34,7 @@ def light() -> pb.IsAuthorizedRequest:
 async def worst_wait(served: Served, heavy: Callable[[], Awaitable[Any]]) -> float:
     """The longest the event loop (server and client share it) was held while ``heavy`` ran."""
     await served.authz.IsAuthorized(light(), timeout=5)
-    done = False
-    worst = 0.0
-
-    async def lag_monitor() -> None:
-        nonlocal worst
-        while not done:
-            started = time.perf_counter()
-            await asyncio.sleep(0.002)
-            worst = max(worst, time.perf_counter() - started - 0.002)
-
-    task = asyncio.create_task(lag_monitor())
-    await asyncio.sleep(0.05)
-    await outcome(heavy())
-    done = True
-    await task
+    worst, _ = await loop_held_while(outcome(heavy()))
     return worst
 
 

@@ -7,16 +7,14 @@ in a worker thread, since it holds the GIL). Generous bounds, as there: the targ
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from tests.security.input_server import Served, outcome, serve_stores, uid
+from tests.security.input_server import Served, loop_held_while, outcome, serve_stores, uid
 from tests.stores import entity, write_store
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import entities_pb2 as epb
@@ -42,22 +40,7 @@ def light(context: str = "") -> pb.IsAuthorizedRequest:
 async def worst_wait(served: Served, heavy: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
     """The longest the event loop was held while ``heavy`` ran, and heavy's outcome."""
     await served.authz.IsAuthorized(light(), timeout=5)
-    done = False
-    worst = 0.0
-
-    async def lag_monitor() -> None:
-        nonlocal worst
-        while not done:
-            started = time.perf_counter()
-            await asyncio.sleep(0.002)
-            worst = max(worst, time.perf_counter() - started - 0.002)
-
-    task = asyncio.create_task(lag_monitor())
-    await asyncio.sleep(0.05)
-    result = await outcome(heavy())
-    done = True
-    await task
-    return worst, result
+    return await loop_held_while(outcome(heavy()))
 
 
 async def test_batch_of_heavy_contexts_does_not_stall(tmp_path: Path) -> None:

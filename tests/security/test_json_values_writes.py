@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.security.input_server import outcome, serve_stores
+from tests.security.input_server import loop_held_while, outcome, serve_stores
 from tests.stores import entity, write_store
 from verdict import cedar
 from verdict._gen.verdict.v1 import entities_pb2 as epb
@@ -56,21 +55,9 @@ async def test_write_of_value_heavy_entities_does_not_stall(tmp_path: Path) -> N
     text = json.dumps([heavy(f"b{i}") for i in range(300)])
     write = epb.PutEntitiesRequest(policy_store_id="s", entities_json=text)
     async with serve_stores(tmp_path, default_store="s") as served:
-        done = False
-        worst = 0.0
-
-        async def lag_monitor() -> None:
-            nonlocal worst
-            while not done:
-                started = time.perf_counter()
-                await asyncio.sleep(0.002)
-                worst = max(worst, time.perf_counter() - started - 0.002)
-
-        task = asyncio.create_task(lag_monitor())
-        await asyncio.sleep(0.05)
-        code, reply = await outcome(served.entities.PutEntities(write, timeout=60))
-        done = True
-        await task
+        worst, (code, reply) = await loop_held_while(
+            outcome(served.entities.PutEntities(write, timeout=60))
+        )
     assert worst < STALL_BOUND, f"the event loop was held {worst:.2f} s"
     assert code.name == "OK"
     assert reply.written == 300
