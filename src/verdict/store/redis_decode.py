@@ -11,7 +11,8 @@ from verdict.cedar_json import check_entity_shape, entity_references
 from verdict.errors import EntityDataError, RequestError
 from verdict.model import EntityUid, JsonObject
 from verdict.store.base import EntitySlice
-from verdict.store.redis_keys import key_uid, uid_key
+from verdict.store.redis_encode import refs_value
+from verdict.store.redis_keys import key_uid
 from verdict.store.weight import Weight, text_weight
 from verdict.telemetry import metrics
 
@@ -50,7 +51,7 @@ def decode_slice(store_id: str, reply: list[Any]) -> EntitySlice:
         found.append((key, value, uid))
     reached = entities.keys() | missing
     stale = [
-        (key, value, "\n".join(sorted(uid_key(ref) for ref in references[uid])))
+        (key, value, refs_value(references[uid]))
         for key, value, uid in found
         if not references[uid] <= reached
     ]

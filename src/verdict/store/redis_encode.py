@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from redis.typing import EncodableT, FieldT
 
+from verdict.model import EntityUid
 from verdict.store.base import StoredEntity
 from verdict.store.redis_keys import StoreKeys, uid_key
 from verdict.store.weight import entity_text
@@ -47,4 +48,9 @@ def _entity_json(entity: StoredEntity) -> str:
 
 
 def _refs(entity: StoredEntity) -> str:
-    return "\n".join(sorted(uid_key(ref) for ref in entity.refs))
+    return refs_value(entity.refs)
+
+
+def refs_value(refs: Collection[EntityUid]) -> str:
+    """A refs hash field's value: the uid-keys an entity references, sorted, newline-joined."""
+    return "\n".join(sorted(uid_key(ref) for ref in refs))
