@@ -79,23 +79,49 @@ def evaluate_shared(
     parents: ParentMap | None = None,
 ) -> list[AuthorizationResult | VerdictError]:
     """Evaluate requests that share one entity set (and carry no request entities) in one
-    Cedar call; each answer is what ``evaluate`` would give for that request alone."""
+    Cedar call per policy selection; each answer is what ``evaluate`` would give for that
+    request alone."""
     assert not any(r.extra_entities for r in requests), "request entities need evaluate()"
     if parents is None:
         if isinstance(entities, EntitiesHandle):
             raise InternalError
         parents = parent_map(entities)
-    policies = selected_policies(store, requests, parents)
-    raws = cedar.is_authorized_batch(
-        [cedar_request(r) for r in requests], policies, entities, store.schema
-    )
-    answers: list[AuthorizationResult | VerdictError] = []
-    for request, raw in zip(requests, raws, strict=True):
-        try:
-            answers.append(interpret(raw, store, entity_version, request))
-        except VerdictError as exc:
-            answers.append(exc)
-    return answers
+    groups = _policy_groups(requests, store, parents, isinstance(entities, EntitiesHandle))
+    answers: list[AuthorizationResult | VerdictError | None] = [None] * len(requests)
+    for key, numbers in groups.items():
+        raws = cedar.is_authorized_batch(
+            [cedar_request(requests[n]) for n in numbers],
+            store.index.policy_set(key),
+            entities,
+            store.schema,
+        )
+        for number, raw in zip(numbers, raws, strict=True):
+            try:
+                answers[number] = interpret(raw, store, entity_version, requests[number])
+            except VerdictError as exc:
+                answers[number] = exc
+    return [a if a is not None else InternalError() for a in answers]
+
+
+def _policy_groups(
+    requests: Sequence[AuthorizationRequest],
+    store: StoreSnapshot,
+    parents: ParentMap,
+    parsed: bool,
+) -> dict[tuple[int, ...], list[int]]:
+    """Which requests share a Cedar call, by the policies selected for it. Cedar evaluates
+    every policy of the set it is given for every request, so over ``parsed`` entities (a
+    handle, shared as is) each request gets the set its own scopes select and a batch of
+    different requests costs what each costs alone, not the union of their policies. A list
+    of entities is parsed again by each call: one call, with the union of the selections."""
+    if not parsed:
+        triples = [(r.principal, r.action, r.resource) for r in requests]
+        return {store.index.select(triples, parents): list(range(len(requests)))}
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for number, request in enumerate(requests):
+        key = store.index.select([(request.principal, request.action, request.resource)], parents)
+        groups.setdefault(key, []).append(number)
+    return groups
 
 
 def _with_request(
