@@ -43,11 +43,12 @@ proto: $(STAMP)  ## regenerate src/verdict/_gen from proto/
 bench: $(STAMP)  ## the hot path side by side (floor, lending, policy count, batch, Cerbos; ~5 min); results in benchmarks/results/hot_path*
 	$(BIN)/python -m benchmarks.bench_hot_path
 
-bench-all: bench  ## every benchmark: the hot path, then entity store, policy tests, batch, engine, loop stall, JSON values, entities load, edge, event loop
+bench-all: bench  ## every benchmark: the hot path, then entity store, policy tests, batch, engine, Cedar's costs, loop stall, JSON values, entities load, edge, event loop
 	$(BIN)/python -m benchmarks.bench_entity_store
 	$(BIN)/python benchmarks/bench_policy_tests.py
 	$(BIN)/python -m benchmarks.bench_batch
 	$(BIN)/python -m benchmarks.bench_engine
+	$(BIN)/python -m benchmarks.bench_cedar_costs
 	$(BIN)/python -m benchmarks.bench_loop_stall
 	$(BIN)/python -m benchmarks.bench_json_values
 	$(BIN)/python -m benchmarks.bench_entities_load
