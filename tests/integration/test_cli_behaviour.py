@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -252,3 +253,66 @@ def test_every_command_reports_unusable_stores_the_same_way(
     assert lines
     assert all(line.startswith("error: ") for line in lines), lines
     assert any(re.match(r"error: .*p\.cedar:1: ", line) for line in lines), lines
+
+
+HELP_PROBE = """
+import contextlib, io, json, sys
+from verdict.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        main(sys.argv[1:])
+    except SystemExit as exc:
+        code = exc.code
+roots = {m.split('.')[0] for m in sys.modules}
+heavy = roots & {'cedarpy', 'redis', 'grpc', 'structlog', 'pydantic'}
+server = [m for m in sys.modules if m.startswith(('verdict.app', 'verdict.engine',
+    'verdict.transport', 'verdict.store', 'verdict.policy'))]
+print(json.dumps([code, 'usage:' in out.getvalue(), sorted(heavy), server]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "allowed"),
+    [
+        ([], set()),
+        (["check"], set()),
+        (["validate"], set()),
+        (["test"], set()),
+        (["entities"], set()),
+        (["entities", "load"], set()),
+        (["entities", "put"], set()),
+        (["fmt"], set()),
+        (["diff"], set()),
+        (["version"], set()),
+        (["audit", "replay"], set()),
+        (["serve"], {"pydantic"}),  # its help shows Settings' defaults
+        (["healthcheck"], {"grpc"}),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_help_imports_no_engine_cedar_or_redis(argv: list[str], allowed: set[str]) -> None:
+    """`verdict [COMMAND] --help` answers at once: it imports the command's module alone, and
+    neither Cedar, Redis, grpc nor the engine (it took ~0.7 s with every command's stack)."""
+    done = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE, *argv, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    code, usage, heavy, server = json.loads(done.stdout)
+    assert (code, usage) == (0, True), done.stdout + done.stderr
+    assert set(heavy) <= allowed, heavy
+    assert server == [], server
+
+
+def test_every_command_in_the_table_is_registered_as_listed() -> None:
+    """The full parser (every module) and the command table agree: each row's module registers
+    that command, with the table's summary as its help."""
+    from verdict.cli import build_parser
+    from verdict.cli.commands import COMMANDS
+
+    parser = build_parser()
+    [commands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    helps = {a.dest: a.help for a in commands._choices_actions}
+    assert helps == {name: c.summary for name, c in COMMANDS.items()}

@@ -1,45 +1,56 @@
 """The ``verdict`` command line: one module per command group, sharing ``common``.
 
 A new command is one module with an ``add_<name>_command(commands)`` that registers its parser
-and sets ``func``; the function returns the exit code (``common.EXIT_*``) or raises
-``common.CommandError``, which ``main`` turns into ``error: ...`` and exit 2.
+and sets ``func``, and a row in ``commands.COMMANDS``; the function returns the exit code
+(``common.EXIT_*``) or raises ``common.CommandError``, which ``main`` turns into
+``error: ...`` and exit 2. ``verdict X ...`` imports X's module alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from verdict import __version__
+from verdict.cli.commands import COMMANDS, Command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for every subcommand."""
-    # Imported here: the commands bring grpc, Cedar and Redis, ~0.8 s that `--version` and
-    # `healthcheck` skip.
-    from verdict.cli.audit import add_audit_command
-    from verdict.cli.authoring import add_authoring_commands
-    from verdict.cli.check import add_check_command
-    from verdict.cli.entities import add_entities_command
-    from verdict.cli.healthcheck import add_healthcheck_command
-    from verdict.cli.serve import add_serve_command
-    from verdict.cli.test import add_test_command
-    from verdict.cli.validate import add_validate_command
-    from verdict.cli.version import add_version_command
-
+    """The argument parser for every subcommand (imports every command's module)."""
     parser, commands = _top_level()
-    add_serve_command(commands)
-    add_check_command(commands)
-    add_validate_command(commands)
-    add_test_command(commands)
-    add_entities_command(commands)
-    add_authoring_commands(commands)
-    add_version_command(commands)
-    add_audit_command(commands)
-    add_healthcheck_command(commands)
+    registered: set[tuple[str, str]] = set()
+    for command in COMMANDS.values():
+        if (command.module, command.register) not in registered:
+            registered.add((command.module, command.register))
+            _registrar(command)(commands)
     return parser
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of command ``name`` alone: only its module is imported (`healthcheck`, run
+    by a container every few seconds, loads grpc and nothing of the server; `check --help`
+    no Redis client)."""
+    parser, commands = _top_level()
+    _registrar(COMMANDS[name])(commands)
+    return parser
+
+
+def listing_parser() -> argparse.ArgumentParser:
+    """The ``verdict`` parser for ``--help``, no command or an unknown one: the commands and
+    their summaries, from the table, with no command module imported."""
+    parser, commands = _top_level()
+    for name, command in COMMANDS.items():
+        commands.add_parser(name, help=command.summary, add_help=False)
+    return parser
+
+
+def _registrar(command: Command) -> Callable[[Any], None]:
+    module = importlib.import_module(f"verdict.cli.{command.module}")
+    register: Callable[[Any], None] = getattr(module, command.register)
+    return register
 
 
 def _top_level() -> tuple[argparse.ArgumentParser, Any]:
@@ -53,16 +64,6 @@ def _top_level() -> tuple[argparse.ArgumentParser, Any]:
     return parser, add_commands(parser, "command", "COMMAND")
 
 
-def healthcheck_parser() -> argparse.ArgumentParser:
-    """The parser of ``verdict healthcheck`` alone: a container runs it every few seconds, so
-    it imports grpc and nothing of the server (~0.25 s of CPU instead of ~0.8 s)."""
-    from verdict.cli.healthcheck import add_healthcheck_command
-
-    parser, commands = _top_level()
-    add_healthcheck_command(commands)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``verdict`` command."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -71,9 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from verdict.cli.common import run
 
-    if arguments[:1] == ["healthcheck"]:
-        return run(healthcheck_parser().parse_args(arguments))
-    return run(build_parser().parse_args(arguments))
+    if arguments and arguments[0] in COMMANDS:
+        return run(command_parser(arguments[0]).parse_args(arguments))
+    # Nothing to run: help, a usage error or an unknown command (with the nearest one).
+    return run(listing_parser().parse_args(arguments))
 
 
 if __name__ == "__main__":

@@ -6,26 +6,20 @@ import argparse
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis.asyncio as aioredis
-
-from verdict.app import entity_files
-from verdict.audit.chain import verify
-from verdict.authoring.replay import ReplayReport, replay
+from verdict.cli.commands import summary
 from verdict.cli.common import EXIT_FAILED as EXIT_FOUND
 from verdict.cli.common import EXIT_OK, fail, unusable
-from verdict.engine.authorizer import Authorizer
-from verdict.errors import PolicyLoadError
-from verdict.policy.holder import PolicyHolder
-from verdict.policy.loader import load_policy_stores
-from verdict.store.memory import MemoryEntityStore
+
+if TYPE_CHECKING:  # imported where used: not for --help
+    from verdict.authoring.replay import ReplayReport
 
 
 def add_audit_command(commands: Any) -> None:
     """Register ``verdict audit verify`` and ``verdict audit replay``."""
     audit = commands.add_parser(
-        "audit", help="verify or replay the decision audit log",
+        "audit", help=summary("audit"),
         description="Check the hash chain of audit records, or re-evaluate recorded decisions "
         "against candidate policies.",
     )  # fmt: skip
@@ -53,6 +47,8 @@ def add_audit_command(commands: Any) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from verdict.audit.chain import verify
+
     if args.redis_url:
         sources = {f"{args.redis_url} {args.stream}": asyncio.run(_stream_lines(args))}
     elif args.files:
@@ -73,6 +69,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 async def _stream_lines(args: argparse.Namespace) -> list[str]:
+    import redis.asyncio as aioredis
+
     client = aioredis.from_url(args.redis_url)
     try:
         entries = await client.xrange(args.stream)
@@ -87,6 +85,14 @@ async def _stream_lines(args: argparse.Namespace) -> list[str]:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from verdict.app import entity_files
+    from verdict.authoring.replay import replay
+    from verdict.engine.authorizer import Authorizer
+    from verdict.errors import PolicyLoadError
+    from verdict.policy.holder import PolicyHolder
+    from verdict.policy.loader import load_policy_stores
+    from verdict.store.memory import MemoryEntityStore
+
     try:
         snapshot = load_policy_stores(args.stores)
         entities = MemoryEntityStore.from_files(entity_files(snapshot))

@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from verdict.authoring.diff import StoreDiff, diff_stores
-from verdict.authoring.fmt import format_stores
+from verdict.cli.commands import summary
 from verdict.cli.common import EXIT_FAILED as EXIT_FOUND
 from verdict.cli.common import EXIT_OK, unusable
-from verdict.errors import PolicyLoadError
-from verdict.policy.loader import load_policy_stores
-from verdict.policytest.loader import SuiteLoadError
-from verdict.policytest.report import describe_outcome
+
+if TYPE_CHECKING:  # imported where used: not for --help
+    from verdict.authoring.diff import StoreDiff
 
 
 def add_authoring_commands(commands: Any) -> None:
     """Register fmt and diff on the CLI's subcommand set."""
     fmt = commands.add_parser(
         "fmt",
-        help="format policy files the Cedar way",
+        help=summary("fmt"),
         description="Rewrite every *.cedar file of every store in Cedar's formatting (comments "
         "and annotations kept). With --check, change nothing: list the files that are not "
         "formatted and exit 1 (for CI). Exit 2 when a file cannot be parsed.",
@@ -31,7 +29,7 @@ def add_authoring_commands(commands: Any) -> None:
 
     diff = commands.add_parser(
         "diff",
-        help="compare two policy trees: policies and flipped decisions",
+        help=summary("diff"),
         description="Per store: policies added, removed and changed (by id; moving or "
         "reformatting is no change), and the cases of the --against tree's test suites whose "
         "decision flips between the two trees (same entity data). Exit 0, or with "
@@ -44,6 +42,9 @@ def add_authoring_commands(commands: Any) -> None:
 
 
 def _fmt(args: argparse.Namespace) -> int:
+    from verdict.authoring.fmt import format_stores
+    from verdict.errors import PolicyLoadError
+
     try:
         result = format_stores(args.stores, write=not args.check)
     except PolicyLoadError as exc:
@@ -57,6 +58,11 @@ def _fmt(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
+    from verdict.authoring.diff import diff_stores
+    from verdict.errors import PolicyLoadError
+    from verdict.policy.loader import load_policy_stores
+    from verdict.policytest.loader import SuiteLoadError
+
     try:
         old = load_policy_stores(args.stores)
         new = load_policy_stores(args.against)
@@ -72,6 +78,8 @@ def _diff(args: argparse.Namespace) -> int:
 
 def diff_lines(store: StoreDiff) -> list[str]:
     """The report of one store's differences."""
+    from verdict.policytest.report import describe_outcome
+
     if store.old is None:
         return [f"{store.store_id}: added"]
     if store.new is None:

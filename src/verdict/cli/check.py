@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from verdict.app import build_app
-from verdict.cedar_json import parse_context_json, parse_entities_json
+from verdict.cli.commands import summary
 from verdict.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, choose_store, fail, load_settings
-from verdict.cli.remote import add_server_flags, ask, result_from_reply
-from verdict.errors import VerdictError
-from verdict.model import AuthorizationRequest, AuthorizationResult
-from verdict.policy.snapshot import PolicyInfo
-from verdict.telemetry.logging import configure_logging
-from verdict.uid_arg import parse_uid_arg
+from verdict.cli.server_flags import add_server_flags
+
+if TYPE_CHECKING:  # the engine is imported when a decision is asked for, not for --help
+    from verdict.model import AuthorizationResult
+    from verdict.policy.snapshot import PolicyInfo
 
 
 def _check(args: argparse.Namespace) -> int:
+    from verdict.telemetry.logging import configure_logging
+
     configure_logging("error", "console")
     if args.server is not None:
         return _check_remote(args)
@@ -28,6 +27,14 @@ def _check(args: argparse.Namespace) -> int:
         fail("give --stores (the policy files) or --server (a running server)")
     if args.min_version is not None:
         fail("--min-version goes with --server")
+    import asyncio
+
+    from verdict.app import build_app
+    from verdict.cedar_json import parse_context_json, parse_entities_json
+    from verdict.errors import VerdictError
+    from verdict.model import AuthorizationRequest
+    from verdict.uid_arg import parse_uid_arg
+
     settings = load_settings({"stores": args.stores}, {"stores": "--stores"})
     try:
         app = build_app(settings.model_copy(update={"default_store": None}))
@@ -72,6 +79,11 @@ def _print_result(result: AuthorizationResult, policies: Mapping[str, PolicyInfo
 
 def _check_remote(args: argparse.Namespace) -> int:
     """The same request and report, answered by the server at ``--server``."""
+    from verdict.cedar_json import parse_context_json, parse_entities_json
+    from verdict.cli.remote import ask, result_from_reply
+    from verdict.errors import VerdictError
+    from verdict.uid_arg import parse_uid_arg
+
     if args.stores is not None:
         fail("--stores and --server exclude each other: the server has its own policies")
     try:
@@ -105,7 +117,7 @@ def add_check_command(commands: Any) -> None:
     """Register ``verdict check``."""
     check = commands.add_parser(
         "check",
-        help="answer one decision, offline or from a running server",
+        help=summary("check"),
         description="Answer one decision from the policy files (--stores), or ask a running "
         "server (--server) what it answers. Exit 0 allow, 1 deny, 2 error.",
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from verdict.cli.common import EXIT_FAILED, EXIT_OK, fail
-from verdict.cli.remote import add_server_flags, ask
+from verdict.cli.server_flags import add_server_flags
 from verdict.errors import RequestError
 from verdict.model import EntityUid
 from verdict.uid_arg import parse_uid_arg
@@ -68,6 +68,8 @@ def _uids(args: argparse.Namespace) -> list[EntityUid]:
 
 
 def _put(args: argparse.Namespace) -> int:
+    from verdict.cli.remote import ask  # grpc: not for --help
+
     entities = _entities(args.files)
     write = ask(args, lambda client: client.put_entities(entities, store=args.store or ""))
     print(f"{write.count} entities written; entity version {write.version}")
@@ -75,6 +77,8 @@ def _put(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
+    from verdict.cli.remote import ask  # grpc: not for --help
+
     uids = _uids(args)
     write = ask(args, lambda client: client.delete_entities(uids, store=args.store or ""))
     print(f"{write.count} of {len(uids)} entities deleted; entity version {write.version}")
@@ -82,6 +86,8 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
+    from verdict.cli.remote import ask  # grpc: not for --help
+
     uids = _uids(args)
     read = ask(args, lambda client: client.get_entities(uids, store=args.store or ""))
     sys.stdout.write(json.dumps(read.entities, indent=2, ensure_ascii=False) + "\n")

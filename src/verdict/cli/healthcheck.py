@@ -9,7 +9,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from verdict.cli.remote import add_tls_flags, positive_seconds
+from verdict.cli.commands import summary
+from verdict.cli.server_flags import add_tls_flags, positive_seconds
 from verdict.client import tls_credentials
 
 EXIT_SERVING, EXIT_UNHEALTHY = 0, 1
@@ -86,7 +87,7 @@ def add_healthcheck_command(commands: Any) -> None:
     """Register ``healthcheck`` on the subcommands of the ``verdict`` parser."""
     parser: argparse.ArgumentParser = commands.add_parser(
         "healthcheck",
-        help="is a running server SERVING? (for HEALTHCHECK and probes)",
+        help=summary("healthcheck"),
         description="Ask a running Verdict server over grpc.health.v1 whether it serves. "
         "Exit 0 when it reports SERVING; 1 otherwise (NOT_SERVING, unknown service name, "
         "unreachable, no answer within the timeout, unreadable TLS files), with one line on "

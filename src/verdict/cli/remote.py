@@ -1,80 +1,22 @@
-"""What the commands that ask a running server share: its flags, the client, its answers."""
+"""What the commands that ask a running server share: the client, its failures, its answers
+(their flags are in ``server_flags``, which imports no gRPC)."""
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 import grpc
 
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.cli.common import fail
+from verdict.cli.server_flags import TOKEN_VARIABLE
 from verdict.client import VerdictClient, bearer, tls_credentials
 from verdict.model import AuthorizationResult, Decision, DenyKind, EvaluationError
 
 T = TypeVar("T")
-
-TOKEN_VARIABLE = "VERDICT_TOKEN"
-DEFAULT_TIMEOUT = 10.0
-
-
-def positive_seconds(text: str) -> float:
-    """An argparse type: a positive, finite number of seconds."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
-    return seconds
-
-
-def add_tls_flags(parser: argparse.ArgumentParser) -> None:
-    """--tls-ca, --tls-cert, --tls-key, --tls-server-name: how to reach a server over TLS."""
-    parser.add_argument(
-        "--tls-ca",
-        type=Path,
-        metavar="FILE",
-        help="speak TLS (as does any --tls-* flag), trusting this CA bundle (PEM) for the "
-        "server's certificate (unset: the system's CAs)",
-    )
-    parser.add_argument(
-        "--tls-cert", type=Path, metavar="FILE", help="client certificate chain for mutual TLS"
-    )
-    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="client private key")
-    parser.add_argument(
-        "--tls-server-name",
-        metavar="NAME",
-        help="the name the server certificate must carry, when it is not the HOST of --server",
-    )
-
-
-def add_server_flags(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    """--server, its TLS flags, --token and --timeout."""
-    parser.add_argument(
-        "--server",
-        required=required,
-        metavar="HOST:PORT",
-        help="ask the Verdict server listening here"
-        + ("" if required else " instead of loading policy files"),
-    )
-    add_tls_flags(parser)
-    parser.add_argument(
-        "--token",
-        help=f"bearer token (static or JWT) sent with every call (or {TOKEN_VARIABLE}, which "
-        "keeps it out of the process list)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=positive_seconds,
-        default=DEFAULT_TIMEOUT,
-        metavar="SECONDS",
-        help="deadline of each call",
-    )
 
 
 def credentials(args: argparse.Namespace, command: str) -> grpc.ChannelCredentials | None:

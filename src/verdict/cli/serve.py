@@ -6,14 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from verdict import event_loop
-from verdict.app import build_app, run
+from verdict.cli.commands import summary
 from verdict.cli.common import EXIT_OK, fail, load_settings, setting_help
-from verdict.errors import ConfigError, PolicyLoadError
-from verdict.event_loop import EventLoopError
-from verdict.supervisor import busy_listener, cpu_count, in_use_message, supervise
-from verdict.telemetry.logging import configure_logging
-from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
 
 # Settings field -> flag, for the flags that set one (messages name what the user typed).
 FLAGS = {
@@ -42,6 +36,15 @@ FLAGS = {
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # The server's modules (grpc, Cedar, Redis) are imported to serve, not for --help.
+    from verdict import event_loop
+    from verdict.app import build_app, run
+    from verdict.errors import ConfigError, PolicyLoadError
+    from verdict.event_loop import EventLoopError
+    from verdict.supervisor import busy_listener, cpu_count, in_use_message, supervise
+    from verdict.telemetry.logging import configure_logging
+    from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
+
     overrides = {field: getattr(args, field) for field in FLAGS}
     overrides["redis_cluster"] = args.redis_cluster or None
     settings = load_settings(overrides, FLAGS)
@@ -124,7 +127,7 @@ def add_serve_command(commands: Any) -> None:
     """Register ``verdict serve``."""
     serve = commands.add_parser(
         "serve",
-        help="serve decisions over gRPC",
+        help=summary("serve"),
         description="Serve IsAuthorized/BatchAuthorize over gRPC. Every "
         "flag also reads from VERDICT_<NAME> environment variables. Exit 2 when the server "
         "cannot start (settings, policy stores, a port in use).",

@@ -1,44 +1,21 @@
-"""The ``verdict test`` subcommand: load suites, run them, print failures, coverage and JUnit."""
+"""The ``verdict test`` subcommand's flags (``test_run`` loads the suites and runs them)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import re
-import sys
-import time
-import traceback
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from verdict.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, choose_store, fail, unusable
-from verdict.cli.remote import add_server_flags, connect
-from verdict.cli.test_remote import run_remote
-from verdict.errors import Diagnostic, PolicyLoadError
-from verdict.policy.loader import load_policy_stores
-from verdict.policytest.coverage import measure, parse_percent
-from verdict.policytest.junit import write_junit
-from verdict.policytest.loader import Plan, SuiteLoadError, discover, load_plan
-from verdict.policytest.model import suite_json_schema
-from verdict.policytest.report import (
-    below_minimum_line,
-    coverage_lines,
-    failure_lines,
-    summary_line,
-    verbose_lines,
-)
-from verdict.policytest.runner import RunReport, run_plan
-from verdict.telemetry.logging import configure_logging
-
-EXIT_PASSED, EXIT_UNUSABLE = EXIT_OK, EXIT_USAGE
+from verdict.cli.commands import summary
+from verdict.cli.server_flags import add_server_flags
 
 
 def add_test_command(commands: Any) -> None:
     """Register ``verdict test`` on the CLI's subcommand set."""
     test = commands.add_parser(
         "test",
-        help="run policy regression suites",
+        help=summary("test"),
         description="Run YAML/JSON policy test suites through the decision engine, or with "
         "--server through a running server's BatchAuthorize (its policies and entities; "
         "--stores still names the suites' stores). Exit 0 when every case passes, 1 when a "
@@ -80,80 +57,19 @@ def add_test_command(commands: Any) -> None:
         "--print-schema", action="store_true", help="print the JSON Schema of suite files and exit"
     )
     add_server_flags(test, required=False)
-    test.set_defaults(func=run_test_command)
+    test.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from verdict.cli.test_run import run_test_command  # the engine: not for --help
+
+    return run_test_command(args)
 
 
 def _percent(text: str) -> Fraction:
+    from verdict.policytest.coverage import parse_percent
+
     try:
         return parse_percent(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def run_test_command(args: argparse.Namespace) -> int:
-    """Run ``verdict test`` with parsed arguments; returns the exit code."""
-    if args.print_schema:
-        print(json.dumps(suite_json_schema(), indent=2))
-        return EXIT_PASSED
-    configure_logging("error", "console")
-    if args.stores is None:
-        fail("--stores is required")
-    if args.server is not None and args.per_request:
-        fail("--per-request runs the engine here; with --server the server decides")
-    try:
-        pattern = re.compile(args.filter) if args.filter else None
-    except re.error as exc:
-        fail(f"--filter is not a valid regular expression: {exc}")
-    started = time.perf_counter()
-    try:
-        snapshot = load_policy_stores(args.stores)
-        choose_store(snapshot.stores, args.store)
-        plan = load_plan(
-            discover(args.paths, args.stores, snapshot), snapshot, args.stores, args.store
-        )
-    except (PolicyLoadError, SuiteLoadError) as exc:
-        _unusable(exc.diagnostics)
-    cases = [c for c in plan.cases if pattern is None or pattern.search(c.title)]
-    if not cases:
-        what = "no case matches --filter" if plan.cases else "no test suites found"
-        _unusable([Diagnostic(str(p), 0, what) for p in (args.paths or [args.stores])])
-    load_seconds = time.perf_counter() - started
-    if args.server is not None:
-        with connect(args) as client:
-            report = run_remote(client, plan, cases, args.server)
-        return _report(args, plan, report, load_seconds)
-    try:
-        report = run_plan(plan, cases, per_request=args.per_request)
-    except Exception:  # a bug, not a failing case: exit 1 must keep meaning "a case failed"
-        traceback.print_exc()
-        print("internal error while evaluating cases: nothing was reported", file=sys.stderr)
-        return EXIT_UNUSABLE
-    return _report(args, plan, report, load_seconds)
-
-
-def _report(args: argparse.Namespace, plan: Plan, report: RunReport, load_seconds: float) -> int:
-    for line in verbose_lines(report) if args.verbose else failure_lines(report, plan.snapshot):
-        print(line)
-    code = EXIT_FAILED if report.failed else EXIT_PASSED
-    if args.coverage or args.min_coverage is not None:
-        for coverage in measure(plan.snapshot, _covered_stores(args, plan), report.results):
-            if args.coverage:
-                print("\n".join(coverage_lines(coverage)))
-            if args.min_coverage is not None and coverage.fraction < args.min_coverage:
-                print(below_minimum_line(coverage, args.min_coverage))
-                code = EXIT_FAILED
-    if args.junit is not None:
-        write_junit(args.junit, report, plan.suites, plan.snapshot)
-    print(summary_line(report, load_seconds))
-    return code
-
-
-def _covered_stores(args: argparse.Namespace, plan: Plan) -> list[str]:
-    # A whole-tree run answers for every store, including stores that have no suites yet.
-    if not args.paths:
-        return sorted(plan.snapshot.stores)
-    return sorted({suite.store_id for suite in plan.suites})
-
-
-def _unusable(diagnostics: list[Diagnostic]) -> NoReturn:
-    unusable(diagnostics, f"{len(diagnostics)} problem(s): nothing was run")

@@ -7,15 +7,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from verdict.app import entity_files
-from verdict.authoring.warnings import store_warnings
+from verdict.cli.commands import summary
 from verdict.cli.common import EXIT_FAILED, EXIT_OK, fail, unusable
-from verdict.errors import PolicyLoadError
-from verdict.policy.loader import load_policy_stores
-from verdict.store.memory import MemoryEntityStore
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from verdict.app import entity_files
+    from verdict.authoring.warnings import store_warnings
+    from verdict.errors import PolicyLoadError
+    from verdict.policy.loader import load_policy_stores
+    from verdict.store.memory import MemoryEntityStore
+
     try:
         snapshot = load_policy_stores(args.stores, args.default_store)
         # Entities are validated too: a broken entities.json stops `make run` just the same.
@@ -42,7 +44,7 @@ def add_validate_command(commands: Any) -> None:
     """Register ``verdict validate``."""
     validate = commands.add_parser(
         "validate",
-        help="check every policy store",
+        help=summary("validate"),
         description="Check syntax, schema, ids, links and entities of every store; print "
         "file:line problems, then warnings (policies that can never apply, templates without "
         "links). Exit 0 valid, 1 invalid (or warnings with --strict).",

@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from verdict.cli.commands import summary
 from verdict.cli.common import EXIT_OK, EXIT_USAGE
-from verdict.errors import PolicyLoadError
-from verdict.policy.loader import store_roots, store_version
 
 
 def _version(args: argparse.Namespace) -> int:
+    from verdict.errors import PolicyLoadError
+    from verdict.policy.loader import store_roots, store_version
+
     try:
         roots = store_roots(args.stores)
     except PolicyLoadError as exc:
@@ -27,7 +29,7 @@ def add_version_command(commands: Any) -> None:
     """Register ``verdict version``."""
     version = commands.add_parser(
         "version",
-        help="print each store's content version",
+        help=summary("version"),
         description="Print each policy store's content hash: the policy_version the server "
         "reports for decisions made with these files.",
     )

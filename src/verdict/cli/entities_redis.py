@@ -1,0 +1,108 @@
+"""``verdict entities load|export``: between entities.json files and Redis."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from verdict.cli.common import EXIT_OK, EXIT_USAGE, choose_store, fail, load_settings, redact_url
+from verdict.entities_load import load_entities_file
+from verdict.errors import PolicyLoadError, StoreRefusedError, StoreUnavailableError, VerdictError
+from verdict.policy.loader import load_policy_stores
+from verdict.progress import reporter
+from verdict.store.entity_cache import EntityCache
+from verdict.store.redis_connect import key_layout, make_client
+from verdict.store.redis_store import RedisEntityStore
+
+# Settings field -> the flag of these commands that sets it.
+FLAGS = {
+    "redis_url": "--redis-url",
+    "redis_cluster": "--redis-cluster",
+    "redis_timeout_seconds": "--timeout",
+    "redis_namespace": "--redis-namespace",
+}
+
+
+def _store(args: argparse.Namespace) -> RedisEntityStore:
+    settings = load_settings(
+        {
+            "redis_url": args.redis_url,
+            "redis_cluster": args.redis_cluster,
+            "redis_timeout_seconds": args.timeout,
+            "redis_namespace": args.redis_namespace,
+        },
+        FLAGS,
+    )
+    return RedisEntityStore(
+        make_client(settings),
+        EntityCache(0, 0),
+        layout=key_layout(settings),
+        op_timeout=args.timeout,
+        retries=settings.redis_retries,
+    )
+
+
+async def load(args: argparse.Namespace) -> int:
+    """Each store's entities.json into Redis (or the store marked loaded without one)."""
+    snapshot = load_policy_stores(args.stores)
+    choose_store(snapshot.stores, args.store)
+    chosen = [args.store] if args.store else sorted(snapshot.stores)
+    store = _store(args)
+    try:
+        await store.prepare()
+        for store_id in chosen:
+            policy_store = snapshot.resolve(store_id)
+            if policy_store.entities_file is None:
+                # Its entities (if any) are written through the API: keep them, but say that
+                # what Redis holds is complete, so decisions may use it.
+                marked = await store.mark_loaded(store_id)
+                state = "marked loaded" if marked else "already loaded"
+                print(f"{store_id}: no entities.json, entities left as they are ({state})")
+                continue
+            with reporter() as progress:
+                report = await load_entities_file(
+                    store,
+                    store_id,
+                    policy_store.entities_file,
+                    policy_store.schema,
+                    progress,
+                    shown=f"{store_id}/entities.json",
+                    chunk=args.chunk,
+                )
+            print(report.summary(store_id))
+    finally:
+        await store.close()
+    return EXIT_OK
+
+
+async def export(args: argparse.Namespace) -> int:
+    """One store's entities from Redis as a Cedar JSON array."""
+    store = _store(args)
+    try:
+        entities = await store.export(args.store)
+    finally:
+        await store.close()
+    text = json.dumps(entities, indent=2, ensure_ascii=False) + "\n"
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"{args.store}: {len(entities)} entities written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``entities load`` or ``export``; Redis and load errors become one line."""
+    action = load if args.entities_command == "load" else export
+    try:
+        code: int = asyncio.run(action(args))
+    except StoreRefusedError:
+        fail(f"cannot connect to Redis at {redact_url(args.redis_url)}: connection refused")
+    except StoreUnavailableError as exc:
+        fail(f"Redis at {redact_url(args.redis_url)}: {exc}")
+    except (PolicyLoadError, VerdictError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return code

@@ -1,0 +1,65 @@
+"""The flags of the commands that ask a running server: --server, TLS, --token, --timeout."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+TOKEN_VARIABLE = "VERDICT_TOKEN"
+DEFAULT_TIMEOUT = 10.0
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return seconds
+
+
+def add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    """--tls-ca, --tls-cert, --tls-key, --tls-server-name: how to reach a server over TLS."""
+    parser.add_argument(
+        "--tls-ca",
+        type=Path,
+        metavar="FILE",
+        help="speak TLS (as does any --tls-* flag), trusting this CA bundle (PEM) for the "
+        "server's certificate (unset: the system's CAs)",
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="client certificate chain for mutual TLS"
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="client private key")
+    parser.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="the name the server certificate must carry, when it is not the HOST of --server",
+    )
+
+
+def add_server_flags(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """--server, its TLS flags, --token and --timeout."""
+    parser.add_argument(
+        "--server",
+        required=required,
+        metavar="HOST:PORT",
+        help="ask the Verdict server listening here"
+        + ("" if required else " instead of loading policy files"),
+    )
+    add_tls_flags(parser)
+    parser.add_argument(
+        "--token",
+        help=f"bearer token (static or JWT) sent with every call (or {TOKEN_VARIABLE}, which "
+        "keeps it out of the process list)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="deadline of each call",
+    )
