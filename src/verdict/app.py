@@ -379,6 +379,8 @@ async def start(app: App, worker: int = 0) -> VerdictServer:
         worker=worker,
     )
     app.server = server
+    if app.edge_rules is not None:  # a grant added or removed changes open health Watches too
+        app.edge_rules.on_swap = server.health.recheck
     if isinstance(app.entities, RedisEntityStore):
         app.health = HealthMonitor(
             app.entities,

@@ -539,18 +539,13 @@ async def _health_of(channel: grpc.aio.Channel, name: str) -> str:
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="health is open without identity on the main port (probes carry none) and answers "
-    "store/<id> for every store: SERVING for a tenant's store, NOT_FOUND for a name that is "
-    "none. Needs a design decision: per-store names only on --health-listen, or behind the "
-    "caller check, or unknown store names answered like known ones",
-)
 async def test_open_health_is_no_oracle_of_other_tenants_stores(tmp_path: Path) -> None:
     """docs/security.md: "a store that does not exist is refused like one that is not granted
     (no existence oracle)". A caller with no identity at all asks health for
-    ``store/acme-bank`` and ``store/no-such-bank``: the answers differ, so any network peer
-    can enumerate the tenants (partner banks) a deployment serves."""
+    ``store/acme-bank`` and ``store/no-such-bank``. Before the fix the answers differed
+    (SERVING against NOT_FOUND), so any network peer could enumerate the tenants (partner
+    banks) a deployment serves; now both are NOT_FOUND (tests/security/test_health_tenants.py
+    for granted callers, Watch, the health port and reloads)."""
     stores = tmp_path / "stores"
     shutil.copytree(POLICIES / "lending", stores / "lending")
     (stores / "acme-bank").mkdir()

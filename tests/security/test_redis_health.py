@@ -12,7 +12,8 @@ from tests.integration.redis_apps import load_lending, redis_settings
 from tests.processes import free_port
 from tests.redis_support import RedisProcess
 from verdict.app import build_app, start, stop
-from verdict.transport.server import SERVICE_NAME, store_health_name
+from verdict.transport.health_scope import store_health_name
+from verdict.transport.server import SERVICE_NAME
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

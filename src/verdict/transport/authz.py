@@ -67,6 +67,11 @@ class EdgeGuard:
         self._resolve_store = resolve_store
         self._logs = LogBudget()
 
+    @property
+    def rules(self) -> RulesSource:
+        """Where each call reads the current caller rules (health's store names too)."""
+        return self._rules
+
     def wrap(self, handler: Handler, method: str) -> Handler | None:
         """``handler`` behind the caller check (health's methods stay open); None for a
         method shape no Verdict method has, which grpc then answers UNIMPLEMENTED."""

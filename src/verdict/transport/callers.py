@@ -53,7 +53,8 @@ METHOD_GROUPS: Mapping[str, MethodGroup] = {
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": MethodGroup.ADMIN,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": MethodGroup.ADMIN,
 }
-# Probes and load balancers check health without an identity; it reveals only up/down.
+# Probes and load balancers check health without an identity; it reveals only up/down, and
+# per-store names only to callers granted the store (transport/health_scope.py).
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 

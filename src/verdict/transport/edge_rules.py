@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,8 @@ class ReloadingEdgeRules:
         self.reloads = 0
         self._last = reading  # the last attempt: a good one, or a broken edit to wait out
         self._task: asyncio.Task[None] | None = None
+        # Called after each swap: open health Watch streams ask again what they may show.
+        self.on_swap: Callable[[], None] | None = None
 
     def start(self) -> None:
         """Check the files every ``interval`` seconds in the background."""
@@ -133,6 +136,8 @@ class ReloadingEdgeRules:
             return False
         self.current = reading.result
         self.reloads += 1
+        if self.on_swap is not None:
+            self.on_swap()
         CONFIG_RELOADS.labels(file="callers", result="ok").inc()
         log.info("callers_reloaded", callers_file=str(self.callers_file))
         return True

@@ -34,6 +34,7 @@ from verdict.transport.convert import (
 from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.health import HealthService
+from verdict.transport.health_scope import granted_store_names, store_health_name
 from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.pipeline import Handler, StepsInterceptor, Wrap
 from verdict.transport.servicer import AuthorizationServicer
@@ -129,16 +130,12 @@ def _ms(seconds: float) -> int:
 LIVENESS_HEALTH_NAME = "liveness"
 
 
-def store_health_name(store_id: str) -> str:
-    """The grpc.health.v1 service name that reports whether one policy store can answer."""
-    return f"store/{store_id}"
-
-
 class VerdictServer:
     """A started gRPC server bound to a port, with its health service.
 
     Health names: "" and each gRPC service say whether the process can serve at all;
-    ``store/<store id>`` says whether that policy store's entities are available;
+    ``store/<store id>`` says whether that policy store's entities are available (with a
+    callers file, on the main port only to callers granted the store: ``main_port_health``);
     ``liveness`` is SERVING while the process runs its event loop (for liveness probes).
     """
 
@@ -278,7 +275,8 @@ async def start_server(
         apb_grpc.add_AdminServiceServicer_to_server(AdminServicer(reloader), server)
         services.append(ADMIN_SERVICE_NAME)
     health_servicer = HealthService()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    main_health = main_port_health(health_servicer, security)
+    health_pb2_grpc.add_HealthServicer_to_server(main_health, server)
     # The asyncio reflection servicer, named (enable_server_reflection picks it by class).
     names = (*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
@@ -307,6 +305,15 @@ async def start_server(
     return verdict_server
 
 
+def main_port_health(health: HealthService, security: EdgeSecurity) -> HealthService:
+    """Health as the main port serves it: with a callers file, ``store/<id>`` only to callers
+    granted that store. The health port (``_health_only_server``) answers every name to anyone:
+    it is for probes inside the cluster, never exposed beyond it."""
+    if security.guard is None:
+        return health
+    return health.scoped(granted_store_names(security.guard))
+
+
 def edge_steps(guard: EdgeGuard | None, admission: ConcurrencyLimit) -> Wrap:
     """What wraps each main-port method, outermost first: the call context (request id, log
     fields, RPC metrics: refusals by the later steps are counted too), the caller check
@@ -328,6 +335,7 @@ def _health_only_server(
     reuse_port: bool,
 ) -> tuple[grpc.aio.Server, int]:
     """A plaintext server with grpc.health.v1 alone: Kubernetes gRPC probes do not speak TLS.
+    It answers every name (``store/<id>`` too) to anyone: reachable from the node only.
 
     Bounded like the main port: anyone who reaches it needs no identity, and its stalled
     connections used to hold descriptors without end (grpc's defaults: no connection limit,
