@@ -10,6 +10,8 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -293,3 +295,40 @@ async def watched_first(channel: grpc.aio.Channel, name: str) -> int:
     status, rest = await first_then_rest(channel, name)
     rest.cancel()
     return status
+
+
+def healthcheck(port: int, name: str, *flags: str, token_variable: str = "") -> tuple[int, str]:
+    """`verdict healthcheck` of ``name`` on the main port: its exit code and stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "VERDICT_TOKEN"}
+    if token_variable:
+        env["VERDICT_TOKEN"] = token_variable
+    argv = ["healthcheck", "--server", f"127.0.0.1:{port}", "--service", name, *flags]
+    done = subprocess.run(
+        [sys.executable, "-m", "verdict", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    return done.returncode, done.stderr
+
+
+async def test_verdict_healthcheck_shows_a_store_to_the_token_granted_it(tmp_path: Path) -> None:
+    """`verdict healthcheck --token` (or VERDICT_TOKEN) checks a tenant's store on the main port
+    as the caller granted it; without the token the store is as unknown as an invented one."""
+    settings = {"stores": two_tenants(tmp_path), "callers_file": write_callers(tmp_path, CALLERS)}
+    async with verdict_app(**settings) as app:
+        assert app.server is not None
+        port = app.server.port
+        granted = await asyncio.to_thread(healthcheck, port, REAL, "--token", "acme-token")
+        assert granted == (0, "")
+        from_variable = await asyncio.to_thread(
+            healthcheck, port, REAL, token_variable="acme-token"
+        )
+        assert from_variable == (0, "")
+        anonymous = await asyncio.to_thread(healthcheck, port, REAL)
+        invented = await asyncio.to_thread(healthcheck, port, INVENTED, "--token", "acme-token")
+        other = await asyncio.to_thread(healthcheck, port, "store/lending", "--token", "acme-token")
+        for code, err in (anonymous, invented, other):
+            assert code == 1
+            assert err.endswith(": no such health service name (NOT_FOUND)\n"), err

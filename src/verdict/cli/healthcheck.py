@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from verdict.cli.commands import summary
-from verdict.cli.server_flags import add_tls_flags, positive_seconds
-from verdict.client import tls_credentials
+from verdict.cli.server_flags import TOKEN_VARIABLE, add_tls_flags, add_token_flag, positive_seconds
+from verdict.client import bearer, tls_credentials
 
 EXIT_SERVING, EXIT_UNHEALTHY = 0, 1
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -34,6 +36,7 @@ def check(
     timeout: float = DEFAULT_TIMEOUT,
     credentials: grpc.ChannelCredentials | None = None,
     server_name: str | None = None,
+    metadata: Sequence[tuple[str, str]] = (),
 ) -> str:
     """One grpc.health.v1 Check of ``service`` ("" = the whole server) at ``server``:
     ``SERVING``, or a short reason why not (the status reported, or why the call failed)."""
@@ -48,7 +51,9 @@ def check(
     with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=timeout,
+                metadata=tuple(metadata),
             )
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -70,12 +75,15 @@ def _run(args: argparse.Namespace) -> int:
             name = exc.filename or "a TLS file"
             print(f"verdict healthcheck: cannot read {name}", file=sys.stderr)
             return EXIT_UNHEALTHY
+    # With a callers file, the main port answers store/<id> only to a caller granted it.
+    token = args.token or os.environ.get(TOKEN_VARIABLE, "")
     status = check(
         args.server,
         service=args.service,
         timeout=args.timeout,
         credentials=credentials,
         server_name=args.tls_server_name,
+        metadata=bearer(token) if token else (),
     )
     if status == SERVING:
         return EXIT_SERVING
@@ -115,4 +123,5 @@ def add_healthcheck_command(commands: Any) -> None:
         help=f"deadline of the call (default {DEFAULT_TIMEOUT:g})",
     )
     add_tls_flags(parser)
+    add_token_flag(parser)
     parser.set_defaults(func=_run)

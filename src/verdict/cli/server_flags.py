@@ -51,15 +51,20 @@ def add_server_flags(parser: argparse.ArgumentParser, *, required: bool) -> None
         + ("" if required else " instead of loading policy files"),
     )
     add_tls_flags(parser)
-    parser.add_argument(
-        "--token",
-        help=f"bearer token (static or JWT) sent with every call (or {TOKEN_VARIABLE}, which "
-        "keeps it out of the process list)",
-    )
+    add_token_flag(parser)
     parser.add_argument(
         "--timeout",
         type=positive_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help="deadline of each call",
+    )
+
+
+def add_token_flag(parser: argparse.ArgumentParser) -> None:
+    """--token: the caller's bearer token."""
+    parser.add_argument(
+        "--token",
+        help=f"bearer token (static or JWT) sent with every call (or {TOKEN_VARIABLE}, which "
+        "keeps it out of the process list)",
     )
