@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, TypeAlias, cast
+from typing import Any, NoReturn, TypeAlias, cast
 
 import grpc
 
@@ -29,34 +29,54 @@ class ConcurrencyLimit:
 
     grpc.aio would otherwise accept every call and queue its work on the event loop, so under a
     flood every caller waits longer and longer. Health and reflection are not counted: a
-    Kubernetes probe must still get through while decisions are saturated.
+    Kubernetes probe must still get through while decisions are saturated. Calls of
+    ``closing_only`` are not limited either (an operator's reload must get through a flood of
+    decisions), only refused once closing like the others: a stopping server waits for no
+    work that starts after the stop began.
     """
 
-    def __init__(self, limit: int, services: Collection[str], worker: int = 0) -> None:
+    def __init__(
+        self,
+        limit: int,
+        services: Collection[str],
+        worker: int = 0,
+        closing_only: Collection[str] = (),
+    ) -> None:
         self.limit = limit
         self.active = 0
         self.closing = False
         self.refused_closing = 0  # calls refused since ``close``
         self._prefixes = tuple(f"/{service}/" for service in services)
+        self._closing_prefixes = tuple(f"/{service}/" for service in closing_only)
         # Bound once: looking a labelled child up costs more than counting into it.
         self._admitted = metrics.WORKER_CALLS.labels(worker=str(worker))
 
     def wrap(self, handler: Handler, method: str) -> Handler:
-        """``handler`` behind the limit, if it is a unary method of the limited services."""
-        if handler.unary_unary is None or not method.startswith(self._prefixes):
+        """``handler`` behind the limit, if it is a unary method of the limited services
+        (behind the refusal at close alone, if one of ``closing_only``)."""
+        if handler.unary_unary is None:
+            return handler
+        if method.startswith(self._prefixes):
+            behavior = self._admit(cast(Behavior, handler.unary_unary))
+        elif method.startswith(self._closing_prefixes):
+            behavior = self._unless_closing(cast(Behavior, handler.unary_unary))
+        else:
             return handler
         return grpc.unary_unary_rpc_method_handler(
-            self._admit(cast(Behavior, handler.unary_unary)),
+            behavior,
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
+    async def _refuse_closing(self, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
+        self.refused_closing += 1
+        metrics.CALLS_REFUSED.labels(reason="shutting_down").inc()
+        await context.abort(SHUTTING_DOWN, SHUTTING_DOWN_MESSAGE)
+
     def _admit(self, behavior: Behavior) -> Behavior:
         async def limited(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if self.closing:
-                self.refused_closing += 1
-                metrics.CALLS_REFUSED.labels(reason="shutting_down").inc()
-                await context.abort(SHUTTING_DOWN, SHUTTING_DOWN_MESSAGE)
+                await self._refuse_closing(context)
             if self.active >= self.limit:
                 # Counted, not logged: a flood must not turn into a flood of log lines.
                 metrics.CALLS_REFUSED.labels(reason="concurrency").inc()
@@ -70,6 +90,14 @@ class ConcurrencyLimit:
 
         return limited
 
+    def _unless_closing(self, behavior: Behavior) -> Behavior:
+        async def unlimited(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if self.closing:
+                await self._refuse_closing(context)
+            return await behavior(request, context)
+
+        return unlimited
+
     async def close(self, *, quiet: float = 0.02, at_most: float = 0.25) -> int:
         """Refuse every new call (UNAVAILABLE, which callers retry) from now on, and return once
         the calls waiting in grpc core have been taken and refused: after ``quiet`` seconds of
@@ -79,7 +107,8 @@ class ConcurrencyLimit:
         Why: grpc.aio takes calls from core one at a time, so with the event loop busy, calls
         queue in core; core's shutdown cancels those (the caller sees CANCELLED, which it must
         not retry blindly), even though they arrived before the signal. Taken and refused here,
-        they fail retryably instead. Calls already admitted run on; the server's grace covers them.
+        they fail retryably instead. Calls already admitted run on; the stop waits for them
+        (``CallsInProgress.settle``).
         """
         self.closing = True
         step = quiet / 4

@@ -35,6 +35,7 @@ from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
 from verdict.transport.health import HealthService
 from verdict.transport.health_scope import granted_store_names, store_health_name
+from verdict.transport.in_progress import FINAL_GRACE_SECONDS, CallsInProgress
 from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.pipeline import Handler, StepsInterceptor, Wrap
 from verdict.transport.servicer import AuthorizationServicer
@@ -148,9 +149,11 @@ class VerdictServer:
         health_server: grpc.aio.Server | None = None,
         health_port: int | None = None,
         admission: ConcurrencyLimit | None = None,
+        calls: CallsInProgress | None = None,
     ) -> None:
         self.server = server
         self.admission = admission
+        self.calls = calls
         self.port = port
         self.health = health_servicer
         self.health_server = health_server
@@ -188,7 +191,9 @@ class VerdictServer:
         First the calls queued in grpc core are taken and refused as retryable
         (``ConcurrencyLimit.close``): core's shutdown would cancel them. Health Watch streams
         end once they sent NOT_SERVING: they never end by themselves, and one open Watch made
-        every stop wait its whole grace.
+        every stop wait its whole grace. Then the stop waits for Verdict's calls in progress
+        (``CallsInProgress.settle``), not for grpc's: those include calls that never sent their
+        request, which nothing of Verdict's sees and which made every stop wait its grace too.
         """
         if not self._stopping:
             await self.drain()
@@ -202,6 +207,9 @@ class VerdictServer:
                     seconds=round(time.monotonic() - started, 3),
                 )
         self.health.close()
+        if self.calls is not None:
+            await self.calls.settle(grace)
+            grace = min(grace, FINAL_GRACE_SECONDS)
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
@@ -238,10 +246,12 @@ async def start_server(
     """
     security = security or EdgeSecurity()
     limited = [SERVICE_NAME, ENTITY_SERVICE_NAME]
-    admission = ConcurrencyLimit(max_concurrent_calls, limited, worker)
+    # AdminService is refused once stopping, never limited (see ConcurrencyLimit).
+    admission = ConcurrencyLimit(max_concurrent_calls, limited, worker, [ADMIN_SERVICE_NAME])
+    calls = CallsInProgress()
     server = grpc.aio.server(
         # The edge steps, each method's handler wrapped once (see StepsInterceptor).
-        interceptors=[StepsInterceptor(edge_steps(security.guard, admission))],
+        interceptors=[StepsInterceptor(edge_steps(security.guard, admission, calls))],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -295,7 +305,7 @@ async def start_server(
             health_servicer, security.health_listen, health_limits, reuse_port
         )
     verdict_server = VerdictServer(
-        server, port, health_servicer, services, health_server, health_port, admission
+        server, port, health_servicer, services, health_server, health_port, admission, calls
     )
     await verdict_server.set_health(False, {})
     await health_servicer.set(LIVENESS_HEALTH_NAME, _SERVING)  # set_health never changes it
@@ -314,16 +324,22 @@ def main_port_health(health: HealthService, security: EdgeSecurity) -> HealthSer
     return health.scoped(granted_store_names(security.guard))
 
 
-def edge_steps(guard: EdgeGuard | None, admission: ConcurrencyLimit) -> Wrap:
-    """What wraps each main-port method, outermost first: the call context (request id, log
-    fields, RPC metrics: refusals by the later steps are counted too), the caller check
-    (calls nobody may make never take a concurrency slot), admission."""
+def edge_steps(
+    guard: EdgeGuard | None, admission: ConcurrencyLimit, calls: CallsInProgress | None = None
+) -> Wrap:
+    """What wraps each main-port method, outermost first: the count of calls a stop waits for,
+    the call context (request id, log fields, RPC metrics: refusals by the later steps are
+    counted too), the caller check (calls nobody may make never take a concurrency slot),
+    admission."""
 
     def wrap(handler: Handler, method: str) -> Handler | None:
         guarded: Handler | None = admission.wrap(handler, method)
         if guard is not None and guarded is not None:
             guarded = guard.wrap(guarded, method)
-        return None if guarded is None else with_call_context(guarded, method)
+        if guarded is None:
+            return None
+        in_context = with_call_context(guarded, method)
+        return in_context if calls is None else calls.wrap(in_context, method)
 
     return wrap
 
