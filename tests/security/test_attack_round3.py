@@ -329,12 +329,9 @@ def test_a_call_that_never_sends_its_request_does_not_hold_the_stop(tmp_path: Pa
     assert took < 5, f"the stop took {took:.1f} s"
 
 
-def unread_replies(port: int, streams: int) -> socket.socket:
-    """A connection whose ``streams`` IsAuthorized calls each sent a whole request, from a
-    client whose streams may receive nothing (initial window 0): no reply can be sent.
-    Returns once the server answered every call."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    headers = b"".join(
+def is_authorized_headers(port: int) -> bytes:
+    """The HPACK block (literals, no table) opening an IsAuthorized call on ``port``."""
+    return b"".join(
         literal(name, value)
         for name, value in [
             (":method", "POST"),
@@ -345,6 +342,14 @@ def unread_replies(port: int, streams: int) -> socket.socket:
             ("te", "trailers"),
         ]
     )
+
+
+def unread_replies(port: int, streams: int) -> socket.socket:
+    """A connection whose ``streams`` IsAuthorized calls each sent a whole request, from a
+    client whose streams may receive nothing (initial window 0): no reply can be sent.
+    Returns once the server answered every call."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    headers = is_authorized_headers(port)
     request = ALLOW_REQUEST.SerializeToString()
     message = b"\x00" + struct.pack(">I", len(request)) + request
     calls = b"".join(
@@ -523,17 +528,7 @@ class PartialMessages:
         self.initial_window = 65535
         self.windows: dict[int, int] = {}
         self.sent: dict[int, int] = {}
-        headers = b"".join(
-            literal(name, value)
-            for name, value in [
-                (":method", "POST"),
-                (":scheme", "http"),
-                (":path", "/verdict.v1.AuthorizationService/IsAuthorized"),
-                (":authority", f"127.0.0.1:{port}"),
-                ("content-type", "application/grpc"),
-                ("te", "trailers"),
-            ]
-        )
+        headers = is_authorized_headers(port)
         opening = PREFACE + frame(SETTINGS, 0, 0, b"")
         for stream in range(1, 2 * streams, 2):
             opening += frame(HEADERS, END_HEADERS, stream, headers)
