@@ -9,16 +9,14 @@ from __future__ import annotations
 import contextvars
 import secrets
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias, cast
+from typing import Any
 
 import grpc
 import structlog
 
 from verdict.telemetry import metrics
+from verdict.transport.pipeline import Behavior, Handler, around_unary
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
-Behavior: TypeAlias = "Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]"
 REQUEST_ID_KEY = "x-request-id"
 MAX_REQUEST_ID = 128  # longer ids are replaced: they end up in every log line and record
 
@@ -67,13 +65,8 @@ def _acceptable(value: object) -> bool:
 def with_call_context(handler: Handler, method: str) -> Handler:
     """``handler`` with a request id, log context and RPC metrics for each call (unary
     methods; the health Watch stream and reflection keep their own)."""
-    if handler.unary_unary is None:
-        return handler
-    return grpc.unary_unary_rpc_method_handler(
-        _with_context(cast(Behavior, handler.unary_unary), method.rpartition("/")[2]),
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    name = method.rpartition("/")[2]
+    return around_unary(handler, lambda behavior: _with_context(behavior, name))
 
 
 def _with_context(behavior: Behavior, method: str) -> Behavior:

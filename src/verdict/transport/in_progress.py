@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias, cast
+from collections.abc import Callable
+from typing import Any, TypeAlias
 
 import grpc
 import structlog
 
+from verdict.transport.pipeline import Behavior, Handler, around_unary
+
 log = structlog.get_logger(__name__)
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-Behavior: TypeAlias = "Callable[[Any, Context], Awaitable[Any]]"
 # How long a stop waits, once every handler returned, for their replies to be sent. Replies
 # to callers that read are sent within milliseconds; a caller that never reads (an HTTP/2
 # receive window of 0) holds its reply for good, and must not hold the stop for longer.
@@ -47,13 +47,7 @@ class CallsInProgress:
 
     def wrap(self, handler: Handler, method: str) -> Handler:
         """``handler`` counted, if it is a unary method."""
-        if handler.unary_unary is None:
-            return handler
-        return grpc.unary_unary_rpc_method_handler(
-            self._counted(cast(Behavior, handler.unary_unary)),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return around_unary(handler, self._counted)
 
     def _counted(self, behavior: Behavior) -> Behavior:
         async def counted(request: Any, context: Context) -> Any:

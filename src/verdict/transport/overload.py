@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Collection
-from typing import Any, NoReturn, TypeAlias, cast
+from collections.abc import Collection
+from typing import Any, NoReturn
 
 import grpc
 
 from verdict.telemetry import metrics
+from verdict.transport.pipeline import Behavior, Handler, around_unary
 
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 SHUTTING_DOWN = grpc.StatusCode.UNAVAILABLE
 SHUTTING_DOWN_MESSAGE = "the server is shutting down; retry (another replica answers)"
-Behavior: TypeAlias = "Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]"
 
 
 def overload_message(limit: int) -> str:
@@ -54,19 +53,11 @@ class ConcurrencyLimit:
     def wrap(self, handler: Handler, method: str) -> Handler:
         """``handler`` behind the limit, if it is a unary method of the limited services
         (behind the refusal at close alone, if one of ``closing_only``)."""
-        if handler.unary_unary is None:
-            return handler
         if method.startswith(self._prefixes):
-            behavior = self._admit(cast(Behavior, handler.unary_unary))
-        elif method.startswith(self._closing_prefixes):
-            behavior = self._unless_closing(cast(Behavior, handler.unary_unary))
-        else:
-            return handler
-        return grpc.unary_unary_rpc_method_handler(
-            behavior,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+            return around_unary(handler, self._admit)
+        if method.startswith(self._closing_prefixes):
+            return around_unary(handler, self._unless_closing)
+        return handler
 
     async def _refuse_closing(self, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
         self.refused_closing += 1

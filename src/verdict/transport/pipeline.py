@@ -23,6 +23,20 @@ else:
 # (handler, full method name "/package.Service/Method") -> the handler to serve, or None to
 # refuse the method (grpc then answers UNIMPLEMENTED).
 Wrap: TypeAlias = "Callable[[Handler, str], Handler | None]"
+# What a unary handler runs for one call: (request, context) -> response.
+Behavior: TypeAlias = "Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]"
+
+
+def around_unary(handler: Handler, step: Callable[[Behavior], Behavior]) -> Handler:
+    """``handler`` with its behavior passed through ``step``, if it is a unary method (a
+    stream's handler is returned as it is); its (de)serializers kept."""
+    if handler.unary_unary is None:
+        return handler
+    return grpc.unary_unary_rpc_method_handler(
+        step(cast(Behavior, handler.unary_unary)),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 class PassThrough(grpc.aio.ServerInterceptor):
