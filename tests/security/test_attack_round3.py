@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cases import lending_cases
 from tests.conftest import POLICIES
@@ -53,6 +51,7 @@ from tests.security.test_attack_health_watch import (
 from tests.security.test_attack_stalls import STALL_BOUND
 from tests.security.test_server_connections import LIMITS, NOFILE, disburse
 from tests.stores import entity, write_store
+from tests.workers_support import scraped_metric
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
@@ -470,15 +469,7 @@ def _batch(client: VerdictClient) -> object:
 
 def _admitted(metrics_port: int) -> float:
     """Calls the server admitted so far (``verdict_worker_calls_total``)."""
-    url = f"http://127.0.0.1:{metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        text = reply.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "verdict_worker_calls_total"
-    )
+    return scraped_metric(metrics_port, "verdict_worker_calls_total")
 
 
 def _answer(target: str, call: Callable[[VerdictClient], object]) -> object:
