@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,8 +28,6 @@ def _check(args: argparse.Namespace) -> int:
         fail("give --stores (the policy files) or --server (a running server)")
     if args.min_version is not None:
         fail("--min-version goes with --server")
-    import asyncio
-
     from verdict.app import build_app
     from verdict.cedar_json import parse_context_json, parse_entities_json
     from verdict.errors import VerdictError
