@@ -76,6 +76,7 @@ async def grpc_figures(target: str, requests: int, concurrency: int) -> dict[str
 async def engine_figures(rounds: int) -> dict[str, float]:
     """Engine µs per decision, alone and in a batch, interleaved for a fair comparison."""
     app = build_app(Settings(stores=POLICIES, default_store="lending"))
+    await app.entities.prepare()  # the parsed handles the server builds before serving
     requests = [c.request for c in lending_cases()] * 4
     alone, together = [], []
     for _ in range(rounds):

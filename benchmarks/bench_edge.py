@@ -2,8 +2,9 @@
 
 The same no-op AuthorizationService (benchmarks/noop_server.py) is served in its own process
 with nothing around it (the floor); with the steps wrapped around each handler once at
-registration, as Verdict serves (transport/pipeline.py): the call context (request id, log
-context, RPC metrics), then also admission (``ConcurrencyLimit``, what every Verdict server
+registration, as Verdict serves (transport/pipeline.py): the count of calls in progress a
+stop waits for (``CallsInProgress``) and the call context (request id, log context, RPC
+metrics), then also admission (``ConcurrencyLimit``, what every Verdict server
 runs), then also the callers-file check (``EdgeGuard``, a bearer-token caller); and with all
 three applied by a grpc.aio server interceptor instead (how Verdict ran them before: the
 interceptor rebuilds the handler on every call). Interleaved rounds; a closed-loop client at
@@ -42,6 +43,7 @@ from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import bearer, build_request
 from verdict.transport.authz import EdgeGuard
 from verdict.transport.edge_rules import ReloadingEdgeRules
+from verdict.transport.in_progress import CallsInProgress
 from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.pipeline import Handler, PassThrough, Wrap, WrappingRegistrar
 from verdict.transport.server import edge_steps
@@ -49,10 +51,10 @@ from verdict.transport.server import edge_steps
 RESULTS = Path(__file__).parent / "results"
 MODES = (
     "floor",
-    "call-context",
-    "call-context+limit",
-    "call-context+limit+callers",
-    "all three as an interceptor",
+    "count+call-context",
+    "count+call-context+limit",
+    "count+call-context+limit+callers",
+    "all four as an interceptor",
 )
 TOKEN = "bench-edge-token"
 CALLERS = (
@@ -75,7 +77,7 @@ def steps(mode: str, callers_file: Path) -> Wrap:
         guard = EdgeGuard(rules, lambda _: "lending")
     limit = "limit" in mode or "interceptor" in mode
     admission = ConcurrencyLimit(256, [SERVICE_NAME] if limit else [])
-    return edge_steps(guard, admission)
+    return edge_steps(guard, admission, CallsInProgress())
 
 
 class StepsAsInterceptor(grpc.aio.ServerInterceptor):

@@ -35,15 +35,11 @@ from verdict.store.redis_store import RedisEntityStore
 from verdict.store.slice_handles import SliceHandles
 from verdict.telemetry.exposition import start_metrics_server
 from verdict.transport.authz import EdgeGuard
+from verdict.transport.connection_limits import ConnectionLimits
 from verdict.transport.decisions import DecisionRecorder
 from verdict.transport.edge_rules import ReloadingEdgeRules
-from verdict.transport.server import (
-    ConnectionLimits,
-    EdgeSecurity,
-    ShutdownSignals,
-    VerdictServer,
-    start_server,
-)
+from verdict.transport.server import EdgeSecurity, VerdictServer, start_server
+from verdict.transport.shutdown_signals import ShutdownSignals
 from verdict.transport.tls import ReloadingCredentials, TlsFiles
 
 log = structlog.get_logger(__name__)

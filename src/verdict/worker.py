@@ -28,7 +28,7 @@ from verdict.config import Settings
 from verdict.errors import ConfigError, PolicyLoadError
 from verdict.telemetry.logging import configure_logging
 from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
-from verdict.transport.server import ShutdownSignals
+from verdict.transport.shutdown_signals import ShutdownSignals
 
 log = structlog.get_logger(__name__)
 EXIT_ERROR = 2

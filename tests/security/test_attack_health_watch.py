@@ -21,8 +21,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.processes import free_port, verdict_server
 from tests.redis_support import RedisProcess
 from tests.security.test_attack_drain_signals import load_lending, served_on
+from verdict.transport.connection_limits import HEALTH_MAX_STREAMS
 from verdict.transport.health import HealthService
-from verdict.transport.server import HEALTH_MAX_STREAMS
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 DATA, HEADERS, RST_STREAM, SETTINGS = 0, 1, 3, 4

@@ -16,7 +16,14 @@ from structlog.testing import capture_logs
 
 from tests.cases import lending_cases
 from tests.conftest import POLICIES
-from tests.security.authn_support import Issuer, jwt_table, token_sha256, verdict_app, write_callers
+from tests.security.authn_support import (
+    Issuer,
+    jwt_table,
+    refusal_code,
+    token_sha256,
+    verdict_app,
+    write_callers,
+)
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict._gen.verdict.v1 import entities_pb2 as epb
@@ -157,17 +164,17 @@ async def test_admin_group_guards_reflection(channel: grpc.aio.Channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
     ask = reflection_pb2.ServerReflectionRequest(list_services="")
 
-    async def first(md: tuple[tuple[str, str], ...]) -> grpc.StatusCode:
+    async def first(md: tuple[tuple[str, str], ...]) -> tuple[grpc.StatusCode, object]:
         call = stub.ServerReflectionInfo(iter([ask]), metadata=md)
         try:
             async for _ in call:
-                return grpc.StatusCode.OK
+                return grpc.StatusCode.OK, None
         except grpc.aio.AioRpcError as exc:
-            return exc.code()
-        return grpc.StatusCode.OK
+            return exc.code(), exc.details()
+        return grpc.StatusCode.OK, None
 
-    assert await first(auth("decider")) is DENIED
-    assert await first(auth("admin")) is grpc.StatusCode.OK
+    assert await refusal_code(first(auth("decider")), DENIED) is DENIED
+    assert (await first(auth("admin")))[0] is grpc.StatusCode.OK
 
 
 async def test_stores_are_checked_after_parsing(channel: grpc.aio.Channel) -> None:

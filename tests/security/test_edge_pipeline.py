@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
 from benchmarks.noop_server import NoopAuthorizationServicer
-from tests.security.authn_support import token_sha256, verdict_app, write_callers
+from tests.security.authn_support import refusal_code, token_sha256, verdict_app, write_callers
 from verdict._gen.verdict.v1 import admin_pb2, authorization_pb2, entities_pb2
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
@@ -55,18 +55,23 @@ async def channel(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
 
 
 async def code_of(channel: grpc.aio.Channel, method: str, streaming: bool) -> grpc.StatusCode:
-    """The status an anonymous call of ``method`` with an empty request ends with."""
-    try:
-        if streaming:
-            streams: Any = channel.stream_stream(method)
-            async for _ in streams(iter([b""]), timeout=5):
-                pass
-        else:
-            unary: Any = channel.unary_unary(method)
-            await unary(b"", timeout=5)
-    except grpc.aio.AioRpcError as exc:
-        return exc.code()
-    return grpc.StatusCode.OK
+    """The status an anonymous call of ``method`` with an empty request ends with (a stream's
+    refusal the client's late write masked counts as refused: refusal_code)."""
+
+    async def call() -> tuple[grpc.StatusCode, Any]:
+        try:
+            if streaming:
+                streams: Any = channel.stream_stream(method)
+                async for _ in streams(iter([b""]), timeout=5):
+                    pass
+            else:
+                unary: Any = channel.unary_unary(method)
+                await unary(b"", timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), exc.details()
+        return grpc.StatusCode.OK, None
+
+    return await refusal_code(call(), grpc.StatusCode.UNAUTHENTICATED)
 
 
 async def test_no_served_method_answers_an_anonymous_caller(channel: grpc.aio.Channel) -> None:

@@ -9,7 +9,7 @@ import sys
 from tests.conftest import POLICIES
 from tests.security.serve_process import running_server
 from verdict.config import Settings
-from verdict.transport.server import ConnectionLimits
+from verdict.transport.connection_limits import ConnectionLimits
 
 FLOOD_SECONDS = "3"
 
