@@ -2,11 +2,12 @@
 
 The same no-op AuthorizationService (benchmarks/noop_server.py) is served in its own process
 with nothing around it (the floor); with the steps wrapped around each handler once at
-registration, as Verdict serves (transport/pipeline.py): the count of calls in progress a
-stop waits for (``CallsInProgress``) and the call context (request id, log context, RPC
-metrics), then also admission (``ConcurrencyLimit``, what every Verdict server
-runs), then also the callers-file check (``EdgeGuard``, a bearer-token caller); and with all
-three applied by a grpc.aio server interceptor instead (how Verdict ran them before: the
+registration, as Verdict serves (transport/pipeline.py): the call context alone (request
+id, log context, RPC metrics), then also the count of calls in progress a stop waits for
+(``CallsInProgress``, a done callback per call), then also admission (``ConcurrencyLimit``;
+these three are what every Verdict server runs), then also the callers-file check
+(``EdgeGuard``, a bearer-token caller); and with all four applied by a grpc.aio server
+interceptor instead (how Verdict ran them before: the
 interceptor rebuilds the handler on every call). Interleaved rounds; a closed-loop client at
 c=1 measures p50 and p99. The difference from the floor is the edge's own cost, before any
 decision is made.
@@ -51,6 +52,7 @@ from verdict.transport.server import edge_steps
 RESULTS = Path(__file__).parent / "results"
 MODES = (
     "floor",
+    "call-context",
     "count+call-context",
     "count+call-context+limit",
     "count+call-context+limit+callers",
@@ -77,7 +79,8 @@ def steps(mode: str, callers_file: Path) -> Wrap:
         guard = EdgeGuard(rules, lambda _: "lending")
     limit = "limit" in mode or "interceptor" in mode
     admission = ConcurrencyLimit(256, [SERVICE_NAME] if limit else [])
-    return edge_steps(guard, admission, CallsInProgress())
+    counted = "count" in mode or "interceptor" in mode
+    return edge_steps(guard, admission, CallsInProgress() if counted else None)
 
 
 class StepsAsInterceptor(grpc.aio.ServerInterceptor):
