@@ -25,10 +25,10 @@ test: $(STAMP)  ## the whole test suite, then the sample policy suites with full
 	exit $$rc
 	$(BIN)/verdict test --stores policies --coverage --min-coverage 100
 
-lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict (src, tests), import layers
+lint: $(STAMP)  ## ruff check, ruff format --check, mypy --strict (src, tests, benchmarks), import layers
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
-	$(BIN)/mypy --strict src tests
+	$(BIN)/mypy --strict src tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(MAKE) --no-print-directory k8s-lint

@@ -13,16 +13,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from benchmarks.hot_path import cerbos, gen_store, mixes, procs, report
-from benchmarks.hot_path.load import Budget, measure
+from benchmarks.hot_path.load import Budget, StubMethod, measure
 from benchmarks.hot_path.procs import Proc
 from tests.cases import lending_cases
 from tests.redis_support import RedisProcess, free_port
@@ -370,6 +371,11 @@ def core_runs(plan: Plan, servers: Sequence[CoreServer]) -> list[Run]:
     return runs
 
 
+def pids_of(proc: Proc) -> Callable[[], list[int]]:
+    """``proc.pids`` read at each call (bound to this ``proc``, not to a loop variable)."""
+    return lambda: proc.pids
+
+
 async def core_phase(
     plan: Plan, running: dict[str, Proc], api: cerbos.CerbosApi | None
 ) -> list[JsonDict]:
@@ -382,6 +388,8 @@ async def core_phase(
     for round_no in range(plan.rounds):
         for run in rotated(runs, round_no * 7):
             proc = running[run.server]
+            method: StubMethod
+            messages: Sequence[Message]
             if run.server == "cerbos":
                 assert api is not None
                 method, messages = api.method, cerbos_requests
@@ -395,7 +403,7 @@ async def core_phase(
                 messages,
                 run.concurrency,
                 plan.budget,
-                lambda proc=proc: proc.pids,
+                pids_of(proc),
             )
             records.append({**asdict(run), "round": round_no, **record})
         progress(f"core round {round_no + 1}/{plan.rounds} done")
@@ -473,7 +481,7 @@ async def ceiling_phase(plan: Plan, running: dict[str, Proc]) -> list[JsonDict]:
             mixes.lending_messages(),
             16,
             budget,
-            lambda proc=proc: proc.pids,
+            pids_of(proc),
         )
         several = await client_processes(plan, proc)
         out.append({**several, "one_process": single})

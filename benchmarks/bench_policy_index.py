@@ -142,7 +142,9 @@ def run_one(count: int, named: bool, full_set: bool) -> dict[str, Any]:
     ]
 
     async def timed() -> tuple[list[float], list[float], int]:
-        cold, warm, allowed = [], [], 0
+        cold: list[float] = []
+        warm: list[float] = []
+        allowed = 0
         for round_ in range(ROUNDS):
             for request in requests:
                 started = time.perf_counter()

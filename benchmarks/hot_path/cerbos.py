@@ -261,19 +261,33 @@ def _fill(target: Any, attrs: dict[str, Any]) -> None:
             target[key].string_value = str(value)
 
 
+def _new(cls: type[Message], **fields: Any) -> Message:
+    """An instance of ``cls`` with ``fields`` set.
+
+    The Cerbos classes are built at runtime from @cerbos/api's descriptors (``load_api``), so
+    mypy sees only ``Message``'s constructor, which takes no fields. The call goes through
+    ``Callable[..., Message]``: the descriptor, not mypy, checks the field names (an unknown
+    one raises ValueError)."""
+    construct: Callable[..., Message] = cls
+    return construct(**fields)
+
+
 def requests(api: CerbosApi, cases: Sequence[DecisionCase]) -> list[Message]:
     """One CheckResources request (one resource, one action) per lending case."""
     store = _entities()
-    out = []
+    out: list[Message] = []
     for index, case in enumerate(cases):
         p = principal_of(case, store)
         r = resource_of(case, store)
-        principal = api.principal(id=p["id"], roles=p["roles"])
+        principal = _new(api.principal, id=p["id"], roles=p["roles"])
+        # ``attr``: a field of the runtime-built classes, unknown to mypy (see ``_new``).
         _fill(principal.attr, p["attr"])  # type: ignore[attr-defined]
-        resource = api.resource(kind=r["kind"], id=r["id"])
+        resource = _new(api.resource, kind=r["kind"], id=r["id"])
         _fill(resource.attr, r["attr"])  # type: ignore[attr-defined]
-        entry = api.entry(actions=[case.action.id], resource=resource)
-        out.append(api.request(request_id=f"case-{index}", principal=principal, resources=[entry]))
+        entry = _new(api.entry, actions=[case.action.id], resource=resource)
+        out.append(
+            _new(api.request, request_id=f"case-{index}", principal=principal, resources=[entry])
+        )
     return out
 
 

@@ -93,17 +93,17 @@ def entities(shape: Shape, users_per_partner: int = 2) -> list[dict[str, Any]]:
     for p in range(shape.partners):
         out.append({"uid": uid("Partner", f"p{p}"), "attrs": {"active": True}, "parents": []})
         for u in range(users_per_partner):
-            attrs = {"suspended": False, "level": 1 + u}
+            user = {"suspended": False, "level": 1 + u}
             out.append(
                 {
                     "uid": uid("User", f"u{p}-{u}"),
-                    "attrs": attrs,
+                    "attrs": user,
                     "parents": [uid("Partner", f"p{p}")],
                 }
             )
     for loan in range(shape.loans):
-        attrs = {"status": "closed" if loan % 7 == 6 else "open", "amount": 1000 * (loan % 2000)}
-        out.append({"uid": uid("Loan", f"l{loan}"), "attrs": attrs, "parents": []})
+        terms = {"status": "closed" if loan % 7 == 6 else "open", "amount": 1000 * (loan % 2000)}
+        out.append({"uid": uid("Loan", f"l{loan}"), "attrs": terms, "parents": []})
         doc = {"classification": "general"}
         out.append(
             {"uid": uid("Document", f"d{loan}"), "attrs": doc, "parents": [uid("Loan", f"l{loan}")]}

@@ -32,7 +32,7 @@ QUIET_CORES = 0.25  # other processes' CPU (of 2 cores) for a run to count as qu
 
 def plan_dict(plan: Any) -> JsonDict:
     """The plan as JSON (paths as strings)."""
-    out = asdict(plan) if is_dataclass(plan) else dict(plan)
+    out = asdict(plan) if is_dataclass(plan) and not isinstance(plan, type) else dict(plan)
     return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
 
 
