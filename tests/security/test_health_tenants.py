@@ -19,7 +19,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import POLICIES
-from tests.security.authn_support import Pki, target, token_sha256, verdict_app, write_callers
+from tests.security.authn_support import (
+    Issuer,
+    Pki,
+    jwt_table,
+    target,
+    token_sha256,
+    verdict_app,
+    write_callers,
+)
 from tests.security.test_attack_health_watch import (
     ACK,
     DATA,
@@ -278,6 +286,35 @@ async def test_a_callers_reload_changes_what_health_shows(tmp_path: Path) -> Non
             await asyncio.sleep(0.2)
             app.server.health.close()
             assert await asyncio.wait_for(rest, 5) == [SERVING, UNKNOWN]
+
+
+async def test_a_watch_tells_an_expired_jwt_nothing_more(tmp_path: Path) -> None:
+    """A JWT caller granted acme-bank watches ``store/acme-bank`` and is sent SERVING. Its
+    token expires (leeway 0) while the Watch stays open: the next status change is sent as
+    SERVICE_UNKNOWN, what an invented store gets, not the store's NOT_SERVING; a Check with
+    the expired token is answered NOT_FOUND. Before, the Watch kept the identity it opened
+    with until the callers file was next reloaded."""
+    issuer = Issuer(tmp_path)
+    table = jwt_table(issuer) + "leeway_seconds = 0\n"
+    callers = write_callers(
+        tmp_path,
+        table + '[[callers]]\nid = "acme-ops"\nmethods = ["entity-reads"]\n'
+        'stores = ["acme-bank"]\n',
+    )
+    async with verdict_app(stores=two_tenants(tmp_path), callers_file=callers) as app:
+        assert app.server is not None
+        expires = int(time.time()) + 2
+        token = tuple(bearer(issuer.token("acme-ops", exp=expires)))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            assert await answer(channel, REAL, token) == "SERVING"
+            status, rest = await first_then_rest(channel, REAL, token)
+            assert status == SERVING
+            await asyncio.sleep(max(0.0, expires - time.time()) + 0.5)
+            assert await answer(channel, REAL, token) == not_found()
+            await app.server.set_health(True, {"lending": True, "acme-bank": False})
+            await asyncio.sleep(0.2)
+            app.server.health.close()
+            assert await asyncio.wait_for(rest, 5) == [UNKNOWN]
 
 
 async def test_without_a_callers_file_every_store_is_answered_to_anyone(tmp_path: Path) -> None:

@@ -29,22 +29,20 @@ def granted_store_names(guard: EdgeGuard) -> Visibility:
 
 
 class _CallScope:
-    """One call's view: its identity and grant, from one rules version, found again only when
-    the rules were reloaded (a Watch asks at every status change)."""
+    """One call's view. The caller is identified again at every question (a Check asks once, a
+    Watch at each status change and callers reload): a JWT that expired while its Watch stayed
+    open is told nothing more of the store from then on, as a decision with it is refused. A
+    token's check is a hash lookup, a JWT's a cache hit until its ``exp``."""
 
     def __init__(self, guard: EdgeGuard, context: Context) -> None:
         self._guard = guard
         self._context = context
-        self._rules: EdgeRules | None = None
-        self._stores: frozenset[str] | None = frozenset()
 
     def __call__(self, name: str) -> bool:
         if not name.startswith(STORE_HEALTH_PREFIX):
             return True
-        rules = self._guard.rules.current
-        if rules is not self._rules:
-            self._rules, self._stores = rules, _granted_stores(rules, self._context)
-        return self._stores is None or name[len(STORE_HEALTH_PREFIX) :] in self._stores
+        stores = _granted_stores(self._guard.rules.current, self._context)
+        return stores is None or name[len(STORE_HEALTH_PREFIX) :] in stores
 
 
 def _granted_stores(rules: EdgeRules, context: Context) -> frozenset[str] | None:
