@@ -366,21 +366,15 @@ def classify_entity_problem(reason: str) -> EntityProblem:
 _PROBE = {"type": "__verdict_probe", "id": ""}
 
 
-def entities_conform(text: str, schema_source: str | None) -> bool:
-    """Whether Cedar accepts the entities document ``text`` (and finds it conforming to the
-    schema whose Cedar text is ``schema_source``); ``entity_problem`` says why when it does
-    not. Plain arguments: another process may run it (Cedar holds the GIL for most of it)."""
+def entities_conform(text: str, schema: SchemaHandle | None, *, release_gil: bool = False) -> bool:
+    """Whether Cedar accepts the entities document ``text`` (and finds it conforming to
+    ``schema``); ``entity_problem`` says why when it does not. ``release_gil`` lets other
+    threads run Python meanwhile (call it from a thread of its own)."""
     try:
-        schema = None if schema_source is None else cedarpy.Schema.from_str(schema_source)
-        cedarpy.Entities.from_json_str(text, schema)
+        cedarpy.Entities.from_json_str(text, schema, release_gil=release_gil)
     except ValueError:
         return False
     return True
-
-
-def schema_source(schema: SchemaHandle) -> str:
-    """The schema in Cedar syntax (``parse_schema(..., is_json=False)`` reads it back)."""
-    return str(schema)
 
 
 def entity_problem(

@@ -1,27 +1,23 @@
-"""`verdict entities load` of a large file: phases reported as they go, Cedar's check in a second
-process beside the writes, and a file Cedar rejects changes nothing in Redis."""
+"""`verdict entities load` of a large file: phases reported as they go, Cedar's check in a thread
+beside the parse and the writes, and a file Cedar rejects changes nothing in Redis."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from benchmarks.bench_entities_load import lending_entities
 from tests.redis_support import RedisProcess, redis_fixture  # noqa: F401 (fixture)
-from verdict.entities_load import SEPARATE_PROCESS_BYTES
 from verdict.progress import BarReporter, LineReporter, reporter
 from verdict.store.redis_keys import StoreKeys
 
 POLICIES = Path(__file__).parents[2] / "policies"
-# Enough entities that the file is past SEPARATE_PROCESS_BYTES: Cedar runs in its own process.
+# Enough entities that Cedar's check is still running when the writes are staged.
 LARGE = 20_000
 
 
@@ -30,7 +26,6 @@ def large_store(tmp_path: Path, entities: list[dict[str, object]]) -> Path:
     store = tmp_path / "stores" / "lending"
     shutil.copytree(POLICIES / "lending", store, ignore=shutil.ignore_patterns("tests"))
     (store / "entities.json").write_text(json.dumps(entities))
-    assert (store / "entities.json").stat().st_size > SEPARATE_PROCESS_BYTES
     return store.parent
 
 
@@ -70,7 +65,7 @@ def test_a_large_load_reports_each_phase_and_both_rates(
 
 def test_a_file_cedar_rejects_changes_nothing(tmp_path: Path, redis: RedisProcess) -> None:
     """The last of 20,000 entities breaks the schema (a Long where a String belongs): Cedar,
-    in its own process, rejects the set after the writes were staged; the load exits 2 naming
+    in its thread, rejects the set after the writes were staged; the load exits 2 naming
     the file and the attribute, and Redis still holds the previous load, no staging left."""
     good = large_store(tmp_path / "good", lending_entities(LARGE))
     assert entities_command(redis, "load", "--stores", str(good)).returncode == 0
@@ -116,47 +111,3 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
     assert pipe.getvalue().splitlines()[0] == "write: started, 4 to do"
     assert pipe.getvalue().splitlines()[1].startswith("write: done, 4/4 (100%) in ")
     assert len(pipe.getvalue().splitlines()) == 2  # no line between: the interval is an hour
-
-
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid``, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def test_a_killed_schema_check_process_is_replaced_by_a_check_here(
-    tmp_path: Path, redis: RedisProcess
-) -> None:
-    """SIGKILL the second process while Cedar checks the file: the load does not fail or skip
-    the check; it checks in process and loads every entity."""
-    stores = large_store(tmp_path, lending_entities(LARGE * 3))
-    command = [sys.executable, "-m", "verdict", "entities", "load", "--stores", str(stores)]
-    process = subprocess.Popen(
-        [*command, "--redis-url", redis.url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    killed = False
-    deadline = time.monotonic() + 60
-    while not killed and process.poll() is None and time.monotonic() < deadline:
-        for child in _children(process.pid):
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
-            if b"multiprocessing" in cmdline and b"resource_tracker" not in cmdline:
-                os.kill(child, signal.SIGKILL)
-                killed = True
-        time.sleep(0.005)
-    out, err = process.communicate(timeout=120)
-    assert killed, "the check process was never seen"
-    assert process.returncode == 0, err
-    assert f"{LARGE * 3:,} entities" in out
-    keys = StoreKeys.of("lending")
-    assert redis.cli("HLEN", keys.entities).strip() == str(LARGE * 3 + 1)
