@@ -111,8 +111,9 @@ def breaches(rows: list[dict[str, Any]]) -> list[str]:
             found.append(f"{name}: {row['in_flight_lost']} in-flight calls lost")
         if row.get("ok_while_empty"):
             found.append(f"{name}: {row['ok_while_empty']} answers from an empty Redis")
-        if "flood_codes" in row and not row["flood_codes"].get(row["flood_refusal"]):
-            found.append(f"{name}: the flood was never refused ({row['flood_refusal']})")
+        refusals = row.get("flood_refusals", ())
+        if "flood_codes" in row and not any(row["flood_codes"].get(c) for c in refusals):
+            found.append(f"{name}: the flood was never refused ({', '.join(refusals)})")
     return found
 
 
