@@ -132,9 +132,19 @@ def get_request(uids: Sequence[UidLike], store: str = "") -> epb.GetEntitiesRequ
     return epb.GetEntitiesRequest(policy_store_id=store, uids=items)
 
 
+class MalformedReplyError(ValueError):
+    """The server answered with something the API does not allow (a broken or hostile server);
+    the message names the method and the field, never the reply's content."""
+
+
 def entity_read(response: epb.GetEntitiesResponse) -> EntityRead:
-    """The typed form of a GetEntitiesResponse."""
-    entities = json.loads(response.entities_json) if response.entities_json else []
+    """The typed form of a GetEntitiesResponse; MalformedReplyError if it is not one."""
+    try:
+        entities = json.loads(response.entities_json) if response.entities_json else []
+    except (ValueError, RecursionError):  # RecursionError: nesting past Python's parser
+        raise MalformedReplyError("GetEntities: entities_json is not valid JSON") from None
+    if not isinstance(entities, list) or not all(isinstance(e, dict) for e in entities):
+        raise MalformedReplyError("GetEntities: entities_json is not a JSON array of entities")
     missing = [EntityUid(u.type, u.id) for u in response.missing]
     return EntityRead(entities, missing, response.version)
 

@@ -58,7 +58,10 @@ def check(
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
             return _FAILURES.get(code, f"health check failed ({code.name})")
-    name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    try:
+        name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    except ValueError:  # proto3 keeps enum values it does not know: not SERVING either
+        return f"unknown status ({reply.status})"
     return name
 
 

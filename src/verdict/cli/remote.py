@@ -13,7 +13,7 @@ import grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.cli.common import fail
 from verdict.cli.server_flags import TOKEN_VARIABLE
-from verdict.client import VerdictClient, bearer, tls_credentials
+from verdict.client import MalformedReplyError, VerdictClient, bearer, tls_credentials
 from verdict.model import AuthorizationResult, Decision, DenyKind, EvaluationError
 
 T = TypeVar("T")
@@ -53,6 +53,8 @@ def ask(args: argparse.Namespace, call: Callable[[VerdictClient], T]) -> T:
             return call(client)
         except grpc.RpcError as exc:
             fail(rpc_failure(exc, args.server))
+        except MalformedReplyError as exc:
+            fail(f"the server at {args.server} sent a malformed reply: {exc}")
 
 
 def rpc_failure(exc: Exception, server: str) -> str:

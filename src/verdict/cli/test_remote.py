@@ -32,10 +32,21 @@ def wire_request(case: PolicyCase) -> pb.IsAuthorizedRequest:
     )
 
 
-def outcome_of(item: pb.BatchAuthorizeResult) -> Outcome:
-    """A batch item's outcome: the decision, or the request field the server rejected."""
+# What a reply must hold for a case to be judged on it: a decision point reads anything but
+# ALLOW as DENY, but a test report that did so would pass every deny case of a suite against
+# a server that decides nothing.
+_DECISIONS = frozenset({pb.DECISION_ALLOW, pb.DECISION_DENY})
+
+
+def outcome_of(item: pb.BatchAuthorizeResult, server: str) -> Outcome:
+    """A batch item's outcome: the decision, or the request field the server rejected; an item
+    that holds neither stops the run (exit 2): nothing can be judged from it."""
     if item.HasField("response"):
+        if item.response.decision not in _DECISIONS:
+            fail(f"the server at {server} answered a case without a decision (malformed reply)")
         return Outcome.of(result_from_reply(item.response))
+    if not item.HasField("error"):
+        fail(f"the server at {server} answered a case with neither a decision nor an error")
     code, message = item.error.code, item.error.message
     # The server's INVALID_ARGUMENT text starts with the field at fault ("context_json: ...").
     field = message.split(":", 1)[0] if code == grpc.StatusCode.INVALID_ARGUMENT.value[0] else ""
@@ -56,8 +67,13 @@ def run_remote(
             reply = client.batch([wire_request(case) for case in chunk])
         except Exception as exc:  # grpc.RpcError: the whole call failed, nothing was judged
             fail(rpc_failure(exc, server))
+        if len(reply.results) != len(chunk):
+            fail(
+                f"the server at {server} answered {len(reply.results)} results for "
+                f"{len(chunk)} cases (malformed reply)"
+            )
         for item in reply.results:
-            outcomes.append(outcome_of(item))
+            outcomes.append(outcome_of(item, server))
             if item.HasField("response"):
                 versions[item.response.policy_store_id] = item.response.policy_version
     seconds = time.perf_counter() - started
