@@ -43,14 +43,20 @@ def child_path(path: str, key: str) -> str:
     return f"{path}[{json.dumps(key[:64])}]"
 
 
-def check_record(value: Any, path: str, problem: str = "must be an object") -> JsonObject:
-    """A record of Cedar values (context, attrs, tags) in canonical form; names the path."""
+def check_record(
+    value: Any,
+    path: str,
+    problem: str = "must be an object",
+    refs: set[EntityUid] | None = None,
+) -> JsonObject:
+    """A record of Cedar values (context, attrs, tags) in canonical form; names the path. With
+    ``refs``, the uids ``referenced_uids`` finds in it are added to it in the same walk."""
     if not isinstance(value, dict):
         raise RequestError(path, problem)
     reserved = ESCAPES.intersection(value)
     if reserved:
         raise RequestError(path, f'uses the reserved key "{min(reserved)}" as an attribute name')
-    _check_values(value, path)
+    _check_values(value, path, refs)
     return value
 
 
@@ -65,13 +71,17 @@ _Trail = tuple[Any, str | int] | None
 _CONTAINERS = (dict, list)
 
 
-def _check_values(record: JsonObject, path: str) -> None:
+def _check_values(record: JsonObject, path: str, refs: set[EntityUid] | None = None) -> None:
     # Iterative; scalars are checked in place (ASCII strings, the common case, cost one
-    # isascii()), containers are pushed with their trail.
+    # isascii()), containers are pushed with their trail. With ``refs``, every container is
+    # also read as ``referenced_uids`` reads it (the same rules, one walk instead of two):
+    # it reaches the same containers, since escapes are checked here before any is read.
     stack: list[tuple[Any, _Trail]] = [(record, None)]
     while stack:
         item, trail = stack.pop()
         if isinstance(item, list):
+            if refs is not None and (pair := _uid_pair(item)) is not None:
+                refs.add(pair)
             for index, child in enumerate(item):
                 if isinstance(child, str):
                     if not child.isascii() and has_surrogate(child):
@@ -80,7 +90,17 @@ def _check_values(record: JsonObject, path: str) -> None:
                     stack.append((child, (trail, index)))
             continue
         pairs: Iterable[tuple[str, Any]]
-        pairs = item.items() if ESCAPES.isdisjoint(item) else _escape_children(item, path, trail)
+        if ESCAPES.isdisjoint(item):
+            pairs = item.items()
+            if refs is not None:
+                type_, id_ = item.get("type"), item.get("id")
+                if isinstance(type_, str) and isinstance(id_, str) and is_type_name(type_):
+                    refs.add(EntityUid(type_, id_))
+        else:
+            pairs = _escape_children(item, path, trail)
+            if refs is not None and "__entity" in item:  # checked: exactly {"type", "id"}
+                inner = item["__entity"]
+                refs.add(EntityUid(inner["type"], inner["id"]))
         for key, child in pairs:
             if isinstance(child, str):
                 if not child.isascii() and has_surrogate(child):
@@ -181,19 +201,31 @@ def _entity_array(value: Any, field: str) -> tuple[JsonObject, ...]:
 
 def check_entity_shape(item: Any, where: str) -> EntityUid:
     """Check one Cedar JSON entity's structure and canonical form; return its uid."""
+    return _check_entity(item, where, None)
+
+
+def check_entity(item: Any, where: str) -> tuple[EntityUid, frozenset[EntityUid]]:
+    """``check_entity_shape`` and ``entity_references`` of one entity, in one walk of it."""
+    refs: set[EntityUid] = set()
+    return _check_entity(item, where, refs), frozenset(refs)
+
+
+def _check_entity(item: Any, where: str, refs: set[EntityUid] | None) -> EntityUid:
     if not isinstance(item, dict):
         raise RequestError(where, "must be an object with uid, attrs and parents")
     unknown = set(item) - {"uid", "attrs", "parents", "tags"}
     if unknown:
         raise RequestError(where, f"has unknown keys {sorted(unknown)}")
     uid = uid_at(item.get("uid"), f"{where}.uid")
-    check_record(item.get("attrs", {}), f"{where}.attrs")
-    check_record(item.get("tags", {}), f"{where}.tags")
+    check_record(item.get("attrs", {}), f"{where}.attrs", refs=refs)
+    check_record(item.get("tags", {}), f"{where}.tags", refs=refs)
     parents = item.get("parents", [])
     if not isinstance(parents, list):
         raise RequestError(f"{where}.parents", "must be a list of entity uids")
     for index, parent in enumerate(parents):
-        uid_at(parent, f"{where}.parents[{index}]")
+        parent_uid = uid_at(parent, f"{where}.parents[{index}]")
+        if refs is not None:
+            refs.add(parent_uid)
     return uid
 
 

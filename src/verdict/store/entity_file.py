@@ -7,7 +7,7 @@ from typing import Any
 
 from verdict import cedar
 from verdict.cedar import SchemaHandle
-from verdict.cedar_json import check_entity_shape, entity_references, loads_strict
+from verdict.cedar_json import check_entity, loads_strict
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_text
 from verdict.model import EntityUid
@@ -40,11 +40,11 @@ def shaped_entities(
         raise RequestError(where, "must be a JSON array of Cedar entities")
     entities: dict[EntityUid, StoredEntity] = {}
     for index, item in enumerate(document):
-        uid = check_entity_shape(item, f"{where}[{index}]")
+        uid, references = check_entity(item, f"{where}[{index}]")
         if uid in entities:
             raise RequestError(f"{where}[{index}]", f"duplicate entity {uid}")
         text = entity_text(item) if keep_text else None
-        entities[uid] = StoredEntity(uid, item, entity_references(item), text=text)
+        entities[uid] = StoredEntity(uid, item, references, text=text)
     return entities
 
 
