@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 CHOICES = ("auto", "uvloop", "asyncio")
+# What starts a stop (SIGTERM, SIGINT) or a reload (SIGHUP, under the supervisor).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class EventLoopError(RuntimeError):
@@ -44,9 +47,22 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(main: Coroutine[Any, Any, T], choice: str) -> T:
-    """``asyncio.run(main)`` on the loop ``choice`` resolves to."""
-    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
-        return runner.run(main)
+    """``asyncio.run(main)`` on the loop ``choice`` resolves to; once it is over, the stop
+    signals are ignored (``ignore_stop_signals``)."""
+    try:
+        with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+            return runner.run(main)
+    finally:
+        ignore_stop_signals()
+
+
+def ignore_stop_signals() -> None:
+    """Ignore SIGTERM, SIGINT and SIGHUP from now on: the stop has run, and a signal has
+    nothing left to ask. Closing its loop, asyncio puts their default actions back, and a
+    signal in the last milliseconds of a clean exit (a preStop loop, a repeated Ctrl-C, a
+    supervisor forwarding a second SIGTERM) killed the process: exit -15 instead of 0."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def running_loop_name() -> str:

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 
 from verdict.app import WRITES_NEED_REDIS, metrics_address
 from verdict.config import Settings
+from verdict.event_loop import ignore_stop_signals
 from verdict.telemetry.exposition import multiprocess_registry, start_metrics_server
 
 log = structlog.get_logger(__name__)
@@ -345,6 +346,7 @@ def supervise(settings: Settings, count: int) -> int:
         )
         return asyncio.run(Supervisor(settings, count, env, registry).run())
     finally:
+        ignore_stop_signals()  # the workers are stopped; the cleanup below must still run
         if metrics_server is not None:
             metrics_server.shutdown()
             metrics_server.server_close()
