@@ -221,13 +221,6 @@ def _bulk_write() -> epb.PutEntitiesRequest:
     return epb.PutEntitiesRequest(policy_store_id="lending", entities_json=json.dumps(entities))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two 3.9 MB PutEntities in progress at SIGTERM (grace 1 s): shutdown_finished is "
-    "logged ~2 s after the signal, but the process exits only ~10 s after it (28 s with 6 "
-    "writes): asyncio's exit waits for the cancelled writes' parse threads "
-    "(shutdown_default_executor)",
-)
 def test_bulk_writes_in_flight_do_not_hold_the_exit_past_the_grace(tmp_path: Path) -> None:
     """A careless bulk loader (or a hostile writer) has two big writes in flight when SIGTERM
     arrives. The stop waits the grace for them, then cuts them; the process must exit within

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from verdict import cedar
 from verdict.cedar import SchemaHandle
 from verdict.cedar_json import entity_references, entity_uid, parse_entities_counted
+from verdict.engine.daemon_pool import DaemonPool
 from verdict.engine.hierarchy import HierarchyProblem, check_graph, parents_of
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.turns import give_turn
@@ -37,6 +38,8 @@ SCHEMA_CHUNK = 200  # entities per Cedar call: ~5 ms with the GIL held
 SCHEMA_CHUNK_VALUES = 4_000
 ANCESTOR_READ = 100  # parents per read of their stored closure
 WRITE_ATTEMPTS = 5  # checks against a store that other replicas keep changing, then ABORTED
+# A write's parse and checks (pure CPU, the GIL held: more threads would not go faster).
+WRITE_WORK = DaemonPool(2, "verdict-entity-writes")
 
 
 @dataclass(frozen=True)
@@ -104,7 +107,7 @@ class EntityWrites:
         """Validate and upsert a Cedar JSON entity array; return (version, count)."""
         self._check_allowed()
         store = self._policies.current.resolve(store_id)
-        batch = await asyncio.to_thread(_parse_batch, entities_json, self._limits)
+        batch = await WRITE_WORK.run(_parse_batch, entities_json, self._limits)
         async with self._locks[store.store_id]:
             return await self._put_checked(store, batch)
 
@@ -118,9 +121,9 @@ class EntityWrites:
             if len(ancestors.versions) > 1:  # parts read at different versions: read again
                 fresher = max(ancestors.versions)
                 continue
-            await asyncio.to_thread(_check_hierarchy, batch, ancestors.found, self._limits)
+            await WRITE_WORK.run(_check_hierarchy, batch, ancestors.found, self._limits)
             if stored is None:  # the schema check needs no stored data: once is enough
-                stored = await asyncio.to_thread(_stored_form, batch)
+                stored = await WRITE_WORK.run(_stored_form, batch)
                 await _check_schema(batch, [e.uid for e in stored], store.schema)
             try:
                 version = await self._store.put(
