@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from verdict.engine.daemon_pool import DaemonPool
+from verdict.daemon_pool import DaemonPool
 
 
 async def test_results_and_errors_reach_the_caller() -> None:

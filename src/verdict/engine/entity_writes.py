@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from verdict import cedar
 from verdict.cedar import SchemaHandle
 from verdict.cedar_json import entity_references, entity_uid, parse_entities_counted
-from verdict.engine.daemon_pool import DaemonPool
+from verdict.daemon_pool import DaemonPool
 from verdict.engine.hierarchy import HierarchyProblem, check_graph, parents_of
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.turns import give_turn

@@ -21,10 +21,14 @@ import structlog
 
 from verdict import cedar
 from verdict.cedar import CedarError, EntitiesHandle, SchemaHandle
+from verdict.daemon_pool import DaemonPool
 from verdict.model import JsonObject
 from verdict.store.base import SliceLimits, StoredEntity
 
 log = structlog.get_logger(__name__)
+# Builds of parsed handles (pure computation, the GIL released in Cedar): a stop abandons a
+# build in progress instead of waiting for it at the exit (seconds for a large store).
+HANDLE_WORK = DaemonPool(2, "verdict-entity-handles")
 
 
 class SetShape(enum.Enum):
@@ -157,7 +161,7 @@ class VersionHandles:
             return None
         schema = self._schemas[store_id]
         try:
-            built = await asyncio.to_thread(
+            built = await HANDLE_WORK.run(
                 build_handle, entities, schema, version, self._limits, self._vet
             )
         except CedarError:
