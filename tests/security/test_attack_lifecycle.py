@@ -123,6 +123,9 @@ GUARDED = (
     '@id("manager-fee")\n'
     "permit (principal, action, resource)\n"
     'when { principal.role == "manager" && resource.amount + context.fee < 100 };\n'
+    '@id("manager-then-fee")\n'
+    "permit (principal, action, resource)\n"
+    'when { principal.role == "manager" } when { resource.amount + context.fee < 100 };\n'
 )
 HIDDEN_AMOUNT = 9_223_372_036_854_775_000  # near i64::MAX: "+ fee" overflows for fee >= 808
 
@@ -155,15 +158,6 @@ async def explained(channel: grpc.aio.Channel, fee: int) -> tuple[int, list[tupl
     return reply.decision, [(c.kind, c.outcome, c.conjunct) for c in permit.conditions]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "explain evaluates each conjunct alone and puts 'errored' before 'false': a clerk's "
-        "first conjunct is false (Cedar never reads resource.amount, DENY with no error) yet "
-        "explain answers ('when', 'errored', 2) exactly when amount + fee overflows, so the "
-        "caller's fee binary-searches the hidden amount"
-    ),
-)
 async def test_explain_reports_the_first_false_conjunct_not_a_later_error(
     fees: grpc.aio.Channel,
 ) -> None:
@@ -174,6 +168,23 @@ async def test_explain_reports_the_first_false_conjunct_not_a_later_error(
     assert small_decision == big_decision == pb.DECISION_DENY
     assert small == [("when", "false", 1)]
     assert big == [("when", "false", 1)]
+
+
+async def test_explain_skips_the_clauses_after_the_first_that_decided(
+    fees: grpc.aio.Channel,
+) -> None:
+    """The same guard as two ``when`` clauses: Cedar stops at the first, so the second is
+    reported "skipped" (never evaluated), whatever the fee makes it do alone."""
+    for fee in (0, 1_000):
+        request = build_request(
+            'User::"clerk"', 'Action::"view"', 'Loan::"l1"', context={"fee": fee}
+        )
+        request.explain = True
+        reply = await decide(fees, request)
+        (permit,) = [e for e in reply.explanations if e.policy_id == "manager-then-fee"]
+        checks = [(c.kind, c.outcome, c.conjunct) for c in permit.conditions]
+        assert checks == [("when", "false", 1), ("when", "skipped", 0)], fee
+        assert not permit.applies
 
 
 # --- Handled: store folder tricks keep serving one consistent version -------------------------

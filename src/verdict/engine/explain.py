@@ -94,24 +94,31 @@ def _probes(forms: list[tuple[str, JsonObject]]) -> Iterator[tuple[str, JsonObje
 def _explain_one(
     number: int, policy_id: str, form: JsonObject, held: set[str], errored: set[str]
 ) -> PolicyExplanation:
-    checks = []
+    checks: list[ConditionCheck] = []
     for clause, condition in enumerate(form.get("conditions", [])):
-        parts = [f"{number}.{clause}.{p}" for p in range(len(conjuncts(condition["body"])))]
         kind = str(condition.get("kind", "when"))
+        if checks and checks[-1].outcome != "held":
+            # Cedar stops at the first clause that keeps the policy from applying: what a
+            # later one would do was never computed, and reporting it (an error it would
+            # raise, say) would tell the caller about data Cedar never read.
+            checks.append(ConditionCheck(kind, "skipped"))
+            continue
+        parts = [f"{number}.{clause}.{p}" for p in range(len(conjuncts(condition["body"])))]
         checks.append(_check(kind, parts, held, errored))
     applies = all(c.outcome == "held" for c in checks)
     return PolicyExplanation(policy_id, str(form.get("effect", "")), applies, tuple(checks))
 
 
 def _check(kind: str, parts: list[str], held: set[str], errored: set[str]) -> ConditionCheck:
+    """One clause as Cedar evaluates ``a && b && ...``: left to right, stopping at the first
+    conjunct that is false or errors. Each conjunct was probed alone, so a later one may have
+    errored on data Cedar never reached (an overflow that depends on a hidden attribute):
+    only what comes before the stop is reported."""
     for position, probe in enumerate(parts, start=1):
         if probe in errored:
             return ConditionCheck(kind, "errored", position)
-    if kind == "when":
-        for position, probe in enumerate(parts, start=1):
-            if probe not in held:
-                return ConditionCheck(kind, "false", position)
-        return ConditionCheck(kind, "held")
-    # unless { a && b }: the clause holds (the policy may apply) when some conjunct is false.
-    first_false = next((i for i, p in enumerate(parts, start=1) if p not in held), 0)
-    return ConditionCheck(kind, "held" if first_false else "false", first_false)
+        if probe not in held:
+            # when: the clause is false here. unless { a && b }: a false conjunct makes the
+            # body false, so the clause holds (the policy may apply).
+            return ConditionCheck(kind, "false" if kind == "when" else "held", position)
+    return ConditionCheck(kind, "held" if kind == "when" else "false")
