@@ -1,7 +1,7 @@
 """Attack round on the policy lifecycle and explanations, against a running server.
 
-Findings are strict xfails asserting the correct behaviour; the passing tests pin moves the
-server handles that no other test covers.
+Findings are tests asserting the correct behaviour (a strict xfail where not fixed yet); the
+passing tests pin moves the server handles that no other test covers.
 """
 
 from __future__ import annotations
@@ -254,15 +254,6 @@ def with_uma_suspended(text: str, suspended: bool, indent: int = 1) -> str:
     return json.dumps(entities, indent=indent)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "reload_stores checks the policy and entities.json hashes around load_store, but the "
-        "embedded store reads entities.json afterwards, unpinned: an atomic swap of policies "
-        "+ entities landing in that gap is served as old policies + new entities (RELOADED), "
-        "a state never on disk that ALLOWs uma, who is denied by both real states"
-    ),
-)
 async def test_a_swap_landing_before_the_entities_read_is_not_served_half_applied(
     stores: Path,
 ) -> None:

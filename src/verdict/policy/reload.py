@@ -110,12 +110,17 @@ def _reload_one(
         entities = None
         if read_entities is not None and _entities_changed(old, loaded):
             entities = read_entities(loaded)
+        # Hashed again after every read: entities.json is read after the policies, and a swap
+        # of both landing between the two reads was served as the old policies with the new
+        # entities, a state never on disk (it ALLOWed a principal both states denied).
+        after = (store_version(root), file_version(root / ENTITIES_FILE))
     except PolicyLoadError as exc:
         return StoreOutcome(store_id, Change.FAILED, old, tuple(exc.diagnostics))
     except OSError as exc:  # a file vanished between listing and reading: try again next time
         problem = Diagnostic(str(root), 0, f"cannot read the store ({exc.strerror})")
         return StoreOutcome(store_id, Change.FAILED, old, (problem,))
-    if (loaded.version, loaded.entities_version) != (before, entities_before):
+    read = (loaded.version, loaded.entities_version)
+    if read != (before, entities_before) or after != (before, entities_before):
         # The files changed while they were read: the parse may not match the version. The
         # change that caused this is followed by another event; serve nothing half-read.
         problem = Diagnostic(str(root), 0, "files changed while being read; retried next change")
