@@ -60,6 +60,16 @@ def build_policy_set(
     return policy_set_from_json(json.dumps(document), ids)
 
 
+def static_policy_text(form: JsonObject) -> str:
+    """The Cedar text of one static policy given in Cedar's JSON form (a template's link with
+    its slots filled in, to be validated like a policy written out)."""
+    document = {"staticPolicies": {"policy0": form}, "templates": {}, "templateLinks": []}
+    try:
+        return str(cedarpy.policies_from_json_str(json.dumps(document)))
+    except ValueError as exc:
+        raise CedarError(str(exc)) from None
+
+
 def policy_set_from_json(document: str, ids: Collection[str]) -> PolicySetHandle:
     """Build a policy set from Cedar's JSON policy-set text whose policy ids are ``ids``
     (the policy index assembles the text from pre-encoded parts)."""

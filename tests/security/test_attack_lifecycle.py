@@ -84,14 +84,6 @@ async def lending(stores: Path) -> AsyncIterator[grpc.aio.Channel]:
 # --- Finding: template links are never validated against the schema ----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a links.json linking a forbid template to a misspelled entity type (Employe::...) "
-        "reloads as RELOADED under validation = strict and the forbid silently never applies; "
-        "the same forbid written as a static policy is refused"
-    ),
-)
 async def test_a_link_to_an_entity_type_the_schema_lacks_is_refused(
     lending: grpc.aio.Channel, stores: Path
 ) -> None:

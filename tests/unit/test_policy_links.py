@@ -165,3 +165,27 @@ def test_links_change_the_store_version(store: Path) -> None:
     before = load_store(store).version
     write_links(store, [])
     assert load_store(store).version != before
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"?principal": 'Employe::"sophie"', "?resource": 'Loan::"loan-1003"'}, "Employe"),
+        ({"?principal": 'Loan::"loan-1001"', "?resource": 'Loan::"loan-1003"'}, "fails schema"),
+        ({"?principal": 'Employee::"sophie"', "?resource": 'Employee::"olivia"'}, "fails schema"),
+    ],
+    ids=["unknown-type", "resource-type-as-principal", "principal-type-as-resource"],
+)
+def test_strict_validation_refuses_a_link_as_it_would_the_policy_written_out(
+    store: Path, values: dict[str, str], expected: str
+) -> None:
+    """Under ``validation = "strict"`` a link is validated as the static policy it creates: a
+    type the schema lacks, or one its slot's actions never take, is a load error at its line
+    (unchecked, a link with a typo loaded and never matched anyone)."""
+    write_links(store, [link("escalation-typo", **values)])
+    found = problems(store)
+    assert any(
+        p.startswith("lending/links.json:2: link 'escalation-typo' fails schema validation")
+        and expected in p
+        for p in found
+    ), found
