@@ -162,7 +162,10 @@ class ConditionCheck(_message.Message):
     kind: _builtins.str
     """"when" or "unless" """
     outcome: _builtins.str
-    """"held" (the clause lets the policy apply), "false" or "errored" """
+    """"held" (the clause lets the policy apply), "false", "errored", or "skipped" (not
+    evaluated: an earlier clause of the policy already kept it from applying, and Cedar
+    stops there).
+    """
     conjunct: _builtins.int
     """The top-level `&&` conjunct (1-based) that made it false or errored; 0 when none did."""
     def __init__(
