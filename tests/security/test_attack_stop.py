@@ -221,6 +221,14 @@ def _bulk_write() -> epb.PutEntitiesRequest:
     return epb.PutEntitiesRequest(policy_store_id="lending", entities_json=json.dumps(entities))
 
 
+def exit_code_within(process: subprocess.Popen[str], seconds: float) -> int | None:
+    """The process's exit code once it exits, or None if it is still running after ``seconds``."""
+    try:
+        return process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def test_bulk_writes_in_flight_do_not_hold_the_exit_past_the_grace(tmp_path: Path) -> None:
     """A careless bulk loader (or a hostile writer) has two big writes in flight when SIGTERM
     arrives. The stop waits the grace for them, then cuts them; the process must exit within
@@ -240,10 +248,7 @@ def test_bulk_writes_in_flight_do_not_hold_the_exit_past_the_grace(tmp_path: Pat
         time.sleep(0.5)  # both requests arrived and are being parsed (ordering only)
         started = time.monotonic()
         served.process.send_signal(signal.SIGTERM)
-        try:
-            code: int | None = served.process.wait(grace + 15)
-        except subprocess.TimeoutExpired:
-            code = None
+        code = exit_code_within(served.process, grace + 15)
         took = time.monotonic() - started
         for writer in writers:
             writer.join(10)
@@ -277,10 +282,7 @@ def test_sigterm_then_sigint_with_redis_stopped_exits_within_the_grace(
             served.process.send_signal(signal.SIGTERM)
             time.sleep(0.3)
             served.process.send_signal(signal.SIGINT)
-            try:
-                code: int | None = served.process.wait(grace + 10)
-            except subprocess.TimeoutExpired:
-                code = None
+            code = exit_code_within(served.process, grace + 10)
             took = time.monotonic() - started
         finally:
             os.kill(redis.process.pid, signal.SIGCONT)
