@@ -221,7 +221,7 @@ def _bulk_write() -> epb.PutEntitiesRequest:
     return epb.PutEntitiesRequest(policy_store_id="lending", entities_json=json.dumps(entities))
 
 
-def exit_code_within(process: subprocess.Popen[str], seconds: float) -> int | None:
+def exit_code_within(process: subprocess.Popen[bytes], seconds: float) -> int | None:
     """The process's exit code once it exits, or None if it is still running after ``seconds``."""
     try:
         return process.wait(seconds)
