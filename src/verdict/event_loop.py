@@ -36,37 +36,72 @@ def resolve(choice: str) -> str:
     return "uvloop"
 
 
-def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """What asyncio.Runner builds its loop with (None: asyncio's default)."""
+class _StopSignalsStayIgnored(asyncio.AbstractEventLoop):
+    """A loop whose stop signals, once ignored, stay ignored through its close.
+
+    asyncio and uvloop put a signal's default action back when its handler is removed, and
+    they remove every handler when the loop closes: a SIGTERM (a preStop loop, a repeated
+    Ctrl-C, a supervisor forwarding a second one) landing between that and the interpreter's
+    exit killed a process whose stop had finished (exit -15 instead of 0). Setting SIG_IGN
+    after the close left that window open; here the disposition goes straight from the loop's
+    handler to SIG_IGN, and the close leaves it there.
+    """
+
+    _stop_signals_ignored = False
+
+    def ignore_stop_signals(self) -> None:
+        """SIGTERM, SIGINT and SIGHUP are ignored from now on (the stop has run)."""
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        self._stop_signals_ignored = True
+
+    def remove_signal_handler(self, sig: int) -> bool:
+        if self._stop_signals_ignored and sig in STOP_SIGNALS:
+            return False  # stays SIG_IGN; the loop's entry for it goes with the loop
+        return super().remove_signal_handler(sig)
+
+    def close(self) -> None:
+        super().close()
+        if self._stop_signals_ignored:
+            # The loop kept its entries, so it did not clear the wakeup fd it set up: its
+            # socket is closed now and the fd number may be reused.
+            signal.set_wakeup_fd(-1)
+
+
+class _AsyncioLoop(_StopSignalsStayIgnored, asyncio.SelectorEventLoop):
+    """asyncio's own loop, stop signals as above."""
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """What asyncio.Runner builds its loop with: ``choice``'s loop, keeping the stop signals
+    ignored through its close (``_StopSignalsStayIgnored``)."""
     if resolve(choice) == "asyncio":
-        return None
+        return _AsyncioLoop
     import uvloop
 
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+    class _UvLoop(_StopSignalsStayIgnored, uvloop.Loop):  # type: ignore[misc]
+        """uvloop, stop signals as above."""
+
+    return _UvLoop
 
 
 def run(main: Coroutine[Any, Any, T], choice: str) -> T:
-    """``asyncio.run(main)`` on the loop ``choice`` resolves to; once it is over, the stop
-    signals are ignored (``ignore_stop_signals``)."""
-    try:
-        with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
-            return runner.run(main)
-    finally:
-        ignore_stop_signals()
+    """``asyncio.run(main)`` on the loop ``choice`` resolves to; once ``main`` is over (its
+    stop has run), the stop signals are ignored until the process exits."""
 
+    async def then_ignore_stop_signals() -> T:
+        try:
+            return await main
+        finally:
+            loop = asyncio.get_running_loop()
+            assert isinstance(loop, _StopSignalsStayIgnored)  # built by loop_factory
+            loop.ignore_stop_signals()
 
-def ignore_stop_signals() -> None:
-    """Ignore SIGTERM, SIGINT and SIGHUP from now on: the stop has run, and a signal has
-    nothing left to ask. Closing its loop, asyncio puts their default actions back, and a
-    signal in the last milliseconds of a clean exit (a preStop loop, a repeated Ctrl-C, a
-    supervisor forwarding a second SIGTERM) killed the process: exit -15 instead of 0."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+        return runner.run(then_ignore_stop_signals())
 
 
 def running_loop_name() -> str:
     """ "uvloop" or "asyncio": the loop this coroutine runs on (for the start log line)."""
-    return (
-        "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
-    )
+    classes = type(asyncio.get_running_loop()).__mro__  # ours derive from uvloop.Loop
+    return "uvloop" if any(c.__module__.startswith("uvloop") for c in classes) else "asyncio"

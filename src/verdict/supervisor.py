@@ -34,9 +34,9 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 
+from verdict import event_loop
 from verdict.app import WRITES_NEED_REDIS, metrics_address
 from verdict.config import Settings
-from verdict.event_loop import ignore_stop_signals
 from verdict.telemetry.exposition import multiprocess_registry, start_metrics_server
 
 log = structlog.get_logger(__name__)
@@ -188,15 +188,13 @@ class Supervisor:
     def _reload_all(self) -> None:
         """SIGHUP: every worker re-reads its policy stores (each also watches the files)."""
         for worker in self._workers.values():
-            if worker.ready and worker.process.returncode is None:
-                worker.process.send_signal(signal.SIGHUP)
+            if worker.ready:
+                signal_worker(worker.process, signal.SIGHUP)
 
     def _stop(self, sig: int) -> None:
         if self._stopping.is_set():  # a second signal: each worker cuts its drain short
             for worker in self._workers.values():
-                if worker.process.returncode is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        worker.process.send_signal(sig)
+                signal_worker(worker.process, sig)
             return
         self._signal = signal.Signals(sig)
         log.info("shutdown_started", signal=signal.Signals(sig).name)
@@ -294,8 +292,7 @@ class Supervisor:
         workers = [w for w in self._workers.values() if w.process.returncode is None]
         processes = [w.process for w in workers]
         for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(self._signal)
+            signal_worker(process, self._signal)
         waiting = [asyncio.create_task(p.wait()) for p in processes]
         if not waiting:
             return
@@ -307,12 +304,27 @@ class Supervisor:
         for process in processes:
             if process.returncode is None:
                 log.error("worker_killed", pid=process.pid)
-                process.kill()
+                signal_worker(process, signal.SIGKILL)
         await asyncio.gather(*late)
         codes = [p.returncode for p in processes]
         if late or not all(w.stopped_cleanly(self._signal) for w in workers):
             self._failed = True
         log.info("shutdown_finished", exit_codes=codes)
+
+
+def signal_worker(process: asyncio.subprocess.Process, sig: int) -> None:
+    """Send ``sig`` to a worker that has not been seen to exit.
+
+    Not ``process.send_signal``: subprocess.Popen.send_signal polls first (waitpid, WNOHANG),
+    which reaps a worker that has just exited behind the back of asyncio's child watcher; the
+    watcher then finds no child and reports exit 255 for a worker that exited 0 (a second
+    SIGTERM forwarded in the last milliseconds of a clean stop turned exit 0 into exit 1).
+    Until the watcher reaps it, an exited worker stays a zombie that keeps its pid; after, the
+    returncode is set within one loop turn (pids are not reused that fast).
+    """
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, sig)
 
 
 def supervise(settings: Settings, count: int) -> int:
@@ -344,9 +356,10 @@ def supervise(settings: Settings, count: int) -> int:
             metrics_port=metrics_server.server_port if metrics_server else None,
             metrics=metrics_address(settings.metrics_listen, metrics_server),
         )
-        return asyncio.run(Supervisor(settings, count, env, registry).run())
+        # asyncio's loop (it forks the workers); once run() is over the stop signals stay
+        # ignored, so the cleanup below runs whatever arrives.
+        return event_loop.run(Supervisor(settings, count, env, registry).run(), "asyncio")
     finally:
-        ignore_stop_signals()  # the workers are stopped; the cleanup below must still run
         if metrics_server is not None:
             metrics_server.shutdown()
             metrics_server.server_close()

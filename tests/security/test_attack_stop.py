@@ -109,20 +109,14 @@ def test_signals_repeated_through_the_stop_never_kill_the_process(
     asyncio's loop.close() restores SIG_DFL (default_int_handler for SIGINT): one that lands
     between the loop's close and the interpreter's exit killed the process, which an
     orchestrator records as a crash (and a supervisor turned into exit 1, see below). Fixed:
-    once the loop is closed the stop signals are ignored (event_loop.ignore_stop_signals)."""
+    once the main coroutine is over the stop signals go straight from the loop's handler to
+    SIG_IGN and stay there through the loop's close (event_loop._StopSignalsStayIgnored)."""
     with serving(tmp_path, env={"VERDICT_SHUTDOWN_GRACE_SECONDS": "2"}) as served:
         code = signal_until_exit(served.process, sig)
         assert served.events("shutdown_finished"), "the stop itself did not finish"
     assert code == 0, f"exit {code}"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "a race remains under load: a signal between asyncio closing a loop (default actions "
-        "restored) and ignore_stop_signals still kills the process (-15; a worker 255)"
-    ),
-)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda sig: sig.name)
 def test_a_supervisor_signalled_repeatedly_drains_its_workers_and_exits_zero(
     tmp_path: Path, sig: signal.Signals
