@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+SAMPLE_POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
 def write_store(stores_dir: Path, name: str, files: dict[str, str | list[Any]]) -> Path:
@@ -16,6 +19,16 @@ def write_store(stores_dir: Path, name: str, files: dict[str, str | list[Any]]) 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content if isinstance(content, str) else json.dumps(content))
     return root
+
+
+def lending_copy(tmp_path: Path) -> Path:
+    """A stores folder under ``tmp_path`` holding a copy of the sample lending store (for tests
+    that edit its files)."""
+    folder = tmp_path / "stores"
+    shutil.copytree(
+        Path(__file__).resolve().parent.parent / "policies" / "lending", folder / "lending"
+    )
+    return folder
 
 
 def entity(

@@ -19,6 +19,7 @@ from verdict.cedar import SchemaHandle
 from verdict.cedar_json import loads_strict
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_text
+from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
 from verdict.progress import Reporter
 from verdict.store.bulk import load_entities
 from verdict.store.entity_file import shaped_entities
@@ -62,7 +63,7 @@ async def load_entities_file(
     validation: asyncio.Future[bool] | None = None
     try:
         with progress.phase("read"):
-            text = read_text(path)
+            text = read_text(path, MAX_ENTITIES_FILE_BYTES)
         validation = asyncio.ensure_future(_validate(text, schema))
         await asyncio.sleep(0)  # hand the text to the other process before parsing it here
         with progress.phase("parse"):

@@ -81,14 +81,24 @@ def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise FileReadError(f"cannot read: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode):
         os.close(fd)
         raise FileReadError("not a regular file")
-    with os.fdopen(fd, "rb") as file:
+    if max_bytes is not None and status.st_size > max_bytes:  # refused unread
+        os.close(fd)
+        raise FileReadError(f"larger than the limit of {_size(max_bytes)}")
+    with os.fdopen(fd, "rb") as file:  # bounded again: the file may grow after the fstat
         data = file.read() if max_bytes is None else file.read(max_bytes + 1)
     if max_bytes is not None and len(data) > max_bytes:
-        raise FileReadError(f"larger than the limit of {max_bytes} bytes")
+        raise FileReadError(f"larger than the limit of {_size(max_bytes)}")
     return data
+
+
+def _size(count: int) -> str:
+    """``count`` bytes for a message: "64 MiB" when it is whole MiB, else "4,000 bytes"."""
+    mib = 1024 * 1024
+    return f"{count // mib} MiB" if count >= mib and count % mib == 0 else f"{count:,} bytes"
 
 
 def read_text(path: Path, max_bytes: int | None = None) -> str:

@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from tests.cases import lending_cases
 from tests.conftest import POLICIES
 from tests.security.authn_support import token_sha256, verdict_app
+from tests.stores import lending_copy
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
@@ -51,9 +52,7 @@ def write_atomically(path: Path, text: str) -> None:
 @pytest.fixture
 def stores(tmp_path: Path) -> Path:
     """A stores folder holding a copy of the lending store."""
-    folder = tmp_path / "stores"
-    shutil.copytree(POLICIES / "lending", folder / "lending")
-    return folder
+    return lending_copy(tmp_path)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,13 +15,14 @@ import grpc
 import pytest
 
 from tests.cases import lending_cases
-from tests.conftest import POLICIES
 from tests.security.authn_support import verdict_app
+from tests.stores import lending_copy
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import build_request
+from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES, MAX_POLICY_FILE_BYTES
 from verdict.policy.snapshot import StoreSnapshot
 
 CHANGE = apb.PolicyStoreState.Change
@@ -67,9 +67,7 @@ def allowed_case(store: str = "lending") -> pb.IsAuthorizedRequest:
 @pytest.fixture
 def stores(tmp_path: Path) -> Path:
     """A stores folder holding a copy of the lending store."""
-    folder = tmp_path / "stores"
-    shutil.copytree(POLICIES / "lending", folder / "lending")
-    return folder
+    return lending_copy(tmp_path)
 
 
 @pytest.fixture
@@ -227,6 +225,47 @@ async def test_a_policy_file_swapped_for_a_device_or_binary_keeps_the_last_good_
     state = (await reload(lending))["lending"]
     assert state.change == CHANGE.FAILED
     assert [p.file for p in state.problems] == ["lending/staff.cedar"]
+    after = await decide(lending, allowed_case())
+    assert (after.decision, after.policy_version) == (pb.DECISION_ALLOW, before.policy_version)
+
+
+@pytest.mark.parametrize(
+    ("name", "bound"),
+    [("huge.cedar", MAX_POLICY_FILE_BYTES), ("entities.json", MAX_ENTITIES_FILE_BYTES)],
+)
+async def test_an_oversized_file_fails_the_reload_unread_and_the_last_good_version_serves(
+    lending: grpc.aio.Channel, stores: Path, name: str, bound: int
+) -> None:
+    """A policy file or entities.json one byte past its bound (sparse) appears in the store:
+    the reload fails at once naming the file and the bound, without reading it (the server's
+    memory would otherwise take many times its size), and the last good version serves on."""
+    before = await decide(lending, allowed_case())
+    path = stores / "lending" / name
+    path.unlink(missing_ok=True)
+    with path.open("wb") as handle:
+        handle.truncate(bound + 1)
+    state = (await reload(lending))["lending"]
+    assert state.change == CHANGE.FAILED
+    assert [p.file for p in state.problems] == [f"lending/{name}"]
+    assert "larger than the limit of" in state.problems[0].message
+    after = await decide(lending, allowed_case())
+    assert (after.decision, after.policy_version) == (pb.DECISION_ALLOW, before.policy_version)
+
+
+async def test_a_new_policy_file_that_cannot_be_read_fails_the_reload(
+    lending: grpc.aio.Channel, stores: Path
+) -> None:
+    """A FIFO named ``*.cedar`` added to a running store: the reload reports it (FAILED, the
+    file named) instead of "unchanged". The version hash skipped files it could not read, so
+    a new unusable file left the hash as it was and the reload never looked (a restart would
+    refuse the same folder)."""
+    before = await decide(lending, allowed_case())
+    os.mkfifo(stores / "lending" / "new.cedar")
+    state = (await reload(lending))["lending"]
+    assert state.change == CHANGE.FAILED
+    assert [(p.file, p.message) for p in state.problems] == [
+        ("lending/new.cedar", "not a regular file")
+    ]
     after = await decide(lending, allowed_case())
     assert (after.decision, after.policy_version) == (pb.DECISION_ALLOW, before.policy_version)
 

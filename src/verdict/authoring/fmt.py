@@ -10,6 +10,7 @@ from verdict import cedar
 from verdict.cedar import CedarError
 from verdict.errors import Diagnostic
 from verdict.files import FileReadError, read_text
+from verdict.policy.file_limits import MAX_POLICY_FILE_BYTES
 from verdict.policy.loader import policy_files, store_roots, syntax_problems
 
 
@@ -35,7 +36,7 @@ def format_stores(stores_dir: Path, *, write: bool) -> FormatResult:
     for root in store_roots(stores_dir):
         for path in policy_files(root):
             try:
-                text = read_text(path)
+                text = read_text(path, MAX_POLICY_FILE_BYTES)
             except FileReadError as exc:
                 problems.append(Diagnostic(str(path), 0, f"cannot format: {exc}"))
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from verdict.files import (
     read_text,
 )
 from verdict.model import EntityUid, JsonObject
+from verdict.policy.file_limits import MAX_POLICY_FILE_BYTES
 from verdict.policy.index import (
     PolicyEntry,
     PolicyIndex,
@@ -267,7 +269,7 @@ def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | No
         return None
     shown = f"{root.name}/{path.name}"
     try:
-        text = read_text(path)
+        text = read_text(path, MAX_POLICY_FILE_BYTES)
     except FileReadError as exc:
         diagnostics.append(Diagnostic(shown, 0, str(exc)))
         return None
@@ -304,7 +306,7 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
         relative = path.relative_to(root).as_posix()
         shown = f"{root.name}/{relative}"
         try:
-            source = read_text(path)
+            source = read_text(path, MAX_POLICY_FILE_BYTES)
         except FileReadError as exc:
             diagnostics.append(Diagnostic(shown, 0, str(exc)))
             continue
@@ -428,10 +430,15 @@ def store_version(root: Path) -> str:
     files = [*policy_files(root), root / SCHEMA_TEXT, root / SCHEMA_JSON, root / SETTINGS_FILE]
     files += [root / name for name in LINKS_FILES]
     for path in files:
-        try:  # the bytes a pinned load parsed, when called inside one
-            content = read_bytes(path)
-        except FileReadError:  # absent, or not a regular file: not part of the store
-            continue
+        try:  # the bytes a pinned load parsed, when called inside one (same bound: same pin)
+            content = read_bytes(path, MAX_POLICY_FILE_BYTES)
+        except FileReadError as exc:
+            if not os.path.lexists(path):  # absent: not part of the store
+                continue
+            # Present but unusable (too large, a FIFO, unreadable): it still changes the
+            # version, so a hot reload tries the store and reports the file instead of
+            # keeping the running version as "unchanged".
+            content = b"\0unusable: " + str(exc).encode()
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(content + b"\0")
     return "sha256:" + digest.hexdigest()[:24]

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 from verdict.errors import Diagnostic
 from verdict.files import FileReadError, read_text
+from verdict.policy.file_limits import MAX_POLICY_FILE_BYTES
 from verdict.policy.snapshot import EntitiesSource, ErrorMode, StoreSettings, ValidationMode
 
 SETTINGS_FILE = "store.toml"
@@ -43,7 +44,7 @@ def read_store_settings(
     text = ""
     if path.exists():  # absent: the defaults; present but unreadable: a problem, not defaults
         try:  # through verdict.files: a pinned load reads the settings it hashes
-            text = read_text(path)
+            text = read_text(path, MAX_POLICY_FILE_BYTES)
         except FileReadError as exc:
             diagnostics.append(Diagnostic(name, 0, str(exc)))
     raw: dict[str, object] = {}

@@ -11,6 +11,7 @@ from verdict.cedar_json import check_entity, loads_strict
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_text
 from verdict.model import EntityUid
+from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
 from verdict.store.base import StoredEntity
 from verdict.store.json_lines import error_line
 from verdict.store.weight import entity_text
@@ -55,7 +56,7 @@ def read_entities_file(
     name = shown or str(path)
     text = ""
     try:
-        text = read_text(path)
+        text = read_text(path, MAX_ENTITIES_FILE_BYTES)
         document = loads_strict(text, "entities", max_depth=64)
         return build_entities(document, schema)
     except FileReadError as exc:
