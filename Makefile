@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Two pytest workers (pytest-xdist), each test file whole on one of them (its module fixtures
+# and servers stay together): the suite's tests mostly wait on real servers, Redis and
+# subprocesses, so two halve the wall time on a 2-core machine. PYTEST_WORKERS= runs serially.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
 LINTED := $(wildcard src tests benchmarks scripts examples)
 
 .PHONY: run test lint proto bench bench-all bench-quick profile fuzz faults faults-quick clean help
@@ -20,7 +24,7 @@ run: $(STAMP)  ## serve policies/ (default store lending) on 127.0.0.1:50051, in
 	$(BIN)/verdict serve --stores policies --default-store lending --listen 127.0.0.1:50051 --workers 1
 
 test: $(STAMP)  ## the whole test suite, then the sample policy suites with full coverage
-	@$(BIN)/pytest -q; rc=$$?; \
+	@$(BIN)/pytest -q $(PYTEST_WORKERS) --durations=15; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; exit 1; fi; \
 	exit $$rc
 	$(BIN)/verdict test --stores policies --coverage --min-coverage 100
