@@ -10,6 +10,7 @@ from tests.security.authn_support import verdict_app
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import build_request
+from verdict.engine.explain import _PROBE_SETS
 
 
 async def ask(principal: str, resource: str, explain: bool = True) -> pb.IsAuthorizedResponse:
@@ -76,3 +77,31 @@ async def test_a_batch_item_is_explained_like_a_single_call() -> None:
     results = [r.response for r in replies.results]
     assert [len(r.explanations) for r in results] == [0, len(single.explanations), 0]
     assert by_id(results[1]) == by_id(single)
+
+
+async def test_explanations_of_one_selection_follow_each_request() -> None:
+    """One server, uma viewing a loan of another partner, then one of her own, then the first
+    again: the probes built for the selection are kept (explain.py), the outcomes are each
+    request's own (the staff permit false at its partner conjunct, then applying, then false)."""
+    async with verdict_app() as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            outcomes = []
+            for loan in ("loan-2001", "loan-1001", "loan-2001"):
+                request = build_request(
+                    "Employee::uma", "Action::view", f"Loan::{loan}", context=BASE_CONTEXT
+                )
+                request.explain = True
+                reply = await stub.IsAuthorized(request)
+                staff = by_id(reply)["staff-view-partner-loans"]
+                checks = [(c.outcome, c.conjunct) for c in staff.conditions]
+                outcomes.append((reply.decision, staff.applies, checks))
+            index = app.policies.current.stores["lending"].index
+            kept = _PROBE_SETS[index]  # the third request reused the first's probes
+    assert (kept.misses, kept.hits) in ((1, 2), (2, 1)), (kept.misses, kept.hits)
+    assert outcomes == [
+        (pb.DECISION_DENY, False, [("false", 2)]),
+        (pb.DECISION_ALLOW, True, [("held", 0)]),
+        (pb.DECISION_DENY, False, [("false", 2)]),
+    ]

@@ -7,14 +7,17 @@ as determining, errored if Cedar reports its probe as erroring, and was false ot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import weakref
 from dataclasses import dataclass
 
 from verdict import cedar
-from verdict.cedar import Entities
+from verdict.cedar import Entities, PolicySetHandle
 from verdict.engine.evaluate import cedar_request
 from verdict.engine.selection import ParentMap
 from verdict.model import AuthorizationRequest, JsonObject
+from verdict.policy.index import PolicyIndex
+from verdict.policy.policy_sets import SelectionCache
 from verdict.policy.snapshot import StoreSnapshot
 
 _ALL = {"op": "All"}
@@ -54,6 +57,39 @@ def conjuncts(body: JsonObject) -> list[JsonObject]:
     return found
 
 
+@dataclass(frozen=True)
+class _Clause:
+    """A ``when``/``unless`` clause and the names of its conjuncts' probes, left to right."""
+
+    kind: str
+    probes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Policy:
+    policy_id: str
+    effect: str
+    clauses: tuple[_Clause, ...]
+
+
+@dataclass(frozen=True)
+class _ProbeSet:
+    """What explaining one selection needs besides the request: its policies' clauses and
+    one policy set of every conjunct as a probe (None: no conditions at all)."""
+
+    policies: tuple[_Policy, ...]
+    policy_set: PolicySetHandle | None
+
+
+# Probe sets by index (one per loaded store version, dropped with it), then by selection:
+# re-parsing the selection's forms and building its probe set took about half an explained
+# decision's time.
+_PROBE_SETS: weakref.WeakKeyDictionary[PolicyIndex, SelectionCache[_ProbeSet]] = (
+    weakref.WeakKeyDictionary()
+)
+_PROBE_SETS_LOCK = threading.Lock()  # evaluation may run off the event loop
+
+
 def explain(
     request: AuthorizationRequest,
     store: StoreSnapshot,
@@ -61,52 +97,57 @@ def explain(
     parents: ParentMap,
 ) -> tuple[PolicyExplanation, ...]:
     """The explanation of every policy whose scope matches ``request``, in load order."""
-    key = store.index.select([(request.principal, request.action, request.resource)], parents)
-    forms = store.index.forms(key)
-    probes = dict(_probes(forms))
+    index = store.index
+    key = index.select([(request.principal, request.action, request.resource)], parents)
+    with _PROBE_SETS_LOCK:
+        cache = _PROBE_SETS.get(index)
+        if cache is None:
+            cache = _PROBE_SETS[index] = SelectionCache(index.cache_limits)
+    probes = cache.get(key, lambda: _probe_set(index.forms(key)))
     held: set[str] = set()
     errored: set[str] = set()
-    if probes:
-        policy_set = cedar.build_policy_set(probes, {})
-        raw = cedar.is_authorized(cedar_request(request), policy_set, entities, store.schema)
+    if probes.policy_set is not None:
+        raw = cedar.is_authorized(cedar_request(request), probes.policy_set, entities, store.schema)
         held, errored = set(raw.reasons), {e.policy_id for e in raw.errors}
-    explained = [
-        _explain_one(number, policy_id, form, held, errored)
-        for number, (policy_id, form) in enumerate(forms)
-    ]
+    explained = [_explain_one(policy, held, errored) for policy in probes.policies]
     return tuple(sorted(explained, key=lambda e: store.position(e.policy_id)))
 
 
-def _probes(forms: list[tuple[str, JsonObject]]) -> Iterator[tuple[str, JsonObject]]:
-    for number, (_, form) in enumerate(forms):
+def _probe_set(forms: list[tuple[str, JsonObject]]) -> _ProbeSet:
+    probes: dict[str, JsonObject] = {}
+    policies = []
+    for number, (policy_id, form) in enumerate(forms):
+        clauses = []
         for clause, condition in enumerate(form.get("conditions", [])):
+            names = []
             for part, body in enumerate(conjuncts(condition.get("body", {}))):
-                probe = {
+                name = f"{number}.{clause}.{part}"
+                probes[name] = {
                     "effect": "permit",
                     "principal": _ALL,
                     "action": _ALL,
                     "resource": _ALL,
                     "conditions": [{"kind": "when", "body": body}],
                 }
-                yield f"{number}.{clause}.{part}", probe
+                names.append(name)
+            clauses.append(_Clause(str(condition.get("kind", "when")), tuple(names)))
+        policies.append(_Policy(policy_id, str(form.get("effect", "")), tuple(clauses)))
+    policy_set = cedar.build_policy_set(probes, {}) if probes else None
+    return _ProbeSet(tuple(policies), policy_set)
 
 
-def _explain_one(
-    number: int, policy_id: str, form: JsonObject, held: set[str], errored: set[str]
-) -> PolicyExplanation:
+def _explain_one(policy: _Policy, held: set[str], errored: set[str]) -> PolicyExplanation:
     checks: list[ConditionCheck] = []
-    for clause, condition in enumerate(form.get("conditions", [])):
-        kind = str(condition.get("kind", "when"))
+    for clause in policy.clauses:
         if checks and checks[-1].outcome != "held":
             # Cedar stops at the first clause that keeps the policy from applying: what a
             # later one would do was never computed, and reporting it (an error it would
             # raise, say) would tell the caller about data Cedar never read.
-            checks.append(ConditionCheck(kind, "skipped"))
+            checks.append(ConditionCheck(clause.kind, "skipped"))
             continue
-        parts = [f"{number}.{clause}.{p}" for p in range(len(conjuncts(condition["body"])))]
-        checks.append(_check(kind, parts, held, errored))
+        checks.append(_check(clause.kind, list(clause.probes), held, errored))
     applies = all(c.outcome == "held" for c in checks)
-    return PolicyExplanation(policy_id, str(form.get("effect", "")), applies, tuple(checks))
+    return PolicyExplanation(policy.policy_id, policy.effect, applies, tuple(checks))
 
 
 def _check(kind: str, parts: list[str], held: set[str], errored: set[str]) -> ConditionCheck:

@@ -111,6 +111,7 @@ class PolicyIndex:
         self._buckets: tuple[dict[Any, list[int]], ...] = ({}, {}, {}, {}, {})
         for number, entry in enumerate(self._entries):
             self._file(number, entry.scope)
+        self._limits = limits
         self._cache = PolicySetCache(limits)
         self.full_key = tuple(range(len(self._entries)))
         self.policy_set(tuple(self._always))
@@ -119,6 +120,11 @@ class PolicyIndex:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def cache_limits(self) -> SelectionCacheLimits:
+        """The bounds of this index's selection caches (others built per selection use them)."""
+        return self._limits
 
     def _file(self, number: int, scope: PolicyScope) -> None:
         principal, action, resource = self._buckets[:3]

@@ -1,4 +1,5 @@
-"""A bounded, thread-safe LRU of the policy sets built for the index's selections."""
+"""A bounded, thread-safe LRU of what is built for the index's selections (policy sets, and
+the explanation probes built from them)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from verdict.cedar import PolicySetHandle
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -19,19 +23,20 @@ class SelectionCacheLimits:
     max_policies: int = 65_536
 
 
-class PolicySetCache:
-    """Policy sets by selection key (a sorted tuple of entry numbers), least recently used
-    evicted first; a set larger than ``max_policies`` is built for its caller but not kept."""
+class SelectionCache(Generic[V]):
+    """What is built for a selection key (a sorted tuple of entry numbers), least recently
+    used evicted first; one for more than ``max_policies`` policies is built for its caller
+    but not kept."""
 
     def __init__(self, limits: SelectionCacheLimits) -> None:
         self._limits = limits
-        self._sets: OrderedDict[tuple[int, ...], PolicySetHandle] = OrderedDict()
+        self._sets: OrderedDict[tuple[int, ...], V] = OrderedDict()
         self._policies = 0
         self._lock = threading.Lock()  # evaluation may run off the event loop
         self.hits = self.misses = 0
 
-    def get(self, key: tuple[int, ...], build: Callable[[], PolicySetHandle]) -> PolicySetHandle:
-        """The set for ``key``, built by ``build`` (outside the lock) when not kept."""
+    def get(self, key: tuple[int, ...], build: Callable[[], V]) -> V:
+        """The value for ``key``, built by ``build`` (outside the lock) when not kept."""
         with self._lock:
             found = self._sets.get(key)
             if found is not None:
@@ -55,3 +60,7 @@ class PolicySetCache:
 
     def __len__(self) -> int:
         return len(self._sets)
+
+
+# The index's policy sets.
+PolicySetCache = SelectionCache[PolicySetHandle]

@@ -29,7 +29,7 @@ class MethodGroup(StrEnum):
     """What a grant can name instead of single methods."""
 
     DECISIONS = "decisions"
-    # Decisions with ``explain`` set: several times a decision's cost, and they show which
+    # Decisions with ``explain`` set: about twice a decision's cost, and they show which
     # conditions of which policies held; granted on its own, beside "decisions".
     EXPLAIN = "explain"
     ENTITY_READS = "entity-reads"
