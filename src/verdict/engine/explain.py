@@ -17,7 +17,7 @@ from verdict.engine.evaluate import cedar_request
 from verdict.engine.selection import ParentMap
 from verdict.model import AuthorizationRequest, JsonObject
 from verdict.policy.index import PolicyIndex
-from verdict.policy.policy_sets import SelectionCache
+from verdict.policy.policy_sets import SelectionCache, SelectionCacheLimits
 from verdict.policy.snapshot import StoreSnapshot
 
 _ALL = {"op": "All"}
@@ -102,7 +102,7 @@ def explain(
     with _PROBE_SETS_LOCK:
         cache = _PROBE_SETS.get(index)
         if cache is None:
-            cache = _PROBE_SETS[index] = SelectionCache(index.cache_limits)
+            cache = _PROBE_SETS[index] = SelectionCache(_probe_limits(index.cache_limits))
     probes = cache.get(key, lambda: _probe_set(index.forms(key)))
     held: set[str] = set()
     errored: set[str] = set()
@@ -111,6 +111,13 @@ def explain(
         held, errored = set(raw.reasons), {e.policy_id for e in raw.errors}
     explained = [_explain_one(policy, held, errored) for policy in probes.policies]
     return tuple(sorted(explained, key=lambda e: store.position(e.policy_id)))
+
+
+def _probe_limits(decisions: SelectionCacheLimits) -> SelectionCacheLimits:
+    """An eighth of the decision cache's bounds: a policy has a probe per conjunct (several
+    policies' worth of Cedar's memory), and explanations serve people debugging policies,
+    not the decision path."""
+    return SelectionCacheLimits(decisions.max_sets // 8, decisions.max_policies // 8)
 
 
 def _probe_set(forms: list[tuple[str, JsonObject]]) -> _ProbeSet:
