@@ -10,7 +10,6 @@ from tests.security.authn_support import verdict_app
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import build_request
-from verdict.engine.explain import _PROBE_SETS
 
 
 async def ask(principal: str, resource: str, explain: bool = True) -> pb.IsAuthorizedResponse:
@@ -98,7 +97,8 @@ async def test_explanations_of_one_selection_follow_each_request() -> None:
                 checks = [(c.outcome, c.conjunct) for c in staff.conditions]
                 outcomes.append((reply.decision, staff.applies, checks))
             index = app.policies.current.stores["lending"].index
-            kept = _PROBE_SETS[index]  # the third request reused the first's probes
+            kept = app.authorizer.explainer.kept(index)  # the third reused the first's
+    assert kept is not None
     assert (kept.misses, kept.hits) in ((1, 2), (2, 1)), (kept.misses, kept.hits)
     assert outcomes == [
         (pb.DECISION_DENY, False, [("false", 2)]),

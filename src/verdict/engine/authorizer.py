@@ -12,7 +12,7 @@ import structlog
 from verdict.cedar import Entities as EntitySet
 from verdict.engine.deny_kind import deny_kind, with_deny_kind
 from verdict.engine.evaluate import evaluate, evaluate_shared, slice_roots
-from verdict.engine.explain import explain
+from verdict.engine.explain import Explainer
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
 from verdict.engine.request_entities import check_before_fetch, check_slice
 from verdict.engine.selection import ParentMap, parent_map
@@ -65,6 +65,7 @@ class Authorizer:
         self._entities = entities
         self.max_batch = max_batch
         self._limits = limits
+        self.explainer = Explainer()
 
     async def authorize(self, request: AuthorizationRequest) -> AuthorizationResult:
         """One decision. Raises VerdictError for bad requests and store failures."""
@@ -193,7 +194,7 @@ class Authorizer:
                 entities = _entities(entity_slice)
                 if item.request.extra_entities:
                     entities = [*entities, *item.request.extra_entities]  # type: ignore[misc]
-                found = explain(item.request, item.store, entities, parents)
+                found = self.explainer.explain(item.request, item.store, entities, parents)
                 result = replace(result, explanations=found)
             return result
         except EntityDataError:

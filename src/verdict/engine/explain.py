@@ -81,36 +81,46 @@ class _ProbeSet:
     policy_set: PolicySetHandle | None
 
 
-# Probe sets by index (one per loaded store version, dropped with it), then by selection:
-# re-parsing the selection's forms and building its probe set took about half an explained
-# decision's time.
-_PROBE_SETS: weakref.WeakKeyDictionary[PolicyIndex, SelectionCache[_ProbeSet]] = (
-    weakref.WeakKeyDictionary()
-)
-_PROBE_SETS_LOCK = threading.Lock()  # evaluation may run off the event loop
+class Explainer:
+    """Explains decisions, keeping the probes built for each selection of each loaded store
+    version (dropped with the version): re-parsing the selection's forms and building its
+    probe set took about half an explained decision's time."""
 
+    def __init__(self) -> None:
+        self._probe_sets: weakref.WeakKeyDictionary[PolicyIndex, SelectionCache[_ProbeSet]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()  # evaluation may run off the event loop
 
-def explain(
-    request: AuthorizationRequest,
-    store: StoreSnapshot,
-    entities: Entities,
-    parents: ParentMap,
-) -> tuple[PolicyExplanation, ...]:
-    """The explanation of every policy whose scope matches ``request``, in load order."""
-    index = store.index
-    key = index.select([(request.principal, request.action, request.resource)], parents)
-    with _PROBE_SETS_LOCK:
-        cache = _PROBE_SETS.get(index)
-        if cache is None:
-            cache = _PROBE_SETS[index] = SelectionCache(_probe_limits(index.cache_limits))
-    probes = cache.get(key, lambda: _probe_set(index.forms(key)))
-    held: set[str] = set()
-    errored: set[str] = set()
-    if probes.policy_set is not None:
-        raw = cedar.is_authorized(cedar_request(request), probes.policy_set, entities, store.schema)
-        held, errored = set(raw.reasons), {e.policy_id for e in raw.errors}
-    explained = [_explain_one(policy, held, errored) for policy in probes.policies]
-    return tuple(sorted(explained, key=lambda e: store.position(e.policy_id)))
+    def kept(self, index: PolicyIndex) -> SelectionCache[_ProbeSet] | None:
+        """The probes kept for ``index``'s selections (None before its first explanation)."""
+        with self._lock:
+            return self._probe_sets.get(index)
+
+    def explain(
+        self,
+        request: AuthorizationRequest,
+        store: StoreSnapshot,
+        entities: Entities,
+        parents: ParentMap,
+    ) -> tuple[PolicyExplanation, ...]:
+        """The explanation of every policy whose scope matches ``request``, in load order."""
+        index = store.index
+        key = index.select([(request.principal, request.action, request.resource)], parents)
+        with self._lock:
+            cache = self._probe_sets.get(index)
+            if cache is None:
+                cache = SelectionCache(_probe_limits(index.cache_limits))
+                self._probe_sets[index] = cache
+        probes = cache.get(key, lambda: _probe_set(index.forms(key)))
+        held: set[str] = set()
+        errored: set[str] = set()
+        if probes.policy_set is not None:
+            request_json = cedar_request(request)
+            raw = cedar.is_authorized(request_json, probes.policy_set, entities, store.schema)
+            held, errored = set(raw.reasons), {e.policy_id for e in raw.errors}
+        explained = [_explain_one(policy, held, errored) for policy in probes.policies]
+        return tuple(sorted(explained, key=lambda e: store.position(e.policy_id)))
 
 
 def _probe_limits(decisions: SelectionCacheLimits) -> SelectionCacheLimits:
