@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -9,10 +10,15 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 
 class FileReadError(Exception):
     """A file cannot be used; the message says why, without the file's content."""
+
+
+class FileAbsentError(FileReadError):
+    """There is no file at the path (for callers where absent and unusable differ)."""
 
 
 def is_regular(path: Path) -> bool:
@@ -75,10 +81,14 @@ def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     return found
 
 
-def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
+def _open_regular(path: Path, max_bytes: int | None) -> BinaryIO:
+    """``path`` opened for reading if it is a regular file within ``max_bytes`` (checked on
+    the open descriptor, so a file swapped after a check cannot slip through)."""
     try:
         # O_NONBLOCK: opening a FIFO with no writer would otherwise wait forever.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileAbsentError("cannot read: No such file or directory") from None
     except OSError as exc:
         raise FileReadError(f"cannot read: {exc.strerror}") from None
     status = os.fstat(fd)
@@ -88,11 +98,30 @@ def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
     if max_bytes is not None and status.st_size > max_bytes:  # refused unread
         os.close(fd)
         raise FileReadError(f"larger than the limit of {_size(max_bytes)}")
-    with os.fdopen(fd, "rb") as file:  # bounded again: the file may grow after the fstat
+    return os.fdopen(fd, "rb")
+
+
+def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
+    with _open_regular(path, max_bytes) as file:  # bounded again: it may grow after the fstat
         data = file.read() if max_bytes is None else file.read(max_bytes + 1)
     if max_bytes is not None and len(data) > max_bytes:
         raise FileReadError(f"larger than the limit of {_size(max_bytes)}")
     return data
+
+
+def content_hash(path: Path, max_bytes: int) -> str:
+    """The sha256 (hex) of a regular file's bytes, read in 1 MiB chunks; FileAbsentError when
+    there is no such file, FileReadError when it is not a regular file or is (or grows)
+    larger than ``max_bytes``: the same rules as ``read_bytes``, without holding the bytes."""
+    digest = hashlib.sha256()
+    seen = 0
+    with _open_regular(path, max_bytes) as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            seen += len(chunk)
+            if seen > max_bytes:
+                raise FileReadError(f"larger than the limit of {_size(max_bytes)}")
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _size(count: int) -> str:

@@ -155,11 +155,6 @@ def test_sighup_to_a_worker_while_it_loads_does_not_fail_the_start(tmp_path: Pat
 # --- Finding 3: entities.json is hashed whole before its bound is checked ------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="file_version hashes entities.json whole before any size check: a 1 TiB sparse file "
-    "holds the reload for about an hour (the reload lock with it) instead of failing at once",
-)
 async def test_an_entities_file_far_past_its_bound_fails_the_reload_at_once(
     tmp_path: Path,
 ) -> None:
@@ -187,11 +182,6 @@ async def test_an_entities_file_far_past_its_bound_fails_the_reload_at_once(
     assert (after.decision, after.policy_version) == (pb.DECISION_ALLOW, before.policy_version)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="load_store hashes entities.json whole (file_version) before the bounded read "
-    "refuses it: serve takes about an hour to refuse a 1 TiB sparse entities.json",
-)
 def test_serve_refuses_an_entities_file_far_past_its_bound_at_once(tmp_path: Path) -> None:
     """`verdict serve` on a store whose entities.json is a 1 TiB sparse file: exit 2 naming
     the file and the bound at once, as for one byte past the bound."""
@@ -208,26 +198,23 @@ def test_serve_refuses_an_entities_file_far_past_its_bound_at_once(tmp_path: Pat
     except subprocess.TimeoutExpired:
         pytest.fail("verdict serve was still hashing entities.json after 8 s")
     assert served.returncode == 2, served.stderr
-    assert "lending/entities.json:0: larger than the limit of 512 MiB" in served.stderr
+    assert "lending/entities.json:0: invalid entities: larger than the limit of 512 MiB" in (
+        served.stderr
+    )
 
 
 # --- Finding 4: entities.json swapped for a FIFO between is_file() and open() -----------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="file_version checks is_file() then opens without O_NONBLOCK: a FIFO swapped in "
-    "between blocks the reload thread forever (reloads then hang, and the exit waits on it)",
-)
 async def test_an_entities_file_swapped_for_a_fifo_during_a_reload_does_not_block_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A writer swaps entities.json between a regular file and a FIFO (a broken sync job)
     while reloads run. Racing it for real (a loop swapping, reloads in a loop) blocked a
-    reload within 0.3 to 7 s here; the test lands the swap right after file_version's
-    is_file() check, as the race does, then the real open runs. The reload must answer
-    (FAILED, the file named) and the last good version serve on; it blocked in open() for
-    good (no writer ever comes), which also holds the process's exit after SIGTERM."""
+    reload within 0.3 to 7 s here; the test lands the swap right after an is_file() check of
+    entities.json, as the race did (file_version checked, then opened blocking). The reload
+    must answer (FAILED) and the last good version serve on; it blocked in open() for good
+    (no writer ever comes), which also held the process's exit after SIGTERM."""
     stores = lending_copy(tmp_path)
     store = stores / "lending"
     entities = store / "entities.json"
@@ -266,7 +253,9 @@ async def test_an_entities_file_swapped_for_a_fifo_during_a_reload_does_not_bloc
                 await reload(channel)
             state = {s.policy_store_id: s for s in reply.stores}["lending"]
             assert state.change == CHANGE.FAILED
-            assert [p.file for p in state.problems] == ["lending/entities.json"]
+            # Where the swap lands decides which check sees it first: the entities read
+            # ("not a regular file") or the hash after the reads ("changed while being read").
+            assert [p.file for p in state.problems] in (["lending/entities.json"], ["lending"])
             after = await decide(channel, allowed_case())
     assert (after.decision, after.policy_version) == (pb.DECISION_ALLOW, before.policy_version)
 

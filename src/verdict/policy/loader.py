@@ -14,7 +14,9 @@ from verdict import cedar
 from verdict.cedar import CedarError, SchemaHandle
 from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.files import (
+    FileAbsentError,
     FileReadError,
+    content_hash,
     is_regular,
     pinned_listing,
     pinned_reads,
@@ -22,7 +24,7 @@ from verdict.files import (
     read_text,
 )
 from verdict.model import EntityUid, JsonObject
-from verdict.policy.file_limits import MAX_POLICY_FILE_BYTES
+from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES, MAX_POLICY_FILE_BYTES
 from verdict.policy.index import (
     PolicyEntry,
     PolicyIndex,
@@ -148,8 +150,8 @@ def _load_store(root: Path, cache: SelectionCacheLimits | None) -> StoreSnapshot
         literal_uids=frozenset(named),
         read_uids=frozenset(u for p in parsed for u in p.read),
         entities_file=entities if entities.is_file() else None,
-        entities_version=file_version(entities),
-        schema_version=file_version(root / SCHEMA_TEXT) + file_version(root / SCHEMA_JSON),
+        entities_version=entities_file_version(root),
+        schema_version=schema_file_version(root),
         rank={info.id: rank for rank, info in enumerate(infos)},
     )
 
@@ -444,15 +446,30 @@ def store_version(root: Path) -> str:
     return "sha256:" + digest.hexdigest()[:24]
 
 
-def file_version(path: Path) -> str:
-    """A content hash of one file, "" when it does not exist (or is not a regular file)."""
-    if not path.is_file():
+def entities_file_version(root: Path) -> str:
+    """The content version of a store's entities.json ("" without one)."""
+    return file_version(root / ENTITIES_FILE, MAX_ENTITIES_FILE_BYTES)
+
+
+def schema_file_version(root: Path) -> str:
+    """The content version of a store's schema file (whichever of the two forms exists)."""
+    return file_version(root / SCHEMA_TEXT, MAX_POLICY_FILE_BYTES) + file_version(
+        root / SCHEMA_JSON, MAX_POLICY_FILE_BYTES
+    )
+
+
+def file_version(path: Path, max_bytes: int) -> str:
+    """A content hash of one file, "" when it does not exist. A file present but unusable
+    (not a regular file, larger than ``max_bytes``) gets a version naming why, without being
+    read: a reload then sees a change and reports the file. Opened without blocking and
+    bounded like every read: a FIFO swapped in or a 1 TiB sparse file held reloads (and the
+    process's exit) for good or for an hour."""
+    try:
+        return "sha256:" + content_hash(path, max_bytes)[:24]
+    except FileAbsentError:
         return ""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()[:24]
+    except FileReadError as exc:
+        return f"unusable: {exc}"
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.policy.loader import (
-    ENTITIES_FILE,
-    file_version,
+    entities_file_version,
     load_store,
     store_roots,
     store_version,
@@ -103,7 +102,7 @@ def _reload_one(
     store_id = root.name
     try:
         before = store_version(root)
-        entities_before = file_version(root / ENTITIES_FILE)
+        entities_before = entities_file_version(root)
         if old is not None and (old.version, old.entities_version) == (before, entities_before):
             return StoreOutcome(store_id, Change.UNCHANGED, old)
         loaded = load_store(root)
@@ -113,17 +112,18 @@ def _reload_one(
         # Hashed again after every read: entities.json is read after the policies, and a swap
         # of both landing between the two reads was served as the old policies with the new
         # entities, a state never on disk (it ALLOWed a principal both states denied).
-        after = (store_version(root), file_version(root / ENTITIES_FILE))
+        after = (store_version(root), entities_file_version(root))
     except PolicyLoadError as exc:
         return StoreOutcome(store_id, Change.FAILED, old, tuple(exc.diagnostics))
     except OSError as exc:  # a file vanished between listing and reading: try again next time
-        problem = Diagnostic(str(root), 0, f"cannot read the store ({exc.strerror})")
+        problem = Diagnostic(store_id, 0, f"cannot read the store ({exc.strerror})")
         return StoreOutcome(store_id, Change.FAILED, old, (problem,))
     read = (loaded.version, loaded.entities_version)
     if read != (before, entities_before) or after != (before, entities_before):
         # The files changed while they were read: the parse may not match the version. The
         # change that caused this is followed by another event; serve nothing half-read.
-        problem = Diagnostic(str(root), 0, "files changed while being read; retried next change")
+        # Named by the store's id, like every other problem (never the server's own path).
+        problem = Diagnostic(store_id, 0, "files changed while being read; retried next change")
         return StoreOutcome(store_id, Change.FAILED, old, (problem,))
     change = Change.ADDED if old is None else Change.RELOADED
     return StoreOutcome(store_id, change, loaded, entities=entities)
