@@ -429,9 +429,7 @@ def start_hot_reload(app: App, server: VerdictServer) -> None:
             name="policy-watch",
         )
     with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
-        asyncio.get_running_loop().add_signal_handler(
-            signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload("sighup"))
-        )
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request, "sighup")
 
 
 def _health_follows(app: App, server: VerdictServer) -> OnSwap:

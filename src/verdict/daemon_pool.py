@@ -1,4 +1,4 @@
-"""Threads for pure computation a stop may abandon: they never hold the process's exit."""
+"""Threads for computation (and reads) a stop may abandon: they never hold the process's exit."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ class DaemonPool:
     again when the interpreter exits, and a cancelled call does not stop its thread. A write
     whose multi-megabyte request was still being parsed when the stop cut it held the exit for
     seconds past ``shutdown_grace_seconds`` (7.7 s with a 1 s grace for two 3.9 MB writes).
-    Work given here computes and returns, touching nothing outside (no file, socket or
-    store), so abandoning it at the exit loses nothing.
+    Work given here computes and returns, at most reading files (a policy reload), never
+    writing a file, socket or store, so abandoning it at the exit loses nothing.
     """
 
     def __init__(self, workers: int, name: str) -> None:

@@ -12,6 +12,7 @@ import asyncio
 import importlib.util
 import signal
 from collections.abc import Callable, Coroutine
+from types import FrameType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -99,6 +100,21 @@ def run(main: Coroutine[Any, Any, T], choice: str) -> T:
 
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         return runner.run(then_ignore_stop_signals())
+
+
+def stop_quietly_until_serving() -> None:
+    """Until the serving loop installs its own handlers: SIGTERM and SIGINT end the process
+    with exit 0 (nothing is in flight while the policies load) and SIGHUP is ignored (the
+    load in progress reads the files as they are). Before, a stop while a large store
+    loaded killed the process (-15, or a KeyboardInterrupt traceback and -2), and a SIGHUP
+    killed a loading worker, failing the supervisor's start."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_quietly)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def running_loop_name() -> str:

@@ -42,6 +42,7 @@ from verdict.telemetry.exposition import multiprocess_registry, start_metrics_se
 log = structlog.get_logger(__name__)
 EXIT_ERROR, EXIT_FAILED = 2, 1
 RESTART_WINDOW = 60.0  # seconds over which worker_restarts are counted
+START_ATTEMPTS = 3  # per worker at startup, for workers killed by a signal (see _start)
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # seconds before a restart, doubling per recent restart
 KILL_MARGIN = 15.0  # seconds past the shutdown grace before a worker that still runs is killed
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -111,6 +112,7 @@ class WorkerFailed(Exception):
 
     def __init__(self, index: int, code: int) -> None:
         self.index = index
+        self.killed = code < 0  # by a signal: not something wrong with its settings or stores
         self.code = code if code > 0 else EXIT_FAILED
         super().__init__(f"worker {index} exited with {code} before serving")
 
@@ -202,7 +204,7 @@ class Supervisor:
 
     async def _start_all(self) -> None:
         """Worker 0 alone, then the rest at once on the port it bound."""
-        first = await self._spawn(0)
+        first = await self._start(0)
         self._settings = self._settings.model_copy(
             update={
                 "listen": with_port(self._settings.listen, first["port"]),
@@ -213,10 +215,24 @@ class Supervisor:
         try:
             async with asyncio.TaskGroup() as group:  # one failure cancels the others' waits
                 for index in range(1, self._count):
-                    group.create_task(self._spawn(index))
+                    group.create_task(self._start(index))
         except BaseExceptionGroup as failures:
             raise failures.exceptions[0] from None
         log.info("workers_started", workers=self._count, listen=self._settings.listen)
+
+    async def _start(self, index: int) -> dict[str, Any]:
+        """``_spawn`` at startup, again (up to START_ATTEMPTS times) for a worker killed by a
+        signal before it served: a stray `pkill -HUP verdict` reaching a worker in its first
+        milliseconds, before its own handlers, failed the whole start. A worker that exits
+        with an error (its stores, its settings) fails the start at once."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return await self._spawn(index)
+            except WorkerFailed as failure:
+                if not failure.killed or attempt == START_ATTEMPTS or self._stopping.is_set():
+                    raise
+                log.warning("worker_killed_while_starting", worker=index, attempt=attempt)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def _spawn(self, index: int) -> dict[str, Any]:
         """Start worker ``index`` and wait until it serves; its ready line, or WorkerFailed."""
@@ -238,8 +254,11 @@ class Supervisor:
         reader, writer = await asyncio.open_connection(sock=ours)
         worker.channel = writer
         order = {"index": index, "settings": self._settings.model_dump(mode="json")}
-        writer.write(json.dumps(order).encode() + b"\n")
-        line = await reader.readline()
+        try:
+            writer.write(json.dumps(order).encode() + b"\n")
+            line = await reader.readline()
+        except (BrokenPipeError, ConnectionResetError):
+            line = b""  # it died before reading its order (a signal while it started)
         if not line:
             raise WorkerFailed(index, await process.wait())
         ready: dict[str, Any] = json.loads(line)

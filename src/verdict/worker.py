@@ -17,7 +17,6 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any
 
 import structlog
@@ -46,11 +45,6 @@ def die_with_parent(parent: int) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:
         raise SystemExit(0)
-
-
-def _exit_quietly(signum: int, frame: FrameType | None) -> None:
-    # Stopped before serving (while loading policies): nothing is in flight to drain.
-    raise SystemExit(0)
 
 
 def read_order(channel: socket.socket) -> tuple[int, dict[str, Any]]:
@@ -107,8 +101,7 @@ def worker_settings(settings: Settings, index: int) -> Settings:
 
 def main(argv: Sequence[str]) -> int:
     """Run one worker on the socket ``argv[0]`` (a file descriptor) for supervisor ``argv[1]``."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _exit_quietly)
+    event_loop.stop_quietly_until_serving()
     channel = socket.socket(fileno=int(argv[0]))
     die_with_parent(int(argv[1]))
     index, fields = read_order(channel)

@@ -95,11 +95,6 @@ def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None
 # --- Finding 1: a single-process server stopped while it loads its policies -------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="single-process serve installs no stop handler before its loop: SIGINT while loading "
-    "is a KeyboardInterrupt traceback (exit -2), SIGTERM kills it (exit -15); a worker exits 0",
-)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda sig: sig.name)
 def test_a_stop_signal_while_one_process_loads_its_policies_exits_zero_quietly(
     tmp_path: Path, sig: signal.Signals
@@ -123,12 +118,6 @@ def test_a_stop_signal_while_one_process_loads_its_policies_exits_zero_quietly(
 # --- Finding 2: SIGHUP to a worker that is still loading fails the whole start ------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker.main sets handlers for SIGTERM/SIGINT only: SIGHUP kills a loading worker "
-    "(-1); the supervisor exits 1, with a BrokenPipeError traceback from _spawn when the worker "
-    "died before reading its order, else worker_failed_to_start",
-)
 def test_sighup_to_a_worker_while_it_loads_does_not_fail_the_start(tmp_path: Path) -> None:
     """`--workers 2`: SIGHUP (reload) sent to worker 0's pid as soon as it exists, while it
     imports and loads the policies (a reload sidecar, `pkill -HUP verdict`). It reads the
@@ -263,11 +252,6 @@ async def test_an_entities_file_swapped_for_a_fifo_during_a_reload_does_not_bloc
 # --- Finding 5: SIGTERM during a slow hot reload waits for the reload -------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="reloads run on asyncio's default executor, whose threads the loop's close and the "
-    "interpreter's exit join: the stop finishes in the grace, the exit waits for the parse",
-)
 def test_sigterm_during_a_slow_reload_exits_within_the_grace(tmp_path: Path) -> None:
     """A valid 80,000-policy file (6 MB, within its bound) is added and SIGHUP starts the
     reload that parses it (tens of seconds); SIGTERM meanwhile. The stop itself finishes
@@ -299,11 +283,6 @@ def _failed_reloads(log: Path, trigger: str) -> int:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each SIGHUP schedules its own reload task behind the reload lock: a 0.7 s storm "
-    "leaves a backlog of hundreds of reloads that run on long after it (and delay the Reload RPC)",
-)
 def test_a_sighup_storm_leaves_no_backlog_of_reloads(tmp_path: Path) -> None:
     """SIGHUP every 1 ms for 0.7 s while decisions flow. Decisions all ALLOW throughout (that
     held). A store holding an unreadable file (a FIFO named *.cedar) makes every reload fail

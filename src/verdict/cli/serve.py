@@ -36,8 +36,10 @@ FLAGS = {
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # The server's modules (grpc, Cedar, Redis) are imported to serve, not for --help.
     from verdict import event_loop
+
+    event_loop.stop_quietly_until_serving()  # first: the imports below take a while too
+    # The server's modules (grpc, Cedar, Redis) are imported to serve, not for --help.
     from verdict.app import build_app, run
     from verdict.errors import ConfigError, PolicyLoadError
     from verdict.event_loop import EventLoopError

@@ -11,6 +11,7 @@ from typing import Protocol
 import structlog
 import watchfiles
 
+from verdict.daemon_pool import DaemonPool
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.reload import Change, ReloadOutcome, reload_stores
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
@@ -18,6 +19,8 @@ from verdict.telemetry import metrics
 
 log = structlog.get_logger(__name__)
 OnSwap = Callable[[PolicySnapshot], Awaitable[None]]
+# One thread: reloads never overlap anyway (the reloader's lock).
+RELOAD_WORK = DaemonPool(1, "verdict-policy-reload")
 
 
 class EmbeddedEntities(Protocol):
@@ -47,25 +50,53 @@ class PolicyReloader:
         self.embedded = embedded
         self.on_swap: OnSwap | None = None
         self._lock = asyncio.Lock()
+        self._waiting: asyncio.Task[None] | None = None  # a requested reload not started yet
+        self._requests: set[asyncio.Task[None]] = set()
         self._versions = ServedVersions()
         self._versions.record(holder.current)
 
     async def reload(self, trigger: str) -> ReloadOutcome:
         """Load what changed on disk now; swap it in if anything did; report every store."""
         async with self._lock:
-            read = self.embedded.read if self.embedded is not None else None
-            outcome = await asyncio.to_thread(
-                reload_stores, self.stores_dir, self.holder.current, read
-            )
-            if outcome.changed:
-                # Entities first: a new store has data before any request can name it.
-                await self._install_entities(outcome)
-                self.holder.swap(outcome.snapshot)
-                self._versions.record(outcome.snapshot)
-                if self.on_swap is not None:
-                    await self.on_swap(outcome.snapshot)
-            report(outcome, trigger)
-            return outcome
+            return await self._reload_locked(trigger)
+
+    def request(self, trigger: str) -> None:
+        """Ask for a reload without waiting for it (SIGHUP). Requests that arrive while one
+        waits for its turn merge into it: that one reads the files after all of them. Each
+        SIGHUP scheduled its own reload, and a storm of them (1 ms apart) left hundreds
+        queued behind the lock, delaying a later Reload RPC by seconds."""
+        if self._waiting is not None:
+            return
+        task = asyncio.get_running_loop().create_task(self._requested(trigger))
+        self._waiting = task
+        self._requests.add(task)  # a strong reference until it is done
+        task.add_done_callback(self._requests.discard)
+
+    async def _requested(self, trigger: str) -> None:
+        me = asyncio.current_task()
+        try:
+            async with self._lock:
+                if self._waiting is me:  # from here on a new request must queue another
+                    self._waiting = None
+                await self._reload_locked(trigger)
+        finally:
+            if self._waiting is me:  # cancelled while waiting
+                self._waiting = None
+
+    async def _reload_locked(self, trigger: str) -> ReloadOutcome:
+        read = self.embedded.read if self.embedded is not None else None
+        # A daemon thread: a stop abandons a reload still parsing (it only reads files), where
+        # asyncio's executor threads held the process's exit until it was done.
+        outcome = await RELOAD_WORK.run(reload_stores, self.stores_dir, self.holder.current, read)
+        if outcome.changed:
+            # Entities first: a new store has data before any request can name it.
+            await self._install_entities(outcome)
+            self.holder.swap(outcome.snapshot)
+            self._versions.record(outcome.snapshot)
+            if self.on_swap is not None:
+                await self.on_swap(outcome.snapshot)
+        report(outcome, trigger)
+        return outcome
 
     async def _install_entities(self, outcome: ReloadOutcome) -> None:
         if self.embedded is None:
