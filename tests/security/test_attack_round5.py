@@ -2,7 +2,8 @@
 during hot reloads. Real `verdict serve` processes (or a real server in this process, driven
 over gRPC as test_attack_lifecycle.py does) on loopback throughout.
 
-Findings are tests asserting the correct behaviour, a strict xfail where not fixed yet.
+Findings are tests asserting the correct behaviour; all six were fixed (docs/security.md, "Signals
+at any moment" and "File versions are read like files").
 """
 
 from __future__ import annotations
