@@ -446,9 +446,10 @@ def store_version(root: Path) -> str:
     return "sha256:" + digest.hexdigest()[:24]
 
 
-def entities_file_version(root: Path) -> str:
-    """The content version of a store's entities.json ("" without one)."""
-    return file_version(root / ENTITIES_FILE, MAX_ENTITIES_FILE_BYTES)
+def entities_file_version(root: Path, *, pinned: bool = False) -> str:
+    """The content version of a store's entities.json ("" without one); ``pinned``: of the
+    bytes the enclosing ``pinned_reads`` block read (or reads now and keeps), not streamed."""
+    return file_version(root / ENTITIES_FILE, MAX_ENTITIES_FILE_BYTES, pinned=pinned)
 
 
 def schema_file_version(root: Path) -> str:
@@ -458,13 +459,15 @@ def schema_file_version(root: Path) -> str:
     )
 
 
-def file_version(path: Path, max_bytes: int) -> str:
+def file_version(path: Path, max_bytes: int, *, pinned: bool = False) -> str:
     """A content hash of one file, "" when it does not exist. A file present but unusable
     (not a regular file, larger than ``max_bytes``) gets a version naming why, without being
     read: a reload then sees a change and reports the file. Opened without blocking and
     bounded like every read: a FIFO swapped in or a 1 TiB sparse file held reloads (and the
     process's exit) for good or for an hour."""
     try:
+        if pinned:
+            return "sha256:" + hashlib.sha256(read_bytes(path, max_bytes)).hexdigest()[:24]
         return "sha256:" + content_hash(path, max_bytes)[:24]
     except FileAbsentError:
         return ""

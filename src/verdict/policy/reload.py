@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from verdict.errors import Diagnostic, PolicyLoadError
+from verdict.files import pinned_reads
 from verdict.policy.loader import (
     entities_file_version,
     load_store,
@@ -107,8 +108,11 @@ def _reload_one(
             return StoreOutcome(store_id, Change.UNCHANGED, old)
         loaded = load_store(root)
         entities = None
+        entities_read = entities_before
         if read_entities is not None and _entities_changed(old, loaded):
-            entities = read_entities(loaded)
+            with pinned_reads():  # the version of exactly the bytes parsed
+                entities = read_entities(loaded)
+                entities_read = entities_file_version(root, pinned=True)
         # Hashed again after every read: entities.json is read after the policies, and a swap
         # of both landing between the two reads was served as the old policies with the new
         # entities, a state never on disk (it ALLOWed a principal both states denied).
@@ -119,7 +123,10 @@ def _reload_one(
         problem = Diagnostic(store_id, 0, f"cannot read the store ({exc.strerror})")
         return StoreOutcome(store_id, Change.FAILED, old, (problem,))
     read = (loaded.version, loaded.entities_version)
-    if read != (before, entities_before) or after != (before, entities_before):
+    expected = (before, entities_before)
+    # entities_read: an A -> B -> A edit of entities.json around its read hashed A before and
+    # after, parsed B, and served B under A's version for good (the next reload: unchanged).
+    if read != expected or after != expected or entities_read != entities_before:
         # The files changed while they were read: the parse may not match the version. The
         # change that caused this is followed by another event; serve nothing half-read.
         # Named by the store's id, like every other problem (never the server's own path).
