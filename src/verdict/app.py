@@ -20,7 +20,7 @@ from verdict.engine.entity_writes import EntityWrites
 from verdict.engine.hierarchy import entity_set_vet
 from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
-from verdict.event_loop import running_loop_name
+from verdict.event_loop import running_loop_name, sighup_arrived_early
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
 from verdict.policy.policy_sets import SelectionCacheLimits
@@ -430,6 +430,8 @@ def start_hot_reload(app: App, server: VerdictServer) -> None:
         )
     with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request, "sighup")
+    if sighup_arrived_early():  # during the start's load, which may have read the files first
+        reloader.request("sighup")
 
 
 def _health_follows(app: App, server: VerdictServer) -> OnSwap:

@@ -102,19 +102,39 @@ def run(main: Coroutine[Any, Any, T], choice: str) -> T:
         return runner.run(then_ignore_stop_signals())
 
 
+class _EarlySignals:
+    """What arrived before the serving loop's handlers: a SIGHUP is a reload still owed."""
+
+    sighup = False
+
+
+_EARLY = _EarlySignals()  # signal handlers are per process; so is what they record
+
+
 def stop_quietly_until_serving() -> None:
     """Until the serving loop installs its own handlers: SIGTERM and SIGINT end the process
-    with exit 0 (nothing is in flight while the policies load) and SIGHUP is ignored (the
-    load in progress reads the files as they are). Before, a stop while a large store
-    loaded killed the process (-15, or a KeyboardInterrupt traceback and -2), and a SIGHUP
-    killed a loading worker, failing the supervisor's start."""
+    with exit 0 (nothing is in flight while the policies load), and a SIGHUP is recorded for
+    the server to reload once it serves (``sighup_arrived_early``): the load may already
+    have read the files it announces. Before, a stop while a large store loaded killed the
+    process (-15, or a KeyboardInterrupt traceback and -2), and a SIGHUP killed a loading
+    worker (failing the supervisor's start) or, once ignored, was lost with its edit."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _exit_quietly)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, _record_sighup)
+
+
+def sighup_arrived_early() -> bool:
+    """Whether a SIGHUP arrived before the loop's handler (and forget it)."""
+    arrived, _EARLY.sighup = _EARLY.sighup, False
+    return arrived
 
 
 def _exit_quietly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _record_sighup(signum: int, frame: FrameType | None) -> None:
+    _EARLY.sighup = True
 
 
 def running_loop_name() -> str:

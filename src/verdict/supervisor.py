@@ -126,10 +126,13 @@ class Worker:
     channel: asyncio.StreamWriter | None = None
     ready: bool = False
 
-    def stopped_cleanly(self, sig: int) -> bool:
-        """Exited 0, or by ``sig`` before it served (it had not yet installed its handler)."""
+    def stopped_cleanly(self) -> bool:
+        """Exited 0, or killed before it served by a signal the supervisor forwards (it had
+        not installed its handlers yet: still importing). A stop's second signal is
+        forwarded as it came, so a starting worker may die of SIGINT after a SIGTERM."""
         code = self.process.returncode
-        return code == 0 or (not self.ready and code == -sig)
+        forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        return code == 0 or (not self.ready and code is not None and -code in forwarded)
 
 
 class Supervisor:
@@ -188,10 +191,12 @@ class Supervisor:
         return EXIT_FAILED if self._failed else 0
 
     def _reload_all(self) -> None:
-        """SIGHUP: every worker re-reads its policy stores (each also watches the files)."""
+        """SIGHUP: every worker re-reads its policy stores (each also watches the files).
+        Loading workers too: one that already read the files reloads once it serves (a
+        SIGHUP during its load is kept, event_loop.stop_quietly_until_serving); one still
+        importing dies of it and is started again, reading the files anew."""
         for worker in self._workers.values():
-            if worker.ready:
-                signal_worker(worker.process, signal.SIGHUP)
+            signal_worker(worker.process, signal.SIGHUP)
 
     def _stop(self, sig: int) -> None:
         if self._stopping.is_set():  # a second signal: each worker cuts its drain short
@@ -326,7 +331,7 @@ class Supervisor:
                 signal_worker(process, signal.SIGKILL)
         await asyncio.gather(*late)
         codes = [p.returncode for p in processes]
-        if late or not all(w.stopped_cleanly(self._signal) for w in workers):
+        if late or not all(w.stopped_cleanly() for w in workers):
             self._failed = True
         log.info("shutdown_finished", exit_codes=codes)
 

@@ -1,7 +1,7 @@
 """Attack round 6: explain's kept probes, merged SIGHUP reloads, file versions, signals.
 
-Findings are tests asserting the correct behaviour (a strict xfail where not fixed yet); the
-passing tests pin defences that held and that no other test covers.
+Findings are tests asserting the correct behaviour; all four were fixed (docs/security.md). The
+other tests pin defences that held and that no other test covers.
 """
 
 from __future__ import annotations
@@ -156,12 +156,6 @@ def _catches(pid: int, sig: signal.Signals) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the second stop signal is forwarded as is; a worker still importing (worker.py "
-    "installs its quiet handlers only in main(), after the imports) dies of it (-2), and "
-    "stopped_cleanly(SIGTERM) only accepts -15: exit 1",
-)
 def test_sigterm_then_sigint_while_worker_1_starts_exits_zero(tmp_path: Path) -> None:
     """`--workers 2`: worker 0 serves; worker 1 has just been exec'd and is importing. The
     operator sends SIGTERM, then Ctrl-C (SIGINT). Nothing was in flight on worker 1: the stop
@@ -355,12 +349,6 @@ def _bytes_read(pid: int) -> int:
     return 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stop_quietly_until_serving sets SIGHUP to SIG_IGN while the stores load: a SIGHUP "
-    "for an edit made after the load read the folder is lost, and the pre-edit files are "
-    "served until some later trigger (never, with the watch off)",
-)
 def test_a_sighup_for_an_edit_during_the_start_load_is_not_lost(tmp_path: Path) -> None:
     """`verdict serve` (watch off: SIGHUP-driven, as a config-reloader sidecar does) loads a
     store with a large file, read first. Once that file has been read (its 32 MiB comment
@@ -394,12 +382,6 @@ def test_a_sighup_for_an_edit_during_the_start_load_is_not_lost(tmp_path: Path) 
     assert decisions[-1] == pb.DECISION_DENY, set(decisions)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the supervisor forwards SIGHUP only to ready workers and a loading worker ignores "
-    "it: worker 1, loading when the edit and SIGHUP came, serves the old files while worker 0 "
-    "serves the new ones",
-)
 def test_a_sighup_while_worker_1_loads_reaches_worker_1(tmp_path: Path) -> None:
     """`--workers 2`, watch off. Worker 0 serves; worker 1 has read the store's large file and
     is still parsing when a forbid-all file is added and the supervisor gets SIGHUP. Both
