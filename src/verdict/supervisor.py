@@ -256,6 +256,11 @@ class Supervisor:
         finally:
             theirs.close()
         worker = self._workers[index] = Worker(index, process)
+        if self._stopping.is_set():
+            # The stop began while this worker was being started (a restart's spawn): the
+            # stop's list of workers to signal and wait for was made without it, and it would
+            # serve on while the supervisor waited for it for good.
+            signal_worker(process, self._signal)
         reader, writer = await asyncio.open_connection(sock=ours)
         worker.channel = writer
         order = {"index": index, "settings": self._settings.model_dump(mode="json")}
