@@ -308,3 +308,28 @@ def test_verify_of_an_unreachable_stream_exits_unreadable(redis: RedisProcess) -
     result = verdict("audit", "verify", "--redis-url", url)
     assert "Traceback" not in result.stderr, result.stderr[-600:]
     assert result.returncode == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an invalid batch item is still recorded (ERROR) with its context_keys, names the "
+    "caller chose, written with U+2028 unescaped: the intact log fails verify",
+)
+async def test_a_line_separator_in_a_rejected_context_key_does_not_break_the_log(
+    tmp_path: Path,
+) -> None:
+    """A BatchAuthorize item whose context names an undeclared attribute ``k<U+2028>`` is
+    refused by the schema and recorded as ERROR; the untouched log must still verify."""
+    path = tmp_path / "audit.jsonl"
+    bad = request(0)
+    bad.context_json = '{"mfa":true,"now":"2025-03-04T10:00:00Z","k\\u2028":1}'
+    async with verdict_app(audit_sink="file", audit_file=path) as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            reply = await stub.BatchAuthorize(
+                pb.BatchAuthorizeRequest(requests=[request(0), bad]), timeout=5
+            )
+    assert len(reply.results) == 2
+    lines = (await asyncio.to_thread(path.read_text, encoding="utf-8")).splitlines()
+    assert verify(lines) == (2, [])
