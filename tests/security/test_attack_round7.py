@@ -1,0 +1,335 @@
+"""Attack round 7: the decision audit log (docs/audit.md) against hostile callers, a hostile
+log and an unlucky environment (audit file deleted or rotated away, a write that fails half
+way, a stalled Redis). Each xfail test is a broken promise on the current code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import signal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio as aioredis
+
+from tests.audit.test_audit_server import request, sample
+from tests.conftest import POLICIES
+from tests.integration.test_cli import verdict
+from tests.redis_support import RedisProcess
+from tests.security.authn_support import verdict_app
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
+from verdict.audit.chain import verify
+from verdict.client import build_request
+from verdict.model import EntityUid
+
+DROPPED = {"result": "dropped"}
+
+
+def records_in(folder: Path) -> list[dict[str, Any]]:
+    """Every audit record in every file of ``folder``."""
+    return [
+        json.loads(line)
+        for path in sorted(folder.iterdir())
+        if path.is_file()
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+
+
+async def decide(stub: Any, rid: str) -> str:
+    """One IsAuthorized of the first lending case: its decision name, or the refusal code."""
+    try:
+        reply = await stub.IsAuthorized(request(0), metadata=(("x-request-id", rid),), timeout=5)
+    except grpc.aio.AioRpcError as refused:
+        return refused.code().name
+    return pb.Decision.Name(reply.decision).removeprefix("DECISION_")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a record is written with U+2028 unescaped (ensure_ascii=False) and verify/replay "
+    "split the file with str.splitlines(): a caller's entity id makes an intact log fail verify",
+)
+async def test_a_line_separator_in_an_entity_id_does_not_break_an_intact_log(
+    tmp_path: Path,
+) -> None:
+    """A caller asks about principal ``a<U+2028>b<U+0085>c`` (a valid Cedar id). Nobody touches
+    the file afterwards, so `verdict audit verify` must call it intact with 2 records."""
+    path = tmp_path / "audit.jsonl"
+    case = request(0)
+    hostile = build_request(
+        EntityUid("Borrower", "a\u2028b\x85c"),
+        EntityUid(case.action.type, case.action.id),
+        EntityUid(case.resource.type, case.resource.id),
+        context={"mfa": True, "now": "2025-03-04T10:00:00Z"},
+    )
+    async with verdict_app(audit_sink="file", audit_file=path) as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            await stub.IsAuthorized(request(0), timeout=5)
+            await stub.IsAuthorized(hostile, timeout=5)
+    checked = await asyncio.to_thread(verdict, "audit", "verify", str(path))
+    assert checked.returncode == 0, checked.stdout
+    assert "2 records, intact" in checked.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="FileSink keeps writing to the unlinked inode of a deleted audit file: deny mode "
+    "answers ALLOW, counts the records written, and they vanish with the process",
+)
+async def test_a_deleted_audit_file_does_not_swallow_answered_decisions(tmp_path: Path) -> None:
+    """Deny mode. The audit file is deleted (an operator, a cleanup job) after the first
+    decision; two more are answered. Every answered decision must have a record on disk (or
+    the calls must be refused)."""
+    path = tmp_path / "audit.jsonl"
+    answers = []
+    async with verdict_app(audit_sink="file", audit_file=path, audit_mode="deny") as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            answers.append(await decide(stub, "before"))
+            path.unlink()
+            answers.append(await decide(stub, "after-1"))
+            answers.append(await decide(stub, "after-2"))
+    recorded = {r["request_id"] for r in records_in(tmp_path)}
+    ids = ("before", "after-1", "after-2")
+    answered = {rid for rid, a in zip(ids, answers, strict=True) if a == "ALLOW"}
+    assert answered <= recorded, (answers, recorded)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rotate_if_due's os.replace raises FileNotFoundError outside the write's try: the "
+    "writer task dies, later block-mode decisions are answered and never written nor counted, "
+    "and stop() raises the FileNotFoundError",
+)
+async def test_an_externally_rotated_file_does_not_kill_the_writer(tmp_path: Path) -> None:
+    """Block mode, rotation due on every batch (audit_file_max_seconds 0.01). An external
+    logrotate moves audit.jsonl away after the first decision; two more are answered. Each
+    answered decision must be written somewhere or counted as dropped, and stopping the
+    server must not fail."""
+    path = tmp_path / "audit.jsonl"
+    dropped_before = sample("verdict_audit_records_total", DROPPED)
+    answers: list[str] = []
+    stop_error: BaseException | None = None
+    try:
+        async with verdict_app(
+            audit_sink="file",
+            audit_file=path,
+            audit_mode="block",
+            audit_file_max_seconds=0.01,
+            audit_wait_seconds=0.5,
+        ) as app:
+            assert app.server is not None
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+                stub = pb_grpc.AuthorizationServiceStub(channel)
+                answers.append(await decide(stub, "before"))
+                path.rename(tmp_path / "audit.jsonl.1")
+                await asyncio.sleep(0.05)  # the rotation is due
+                answers.append(await decide(stub, "after-1"))
+                answers.append(await decide(stub, "after-2"))
+    except Exception as exc:  # what stop() raised
+        stop_error = exc
+    answered = answers.count("ALLOW")
+    dropped = sample("verdict_audit_records_total", DROPPED) - dropped_before
+    assert stop_error is None, repr(stop_error)
+    assert len(records_in(tmp_path)) + dropped == answered, (answers, dropped)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a failed FileSink write leaves its unwritten bytes in the TextIOWrapper buffer "
+    "while the chain is rewound: the next write lands them, so a refused decision is "
+    "recorded as ALLOW and its seq repeats (verify reports tampering)",
+)
+async def test_a_write_that_fails_half_way_leaves_a_consistent_log(tmp_path: Path) -> None:
+    """Deny mode. The second decision's write hits a full disk half way (RLIMIT_FSIZE just
+    past the first record: EFBIG) and the call is refused UNAVAILABLE; space comes back and a
+    third decision is answered. The log must verify and must not record the refused call as
+    an answered decision."""
+    path = tmp_path / "audit.jsonl"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    answers = []
+    async with verdict_app(
+        audit_sink="file", audit_file=path, audit_mode="deny", audit_wait_seconds=0.5
+    ) as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            answers.append(await decide(stub, "first"))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 100, hard))
+            try:
+                answers.append(await decide(stub, "refused"))
+            finally:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            answers.append(await decide(stub, "third"))
+    assert answers == ["ALLOW", "UNAVAILABLE", "ALLOW"]
+    lines = (await asyncio.to_thread(path.read_text, encoding="utf-8")).splitlines()
+    assert verify(lines)[1] == []
+    assert "refused" not in {json.loads(line)["request_id"] for line in lines}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a Redis write that times out is treated as not written and the chain rewound, "
+    "but the XADD already sent runs when Redis resumes: the refused decision is in the "
+    "stream as ALLOW and the next record repeats its seq",
+)
+async def test_a_stalled_redis_does_not_leave_a_refused_decision_in_the_stream(
+    redis: RedisProcess,
+) -> None:
+    """Deny mode, Redis stream sink. Redis is stalled (SIGSTOP) during one decision, which is
+    refused UNAVAILABLE; Redis resumes and a decision is answered. The stream must verify and
+    must not hold the refused call as a decision."""
+    assert redis.process is not None
+    pid = redis.process.pid
+    answers = []
+    async with verdict_app(
+        audit_sink="redis", audit_redis_url=redis.url, audit_mode="deny", audit_wait_seconds=0.5
+    ) as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            answers.append(await decide(stub, "first"))
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                answers.append(await decide(stub, "refused"))
+                await asyncio.sleep(1.5)  # past the client's socket timeout: the write failed
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await asyncio.sleep(0.3)
+            answers.append(await decide(stub, "third"))
+    client = aioredis.from_url(redis.url)
+    entries: Any = await client.xrange("verdict:audit")
+    await client.aclose()
+    lines = [fields[b"r"].decode() for _, fields in entries]
+    assert answers == ["ALLOW", "UNAVAILABLE", "ALLOW"]
+    assert verify(lines)[1] == []
+    assert "refused" not in {json.loads(line)["request_id"] for line in lines}
+
+
+UIDS = (
+    '"principal":{"type":"Borrower","id":"alice"},"action":{"type":"Action","id":"view"},'
+    '"resource":{"type":"Loan","id":"loan-1001"},"store":"lending"'
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="replay trusts the shape of context_keys, context and determining: TypeError / "
+    "ValueError traceback instead of 'not replayed' or exit 2",
+)
+@pytest.mark.parametrize(
+    "fields",
+    [
+        '"decision":"ALLOW","context_keys":5',
+        '"decision":"ALLOW","context":[1],"context_keys":[]',
+        '"decision":"DENY","context":{"mfa":true,"now":"x"},"determining":7',
+    ],
+    ids=["context_keys-int", "context-list", "determining-int"],
+)
+def test_replay_of_a_hostile_log_reports_instead_of_crashing(tmp_path: Path, fields: str) -> None:
+    """One hostile record (valid JSON, wrong shapes): replay exits 0, 1 or 2 without a
+    traceback."""
+    log = tmp_path / "hostile.jsonl"
+    log.write_text("{" + fields + "," + UIDS + "}\n", encoding="utf-8")
+    result = verdict("audit", "replay", str(log), "--stores", str(POLICIES))
+    assert "Traceback" not in result.stderr, result.stderr[-600:]
+    assert result.returncode in (0, 1, 2)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verify accepts any new segment that starts at seq 0 with its own anchor: a forged "
+    "record appended under a made-up segment passes as intact (the chain is unkeyed and "
+    "nothing lists the segments a server opened)",
+)
+async def test_verify_finds_a_forged_record_in_a_segment_of_its_own(tmp_path: Path) -> None:
+    """A real log of one decision, plus one appended line forging an ALLOW for mallory under
+    a fresh segment: verify must not call the file intact."""
+    path = tmp_path / "audit.jsonl"
+    async with verdict_app(audit_sink="file", audit_file=path) as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            assert await decide(pb_grpc.AuthorizationServiceStub(channel), "real") == "ALLOW"
+    real = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+    forged = {
+        **real,
+        "principal": {"type": "Borrower", "id": "mallory"},
+        "request_id": "forged",
+        "segment": "file-20261203T000000Z-00000000",
+        "seq": 0,
+        "prev": "anchor:file-20261203T000000Z-00000000",
+    }
+    line = json.dumps(forged, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    with path.open("a", encoding="utf-8") as out:
+        out.write(line + "\n")
+    checked = await asyncio.to_thread(verdict, "audit", "verify", str(path))
+    assert checked.returncode == 1, checked.stdout
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="chain.verify and replay catch only JSONDecodeError: a deeply nested line raises "
+    "RecursionError, a traceback whose exit 1 reads as 'broken' / 'decisions change'",
+)
+@pytest.mark.parametrize("command", ["verify", "replay"])
+def test_a_deeply_nested_line_is_reported_not_a_traceback(tmp_path: Path, command: str) -> None:
+    """A log whose one line is 200,000 '[': verify names line 1 as not a record (exit 1),
+    replay skips it (exit 0); neither prints a traceback."""
+    log = tmp_path / "deep.jsonl"
+    log.write_text("[" * 200_000 + "\n", encoding="utf-8")
+    extra = ("--stores", str(POLICIES)) if command == "replay" else ()
+    result = verdict("audit", command, str(log), *extra)
+    assert "Traceback" not in result.stderr, result.stderr[-600:]
+    if command == "verify":
+        assert result.returncode == 1
+        assert f"{log}:1:" in result.stdout
+    else:
+        assert result.returncode == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="verify --redis-url lets redis ConnectionError escape: a traceback and exit 1, "
+    "the code for 'chain broken', where the help promises 2 for unreadable",
+)
+def test_verify_of_an_unreachable_stream_exits_unreadable(redis: RedisProcess) -> None:
+    """The Redis that holds the stream is down: exit 2 (unreadable), no traceback, never 1
+    (which tells a CI job the log was tampered with)."""
+    url = redis.url
+    redis.stop()
+    result = verdict("audit", "verify", "--redis-url", url)
+    assert "Traceback" not in result.stderr, result.stderr[-600:]
+    assert result.returncode == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an invalid batch item is still recorded (ERROR) with its context_keys, names the "
+    "caller chose, written with U+2028 unescaped: the intact log fails verify",
+)
+async def test_a_line_separator_in_a_rejected_context_key_does_not_break_the_log(
+    tmp_path: Path,
+) -> None:
+    """A BatchAuthorize item whose context names an undeclared attribute ``k<U+2028>`` is
+    refused by the schema and recorded as ERROR; the untouched log must still verify."""
+    path = tmp_path / "audit.jsonl"
+    bad = request(0)
+    bad.context_json = '{"mfa":true,"now":"2025-03-04T10:00:00Z","k\\u2028":1}'
+    async with verdict_app(audit_sink="file", audit_file=path) as app:
+        assert app.server is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
+            stub = pb_grpc.AuthorizationServiceStub(channel)
+            reply = await stub.BatchAuthorize(
+                pb.BatchAuthorizeRequest(requests=[request(0), bad]), timeout=5
+            )
+    assert len(reply.results) == 2
+    lines = (await asyncio.to_thread(path.read_text, encoding="utf-8")).splitlines()
+    assert verify(lines) == (2, [])
