@@ -1,6 +1,7 @@
 """Attack round 7: the decision audit log (docs/audit.md) against hostile callers, a hostile
 log and an unlucky environment (audit file deleted or rotated away, a write that fails half
-way, a stalled Redis). Each xfail test is a broken promise on the current code."""
+way, a stalled Redis). The xfail tests are promises still broken (docs/audit.md, "Known gaps");
+the others were fixed: line separators in records, hostile logs given to verify and replay."""
 
 from __future__ import annotations
 
@@ -49,11 +50,6 @@ async def decide(stub: Any, rid: str) -> str:
     return pb.Decision.Name(reply.decision).removeprefix("DECISION_")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a record is written with U+2028 unescaped (ensure_ascii=False) and verify/replay "
-    "split the file with str.splitlines(): a caller's entity id makes an intact log fail verify",
-)
 async def test_a_line_separator_in_an_entity_id_does_not_break_an_intact_log(
     tmp_path: Path,
 ) -> None:
@@ -220,11 +216,6 @@ UIDS = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replay trusts the shape of context_keys, context and determining: TypeError / "
-    "ValueError traceback instead of 'not replayed' or exit 2",
-)
 @pytest.mark.parametrize(
     "fields",
     [
@@ -274,11 +265,6 @@ async def test_verify_finds_a_forged_record_in_a_segment_of_its_own(tmp_path: Pa
     assert checked.returncode == 1, checked.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chain.verify and replay catch only JSONDecodeError: a deeply nested line raises "
-    "RecursionError, a traceback whose exit 1 reads as 'broken' / 'decisions change'",
-)
 @pytest.mark.parametrize("command", ["verify", "replay"])
 def test_a_deeply_nested_line_is_reported_not_a_traceback(tmp_path: Path, command: str) -> None:
     """A log whose one line is 200,000 '[': verify names line 1 as not a record (exit 1),
@@ -295,11 +281,6 @@ def test_a_deeply_nested_line_is_reported_not_a_traceback(tmp_path: Path, comman
         assert result.returncode == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify --redis-url lets redis ConnectionError escape: a traceback and exit 1, "
-    "the code for 'chain broken', where the help promises 2 for unreadable",
-)
 def test_verify_of_an_unreachable_stream_exits_unreadable(redis: RedisProcess) -> None:
     """The Redis that holds the stream is down: exit 2 (unreadable), no traceback, never 1
     (which tells a CI job the log was tampered with)."""
@@ -310,11 +291,6 @@ def test_verify_of_an_unreachable_stream_exits_unreadable(redis: RedisProcess) -
     assert result.returncode == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an invalid batch item is still recorded (ERROR) with its context_keys, names the "
-    "caller chose, written with U+2028 unescaped: the intact log fails verify",
-)
 async def test_a_line_separator_in_a_rejected_context_key_does_not_break_the_log(
     tmp_path: Path,
 ) -> None:

@@ -18,6 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def record_lines(text: str) -> list[str]:
+    """The lines of an audit file: split at newlines only (never at the other characters
+    str.splitlines() ends a line at, which logs written before they were escaped may hold)."""
+    return text.split("\n")
+
+
 def line_hash(line: str) -> str:
     """The hex SHA-256 of one record line (without its newline)."""
     return hashlib.sha256(line.encode("utf-8")).hexdigest()
@@ -28,9 +34,16 @@ def anchor(segment: str) -> str:
     return f"anchor:{segment}"
 
 
+# The characters str.splitlines() (and many log tools) end a line at that JSON leaves raw: a
+# caller's entity id holding U+2028 split an untouched record in two, and the log failed verify.
+_LINE_ENDS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def canonical(record: Mapping[str, Any]) -> str:
-    """One record as the line that is written and hashed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """One record as the line that is written and hashed: sorted keys, no spaces, UTF-8, and
+    no character any reader could take for the end of a line (escaped, as JSON allows)."""
+    line = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return line.translate(_LINE_ENDS)
 
 
 class Chainer:
@@ -106,6 +119,6 @@ def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
 def _parse(line: str) -> dict[str, Any] | None:
     try:
         value = json.loads(line)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # nested past the parser's depth: no record
         return None
     return value if isinstance(value, dict) else None

@@ -66,7 +66,8 @@ async def replay(lines: Iterable[str], authorizer: Authorizer) -> ReplayReport:
             answer = exc
         now, policies = _summary(answer)
         if now != record.get("decision"):
-            before = tuple(record.get("determining", ()))
+            determining = record.get("determining", ())
+            before = tuple(map(str, determining)) if isinstance(determining, list) else ()
             report.changes.append(Change(position, record, now, policies or before))
     return report
 
@@ -74,7 +75,7 @@ async def replay(lines: Iterable[str], authorizer: Authorizer) -> ReplayReport:
 def _decision_record(line: str) -> dict[str, Any] | None:
     try:
         record = json.loads(line)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # nested past the parser's depth
         return None
     if not isinstance(record, dict) or record.get("decision") not in ("ALLOW", "DENY"):
         return None
@@ -86,8 +87,13 @@ def _request(record: dict[str, Any]) -> tuple[AuthorizationRequest | None, str]:
     principal, action, resource = uids
     if principal is None or action is None or resource is None:
         return None, "not a decision record"
-    context = record.get("context", {})
-    missing = sorted(set(record.get("context_keys", [])) - set(context))
+    context, keys = record.get("context", {}), record.get("context_keys", [])
+    # A log is input like any other: wrong shapes are reported, never a traceback.
+    if not isinstance(context, dict) or not isinstance(keys, list):
+        return None, "malformed record"
+    if not all(isinstance(key, str) for key in keys):
+        return None, "malformed record"
+    missing = sorted(set(keys) - set(context))
     if missing:
         return None, f"context not recorded: {', '.join(missing)}"
     store = str(record.get("store", ""))

@@ -47,13 +47,18 @@ def add_audit_command(commands: Any) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from verdict.audit.chain import verify
+    from redis.exceptions import RedisError
+
+    from verdict.audit.chain import record_lines, verify
 
     if args.redis_url:
-        sources = {f"{args.redis_url} {args.stream}": asyncio.run(_stream_lines(args))}
+        try:
+            sources = {f"{args.redis_url} {args.stream}": asyncio.run(_stream_lines(args))}
+        except (RedisError, OSError) as exc:  # exit 2, unreadable: not 1, which says "broken"
+            fail(f"cannot read the stream {args.stream}: {type(exc).__name__}")
     elif args.files:
         try:
-            sources = {str(f): f.read_text(encoding="utf-8").splitlines() for f in args.files}
+            sources = {str(f): record_lines(f.read_text(encoding="utf-8")) for f in args.files}
         except (OSError, UnicodeDecodeError) as exc:
             fail(f"cannot read: {exc}")
     else:
@@ -86,6 +91,7 @@ async def _stream_lines(args: argparse.Namespace) -> list[str]:
 
 def _replay(args: argparse.Namespace) -> int:
     from verdict.app import entity_files
+    from verdict.audit.chain import record_lines
     from verdict.authoring.replay import replay
     from verdict.engine.authorizer import Authorizer
     from verdict.errors import PolicyLoadError
@@ -96,7 +102,7 @@ def _replay(args: argparse.Namespace) -> int:
     try:
         snapshot = load_policy_stores(args.stores)
         entities = MemoryEntityStore.from_files(entity_files(snapshot))
-        lines = args.file.read_text(encoding="utf-8").splitlines()
+        lines = record_lines(args.file.read_text(encoding="utf-8"))
     except PolicyLoadError as exc:
         unusable(exc.diagnostics, "nothing was replayed")
     except (OSError, UnicodeDecodeError) as exc:
