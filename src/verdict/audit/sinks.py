@@ -39,7 +39,13 @@ class Sink(Protocol):
 
 class FileSink:
     """Appends lines to a JSONL file; past ``max_bytes`` or ``max_seconds`` the file is renamed
-    ``<name>.<segment>.jsonl`` and a new file (and chain segment) starts."""
+    ``<name>.<segment>.jsonl`` and a new file (and chain segment) starts.
+
+    Written with ``os.write`` on the descriptor (no buffer of Python's): a batch is on disk
+    whole or, when a write fails half way (a full disk), cut back to where it began. A
+    buffered file kept a failed batch's bytes and wrote them with the next one, while the
+    chain had been rewound: a refused decision appeared as answered, its ``seq`` repeated.
+    """
 
     def __init__(self, path: Path, max_bytes: int, max_seconds: float, fsync: bool) -> None:
         self.path = path
@@ -48,37 +54,64 @@ class FileSink:
         self.fsync = fsync
         path.parent.mkdir(parents=True, exist_ok=True)
         self.chainer = Chainer(new_segment("file"))
-        self._file = self._open()
+        self._fd = self._open()
         self._opened = time.monotonic()
 
-    def _open(self) -> Any:
+    def _open(self) -> int:
         # O_APPEND: concurrent writers (never intended) could not overwrite each other.
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        return os.fdopen(fd, "a", encoding="utf-8")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        return os.open(self.path, flags, 0o640)
+
+    def _start_file(self) -> None:
+        fd = self._open()  # first: if it fails, the descriptor held is still a valid one
+        os.close(self._fd)
+        self._fd = fd
+        self.chainer = Chainer(new_segment("file"))
+        self._opened = time.monotonic()
+
+    def _still_ours(self) -> bool:
+        """Whether ``path`` still names the file written to (not deleted, not renamed away by
+        a tool outside Verdict, such as logrotate without copytruncate)."""
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        ours = os.fstat(self._fd)
+        return (named.st_dev, named.st_ino) == (ours.st_dev, ours.st_ino)
 
     def rotate_if_due(self) -> None:
-        """Rename the full or old file away and start a new segment in a fresh one."""
-        size = self._file.tell()
+        """Rename the full or old file away and start a new segment in a fresh one; start one
+        too when the file was deleted or moved away (records written to a file no longer in
+        the folder were lost: the descriptor kept writing to it)."""
+        if not self._still_ours():
+            self._start_file()
+            return
+        size = os.fstat(self._fd).st_size
         old = time.monotonic() - self._opened > self.max_seconds
         if size == 0 or (size < self.max_bytes and not old):
             return
-        self._file.close()
         rotated = self.path.with_name(f"{self.path.stem}.{self.chainer.segment}.jsonl")
         os.replace(self.path, rotated)
-        self.chainer = Chainer(new_segment("file"))
-        self._file = self._open()
-        self._opened = time.monotonic()
+        self._start_file()
 
     async def write(self, lines: Sequence[str]) -> None:
-        """Append and flush (and fsync when configured) the batch."""
-        self._file.write("".join(f"{line}\n" for line in lines))
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
+        """Append the batch whole (and fsync when configured), or cut it back and raise."""
+        data = "".join(f"{line}\n" for line in lines).encode("utf-8")
+        start = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError:
+            os.ftruncate(self._fd, start)  # no partial batch: the chain is rewound over it
+            raise
 
     async def close(self) -> None:
         """Close the file."""
-        self._file.close()
+        os.close(self._fd)
 
 
 class StdoutSink:
