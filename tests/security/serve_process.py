@@ -6,6 +6,7 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,3 +82,17 @@ def fresh_channel(port: int) -> grpc.Channel:
     return grpc.insecure_channel(
         f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
     )
+
+
+def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Return once ``port`` accepts gRPC connections; fail if the process exits first."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        ready = grpc.channel_ready_future(channel)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                ready.result(timeout=0.25)
+                return
+            except grpc.FutureTimeoutError:
+                assert process.poll() is None, log.read_text(errors="replace")[-3000:]
+                assert time.monotonic() < deadline, "verdict serve did not start"

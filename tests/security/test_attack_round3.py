@@ -32,7 +32,7 @@ from tests.redis_support import RedisProcess
 from tests.security.authn_support import token_sha256, verdict_app, write_callers
 from tests.security.input_server import Served as Served3
 from tests.security.input_server import loop_held_while, outcome, serve_stores
-from tests.security.serve_process import running_server
+from tests.security.serve_process import running_server, wait_serving
 from tests.security.test_attack_drain_signals import load_lending
 from tests.security.test_attack_health_watch import (
     ACK,
@@ -109,16 +109,7 @@ def serving(
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stderr=sink, env={**os.environ, **(env or {})})
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            ready = grpc.channel_ready_future(channel)
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    ready.result(timeout=0.25)
-                    break
-                except grpc.FutureTimeoutError:
-                    assert process.poll() is None, log.read_text(errors="replace")
-                    assert time.monotonic() < deadline, "verdict serve did not start"
+        wait_serving(process, port, log)
         yield Served(process, port, log)
     finally:
         if process.poll() is None:

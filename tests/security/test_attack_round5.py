@@ -25,7 +25,7 @@ import pytest
 
 from tests.processes import free_port
 from tests.security.authn_support import verdict_app
-from tests.security.serve_process import serve_command
+from tests.security.serve_process import serve_command, wait_serving
 from tests.security.test_attack_drain_signals import children
 from tests.security.test_attack_lifecycle import CHANGE, allowed_case, decide, reload
 from tests.security.test_attack_round3 import ALLOW_REQUEST
@@ -77,20 +77,6 @@ def server(
         if process.poll() is None:
             process.kill()
         process.wait(10)
-
-
-def wait_serving(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    """Return once ``port`` accepts gRPC connections; fail if the process exits first."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        ready = grpc.channel_ready_future(channel)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                ready.result(timeout=0.25)
-                return
-            except grpc.FutureTimeoutError:
-                assert process.poll() is None, log.read_text(errors="replace")[-3000:]
-                assert time.monotonic() < deadline, "verdict serve did not start"
 
 
 # --- Finding 1: a single-process server stopped while it loads its policies -------------------

@@ -18,16 +18,16 @@ import grpc
 import pytest
 
 from tests.security.authn_support import verdict_app
+from tests.security.serve_process import wait_serving
 from tests.security.test_attack_drain_signals import children
-from tests.security.test_attack_lifecycle import allowed_case
+from tests.security.test_attack_lifecycle import allowed_case, reload
 from tests.security.test_attack_lifecycle import decide as lifecycle_decide
 from tests.security.test_attack_round3 import ALLOW_REQUEST
-from tests.security.test_attack_round5 import server, slow_policies, sparse, wait_serving
+from tests.security.test_attack_round5 import server, slow_policies, sparse
 from tests.security.test_attack_stop import exit_code_within
 from tests.stores import lending_copy
 from verdict import app as app_module
 from verdict._gen.verdict.v1 import admin_pb2 as apb
-from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import build_request
@@ -44,14 +44,6 @@ def write_atomically(path: Path, data: str | bytes) -> None:
     else:
         staged.write_bytes(data)
     os.replace(staged, path)
-
-
-async def reload(channel: grpc.aio.Channel) -> dict[str, apb.PolicyStoreState]:
-    """AdminService/ReloadPolicies; each store's state by id."""
-    reply = await apb_grpc.AdminServiceStub(channel).ReloadPolicies(
-        apb.ReloadPoliciesRequest(), timeout=20
-    )
-    return {s.policy_store_id: s for s in reply.stores}
 
 
 async def decide(
