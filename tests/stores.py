@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,15 @@ def lending_copy(tmp_path: Path) -> Path:
         Path(__file__).resolve().parent.parent / "policies" / "lending", folder / "lending"
     )
     return folder
+
+
+def sparse(path: Path, size: int) -> None:
+    """Replace ``path`` (atomically) with a sparse file of ``size`` bytes: no disk used."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.parent / f".{path.name}.sparse"
+    with staged.open("wb") as handle:
+        handle.truncate(size)
+    os.replace(staged, path)
 
 
 def entity(

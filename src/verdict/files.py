@@ -97,7 +97,7 @@ def _open_regular(path: Path, max_bytes: int | None) -> BinaryIO:
         raise FileReadError("not a regular file")
     if max_bytes is not None and status.st_size > max_bytes:  # refused unread
         os.close(fd)
-        raise FileReadError(f"larger than the limit of {_size(max_bytes)}")
+        raise _too_large(max_bytes)
     return os.fdopen(fd, "rb")
 
 
@@ -105,7 +105,7 @@ def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
     with _open_regular(path, max_bytes) as file:  # bounded again: it may grow after the fstat
         data = file.read() if max_bytes is None else file.read(max_bytes + 1)
     if max_bytes is not None and len(data) > max_bytes:
-        raise FileReadError(f"larger than the limit of {_size(max_bytes)}")
+        raise _too_large(max_bytes)
     return data
 
 
@@ -119,9 +119,13 @@ def content_hash(path: Path, max_bytes: int) -> str:
         for chunk in iter(lambda: file.read(1 << 20), b""):
             seen += len(chunk)
             if seen > max_bytes:
-                raise FileReadError(f"larger than the limit of {_size(max_bytes)}")
+                raise _too_large(max_bytes)
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _too_large(max_bytes: int) -> FileReadError:
+    return FileReadError(f"larger than the limit of {_size(max_bytes)}")
 
 
 def _size(count: int) -> str:

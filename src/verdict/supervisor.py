@@ -230,14 +230,15 @@ class Supervisor:
         signal before it served: a stray `pkill -HUP verdict` reaching a worker in its first
         milliseconds, before its own handlers, failed the whole start. A worker that exits
         with an error (its stores, its settings) fails the start at once."""
-        for attempt in range(1, START_ATTEMPTS + 1):
+        attempt = 1
+        while True:
             try:
                 return await self._spawn(index)
             except WorkerFailed as failure:
-                if not failure.killed or attempt == START_ATTEMPTS or self._stopping.is_set():
+                if not failure.killed or attempt >= START_ATTEMPTS or self._stopping.is_set():
                     raise
                 log.warning("worker_killed_while_starting", worker=index, attempt=attempt)
-        raise AssertionError("unreachable")  # the loop returns or raises
+                attempt += 1
 
     async def _spawn(self, index: int) -> dict[str, Any]:
         """Start worker ``index`` and wait until it serves; its ready line, or WorkerFailed."""

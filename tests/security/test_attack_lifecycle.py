@@ -16,7 +16,7 @@ import pytest
 
 from tests.cases import lending_cases
 from tests.security.authn_support import verdict_app
-from tests.stores import lending_copy
+from tests.stores import lending_copy, sparse
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
@@ -240,10 +240,7 @@ async def test_an_oversized_file_fails_the_reload_unread_and_the_last_good_versi
     the reload fails at once naming the file and the bound, without reading it (the server's
     memory would otherwise take many times its size), and the last good version serves on."""
     before = await decide(lending, allowed_case())
-    path = stores / "lending" / name
-    path.unlink(missing_ok=True)
-    with path.open("wb") as handle:
-        handle.truncate(bound + 1)
+    sparse(stores / "lending" / name, bound + 1)
     state = (await reload(lending))["lending"]
     assert state.change == CHANGE.FAILED
     assert [p.file for p in state.problems] == [f"lending/{name}"]

@@ -30,7 +30,7 @@ from tests.security.test_attack_drain_signals import children
 from tests.security.test_attack_lifecycle import CHANGE, allowed_case, decide, reload
 from tests.security.test_attack_round3 import ALLOW_REQUEST
 from tests.security.test_attack_stop import exit_code_within
-from tests.stores import lending_copy
+from tests.stores import lending_copy, sparse
 from tests.workers_support import alive, wait_until
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
@@ -47,14 +47,6 @@ def slow_policies(count: int) -> str:
         f'@id("slow-{i}")\nforbid (principal == Employee::"nobody-{i}", action, resource);\n'
         for i in range(count)
     )
-
-
-def sparse(path: Path, size: int) -> None:
-    """Replace ``path`` (atomically) with a sparse file of ``size`` bytes: no disk used."""
-    staged = path.parent / f".{path.name}.sparse"
-    with staged.open("wb") as handle:
-        handle.truncate(size)
-    os.replace(staged, path)
 
 
 @contextmanager

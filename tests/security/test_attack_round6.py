@@ -23,9 +23,9 @@ from tests.security.test_attack_drain_signals import children
 from tests.security.test_attack_lifecycle import allowed_case, reload
 from tests.security.test_attack_lifecycle import decide as lifecycle_decide
 from tests.security.test_attack_round3 import ALLOW_REQUEST
-from tests.security.test_attack_round5 import server, slow_policies, sparse
+from tests.security.test_attack_round5 import server, slow_policies
 from tests.security.test_attack_stop import exit_code_within
-from tests.stores import lending_copy
+from tests.stores import lending_copy, sparse
 from verdict import app as app_module
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import authorization_pb2 as pb

@@ -20,7 +20,7 @@ from benchmarks.hot_path.gen_store import Shape, policy_text
 from tests.processes import free_port
 from tests.redis_support import RedisProcess, redis_fixture  # noqa: F401 (fixture)
 from tests.security.serve_process import serve_command
-from tests.stores import lending_copy
+from tests.stores import lending_copy, sparse
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES, MAX_POLICY_FILE_BYTES
 from verdict.store.redis_keys import StoreKeys
 
@@ -35,14 +35,6 @@ BOUNDED = [
 ]
 
 
-def oversize(path: Path, bound: int) -> None:
-    """Make ``path`` a sparse file one byte larger than ``bound``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    with path.open("wb") as handle:
-        handle.truncate(bound + 1)
-
-
 def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     """Run ``argv``; a hang (or a read of the whole file) shows up as TimeoutExpired."""
     return subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
@@ -55,7 +47,7 @@ def test_validate_and_serve_refuse_an_oversized_store_file(
     """`verdict validate` exits 1 and `verdict serve` exits 2, each naming the file and its
     bound; nothing is served."""
     stores = lending_copy(tmp_path)
-    oversize(stores / "lending" / name, bound)
+    sparse(stores / "lending" / name, bound + 1)
     message = f"lending/{name}:0: "
     validated = run([sys.executable, "-m", "verdict", "validate", "--stores", str(stores)])
     assert validated.returncode == 1, validated.stdout
@@ -89,7 +81,7 @@ def test_entities_load_refuses_an_oversized_file_and_leaves_redis_as_it_was(
     command += ["--redis-url", redis.url]
     assert run(command).returncode == 0
     version = redis.cli("GET", StoreKeys.of("lending").version).strip()
-    oversize(stores / "lending" / "entities.json", MAX_ENTITIES_FILE_BYTES)
+    sparse(stores / "lending" / "entities.json", MAX_ENTITIES_FILE_BYTES + 1)
     refused = run(command)
     assert refused.returncode == 2, refused.stderr
     assert "lending/entities.json" in refused.stderr

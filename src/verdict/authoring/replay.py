@@ -89,9 +89,8 @@ def _request(record: dict[str, Any]) -> tuple[AuthorizationRequest | None, str]:
         return None, "not a decision record"
     context, keys = record.get("context", {}), record.get("context_keys", [])
     # A log is input like any other: wrong shapes are reported, never a traceback.
-    if not isinstance(context, dict) or not isinstance(keys, list):
-        return None, "malformed record"
-    if not all(isinstance(key, str) for key in keys):
+    shaped = isinstance(context, dict) and isinstance(keys, list)
+    if not shaped or not all(isinstance(key, str) for key in keys):
         return None, "malformed record"
     missing = sorted(set(keys) - set(context))
     if missing:
