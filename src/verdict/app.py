@@ -12,6 +12,7 @@ from wsgiref.simple_server import WSGIServer
 
 import structlog
 
+from verdict.audit.keys import AuditKey, AuditKeyError, read_audit_key
 from verdict.audit.log import AuditLog, AuditMode
 from verdict.audit.sinks import FileSink, RedisStreamSink, Sink, StdoutSink
 from verdict.config import Settings
@@ -283,15 +284,17 @@ def build_audit_log(settings: Settings) -> AuditLog | None:
     sink: Sink
     if settings.audit_sink == "none":
         return None
+    key = audit_key(settings)
     if settings.audit_sink == "file":
         sink = FileSink(
             settings.audit_file,
             settings.audit_file_max_bytes,
             settings.audit_file_max_seconds,
             settings.audit_fsync,
+            key,
         )
     elif settings.audit_sink == "stdout":
-        sink = StdoutSink()
+        sink = StdoutSink(key)
     else:
         url = settings.audit_redis_url or settings.redis_url
         if url is None:
@@ -299,9 +302,26 @@ def build_audit_log(settings: Settings) -> AuditLog | None:
                 [Diagnostic("audit_redis_url", 0, "the redis audit sink needs a URL")]
             )
         client = make_client(settings.model_copy(update={"redis_url": url}))
-        sink = RedisStreamSink(client, settings.audit_stream, settings.audit_stream_max_length)
+        stream, max_length = settings.audit_stream, settings.audit_stream_max_length
+        sink = RedisStreamSink(client, stream, max_length, key)
     mode = AuditMode(settings.audit_mode)
     return AuditLog(sink, mode, settings.audit_queue_size, settings.audit_wait_seconds)
+
+
+def audit_key(settings: Settings) -> AuditKey | None:
+    """The audit signing key the settings name (None: records are chained, not signed)."""
+    if settings.audit_key_file is None:
+        log.warning(
+            "audit_unsigned",
+            detail="no audit_key_file: the chain shows records altered or removed, not records "
+            "appended by someone who can write the log",
+        )
+        return None
+    try:
+        return read_audit_key(settings.audit_key_file)
+    except AuditKeyError as exc:
+        shown = f"audit_key_file {settings.audit_key_file}"
+        raise ConfigError([Diagnostic(shown, 0, str(exc))]) from None
 
 
 def warn_about_security(settings: Settings) -> None:

@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     audit_redis_url: str | None = Field(default=None, description="default: redis_url")
     audit_stream: str = Field(default="verdict:audit")
     audit_stream_max_length: int = Field(default=0, ge=0)
+    audit_key_file: Path | None = Field(
+        default=None, description="secret (32+ bytes) that signs each audit record"
+    )
     # Hot reload of policy stores: watch the stores folder (debounced), poll as a fallback.
     policy_watch: bool = Field(default=True, description="reload policy stores on file changes")
     policy_reload_debounce_seconds: float = Field(default=0.3, gt=0, le=60)

@@ -305,3 +305,19 @@ def test_prod_uses_a_managed_redis_cluster_and_scales() -> None:
     budget = one(objects, "PodDisruptionBudget", "verdict")["spec"]
     assert hpa["minReplicas"] > budget["maxUnavailable"]
     assert "replicas" not in one(objects, "Deployment", "verdict")["spec"]  # the HPA's to set
+
+
+def test_prod_signs_audit_records_with_a_key_from_a_secret() -> None:
+    """prod: the audit key file setting names a file of a Secret volume mounted read-only,
+    beside (not instead of) the base's mounts; the Secret itself is made outside."""
+    objects = render("prod")
+    pod = one(objects, "Deployment", "verdict")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    key_file = Path(env(objects)["VERDICT_AUDIT_KEY_FILE"]["value"])
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["audit-key"]["mountPath"] == str(key_file.parent)
+    assert mounts["audit-key"]["readOnly"] is True
+    assert {"tls", "policies", "audit-key"} <= set(mounts)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    secret = volumes["audit-key"]["secret"]["secretName"]
+    assert not [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == secret]

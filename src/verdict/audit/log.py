@@ -21,7 +21,6 @@ from typing import Any
 
 import structlog
 
-from verdict.audit.chain import Chainer
 from verdict.audit.sinks import Sink
 from verdict.errors import AuditUnavailableError
 from verdict.telemetry import metrics
@@ -131,18 +130,18 @@ class AuditLog:
     async def _write(self, batch: list[_Pending]) -> None:
         records = [r for pending in batch for r in pending.records]
         while True:
-            chained: tuple[Chainer, tuple[int, str]] | None = None
+            before: tuple[int, str] | None = None
             try:
                 # Inside: a rotation that fails (the file gone) is a failed write, never the
                 # end of the writer task.
                 self.sink.rotate_if_due()
                 chainer = self.sink.chainer
-                chained = chainer, chainer.state()
+                before = chainer.state()
                 lines = [chainer.chain(record) for record in records]
                 await self.sink.write(lines)
             except Exception as exc:  # any sink failure: the chain must not skip these lines
-                if chained is not None:
-                    chained[0].restore(chained[1])
+                if before is not None:
+                    self.sink.write_failed(before)
                 log.error("audit_write_failed", error_type=type(exc).__name__, records=len(records))
                 if self.mode is AuditMode.BLOCK:
                     await asyncio.sleep(RETRY_SECONDS)

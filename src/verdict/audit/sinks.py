@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from verdict.audit.chain import Chainer
+from verdict.audit.keys import AuditKey
 
 
 def new_segment(prefix: str) -> str:
@@ -33,6 +34,10 @@ class Sink(Protocol):
     def rotate_if_due(self) -> None:
         """Start a new segment if the current one is full or old (before chaining more)."""
 
+    def write_failed(self, state: tuple[int, str]) -> None:
+        """``write`` raised for the lines chained since ``state``: rewind the chain over them
+        if they are surely not stored, else go on in a new segment that says they may be."""
+
     async def close(self) -> None:
         """Flush and release resources."""
 
@@ -47,13 +52,21 @@ class FileSink:
     chain had been rewound: a refused decision appeared as answered, its ``seq`` repeated.
     """
 
-    def __init__(self, path: Path, max_bytes: int, max_seconds: float, fsync: bool) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int,
+        max_seconds: float,
+        fsync: bool,
+        key: AuditKey | None = None,
+    ) -> None:
         self.path = path
+        self.key = key
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
         self.fsync = fsync
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.chainer = Chainer(new_segment("file"))
+        self.chainer = Chainer(new_segment("file"), key)
         self._fd = self._open()
         self._opened = time.monotonic()
 
@@ -66,7 +79,7 @@ class FileSink:
         fd = self._open()  # first: if it fails, the descriptor held is still a valid one
         os.close(self._fd)
         self._fd = fd
-        self.chainer = Chainer(new_segment("file"))
+        self.chainer = Chainer(new_segment("file"), self.key)
         self._opened = time.monotonic()
 
     def _still_ours(self) -> bool:
@@ -109,6 +122,10 @@ class FileSink:
             os.ftruncate(self._fd, start)  # no partial batch: the chain is rewound over it
             raise
 
+    def write_failed(self, state: tuple[int, str]) -> None:
+        """The failed batch was cut back: the chain goes back to before it."""
+        self.chainer.restore(state)
+
     async def close(self) -> None:
         """Close the file."""
         os.close(self._fd)
@@ -117,11 +134,15 @@ class FileSink:
 class StdoutSink:
     """Writes lines to standard output (a collector reads the container's stdout)."""
 
-    def __init__(self) -> None:
-        self.chainer = Chainer(new_segment("stdout"))
+    def __init__(self, key: AuditKey | None = None) -> None:
+        self.chainer = Chainer(new_segment("stdout"), key)
 
     def rotate_if_due(self) -> None:
-        """One segment per process."""
+        """One segment per process, and one after each failed write."""
+
+    def write_failed(self, state: tuple[int, str]) -> None:
+        """Part of the batch may have reached the reader: a new segment, marking it."""
+        self.chainer = self.chainer.successor(state, new_segment("stdout"))
 
     async def write(self, lines: Sequence[str]) -> None:
         """Write and flush."""
@@ -140,14 +161,22 @@ class RedisStreamSink:
     it); 0 keeps everything.
     """
 
-    def __init__(self, client: Any, stream: str, max_length: int) -> None:
+    def __init__(
+        self, client: Any, stream: str, max_length: int, key: AuditKey | None = None
+    ) -> None:
         self.client = client
         self.stream = stream
         self.max_length = max_length
-        self.chainer = Chainer(new_segment("stream"))
+        self.chainer = Chainer(new_segment("stream"), key)
 
     def rotate_if_due(self) -> None:
-        """One segment per writer process."""
+        """One segment per writer process, and one after each failed write."""
+
+    def write_failed(self, state: tuple[int, str]) -> None:
+        """An XADD whose call failed (a timeout, a lost connection) may still run when Redis
+        resumes: a rewound chain would then hold it and repeat its ``seq``. A new segment,
+        marking it as never acknowledged, instead."""
+        self.chainer = self.chainer.successor(state, new_segment("stream"))
 
     async def write(self, lines: Sequence[str]) -> None:
         """Add the batch in one pipeline (in order; all or an error)."""

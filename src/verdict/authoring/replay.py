@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from verdict.audit.chain import Unacknowledged
 from verdict.cedar_json import parse_uid
 from verdict.engine.authorizer import Authorizer
 from verdict.errors import VerdictError
@@ -51,9 +52,14 @@ class ReplayReport:
 async def replay(lines: Iterable[str], authorizer: Authorizer) -> ReplayReport:
     """Replay every decision record in ``lines`` through ``authorizer``."""
     report = ReplayReport()
+    lines = list(lines)
+    unacknowledged = Unacknowledged.of(lines)
     for position, line in enumerate(lines, start=1):
         record = _decision_record(line)
         if record is None:
+            continue
+        if unacknowledged.holds(record):  # its decision was never answered as recorded
+            report.not_replayable["never acknowledged"] += 1
             continue
         request, reason = _request(record)
         if request is None:

@@ -33,6 +33,13 @@ def add_audit_command(commands: Any) -> None:
     check.add_argument("files", nargs="*", type=Path, help="audit JSONL files")
     check.add_argument("--redis-url", help="read the stream from this Redis instead")
     check.add_argument("--stream", default="verdict:audit", help="Redis stream key")
+    check.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="the server's --audit-key-file: also check every record's signature (without "
+        "it, records appended by someone who can write the log go unnoticed)",
+    )
     check.set_defaults(func=_verify)
     again = actions.add_parser(
         "replay",
@@ -49,8 +56,15 @@ def add_audit_command(commands: Any) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
-    from verdict.audit.chain import record_lines, verify
+    from verdict.audit.chain import Unacknowledged, record_lines, verify
+    from verdict.audit.keys import AuditKeyError, read_audit_key
 
+    key = None
+    if args.key_file is not None:
+        try:
+            key = read_audit_key(args.key_file)
+        except AuditKeyError as exc:
+            fail(f"--key-file {args.key_file}: {exc}")
     if args.redis_url:
         try:
             sources = {f"{args.redis_url} {args.stream}": asyncio.run(_stream_lines(args))}
@@ -64,11 +78,17 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         fail("name audit files or --redis-url")
     broken = False
+    marks = Unacknowledged.of(line for lines in sources.values() for line in lines)
     for name, lines in sources.items():
-        count, breaks = verify(lines)
+        count, breaks = verify(lines, key)
         for found in breaks:
             print(f"{name}:{found.position}: segment {found.segment}: {found.problem}")
-        print(f"{name}: {count} records, {'intact' if not breaks else f'{len(breaks)} breaks'}")
+        state = "intact" if not breaks else f"{len(breaks)} breaks"
+        print(f"{name}: {count} records, {state}{', signed' if key and not breaks else ''}")
+        if unanswered := marks.count(lines):
+            print(f"{name}: {unanswered} records written but never acknowledged (a write that "
+                  "failed late: their decisions were refused or recorded again; replay skips "
+                  "them)")  # fmt: skip
         broken = broken or bool(breaks)
     return EXIT_FOUND if broken else EXIT_OK
 

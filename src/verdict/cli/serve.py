@@ -31,6 +31,7 @@ FLAGS = {
     "log_format": "--log-format",
     "audit_file": "--audit-file",
     "audit_mode": "--audit-mode",
+    "audit_key_file": "--audit-key-file",
     "shutdown_drain_seconds": "--shutdown-drain-seconds",
 }
 
@@ -214,6 +215,16 @@ def add_serve_command(commands: Any) -> None:
         choices=["block", "deny", "drop"],
         help=setting_help(
             "when the sink is slow or down: wait, refuse the decision, or drop", "audit_mode"
+        ),
+    )
+    serve.add_argument(
+        "--audit-key-file",
+        type=Path,
+        metavar="FILE",
+        help=setting_help(
+            "file holding a secret of 32+ bytes: each audit record is signed (HMAC-SHA256), so "
+            "`verdict audit verify --key-file` finds records made without it",
+            "audit_key_file",
         ),
     )
     serve.set_defaults(func=_serve)

@@ -197,7 +197,8 @@ class _Channel:
                 with contextlib.suppress(BaseException):
                     await reader
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                close: Any = pubsub.aclose  # typed in redis-py 8.2, untyped before
+                await close()
 
     async def _wait(self, reader: asyncio.Task[Message], seconds: float, nudge: bool) -> bool:
         """Whether ``reader`` finished within ``seconds`` (or early, when a fill wants a ping)."""
