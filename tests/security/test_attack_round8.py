@@ -555,6 +555,12 @@ def test_a_folder_of_forbids_made_unlistable_fails_the_reload_instead_of_droppin
         assert reload(channel).change == CHANGE.UNCHANGED
 
 
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` with everything below it. GNU rm walks iteratively, where shutil.rmtree
+    (pytest's clean-up of old temporary folders included) raised RecursionError on a nest."""
+    subprocess.run(["rm", "-rf", "--", str(path)], check=True, timeout=60)
+
+
 def nest(root: Path, depth: int) -> None:
     """``depth`` folders, one inside the other, below ``root`` (made by relative steps: the
     whole path is longer than one system call takes)."""
@@ -569,7 +575,9 @@ def nest(root: Path, depth: int) -> None:
         os.close(descriptor)
 
 
-def test_deeply_nested_folders_in_one_store_do_not_end_every_reload(tmp_path: Path) -> None:
+def test_deeply_nested_folders_in_one_store_do_not_end_every_reload(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """1,500 nested folders in store "docs". The recursive walk raised RecursionError out of
     the whole reload: every later reload of every store "crashed" (policy_reload_crashed), so
     a second tenant's new forbid was never applied, and ReloadPolicies failed INTERNAL. Now
@@ -579,6 +587,7 @@ def test_deeply_nested_folders_in_one_store_do_not_end_every_reload(tmp_path: Pa
         shutil.copytree(served.store, other)
         assert reload(channel).change == CHANGE.UNCHANGED
         nest(served.store / "guards", 1_500)
+        request.addfinalizer(lambda: remove_tree(served.store / "guards" / "n"))
         write_atomically(
             other / "members.cedar", PERMIT + "forbid (principal, action, resource);\n"
         )
@@ -588,21 +597,24 @@ def test_deeply_nested_folders_in_one_store_do_not_end_every_reload(tmp_path: Pa
         states = {s.policy_store_id: s for s in reply.stores}
         assert states["docs"].change == CHANGE.UNCHANGED
         assert states["other"].change == CHANGE.RELOADED
-        request = build_request('User::"alice"', 'Action::"view"', 'Doc::"d1"', store="other")
-        assert pb_grpc.AuthorizationServiceStub(channel).IsAuthorized(request).decision == DENY
+        other_alice = build_request('User::"alice"', 'Action::"view"', 'Doc::"d1"', store="other")
+        assert pb_grpc.AuthorizationServiceStub(channel).IsAuthorized(other_alice).decision == DENY
         assert decide(channel, "alice").decision == ALLOW
         text = served.log.read_text(errors="replace")
         assert "policy_reload_crashed" not in text
         assert "Traceback" not in text
 
 
-def test_a_store_holding_too_many_names_fails_at_once(tmp_path: Path) -> None:
+def test_a_store_holding_too_many_names_fails_at_once(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """A store folder holding more names than MAX_STORE_NAMES (a dump copied in, or a store
     that is a link to ``/``) is refused by the walk as soon as it has listed that many,
     instead of holding the one reload thread every store shares; the last good serves."""
     with serving(tmp_path) as (served, channel):
         dump = served.store / "dump"
         dump.mkdir()
+        request.addfinalizer(lambda: remove_tree(dump))
         for i in range(MAX_STORE_NAMES + 1):
             os.close(os.open(dump / f"{i}", os.O_CREAT | os.O_WRONLY, stat.S_IRUSR))
         started = time.monotonic()
