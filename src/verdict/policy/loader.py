@@ -51,6 +51,9 @@ VALIDATE_CHUNK = 1_000  # policies per validation call: Cedar holds a parsed chu
 SCHEMA_TEXT = "schema.cedarschema"
 SCHEMA_JSON = "schema.cedarschema.json"
 ENTITIES_FILE = "entities.json"
+# Names listed below one store (files and folders, at every depth) before its load is refused:
+# a real store holds tens; 100,000 are listed in ~0.1 s.
+MAX_STORE_NAMES = 100_000
 
 
 @dataclass
@@ -295,12 +298,47 @@ def _schema_error_line(text: str, message: str, *, is_json: bool) -> int:
 
 def policy_files(root: Path) -> list[Path]:
     """Every ``*.cedar`` file below a store, in sorted relative-path order (listed once per
-    pinned block: the parse and the version see the same files)."""
+    pinned block: the parse and the version see the same files). PolicyLoadError when a
+    folder of the store cannot be listed or the store holds too many names."""
 
     def listing() -> list[Path]:
-        return sorted(root.rglob("*.cedar"), key=lambda p: p.relative_to(root).as_posix())
+        found = _walk_policy_files(root)
+        return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
     return pinned_listing(f"cedar:{root}", listing)
+
+
+def _walk_policy_files(root: Path) -> list[Path]:
+    """The ``*.cedar`` names below ``root`` (what ``rglob`` found: folders reached through a
+    symbolic link are not entered), walked with a list instead of recursion.
+
+    Not ``rglob``: it skipped a folder it may not list (PermissionError) without a word, so a
+    ``chmod 000`` on a folder of forbids reloaded the store without them (ALLOW where the files
+    deny); and it recursed once per level, so ~1,000 nested folders raised RecursionError out of
+    every reload of every store. Names are counted so a store folder pointing at ``/`` or a
+    dump of millions of files fails that store's load instead of holding the reload thread."""
+    found: list[Path] = []
+    pending = [root]
+    listed = 0
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(folder) as entries:
+                names = list(entries)
+            listed += len(names)
+            if listed > MAX_STORE_NAMES:
+                message = f"more than {MAX_STORE_NAMES:,} files and folders below the store"
+                raise PolicyLoadError([Diagnostic(root.name, 0, message)])
+            for entry in names:
+                if entry.name.endswith(".cedar"):
+                    found.append(Path(entry.path))
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+        except OSError as exc:
+            shown = "/".join((root.name, *folder.relative_to(root).parts))
+            message = f"cannot list the folder: {exc.strerror}"
+            raise PolicyLoadError([Diagnostic(shown, 0, message)]) from None
+    return found
 
 
 def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_Parsed]:
