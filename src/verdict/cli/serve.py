@@ -36,10 +36,11 @@ FLAGS = {
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from verdict import event_loop
+    from verdict.early_signals import stop_quietly_until_serving
 
-    event_loop.stop_quietly_until_serving()  # first: the imports below take a while too
+    stop_quietly_until_serving()  # first: the imports below take a while too
     # The server's modules (grpc, Cedar, Redis) are imported to serve, not for --help.
+    from verdict import event_loop
     from verdict.app import build_app, run
     from verdict.errors import ConfigError, PolicyLoadError
     from verdict.event_loop import EventLoopError
