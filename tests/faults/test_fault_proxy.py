@@ -67,7 +67,7 @@ async def test_blocked_subscribers_cannot_subscribe(proxy: FaultProxy) -> None:
     with pytest.raises(redis.exceptions.ConnectionError):
         await subscribe()
     assert await conn.ping()
-    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
     await conn.aclose()
 
 

@@ -124,7 +124,7 @@ def test_publish_on_any_master_reaches_subscribers_on_every_node(
                 assert heard == {f"probe:{m.port}" for m in masters}
         finally:
             for pubsub in subscribers:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     asyncio.run(check())
 

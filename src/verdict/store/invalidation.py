@@ -197,7 +197,7 @@ class _Channel:
                 with contextlib.suppress(BaseException):
                     await reader
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def _wait(self, reader: asyncio.Task[Message], seconds: float, nudge: bool) -> bool:
         """Whether ``reader`` finished within ``seconds`` (or early, when a fill wants a ping)."""
