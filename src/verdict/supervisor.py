@@ -228,10 +228,11 @@ class Supervisor:
     async def _start(self, index: int) -> dict[str, Any]:
         """``_spawn`` at startup, again (up to START_ATTEMPTS times) for a worker stopped or
         killed before it served: a stray SIGTERM to one worker's pid (it exits 0) or a kill
-        (SIGKILL, the OOM killer) is not something wrong with the settings, and failed the
-        whole start. The supervisor's own stop is not retried, and a worker that exits with an
-        error (its stores, its settings) fails the start at once. (SIGHUP no longer ends a
-        starting worker: it is kept, early_signals.)"""
+        (SIGKILL, the OOM killer) says nothing about the settings, and must not fail the whole
+        start. The supervisor's own stop is not retried, and a worker that exits with an error
+        (its stores, its settings) fails the start at once. A SIGHUP, which killed a worker
+        still importing and was what this retry was first for, no longer ends one: it is kept
+        (early_signals)."""
         attempt = 1
         while True:
             try:
@@ -396,8 +397,10 @@ def supervise(settings: Settings, count: int) -> int:
             metrics_port=metrics_server.server_port if metrics_server else None,
             metrics=metrics_address(settings.metrics_listen, metrics_server),
         )
-        # asyncio's loop (it forks the workers); once run() is over the stop signals stay
-        # ignored, so the cleanup below runs whatever arrives.
+        # asyncio's loop (it forks the workers, keeping the signal mask that
+        # early_signals.held_by_children sets for them: libuv, under uvloop, clears it); once
+        # run() is over the stop signals stay ignored, so the cleanup below runs whatever
+        # arrives.
         return event_loop.run(Supervisor(settings, count, env, registry).run(), "asyncio")
     finally:
         if metrics_server is not None:
