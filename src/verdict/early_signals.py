@@ -40,11 +40,13 @@ def held_by_children() -> Iterator[None]:
 
 
 def keep_until_serving() -> None:
-    """A worker's first step, before its imports (~0.5 s of grpc, Cedar, Redis): a SIGHUP is
-    kept as a reload owed (``sighup_arrived_early``) and a SIGTERM/SIGINT as a stop owed, which
-    ``stop_quietly_until_serving`` honours once the imports are done (a SystemExit raised in
-    the middle of an import can leave half-imported modules whose exit hooks fail noisily).
-    Then what arrived since the fork, held by ``held_by_children``, is delivered."""
+    """The first step of a worker or `verdict serve`, before their imports (~0.5 s of grpc,
+    Cedar, Redis; seconds on a loaded machine): a SIGHUP is kept as a reload owed
+    (``sighup_arrived_early``) and a SIGTERM/SIGINT as a stop owed, which
+    ``stop_quietly_until_serving`` honours once the imports are done: a SystemExit raised in
+    the middle of an import surfaced as a traceback and exit 1 (a SIGINT to `serve` still
+    importing a dataclass: "RuntimeError: Error calling __set_name__"). Then what arrived
+    since the fork, held by ``held_by_children``, is delivered."""
     for sig in STOPS:
         signal.signal(sig, _record_stop)
     signal.signal(signal.SIGHUP, _record_sighup)
