@@ -1,5 +1,4 @@
-"""A worker's entry point (``python -m verdict.worker FD PARENT_PID``, started by the supervisor;
-not a command for people): its signals are kept before the server's modules are imported."""
+"""A worker process's entry point (started by the supervisor): keeps its signals, then serves."""
 
 from __future__ import annotations
 
@@ -9,7 +8,8 @@ from verdict import early_signals
 
 
 def main(argv: list[str]) -> int:
-    """Keep SIGHUP/SIGTERM/SIGINT from here on, then import and run the worker. The imports
+    """``python -m verdict.worker FD PARENT_PID`` (not a command for people): keep SIGHUP,
+    SIGTERM and SIGINT from here on, then import and run the worker. The imports
     (grpc, Cedar, Redis, the server) take ~0.5 s, in which these signals' default actions
     killed the worker: a reload forwarded by the supervisor, or a stray `pkill -HUP`."""
     early_signals.keep_until_serving()
