@@ -16,12 +16,13 @@ from verdict.audit.keys import AuditKey, AuditKeyError, read_audit_key
 from verdict.audit.log import AuditLog, AuditMode
 from verdict.audit.sinks import FileSink, RedisStreamSink, Sink, StdoutSink
 from verdict.config import Settings
+from verdict.early_signals import sighup_arrived_early
 from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
 from verdict.engine.hierarchy import entity_set_vet
 from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
-from verdict.event_loop import running_loop_name, sighup_arrived_early
+from verdict.event_loop import running_loop_name
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.loader import load_policy_stores
 from verdict.policy.policy_sets import SelectionCacheLimits
@@ -451,6 +452,9 @@ def start_hot_reload(app: App, server: VerdictServer) -> None:
     with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloader.request, "sighup")
     if sighup_arrived_early():  # during the start's load, which may have read the files first
+        # Logged: an unchanged reload logs nothing, and an operator (or a test) could not
+        # tell a SIGHUP kept through the start from one lost.
+        log.info("policy_reload_requested", trigger="sighup", arrived="before_serving")
         reloader.request("sighup")
 
 

@@ -12,13 +12,12 @@ import asyncio
 import importlib.util
 import signal
 from collections.abc import Callable, Coroutine
-from types import FrameType
 from typing import Any, TypeVar
+
+from verdict.early_signals import HELD
 
 T = TypeVar("T")
 CHOICES = ("auto", "uvloop", "asyncio")
-# What starts a stop (SIGTERM, SIGINT) or a reload (SIGHUP, under the supervisor).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class EventLoopError(RuntimeError):
@@ -52,12 +51,12 @@ class _StopSignalsStayIgnored(asyncio.AbstractEventLoop):
 
     def ignore_stop_signals(self) -> None:
         """SIGTERM, SIGINT and SIGHUP are ignored from now on (the stop has run)."""
-        for sig in STOP_SIGNALS:
+        for sig in HELD:
             signal.signal(sig, signal.SIG_IGN)
         self._stop_signals_ignored = True
 
     def remove_signal_handler(self, sig: int) -> bool:
-        if self._stop_signals_ignored and sig in STOP_SIGNALS:
+        if self._stop_signals_ignored and sig in HELD:
             return False  # stays SIG_IGN; the loop's entry for it goes with the loop
         return super().remove_signal_handler(sig)
 
@@ -100,41 +99,6 @@ def run(main: Coroutine[Any, Any, T], choice: str) -> T:
 
     with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
         return runner.run(then_ignore_stop_signals())
-
-
-class _EarlySignals:
-    """What arrived before the serving loop's handlers: a SIGHUP is a reload still owed."""
-
-    sighup = False
-
-
-_EARLY = _EarlySignals()  # signal handlers are per process; so is what they record
-
-
-def stop_quietly_until_serving() -> None:
-    """Until the serving loop installs its own handlers: SIGTERM and SIGINT end the process
-    with exit 0 (nothing is in flight while the policies load), and a SIGHUP is recorded for
-    the server to reload once it serves (``sighup_arrived_early``): the load may already
-    have read the files it announces. Before, a stop while a large store loaded killed the
-    process (-15, or a KeyboardInterrupt traceback and -2), and a SIGHUP killed a loading
-    worker (failing the supervisor's start) or, once ignored, was lost with its edit."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _exit_quietly)
-    signal.signal(signal.SIGHUP, _record_sighup)
-
-
-def sighup_arrived_early() -> bool:
-    """Whether a SIGHUP arrived before the loop's handler (and forget it)."""
-    arrived, _EARLY.sighup = _EARLY.sighup, False
-    return arrived
-
-
-def _exit_quietly(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
-
-
-def _record_sighup(signum: int, frame: FrameType | None) -> None:
-    _EARLY.sighup = True
 
 
 def running_loop_name() -> str:

@@ -34,7 +34,7 @@ from typing import Any
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 
-from verdict import event_loop
+from verdict import early_signals, event_loop
 from verdict.app import WRITES_NEED_REDIS, metrics_address
 from verdict.config import Settings
 from verdict.telemetry.exposition import multiprocess_registry, start_metrics_server
@@ -42,7 +42,7 @@ from verdict.telemetry.exposition import multiprocess_registry, start_metrics_se
 log = structlog.get_logger(__name__)
 EXIT_ERROR, EXIT_FAILED = 2, 1
 RESTART_WINDOW = 60.0  # seconds over which worker_restarts are counted
-START_ATTEMPTS = 3  # per worker at startup, for workers killed by a signal (see _start)
+START_ATTEMPTS = 3  # per worker at startup, for workers stopped or killed before serving (_start)
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # seconds before a restart, doubling per recent restart
 KILL_MARGIN = 15.0  # seconds past the shutdown grace before a worker that still runs is killed
 CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -108,11 +108,15 @@ def with_port(listen: str, port: int | None) -> str:
 
 
 class WorkerFailed(Exception):
-    """A worker exited before it served; ``code`` is its exit code (1 if it was killed)."""
+    """A worker exited before it served; ``code`` is the supervisor's exit code for it (1 if it
+    was stopped or killed), ``exit_code`` the worker's own (negative: killed by that signal)."""
 
     def __init__(self, index: int, code: int) -> None:
         self.index = index
-        self.killed = code < 0  # by a signal: not something wrong with its settings or stores
+        self.exit_code = code
+        # Exit 0 before serving is a stop it was sent (SIGTERM/SIGINT, kept while it started);
+        # a negative code a kill (SIGKILL, the OOM killer): neither is its settings or stores.
+        self.interrupted = code <= 0
         self.code = code if code > 0 else EXIT_FAILED
         super().__init__(f"worker {index} exited with {code} before serving")
 
@@ -127,12 +131,9 @@ class Worker:
     ready: bool = False
 
     def stopped_cleanly(self) -> bool:
-        """Exited 0, or killed before it served by a signal the supervisor forwards (it had
-        not installed its handlers yet: still importing). A stop's second signal is
-        forwarded as it came, so a starting worker may die of SIGINT after a SIGTERM."""
-        code = self.process.returncode
-        forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-        return code == 0 or (not self.ready and code is not None and -code in forwarded)
+        """Exited 0. No signal the supervisor forwards kills a worker at any point of its start
+        (held from the fork, then kept: early_signals), so dying of one is not clean either."""
+        return self.process.returncode == 0
 
 
 class Supervisor:
@@ -192,9 +193,8 @@ class Supervisor:
 
     def _reload_all(self) -> None:
         """SIGHUP: every worker re-reads its policy stores (each also watches the files).
-        Loading workers too: one that already read the files reloads once it serves (a
-        SIGHUP during its load is kept, event_loop.stop_quietly_until_serving); one still
-        importing dies of it and is started again, reading the files anew."""
+        Starting workers too: a SIGHUP before one serves is kept, and it reloads once it
+        serves (early_signals), since its load may already have read the files."""
         for worker in self._workers.values():
             signal_worker(worker.process, signal.SIGHUP)
 
@@ -226,34 +226,45 @@ class Supervisor:
         log.info("workers_started", workers=self._count, listen=self._settings.listen)
 
     async def _start(self, index: int) -> dict[str, Any]:
-        """``_spawn`` at startup, again (up to START_ATTEMPTS times) for a worker killed by a
-        signal before it served: a stray `pkill -HUP verdict` reaching a worker in its first
-        milliseconds, before its own handlers, failed the whole start. A worker that exits
-        with an error (its stores, its settings) fails the start at once."""
+        """``_spawn`` at startup, again (up to START_ATTEMPTS times) for a worker stopped or
+        killed before it served: a stray SIGTERM to one worker's pid (it exits 0) or a kill
+        (SIGKILL, the OOM killer) says nothing about the settings, and must not fail the whole
+        start. The supervisor's own stop is not retried, and a worker that exits with an error
+        (its stores, its settings) fails the start at once. A SIGHUP, which killed a worker
+        still importing and was what this retry was first for, no longer ends one: it is kept
+        (early_signals)."""
         attempt = 1
         while True:
             try:
                 return await self._spawn(index)
             except WorkerFailed as failure:
-                if not failure.killed or attempt >= START_ATTEMPTS or self._stopping.is_set():
+                if not failure.interrupted or attempt >= START_ATTEMPTS or self._stopping.is_set():
                     raise
-                log.warning("worker_killed_while_starting", worker=index, attempt=attempt)
+                log.warning(
+                    "worker_interrupted_while_starting",
+                    worker=index,
+                    attempt=attempt,
+                    exit_code=failure.exit_code,
+                )
                 attempt += 1
 
     async def _spawn(self, index: int) -> dict[str, Any]:
         """Start worker ``index`` and wait until it serves; its ready line, or WorkerFailed."""
         ours, theirs = socket.socketpair()
         try:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "verdict.worker",
-                str(theirs.fileno()),
-                str(os.getpid()),
-                pass_fds=(theirs.fileno(),),
-                env=self._env,
-                stdin=asyncio.subprocess.DEVNULL,
-            )
+            # The worker starts with the stop and reload signals blocked, until its entry
+            # point keeps them: one sent while its interpreter starts is delivered then.
+            with early_signals.held_by_children():
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "verdict.worker",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                    pass_fds=(theirs.fileno(),),
+                    env=self._env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                )
         finally:
             theirs.close()
         worker = self._workers[index] = Worker(index, process)
@@ -386,8 +397,10 @@ def supervise(settings: Settings, count: int) -> int:
             metrics_port=metrics_server.server_port if metrics_server else None,
             metrics=metrics_address(settings.metrics_listen, metrics_server),
         )
-        # asyncio's loop (it forks the workers); once run() is over the stop signals stay
-        # ignored, so the cleanup below runs whatever arrives.
+        # asyncio's loop (it forks the workers, keeping the signal mask that
+        # early_signals.held_by_children sets for them: libuv, under uvloop, clears it); once
+        # run() is over the stop signals stay ignored, so the cleanup below runs whatever
+        # arrives.
         return event_loop.run(Supervisor(settings, count, env, registry).run(), "asyncio")
     finally:
         if metrics_server is not None:

@@ -18,7 +18,7 @@ from verdict.audit.log import AuditLog, AuditMode
 from verdict.audit.sinks import FileSink, RedisStreamSink
 from verdict.config import Settings
 from verdict.errors import AuditUnavailableError
-from verdict.worker import worker_settings
+from verdict.worker_server import worker_settings
 
 
 def chained(count: int, segment: str = "s") -> list[str]:

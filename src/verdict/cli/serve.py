@@ -37,10 +37,11 @@ FLAGS = {
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from verdict import event_loop
+    from verdict import early_signals
 
-    event_loop.stop_quietly_until_serving()  # first: the imports below take a while too
+    early_signals.keep_until_serving()  # first: the imports below take a while too
     # The server's modules (grpc, Cedar, Redis) are imported to serve, not for --help.
+    from verdict import event_loop
     from verdict.app import build_app, run
     from verdict.errors import ConfigError, PolicyLoadError
     from verdict.event_loop import EventLoopError
@@ -48,6 +49,8 @@ def _serve(args: argparse.Namespace) -> int:
     from verdict.telemetry.logging import configure_logging
     from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
 
+    # Imported: a stop kept meanwhile ends the process now, and one during the load at once.
+    early_signals.stop_quietly_until_serving()
     overrides = {field: getattr(args, field) for field in FLAGS}
     overrides["redis_cluster"] = args.redis_cluster or None
     settings = load_settings(overrides, FLAGS)

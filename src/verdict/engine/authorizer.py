@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from verdict.cedar import Entities as EntitySet
+from verdict.engine.deadline import check_deadline
 from verdict.engine.deny_kind import deny_kind, with_deny_kind
 from verdict.engine.evaluate import evaluate, evaluate_shared, slice_roots
 from verdict.engine.explain import Explainer
@@ -19,7 +20,6 @@ from verdict.engine.selection import ParentMap, parent_map
 from verdict.engine.turns import give_turn
 from verdict.errors import (
     BatchTooLargeError,
-    DeadlineExceededError,
     EntityDataError,
     InternalError,
     StoreUnavailableError,
@@ -247,13 +247,6 @@ class Authorizer:
         except Exception as exc:  # one item's bug must not sink the whole batch
             log.error("batch_item_failed", error_type=type(exc).__name__)
             return InternalError()
-
-
-def check_deadline(deadline: float | None) -> None:
-    """Give up on a request whose caller has stopped waiting: its answer would be thrown away,
-    and under overload evaluating it anyway only delays the calls that can still be answered."""
-    if deadline is not None and time.monotonic() >= deadline:
-        raise DeadlineExceededError
 
 
 def _parents(entity_slice: EntitySlice) -> ParentMap:

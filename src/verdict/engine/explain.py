@@ -3,6 +3,9 @@ conditions is evaluated by Cedar as a policy of its own, on the same request and
 
 Nothing here reasons about Cedar by hand: a conjunct held if Cedar's answer names its probe
 as determining, errored if Cedar reports its probe as erroring, and was false otherwise.
+
+The probes of a selection are built and evaluated in parts of PROBE_CHUNK policies, the caller's
+deadline checked before each: a selection of thousands of policies takes seconds to explain.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 
 from verdict import cedar
 from verdict.cedar import Entities, PolicySetHandle
+from verdict.engine.deadline import check_deadline
 from verdict.engine.evaluate import cedar_request
 from verdict.engine.selection import ParentMap
 from verdict.model import AuthorizationRequest, JsonObject
@@ -21,6 +25,9 @@ from verdict.policy.policy_sets import SelectionCache, SelectionCacheLimits
 from verdict.policy.snapshot import StoreSnapshot
 
 _ALL = {"op": "All"}
+# Policies per probe set: ~30 ms to build or evaluate for policies of a few conjuncts, so a
+# passed deadline is noticed that soon; a selection this small is still one Cedar call.
+PROBE_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -75,10 +82,11 @@ class _Policy:
 @dataclass(frozen=True)
 class _ProbeSet:
     """What explaining one selection needs besides the request: its policies' clauses and
-    one policy set of every conjunct as a probe (None: no conditions at all)."""
+    every conjunct as a probe, in policy sets of PROBE_CHUNK policies' probes at most (none
+    for policies without conditions)."""
 
     policies: tuple[_Policy, ...]
-    policy_set: PolicySetHandle | None
+    policy_sets: tuple[PolicySetHandle, ...]
 
 
 class Explainer:
@@ -104,7 +112,13 @@ class Explainer:
         entities: Entities,
         parents: ParentMap,
     ) -> tuple[PolicyExplanation, ...]:
-        """The explanation of every policy whose scope matches ``request``, in load order."""
+        """The explanation of every policy whose scope matches ``request``, in load order.
+
+        Raises DeadlineExceededError once the request's deadline has passed: before it starts
+        (the decision may have used the time up), between parts and after the last. The
+        explanation is part of the answer: never sent in part, and never sent late, where the
+        server would count and audit as answered a decision its caller had given up on."""
+        check_deadline(request.deadline)
         index = store.index
         key = index.select([(request.principal, request.action, request.resource)], parents)
         with self._lock:
@@ -112,13 +126,16 @@ class Explainer:
             if cache is None:
                 cache = SelectionCache(_probe_limits(index.cache_limits))
                 self._probe_sets[index] = cache
-        probes = cache.get(key, lambda: _probe_set(index.forms(key)))
+        probes = cache.get(key, lambda: _probe_set(index, key, request.deadline))
         held: set[str] = set()
         errored: set[str] = set()
-        if probes.policy_set is not None:
-            request_json = cedar_request(request)
-            raw = cedar.is_authorized(request_json, probes.policy_set, entities, store.schema)
-            held, errored = set(raw.reasons), {e.policy_id for e in raw.errors}
+        request_json = cedar_request(request)
+        for policy_set in probes.policy_sets:
+            check_deadline(request.deadline)
+            raw = cedar.is_authorized(request_json, policy_set, entities, store.schema)
+            held.update(raw.reasons)
+            errored.update(e.policy_id for e in raw.errors)
+        check_deadline(request.deadline)
         explained = [_explain_one(policy, held, errored) for policy in probes.policies]
         return tuple(sorted(explained, key=lambda e: store.position(e.policy_id)))
 
@@ -130,10 +147,28 @@ def _probe_limits(decisions: SelectionCacheLimits) -> SelectionCacheLimits:
     return SelectionCacheLimits(decisions.max_sets // 8, decisions.max_policies // 8)
 
 
-def _probe_set(forms: list[tuple[str, JsonObject]]) -> _ProbeSet:
-    probes: dict[str, JsonObject] = {}
+def _probe_set(index: PolicyIndex, key: tuple[int, ...], deadline: float | None) -> _ProbeSet:
+    """The probes of selection ``key``, a part at a time while the deadline allows (a set
+    given up on is not kept: nothing is returned)."""
+    policies: list[_Policy] = []
+    policy_sets = []
+    for start in range(0, len(key), PROBE_CHUNK):
+        check_deadline(deadline)
+        probes: dict[str, JsonObject] = {}
+        forms = index.forms(key[start : start + PROBE_CHUNK])
+        policies += _probes(forms, start, probes)
+        if probes:
+            policy_sets.append(cedar.build_policy_set(probes, {}))
+    return _ProbeSet(tuple(policies), tuple(policy_sets))
+
+
+def _probes(
+    forms: list[tuple[str, JsonObject]], first: int, probes: dict[str, JsonObject]
+) -> list[_Policy]:
+    """The policies of ``forms`` (numbered from ``first``) with their clauses; each conjunct's
+    probe is added to ``probes`` under a name unique in the selection."""
     policies = []
-    for number, (policy_id, form) in enumerate(forms):
+    for number, (policy_id, form) in enumerate(forms, start=first):
         clauses = []
         for clause, condition in enumerate(form.get("conditions", [])):
             names = []
@@ -149,8 +184,7 @@ def _probe_set(forms: list[tuple[str, JsonObject]]) -> _ProbeSet:
                 names.append(name)
             clauses.append(_Clause(str(condition.get("kind", "when")), tuple(names)))
         policies.append(_Policy(policy_id, str(form.get("effect", "")), tuple(clauses)))
-    policy_set = cedar.build_policy_set(probes, {}) if probes else None
-    return _ProbeSet(tuple(policies), policy_set)
+    return policies
 
 
 def _explain_one(policy: _Policy, held: set[str], errored: set[str]) -> PolicyExplanation:

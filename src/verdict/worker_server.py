@@ -1,0 +1,125 @@
+"""One worker process of `verdict serve --workers N`: a whole server, started and watched by the
+supervisor over a socket, once verdict.worker (the process's entry point) has set its signals.
+
+The socket carries one line each way: the supervisor sends the worker's index and settings
+(never on the command line, which every local user can read), the worker answers with its ports
+once it serves. Afterwards the socket only tells the worker that the supervisor is gone (end of
+file), and the supervisor that the worker is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from verdict import early_signals, event_loop
+from verdict.app import App, build_app, shut_down, start, stop
+from verdict.config import Settings
+from verdict.errors import ConfigError, PolicyLoadError
+from verdict.telemetry.logging import configure_logging
+from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
+from verdict.transport.shutdown_signals import ShutdownSignals
+
+log = structlog.get_logger(__name__)
+EXIT_ERROR = 2
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel send SIGTERM (a graceful drain) when the supervisor dies, even mid-load.
+
+    Linux only; elsewhere the end of file on the socket, watched once serving, does the same.
+    The parent may have died before this call: then it is too late for the kernel to tell.
+    """
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        raise SystemExit(0)
+
+
+def read_order(channel: socket.socket) -> tuple[int, dict[str, Any]]:
+    """The index and settings the supervisor sent, as one JSON line."""
+    with channel.makefile("rb") as lines:
+        order = json.loads(lines.readline())
+    return int(order["index"]), dict(order["settings"])
+
+
+async def serve(app: App, channel: socket.socket, index: int) -> int:
+    """Start, report the ports, serve until SIGTERM/SIGINT or the supervisor is gone, drain."""
+    loop = asyncio.get_running_loop()
+    signals = ShutdownSignals()
+    signals.install()
+    try:
+        server = await start(app, worker=index)
+    except OSError as exc:  # the port: grpc says only that it could not bind
+        print(f"cannot serve: {exc}", file=sys.stderr)
+        await stop(app, 0)
+        return EXIT_ERROR
+    ready = {"port": server.port, "health_port": server.health_port, "pid": os.getpid()}
+    channel.sendall(json.dumps(ready).encode() + b"\n")
+    channel.setblocking(False)
+
+    def supervisor_gone() -> None:
+        # The supervisor never writes after the order: readable means end of file (or reset).
+        try:
+            data = channel.recv(1)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(channel.fileno())
+            log.warning("supervisor_gone")
+            signals.trigger()
+
+    loop.add_reader(channel.fileno(), supervisor_gone)
+    await signals.next()
+    await shut_down(app, signals)
+    return 0
+
+
+def worker_settings(settings: Settings, index: int) -> Settings:
+    """The settings of worker ``index``: each worker writes its own audit file
+    (``decisions.w0.jsonl``, ...), a chain of its own that no other process appends to."""
+    if settings.audit_sink != "file":
+        return settings
+    path = settings.audit_file
+    return settings.model_copy(
+        update={"audit_file": path.with_name(f"{path.stem}.w{index}{path.suffix}")}
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run one worker on the socket ``argv[0]`` (a file descriptor) for supervisor ``argv[1]``."""
+    early_signals.stop_quietly_until_serving()  # and a stop kept while importing ends it now
+    channel = socket.socket(fileno=int(argv[0]))
+    die_with_parent(int(argv[1]))
+    index, fields = read_order(channel)
+    settings = worker_settings(Settings(**fields), index)
+    configure_logging(settings.log_level, settings.log_format)
+    structlog.contextvars.bind_contextvars(worker=index)
+    redis_connections = settings.redis_max_connections if settings.redis_url else 0
+    try:
+        ensure_open_files(open_files_needed(settings.max_connections, redis_connections))
+        app = build_app(settings)
+    except OpenFilesError as exc:
+        print(f"cannot serve: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except PolicyLoadError as exc:
+        print(f"cannot load policy stores:\n{exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except ConfigError as exc:
+        print(f"invalid configuration:\n{exc}", file=sys.stderr)
+        return EXIT_ERROR
+    # The supervisor's command checked that the chosen loop is available.
+    return event_loop.run(serve(app, channel, index), settings.event_loop)
