@@ -367,7 +367,7 @@ def test_a_sighup_for_an_edit_during_the_start_load_is_not_lost(tmp_path: Path) 
         decisions = []
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = pb_grpc.AuthorizationServiceStub(channel)
-            settle = time.monotonic() + 20  # a queued reload re-reads the large store: seconds under load
+            settle = time.monotonic() + 20  # a queued reload re-reads 32 MB: slow under load
             while time.monotonic() < settle:
                 decisions.append(stub.IsAuthorized(ALLOW_REQUEST, timeout=10).decision)
                 if decisions[-1] == pb.DECISION_DENY:
@@ -407,7 +407,7 @@ def test_a_sighup_while_worker_1_loads_reaches_worker_1(tmp_path: Path) -> None:
         while '"policy_reloaded"' not in log.read_text(errors="replace"):  # worker 0's reload
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        settle = time.monotonic() + 20  # a queued reload re-reads the large store: seconds under load
+        settle = time.monotonic() + 20  # a queued reload re-reads 32 MB: slow under load
         while True:
             decisions = set()
             for _ in range(24):  # fresh connections: the kernel spreads them over both workers
