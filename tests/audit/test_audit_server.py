@@ -19,7 +19,7 @@ from tests.redis_support import RedisProcess
 from tests.security.authn_support import verdict_app
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
-from verdict.audit.chain import verify
+from verdict.audit.verify import verify
 from verdict.client import build_request
 
 CASES = lending_cases()

@@ -13,9 +13,10 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from tests.redis_support import RedisProcess
-from verdict.audit.chain import Chainer, verify
+from verdict.audit.chain import Chainer
 from verdict.audit.log import AuditLog, AuditMode
 from verdict.audit.sinks import FileSink, RedisStreamSink
+from verdict.audit.verify import verify
 from verdict.config import Settings
 from verdict.errors import AuditUnavailableError
 from verdict.worker_server import worker_settings

@@ -14,8 +14,9 @@ import pytest
 from tests.audit.test_audit_cli import recorded_lines, write_log
 from tests.conftest import POLICIES
 from tests.integration.test_cli import verdict
-from verdict.audit.chain import MAX_MARKS, Chainer, Unacknowledged, canonical, line_hash, verify
+from verdict.audit.chain import MAX_MARKS, Chainer, canonical, line_hash
 from verdict.audit.keys import AuditKey, AuditKeyError, read_audit_key
+from verdict.audit.verify import Unacknowledged, verify
 
 KEY = AuditKey.from_secret(b"k" * 32)
 OTHER = AuditKey.from_secret(b"o" * 32)
@@ -81,7 +82,7 @@ def test_a_successor_marks_what_may_have_been_stored_and_carries_marks_over_fail
     ]
     lines = [*stored, *late, resumed]
     assert verify(lines, KEY) == (5, [])
-    marks = Unacknowledged.of(lines)
+    marks = Unacknowledged.of(lines, KEY)
     assert [marks.holds(json.loads(line)) for line in lines] == [False, False, True, True, False]
     assert marks.holds(json.loads(lost))
     assert marks.count(lines) == 2
@@ -166,13 +167,16 @@ def test_verify_cli_checks_signatures_and_reports_unacknowledged_records(tmp_pat
     assert "does not exist" in unusable.stderr
 
 
-def test_replay_skips_records_that_were_never_acknowledged(tmp_path: Path) -> None:
-    """A log whose last segment marks its predecessor's last two records: against a frozen
-    store, those two are counted "never acknowledged", never reported as changes."""
+def test_replay_skips_records_that_signed_marks_say_were_never_acknowledged(
+    tmp_path: Path,
+) -> None:
+    """A signed log whose last segment marks its predecessor's last two records: against a
+    frozen store, `replay --key-file` counts those two "never acknowledged", never changes;
+    without the key the marks are not trusted and all six are replayed."""
     decisions = [json.loads(line) for line in asyncio.run(recorded_lines())]
     kept = [r for r in decisions if "source_ip" not in r["context_keys"]][:6]
     plain = [{k: v for k, v in r.items() if k not in ("segment", "seq", "prev")} for r in kept]
-    first = Chainer("a")
+    first = Chainer("a", KEY)
     lines = [first.chain(record) for record in plain[:3]]
     state = first.state()
     lines += [first.chain(record) for record in plain[3:5]]
@@ -182,6 +186,11 @@ def test_replay_skips_records_that_were_never_acknowledged(tmp_path: Path) -> No
     (candidate / "lending" / "freeze.cedar").write_text(
         '@id("freeze")\nforbid (principal, action, resource);\n'
     )
-    result = verdict("audit", "replay", str(write_log(tmp_path, lines)), "--stores", str(candidate))
+    key = tmp_path / "audit.key"
+    key.write_bytes(KEY.secret)
+    log = str(write_log(tmp_path, lines))
+    result = verdict("audit", "replay", log, "--stores", str(candidate), "--key-file", str(key))
     assert "not replayed (never acknowledged): 2" in result.stdout, result.stdout
     assert "4 replayed" in result.stdout
+    unkeyed = verdict("audit", "replay", log, "--stores", str(candidate))
+    assert "6 replayed" in unkeyed.stdout, unkeyed.stdout

@@ -25,7 +25,8 @@ from tests.redis_support import RedisProcess
 from tests.security.authn_support import verdict_app
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
-from verdict.audit.chain import Unacknowledged, verify
+from verdict.audit.keys import AuditKey
+from verdict.audit.verify import Unacknowledged, verify
 from verdict.client import build_request
 from verdict.model import EntityUid
 
@@ -161,15 +162,26 @@ async def test_a_write_that_fails_half_way_leaves_a_consistent_log(tmp_path: Pat
     assert "refused" not in {json.loads(line)["request_id"] for line in lines}
 
 
-async def stall_during_one_decision(redis: RedisProcess, mode: str) -> tuple[list[str], list[str]]:
+KEY = AuditKey.from_secret(b"round-7-signing-key-of-32-bytes!")
+
+
+async def stall_during_one_decision(
+    redis: RedisProcess, mode: str, tmp_path: Path
+) -> tuple[list[str], list[str]]:
     """Decisions "first", "stalled" (Redis stopped with SIGSTOP past the client's socket
-    timeout, then resumed) and "third" on a server writing its audit log to ``redis`` in
-    ``mode``: the answers and the stream's lines once the stalled XADDs have run."""
+    timeout, then resumed) and "third" on a server writing its signed audit log to ``redis``
+    in ``mode``: the answers and the stream's lines once the stalled XADDs have run."""
+    key_file = tmp_path / "audit.key"
+    key_file.write_bytes(KEY.secret)
     assert redis.process is not None
     pid = redis.process.pid
     answers = []
     async with verdict_app(
-        audit_sink="redis", audit_redis_url=redis.url, audit_mode=mode, audit_wait_seconds=0.5
+        audit_sink="redis",
+        audit_redis_url=redis.url,
+        audit_mode=mode,
+        audit_wait_seconds=0.5,
+        audit_key_file=key_file,
     ) as app:
         assert app.server is not None
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
@@ -192,33 +204,33 @@ async def stall_during_one_decision(redis: RedisProcess, mode: str) -> tuple[lis
 
 def acknowledged_ids(lines: list[str]) -> list[str]:
     """The request ids of the records the writer saw acknowledged, in stream order."""
-    marks = Unacknowledged.of(lines)
+    marks = Unacknowledged.of(lines, KEY)
     records = [json.loads(line) for line in lines]
     return [record["request_id"] for record in records if not marks.holds(record)]
 
 
 async def test_a_stalled_redis_does_not_leave_a_refused_decision_in_the_stream(
-    redis: RedisProcess,
+    redis: RedisProcess, tmp_path: Path
 ) -> None:
     """Deny mode: the decision whose XADD stalls is refused UNAVAILABLE. The XADD already sent
     runs when Redis resumes (it cannot be taken back): the stream must still verify, with no
     seq repeated, and mark that record as never acknowledged, so that neither a reader nor
     replay takes the refused call for an answered decision."""
-    answers, lines = await stall_during_one_decision(redis, "deny")
+    answers, lines = await stall_during_one_decision(redis, "deny", tmp_path)
     assert answers == ["ALLOW", "UNAVAILABLE", "ALLOW"]
-    assert verify(lines)[1] == []
+    assert verify(lines, KEY)[1] == []
     assert "stalled" in {json.loads(line)["request_id"] for line in lines}  # the XADD ran late
     assert acknowledged_ids(lines) == ["first", "third"]
 
 
 async def test_a_stalled_redis_in_block_mode_records_the_decision_once(
-    redis: RedisProcess,
+    redis: RedisProcess, tmp_path: Path
 ) -> None:
     """Block mode: the stalled decision waits and is answered once Redis resumes; its record
     may be stored twice (the stalled XADD and the retry), but only once as acknowledged."""
-    answers, lines = await stall_during_one_decision(redis, "block")
+    answers, lines = await stall_during_one_decision(redis, "block", tmp_path)
     assert answers == ["ALLOW", "ALLOW", "ALLOW"]
-    assert verify(lines)[1] == []
+    assert verify(lines, KEY)[1] == []
     assert acknowledged_ids(lines) == ["first", "stalled", "third"]
 
 

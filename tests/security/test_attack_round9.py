@@ -2,8 +2,12 @@
 marks of writes whose outcome is unknown (docs/audit.md), attacked by someone who can write the
 log but does not hold the key, and by a hostile gRPC caller whose values end up in records.
 
-Findings are xfail(strict=True): each asserts the correct behaviour. The attacks that held are
-kept as passing tests."""
+Seven findings, each a test asserting the correct behaviour, all fixed in the same session
+(verdict.audit.verify): a non-ASCII mac and a 5,000-digit integer crashed verify; a signed
+segment copied into another file, acknowledged records cut before a marking segment, and
+records cut from the middle of a file at a restart went unnoticed; forged unsigned marks hid
+real decisions from replay; a non-canonical last line passed. The attacks that held are kept
+as passing tests."""
 
 from __future__ import annotations
 
@@ -61,11 +65,6 @@ def no_traceback(result: Any) -> bool:
 # --- Findings ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a non-ASCII mac string makes hmac.compare_digest raise TypeError; "
-    "`verdict audit verify --key-file` dies with a traceback instead of reporting the line",
-)
 def test_a_mac_with_a_non_ascii_character_is_a_break_not_a_traceback(tmp_path: Path) -> None:
     """The writer (no key) replaces the last record's mac with "é" (key_id kept). verify must
     name line 3 as a bad MAC and exit 1, not crash."""
@@ -80,11 +79,6 @@ def test_a_mac_with_a_non_ascii_character_is_a_break_not_a_traceback(tmp_path: P
     assert "mac does not match" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: json.loads raises ValueError (not JSONDecodeError) on an integer over "
-    "4300 digits; verify and replay die with a traceback on one such line",
-)
 def test_a_huge_integer_in_a_line_is_reported_not_a_traceback(tmp_path: Path) -> None:
     """One appended line ``{"seq": 111...1}`` (5000 digits). verify --key-file must report it
     as a break at its line (exit 1); replay must skip it and exit normally."""
@@ -98,11 +92,6 @@ def test_a_huge_integer_in_a_line_is_reported_not_a_traceback(tmp_path: Path) ->
     assert replayed.returncode == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: verify keeps chain state per file, so a signed segment (or its prefix) "
-    "copied from a rotated file into the current one verifies: old decisions replayed as new",
-)
 def test_a_signed_segment_copied_into_another_file_is_found(tmp_path: Path) -> None:
     """A rotated file holds segment A; the live file holds segment B. The writer (no key)
     appends A's first two records to the live file. Every line is genuinely signed and each
@@ -114,12 +103,6 @@ def test_a_signed_segment_copied_into_another_file_is_found(tmp_path: Path) -> N
     assert result.returncode == 1, result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a mark `follows: [{segment: A, acknowledged: 3}]` says A had 3 "
-    "acknowledged records, but verify never checks it: A's acknowledged tail is removed "
-    "from the middle of the log and verify --key-file exits 0",
-)
 def test_acknowledged_records_removed_before_a_marking_segment_are_found(
     tmp_path: Path,
 ) -> None:
@@ -135,12 +118,6 @@ def test_acknowledged_records_removed_before_a_marking_segment_are_found(
     assert result.returncode == 1, result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: the file sink appends a new segment to the same file after a restart, "
-    "so records cut off the end of the first segment (the middle of the file) leave no trace, "
-    "contrary to docs/audit.md ('only cutting records off the end of a file')",
-)
 async def test_records_removed_from_the_middle_of_a_file_at_a_restart_are_found(
     tmp_path: Path,
 ) -> None:
@@ -183,11 +160,6 @@ def _changed_decision_log(tmp_path: Path) -> tuple[list[str], str]:
     return [chainer.chain(record) for _ in range(2)], "stream-real"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: replay (and verify's 'never acknowledged' count) honour follows marks of "
-    "unsigned, forged lines: in a signed log the writer hides real decisions from replay",
-)
 def test_a_forged_unsigned_mark_does_not_hide_signed_records_from_replay(
     tmp_path: Path,
 ) -> None:
@@ -209,12 +181,6 @@ def test_a_forged_unsigned_mark_does_not_hide_signed_records_from_replay(
     assert after.returncode == 1, after.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding (low): the MAC covers the parsed record, not the line; a segment's last "
-    "line can be rewritten in a non-canonical form (a duplicate key first-wins parsers read "
-    "as DENY) and verify --key-file still exits 0",
-)
 def test_a_non_canonical_last_line_is_found(tmp_path: Path) -> None:
     """The last record (ALLOW) gets a leading duplicate ``"decision":"DENY"``: Python's json
     keeps the last value, so the MAC matches, and no later prev covers the raw line."""

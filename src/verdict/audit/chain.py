@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from verdict.audit.keys import AuditKey
@@ -61,19 +60,30 @@ def canonical(record: Mapping[str, Any]) -> str:
 
 class Chainer:
     """Stamps records of one segment with ``segment``, ``seq`` and ``prev`` (and, with a key,
-    ``key_id`` and ``mac``); the first record of a segment that ``follows`` another says so."""
+    ``key_id`` and ``mac``). A segment's first record says which segments it ``follows``
+    after failed writes, and which segment's last record it comes ``after`` in a file (a
+    restart, a rotation), so that records cut from the end of that segment are found."""
 
     def __init__(
         self,
         segment: str,
         key: AuditKey | None = None,
         follows: Sequence[Mapping[str, Any]] = (),
+        after: Mapping[str, Any] | None = None,
     ) -> None:
         self.segment = segment
         self.key = key
         self._seq = 0
         self._prev = anchor(segment)
         self._follows = list(follows)
+        self._after = after
+
+    def last(self) -> dict[str, Any] | None:
+        """Where this segment ends so far (``{segment, seq, hash}`` of its last line), for
+        the segment that comes after it in the same file or the next one to name."""
+        if self._seq == 0:
+            return None
+        return {"segment": self.segment, "seq": self._seq - 1, "hash": self._prev}
 
     def successor(self, state: tuple[int, str], segment: str) -> Chainer:
         """The chain that goes on in ``segment`` after lines chained since ``state`` may or may
@@ -100,6 +110,8 @@ class Chainer:
         stamped = {**record, "segment": self.segment, "seq": self._seq, "prev": self._prev}
         if self._seq == 0 and self._follows:
             stamped["follows"] = self._follows
+        if self._seq == 0 and self._after is not None:
+            stamped["after"] = dict(self._after)
         if self.key is not None:
             stamped["key_id"] = self.key.key_id
             stamped[MAC_FIELD] = self.key.mac(canonical(stamped))
@@ -107,109 +119,3 @@ class Chainer:
         self._seq += 1
         self._prev = line_hash(line)
         return line
-
-
-@dataclass(frozen=True)
-class Break:
-    """Where a chain is broken: the line number (1-based, in what was read) and why."""
-
-    position: int
-    segment: str
-    problem: str
-
-
-def verify(lines: Iterable[str], key: AuditKey | None = None) -> tuple[int, list[Break]]:
-    """Check every segment's chain in ``lines`` (and, given ``key``, every record's MAC); the
-    number of records read and the breaks.
-
-    Segments may be interleaved (several writers on one Redis stream); each is checked on
-    its own, in the order its records appear.
-    """
-    state: dict[str, tuple[int, str]] = {}  # segment -> (next seq, expected prev)
-    breaks: list[Break] = []
-    count = 0
-    for position, line in _numbered(lines):
-        count += 1
-        record = _parse(line)
-        if record is None:
-            breaks.append(Break(position, "", "not a JSON audit record"))
-            continue
-        segment, seq, prev = record.get("segment"), record.get("seq"), record.get("prev")
-        if not isinstance(segment, str) or not isinstance(seq, int) or not isinstance(prev, str):
-            breaks.append(Break(position, str(segment), "no segment, seq or prev"))
-            continue
-        expected_seq, expected_prev = state.get(segment, (0, anchor(segment)))
-        unsigned = _unsigned(record, key)
-        if unsigned is not None:
-            breaks.append(Break(position, segment, unsigned))
-        elif seq != expected_seq:
-            problem = f"seq {seq} where {expected_seq} was expected (records removed or reordered)"
-            breaks.append(Break(position, segment, problem))
-        elif prev != expected_prev:
-            problem = "prev does not match the record before it (a record altered or replaced)"
-            breaks.append(Break(position, segment, problem))
-        state[segment] = (seq + 1, line_hash(line))
-    return count, breaks
-
-
-def _unsigned(record: dict[str, Any], key: AuditKey | None) -> str | None:
-    """Why ``record`` is not signed by ``key`` (None: it is, or there is no key to check)."""
-    if key is None:
-        return None
-    mac, key_id = record.get(MAC_FIELD), record.get("key_id")
-    if not isinstance(mac, str):
-        return "no mac: a record not signed with the key (forged, or written without a key)"
-    if key_id != key.key_id:
-        return f"signed with another key (key_id {str(key_id)[:32]!r}, not {key.key_id!r})"
-    body = {name: value for name, value in record.items() if name != MAC_FIELD}
-    if not key.signed(canonical(body), mac):
-        return "mac does not match: the record was altered or forged"
-    return None
-
-
-@dataclass(frozen=True)
-class Unacknowledged:
-    """Records written but never acknowledged (see the module docstring), by segment: each
-    segment's records from its ``seq`` on."""
-
-    first_seq: dict[str, int]
-
-    @classmethod
-    def of(cls, lines: Iterable[str]) -> Unacknowledged:
-        """The marks that segments' first records in ``lines`` carry."""
-        first_seq: dict[str, int] = {}
-        for _, line in _numbered(lines):
-            record = _parse(line)
-            follows = record.get("follows") if record is not None else None
-            for mark in follows if isinstance(follows, list) else ():
-                if not isinstance(mark, dict):
-                    continue
-                segment, acknowledged = mark.get("segment"), mark.get("acknowledged")
-                if isinstance(segment, str) and isinstance(acknowledged, int):
-                    first_seq[segment] = min(acknowledged, first_seq.get(segment, acknowledged))
-        return cls(first_seq)
-
-    def holds(self, record: Mapping[str, Any]) -> bool:
-        """Whether ``record`` is one of them: its decision was never answered as recorded."""
-        segment, seq = record.get("segment"), record.get("seq")
-        first = self.first_seq.get(segment) if isinstance(segment, str) else None
-        return first is not None and isinstance(seq, int) and seq >= first
-
-    def count(self, lines: Iterable[str]) -> int:
-        """How many records of ``lines`` are unacknowledged."""
-        return sum(1 for _, line in _numbered(lines) if self.holds(_parse(line) or {}))
-
-
-def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
-    for number, line in enumerate(lines, start=1):
-        stripped = line.rstrip("\n")
-        if stripped:
-            yield number, stripped
-
-
-def _parse(line: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(line)
-    except (json.JSONDecodeError, RecursionError):  # nested past the parser's depth: no record
-        return None
-    return value if isinstance(value, dict) else None

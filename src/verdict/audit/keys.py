@@ -43,7 +43,9 @@ class AuditKey:
 
     def signed(self, unsigned_line: str, mac: str) -> bool:
         """Whether ``mac`` is this key's MAC of ``unsigned_line`` (compared in constant time)."""
-        return hmac.compare_digest(self.mac(unsigned_line), mac)
+        # Bytes: compare_digest refuses str with non-ASCII characters (a forged mac "é...").
+        expected = self.mac(unsigned_line).encode()
+        return hmac.compare_digest(expected, mac.encode("utf-8", "surrogatepass"))
 
 
 def read_audit_key(path: Path) -> AuditKey:

@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from verdict.audit.chain import Chainer
+from verdict.audit.chain import Chainer, line_hash
 from verdict.audit.keys import AuditKey
+from verdict.audit.verify import parse_record
+
+TAIL_BYTES = 1 << 20  # read back from a file's end to find its last record (records are small)
 
 
 def new_segment(prefix: str) -> str:
@@ -66,20 +69,23 @@ class FileSink:
         self.max_seconds = max_seconds
         self.fsync = fsync
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.chainer = Chainer(new_segment("file"), key)
         self._fd = self._open()
+        # A restart appends to the file: the new segment names the last record before it, so
+        # that records cut from the end of the previous run's segment (mid-file) are found.
+        self.chainer = Chainer(new_segment("file"), key, after=_last_record(self._fd))
         self._opened = time.monotonic()
 
     def _open(self) -> int:
         # O_APPEND: concurrent writers (never intended) could not overwrite each other.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)  # read: the tail
         return os.open(self.path, flags, 0o640)
 
     def _start_file(self) -> None:
         fd = self._open()  # first: if it fails, the descriptor held is still a valid one
         os.close(self._fd)
         self._fd = fd
-        self.chainer = Chainer(new_segment("file"), self.key)
+        # The new segment names where the one in the rotated (or moved) file ended.
+        self.chainer = Chainer(new_segment("file"), self.key, after=self.chainer.last())
         self._opened = time.monotonic()
 
     def _still_ours(self) -> bool:
@@ -129,6 +135,24 @@ class FileSink:
     async def close(self) -> None:
         """Close the file."""
         os.close(self._fd)
+
+
+def _last_record(fd: int) -> dict[str, Any] | None:
+    """``{segment, seq, hash}`` of the last record of the file open at ``fd`` (None: empty, or
+    its last line is no record)."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return None
+    start = max(0, size - TAIL_BYTES)
+    tail = os.pread(fd, size - start, start).decode("utf-8", "replace")
+    line = tail.rstrip("\n").rpartition("\n")[2]
+    record = parse_record(line)
+    if record is None:
+        return None
+    segment, seq = record.get("segment"), record.get("seq")
+    if not isinstance(segment, str) or type(seq) is not int:
+        return None
+    return {"segment": segment, "seq": seq, "hash": line_hash(line)}
 
 
 class StdoutSink:

@@ -9,13 +9,13 @@ never guessed.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from verdict.audit.chain import Unacknowledged
+from verdict.audit.keys import AuditKey
+from verdict.audit.verify import Unacknowledged, parse_record
 from verdict.cedar_json import parse_uid
 from verdict.engine.authorizer import Authorizer
 from verdict.errors import VerdictError
@@ -49,11 +49,14 @@ class ReplayReport:
         return dict(sorted(groups.items()))
 
 
-async def replay(lines: Iterable[str], authorizer: Authorizer) -> ReplayReport:
-    """Replay every decision record in ``lines`` through ``authorizer``."""
+async def replay(
+    lines: Iterable[str], authorizer: Authorizer, key: AuditKey | None = None
+) -> ReplayReport:
+    """Replay every decision record in ``lines`` through ``authorizer``; given ``key``, skip
+    those that records signed with it mark as never acknowledged."""
     report = ReplayReport()
     lines = list(lines)
-    unacknowledged = Unacknowledged.of(lines)
+    unacknowledged = Unacknowledged.of(lines, key)
     for position, line in enumerate(lines, start=1):
         record = _decision_record(line)
         if record is None:
@@ -79,11 +82,8 @@ async def replay(lines: Iterable[str], authorizer: Authorizer) -> ReplayReport:
 
 
 def _decision_record(line: str) -> dict[str, Any] | None:
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, RecursionError):  # nested past the parser's depth
-        return None
-    if not isinstance(record, dict) or record.get("decision") not in ("ALLOW", "DENY"):
+    record = parse_record(line)
+    if record is None or record.get("decision") not in ("ALLOW", "DENY"):
         return None
     return record
 

@@ -13,6 +13,7 @@ from verdict.cli.common import EXIT_FAILED as EXIT_FOUND
 from verdict.cli.common import EXIT_OK, fail, unusable
 
 if TYPE_CHECKING:  # imported where used: not for --help
+    from verdict.audit.keys import AuditKey
     from verdict.authoring.replay import ReplayReport
 
 
@@ -50,21 +51,23 @@ def add_audit_command(commands: Any) -> None:
     )
     again.add_argument("file", type=Path, help="an audit JSONL file")
     again.add_argument("--stores", type=Path, required=True, help="candidate policy stores")
+    again.add_argument(
+        "--key-file",
+        type=Path,
+        metavar="FILE",
+        help="the server's --audit-key-file: records that signed marks say were never "
+        "acknowledged are skipped (without it, every record is replayed)",
+    )
     again.set_defaults(func=_replay)
 
 
 def _verify(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
-    from verdict.audit.chain import Unacknowledged, record_lines, verify
-    from verdict.audit.keys import AuditKeyError, read_audit_key
+    from verdict.audit.chain import record_lines
+    from verdict.audit.verify import Unacknowledged, verify_sources
 
-    key = None
-    if args.key_file is not None:
-        try:
-            key = read_audit_key(args.key_file)
-        except AuditKeyError as exc:
-            fail(f"--key-file {args.key_file}: {exc}")
+    key = _key(args.key_file)
     if args.redis_url:
         try:
             sources = {f"{args.redis_url} {args.stream}": asyncio.run(_stream_lines(args))}
@@ -78,9 +81,10 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         fail("name audit files or --redis-url")
     broken = False
-    marks = Unacknowledged.of(line for lines in sources.values() for line in lines)
+    marks = Unacknowledged.of((line for lines in sources.values() for line in lines), key)
+    checked = verify_sources(sources, key)
     for name, lines in sources.items():
-        count, breaks = verify(lines, key)
+        count, breaks = checked.counts[name], checked.breaks[name]
         for found in breaks:
             print(f"{name}:{found.position}: segment {found.segment}: {found.problem}")
         state = "intact" if not breaks else f"{len(breaks)} breaks"
@@ -128,10 +132,22 @@ def _replay(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {args.file}: {exc}")
     authorizer = Authorizer(PolicyHolder(snapshot), entities)
-    report = asyncio.run(replay(lines, authorizer))
+    report = asyncio.run(replay(lines, authorizer, _key(args.key_file)))
     for line in report_lines(report):
         print(line)
     return EXIT_FOUND if report.changes else EXIT_OK
+
+
+def _key(path: Path | None) -> AuditKey | None:
+    """The key of ``--key-file`` (exit 2 when it cannot be used), or None."""
+    from verdict.audit.keys import AuditKeyError, read_audit_key
+
+    if path is None:
+        return None
+    try:
+        return read_audit_key(path)
+    except AuditKeyError as exc:
+        fail(f"--key-file {path}: {exc}")
 
 
 def report_lines(report: ReplayReport) -> Iterator[str]:
