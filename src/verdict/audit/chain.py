@@ -1,11 +1,11 @@
-"""Hash chaining of audit records, and the check that finds a removed, reordered or altered one.
+"""Hash chaining of audit records (``verdict.audit.verify`` checks the chains).
 
 Each record is one line of canonical JSON. It carries ``segment`` (which chain it belongs to: a
 file, or one writer's part of a Redis stream), ``seq`` (its position in the segment) and
 ``prev``: the SHA-256 of the previous line of the segment, or, for the first, the anchor
 ``"anchor:" + segment``. Changing, removing or reordering any record breaks the next record's
-``prev`` (or its ``seq``). Only cutting records off the end leaves no trace in the chain
-itself: ship records off the machine as they are written (the Redis stream sink) to keep a
+``prev`` (or its ``seq``). Only cutting records off the end of the newest segment leaves no
+trace in the chain itself: ship records off the machine as they are written (the Redis stream sink) to keep a
 copy an attacker on the host cannot shorten. With a key (``verdict.audit.keys``), each record
 also carries ``key_id`` and ``mac``, and records made without the key are found too.
 
