@@ -5,9 +5,10 @@ file, or one writer's part of a Redis stream), ``seq`` (its position in the segm
 ``prev``: the SHA-256 of the previous line of the segment, or, for the first, the anchor
 ``"anchor:" + segment``. Changing, removing or reordering any record breaks the next record's
 ``prev`` (or its ``seq``). Only cutting records off the end of the newest segment leaves no
-trace in the chain itself: ship records off the machine as they are written (the Redis stream sink) to keep a
-copy an attacker on the host cannot shorten. With a key (``verdict.audit.keys``), each record
-also carries ``key_id`` and ``mac``, and records made without the key are found too.
+trace in the chain itself: ship records off the machine as they are written (the Redis stream
+sink) to keep a copy an attacker on the host cannot shorten. With a key
+(``verdict.audit.keys``), each record also carries ``key_id`` and ``mac``, and records made
+without the key are found too.
 
 A write whose outcome is unknown (a Redis call that timed out may still run when Redis
 resumes) cannot be taken back, so the chain is not rewound over it: the writer goes on in a new
