@@ -22,7 +22,7 @@ from verdict.files import FileReadError, read_text
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
 from verdict.progress import Reporter
 from verdict.store.bulk import load_entities
-from verdict.store.entity_file import shaped_entities
+from verdict.store.entity_file import refusal_reason, shaped_entities
 from verdict.store.json_lines import error_line
 from verdict.store.redis_store import RedisEntityStore
 
@@ -74,9 +74,7 @@ async def load_entities_file(
             with progress.phase("validate"):
                 assert validation is not None
                 if not await validation:  # say why: Cedar's detailed reason, second pass
-                    problem = cedar.entity_problem(document, schema)
-                    reason = problem.text if problem is not None else "entities do not parse"
-                    raise RequestError("entities", reason)
+                    raise RequestError("entities", refusal_reason(document, schema))
 
         write_started = time.perf_counter()
         with progress.phase("write", total=len(entities)) as writing:

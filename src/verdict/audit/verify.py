@@ -94,6 +94,17 @@ class Verification:
         for found in self.breaks.values():
             found.sort(key=lambda b: b.position)
 
+    def unacknowledged(self) -> Unacknowledged:
+        """The records that ``follows`` marks of intact, signed records name as never
+        acknowledged; without a key, none (a mark is then as forgeable as the rest)."""
+        first_seq: dict[str, int] = {}
+        for claim in self._claims if self.key is not None else ():
+            if claim.last_hash is None:
+                first_seq[claim.target] = min(
+                    claim.records, first_seq.get(claim.target, claim.records)
+                )
+        return Unacknowledged(first_seq)
+
     def _check(self, source: str, position: int, line: str) -> tuple[str | None, str]:
         record = parse_record(line)
         if record is None:
@@ -184,26 +195,16 @@ def _field(value: Any, name: str, kind: type) -> Any:
 @dataclass(frozen=True)
 class Unacknowledged:
     """Records written but never acknowledged (``verdict.audit.chain``), by segment: each
-    segment's records from its ``seq`` on. Given a key, only marks in records signed with it
-    count; without one, none do (replay then replays them: more changes, never fewer)."""
+    segment's records from its ``seq`` on. Given a key, only marks in intact records signed
+    with it count; without one, none do (replay then replays them: more changes, never
+    fewer)."""
 
     first_seq: dict[str, int]
 
     @classmethod
     def of(cls, lines: Iterable[str], key: AuditKey | None) -> Unacknowledged:
-        """The marks that signed segments' first records in ``lines`` carry."""
-        first_seq: dict[str, int] = {}
-        if key is None:
-            return cls(first_seq)
-        for _, line in numbered(lines):
-            record = parse_record(line)
-            if record is None or unsigned_reason(record, line, key) is not None:
-                continue
-            for claim in _claims("", 0, "", record):
-                if claim.last_hash is None:
-                    previous = first_seq.get(claim.target, claim.records)
-                    first_seq[claim.target] = min(claim.records, previous)
-        return cls(first_seq)
+        """The marks in ``lines`` (one source), as ``Verification.unacknowledged`` finds them."""
+        return verify_sources({"": lines}, key).unacknowledged()
 
     def holds(self, record: Mapping[str, Any]) -> bool:
         """Whether ``record`` is one of them: its decision was never answered as recorded."""

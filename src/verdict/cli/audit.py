@@ -65,7 +65,7 @@ def _verify(args: argparse.Namespace) -> int:
     from redis.exceptions import RedisError
 
     from verdict.audit.chain import record_lines
-    from verdict.audit.verify import Unacknowledged, verify_sources
+    from verdict.audit.verify import verify_sources
 
     key = _key(args.key_file)
     if args.redis_url:
@@ -81,8 +81,8 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         fail("name audit files or --redis-url")
     broken = False
-    marks = Unacknowledged.of((line for lines in sources.values() for line in lines), key)
     checked = verify_sources(sources, key)
+    marks = checked.unacknowledged()
     for name, lines in sources.items():
         count, breaks = checked.counts[name], checked.breaks[name]
         for found in breaks:

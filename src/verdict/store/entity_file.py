@@ -49,6 +49,13 @@ def shaped_entities(
     return entities
 
 
+def refusal_reason(document: Any, schema: SchemaHandle | None) -> str:
+    """Why Cedar refused a whole entities document (``cedar.entities_conform`` said no): its
+    detailed reason, asked for only then, since the evaluation that gives it holds the GIL."""
+    problem = cedar.entity_problem(document, schema)
+    return problem.text if problem is not None else "entities do not parse"
+
+
 def read_entities_file(
     path: Path, schema: SchemaHandle | None, shown: str | None = None
 ) -> dict[EntityUid, StoredEntity]:
@@ -64,8 +71,7 @@ def read_entities_file(
         # decision for as long as it ran (~1.8 s for 60,000 entities, attack round 8). The
         # detailed reason is asked for only when the file is refused.
         if not cedar.entities_conform(text, schema, release_gil=True):
-            problem = cedar.entity_problem(document, schema)
-            raise RequestError("entities", problem.text if problem else "entities do not parse")
+            raise RequestError("entities", refusal_reason(document, schema))
         return entities
     except FileReadError as exc:
         raise PolicyLoadError([Diagnostic(name, 0, f"invalid entities: {exc}")]) from None
