@@ -140,3 +140,24 @@ def read_text(path: Path, max_bytes: int | None = None) -> str:
         return read_bytes(path, max_bytes).decode("utf-8")
     except UnicodeDecodeError:
         raise FileReadError("file is not valid UTF-8") from None
+
+
+EMPTY_STORE_FILE = (
+    "empty file, refused: an in-place rewrite shows every file empty for an instant "
+    "(to drop a file, delete it; replace store files by a rename)"
+)
+
+
+def read_store_text(path: Path, max_bytes: int) -> str:
+    """``read_text`` of a policy store's file, refusing one of zero bytes.
+
+    ``cp new.cedar guard.cedar`` and ``cat > guard.cedar`` truncate the file, then write it:
+    a reload landing in between read an empty file, which is valid Cedar (no policies), and
+    served the store without the file's forbids, though the old and the new file both hold
+    them (attack round 8). An empty file is the one state every such rewrite passes through
+    (files up to the writer's buffer, 128 KiB for cp, are then written by one call), and no
+    store needs one, so it is refused and the last good version keeps serving."""
+    text = read_text(path, max_bytes)
+    if not text:
+        raise FileReadError(EMPTY_STORE_FILE)
+    return text

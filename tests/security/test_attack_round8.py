@@ -290,27 +290,26 @@ def test_a_file_half_rewritten_in_place_is_refused_and_the_last_good_version_ser
         assert "Traceback" not in served.log.read_text(errors="replace")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Known gap (attack round 8): a reload landing while a policy file is rewritten in "
-        "place sees it truncated (`cp new guard.cedar`, `cat > guard.cedar`: O_TRUNC, then the "
-        "bytes). An empty or statement-aligned prefix is valid Cedar, steady on disk while the "
-        "writer pauses, and is served: the forbid is gone and mallory is ALLOWed, though the "
-        "old and new files both deny her. The server cannot tell a paused writer from an "
-        "edit; policy files must be replaced by a rename (docs/deployment.md)."
-    ),
-)
 def test_a_policy_file_truncated_in_place_for_a_rewrite_is_not_served(tmp_path: Path) -> None:
     """guard.cedar truncated to zero bytes (the first step of every in-place rewrite), a
-    SIGHUP lands, then the same forbid is written back: mallory must stay denied."""
+    SIGHUP lands, then the same forbid is written back: mallory must stay denied.
+
+    Was a strict xfail: the empty file is valid Cedar and the store was served without its
+    forbid (ALLOW for mallory, whom the old and the new file both deny). An empty store file
+    is now refused, and the last good version keeps serving. A rewrite paused at a
+    statement-aligned prefix of a larger file stays undetectable (docs/security.md)."""
     with serving(tmp_path) as (served, channel):
         path = served.store / "guards" / "guard.cedar"
         whole = path.read_bytes()
+        first = decide(channel, "alice").policy_version
         write_in_place(path, b"")
-        served.sighup_and_wait("policy_reload_failed", "policy_reloaded")
+        failure = served.sighup_and_wait("policy_reload_failed", "policy_reloaded")
+        assert failure["event"] == "policy_reload_failed"
+        assert any("empty file" in str(p) for p in failure["problems"])  # type: ignore[attr-defined]
         assert decide(channel, "mallory").decision == DENY
+        assert decide(channel, "alice").policy_version == first
         write_in_place(path, whole)
+        assert decide(channel, "mallory").decision == DENY
 
 
 # --- 2. entities.json swapped between a small and a huge version ------------------------------

@@ -94,15 +94,22 @@ async def expect_invalid_over_grpc(
     assert (info.value.details() or "").startswith(field + ":")
 
 
-@pytest.mark.parametrize("toml", ["", 'request_entity_types = ["Team"]\n'])
-async def test_inline_group_of_a_stored_user_is_refused(tmp_path: Path, toml: str) -> None:
+@pytest.mark.parametrize(
+    ("toml", "field"),
+    [
+        ("# no request_entity_types\n", "entities_json[0]"),
+        ('request_entity_types = ["Team"]\n', "entities_json[0].parents[0]"),
+    ],
+)
+async def test_inline_group_of_a_stored_user_is_refused(
+    tmp_path: Path, toml: str, field: str
+) -> None:
     """An inline Team that a stored user points at cannot make that user an admin."""
     write_store(tmp_path, "s", {**TEAM_STORE, "store.toml": toml})
     app = app_for(tmp_path)
     request = ask("User::bob", "read", "Doc::d", TEAM_ADMIN)
     # Unlisted: refused for its type; listed: refused for its parent (Role::"admin" is not
     # inline), before the slice check would refuse it as a uid bob refers to.
-    field = "entities_json[0].parents[0]" if toml else "entities_json[0]"
     await expect_invalid(app, request, field)
     async with served(app) as client:
         await expect_invalid_over_grpc(client, request, field)
@@ -151,7 +158,7 @@ async def test_inline_action_cannot_join_an_action_group(tmp_path: Path) -> None
 
 async def test_namespaced_action_is_refused(tmp_path: Path) -> None:
     """Any type named ``<ns>::Action`` is an action type and is never accepted inline."""
-    write_store(tmp_path, "s", {**ACTION_STORE, "store.toml": ""})
+    write_store(tmp_path, "s", {**ACTION_STORE, "store.toml": "# no request_entity_types\n"})
     nested = entity("App::Action", "delete", parents=[("App::Action", "readers")])
     await expect_invalid(
         app_for(tmp_path), ask("User::u", "read", "Doc::d", nested), "entities_json[0]"
@@ -160,7 +167,7 @@ async def test_namespaced_action_is_refused(tmp_path: Path) -> None:
 
 async def test_types_not_listed_are_refused_by_default(tmp_path: Path) -> None:
     """With no request_entity_types in store.toml every inline entity is refused."""
-    write_store(tmp_path, "s", {**TEAM_STORE, "store.toml": ""})
+    write_store(tmp_path, "s", {**TEAM_STORE, "store.toml": "# no request_entity_types\n"})
     fresh = entity("Doc", "new")
     await expect_invalid(
         app_for(tmp_path), ask("User::bob", "read", "Doc::new", fresh), "entities_json[0]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,3 +236,40 @@ def test_sample_lending_store_loads() -> None:
     assert all(not pid.startswith(("policy", "lending")) for pid in store.policies)
     assert all(p.description for p in store.policies.values())
     assert store.settings.validation is ValidationMode.STRICT
+
+
+@pytest.mark.parametrize(
+    "empty",
+    [
+        "guards/guard.cedar",
+        "schema.cedarschema",
+        "store.toml",
+        "links.json",
+        "entities.json",
+    ],
+)
+def test_an_empty_store_file_is_refused_by_name(tmp_path: Path, empty: str) -> None:
+    """Zero bytes is what every in-place rewrite shows for an instant (truncate, then write):
+    an empty policy file is valid Cedar and had served the store without its forbids. Any
+    empty store file is refused, naming the file; the store loads with it deleted."""
+    files: dict[str, str | list[Any]] = {
+        "main.cedar": 'permit(principal, action == Action::"view", resource);',
+        "guards/keep.cedar": "forbid(principal, action, resource) when { principal.suspended };",
+        "schema.cedarschema": SCHEMA,
+        empty: "",
+    }
+    root = write_store(tmp_path, "s", files)
+    if empty == "entities.json":
+        from verdict.store.entity_file import read_entities_file
+
+        load_store(root)  # the policies are fine; the entities file is read by its own reader
+        with pytest.raises(PolicyLoadError) as info:
+            read_entities_file(root / empty, None, f"s/{empty}")
+        problems = [str(d) for d in info.value.diagnostics]
+    else:
+        problems = diagnostics_of(root)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"s/{empty}")
+    assert "empty file, refused" in problems[0]
+    (root / empty).unlink()
+    assert "guards/keep#0" in load_store(root).policies

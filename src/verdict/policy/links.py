@@ -17,7 +17,7 @@ import yaml
 
 from verdict.cedar_json import parse_uid
 from verdict.errors import Diagnostic, RequestError
-from verdict.files import FileReadError, read_text
+from verdict.files import FileReadError, read_store_text
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.file_limits import MAX_POLICY_FILE_BYTES
 from verdict.uid_arg import parse_uid_arg
@@ -80,7 +80,7 @@ def read_links(
         diagnostics.append(Diagnostic(shown, 0, f"one links file per store, found {present}"))
         return []
     try:
-        text = read_text(root / present[0], MAX_POLICY_FILE_BYTES)
+        text = read_store_text(root / present[0], MAX_POLICY_FILE_BYTES)
     except FileReadError as exc:
         diagnostics.append(Diagnostic(shown, 0, str(exc)))
         return []

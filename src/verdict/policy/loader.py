@@ -21,7 +21,7 @@ from verdict.files import (
     pinned_listing,
     pinned_reads,
     read_bytes,
-    read_text,
+    read_store_text,
 )
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES, MAX_POLICY_FILE_BYTES
@@ -274,7 +274,7 @@ def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | No
         return None
     shown = f"{root.name}/{path.name}"
     try:
-        text = read_text(path, MAX_POLICY_FILE_BYTES)
+        text = read_store_text(path, MAX_POLICY_FILE_BYTES)
     except FileReadError as exc:
         diagnostics.append(Diagnostic(shown, 0, str(exc)))
         return None
@@ -346,7 +346,7 @@ def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_
         relative = path.relative_to(root).as_posix()
         shown = f"{root.name}/{relative}"
         try:
-            source = read_text(path, MAX_POLICY_FILE_BYTES)
+            source = read_store_text(path, MAX_POLICY_FILE_BYTES)
         except FileReadError as exc:
             diagnostics.append(Diagnostic(shown, 0, str(exc)))
             continue

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from verdict.errors import Diagnostic
-from verdict.files import FileReadError, read_text
+from verdict.files import FileReadError, read_store_text
 from verdict.policy.file_limits import MAX_POLICY_FILE_BYTES
 from verdict.policy.snapshot import EntitiesSource, ErrorMode, StoreSettings, ValidationMode
 
@@ -44,7 +44,7 @@ def read_store_settings(
     text = ""
     if path.exists():  # absent: the defaults; present but unreadable: a problem, not defaults
         try:  # through verdict.files: a pinned load reads the settings it hashes
-            text = read_text(path, MAX_POLICY_FILE_BYTES)
+            text = read_store_text(path, MAX_POLICY_FILE_BYTES)
         except FileReadError as exc:
             diagnostics.append(Diagnostic(name, 0, str(exc)))
     raw: dict[str, object] = {}

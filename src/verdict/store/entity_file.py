@@ -9,7 +9,7 @@ from verdict import cedar
 from verdict.cedar import SchemaHandle
 from verdict.cedar_json import check_entity, loads_strict
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
-from verdict.files import FileReadError, read_text
+from verdict.files import FileReadError, read_store_text
 from verdict.model import EntityUid
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
 from verdict.store.base import StoredEntity
@@ -63,7 +63,7 @@ def read_entities_file(
     name = shown or str(path)
     text = ""
     try:
-        text = read_text(path, MAX_ENTITIES_FILE_BYTES)
+        text = read_store_text(path, MAX_ENTITIES_FILE_BYTES)
         document = loads_strict(text, "entities", max_depth=64)
         entities = shaped_entities(document)
         # Cedar's check of the whole file with the GIL released: a reload runs on a thread of
