@@ -39,6 +39,38 @@ class _Pins:
 
 
 _PINNED: ContextVar[_Pins | None] = ContextVar("verdict_pinned_reads", default=None)
+_CONFINED: ContextVar[tuple[str, ...]] = ContextVar("verdict_confined_reads", default=())
+OUTSIDE_FOLDERS = "a link to a file outside the stores folder, refused"
+
+
+@contextmanager
+def confined_reads(*folders: Path) -> Iterator[None]:
+    """Within the block, a file opened through this module must lie inside one of
+    ``folders`` once every symbolic link is resolved, or it is refused unread.
+
+    A store file linked to a secret of the server's (``x.cedar -> /etc/verdict/audit.key``)
+    was read, and Cedar's syntax error quoted its first token in the log and in
+    ReloadPolicies' answer. The check is made on the open descriptor, so a link swapped after
+    a check cannot slip through."""
+    token = _CONFINED.set(tuple(os.path.realpath(folder) for folder in folders))
+    try:
+        yield
+    finally:
+        _CONFINED.reset(token)
+
+
+def _check_confined(fd: int, path: Path) -> None:
+    folders = _CONFINED.get()
+    if not folders:
+        return
+    try:
+        real = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc: the path's resolution (a swap between the two can slip by)
+        real = os.path.realpath(path)
+    if not any(
+        real == folder or real.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders
+    ):
+        raise FileReadError(OUTSIDE_FOLDERS)
 
 
 @contextmanager
@@ -91,6 +123,11 @@ def _open_regular(path: Path, max_bytes: int | None) -> BinaryIO:
         raise FileAbsentError("cannot read: No such file or directory") from None
     except OSError as exc:
         raise FileReadError(f"cannot read: {exc.strerror}") from None
+    try:
+        _check_confined(fd, path)
+    except FileReadError:
+        os.close(fd)
+        raise
     status = os.fstat(fd)
     if not stat.S_ISREG(status.st_mode):
         os.close(fd)

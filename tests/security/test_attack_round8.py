@@ -498,22 +498,32 @@ def test_files_replaced_by_fifos_folders_dev_zero_or_made_unreadable_fail_the_re
         assert "policy_reload_crashed" not in text
 
 
-def test_a_link_to_a_policy_file_outside_the_stores_folder_is_followed(tmp_path: Path) -> None:
-    """Symbolic links are followed wherever they point (ConfigMap mounts are links; see
-    docs/deployment.md): a link to a file outside the stores folder loads that file like any
-    other. Pinned so that a change of this rule is deliberate: the store's version covers the
-    bytes read through the link, and a broken target fails the reload like a broken file."""
+def test_a_link_to_a_policy_file_outside_the_stores_folder_is_refused(tmp_path: Path) -> None:
+    """A link to a file outside the stores folder was followed (pinned here by round 8 as a
+    deliberate rule); that let a store edit make the server read one of its secrets and
+    quote its first token in a parse error. It is now refused unread: the reload fails naming
+    the link, the last good version serves on, and nothing of the target is reported. A
+    link inside the stores folder still loads (ConfigMap mounts are such links)."""
     outside = tmp_path / "elsewhere.cedar"
-    outside.write_text(GUARD.replace("no-suspended", "outside-guard"))
+    outside.write_text("TOPSECRET_TOKEN forbid (principal,")
     with serving(tmp_path) as (served, channel):
+        first = decide(channel, "alice").policy_version
         (served.store / "outside.cedar").symlink_to(outside)
+        refused = reload(channel)
+        assert refused.change == CHANGE.FAILED
+        assert [(p.file, p.message) for p in refused.problems] == [
+            ("docs/outside.cedar", "a link to a file outside the stores folder, refused")
+        ]
+        assert "TOPSECRET" not in served.log.read_text(errors="replace")
+        assert decide(channel, "mallory").decision == DENY
+        assert decide(channel, "alice").policy_version == first
+        (served.store / "outside.cedar").unlink()
+        inside = served.store.parent / "shared.cedar"
+        inside.write_text(GUARD.replace("no-suspended", "shared-guard"))
+        (served.store / "shared.cedar").symlink_to(inside)
         state = reload(channel)
         assert state.change == CHANGE.RELOADED
         assert state.policy_version == store_version(served.store)
-        outside.write_text("forbid (principal,")
-        broken = reload(channel)
-        assert broken.change == CHANGE.FAILED
-        assert any(p.file == "docs/outside.cedar" for p in broken.problems)
         assert decide(channel, "mallory").decision == DENY
         assert decide(channel, "alice").decision == ALLOW
 

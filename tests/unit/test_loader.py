@@ -273,3 +273,65 @@ def test_an_empty_store_file_is_refused_by_name(tmp_path: Path, empty: str) -> N
     assert "empty file, refused" in problems[0]
     (root / empty).unlink()
     assert "guards/keep#0" in load_store(root).policies
+
+
+@pytest.mark.parametrize(
+    "linked", ["guards/guard.cedar", "schema.cedarschema", "store.toml", "links.json"]
+)
+def test_a_store_file_linked_outside_the_stores_folder_is_refused_unread(
+    tmp_path: Path, linked: str
+) -> None:
+    """A store file that is a link to a secret of the server's (a key, a token) was read,
+    and Cedar's syntax error quoted its first token in the log and in ReloadPolicies' answer.
+    Now it is refused by name, and nothing of the secret appears."""
+    secret = tmp_path / "outside" / "audit.key"
+    secret.parent.mkdir()
+    secret.write_text("hunter2 TOPSECRET_TOKEN=abc123\n")
+    stores = tmp_path / "stores"
+    root = write_store(stores, "s", {"main.cedar": "permit(principal, action, resource);"})
+    (root / linked).parent.mkdir(parents=True, exist_ok=True)
+    (root / linked).symlink_to(secret)
+    problems = diagnostics_of(root)
+    assert problems == [f"s/{linked}:0: a link to a file outside the stores folder, refused"]
+    assert not any("hunter2" in p or "TOPSECRET" in p for p in problems)
+
+
+def test_links_inside_the_stores_folder_and_a_linked_store_folder_still_load(
+    tmp_path: Path,
+) -> None:
+    """What deployments do keeps working: a file linked to a shared one in the stores folder,
+    a ConfigMap-style ``..data`` link inside the store, and a store folder that is itself a
+    link to a checkout elsewhere."""
+    stores = tmp_path / "stores"
+    shared = write_store(stores, ".shared", {"guard.cedar": "forbid(principal, action, resource);"})
+    root = write_store(stores, "s", {"..2026/main.cedar": "permit(principal, action, resource);"})
+    (root / "..data").symlink_to("..2026")
+    (root / "main.cedar").symlink_to("..data/main.cedar")
+    (root / "guard.cedar").symlink_to(shared / "guard.cedar")
+    checkout = write_store(
+        tmp_path / "checkout", "t", {"p.cedar": "permit(principal, action, resource);"}
+    )
+    (stores / "t").symlink_to(checkout)
+    snapshot = load_policy_stores(stores)
+    assert set(snapshot.stores) == {"s", "t"}
+    assert {"guard#0", "main#0"} <= set(snapshot.stores["s"].policies)
+    assert "p#0" in snapshot.stores["t"].policies
+
+
+def test_an_entities_file_linked_outside_the_stores_folder_is_refused_unread(
+    tmp_path: Path,
+) -> None:
+    """The embedded store reads entities.json under the same rule (reload and start)."""
+    from verdict.store.memory import EntityFile, MemoryEntityStore
+
+    secret = tmp_path / "secret.json"
+    secret.write_text('[{"uid": {"type": "User", "id": "TOPSECRET"}, "attrs": {}, "parents": []}]')
+    root = write_store(
+        tmp_path / "stores", "s", {"p.cedar": "permit(principal, action, resource);"}
+    )
+    (root / "entities.json").symlink_to(secret)
+    with pytest.raises(PolicyLoadError) as info:
+        MemoryEntityStore.read_file(EntityFile(root / "entities.json", None, "s/entities.json"))
+    assert [str(d) for d in info.value.diagnostics] == [
+        "s/entities.json:0: invalid entities: a link to a file outside the stores folder, refused"
+    ]

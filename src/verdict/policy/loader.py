@@ -16,6 +16,7 @@ from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.files import (
     FileAbsentError,
     FileReadError,
+    confined_reads,
     content_hash,
     is_regular,
     pinned_listing,
@@ -111,8 +112,10 @@ def store_roots(stores_dir: Path) -> list[Path]:
 
 def load_store(root: Path, cache: SelectionCacheLimits | None = None) -> StoreSnapshot:
     """Load one policy store folder; raise PolicyLoadError listing every problem found. Its
-    version is the hash of exactly the bytes parsed, however the files change meanwhile."""
-    with pinned_reads():
+    version is the hash of exactly the bytes parsed, however the files change meanwhile.
+    Its files must lie inside the store or the stores folder, links resolved (a link to a
+    secret of the server's is refused unread, never quoted by a parse error)."""
+    with pinned_reads(), confined_reads(root, root.parent):
         return _load_store(root, cache)
 
 

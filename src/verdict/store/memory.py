@@ -15,6 +15,7 @@ from verdict.errors import (
     StoreUnavailableError,
     WriteConflictError,
 )
+from verdict.files import confined_reads
 from verdict.model import EntityUid, JsonObject
 from verdict.store.base import (
     DEFAULT_READ,
@@ -103,7 +104,10 @@ class MemoryEntityStore:
         """One store's entities from its file ({} without one); PolicyLoadError when broken."""
         if file.path is None:
             return {}
-        return read_entities_file(file.path, file.schema, file.shown)
+        # A store's entities.json, like its other files, lies inside the store or the stores
+        # folder (links resolved): see verdict.files.confined_reads.
+        with confined_reads(file.path.parent, file.path.parent.parent):
+            return read_entities_file(file.path, file.schema, file.shown)
 
     async def install(
         self,
