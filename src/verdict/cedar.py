@@ -292,6 +292,7 @@ _ENTITY_MARKERS = (
     "transitive closure",
 )
 _ENTITY_ATTRIBUTE = re.compile(r"attribute `([^`]+)`")
+_QUOTED_UID = re.compile(r'`([A-Za-z_][\w:]*::"(?:[^"\\]|\\.)*")`')
 # (substring of the reason, data-free explanation, whether it is about one attribute).
 _ENTITY_PROBLEMS = (
     ("should not exist", "is not declared in the schema", True),
@@ -304,6 +305,7 @@ _ENTITY_PROBLEMS = (
         False,
     ),
     ("transitive closure", "its parents form a cycle back to itself", False),
+    ("extension function", "is not a valid value of its extension type", True),
 )
 _VALIDATION_PREFIX = "for policy `"
 
@@ -361,6 +363,14 @@ class EntityProblem:
     text: str
     explanation: str
     attribute: str | None = None
+
+    def data_free(self) -> str:
+        """The entity Cedar names, the attribute and the explanation, never a value: for the
+        server's log and ReloadPolicies' answer (Cedar's text quotes the value at fault)."""
+        uid = _QUOTED_UID.search(self.text)
+        entity = f"{uid.group(1)}: " if uid else ""
+        attribute = f"attribute `{self.attribute}` " if self.attribute else ""
+        return f"{entity}{attribute}{self.explanation}"
 
 
 def classify_entity_problem(reason: str) -> EntityProblem:

@@ -285,12 +285,6 @@ def test_a_store_limited_admin_reloads_only_its_own_stores(tmp_path: Path) -> No
 # --- Finding 3: reload problems quote entity attribute values ---------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: ReloadPolicies problems (and the policy_reload_failed log line) quote "
-    "Cedar's text about entities.json, attribute values included: loan data to an "
-    "admin-only caller",
-)
 def test_reload_problems_never_carry_entity_attribute_values(tmp_path: Path) -> None:
     """lending's entities.json gets a partner whose ``kind`` holds a malformed decimal (the
     secret stands for any loan datum). The admin-only caller's ReloadPolicies must say FAILED
@@ -318,11 +312,6 @@ def test_reload_problems_never_carry_entity_attribute_values(tmp_path: Path) -> 
 # --- Finding 4: a 4 MiB list of empty uids holds the event loop --------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: GetEntities/DeleteEntities turn every uid of the request into a Python "
-    "object before the 1,000-uid limit: two million empty uids hold the loop 1.3-5 s",
-)
 @pytest.mark.parametrize("rpc", ["GetEntities", "DeleteEntities"])
 def test_two_million_empty_uids_are_refused_without_holding_the_loop(
     tmp_path: Path, rpc: str

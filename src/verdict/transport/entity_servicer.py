@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import grpc
 
@@ -23,13 +23,14 @@ Context = grpc.aio.ServicerContext[object, object]
 
 
 def uids_from_proto(
-    uids: Iterable[pb.EntityUid], max_id_bytes: int = MAX_UID_PART_BYTES
+    uids: Sequence[pb.EntityUid], max_id_bytes: int = MAX_UID_PART_BYTES
 ) -> list[EntityUid]:
-    """Check a repeated EntityUid field, naming the item at fault."""
-    items = list(uids)
-    if len(items) > MAX_UIDS:
+    """Check a repeated EntityUid field, naming the item at fault. Counted before any item is
+    read: two million empty uids (4 MiB) made as many Python objects first, holding the event
+    loop 1.3-5 s before the refusal (attack round 10)."""
+    if len(uids) > MAX_UIDS:
         raise RequestError("uids", f"more than {MAX_UIDS} uids in one call")
-    return [checked_uid(uid, f"uids[{i}]", max_id_bytes) for i, uid in enumerate(items)]
+    return [checked_uid(uid, f"uids[{i}]", max_id_bytes) for i, uid in enumerate(uids)]
 
 
 class EntityServicer(epb_grpc.EntityServiceServicer):
