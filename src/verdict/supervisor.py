@@ -37,7 +37,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from verdict import early_signals, event_loop
 from verdict.app import WRITES_NEED_REDIS, metrics_address
 from verdict.config import Settings
+from verdict.supervisor_reloads import ReloadRelay
 from verdict.telemetry.exposition import multiprocess_registry, start_metrics_server
+from verdict.worker_link import MAX_LINE_BYTES
 
 log = structlog.get_logger(__name__)
 EXIT_ERROR, EXIT_FAILED = 2, 1
@@ -162,6 +164,8 @@ class Supervisor:
         self._signal = signal.SIGTERM
         self._restarts: deque[float] = deque()
         self._failed = False
+        self._relay = ReloadRelay(lambda: self._workers, self._hangup)
+        self._listeners: set[asyncio.Task[None]] = set()
 
     async def run(self) -> int:
         """Serve until a signal (exit 0 when every worker drained) or a failure (non-zero)."""
@@ -196,6 +200,10 @@ class Supervisor:
         Starting workers too: a SIGHUP before one serves is kept, and it reloads once it
         serves (early_signals), since its load may already have read the files."""
         for worker in self._workers.values():
+            signal_worker(worker.process, signal.SIGHUP)
+
+    def _hangup(self, index: int) -> None:
+        if (worker := self._workers.get(index)) is not None:
             signal_worker(worker.process, signal.SIGHUP)
 
     def _stop(self, sig: int) -> None:
@@ -273,7 +281,7 @@ class Supervisor:
             # stop's list of workers to signal and wait for was made without it, and it would
             # serve on while the supervisor waited for it for good.
             signal_worker(process, self._signal)
-        reader, writer = await asyncio.open_connection(sock=ours)
+        reader, writer = await asyncio.open_connection(sock=ours, limit=MAX_LINE_BYTES)
         worker.channel = writer
         order = {"index": index, "settings": self._settings.model_dump(mode="json")}
         try:
@@ -284,6 +292,9 @@ class Supervisor:
         if not line:
             raise WorkerFailed(index, await process.wait())
         ready: dict[str, Any] = json.loads(line)
+        listener = asyncio.create_task(self._relay.listen(worker, reader))
+        self._listeners.add(listener)
+        listener.add_done_callback(self._listeners.discard)
         worker.ready = True
         self._ready_workers.inc()
         log.info("worker_ready", worker=index, pid=process.pid, port=ready["port"])

@@ -1,15 +1,17 @@
 """One worker process of `verdict serve --workers N`: a whole server, started and watched by the
 supervisor over a socket, once verdict.worker (the process's entry point) has set its signals.
 
-The socket carries one line each way: the supervisor sends the worker's index and settings
-(never on the command line, which every local user can read), the worker answers with its ports
-once it serves. Afterwards the socket only tells the worker that the supervisor is gone (end of
-file), and the supervisor that the worker is.
+The socket carries one line each way first: the supervisor sends the worker's index and
+settings (never on the command line, which every local user can read), the worker answers with
+its ports once it serves. Afterwards it carries reloads made by every worker (verdict.worker_link),
+and its end of file tells the worker that the supervisor is gone, and the supervisor that the
+worker is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -28,6 +30,7 @@ from verdict.errors import ConfigError, PolicyLoadError
 from verdict.telemetry.logging import configure_logging
 from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
 from verdict.transport.shutdown_signals import ShutdownSignals
+from verdict.worker_link import MAX_LINE_BYTES, SupervisorLink
 
 log = structlog.get_logger(__name__)
 EXIT_ERROR = 2
@@ -56,9 +59,12 @@ def read_order(channel: socket.socket) -> tuple[int, dict[str, Any]]:
 
 async def serve(app: App, channel: socket.socket, index: int) -> int:
     """Start, report the ports, serve until SIGTERM/SIGINT or the supervisor is gone, drain."""
-    loop = asyncio.get_running_loop()
     signals = ShutdownSignals()
     signals.install()
+    reader, writer = await asyncio.open_connection(sock=channel, limit=MAX_LINE_BYTES)
+    link = SupervisorLink(reader, writer, app.reloader, signals.trigger) if app.reloader else None
+    if app.reloader is not None:
+        app.reloader.peers = link  # before serving: the first ReloadPolicies reaches all
     try:
         server = await start(app, worker=index)
     except OSError as exc:  # the port: grpc says only that it could not bind
@@ -66,26 +72,29 @@ async def serve(app: App, channel: socket.socket, index: int) -> int:
         await stop(app, 0)
         return EXIT_ERROR
     ready = {"port": server.port, "health_port": server.health_port, "pid": os.getpid()}
-    channel.sendall(json.dumps(ready).encode() + b"\n")
-    channel.setblocking(False)
-
-    def supervisor_gone() -> None:
-        # The supervisor never writes after the order: readable means end of file (or reset).
-        try:
-            data = channel.recv(1)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(channel.fileno())
-            log.warning("supervisor_gone")
-            signals.trigger()
-
-    loop.add_reader(channel.fileno(), supervisor_gone)
+    writer.write(json.dumps(ready).encode() + b"\n")
+    await writer.drain()
+    if link is not None:
+        listening = asyncio.get_running_loop().create_task(link.run(), name="supervisor-link")
+    else:
+        listening = asyncio.get_running_loop().create_task(_until_end_of_file(reader, signals))
     await signals.next()
     await shut_down(app, signals)
+    listening.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listening
+    if link is not None:
+        await link.close()
     return 0
+
+
+async def _until_end_of_file(reader: asyncio.StreamReader, signals: ShutdownSignals) -> None:
+    """Without a reloader nothing but the end of file comes: the supervisor is gone."""
+    with contextlib.suppress(OSError, ValueError):
+        while await reader.readline():
+            pass
+    log.warning("supervisor_gone")
+    signals.trigger()
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:

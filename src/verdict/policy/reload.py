@@ -68,7 +68,10 @@ class ReloadOutcome:
 
 
 def reload_stores(
-    stores_dir: Path, current: PolicySnapshot, read_entities: ReadEntities | None = None
+    stores_dir: Path,
+    current: PolicySnapshot,
+    read_entities: ReadEntities | None = None,
+    only: frozenset[str] | None = None,
 ) -> ReloadOutcome:
     """Compare every store folder under ``stores_dir`` with ``current`` and load what changed.
 
@@ -76,15 +79,27 @@ def reload_stores(
     store whose files are broken keeps its last good snapshot, or stays absent if it is new.
     A folder that disappeared (or is no longer a folder) is no longer served. The default
     store keeps its name; if it is removed, requests naming no store get INVALID_ARGUMENT.
+
+    ``only``: the stores to look at (an admin granted some stores reloads those alone);
+    every other store is served on exactly as it was, whatever its files now hold, and is
+    left out of the outcome.
     """
+
+    def wanted(store_id: str) -> bool:
+        return only is None or store_id in only
+
     try:
-        roots = store_roots(stores_dir)
+        roots = [root for root in store_roots(stores_dir) if wanted(root.name)]
     except PolicyLoadError as exc:
         # The stores folder itself is gone or unreadable: serve what we have, say why.
         problems = tuple(exc.diagnostics)
-        kept = (StoreOutcome(s, Change.FAILED, old, problems) for s, old in current.stores.items())
+        kept = (
+            StoreOutcome(s, Change.FAILED, old, problems)
+            for s, old in current.stores.items()
+            if wanted(s)
+        )
         return ReloadOutcome(current, tuple(kept))
-    stores: dict[str, StoreSnapshot] = {}
+    stores = {s: old for s, old in current.stores.items() if not wanted(s)}
     outcomes: list[StoreOutcome] = []
     for root in roots:
         outcome = _reload_one(root, current.stores.get(root.name), read_entities)
@@ -92,7 +107,8 @@ def reload_stores(
         if outcome.served is not None:
             stores[root.name] = outcome.served
     for store_id in current.stores.keys() - {root.name for root in roots}:
-        outcomes.append(StoreOutcome(store_id, Change.REMOVED, None))
+        if wanted(store_id):
+            outcomes.append(StoreOutcome(store_id, Change.REMOVED, None))
     snapshot = PolicySnapshot(stores=stores, default_store=current.default_store)
     return ReloadOutcome(snapshot, tuple(sorted(outcomes, key=lambda o: o.store_id)))
 

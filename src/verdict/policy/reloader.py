@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +35,23 @@ class EmbeddedEntities(Protocol):
     async def drop(self, store_id: str) -> None: ...
 
 
+@dataclass(frozen=True)
+class PeerReport:
+    """What the other workers serve after reloading the same stores (``versions``: worker
+    index to store id to version, "" for a store not served), and the workers that did not
+    confirm in time."""
+
+    versions: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    missing: tuple[int, ...] = ()
+
+
+class ReloadPeers(Protocol):
+    """The other workers of `verdict serve --workers N` (verdict.worker_link): a reload asked
+    of one worker (ReloadPolicies) is made by all of them before it is answered."""
+
+    async def reload_others(self, only: frozenset[str] | None, seconds: float) -> PeerReport: ...
+
+
 class PolicyReloader:
     """Re-reads the stores folder off the event loop and swaps the result in one assignment.
 
@@ -49,16 +67,18 @@ class PolicyReloader:
         self.holder = holder
         self.embedded = embedded
         self.on_swap: OnSwap | None = None
+        self.peers: ReloadPeers | None = None  # set in a worker of several
         self._lock = asyncio.Lock()
         self._waiting: asyncio.Task[None] | None = None  # a requested reload not started yet
         self._requests: set[asyncio.Task[None]] = set()
         self._versions = ServedVersions()
         self._versions.record(holder.current)
 
-    async def reload(self, trigger: str) -> ReloadOutcome:
-        """Load what changed on disk now; swap it in if anything did; report every store."""
+    async def reload(self, trigger: str, only: frozenset[str] | None = None) -> ReloadOutcome:
+        """Load what changed on disk now; swap it in if anything did; report every store
+        (``only``: look at these stores alone, and serve the others on as they are)."""
         async with self._lock:
-            return await self._reload_locked(trigger)
+            return await self._reload_locked(trigger, only)
 
     def request(self, trigger: str) -> None:
         """Ask for a reload without waiting for it (SIGHUP). Requests that arrive while one
@@ -83,11 +103,15 @@ class PolicyReloader:
             if self._waiting is me:  # cancelled while waiting
                 self._waiting = None
 
-    async def _reload_locked(self, trigger: str) -> ReloadOutcome:
+    async def _reload_locked(
+        self, trigger: str, only: frozenset[str] | None = None
+    ) -> ReloadOutcome:
         read = self.embedded.read if self.embedded is not None else None
         # A daemon thread: a stop abandons a reload still parsing (it only reads files), where
         # asyncio's executor threads held the process's exit until it was done.
-        outcome = await RELOAD_WORK.run(reload_stores, self.stores_dir, self.holder.current, read)
+        outcome = await RELOAD_WORK.run(
+            reload_stores, self.stores_dir, self.holder.current, read, only
+        )
         if outcome.changed:
             # Entities first: a new store has data before any request can name it.
             await self._install_entities(outcome)

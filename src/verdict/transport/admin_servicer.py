@@ -9,11 +9,12 @@ import grpc
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict.policy.reload import Change, StoreOutcome
-from verdict.policy.reloader import PolicyReloader
+from verdict.policy.reloader import PeerReport, PolicyReloader
 from verdict.transport.call_context import granted_stores
 from verdict.transport.status import wire_text
 
 Context = grpc.aio.ServicerContext[Any, Any]
+PEER_WAIT_SECONDS = 120.0  # a reload of 100,000 policies takes ~40 s here
 _CHANGES = {change: apb.PolicyStoreState.Change.Value(change.value) for change in Change}
 
 
@@ -42,11 +43,19 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
     async def ReloadPolicies(
         self, request: apb.ReloadPoliciesRequest, context: Context
     ) -> apb.ReloadPoliciesResponse:
-        """Reload now; a broken store is reported FAILED and keeps serving its last version."""
-        outcome = await self._reloader.reload("rpc")
-        return apb.ReloadPoliciesResponse(
-            stores=[store_state(s) for s in outcome.stores if _visible(s.store_id)]
-        )
+        """Reload now; a broken store is reported FAILED and keeps serving its last version.
+
+        Only the stores the caller's grant covers are looked at (an admin of one tenant put
+        every tenant's pending edits in force, attack round 10). With several workers, every
+        worker reloads them before the answer, which says FAILED for a store the workers do
+        not all serve at one version."""
+        only = granted_stores()
+        outcome = await self._reloader.reload("rpc", only)
+        states = [store_state(s) for s in outcome.stores if _visible(s.store_id)]
+        if self._reloader.peers is not None:
+            report = await self._reloader.peers.reload_others(only, _peer_timeout(context))
+            states = [agreed(state, report) for state in states]
+        return apb.ReloadPoliciesResponse(stores=states)
 
     async def ListPolicyStores(
         self, request: apb.ListPolicyStoresRequest, context: Context
@@ -67,3 +76,34 @@ def _visible(store_id: str) -> bool:
     tenant) is told about those alone, never other tenants' stores, versions or problems."""
     allowed = granted_stores()
     return allowed is None or store_id in allowed
+
+
+def _peer_timeout(context: Context) -> float:
+    """How long the other workers may take: what is left of the call's deadline, less a
+    margin to answer in, within PEER_WAIT_SECONDS."""
+    remaining = context.time_remaining()
+    if remaining is None:
+        return PEER_WAIT_SECONDS
+    return max(0.0, min(PEER_WAIT_SECONDS, remaining - 0.5))
+
+
+def agreed(state: apb.PolicyStoreState, report: PeerReport) -> apb.PolicyStoreState:
+    """``state`` as this worker reloaded it, FAILED if another worker serves the store at
+    another version (its files changed between the two reloads: call again) or did not say."""
+    store_id = state.policy_store_id
+    problems = [
+        f"worker {worker} serves {versions.get(store_id) or 'nothing'}: call ReloadPolicies again"
+        for worker, versions in sorted(report.versions.items())
+        if versions.get(store_id, "") != state.policy_version
+    ]
+    problems += [
+        f"worker {w} did not confirm a reload in time" if w >= 0 else "no answer from the others"
+        for w in report.missing
+    ]
+    if not problems:
+        return state
+    failed = apb.PolicyStoreState()
+    failed.CopyFrom(state)
+    failed.change = apb.PolicyStoreState.Change.FAILED
+    failed.problems.extend(apb.PolicyProblem(file=store_id, line=0, message=p) for p in problems)
+    return failed
