@@ -53,7 +53,8 @@ def reload_on_any_worker(target: str, timeout: float) -> apb.ReloadPoliciesRespo
                 apb.ReloadPoliciesRequest(), timeout=timeout
             )
         except grpc.RpcError as error:
-            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
+            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
             return None
 
 
