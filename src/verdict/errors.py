@@ -41,11 +41,18 @@ class RequestError(VerdictError):
         super().__init__(f"{field}: {problem}")
 
 
+def batch_limit_text(limit: int) -> str:
+    """The problem of a batch past ``limit`` items: the same whether the engine counted the
+    items or the edge stopped counting them on the wire (request_parse)."""
+    return f"more than {limit} items in one batch"
+
+
 class BatchTooLargeError(RequestError):
     """A batch holds more items than the server accepts."""
 
     def __init__(self, size: int, limit: int) -> None:
-        super().__init__("requests", f"batch of {size} items exceeds the limit of {limit}")
+        super().__init__("requests", batch_limit_text(limit))
+        self.size = size
 
 
 class ValueBudgetError(RequestError):

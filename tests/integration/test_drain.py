@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.cases import BASE_CONTEXT
 from tests.processes import verdict_server
-from tests.workers_support import Supervised, fresh_channel, verdict_workers, wait_until
+from tests.workers_support import Event, Supervised, fresh_channel, verdict_workers, wait_until
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict.client import build_request
@@ -134,6 +134,10 @@ def test_a_second_signal_cuts_the_drain_short(tmp_path: Path) -> None:
     past its grace); the server then stops as usual and exits 0."""
     with verdict_workers(tmp_path, "--shutdown-drain-seconds", "120") as served:
         served.process.send_signal(signal.SIGTERM)
+        # Both workers draining before the second signal: two SIGTERMs that reach a worker
+        # before its loop has run the first handler are one (Unix signals do not queue), and
+        # that worker then drains the full 120 s (a make test run under load hit it).
+        assert wait_until(lambda: len(worker_drains(served)) == 2)
         for _ in range(4):  # fresh connections reach either worker: each serves, not ready
             with fresh_channel(served.target) as channel:
                 assert wait_until(lambda: not_serving(channel))
@@ -142,6 +146,11 @@ def test_a_second_signal_cuts_the_drain_short(tmp_path: Path) -> None:
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(60) == 0
     assert len(served.events("drain_finished")) == 2
+
+
+def worker_drains(served: Supervised) -> list[Event]:
+    """The workers' shutdown_started lines (the supervisor's has no drain_seconds)."""
+    return [e for e in served.events("shutdown_started") if "drain_seconds" in e]
 
 
 def test_one_process_drains_the_same_way() -> None:

@@ -170,7 +170,7 @@ async def test_batch_limit_is_invalid_argument(client: AsyncVerdictClient) -> No
     await expect_status(
         client.batch([olivia()] * 101),
         INVALID,
-        "requests: batch of 101 items exceeds the limit of 100",
+        "requests: more than 100 items in one batch",
     )
     assert len((await client.batch([olivia()] * 100)).results) == 100
 

@@ -151,7 +151,7 @@ async def test_a_batch_one_item_past_the_limit_is_refused(stubs: Stubs) -> None:
     four = stubs.decisions.BatchAuthorize(
         pb.BatchAuthorizeRequest(requests=[request()] * 4), timeout=5
     )
-    assert await refused(four) == "requests: batch of 4 items exceeds the limit of 3"
+    assert await refused(four) == "requests: more than 3 items in one batch"
 
 
 async def test_a_message_one_byte_past_the_limit_is_resource_exhausted(stubs: Stubs) -> None:

@@ -339,14 +339,9 @@ def test_two_million_empty_uids_are_refused_without_holding_the_loop(
 # --- Finding 5: a refused batch of two million empty items costs ~230 MB ---------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a 4 MiB BatchAuthorize of two million empty items is parsed whole before "
-    "its size is refused: ~230 MB each, four at once +1.2 GB",
-)
 def test_batches_refused_for_their_size_do_not_take_the_servers_memory(tmp_path: Path) -> None:
     """A narrow decider (callers file) sends four 4 MiB BatchAuthorize calls at once, each two
-    million empty items: each is refused (``requests: batch of ... exceeds the limit``), and
+    million empty items: each is refused (``requests: more than 100 items in one batch``), and
     together they must not grow the server by more than 300 MiB (16 MiB of requests)."""
     stores = two_tenants(tmp_path)
     callers = callers_file(tmp_path)
@@ -569,3 +564,48 @@ def test_hostile_bytes_metadata_compression_and_deadlines(tmp_path: Path) -> Non
                 stub.IsAuthorized(request, metadata=(*narrow, ("x-junk", "a" * 20_000)), timeout=5)
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert stub.IsAuthorized(request, metadata=narrow, timeout=5).decision == ALLOW
+
+
+# --- Found while fixing finding 5: without a callers file, grpc parsed requests itself -------
+
+
+def test_without_a_callers_file_requests_are_parsed_and_bounded_by_verdict(
+    tmp_path: Path,
+) -> None:
+    """No callers file (any peer may call): a malformed message came back UNKNOWN with the
+    decoder's exception text ("Unexpected <class '...DecodeError'>: Error parsing message
+    with type ..."); it is INVALID_ARGUMENT ``request`` as with a callers file. And the 4 MiB
+    batch of two million empty items is refused by count before it is parsed: four at once
+    grow the server by less than 300 MiB."""
+    stores = docs_store(tmp_path)
+    with served(stores) as (process, port, _log):
+        method = "/verdict.v1.AuthorizationService/IsAuthorized"
+        for broken in (b"\x0a\x05abc", b"\xfb\x07" * 100_000):
+            assert raw_call(port, method, broken) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "request: not a valid protobuf message",
+            )
+        batch = "/verdict.v1.AuthorizationService/BatchAuthorize"
+        body = b"\x0a\x00" * EMPTY_ITEMS
+        before = rss_peak_mib(process.pid)
+        results: list[tuple[grpc.StatusCode, str]] = []
+        senders = [
+            threading.Thread(target=lambda: results.append(raw_call(port, batch, body)))
+            for _ in range(4)
+        ]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(30)
+        assert (
+            results
+            == [
+                (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "requests: more than 100 items in one batch",
+                )
+            ]
+            * 4
+        )
+        assert rss_peak_mib(process.pid) - before < 300
+        assert doc_decision(port).decision == ALLOW

@@ -314,7 +314,7 @@ async def test_batch_answers_in_order_and_isolates_errors(lending_app: App) -> N
 
 async def test_batch_limit(lending_app: App) -> None:
     """A batch over the limit is refused as a whole."""
-    with pytest.raises(BatchTooLargeError, match="101 items exceeds the limit of 100"):
+    with pytest.raises(BatchTooLargeError, match="more than 100 items in one batch"):
         await lending_app.authorizer.authorize_batch([lending_cases()[0].request] * 101)
 
 

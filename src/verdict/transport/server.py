@@ -31,12 +31,18 @@ from verdict.transport.convert import (
     RequestLimits,
 )
 from verdict.transport.decisions import DecisionRecorder
-from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, EntityServicer
+from verdict.transport.entity_servicer import DEFAULT_MAX_REPLY_BYTES, MAX_UIDS, EntityServicer
 from verdict.transport.health import HealthService
 from verdict.transport.health_scope import granted_store_names, store_health_name
 from verdict.transport.in_progress import FINAL_GRACE_SECONDS, CallsInProgress
 from verdict.transport.overload import ConcurrencyLimit
 from verdict.transport.pipeline import Handler, StepsInterceptor, Wrap
+from verdict.transport.request_parse import (
+    RepeatedLimit,
+    parsed_here,
+    repeated_limits,
+    with_bounded_parse,
+)
 from verdict.transport.servicer import AuthorizationServicer
 
 log = structlog.get_logger(__name__)
@@ -185,7 +191,16 @@ async def start_server(
     calls = CallsInProgress()
     server = grpc.aio.server(
         # The edge steps, each method's handler wrapped once (see StepsInterceptor).
-        interceptors=[StepsInterceptor(edge_steps(security.guard, admission, calls))],
+        interceptors=[
+            StepsInterceptor(
+                edge_steps(
+                    security.guard,
+                    admission,
+                    calls,
+                    repeated_limits(authorizer.max_batch, MAX_UIDS),
+                )
+            )
+        ],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -259,17 +274,25 @@ def main_port_health(health: HealthService, security: EdgeSecurity) -> HealthSer
 
 
 def edge_steps(
-    guard: EdgeGuard | None, admission: ConcurrencyLimit, calls: CallsInProgress | None = None
+    guard: EdgeGuard | None,
+    admission: ConcurrencyLimit,
+    calls: CallsInProgress | None = None,
+    limits: Mapping[str, RepeatedLimit] | None = None,
 ) -> Wrap:
     """What wraps each main-port method, outermost first: the count of calls a stop waits for,
     the call context (request id, log fields, RPC metrics: refusals by the later steps are
-    counted too), the caller check (calls nobody may make never take a concurrency slot),
-    admission."""
+    counted too), the caller check or else the parse (either parses the request: repeated
+    fields counted on the wire first, request_parse), admission (calls nobody may make never
+    take a concurrency slot)."""
+    repeated = limits or {}
 
     def wrap(handler: Handler, method: str) -> Handler | None:
-        guarded: Handler | None = admission.wrap(handler, method)
+        bounded = with_bounded_parse(handler, repeated.get(method))
+        guarded: Handler | None = admission.wrap(bounded, method)
         if guard is not None and guarded is not None:
             guarded = guard.wrap(guarded, method)
+        elif guarded is not None:
+            guarded = parsed_here(guarded)
         if guarded is None:
             return None
         in_context = with_call_context(guarded, method)
