@@ -210,6 +210,10 @@ class Supervisor:
         if self._stopping.is_set():  # a second signal: each worker cuts its drain short
             for worker in self._workers.values():
                 signal_worker(worker.process, sig)
+                # Also on the socket: a worker that had not yet handled the first signal
+                # would see the two as one (signals do not queue) and drain in full.
+                if worker.ready and worker.channel is not None and not worker.channel.is_closing():
+                    worker.channel.write(b'{"op": "stop", "id": 0}\n')
             return
         self._signal = signal.Signals(sig)
         log.info("shutdown_started", signal=signal.Signals(sig).name)

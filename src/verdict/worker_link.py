@@ -9,7 +9,8 @@ they serve (or the time is up).
 
 The socket carries JSON lines. Worker to supervisor: ``reload_all`` (id, stores, timeout),
 ``reloaded`` (id, versions). Supervisor to worker: ``reload`` (id, stores), ``peers`` (id,
-versions by worker, missing). The end of file says the supervisor is gone.
+versions by worker, missing), ``stop`` (id 0: a stop signal repeated). The end of file says
+the supervisor is gone.
 """
 
 from __future__ import annotations
@@ -44,19 +45,23 @@ def stores_of(message: Mapping[str, Any]) -> frozenset[str] | None:
 
 class SupervisorLink:
     """Reloads asked by the supervisor (another worker's ReloadPolicies), reloads this worker
-    asks of the others, and the supervisor's end of file (``on_gone``)."""
+    asks of the others, a stop the supervisor repeats here (``on_stop``: a second SIGTERM
+    that reached the worker before its first was handled was lost, Unix signals do not
+    queue, and the worker drained in full), and the supervisor's end of file (``on_gone``)."""
 
     def __init__(
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        reloader: PolicyReloader,
+        reloader: PolicyReloader | None,
         on_gone: Callable[[], None],
+        on_stop: Callable[[], None],
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._reloader = reloader
         self._on_gone = on_gone
+        self._on_stop = on_stop
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[PeerReport]] = {}
         self._answers: set[asyncio.Task[None]] = set()
@@ -86,7 +91,9 @@ class SupervisorLink:
         except (ValueError, KeyError, TypeError):
             log.error("supervisor_message_unreadable")
             return
-        if op == "reload":
+        if op == "stop":
+            self._on_stop()
+        elif op == "reload" and self._reloader is not None:
             task = asyncio.get_running_loop().create_task(self._reload(number, message))
             self._answers.add(task)
             task.add_done_callback(self._answers.discard)
@@ -96,6 +103,7 @@ class SupervisorLink:
                 future.set_result(_report(message))
 
     async def _reload(self, number: int, message: Mapping[str, Any]) -> None:
+        assert self._reloader is not None  # only dispatched with one
         only = stores_of(message)
         try:
             await self._reloader.reload("peer", only)

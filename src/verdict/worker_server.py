@@ -62,7 +62,7 @@ async def serve(app: App, channel: socket.socket, index: int) -> int:
     signals = ShutdownSignals()
     signals.install()
     reader, writer = await asyncio.open_connection(sock=channel, limit=MAX_LINE_BYTES)
-    link = SupervisorLink(reader, writer, app.reloader, signals.trigger) if app.reloader else None
+    link = SupervisorLink(reader, writer, app.reloader, signals.trigger, signals.trigger)
     if app.reloader is not None:
         app.reloader.peers = link  # before serving: the first ReloadPolicies reaches all
     try:
@@ -74,27 +74,14 @@ async def serve(app: App, channel: socket.socket, index: int) -> int:
     ready = {"port": server.port, "health_port": server.health_port, "pid": os.getpid()}
     writer.write(json.dumps(ready).encode() + b"\n")
     await writer.drain()
-    if link is not None:
-        listening = asyncio.get_running_loop().create_task(link.run(), name="supervisor-link")
-    else:
-        listening = asyncio.get_running_loop().create_task(_until_end_of_file(reader, signals))
+    listening = asyncio.get_running_loop().create_task(link.run(), name="supervisor-link")
     await signals.next()
     await shut_down(app, signals)
     listening.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await listening
-    if link is not None:
-        await link.close()
+    await link.close()
     return 0
-
-
-async def _until_end_of_file(reader: asyncio.StreamReader, signals: ShutdownSignals) -> None:
-    """Without a reloader nothing but the end of file comes: the supervisor is gone."""
-    with contextlib.suppress(OSError, ValueError):
-        while await reader.readline():
-            pass
-    log.warning("supervisor_gone")
-    signals.trigger()
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:

@@ -11,6 +11,7 @@ class ShutdownSignals:
 
     def __init__(self) -> None:
         self.received = 0
+        self._waited = 0  # signals a next() has returned for
         self._arrived = asyncio.Event()
 
     def install(self) -> None:
@@ -24,6 +25,9 @@ class ShutdownSignals:
         self._arrived.set()
 
     async def next(self) -> None:
-        """Return once a signal arrives that was not waited for before."""
-        await self._arrived.wait()
-        self._arrived.clear()
+        """Return once a signal arrives that was not waited for before. Counted: two that
+        arrive before the first is waited for are two (the second cuts the drain short)."""
+        while self.received <= self._waited:
+            self._arrived.clear()
+            await self._arrived.wait()
+        self._waited += 1
