@@ -40,7 +40,7 @@ class _Pins:
 
 _PINNED: ContextVar[_Pins | None] = ContextVar("verdict_pinned_reads", default=None)
 _CONFINED: ContextVar[tuple[str, ...]] = ContextVar("verdict_confined_reads", default=())
-OUTSIDE_FOLDERS = "a link to a file outside the stores folder, refused"
+OUTSIDE_FOLDERS = "a link to a file outside the store folder, refused"
 
 
 @contextmanager

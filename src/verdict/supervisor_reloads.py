@@ -75,11 +75,13 @@ class ReloadRelay:
         timeout = min(MAX_WAIT_SECONDS, max(0.0, float(message.get("timeout", 0.0))))
         order = {"op": "reload", "stores": message.get("stores")}
         asked: dict[int, asyncio.Future[dict[str, str]]] = {}
+        starting: list[int] = []
         for index, worker in sorted(self._workers().items()):
             if index == asking.index:
                 continue
             if not worker.ready or worker.channel is None or worker.channel.is_closing():
                 self._hangup(index)  # kept while it starts, honoured once it serves
+                starting.append(index)
                 continue
             relay_id = next(self._ids)
             future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
@@ -94,6 +96,12 @@ class ReloadRelay:
         missing = sorted(i for i in asked if i not in versions)
         if missing:
             log.warning("peer_reload_unconfirmed", asking=asking.index, missing=missing)
-        reply = {"op": "peers", "id": number, "versions": versions, "missing": missing}
+        reply = {
+            "op": "peers",
+            "id": number,
+            "versions": versions,
+            "missing": missing,
+            "starting": starting,
+        }
         if asking.channel is not None and not asking.channel.is_closing():
             asking.channel.write(json.dumps(reply).encode() + b"\n")

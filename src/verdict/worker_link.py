@@ -25,16 +25,24 @@ from typing import Any
 import structlog
 
 from verdict.policy.reloader import PeerReport, PolicyReloader
+from verdict.policy.snapshot import StoreSnapshot
 
 log = structlog.get_logger(__name__)
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a versions map of many stores; the peer is our supervisor
 
 
 def served_versions(reloader: PolicyReloader, only: frozenset[str] | None) -> dict[str, str]:
-    """The version each store (of ``only``, or every one) is served at now; "" if not served."""
+    """What each store (of ``only``, or every one) is served at now: its policy version and
+    its entities.json version ("" if not served). Both: workers that agreed on the policies
+    alone answered RELOADED while one held another entities.json (a wrong ALLOW, round 11)."""
     stores = reloader.holder.current.stores
     names = set(stores) if only is None else only
-    return {name: stores[name].version if name in stores else "" for name in sorted(names)}
+    return {name: served_at(stores[name]) if name in stores else "" for name in sorted(names)}
+
+
+def served_at(store: StoreSnapshot) -> str:
+    """One store's served state as workers compare it: policies and entities file."""
+    return f"{store.version} entities {store.entities_version or 'none'}"
 
 
 def stores_of(message: Mapping[str, Any]) -> frozenset[str] | None:
@@ -143,4 +151,5 @@ def _report(message: Mapping[str, Any]) -> PeerReport:
         int(worker): {str(k): str(v) for k, v in dict(served).items()}
         for worker, served in dict(message.get("versions", {})).items()
     }
-    return PeerReport(versions, tuple(int(w) for w in message.get("missing", ())))
+    missing = tuple(int(w) for w in message.get("missing", ()))
+    return PeerReport(versions, missing, tuple(int(w) for w in message.get("starting", ())))

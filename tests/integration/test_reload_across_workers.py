@@ -118,22 +118,35 @@ def assert_reloaded_everywhere(served: Supervised) -> None:
     assert answers == {pb.DECISION_DENY}
 
 
-def test_agreed_reports_each_worker_that_serves_another_version() -> None:
+def test_agreed_reports_each_worker_that_serves_another_state() -> None:
     """The answer's state is what this worker did, FAILED with one problem per worker that
-    serves the store at another version, or nothing, or did not answer."""
+    serves the store in another state (policies or entities file), or nothing, or did not
+    answer, or is still starting."""
     state = apb.PolicyStoreState(
         policy_store_id="lending", policy_version="sha256:new", change=CHANGE.RELOADED
     )
-    same = PeerReport({1: {"lending": "sha256:new"}, 2: {"lending": "sha256:new"}})
-    assert agreed(state, same) == state
-    report = PeerReport({1: {"lending": "sha256:old"}, 2: {"lending": ""}, 3: {}}, missing=(4,))
-    failed = agreed(state, report)
+    mine = "sha256:new entities sha256:e2"
+    same = PeerReport({1: {"lending": mine}, 2: {"lending": mine}})
+    assert agreed(state, mine, same) == state
+    report = PeerReport(
+        {
+            1: {"lending": "sha256:old entities sha256:e2"},
+            2: {"lending": "sha256:new entities sha256:e1"},
+            3: {"lending": ""},
+            4: {},
+        },
+        missing=(5,),
+        starting=(6,),
+    )
+    failed = agreed(state, mine, report)
     assert (failed.change, failed.policy_version) == (CHANGE.FAILED, "sha256:new")
     assert [p.message for p in failed.problems] == [
-        "worker 1 serves sha256:old: call ReloadPolicies again",
-        "worker 2 serves nothing: call ReloadPolicies again",
-        "worker 3 serves nothing: call ReloadPolicies again",
-        "worker 4 did not confirm a reload in time",
+        "worker 1 serves another version of the store: call ReloadPolicies again",
+        "worker 2 serves another version of the store: call ReloadPolicies again",
+        "worker 3 serves nothing of the store: call ReloadPolicies again",
+        "worker 4 serves nothing of the store: call ReloadPolicies again",
+        "worker 5 did not confirm a reload in time",
+        "worker 6 is starting: call ReloadPolicies again",
     ]
     removed = apb.PolicyStoreState(policy_store_id="gone", change=CHANGE.REMOVED)
-    assert agreed(removed, PeerReport({1: {"gone": ""}})) == removed
+    assert agreed(removed, "", PeerReport({1: {"gone": ""}})) == removed

@@ -218,7 +218,7 @@ async def test_a_policy_file_swapped_for_a_device_or_binary_keeps_the_last_good_
     assert state.change == CHANGE.FAILED
     assert state.policy_version == before.policy_version
     assert [(p.file, p.message) for p in state.problems] == [
-        ("lending/staff.cedar", "a link to a file outside the stores folder, refused")
+        ("lending/staff.cedar", "a link to a file outside the store folder, refused")
     ]
     staff.unlink()
     staff.write_bytes(b"\xff\xfe\x00" + good.encode())

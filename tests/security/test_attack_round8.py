@@ -503,7 +503,7 @@ def test_a_link_to_a_policy_file_outside_the_stores_folder_is_refused(tmp_path: 
     deliberate rule); that let a store edit make the server read one of its secrets and
     quote its first token in a parse error. It is now refused unread: the reload fails naming
     the link, the last good version serves on, and nothing of the target is reported. A
-    link inside the stores folder still loads (ConfigMap mounts are such links)."""
+    link inside the store folder still loads (ConfigMap mounts are such links)."""
     outside = tmp_path / "elsewhere.cedar"
     outside.write_text("TOPSECRET_TOKEN forbid (principal,")
     with serving(tmp_path) as (served, channel):
@@ -512,15 +512,16 @@ def test_a_link_to_a_policy_file_outside_the_stores_folder_is_refused(tmp_path: 
         refused = reload(channel)
         assert refused.change == CHANGE.FAILED
         assert [(p.file, p.message) for p in refused.problems] == [
-            ("docs/outside.cedar", "a link to a file outside the stores folder, refused")
+            ("docs/outside.cedar", "a link to a file outside the store folder, refused")
         ]
         assert "TOPSECRET" not in served.log.read_text(errors="replace")
         assert decide(channel, "mallory").decision == DENY
         assert decide(channel, "alice").policy_version == first
         (served.store / "outside.cedar").unlink()
-        inside = served.store.parent / "shared.cedar"
+        inside = served.store / "..data" / "shared.cedar"
+        inside.parent.mkdir()
         inside.write_text(GUARD.replace("no-suspended", "shared-guard"))
-        (served.store / "shared.cedar").symlink_to(inside)
+        (served.store / "shared.cedar").symlink_to("..data/shared.cedar")
         state = reload(channel)
         assert state.change == CHANGE.RELOADED
         assert state.policy_version == store_version(served.store)

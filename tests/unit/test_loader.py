@@ -292,30 +292,46 @@ def test_a_store_file_linked_outside_the_stores_folder_is_refused_unread(
     (root / linked).parent.mkdir(parents=True, exist_ok=True)
     (root / linked).symlink_to(secret)
     problems = diagnostics_of(root)
-    assert problems == [f"s/{linked}:0: a link to a file outside the stores folder, refused"]
+    assert problems == [f"s/{linked}:0: a link to a file outside the store folder, refused"]
     assert not any("hunter2" in p or "TOPSECRET" in p for p in problems)
 
 
-def test_links_inside_the_stores_folder_and_a_linked_store_folder_still_load(
+def test_configmap_links_load_and_links_out_of_the_store_folder_are_refused(
     tmp_path: Path,
 ) -> None:
-    """What deployments do keeps working: a file linked to a shared one in the stores folder,
-    a ConfigMap-style ``..data`` link inside the store, and a store folder that is itself a
-    link to a checkout elsewhere."""
+    """What Kubernetes does keeps working: a ConfigMap mounted on a store folder (files are
+    links to ``..data/``, a link to a timestamped folder inside it), and one mounted on the
+    stores folder (each store folder a link to ``..data/<store>``). A file linked to another
+    store's folder (a shared file, or another tenant's data: round 11) is refused, and so is
+    a store folder linked to a folder outside the stores folder (it chose what its files may
+    resolve to: ``stores/evil -> ..``)."""
     stores = tmp_path / "stores"
-    shared = write_store(stores, ".shared", {"guard.cedar": "forbid(principal, action, resource);"})
     root = write_store(stores, "s", {"..2026/main.cedar": "permit(principal, action, resource);"})
     (root / "..data").symlink_to("..2026")
     (root / "main.cedar").symlink_to("..data/main.cedar")
-    (root / "guard.cedar").symlink_to(shared / "guard.cedar")
-    checkout = write_store(
-        tmp_path / "checkout", "t", {"p.cedar": "permit(principal, action, resource);"}
-    )
-    (stores / "t").symlink_to(checkout)
+    write_store(stores, "..2027", {"t/p.cedar": "permit(principal, action, resource);"})
+    (stores / "..data").symlink_to("..2027")
+    (stores / "t").symlink_to("..data/t")
     snapshot = load_policy_stores(stores)
     assert set(snapshot.stores) == {"s", "t"}
-    assert {"guard#0", "main#0"} <= set(snapshot.stores["s"].policies)
-    assert "p#0" in snapshot.stores["t"].policies
+    assert list(snapshot.stores["s"].policies) == ["main#0"]  # not ..2026/main#0 as well
+    assert list(snapshot.stores["t"].policies) == ["p#0"]
+
+    (root / "guard.cedar").symlink_to(stores / "t" / "p.cedar")
+    assert diagnostics_of(root) == [
+        "s/guard.cedar:0: a link to a file outside the store folder, refused"
+    ]
+    checkout = write_store(
+        tmp_path / "checkout", "u", {"p.cedar": "permit(principal, action, resource);"}
+    )
+    (stores / "u").symlink_to(checkout)
+    assert diagnostics_of(stores / "u") == [
+        "u:0: the store folder is a link to a folder outside the stores folder, refused"
+    ]
+    (stores / "evil").symlink_to("..")
+    assert diagnostics_of(stores / "evil") == [
+        "evil:0: the store folder is a link to a folder outside the stores folder, refused"
+    ]
 
 
 def test_an_entities_file_linked_outside_the_stores_folder_is_refused_unread(
@@ -333,5 +349,5 @@ def test_an_entities_file_linked_outside_the_stores_folder_is_refused_unread(
     with pytest.raises(PolicyLoadError) as info:
         MemoryEntityStore.read_file(EntityFile(root / "entities.json", None, "s/entities.json"))
     assert [str(d) for d in info.value.diagnostics] == [
-        "s/entities.json:0: invalid entities: a link to a file outside the stores folder, refused"
+        "s/entities.json:0: invalid entities: a link to a file outside the store folder, refused"
     ]

@@ -26,9 +26,17 @@ item = st.builds(
     explain=st.booleans(),
     principal=st.builds(pb.EntityUid, type=st.text(max_size=4), id=st.text(max_size=300)),
 )
-# Unknown top-level fields a caller may add: varint, 64-bit, length-delimited, 32-bit.
+# Unknown top-level fields a caller may add: varint, 64-bit, length-delimited, 32-bit, groups.
 unknown = st.sampled_from(
-    [b"\x10\x96\x01", b"\x19" + b"\x00" * 8, b"\x22\x03abc", b"\x2d\x00\x00\x00\x00"]
+    [
+        b"\x10\x96\x01",
+        b"\x19" + b"\x00" * 8,
+        b"\x22\x03abc",
+        b"\x2d\x00\x00\x00\x00",
+        b"\xa3\x06\xa4\x06",  # an empty group of field 100 (round 11: it hid what followed)
+        b"\xa3\x06\x0a\x00\xab\x06\x0a\x00\xac\x06\xa4\x06",  # field-1 bytes inside groups
+        b"\x0b\x0a\x00\x0c",  # field 1 as a group: not an item for protobuf either
+    ]
 )
 
 

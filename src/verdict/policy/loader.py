@@ -52,6 +52,8 @@ VALIDATE_CHUNK = 1_000  # policies per validation call: Cedar holds a parsed chu
 SCHEMA_TEXT = "schema.cedarschema"
 SCHEMA_JSON = "schema.cedarschema.json"
 ENTITIES_FILE = "entities.json"
+# A store's files besides its *.cedar files.
+STORE_FILE_NAMES = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE, *LINKS_FILES)
 # Names listed below one store (files and folders, at every depth) before its load is refused:
 # a real store holds tens; 100,000 are listed in ~0.1 s.
 MAX_STORE_NAMES = 100_000
@@ -113,10 +115,25 @@ def store_roots(stores_dir: Path) -> list[Path]:
 def load_store(root: Path, cache: SelectionCacheLimits | None = None) -> StoreSnapshot:
     """Load one policy store folder; raise PolicyLoadError listing every problem found. Its
     version is the hash of exactly the bytes parsed, however the files change meanwhile.
-    Its files must lie inside the store or the stores folder, links resolved (a link to a
-    secret of the server's is refused unread, never quoted by a parse error)."""
-    with pinned_reads(), confined_reads(root, root.parent):
+    Its files must lie inside the store folder, links resolved (a link to a secret of the
+    server's, or into another tenant's store, is refused unread, never quoted by a parse
+    error), and the store folder inside the stores folder (check_store_folder)."""
+    check_store_folder(root)
+    with pinned_reads(), confined_reads(root):
         return _load_store(root, cache)
+
+
+def check_store_folder(root: Path) -> None:
+    """PolicyLoadError unless the store folder, links resolved, lies inside the stores folder.
+
+    A store folder linked elsewhere chose what its files may resolve to: ``stores/evil ->
+    ..`` made everything beside the stores folder part of that store, and a file linked to a
+    secret there was read and quoted (attack round 11). ConfigMap mounts resolve inside."""
+    real = os.path.realpath(root)
+    stores = os.path.realpath(root.parent)
+    if not real.startswith(stores.rstrip(os.sep) + os.sep):
+        message = "the store folder is a link to a folder outside the stores folder, refused"
+        raise PolicyLoadError([Diagnostic(root.name, 0, message)])
 
 
 def _load_store(root: Path, cache: SelectionCacheLimits | None) -> StoreSnapshot:
@@ -253,7 +270,7 @@ def _linked_form(link: Link, template: JsonObject) -> JsonObject:
 
 def _check_regular_files(root: Path) -> None:
     """A FIFO, device or folder under a store's file names is an error, never silently skipped."""
-    names = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE, *LINKS_FILES)
+    names = STORE_FILE_NAMES
     odd = [root / name for name in names if (root / name).exists() and not is_regular(root / name)]
     if odd:
         raise PolicyLoadError(
@@ -335,7 +352,10 @@ def _walk_policy_files(root: Path) -> list[Path]:
             for entry in names:
                 if entry.name.endswith(".cedar"):
                     found.append(Path(entry.path))
-                if entry.is_dir(follow_symlinks=False):
+                # Hidden folders are not part of a store, as hidden store folders are not
+                # stores: a ConfigMap mounted on a store folder keeps each file twice (in
+                # ``..<timestamp>/`` and through its link), and a checkout keeps ``.git/``.
+                if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
                     pending.append(Path(entry.path))
         except OSError as exc:
             shown = "/".join((root.name, *folder.relative_to(root).parts))

@@ -6,7 +6,9 @@ worker thread; the caller swaps the result into the PolicyHolder in one assignme
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,12 +16,18 @@ from pathlib import Path
 from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.files import pinned_reads
 from verdict.policy.loader import (
+    STORE_FILE_NAMES,
+    check_store_folder,
     entities_file_version,
     load_store,
+    policy_files,
     store_roots,
     store_version,
 )
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
+
+SETTLE_SECONDS = 0.25  # a store file changed more recently than this is waited out
+MOST_SETTLE_SECONDS = 2.0  # ... for at most this long in one reload of one store
 
 
 class Change(enum.Enum):
@@ -118,10 +126,19 @@ def _reload_one(
 ) -> StoreOutcome:
     store_id = root.name
     try:
+        check_store_folder(root)  # before anything is read through it
         before = store_version(root)
         entities_before = entities_file_version(root)
         if old is not None and (old.version, old.entities_version) == (before, entities_before):
             return StoreOutcome(store_id, Change.UNCHANGED, old)
+        if settle(root):  # a file was still being written: hash what it has become
+            before = store_version(root)
+            entities_before = entities_file_version(root)
+            if old is not None and (old.version, old.entities_version) == (
+                before,
+                entities_before,
+            ):
+                return StoreOutcome(store_id, Change.UNCHANGED, old)
         loaded = load_store(root)
         entities = None
         entities_read = entities_before
@@ -150,6 +167,36 @@ def _reload_one(
         return StoreOutcome(store_id, Change.FAILED, old, (problem,))
     change = Change.ADDED if old is None else Change.RELOADED
     return StoreOutcome(store_id, change, loaded, entities=entities)
+
+
+def settle(root: Path, still: float = SETTLE_SECONDS, most: float = MOST_SETTLE_SECONDS) -> bool:
+    """Wait while a file of the store changed less than ``still`` seconds ago (at most
+    ``most`` in all); whether it waited.
+
+    An in-place rewrite (`cp new guard.cedar`, `cat > guard.cedar`) truncates, then writes in
+    128 KiB calls: a reload landing between two of them read a prefix, and one ending at a
+    statement (a long comment header, say) is valid Cedar without the forbids after it
+    (attack round 11). Writers like these finish within microseconds to milliseconds; a
+    change younger than ``still`` is waited out. A writer paused longer leaves what a reload
+    cannot tell from an edit (docs/deployment.md: replace store files by a rename)."""
+    waited = 0.0
+    while waited < most:
+        age = time.time() - newest_change(root)
+        if age >= still:
+            break
+        pause = min(still - max(age, 0.0), most - waited)
+        time.sleep(pause)
+        waited += pause
+    return waited > 0
+
+
+def newest_change(root: Path) -> float:
+    """The latest modification time (seconds) of the store's files; 0 without any."""
+    newest = 0.0
+    for path in [*policy_files(root), *(root / name for name in STORE_FILE_NAMES)]:
+        with contextlib.suppress(OSError):
+            newest = max(newest, path.stat().st_mtime)
+    return newest
 
 
 def _entities_changed(old: StoreSnapshot | None, new: StoreSnapshot) -> bool:

@@ -38,11 +38,13 @@ class EmbeddedEntities(Protocol):
 @dataclass(frozen=True)
 class PeerReport:
     """What the other workers serve after reloading the same stores (``versions``: worker
-    index to store id to version, "" for a store not served), and the workers that did not
-    confirm in time."""
+    index to store id to served state, "" for a store not served), the workers that did not
+    confirm in time, and those still starting (a SIGHUP kept for when they serve: they may
+    serve what they loaded before the edit until then)."""
 
     versions: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
     missing: tuple[int, ...] = ()
+    starting: tuple[int, ...] = ()  # told to reload once they serve, not yet serving
 
 
 class ReloadPeers(Protocol):

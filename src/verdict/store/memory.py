@@ -104,9 +104,9 @@ class MemoryEntityStore:
         """One store's entities from its file ({} without one); PolicyLoadError when broken."""
         if file.path is None:
             return {}
-        # A store's entities.json, like its other files, lies inside the store or the stores
-        # folder (links resolved): see verdict.files.confined_reads.
-        with confined_reads(file.path.parent, file.path.parent.parent):
+        # A store's entities.json, like its other files, lies inside the store folder (links
+        # resolved): see verdict.files.confined_reads and the loader's check_store_folder.
+        with confined_reads(file.path.parent):
             return read_entities_file(file.path, file.schema, file.shown)
 
     async def install(

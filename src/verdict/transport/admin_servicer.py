@@ -12,6 +12,7 @@ from verdict.policy.reload import Change, StoreOutcome
 from verdict.policy.reloader import PeerReport, PolicyReloader
 from verdict.transport.call_context import granted_stores
 from verdict.transport.status import wire_text
+from verdict.worker_link import served_versions
 
 Context = grpc.aio.ServicerContext[Any, Any]
 PEER_WAIT_SECONDS = 120.0  # a reload of 100,000 policies takes ~40 s here
@@ -54,7 +55,12 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         states = [store_state(s) for s in outcome.stores if _visible(s.store_id)]
         if self._reloader.peers is not None:
             report = await self._reloader.peers.reload_others(only, _peer_timeout(context))
-            states = [agreed(state, report) for state in states]
+            # What this worker serves now (not the outcome's: another reload may have swapped
+            # in since), in the form the others report it.
+            mine = served_versions(self._reloader, only)
+            states = [
+                agreed(state, mine.get(state.policy_store_id, ""), report) for state in states
+            ]
         return apb.ReloadPoliciesResponse(stores=states)
 
     async def ListPolicyStores(
@@ -87,19 +93,22 @@ def _peer_timeout(context: Context) -> float:
     return max(0.0, min(PEER_WAIT_SECONDS, remaining - 0.5))
 
 
-def agreed(state: apb.PolicyStoreState, report: PeerReport) -> apb.PolicyStoreState:
-    """``state`` as this worker reloaded it, FAILED if another worker serves the store at
-    another version (its files changed between the two reloads: call again) or did not say."""
+def agreed(state: apb.PolicyStoreState, mine: str, report: PeerReport) -> apb.PolicyStoreState:
+    """``state`` as this worker reloaded it, FAILED if another worker serves the store in
+    another state than ``mine`` (policies and entities file; its files changed between the
+    two reloads: call again), or did not say."""
     store_id = state.policy_store_id
     problems = [
-        f"worker {worker} serves {versions.get(store_id) or 'nothing'}: call ReloadPolicies again"
+        f"worker {worker} serves {'another version' if versions.get(store_id) else 'nothing'}"
+        " of the store: call ReloadPolicies again"
         for worker, versions in sorted(report.versions.items())
-        if versions.get(store_id, "") != state.policy_version
+        if versions.get(store_id, "") != mine
     ]
     problems += [
         f"worker {w} did not confirm a reload in time" if w >= 0 else "no answer from the others"
         for w in report.missing
     ]
+    problems += [f"worker {w} is starting: call ReloadPolicies again" for w in report.starting]
     if not problems:
         return state
     failed = apb.PolicyStoreState()
