@@ -315,6 +315,10 @@ def test_configmap_links_load_and_links_out_of_the_store_folder_are_refused(
     snapshot = load_policy_stores(stores)
     assert set(snapshot.stores) == {"s", "t"}
     assert list(snapshot.stores["s"].policies) == ["main#0"]  # not ..2026/main#0 as well
+    (root / ".shared").mkdir()  # a hidden folder of one's own is read: never dropped silently
+    (root / ".shared" / "guard.cedar").write_text("forbid(principal, action, resource);")
+    assert list(load_store(root).policies) == [".shared/guard#0", "main#0"]
+    (root / ".shared" / "guard.cedar").unlink()
     assert list(snapshot.stores["t"].policies) == ["p#0"]
 
     (root / "guard.cedar").symlink_to(stores / "t" / "p.cedar")

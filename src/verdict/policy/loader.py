@@ -352,10 +352,11 @@ def _walk_policy_files(root: Path) -> list[Path]:
             for entry in names:
                 if entry.name.endswith(".cedar"):
                     found.append(Path(entry.path))
-                # Hidden folders are not part of a store, as hidden store folders are not
-                # stores: a ConfigMap mounted on a store folder keeps each file twice (in
-                # ``..<timestamp>/`` and through its link), and a checkout keeps ``.git/``.
-                if entry.is_dir(follow_symlinks=False) and not entry.name.startswith("."):
+                # The kubelet's own folders (``..<timestamp>/``, behind the ``..data`` link)
+                # are not walked: a ConfigMap mounted on a store folder would give every file
+                # twice, there and through its link. Other hidden folders are walked: a
+                # forbid kept in ``.shared/`` must not be dropped without a word.
+                if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".."):
                     pending.append(Path(entry.path))
         except OSError as exc:
             shown = "/".join((root.name, *folder.relative_to(root).parts))
