@@ -503,6 +503,18 @@ CP_BUFFER = 128 * 1024  # what `cp` writes per call (coreutils' default buffer)
 ALICE_FORBID = '@id("no-alice")\nforbid (principal == User::"alice", action, resource);\n'
 
 
+def large_guard_store(tmp_path: Path) -> tuple[Path, Path, bytes]:
+    """The docs store with a ~200 KiB guard.cedar: a generated comment header longer than
+    one cp write (128 KiB), then the forbid of alice. (stores, the file, its bytes)."""
+    stores = docs_store(tmp_path)
+    header = "".join(f"// generated rule table, row {row:06d} {'-' * 60}\n" for row in range(2600))
+    guard = (header + ALICE_FORBID).encode()
+    assert len(guard) > CP_BUFFER + 4096
+    path = stores / "docs" / "guard.cedar"
+    path.write_bytes(guard)
+    return stores, path, guard
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="round 11 finding 5, what remains: a writer paused for longer than the reload's "
@@ -516,12 +528,7 @@ def test_a_large_policy_file_rewritten_in_place_is_not_served_half_written(tmp_p
     128 KiB, all comment: valid Cedar with no policies, RELOADED, and alice was ALLOWed
     although the old and the new file both deny her (round 8's empty-file case, one write
     later)."""
-    stores = docs_store(tmp_path)
-    header = "".join(f"// generated rule table, row {row:06d} {'-' * 60}\n" for row in range(2600))
-    guard = (header + ALICE_FORBID).encode()
-    assert len(guard) > CP_BUFFER + 4096
-    path = stores / "docs" / "guard.cedar"
-    path.write_bytes(guard)
+    stores, path, guard = large_guard_store(tmp_path)
     with served(stores, "--default-store", "docs", env={"VERDICT_POLICY_WATCH": "false"}) as (
         _,
         port,
@@ -549,11 +556,7 @@ def test_a_large_policy_file_rewritten_in_place_by_a_busy_writer_is_not_served_h
     apart; 50 ms stands for a loaded machine). The reload waits until the store's files have
     been still for 0.25 s and reads the whole file: the answer is UNCHANGED (the same bytes
     as before the rewrite) and alice stays denied. Before, the prefix was served (finding 5)."""
-    stores = docs_store(tmp_path)
-    header = "".join(f"// generated rule table, row {row:06d} {'-' * 60}\n" for row in range(2600))
-    guard = (header + ALICE_FORBID).encode()
-    path = stores / "docs" / "guard.cedar"
-    path.write_bytes(guard)
+    stores, path, guard = large_guard_store(tmp_path)
     with served(stores, "--default-store", "docs", env={"VERDICT_POLICY_WATCH": "false"}) as (
         _,
         port,
