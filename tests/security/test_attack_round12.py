@@ -22,6 +22,9 @@ Findings are tests asserting the correct behaviour, strict xfails until fixed:
    flipped between an inside folder and an outside one lands between the two about once in
    120 reloads, and a credentials file outside is read and quoted by Cedar's syntax error in
    ReloadPolicies' answer and the log (round 11's finding 3 by a race).
+5. settle() sees only the mtimes of files still present: a forbid moved by unlink-then-write
+   (a checkout), with a reload between the two, is loaded as gone and served so (watch off:
+   until the next reload): ALLOW where the old and new files both deny.
 
 The attacks that held are ordinary tests below the findings.
 """
@@ -272,6 +275,44 @@ def test_a_store_folder_link_swapped_during_a_reload_never_reads_outside(tmp_pat
             flipper.join(5)
         assert not leaked, leaked[:400]
         assert SECRET not in log.read_text(errors="replace")
+
+
+# --- Finding 5: settle() does not see a file removed a moment ago ------------------------------
+
+ALICE_FORBID = '@id("no-alice")\nforbid (principal == User::"alice", action, resource);\n'
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="round 12 finding 5: settle() looks at the mtimes of the files still there; a "
+    "forbid file moved by unlink-then-create (git checkout) is served as gone for good",
+)
+def test_a_forbid_moved_to_another_file_is_never_served_as_gone(tmp_path: Path) -> None:
+    """A checkout moves alice's forbid from guard.cedar to rules/guard.cedar: git unlinks the
+    old file, then writes the new one (here 0.15 s later: a busy disk). A reload landing
+    between the two is told by settle() that the store has been still (the removal leaves no
+    mtime on any file it looks at; the folder's mtime says it changed just now), loads the
+    store without the forbid and answers RELOADED; with the watch off that state is served
+    until the next reload, though neither the old nor the new files ALLOW alice. A reload
+    must wait out a removal as it waits out a write, and alice must be DENYed."""
+    stores = docs_store(tmp_path)
+    docs = stores / "docs"
+    (docs / "guard.cedar").write_text(ALICE_FORBID)
+    (docs / "rules").mkdir()
+    past = time.time() - 60
+    for path in (docs / "docs.cedar", docs / "guard.cedar"):
+        os.utime(path, (past, past))
+    with served(stores, "--default-store", "docs", env=NO_WATCH) as (_, port, _log):
+        assert doc_decision(port).decision == DENY
+        answers: list[apb.ReloadPoliciesResponse] = []
+        (docs / "guard.cedar").unlink()
+        caller = threading.Thread(target=lambda: answers.append(reload_all(port)[1]))
+        caller.start()
+        time.sleep(0.15)
+        (docs / "rules" / "guard.cedar").write_text(ALICE_FORBID)
+        caller.join(10)
+        assert answers
+        assert doc_decision(port).decision == DENY, answers[0]
 
 
 # --- Held ---------------------------------------------------------------------------------------
