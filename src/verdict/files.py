@@ -41,22 +41,37 @@ class _Pins:
 _PINNED: ContextVar[_Pins | None] = ContextVar("verdict_pinned_reads", default=None)
 _CONFINED: ContextVar[tuple[str, ...]] = ContextVar("verdict_confined_reads", default=())
 OUTSIDE_FOLDERS = "a link to a file outside the store folder, refused"
+OUTSIDE_STORES = "the store folder is a link to a folder outside the stores folder, refused"
 
 
 @contextmanager
-def confined_reads(*folders: Path) -> Iterator[None]:
+def confined_reads(*real_folders: str) -> Iterator[None]:
     """Within the block, a file opened through this module must lie inside one of
-    ``folders`` once every symbolic link is resolved, or it is refused unread.
+    ``real_folders`` (real paths, from ``resolved_inside``: never resolved again here) once
+    every symbolic link is resolved, or it is refused unread.
 
     A store file linked to a secret of the server's (``x.cedar -> /etc/verdict/audit.key``)
     was read, and Cedar's syntax error quoted its first token in the log and in
     ReloadPolicies' answer. The check is made on the open descriptor, so a link swapped after
-    a check cannot slip through."""
-    token = _CONFINED.set(tuple(os.path.realpath(folder) for folder in folders))
+    a check cannot slip through; and the folder is resolved once, by the caller that checked
+    it (a store folder link flipped between a check and a second resolution confined the
+    reads to a folder outside the stores folder: attack round 12)."""
+    token = _CONFINED.set(tuple(real_folders))
     try:
         yield
     finally:
         _CONFINED.reset(token)
+
+
+def resolved_inside(folder: Path) -> str:
+    """The real path of ``folder`` (a store folder), FileReadError unless it lies inside its
+    parent's (the stores folder's): a store folder linked elsewhere chose what its files may
+    resolve to (``stores/evil -> ..``, attack round 11). ConfigMap mounts resolve inside."""
+    real = os.path.realpath(folder)
+    parent = os.path.realpath(folder.parent)
+    if not real.startswith(parent.rstrip(os.sep) + os.sep):
+        raise FileReadError(OUTSIDE_STORES)
+    return real
 
 
 def _check_confined(fd: int, path: Path) -> None:

@@ -79,11 +79,6 @@ def reload_all(port: int, timeout: float = 30.0) -> tuple[float, apb.ReloadPolic
 # --- Finding 1: settle's 2 s bound counts its sleeps, not its walks ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 12 finding 1: settle() counts only its sleeps; with ~20k files and a future "
-    "mtime one store adds far more than its 2 s to every full reload",
-)
 def test_one_stores_settle_costs_every_reload_at_most_its_bound(tmp_path: Path) -> None:
     """Tenant ``evil`` writes its own store folder: 16,000 comment-only ``*.cedar`` files and
     one broken file (so the store stays FAILED, "changed", and is settled on every reload). A
@@ -117,11 +112,6 @@ def test_one_stores_settle_costs_every_reload_at_most_its_bound(tmp_path: Path) 
 # --- Finding 2: a forbid in a hidden folder is dropped without a word ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 12 finding 2: a *.cedar forbid in a hidden folder of a store is silently "
-    "ignored since round 11 (UNCHANGED, no problem reported, ALLOW where the files deny)",
-)
 def test_a_forbid_in_a_hidden_folder_is_enforced_or_reported(tmp_path: Path) -> None:
     """A store keeps shared guard rails in ``.shared/freeze.cedar`` (a forbid on everything),
     loaded until round 11 (rglob walked every folder). Now the walk skips hidden folders: the
@@ -224,12 +214,6 @@ def test_a_stop_sent_to_the_supervisor_alone_drains(tmp_path: Path) -> None:
 SECRET = "hunter2secret"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 12 finding 4: check_store_folder and confined_reads resolve the store "
-    "folder's link separately; a link swapped between the two confines reads to the outside "
-    "folder, and a secret file there is quoted by Cedar's error",
-)
 def test_a_store_folder_link_swapped_during_a_reload_never_reads_outside(tmp_path: Path) -> None:
     """Someone who can write into the stores folder (round 11's attacker) makes ``evil`` a
     link flipping, as fast as a loop can rename, between ``.evil_in`` (inside the stores
@@ -282,11 +266,6 @@ def test_a_store_folder_link_swapped_during_a_reload_never_reads_outside(tmp_pat
 ALICE_FORBID = '@id("no-alice")\nforbid (principal == User::"alice", action, resource);\n'
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 12 finding 5: settle() looks at the mtimes of the files still there; a "
-    "forbid file moved by unlink-then-create (git checkout) is served as gone for good",
-)
 def test_a_forbid_moved_to_another_file_is_never_served_as_gone(tmp_path: Path) -> None:
     """A checkout moves alice's forbid from guard.cedar to rules/guard.cedar: git unlinks the
     old file, then writes the new one (here 0.15 s later: a busy disk). A reload landing

@@ -23,6 +23,7 @@ from verdict.files import (
     pinned_reads,
     read_bytes,
     read_store_text,
+    resolved_inside,
 )
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES, MAX_POLICY_FILE_BYTES
@@ -118,22 +119,18 @@ def load_store(root: Path, cache: SelectionCacheLimits | None = None) -> StoreSn
     Its files must lie inside the store folder, links resolved (a link to a secret of the
     server's, or into another tenant's store, is refused unread, never quoted by a parse
     error), and the store folder inside the stores folder (check_store_folder)."""
-    check_store_folder(root)
-    with pinned_reads(), confined_reads(root):
+    real = check_store_folder(root)
+    with pinned_reads(), confined_reads(real):
         return _load_store(root, cache)
 
 
-def check_store_folder(root: Path) -> None:
-    """PolicyLoadError unless the store folder, links resolved, lies inside the stores folder.
-
-    A store folder linked elsewhere chose what its files may resolve to: ``stores/evil ->
-    ..`` made everything beside the stores folder part of that store, and a file linked to a
-    secret there was read and quoted (attack round 11). ConfigMap mounts resolve inside."""
-    real = os.path.realpath(root)
-    stores = os.path.realpath(root.parent)
-    if not real.startswith(stores.rstrip(os.sep) + os.sep):
-        message = "the store folder is a link to a folder outside the stores folder, refused"
-        raise PolicyLoadError([Diagnostic(root.name, 0, message)])
+def check_store_folder(root: Path) -> str:
+    """The store folder's real path; PolicyLoadError unless it lies inside the stores folder
+    (files.resolved_inside)."""
+    try:
+        return resolved_inside(root)
+    except FileReadError as exc:
+        raise PolicyLoadError([Diagnostic(root.name, 0, str(exc))]) from None
 
 
 def _load_store(root: Path, cache: SelectionCacheLimits | None) -> StoreSnapshot:
@@ -328,7 +325,15 @@ def policy_files(root: Path) -> list[Path]:
     return pinned_listing(f"cedar:{root}", listing)
 
 
-def _walk_policy_files(root: Path) -> list[Path]:
+def store_folders_and_files(root: Path) -> tuple[list[Path], list[Path]]:
+    """The folders walked below ``root`` (itself first) and the ``*.cedar`` files found: for
+    the reload's settle, which needs the folders too (a file removed changes its folder)."""
+    folders: list[Path] = []
+    files = _walk_policy_files(root, folders)
+    return folders, files
+
+
+def _walk_policy_files(root: Path, folders: list[Path] | None = None) -> list[Path]:
     """The ``*.cedar`` names below ``root`` (what ``rglob`` found: folders reached through a
     symbolic link are not entered), walked with a list instead of recursion.
 
@@ -342,6 +347,8 @@ def _walk_policy_files(root: Path) -> list[Path]:
     listed = 0
     while pending:
         folder = pending.pop()
+        if folders is not None:
+            folders.append(folder)
         try:
             with os.scandir(folder) as entries:
                 names = list(entries)

@@ -20,7 +20,7 @@ from verdict.policy.loader import (
     check_store_folder,
     entities_file_version,
     load_store,
-    policy_files,
+    store_folders_and_files,
     store_roots,
     store_version,
 )
@@ -170,32 +170,40 @@ def _reload_one(
 
 
 def settle(root: Path, still: float = SETTLE_SECONDS, most: float = MOST_SETTLE_SECONDS) -> bool:
-    """Wait while a file of the store changed less than ``still`` seconds ago (at most
-    ``most`` in all); whether it waited.
+    """Wait while the store changed less than ``still`` seconds ago, a file written or added
+    or removed (at most ``most`` seconds in all, its own walks counted); whether it waited.
 
     An in-place rewrite (`cp new guard.cedar`, `cat > guard.cedar`) truncates, then writes in
     128 KiB calls: a reload landing between two of them read a prefix, and one ending at a
     statement (a long comment header, say) is valid Cedar without the forbids after it
-    (attack round 11). Writers like these finish within microseconds to milliseconds; a
-    change younger than ``still`` is waited out. A writer paused longer leaves what a reload
-    cannot tell from an edit (docs/deployment.md: replace store files by a rename)."""
-    waited = 0.0
-    while waited < most:
-        age = time.time() - newest_change(root)
-        if age >= still:
-            break
-        pause = min(still - max(age, 0.0), most - waited)
-        time.sleep(pause)
-        waited += pause
-    return waited > 0
+    (attack round 11). A forbid moved to another file (`git checkout`: one file removed, then
+    another written) was read in between as gone: the folders' times show the removal (round
+    12). Writers like these finish within microseconds to milliseconds; a change younger than
+    ``still`` is waited out. A time in the future is no writer at work and is not waited for
+    (a store touched into the future had every reload wait its bound). A writer paused longer
+    leaves what a reload cannot tell from an edit (docs/deployment.md: rename files)."""
+    started = time.monotonic()
+    waited = False
+    while True:
+        age = max(0.0, time.time() - newest_change(root))  # a clock a hair behind the disk's
+        left = most - (time.monotonic() - started)
+        if age >= still or left <= 0.0:
+            return waited
+        time.sleep(min(still - age, left))
+        waited = True
 
 
 def newest_change(root: Path) -> float:
-    """The latest modification time (seconds) of the store's files; 0 without any."""
+    """The latest modification time (seconds) of the store's files and folders; a time in
+    the future counts as none (see ``settle``)."""
+    folders, files = store_folders_and_files(root)
+    now = time.time()
     newest = 0.0
-    for path in [*policy_files(root), *(root / name for name in STORE_FILE_NAMES)]:
+    for path in [*folders, *files, *(root / name for name in STORE_FILE_NAMES)]:
         with contextlib.suppress(OSError):
-            newest = max(newest, path.stat().st_mtime)
+            changed = path.stat().st_mtime
+            if changed <= now + 1.0:
+                newest = max(newest, changed)
     return newest
 
 

@@ -15,7 +15,7 @@ from verdict.errors import (
     StoreUnavailableError,
     WriteConflictError,
 )
-from verdict.files import confined_reads
+from verdict.files import FileReadError, confined_reads, resolved_inside
 from verdict.model import EntityUid, JsonObject
 from verdict.store.base import (
     DEFAULT_READ,
@@ -104,9 +104,13 @@ class MemoryEntityStore:
         """One store's entities from its file ({} without one); PolicyLoadError when broken."""
         if file.path is None:
             return {}
-        # A store's entities.json, like its other files, lies inside the store folder (links
-        # resolved): see verdict.files.confined_reads and the loader's check_store_folder.
-        with confined_reads(file.path.parent):
+        # A store's entities.json, like its other files, lies inside the store folder, and
+        # the store folder inside the stores folder (links resolved): verdict.files.
+        try:
+            real = resolved_inside(file.path.parent)
+        except FileReadError as exc:
+            raise PolicyLoadError([Diagnostic(file.shown, 0, str(exc))]) from None
+        with confined_reads(real):
             return read_entities_file(file.path, file.schema, file.shown)
 
     async def install(
