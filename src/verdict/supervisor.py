@@ -209,11 +209,7 @@ class Supervisor:
     def _stop(self, sig: int) -> None:
         if self._stopping.is_set():  # a second signal: each worker cuts its drain short
             for worker in self._workers.values():
-                signal_worker(worker.process, sig)
-                # Also on the socket: a worker that had not yet handled the first signal
-                # would see the two as one (signals do not queue) and drain in full.
-                if worker.ready and worker.channel is not None and not worker.channel.is_closing():
-                    worker.channel.write(b'{"op": "stop", "id": 0}\n')
+                tell_stop(worker, 2, sig)
             return
         self._signal = signal.Signals(sig)
         log.info("shutdown_started", signal=signal.Signals(sig).name)
@@ -347,8 +343,8 @@ class Supervisor:
         self._stopping.set()
         workers = [w for w in self._workers.values() if w.process.returncode is None]
         processes = [w.process for w in workers]
-        for process in processes:
-            signal_worker(process, self._signal)
+        for worker in workers:
+            tell_stop(worker, 1, self._signal)
         waiting = [asyncio.create_task(p.wait()) for p in processes]
         if not waiting:
             return
@@ -366,6 +362,18 @@ class Supervisor:
         if late or not all(w.stopped_cleanly() for w in workers):
             self._failed = True
         log.info("shutdown_finished", exit_codes=codes)
+
+
+def tell_stop(worker: Worker, level: int, sig: int) -> None:
+    """The ``level``-th stop (1: stop, 2: cut the drain short) to a worker: on its socket once
+    it serves, where the two stay two and a stop that also reached it directly (a SIGTERM to
+    the process group) is not counted twice; as ``sig`` while it starts (kept, early_signals)
+    or when its socket is gone."""
+    channel = worker.channel
+    if worker.ready and channel is not None and not channel.is_closing():
+        channel.write(json.dumps({"op": "stop", "id": 0, "level": level}).encode() + b"\n")
+    else:
+        signal_worker(worker.process, sig)
 
 
 def signal_worker(process: asyncio.subprocess.Process, sig: int) -> None:

@@ -9,8 +9,8 @@ they serve (or the time is up).
 
 The socket carries JSON lines. Worker to supervisor: ``reload_all`` (id, stores, timeout),
 ``reloaded`` (id, versions). Supervisor to worker: ``reload`` (id, stores), ``peers`` (id,
-versions by worker, missing), ``stop`` (id 0: a stop signal repeated). The end of file says
-the supervisor is gone.
+versions by worker, missing), ``stop`` (id 0, level: 1 stop, 2 cut the drain short). The end
+of file says the supervisor is gone.
 """
 
 from __future__ import annotations
@@ -53,9 +53,8 @@ def stores_of(message: Mapping[str, Any]) -> frozenset[str] | None:
 
 class SupervisorLink:
     """Reloads asked by the supervisor (another worker's ReloadPolicies), reloads this worker
-    asks of the others, a stop the supervisor repeats here (``on_stop``: a second SIGTERM
-    that reached the worker before its first was handled was lost, Unix signals do not
-    queue, and the worker drained in full), and the supervisor's end of file (``on_gone``)."""
+    asks of the others, the supervisor's stops (``on_stop(level)``: said here, not signalled,
+    see ShutdownSignals), and the supervisor's end of file (``on_gone``)."""
 
     def __init__(
         self,
@@ -63,7 +62,7 @@ class SupervisorLink:
         writer: asyncio.StreamWriter,
         reloader: PolicyReloader | None,
         on_gone: Callable[[], None],
-        on_stop: Callable[[], None],
+        on_stop: Callable[[int], None],
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -100,7 +99,7 @@ class SupervisorLink:
             log.error("supervisor_message_unreadable")
             return
         if op == "stop":
-            self._on_stop()
+            self._on_stop(int(message.get("level", 1)))
         elif op == "reload" and self._reloader is not None:
             task = asyncio.get_running_loop().create_task(self._reload(number, message))
             self._answers.add(task)

@@ -62,7 +62,7 @@ async def serve(app: App, channel: socket.socket, index: int) -> int:
     signals = ShutdownSignals()
     signals.install()
     reader, writer = await asyncio.open_connection(sock=channel, limit=MAX_LINE_BYTES)
-    link = SupervisorLink(reader, writer, app.reloader, signals.trigger, signals.trigger)
+    link = SupervisorLink(reader, writer, app.reloader, signals.trigger, signals.stop_level)
     if app.reloader is not None:
         app.reloader.peers = link  # before serving: the first ReloadPolicies reaches all
     try:

@@ -42,7 +42,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
-import pytest
 
 from tests.processes import free_port
 from tests.security.serve_process import serve_command, wait_serving
@@ -157,12 +156,6 @@ def group_served(stores: Path, **env: str) -> Iterator[tuple[subprocess.Popen[by
         process.wait(10)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 12 finding 3: a SIGTERM to the process group (systemd's default "
-    "KillMode=control-group, Ctrl-C) reaches each worker twice, directly and forwarded, and "
-    "the second, now counted, skips the whole drain: new calls are refused at once",
-)
 def test_a_stop_sent_to_the_process_group_still_drains(tmp_path: Path) -> None:
     """systemd stops a unit by sending SIGTERM to every process of its cgroup (KillMode=
     control-group, the default), and a terminal's Ctrl-C sends SIGINT to the whole foreground

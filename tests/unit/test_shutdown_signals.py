@@ -1,6 +1,6 @@
-"""ShutdownSignals counts its signals: a second stop that arrives before the first was waited
-for still cuts the drain short (the supervisor repeats a stop on the worker's socket, and the
-two must not merge into one)."""
+"""ShutdownSignals: signals that arrive before a stop is taken are one (a SIGTERM to the
+process group reaches a worker directly and from its supervisor), and the supervisor's stops,
+said on the worker's socket with their level, stay two when it sent two."""
 
 from __future__ import annotations
 
@@ -9,27 +9,51 @@ import asyncio
 from verdict.transport.shutdown_signals import ShutdownSignals
 
 
-async def test_two_signals_before_any_wait_are_two() -> None:
-    signals = ShutdownSignals()
-    signals.trigger()
-    signals.trigger()
-    await asyncio.wait_for(signals.next(), 1)  # the first: the shutdown starts
-    await asyncio.wait_for(signals.next(), 1)  # the second: the drain is cut short
-    third = asyncio.ensure_future(signals.next())
+async def waits(signals: ShutdownSignals) -> bool:
+    """Whether the next stop is still to come (nothing owed now)."""
+    pending = asyncio.ensure_future(signals.next())
     await asyncio.sleep(0.05)
-    assert not third.done()  # nothing more arrived: the next wait waits
-    signals.trigger()
-    await asyncio.wait_for(third, 1)
+    if pending.done():
+        return False
+    pending.cancel()
+    return True
+
+
+async def test_signals_before_the_stop_is_taken_are_one() -> None:
+    signals = ShutdownSignals()
+    signals.trigger()  # its own SIGTERM (the process group)
+    signals.trigger()  # the same stop, forwarded
+    await asyncio.wait_for(signals.next(), 1)  # the shutdown starts
+    assert await waits(signals)  # and drains: nothing cuts it short
+    signals.trigger()  # a second stop, after the first was taken
+    await asyncio.wait_for(signals.next(), 1)  # cuts the drain short
     assert signals.received == 3
 
 
-async def test_a_signal_while_waiting_wakes_the_wait_once() -> None:
+async def test_the_supervisors_levels_stay_two_before_any_wait() -> None:
+    """A worker busy when both of the supervisor's stops arrive still cuts its drain short
+    (as signals, the two had merged and it drained in full)."""
     signals = ShutdownSignals()
-    waiting = asyncio.ensure_future(signals.next())
-    await asyncio.sleep(0)
-    signals.trigger()
-    await asyncio.wait_for(waiting, 1)
-    again = asyncio.ensure_future(signals.next())
-    await asyncio.sleep(0.05)
-    assert not again.done()
-    again.cancel()
+    signals.stop_level(1)
+    signals.stop_level(2)
+    await asyncio.wait_for(signals.next(), 1)
+    await asyncio.wait_for(signals.next(), 1)
+    assert await waits(signals)
+
+
+async def test_a_direct_signal_and_the_supervisors_first_stop_are_one_stop() -> None:
+    """SIGTERM to the process group: the worker's own signal and the supervisor's level 1
+    are the same stop, in either order; the drain runs until a second one."""
+    for order in ("signal first", "level first"):
+        signals = ShutdownSignals()
+        if order == "signal first":
+            signals.trigger()
+            await asyncio.wait_for(signals.next(), 1)
+            signals.stop_level(1)
+        else:
+            signals.stop_level(1)
+            signals.trigger()
+            await asyncio.wait_for(signals.next(), 1)
+        assert await waits(signals), order
+        signals.stop_level(2)
+        await asyncio.wait_for(signals.next(), 1)

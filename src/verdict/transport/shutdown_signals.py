@@ -7,11 +7,21 @@ import signal
 
 
 class ShutdownSignals:
-    """SIGTERM/SIGINT: the first starts a shutdown; another one cuts its drain short."""
+    """SIGTERM/SIGINT: the first starts a shutdown; another one cuts its drain short.
+
+    Signals that arrive before the shutdown has taken the last one are one (a SIGTERM to the
+    process group reaches a worker directly and, once, from its supervisor). The supervisor
+    says which stop it means on the worker's socket instead (``stop_level``: 1 stop, 2 cut
+    the drain short): signals do not queue, and its second SIGTERM, merged with a first the
+    worker had not handled yet, had left a worker draining in full; counting every signal
+    instead made the process group's one SIGTERM skip the drain (attack round 12)."""
 
     def __init__(self) -> None:
         self.received = 0
-        self._waited = 0  # signals a next() has returned for
+        self._rounds = 0  # signal rounds: signals before a round is taken merge into it
+        self._open = False  # a signal round not taken yet
+        self._levels = 0  # the supervisor's stops
+        self._taken = 0  # rounds next() has returned for
         self._arrived = asyncio.Event()
 
     def install(self) -> None:
@@ -22,12 +32,20 @@ class ShutdownSignals:
     def trigger(self) -> None:
         """A signal arrived (or an equivalent, such as the supervisor going away)."""
         self.received += 1
+        if not self._open:
+            self._open = True
+            self._rounds += 1
+        self._arrived.set()
+
+    def stop_level(self, level: int) -> None:
+        """The supervisor's ``level``-th stop (1: stop, 2: cut the drain short)."""
+        self._levels = max(self._levels, level)
         self._arrived.set()
 
     async def next(self) -> None:
-        """Return once a signal arrives that was not waited for before. Counted: two that
-        arrive before the first is waited for are two (the second cuts the drain short)."""
-        while self.received <= self._waited:
+        """Return once a stop arrives that was not waited for before."""
+        while self._taken >= max(self._rounds, self._levels):
             self._arrived.clear()
             await self._arrived.wait()
-        self._waited += 1
+        self._taken += 1
+        self._open = False
