@@ -95,14 +95,19 @@ def two_tenants(tmp_path: Path) -> Path:
     return stores
 
 
-def callers_file(tmp_path: Path) -> Path:
-    """callers.toml granting GRANTS, one static token each (``<name>-token``)."""
-    path = tmp_path / "callers.toml"
+def callers_file(
+    tmp_path: Path,
+    grants: dict[str, tuple[str, str]] | None = None,
+    name: str = "callers.toml",
+) -> Path:
+    """A callers file granting ``grants`` (GRANTS by default: caller -> (methods, stores) as
+    TOML arrays), one static token each (``<caller>-token``)."""
+    path = tmp_path / name
     path.write_text(
         "".join(
-            f'\n[[callers]]\nid = "{name}"\nmethods = {methods}\nstores = {stores}\n'
-            f'token_sha256 = ["{token_sha256(f"{name}-token")}"]\n'
-            for name, (methods, stores) in GRANTS.items()
+            f'\n[[callers]]\nid = "{caller}"\nmethods = {methods}\nstores = {stores}\n'
+            f'token_sha256 = ["{token_sha256(f"{caller}-token")}"]\n'
+            for caller, (methods, stores) in (GRANTS if grants is None else grants).items()
         )
     )
     return path

@@ -37,7 +37,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.security.authn_support import token_sha256
 from tests.security.serve_process import fresh_channel
 from tests.security.test_attack_round10 import (
     ALLOW,
@@ -270,15 +269,7 @@ def tenant_callers(tmp_path: Path) -> Path:
         "acme-reader": ('["decisions", "entity-reads"]', '["acme"]'),
         "root": ('["decisions", "explain", "entity-reads", "entity-writes", "admin"]', '["*"]'),
     }
-    path = tmp_path / "tenant-callers.toml"
-    path.write_text(
-        "".join(
-            f'\n[[callers]]\nid = "{name}"\nmethods = {methods}\nstores = {stores}\n'
-            f'token_sha256 = ["{token_sha256(f"{name}-token")}"]\n'
-            for name, (methods, stores) in grants.items()
-        )
-    )
-    return path
+    return callers_file(tmp_path, grants, "tenant-callers.toml")
 
 
 def test_a_link_into_another_tenants_store_is_refused(tmp_path: Path) -> None:
