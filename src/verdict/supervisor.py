@@ -165,6 +165,7 @@ class Supervisor:
         self._restarts: deque[float] = deque()
         self._failed = False
         self._relay = ReloadRelay(lambda: self._workers, self._hangup)
+        self._stop_level = 0  # the stops told to workers: 1 stop, 2 cut the drain short
         self._listeners: set[asyncio.Task[None]] = set()
 
     async def run(self) -> int:
@@ -208,6 +209,7 @@ class Supervisor:
 
     def _stop(self, sig: int) -> None:
         if self._stopping.is_set():  # a second signal: each worker cuts its drain short
+            self._stop_level = 2
             for worker in self._workers.values():
                 tell_stop(worker, 2, sig)
             return
@@ -286,6 +288,8 @@ class Supervisor:
         order = {"index": index, "settings": self._settings.model_dump(mode="json")}
         try:
             writer.write(json.dumps(order).encode() + b"\n")
+            if self._stop_level:  # a restart while stopping: its level, not only the signal
+                writer.write(stop_line(self._stop_level))
             line = await reader.readline()
         except (BrokenPipeError, ConnectionResetError):
             line = b""  # it died before reading its order (a signal while it started)
@@ -343,8 +347,9 @@ class Supervisor:
         self._stopping.set()
         workers = [w for w in self._workers.values() if w.process.returncode is None]
         processes = [w.process for w in workers]
+        self._stop_level = max(self._stop_level, 1)
         for worker in workers:
-            tell_stop(worker, 1, self._signal)
+            tell_stop(worker, self._stop_level, self._signal)
         waiting = [asyncio.create_task(p.wait()) for p in processes]
         if not waiting:
             return
@@ -365,15 +370,22 @@ class Supervisor:
 
 
 def tell_stop(worker: Worker, level: int, sig: int) -> None:
-    """The ``level``-th stop (1: stop, 2: cut the drain short) to a worker: on its socket once
-    it serves, where the two stay two and a stop that also reached it directly (a SIGTERM to
-    the process group) is not counted twice; as ``sig`` while it starts (kept, early_signals)
-    or when its socket is gone."""
+    """The ``level``-th stop (1: stop, 2: cut the drain short) to a worker, on its socket:
+    there the two stay two, and a stop that also reached it directly (a SIGTERM to the
+    process group) is not counted twice. A worker still starting gets ``sig`` too (kept until
+    it serves, early_signals; it reads its socket once serving), and so does one whose
+    socket is gone."""
     channel = worker.channel
-    if worker.ready and channel is not None and not channel.is_closing():
-        channel.write(json.dumps({"op": "stop", "id": 0, "level": level}).encode() + b"\n")
-    else:
-        signal_worker(worker.process, sig)
+    if channel is not None and not channel.is_closing():
+        channel.write(stop_line(level))
+        if worker.ready:
+            return
+    signal_worker(worker.process, sig)
+
+
+def stop_line(level: int) -> bytes:
+    """The supervisor's ``level``-th stop as a line of the worker's socket (worker_link)."""
+    return json.dumps({"op": "stop", "id": 0, "level": level}).encode() + b"\n"
 
 
 def signal_worker(process: asyncio.subprocess.Process, sig: int) -> None:

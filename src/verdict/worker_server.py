@@ -52,17 +52,19 @@ def die_with_parent(parent: int) -> None:
 
 def read_order(channel: socket.socket) -> tuple[int, dict[str, Any]]:
     """The index and settings the supervisor sent, as one JSON line."""
-    with channel.makefile("rb") as lines:
+    # Unbuffered: the supervisor may write a stop right after the order (a stop while this
+    # worker starts), and a buffered read would take that line too and drop it.
+    with channel.makefile("rb", buffering=0) as lines:
         order = json.loads(lines.readline())
     return int(order["index"]), dict(order["settings"])
 
 
-async def serve(app: App, channel: socket.socket, index: int) -> int:
+async def serve(app: App, channel: socket.socket, index: int, parent: int) -> int:
     """Start, report the ports, serve until SIGTERM/SIGINT or the supervisor is gone, drain."""
-    signals = ShutdownSignals()
+    signals = ShutdownSignals(parent)
     signals.install()
     reader, writer = await asyncio.open_connection(sock=channel, limit=MAX_LINE_BYTES)
-    link = SupervisorLink(reader, writer, app.reloader, signals.trigger, signals.stop_level)
+    link = SupervisorLink(reader, writer, app.reloader, signals.supervisor_gone, signals.stop_level)
     if app.reloader is not None:
         app.reloader.peers = link  # before serving: the first ReloadPolicies reaches all
     try:
@@ -99,7 +101,8 @@ def main(argv: Sequence[str]) -> int:
     """Run one worker on the socket ``argv[0]`` (a file descriptor) for supervisor ``argv[1]``."""
     early_signals.stop_quietly_until_serving()  # and a stop kept while importing ends it now
     channel = socket.socket(fileno=int(argv[0]))
-    die_with_parent(int(argv[1]))
+    parent = int(argv[1])
+    die_with_parent(parent)
     index, fields = read_order(channel)
     settings = worker_settings(Settings(**fields), index)
     configure_logging(settings.log_level, settings.log_format)
@@ -118,4 +121,4 @@ def main(argv: Sequence[str]) -> int:
         print(f"invalid configuration:\n{exc}", file=sys.stderr)
         return EXIT_ERROR
     # The supervisor's command checked that the chosen loop is available.
-    return event_loop.run(serve(app, channel, index), settings.event_loop)
+    return event_loop.run(serve(app, channel, index, parent), settings.event_loop)

@@ -38,7 +38,6 @@ from datetime import datetime
 from pathlib import Path
 
 import grpc
-import pytest
 
 from tests.processes import free_port
 from tests.security.serve_process import serve_command
@@ -209,11 +208,6 @@ def test_a_worker_restarted_after_a_stray_sigterm_gets_the_later_stop(tmp_path: 
 # --- Finding 1: the supervisor's death is one stop, but counts two: the drain is skipped --------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a worker takes the supervisor's end of file and its PR_SET_PDEATHSIG SIGTERM as "
-    "two stops (the second arrives after the first was taken): the drain is cut to nothing",
-)
 def test_a_supervisor_killed_leaves_its_workers_draining_in_full(tmp_path: Path) -> None:
     """The supervisor SIGKILLed (the OOM killer, kill -9): each worker must drain as on one
     stop (die_with_parent: "a graceful drain"), serving for the drain (4 s) before it stops.
@@ -242,11 +236,6 @@ def test_a_supervisor_killed_leaves_its_workers_draining_in_full(tmp_path: Path)
 # --- Finding 2: two stops to a worker still loading are one ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the supervisor signals a worker it has not seen serve; the worker merges every "
-    "signal before it takes a stop, so the second stop is lost and it drains in full",
-)
 def test_two_stops_during_startup_cut_the_drain_short(tmp_path: Path) -> None:
     """Two SIGTERMs to the supervisor 0.2 s apart while worker 0 loads its entities (its stop
     handlers installed, not serving yet): the supervisor forwards both as raw SIGTERMs (the
@@ -263,10 +252,6 @@ def test_two_stops_during_startup_cut_the_drain_short(tmp_path: Path) -> None:
         assert exits_within(process, 6) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a restarted worker still loading gets both stops as raw signals and merges them",
-)
 def test_two_stops_during_a_worker_restart_cut_the_drain_short(tmp_path: Path) -> None:
     """Worker 1 SIGKILLed and restarted; while the new one loads its entities, two SIGTERMs to
     the supervisor 0.2 s apart. Worker 0 (serving) gets levels 1 and 2 on its socket and

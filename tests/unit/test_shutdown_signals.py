@@ -5,7 +5,11 @@ said on the worker's socket with their level, stay two when it sent two."""
 from __future__ import annotations
 
 import asyncio
+import os
 
+import pytest
+
+from verdict.transport import shutdown_signals
 from verdict.transport.shutdown_signals import ShutdownSignals
 
 
@@ -57,3 +61,30 @@ async def test_a_direct_signal_and_the_supervisors_first_stop_are_one_stop() -> 
         assert await waits(signals), order
         signals.stop_level(2)
         await asyncio.wait_for(signals.next(), 1)
+
+
+async def test_news_of_the_supervisors_death_is_one_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The supervisor dead (the worker's parent pid is no longer the one it was started by):
+    the end of file on its socket and the kernel's SIGTERMs for it (one per supervisor thread
+    the worker is handed to) are one stop; a SIGTERM after ORPHAN_SECONDS still cuts the
+    drain short. Round 13: a SIGKILLed supervisor left every worker without its drain."""
+    monkeypatch.setattr(shutdown_signals, "ORPHAN_SECONDS", 0.2)
+    gone = os.getppid() + 1_000_000  # not our parent: as if the supervisor had died
+    signals = ShutdownSignals(parent=gone)
+    signals.supervisor_gone()
+    signals.trigger()
+    await asyncio.wait_for(signals.next(), 1)
+    signals.trigger()  # the kernel's again, as the supervisor's threads die
+    assert await waits(signals)
+    await asyncio.sleep(0.25)
+    signals.trigger()  # an operator's, later: cuts the drain short
+    await asyncio.wait_for(signals.next(), 1)
+
+
+async def test_a_stop_taken_before_the_supervisor_died_is_not_repeated_by_its_death() -> None:
+    signals = ShutdownSignals(parent=os.getppid() + 1_000_000)
+    signals.stop_level(1)  # the supervisor's stop, then it is killed
+    await asyncio.wait_for(signals.next(), 1)
+    signals.trigger()
+    signals.supervisor_gone()
+    assert await waits(signals)
