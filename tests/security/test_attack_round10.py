@@ -221,6 +221,23 @@ def raw_call(
         return grpc.StatusCode.OK, ""
 
 
+def raw_calls_at_once(
+    port: int, method: str, body: bytes, count: int, metadata: Metadata = ()
+) -> list[tuple[grpc.StatusCode, str]]:
+    """``count`` raw calls of ``method`` with ``body`` sent at once, from threads; each one's
+    status code and details."""
+    results: list[tuple[grpc.StatusCode, str]] = []
+    senders = [
+        threading.Thread(target=lambda: results.append(raw_call(port, method, body, metadata)))
+        for _ in range(count)
+    ]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(30)
+    return results
+
+
 # --- Finding 1: ReloadPolicies reloads one worker, and without the watch the others never -----
 
 
@@ -355,17 +372,7 @@ def test_batches_refused_for_their_size_do_not_take_the_servers_memory(tmp_path:
     with served(stores, *args) as (process, port, _log):
         method = "/verdict.v1.AuthorizationService/BatchAuthorize"
         before = rss_peak_mib(process.pid)
-        results: list[tuple[grpc.StatusCode, str]] = []
-        senders = [
-            threading.Thread(
-                target=lambda: results.append(raw_call(port, method, body, auth("narrow")))
-            )
-            for _ in range(4)
-        ]
-        for sender in senders:
-            sender.start()
-        for sender in senders:
-            sender.join(30)
+        results = raw_calls_at_once(port, method, body, 4, auth("narrow"))
         assert [code for code, _ in results] == [grpc.StatusCode.INVALID_ARGUMENT] * 4, results
         grown = rss_peak_mib(process.pid) - before
         assert grown < 300, f"the server grew by {grown} MiB"
@@ -595,15 +602,7 @@ def test_without_a_callers_file_requests_are_parsed_and_bounded_by_verdict(
         batch = "/verdict.v1.AuthorizationService/BatchAuthorize"
         body = b"\x0a\x00" * EMPTY_ITEMS
         before = rss_peak_mib(process.pid)
-        results: list[tuple[grpc.StatusCode, str]] = []
-        senders = [
-            threading.Thread(target=lambda: results.append(raw_call(port, batch, body)))
-            for _ in range(4)
-        ]
-        for sender in senders:
-            sender.start()
-        for sender in senders:
-            sender.join(30)
+        results = raw_calls_at_once(port, batch, body, 4)
         assert (
             results
             == [

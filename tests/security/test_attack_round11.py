@@ -50,6 +50,7 @@ from tests.security.test_attack_round10 import (
     doc_decision,
     docs_store,
     raw_call,
+    raw_calls_at_once,
     rss_peak_mib,
     served,
     two_tenants,
@@ -211,15 +212,7 @@ def test_items_behind_an_unknown_group_are_counted_before_parsing(
     caller = auth("narrow") if method == BATCH else auth("root")
     with served(stores, *args) as (process, port, _log):
         before = rss_peak_mib(process.pid)
-        results: list[tuple[grpc.StatusCode, str]] = []
-        senders = [
-            threading.Thread(target=lambda: results.append(raw_call(port, method, body, caller)))
-            for _ in range(2)
-        ]
-        for sender in senders:
-            sender.start()
-        for sender in senders:
-            sender.join(30)
+        results = raw_calls_at_once(port, method, body, 2, caller)
         assert [code for code, _ in results] == [grpc.StatusCode.INVALID_ARGUMENT] * 2, results
         grown = rss_peak_mib(process.pid) - before
         assert grown < 150, f"the server grew by {grown} MiB"
