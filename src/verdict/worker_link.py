@@ -85,9 +85,9 @@ class SupervisorLink:
                 self._dispatch(line)
         except (OSError, ValueError):  # reset, or a line past the limit
             pass
-        for future in self._waiting.values():
+        for future in self._waiting.values():  # the others can no longer say: not confirmed
             if not future.done():
-                future.set_result(PeerReport())
+                future.set_result(PeerReport(missing=(-1,)))
         log.warning("supervisor_gone")
         self._on_gone()
 
