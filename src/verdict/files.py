@@ -68,10 +68,14 @@ def resolved_inside(folder: Path) -> str:
     parent's (the stores folder's): a store folder linked elsewhere chose what its files may
     resolve to (``stores/evil -> ..``, attack round 11). ConfigMap mounts resolve inside."""
     real = os.path.realpath(folder)
-    parent = os.path.realpath(folder.parent)
-    if not real.startswith(parent.rstrip(os.sep) + os.sep):
+    if not _below(real, os.path.realpath(folder.parent)):
         raise FileReadError(OUTSIDE_STORES)
     return real
+
+
+def _below(real: str, folder: str) -> bool:
+    """Whether the real path ``real`` lies below the real path ``folder``."""
+    return real.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _check_confined(fd: int, path: Path) -> None:
@@ -82,9 +86,7 @@ def _check_confined(fd: int, path: Path) -> None:
         real = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:  # no /proc: the path's resolution (a swap between the two can slip by)
         real = os.path.realpath(path)
-    if not any(
-        real == folder or real.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders
-    ):
+    if not any(real == folder or _below(real, folder) for folder in folders):
         raise FileReadError(OUTSIDE_FOLDERS)
 
 

@@ -39,7 +39,7 @@ from verdict.app import WRITES_NEED_REDIS, metrics_address
 from verdict.config import Settings
 from verdict.supervisor_reloads import ReloadRelay
 from verdict.telemetry.exposition import multiprocess_registry, start_metrics_server
-from verdict.worker_link import MAX_LINE_BYTES
+from verdict.worker_link import MAX_LINE_BYTES, json_line
 
 log = structlog.get_logger(__name__)
 EXIT_ERROR, EXIT_FAILED = 2, 1
@@ -287,7 +287,7 @@ class Supervisor:
         worker.channel = writer
         order = {"index": index, "settings": self._settings.model_dump(mode="json")}
         try:
-            writer.write(json.dumps(order).encode() + b"\n")
+            writer.write(json_line(order))
             if self._stop_level:  # a restart while stopping: its level, not only the signal
                 writer.write(stop_line(self._stop_level))
             line = await reader.readline()
@@ -385,7 +385,7 @@ def tell_stop(worker: Worker, level: int, sig: int) -> None:
 
 def stop_line(level: int) -> bytes:
     """The supervisor's ``level``-th stop as a line of the worker's socket (worker_link)."""
-    return json.dumps({"op": "stop", "id": 0, "level": level}).encode() + b"\n"
+    return json_line({"op": "stop", "id": 0, "level": level})
 
 
 def signal_worker(process: asyncio.subprocess.Process, sig: int) -> None:

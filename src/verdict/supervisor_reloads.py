@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import structlog
 
+from verdict.worker_link import json_line
+
 log = structlog.get_logger(__name__)
 MAX_WAIT_SECONDS = 600.0  # a worker's own bound on what it asks for; this caps a bad value
 
@@ -87,7 +89,7 @@ class ReloadRelay:
             future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
             self._waiting[relay_id] = future
             asked[index] = future
-            worker.channel.write(json.dumps({**order, "id": relay_id}).encode() + b"\n")
+            worker.channel.write(json_line({**order, "id": relay_id}))
         if asked:
             await asyncio.wait(asked.values(), timeout=timeout)
         for relay_id in [k for k, f in self._waiting.items() if f in asked.values()]:
@@ -104,4 +106,4 @@ class ReloadRelay:
             "starting": starting,
         }
         if asking.channel is not None and not asking.channel.is_closing():
-            asking.channel.write(json.dumps(reply).encode() + b"\n")
+            asking.channel.write(json_line(reply))

@@ -25,24 +25,14 @@ from typing import Any
 import structlog
 
 from verdict.policy.reloader import PeerReport, PolicyReloader
-from verdict.policy.snapshot import StoreSnapshot
 
 log = structlog.get_logger(__name__)
 MAX_LINE_BYTES = 16 * 1024 * 1024  # a versions map of many stores; the peer is our supervisor
 
 
-def served_versions(reloader: PolicyReloader, only: frozenset[str] | None) -> dict[str, str]:
-    """What each store (of ``only``, or every one) is served at now: its policy version and
-    its entities.json version ("" if not served). Both: workers that agreed on the policies
-    alone answered RELOADED while one held another entities.json (a wrong ALLOW, round 11)."""
-    stores = reloader.holder.current.stores
-    names = set(stores) if only is None else only
-    return {name: served_at(stores[name]) if name in stores else "" for name in sorted(names)}
-
-
-def served_at(store: StoreSnapshot) -> str:
-    """One store's served state as workers compare it: policies and entities file."""
-    return f"{store.version} entities {store.entities_version or 'none'}"
+def json_line(message: Mapping[str, Any]) -> bytes:
+    """One message of the socket: a JSON object on a line of its own."""
+    return json.dumps(message).encode() + b"\n"
 
 
 def stores_of(message: Mapping[str, Any]) -> frozenset[str] | None:
@@ -76,7 +66,7 @@ class SupervisorLink:
     def send(self, message: Mapping[str, Any]) -> None:
         """One JSON line to the supervisor (small: no need to wait for the buffer)."""
         if not self._writer.is_closing():
-            self._writer.write(json.dumps(message).encode() + b"\n")
+            self._writer.write(json_line(message))
 
     async def run(self) -> None:
         """Read the supervisor's lines until its end of file, then ``on_gone``."""
@@ -116,9 +106,7 @@ class SupervisorLink:
             await self._reloader.reload("peer", only)
         except Exception as exc:  # still answer: the asking worker reports what is served
             log.error("policy_reload_crashed", trigger="peer", error_type=type(exc).__name__)
-        self.send(
-            {"op": "reloaded", "id": number, "versions": served_versions(self._reloader, only)}
-        )
+        self.send({"op": "reloaded", "id": number, "versions": self._reloader.served(only)})
 
     async def reload_others(self, only: frozenset[str] | None, seconds: float) -> PeerReport:
         """Have every other worker reload ``only`` (None: every store); what they then serve."""

@@ -30,7 +30,7 @@ from verdict.errors import ConfigError, PolicyLoadError
 from verdict.telemetry.logging import configure_logging
 from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
 from verdict.transport.shutdown_signals import ShutdownSignals
-from verdict.worker_link import MAX_LINE_BYTES, SupervisorLink
+from verdict.worker_link import MAX_LINE_BYTES, SupervisorLink, json_line
 
 log = structlog.get_logger(__name__)
 EXIT_ERROR = 2
@@ -74,7 +74,7 @@ async def serve(app: App, channel: socket.socket, index: int, parent: int) -> in
         await stop(app, 0)
         return EXIT_ERROR
     ready = {"port": server.port, "health_port": server.health_port, "pid": os.getpid()}
-    writer.write(json.dumps(ready).encode() + b"\n")
+    writer.write(json_line(ready))
     await writer.drain()
     listening = asyncio.get_running_loop().create_task(link.run(), name="supervisor-link")
     await signals.next()

@@ -267,8 +267,11 @@ def _linked_form(link: Link, template: JsonObject) -> JsonObject:
 
 def _check_regular_files(root: Path) -> None:
     """A FIFO, device or folder under a store's file names is an error, never silently skipped."""
-    names = STORE_FILE_NAMES
-    odd = [root / name for name in names if (root / name).exists() and not is_regular(root / name)]
+    odd = [
+        root / name
+        for name in STORE_FILE_NAMES
+        if (root / name).exists() and not is_regular(root / name)
+    ]
     if odd:
         raise PolicyLoadError(
             [Diagnostic(f"{root.name}/{path.name}", 0, "not a regular file") for path in odd]

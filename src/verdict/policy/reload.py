@@ -127,18 +127,12 @@ def _reload_one(
     store_id = root.name
     try:
         check_store_folder(root)  # before anything is read through it
-        before = store_version(root)
-        entities_before = entities_file_version(root)
+        before, entities_before = store_version(root), entities_file_version(root)
+        changed = old is None or (old.version, old.entities_version) != (before, entities_before)
+        if changed and settle(root):  # a file was still being written: hash what it became
+            before, entities_before = store_version(root), entities_file_version(root)
         if old is not None and (old.version, old.entities_version) == (before, entities_before):
             return StoreOutcome(store_id, Change.UNCHANGED, old)
-        if settle(root):  # a file was still being written: hash what it has become
-            before = store_version(root)
-            entities_before = entities_file_version(root)
-            if old is not None and (old.version, old.entities_version) == (
-                before,
-                entities_before,
-            ):
-                return StoreOutcome(store_id, Change.UNCHANGED, old)
         loaded = load_store(root)
         entities = None
         entities_read = entities_before

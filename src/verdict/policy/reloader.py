@@ -76,6 +76,15 @@ class PolicyReloader:
         self._versions = ServedVersions()
         self._versions.record(holder.current)
 
+    def served(self, only: frozenset[str] | None = None) -> dict[str, str]:
+        """What each store (of ``only``, or every one) is served at now, as workers compare it:
+        its policy version and its entities.json version ("" if not served). Both: workers
+        that agreed on the policies alone answered RELOADED while one held another
+        entities.json (a wrong ALLOW, attack round 11)."""
+        stores = self.holder.current.stores
+        names = set(stores) if only is None else only
+        return {name: _served_at(stores[name]) if name in stores else "" for name in sorted(names)}
+
     async def reload(self, trigger: str, only: frozenset[str] | None = None) -> ReloadOutcome:
         """Load what changed on disk now; swap it in if anything did; report every store
         (``only``: look at these stores alone, and serve the others on as they are)."""
@@ -132,6 +141,10 @@ class PolicyReloader:
                 await self.embedded.drop(store.store_id)
             elif store.entities is not None and store.served is not None:
                 await self.embedded.install(store.served, store.entities)
+
+
+def _served_at(store: StoreSnapshot) -> str:
+    return f"{store.version} entities {store.entities_version or 'none'}"
 
 
 def report(outcome: ReloadOutcome, trigger: str) -> None:

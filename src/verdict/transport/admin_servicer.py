@@ -12,7 +12,6 @@ from verdict.policy.reload import Change, StoreOutcome
 from verdict.policy.reloader import PeerReport, PolicyReloader
 from verdict.transport.call_context import granted_stores
 from verdict.transport.status import wire_text
-from verdict.worker_link import served_versions
 
 Context = grpc.aio.ServicerContext[Any, Any]
 PEER_WAIT_SECONDS = 120.0  # a reload of 100,000 policies takes ~40 s here
@@ -57,7 +56,7 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
             report = await self._reloader.peers.reload_others(only, _peer_timeout(context))
             # What this worker serves now (not the outcome's: another reload may have swapped
             # in since), in the form the others report it.
-            mine = served_versions(self._reloader, only)
+            mine = self._reloader.served(only)
             states = [
                 agreed(state, mine.get(state.policy_store_id, ""), report) for state in states
             ]

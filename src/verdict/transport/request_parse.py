@@ -17,6 +17,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict.errors import RequestError, VerdictError, batch_limit_text
 from verdict.transport.pipeline import Behavior, Handler
 from verdict.transport.status import status_for
@@ -143,9 +145,13 @@ def parsed_here(handler: Handler) -> Handler:
 
 
 def repeated_limits(max_batch: int, max_uids: int) -> Mapping[str, RepeatedLimit]:
-    """The limits of each method's repeated request field, by full method name."""
-    uids = RepeatedLimit(2, "uids", max_uids, f"more than {max_uids} uids in one call")
-    batch = RepeatedLimit(1, "requests", max_batch, batch_limit_text(max_batch))
+    """The limits of each method's repeated request field, by full method name (field numbers
+    read from the generated messages, so a renumbering in the protos follows)."""
+    uids_field = epb.GetEntitiesRequest.DESCRIPTOR.fields_by_name["uids"].number
+    assert uids_field == epb.DeleteEntitiesRequest.DESCRIPTOR.fields_by_name["uids"].number
+    batch_field = pb.BatchAuthorizeRequest.DESCRIPTOR.fields_by_name["requests"].number
+    uids = RepeatedLimit(uids_field, "uids", max_uids, f"more than {max_uids} uids in one call")
+    batch = RepeatedLimit(batch_field, "requests", max_batch, batch_limit_text(max_batch))
     return {
         "/verdict.v1.AuthorizationService/BatchAuthorize": batch,
         "/verdict.v1.EntityService/GetEntities": uids,
