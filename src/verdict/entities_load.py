@@ -19,6 +19,7 @@ from verdict.cedar import SchemaHandle
 from verdict.cedar_json import loads_strict
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_text
+from verdict.heap import collector_paused
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
 from verdict.progress import Reporter
 from verdict.store.bulk import load_entities
@@ -66,7 +67,7 @@ async def load_entities_file(
             text = read_text(path, MAX_ENTITIES_FILE_BYTES)
         validation = asyncio.ensure_future(_validate(text, schema))
         await asyncio.sleep(0)  # hand the text to the other process before parsing it here
-        with progress.phase("parse"):
+        with progress.phase("parse"), collector_paused():
             document = loads_strict(text, "entities", max_depth=64)
             entities = list(shaped_entities(document, keep_text=True).values())
 

@@ -1,0 +1,51 @@
+"""collector_paused: the cyclic collector is off inside, restored after, and what the block
+kept is frozen out of later collections."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from verdict.heap import collector_paused
+
+
+@pytest.fixture(autouse=True)
+def _restore_collector() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    yield
+    gc.unfreeze()
+    if was_enabled:
+        gc.enable()
+    else:
+        gc.disable()
+
+
+def test_collector_is_off_inside_and_back_on_after() -> None:
+    gc.enable()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_a_collector_that_was_off_stays_off() -> None:
+    gc.disable()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert not gc.isenabled()
+
+
+def test_what_the_block_kept_is_frozen() -> None:
+    gc.unfreeze()
+    before = gc.get_freeze_count()
+    with collector_paused():
+        kept = [{"uid": {"type": "Loan", "id": str(i)}} for i in range(1000)]
+    assert gc.get_freeze_count() >= before + len(kept)
+
+
+def test_an_error_inside_restores_the_collector() -> None:
+    gc.enable()
+    with pytest.raises(ValueError), collector_paused():
+        raise ValueError("parse failed")
+    assert gc.isenabled()
