@@ -46,6 +46,6 @@ def test_what_the_block_kept_is_frozen() -> None:
 
 def test_an_error_inside_restores_the_collector() -> None:
     gc.enable()
-    with pytest.raises(ValueError), collector_paused():
+    with pytest.raises(ValueError, match="parse failed"), collector_paused():
         raise ValueError("parse failed")
     assert gc.isenabled()
