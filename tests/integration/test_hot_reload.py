@@ -27,6 +27,7 @@ from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.app import App
 from verdict.client import bearer, build_request
+from verdict.policy.reloader import PeerReport
 
 ALLOWED = next(c for c in lending_cases() if c.expect == "allow")
 FREEZE = '@id("freeze")\nforbid (principal, action, resource);\n'
@@ -365,3 +366,47 @@ async def test_api_writes_survive_a_policy_edit_but_not_an_entities_json_edit(
     write_atomically(stores / "lending" / "entities.json", text + "\n")
     await reload(channel)
     assert (await uma_views(channel)).decision == pb.DECISION_ALLOW
+
+
+class _ReloadedMeanwhile:
+    """The other workers of `--workers N` as this worker's reloader sees them, at the moment
+    a file-watch or SIGHUP reload of this worker lands while they reload: the store changes on
+    disk, this worker reloads it (a real reload), and the others report serving what it
+    serves then (they read the same files)."""
+
+    def __init__(self, app: App, stores: Path) -> None:
+        self._app, self._stores = app, stores
+
+    async def reload_others(self, only: frozenset[str] | None, seconds: float) -> PeerReport:
+        write_atomically(self._stores / "lending" / "freeze.cedar", FREEZE)
+        await self._app.reloader.reload("sighup", only)
+        return PeerReport(versions={1: self._app.reloader.served(only)})
+
+
+async def test_reload_policies_names_the_version_served_when_it_answers(
+    served: tuple[App, grpc.aio.Channel], stores: Path
+) -> None:
+    """With several workers, a reload of the asking worker that lands while the others reload
+    is what that worker serves when ReloadPolicies answers: the answer names it (it named the
+    version of the call's own reload, which no worker served any more; round 12)."""
+    app, channel = served
+    assert app.watch_task is not None
+    app.watch_task.cancel()
+    before = await decide(channel)
+    (stores / "lending" / "extra.cedar").write_text(
+        '@id("extra")\npermit (principal, action == Action::"view", resource) when { false };\n'
+    )
+    app.reloader.peers = _ReloadedMeanwhile(app, stores)
+    try:
+        state = (await reload(channel))["lending"]
+    finally:
+        app.reloader.peers = None
+    after = await decide(channel)
+    assert after.decision == pb.DECISION_DENY  # the freeze landed during the call
+    assert after.policy_version not in {before.policy_version, ""}
+    assert state.change == CHANGE.RELOADED
+    assert state.policy_version == after.policy_version
+    listed = await apb_grpc.AdminServiceStub(channel).ListPolicyStores(
+        apb.ListPolicyStoresRequest()
+    )
+    assert state.policies == listed.stores[0].policies

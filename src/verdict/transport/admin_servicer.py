@@ -10,6 +10,7 @@ from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
 from verdict.policy.reload import Change, StoreOutcome
 from verdict.policy.reloader import PeerReport, PolicyReloader
+from verdict.policy.snapshot import StoreSnapshot
 from verdict.transport.call_context import granted_stores
 from verdict.transport.status import wire_text
 
@@ -54,11 +55,18 @@ class AdminServicer(apb_grpc.AdminServiceServicer):
         states = [store_state(s) for s in outcome.stores if _visible(s.store_id)]
         if self._reloader.peers is not None:
             report = await self._reloader.peers.reload_others(only, _peer_timeout(context))
-            # What this worker serves now (not the outcome's: another reload may have swapped
-            # in since), in the form the others report it.
+            # What this worker serves now (not the outcome's: a SIGHUP or file-watch reload
+            # may have swapped in while the others reloaded), in the form the others report
+            # it; the answer names that version too, never one no worker serves any more.
             mine = self._reloader.served(only)
+            now = self._reloader.holder.current.stores
             states = [
-                agreed(state, mine.get(state.policy_store_id, ""), report) for state in states
+                agreed(
+                    served_now(state, now.get(state.policy_store_id)),
+                    mine.get(state.policy_store_id, ""),
+                    report,
+                )
+                for state in states
             ]
         return apb.ReloadPoliciesResponse(stores=states)
 
@@ -90,6 +98,18 @@ def _peer_timeout(context: Context) -> float:
     if remaining is None:
         return PEER_WAIT_SECONDS
     return max(0.0, min(PEER_WAIT_SECONDS, remaining - 0.5))
+
+
+def served_now(state: apb.PolicyStoreState, store: StoreSnapshot | None) -> apb.PolicyStoreState:
+    """``state`` with the version and policy count this worker serves now (``store``)."""
+    version = store.version if store is not None else ""
+    policies = len(store.policies) if store is not None else 0
+    if (state.policy_version, state.policies) == (version, policies):
+        return state
+    current = apb.PolicyStoreState()
+    current.CopyFrom(state)
+    current.policy_version, current.policies = version, policies
+    return current
 
 
 def agreed(state: apb.PolicyStoreState, mine: str, report: PeerReport) -> apb.PolicyStoreState:
