@@ -27,7 +27,7 @@ from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.app import App
 from verdict.client import bearer, build_request
-from verdict.policy.reloader import PeerReport
+from verdict.policy.reloader import PeerReport, PolicyReloader
 
 ALLOWED = next(c for c in lending_cases() if c.expect == "allow")
 FREEZE = '@id("freeze")\nforbid (principal, action, resource);\n'
@@ -374,13 +374,13 @@ class _ReloadedMeanwhile:
     disk, this worker reloads it (a real reload), and the others report serving what it
     serves then (they read the same files)."""
 
-    def __init__(self, app: App, stores: Path) -> None:
-        self._app, self._stores = app, stores
+    def __init__(self, reloader: PolicyReloader, stores: Path) -> None:
+        self._reloader, self._stores = reloader, stores
 
     async def reload_others(self, only: frozenset[str] | None, seconds: float) -> PeerReport:
         write_atomically(self._stores / "lending" / "freeze.cedar", FREEZE)
-        await self._app.reloader.reload("sighup", only)
-        return PeerReport(versions={1: self._app.reloader.served(only)})
+        await self._reloader.reload("sighup", only)
+        return PeerReport(versions={1: self._reloader.served(only)})
 
 
 async def test_reload_policies_names_the_version_served_when_it_answers(
@@ -396,11 +396,13 @@ async def test_reload_policies_names_the_version_served_when_it_answers(
     (stores / "lending" / "extra.cedar").write_text(
         '@id("extra")\npermit (principal, action == Action::"view", resource) when { false };\n'
     )
-    app.reloader.peers = _ReloadedMeanwhile(app, stores)
+    reloader = app.reloader
+    assert reloader is not None
+    reloader.peers = _ReloadedMeanwhile(reloader, stores)
     try:
         state = (await reload(channel))["lending"]
     finally:
-        app.reloader.peers = None
+        reloader.peers = None
     after = await decide(channel)
     assert after.decision == pb.DECISION_DENY  # the freeze landed during the call
     assert after.policy_version not in {before.policy_version, ""}
