@@ -3,26 +3,41 @@
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+_lock = threading.Lock()
+_paused = 0  # blocks inside collector_paused now, in any thread
+_restore = False  # whether the first of them found the collector on
+
 
 @contextmanager
-def collector_paused() -> Iterator[None]:
-    """Pause the cyclic collector while a block builds many long-lived objects, then move
-    what survives it to the permanent generation.
+def collector_paused(*, freeze: bool = True) -> Iterator[None]:
+    """Pause the cyclic collector while a block builds many long-lived objects; with
+    ``freeze``, move what survives it to the permanent generation afterwards.
 
     Parsing a large JSON document allocates millions of containers, none of them garbage:
     each allocation threshold crossed triggers a collection, and the older generations are
-    scanned again and again as they grow (a 300,000-entity file parsed at half speed). The
-    objects kept afterwards are frozen so later collections skip them too; reference counting
-    still frees everything the block did not keep.
+    scanned again and again as they grow (a 300,000-entity file parsed at half speed; in a
+    server, each full scan holds the GIL, and decisions wait for it). Freezing spares later
+    collections the survivors; a server does not freeze (it would also freeze its requests in
+    flight, whose cycles would then never be collected). Reference counting still frees
+    everything the block did not keep. The collector is off while any thread is inside such a
+    block and back on when the last one leaves, if it was on when the first one came in.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
+    global _paused, _restore
+    with _lock:
+        if _paused == 0:
+            _restore = gc.isenabled()
+            gc.disable()
+        _paused += 1
     try:
         yield
     finally:
-        gc.freeze()
-        if was_enabled:
-            gc.enable()
+        with _lock:
+            _paused -= 1
+            if freeze:
+                gc.freeze()
+            if _paused == 0 and _restore:
+                gc.enable()

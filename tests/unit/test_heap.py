@@ -4,6 +4,7 @@ kept is frozen out of later collections."""
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -48,4 +49,37 @@ def test_an_error_inside_restores_the_collector() -> None:
     gc.enable()
     with pytest.raises(ValueError, match="parse failed"), collector_paused():
         raise ValueError("parse failed")
+    assert gc.isenabled()
+
+
+def test_without_freeze_nothing_is_frozen() -> None:
+    gc.unfreeze()
+    with collector_paused(freeze=False):
+        kept = [{"uid": {"type": "Loan", "id": str(i)}} for i in range(1000)]
+    assert gc.get_freeze_count() == 0
+    assert len(kept) == 1000
+
+
+def test_the_collector_comes_back_when_the_last_of_two_threads_leaves() -> None:
+    """Two reload threads overlap: the first to leave must not turn the collector back on
+    under the other, and the last to leave must."""
+    gc.enable()
+    inside, release = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def other() -> None:
+        with collector_paused(freeze=False):
+            inside.set()
+            release.wait(5)
+            seen.append(gc.isenabled())
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    assert inside.wait(5)
+    with collector_paused(freeze=False):
+        assert not gc.isenabled()
+    assert not gc.isenabled()  # the other thread is still inside
+    release.set()
+    thread.join(5)
+    assert seen == [False]
     assert gc.isenabled()
