@@ -28,6 +28,7 @@ from verdict.policy.loader import load_policy_stores
 from verdict.policy.policy_sets import SelectionCacheLimits
 from verdict.policy.reloader import OnSwap, PolicyReloader, watch_stores
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
+from verdict.policy.writers import ignore_lease_breaks
 from verdict.store.base import EntityStore, SliceLimits
 from verdict.store.entity_cache import EntityCache
 from verdict.store.invalidation import InvalidationListener
@@ -442,6 +443,9 @@ def start_hot_reload(app: App, server: VerdictServer) -> None:
     if reloader is None:
         return
     reloader.on_swap = _health_follows(app, server)
+    # Reloads ask the kernel whether a store file is open for writing (a read lease, taken
+    # and given back): the lease's break notice, SIGIO, would otherwise end the process.
+    ignore_lease_breaks()
     if settings.policy_watch:
         app.watch_task = asyncio.get_running_loop().create_task(
             watch_stores(

@@ -499,19 +499,16 @@ def large_guard_store(tmp_path: Path) -> tuple[Path, Path, bytes]:
     return stores, path, guard
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 11 finding 5, what remains: a writer paused for longer than the reload's "
-    "settle time (0.25 s) after a statement-aligned prefix of a file larger than one write "
-    "leaves a file a reload cannot tell from an edit; it is served (docs/deployment.md)",
-)
 def test_a_large_policy_file_rewritten_in_place_is_not_served_half_written(tmp_path: Path) -> None:
     """guard.cedar is a 200 KiB generated file (a long comment header, then a forbid of
     alice). The operator refreshes it with `cp` (the same header, the same forbid): truncate,
     write 128 KiB, write the rest. A reload landing between the two writes read the first
     128 KiB, all comment: valid Cedar with no policies, RELOADED, and alice was ALLOWed
     although the old and the new file both deny her (round 8's empty-file case, one write
-    later)."""
+    later). Here the writer pauses for the whole reload (past the settle's 2 s bound): the
+    kernel says it holds the file open for writing (a read lease is refused), and the reload
+    fails naming the file; the last good version serves on. Once it is written, a reload
+    finds the same bytes as before."""
     stores, path, guard = large_guard_store(tmp_path)
     with served(stores, "--default-store", "docs", env={"VERDICT_POLICY_WATCH": "false"}) as (
         _,
@@ -524,12 +521,24 @@ def test_a_large_policy_file_rewritten_in_place_is_not_served_half_written(tmp_p
             handle.write(guard[:CP_BUFFER])
             handle.flush()
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                apb_grpc.AdminServiceStub(channel).ReloadPolicies(
+                reply = apb_grpc.AdminServiceStub(channel).ReloadPolicies(
                     apb.ReloadPoliciesRequest(), timeout=10
                 )
             decision = doc_decision(port).decision
             handle.write(guard[CP_BUFFER:])
         assert decision == DENY, "alice ALLOWed by the half-written file"
+        # The kernel still saw the writer holding the file: the reload said so, by name.
+        (state,) = reply.stores
+        assert state.change == apb.PolicyStoreState.Change.FAILED
+        assert "guard.cedar: open for writing in another process" in state.problems[0].message
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            (after,) = (
+                apb_grpc.AdminServiceStub(channel)
+                .ReloadPolicies(apb.ReloadPoliciesRequest(), timeout=10)
+                .stores
+            )
+        assert after.change == apb.PolicyStoreState.Change.UNCHANGED  # the same bytes again
+        assert doc_decision(port).decision == DENY
 
 
 def test_a_large_policy_file_rewritten_in_place_by_a_busy_writer_is_not_served_half_written(

@@ -25,9 +25,11 @@ from verdict.policy.loader import (
     store_version,
 )
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
+from verdict.policy.writers import open_for_writing
 
 SETTLE_SECONDS = 0.25  # a store file changed more recently than this is waited out
 MOST_SETTLE_SECONDS = 2.0  # ... for at most this long in one reload of one store
+WRITER_POLL_SECONDS = 0.05  # how often the settle asks again whether a writer is done
 
 
 class Change(enum.Enum):
@@ -144,6 +146,9 @@ def _reload_one(
         # of both landing between the two reads was served as the old policies with the new
         # entities, a state never on disk (it ALLOWed a principal both states denied).
         after = (store_version(root), entities_file_version(root))
+        # A writer paused mid-file leaves the same bytes before and after the read: the
+        # kernel knows it still holds the file open (a prefix was served, round 11).
+        writer = _being_written(root)
     except PolicyLoadError as exc:
         return StoreOutcome(store_id, Change.FAILED, old, tuple(exc.diagnostics))
     except OSError as exc:  # a file vanished between listing and reading: try again next time
@@ -159,13 +164,16 @@ def _reload_one(
         # Named by the store's id, like every other problem (never the server's own path).
         problem = Diagnostic(store_id, 0, "files changed while being read; retried next change")
         return StoreOutcome(store_id, Change.FAILED, old, (problem,))
+    if writer is not None:
+        return StoreOutcome(store_id, Change.FAILED, old, (writer,))
     change = Change.ADDED if old is None else Change.RELOADED
     return StoreOutcome(store_id, change, loaded, entities=entities)
 
 
 def settle(root: Path, still: float = SETTLE_SECONDS, most: float = MOST_SETTLE_SECONDS) -> bool:
-    """Wait while the store changed less than ``still`` seconds ago, a file written or added
-    or removed (at most ``most`` seconds in all, its own walks counted); whether it waited.
+    """Wait while the store changed less than ``still`` seconds ago (a file written or added
+    or removed) or a file of it is open for writing in another process, at most ``most``
+    seconds in all, its own walks counted; whether it waited.
 
     An in-place rewrite (`cp new guard.cedar`, `cat > guard.cedar`) truncates, then writes in
     128 KiB calls: a reload landing between two of them read a prefix, and one ending at a
@@ -175,30 +183,52 @@ def settle(root: Path, still: float = SETTLE_SECONDS, most: float = MOST_SETTLE_
     12). Writers like these finish within microseconds to milliseconds; a change younger than
     ``still`` is waited out. A time in the future is no writer at work and is not waited for
     (a store touched into the future had every reload wait its bound). A writer paused longer
-    leaves what a reload cannot tell from an edit (docs/deployment.md: rename files)."""
+    is seen by the kernel where it can be asked (``writers``); the reload refuses what it read
+    while one held a file open."""
     started = time.monotonic()
     waited = False
     while True:
-        age = max(0.0, time.time() - newest_change(root))  # a clock a hair behind the disk's
+        folders, files = _store_paths(root)
+        age = max(0.0, time.time() - newest_change(folders, files))  # a hair behind the disk
+        writing = open_for_writing(files) or []
         left = most - (time.monotonic() - started)
-        if age >= still or left <= 0.0:
+        if (age >= still and not writing) or left <= 0.0:
             return waited
-        time.sleep(min(still - age, left))
+        time.sleep(min(still - age if age < still else WRITER_POLL_SECONDS, left))
         waited = True
 
 
-def newest_change(root: Path) -> float:
-    """The latest modification time (seconds) of the store's files and folders; a time in
-    the future counts as none (see ``settle``)."""
-    folders, files = store_folders_and_files(root)
+def newest_change(folders: list[Path], files: list[Path]) -> float:
+    """The latest modification time (seconds) of a store's ``folders`` and ``files``; a time
+    in the future counts as none (see ``settle``)."""
     now = time.time()
     newest = 0.0
-    for path in [*folders, *files, *(root / name for name in STORE_FILE_NAMES)]:
+    for path in [*folders, *files]:
         with contextlib.suppress(OSError):
             changed = path.stat().st_mtime
             if changed <= now + 1.0:
                 newest = max(newest, changed)
     return newest
+
+
+def _store_paths(root: Path) -> tuple[list[Path], list[Path]]:
+    """The store's folders, and its files: its ``*.cedar`` files and the named ones."""
+    folders, files = store_folders_and_files(root)
+    return folders, [*files, *(root / name for name in STORE_FILE_NAMES)]
+
+
+def _being_written(root: Path) -> Diagnostic | None:
+    """A problem naming the store's files that another process holds open for writing now
+    (a writer paused mid-file: what was read may be a prefix), or None."""
+    writing = open_for_writing(_store_paths(root)[1])
+    if not writing:
+        return None
+    names = ", ".join(sorted(path.relative_to(root).as_posix() for path in writing)[:5])
+    message = (
+        f"{names}: open for writing in another process; not reloaded (the last good version "
+        "serves on): reload again once the writer has closed it, or replace files by a rename"
+    )
+    return Diagnostic(root.name, 0, message)
 
 
 def _entities_changed(old: StoreSnapshot | None, new: StoreSnapshot) -> bool:
