@@ -20,6 +20,7 @@ import errno
 import fcntl
 import os
 import signal
+import stat
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -56,6 +57,8 @@ def open_for_writing(paths: Iterable[Path]) -> list[Path] | None:
 
 def _held_for_writing(path: Path) -> bool | None:
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # a FIFO or a device is not opened here (the load refuses it)
         descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         return False
