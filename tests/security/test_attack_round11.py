@@ -55,6 +55,7 @@ from tests.security.test_attack_round10 import (
     served,
     two_tenants,
 )
+from tests.security.wire_bytes import varint
 from tests.workers_support import wait_until
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
@@ -338,15 +339,6 @@ def test_linked_store_files_resolving_outside_are_refused_unread(tmp_path: Path)
         assert SECRET not in log.read_text(errors="replace")
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def test_the_wire_count_sees_items_however_they_are_spelled(tmp_path: Path) -> None:
     """The narrow decider's BatchAuthorize items spelled around the edge's counter: split
     between unknown fields of every scalar wire type, a non-minimal (5-byte) tag, a
@@ -361,9 +353,9 @@ def test_the_wire_count_sees_items_however_they_are_spelled(tmp_path: Path) -> N
         "Employee::olivia", "Action::view", "Loan::loan-1001", context=context
     ).SerializeToString()
     spellings = [
-        b"\x0a" + _varint(len(item)) + item,
-        b"\x8a\x80\x80\x80\x00" + _varint(len(item)) + item,  # tag in 5 bytes
-        b"\x0a" + _varint(len(item))[:-1] + bytes([_varint(len(item))[-1] | 0x80]) + b"\x00" + item,
+        b"\x0a" + varint(len(item)) + item,
+        b"\x8a\x80\x80\x80\x00" + varint(len(item)) + item,  # tag in 5 bytes
+        b"\x0a" + varint(len(item))[:-1] + bytes([varint(len(item))[-1] | 0x80]) + b"\x00" + item,
     ]
     garnish = [b"\xa0\x06\x01", b"\xa1\x06" + b"\x00" * 8, b"\xa5\x06\x00\x00\x00\x00", b"\x08\x05"]
 

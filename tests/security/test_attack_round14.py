@@ -55,6 +55,7 @@ from tests.security.test_attack_round10 import (
     raw_call,
     served,
 )
+from tests.security.wire_bytes import varint
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict._gen.verdict.v1 import authorization_pb2_grpc as pb_grpc
 from verdict._gen.verdict.v1 import entities_pb2 as epb
@@ -382,15 +383,6 @@ def test_two_workers_never_decide_a_mixed_state_under_writes_and_bulk_loads(
 # --- The edge: the wire counter and metadata ----------------------------------------------------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def test_the_wire_counter_agrees_with_protobuf_on_odd_spellings(tmp_path: Path) -> None:
     """BatchAuthorize bodies: items between unknown fields at the highest field number
     (2^29-1, length-delimited) and 10-byte varints are counted as items (100 answered, 101
@@ -398,8 +390,8 @@ def test_the_wire_counter_agrees_with_protobuf_on_odd_spellings(tmp_path: Path) 
     before 100 more, is refused as not protobuf (the counter stops there, protobuf refuses
     the message): with and without a callers file."""
     item = build_request('User::"alice"', 'Action::"view"', 'Doc::"d"').SerializeToString()
-    one = b"\x0a" + _varint(len(item)) + item
-    highest = _varint((2**29 - 1) << 3 | 2) + b"\x03abc"
+    one = b"\x0a" + varint(len(item)) + item
+    highest = varint((2**29 - 1) << 3 | 2) + b"\x03abc"
     long_varint = b"\x10" + b"\xff" * 9 + b"\x01"
 
     def batch(count: int) -> bytes:
