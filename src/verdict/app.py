@@ -24,8 +24,8 @@ from verdict.engine.limits import EntityLimits, HierarchyLimits
 from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
 from verdict.event_loop import running_loop_name
 from verdict.policy.holder import PolicyHolder
-from verdict.policy.loader import load_policy_stores
 from verdict.policy.policy_sets import SelectionCacheLimits
+from verdict.policy.reload import load_settled
 from verdict.policy.reloader import OnSwap, PolicyReloader, watch_stores
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 from verdict.policy.writers import ignore_lease_breaks
@@ -254,8 +254,10 @@ def several_workers(settings: Settings) -> bool:
 def build_app(settings: Settings) -> App:
     """Load policies, entities and the edge security; raises PolicyLoadError or ConfigError
     (fatal at startup) on any problem."""
+    # As a reload reads: still files, no writer holding one open (a start while a writer
+    # paused mid-file served the prefix, attack round 16).
     holder = PolicyHolder(
-        load_policy_stores(settings.stores, settings.default_store, selection_cache(settings))
+        load_settled(settings.stores, settings.default_store, selection_cache(settings))
     )
     security, edge_rules = build_edge_security(settings, holder)
     entities, listener = build_entity_store(settings, holder)

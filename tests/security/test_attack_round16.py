@@ -3,7 +3,9 @@
 attacked as a careless writer of the stores folder would, against real `verdict serve`
 processes on loopback, real files and real writer processes.
 
-Findings are tests asserting the correct behaviour, strict xfails until fixed:
+Findings are tests asserting the correct behaviour; 1 and 2 are fixed (the kernel is asked
+before the last hash; the start loads through ``reload.load_settled``, which waits for the
+writer up to 30 s, naming the file, and refuses a store still held), 3 stays a strict xfail:
 
 1. The reload asks whether a file is open for writing only after it hashed the files a second
    time: a writer paused mid-file past the settle's 2 s that writes the rest and closes in
@@ -17,7 +19,9 @@ Findings are tests asserting the correct behaviour, strict xfails until fixed:
 3. A writer that closes between its writes (a generator appending with ``>>`` one rule at a
    time, more than 0.25 s apart) holds no file open while the file is a valid prefix: the
    reload waits 0.25 s of stillness, asks the kernel, hears "no writer", and serves the prefix.
-   The docs say a writer paused longer "still holds the file open": not this one.
+   The docs said a writer paused longer "still holds the file open": not this one. A file
+   that nobody holds and that has been still is, to any reader, the file: the docs now name
+   this as what the wait cannot see.
 
 The attacks that held are ordinary tests below the findings.
 """
@@ -118,15 +122,6 @@ def wait_for_reads(descriptor: int, count: int, seconds: float) -> bool:
 # --- Finding 1: the writer asked about after the second hash, not before ----------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding 1: _reload_one hashes the files after the read, then asks the kernel about "
-        "writers; a writer paused mid-file past the settle that finishes and closes between "
-        "the two leaves the prefix hashed twice and no writer at the question: RELOADED, "
-        "ALLOW where both files deny. Ask first, then hash (or hash again after asking)"
-    ),
-)
 def test_a_writer_finishing_between_the_second_hash_and_the_question_is_not_served(
     tmp_path: Path,
 ) -> None:
@@ -174,14 +169,6 @@ def test_a_writer_finishing_between_the_second_hash_and_the_question_is_not_serv
 # --- Finding 2: the start's load asks nothing -------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding 2: load_policy_stores (the start, and a restarted worker's) neither settles "
-        "nor asks the kernel about writers: a server started while a writer pauses mid-file "
-        "serves the prefix (ALLOW where both files deny)"
-    ),
-)
 def test_a_server_started_while_a_writer_pauses_mid_file_does_not_serve_the_prefix(
     tmp_path: Path,
 ) -> None:
@@ -217,14 +204,6 @@ def test_a_server_started_while_a_writer_pauses_mid_file_does_not_serve_the_pref
     assert decision is not None or "guard.cedar" in log.read_text(errors="replace")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "finding 2: a worker restarted by the supervisor while a writer pauses mid-file loads "
-        "the prefix at its start (no settle, no question to the kernel): it ALLOWs what its "
-        "sibling denies; its own reloads find the prefix it serves unchanged and ask nothing"
-    ),
-)
 def test_a_worker_restarted_while_a_writer_pauses_mid_file_agrees_with_its_sibling(
     tmp_path: Path,
 ) -> None:
@@ -242,10 +221,16 @@ def test_a_worker_restarted_while_a_writer_pauses_mid_file_agrees_with_its_sibli
             handle.truncate(0)
             handle.write(guard[:CP_BUFFER])
             os.kill(pids[1], signal.SIGKILL)
-            restarted = wait_until(lambda: worker_pids(log).get(1) not in (None, pids[1]), 20)
-            assert restarted, log.read_text(errors="replace")[-2000:]
+            # The restarted worker waits for the writer, naming the file, and serves nothing
+            # meanwhile: its sibling answers every call.
+            waiting = wait_until(
+                lambda: "policy_store_being_written" in log.read_text(errors="replace"), 20
+            )
+            assert waiting, log.read_text(errors="replace")[-2000:]
             during = [doc_decision(port).decision for _ in range(30)]
             handle.write(guard[CP_BUFFER:])
+        restarted = wait_until(lambda: worker_pids(log).get(1) not in (None, pids[1]), 40)
+        assert restarted, log.read_text(errors="replace")[-2000:]
         after = [doc_decision(port).decision for _ in range(30)]
         assert ALLOW not in during, f"{during.count(ALLOW)} of 30 ALLOWed while the writer paused"
         assert ALLOW not in after, f"{after.count(ALLOW)} of 30 ALLOWed after the writer was done"

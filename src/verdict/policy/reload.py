@@ -13,22 +13,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
+
 from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.files import pinned_reads
 from verdict.policy.loader import (
     STORE_FILE_NAMES,
     check_store_folder,
     entities_file_version,
+    load_policy_stores,
     load_store,
     store_folders_and_files,
     store_roots,
     store_version,
 )
+from verdict.policy.policy_sets import SelectionCacheLimits
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
-from verdict.policy.writers import open_for_writing
+from verdict.policy.writers import ignore_lease_breaks, open_for_writing
+
+log = structlog.get_logger(__name__)
 
 SETTLE_SECONDS = 0.25  # a store file changed more recently than this is waited out
 MOST_SETTLE_SECONDS = 2.0  # ... for at most this long in one reload of one store
+START_SETTLE_SECONDS = 30.0  # ... at a start, which has no last good version to serve on
 WRITER_POLL_SECONDS = 0.05  # how often the settle asks again whether a writer is done
 
 
@@ -142,13 +149,15 @@ def _reload_one(
             with pinned_reads():  # the version of exactly the bytes parsed
                 entities = read_entities(loaded)
                 entities_read = entities_file_version(root, pinned=True)
+        # A writer paused mid-file leaves the same bytes before and after the read: the
+        # kernel knows it still holds the file open (a prefix was served, round 11). Asked
+        # before the last hash: a writer that finished between that hash and the question
+        # was seen by neither (round 16); one finishing after the question changes the hash.
+        writer = _being_written(root)
         # Hashed again after every read: entities.json is read after the policies, and a swap
         # of both landing between the two reads was served as the old policies with the new
         # entities, a state never on disk (it ALLOWed a principal both states denied).
         after = (store_version(root), entities_file_version(root))
-        # A writer paused mid-file leaves the same bytes before and after the read: the
-        # kernel knows it still holds the file open (a prefix was served, round 11).
-        writer = _being_written(root)
     except PolicyLoadError as exc:
         return StoreOutcome(store_id, Change.FAILED, old, tuple(exc.diagnostics))
     except OSError as exc:  # a file vanished between listing and reading: try again next time
@@ -168,6 +177,39 @@ def _reload_one(
         return StoreOutcome(store_id, Change.FAILED, old, (writer,))
     change = Change.ADDED if old is None else Change.RELOADED
     return StoreOutcome(store_id, change, loaded, entities=entities)
+
+
+def load_settled(
+    stores_dir: Path, default_store: str | None = None, cache: SelectionCacheLimits | None = None
+) -> PolicySnapshot:
+    """The start's load (``load_policy_stores``) under a reload's rules: each store read once
+    its files are still and no process holds one open for writing (waited for up to
+    START_SETTLE_SECONDS: a start has nothing else to serve), and refused, naming the file, if
+    a writer still holds one after the read or the files changed while being read. A server
+    or a restarted worker started while a writer paused mid-file served the prefix (attack
+    round 16)."""
+    ignore_lease_breaks()  # before the first question (see writers)
+    roots = store_roots(stores_dir)
+    for root in roots:
+        with contextlib.suppress(PolicyLoadError):  # the load reports a bad store folder
+            check_store_folder(root)
+            writing = open_for_writing(_store_paths(root)[1])
+            if writing:
+                names = sorted(path.relative_to(root).as_posix() for path in writing)
+                log.warning("policy_store_being_written", store=root.name, files=names[:5])
+            settle(root, most=START_SETTLE_SECONDS)
+    snapshot = load_policy_stores(stores_dir, default_store, cache)
+    problems: list[Diagnostic] = []
+    for store_id, store in sorted(snapshot.stores.items()):
+        root = stores_dir / store_id
+        writer = _being_written(root)  # asked before the hash, as in _reload_one
+        if writer is not None:
+            problems.append(writer)
+        elif store_version(root) != store.version:
+            problems.append(Diagnostic(store_id, 0, "files changed while being read at start"))
+    if problems:
+        raise PolicyLoadError(problems)
+    return snapshot
 
 
 def settle(root: Path, still: float = SETTLE_SECONDS, most: float = MOST_SETTLE_SECONDS) -> bool:
