@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 SETTLE_SECONDS = 0.25  # a store file changed more recently than this is waited out
 MOST_SETTLE_SECONDS = 2.0  # ... for at most this long in one reload of one store
 START_SETTLE_SECONDS = 30.0  # ... at a start, which has no last good version to serve on
+START_LOAD_ATTEMPTS = 3  # loads at a start whose files changed or were held while read
 WRITER_POLL_SECONDS = 0.05  # how often the settle asks again whether a writer is done
 
 
@@ -184,21 +185,35 @@ def load_settled(
 ) -> PolicySnapshot:
     """The start's load (``load_policy_stores``) under a reload's rules: each store read once
     its files are still and no process holds one open for writing (waited for up to
-    START_SETTLE_SECONDS: a start has nothing else to serve), and refused, naming the file, if
-    a writer still holds one after the read or the files changed while being read. A server
-    or a restarted worker started while a writer paused mid-file served the prefix (attack
-    round 16)."""
+    START_SETTLE_SECONDS: a start has nothing else to serve); loaded again if a writer still
+    held a file after the read or the files changed while being read (an edit during a long
+    load is served, not refused), and refused, naming the file, after START_LOAD_ATTEMPTS. A
+    server or a restarted worker started while a writer paused mid-file served the prefix
+    (attack round 16)."""
     ignore_lease_breaks()  # before the first question (see writers)
-    roots = store_roots(stores_dir)
-    for root in roots:
-        with contextlib.suppress(PolicyLoadError):  # the load reports a bad store folder
-            check_store_folder(root)
-            writing = open_for_writing(_store_paths(root)[1])
-            if writing:
-                names = sorted(path.relative_to(root).as_posix() for path in writing)
-                log.warning("policy_store_being_written", store=root.name, files=names[:5])
-            settle(root, most=START_SETTLE_SECONDS)
-    snapshot = load_policy_stores(stores_dir, default_store, cache)
+    problems: list[Diagnostic] = []
+    for _ in range(START_LOAD_ATTEMPTS):
+        for root in store_roots(stores_dir):
+            with contextlib.suppress(PolicyLoadError):  # the load reports a bad store folder
+                check_store_folder(root)
+                _settle_at_start(root)
+        snapshot = load_policy_stores(stores_dir, default_store, cache)
+        problems = _read_while_written(stores_dir, snapshot)
+        if not problems:
+            return snapshot
+    raise PolicyLoadError(problems)
+
+
+def _settle_at_start(root: Path) -> None:
+    writing = open_for_writing(_store_paths(root)[1])
+    if writing:
+        names = sorted(path.relative_to(root).as_posix() for path in writing)
+        log.warning("policy_store_being_written", store=root.name, files=names[:5])
+    settle(root, most=START_SETTLE_SECONDS)
+
+
+def _read_while_written(stores_dir: Path, snapshot: PolicySnapshot) -> list[Diagnostic]:
+    """Problems of stores a writer still holds, or whose files changed while being read."""
     problems: list[Diagnostic] = []
     for store_id, store in sorted(snapshot.stores.items()):
         root = stores_dir / store_id
@@ -206,10 +221,8 @@ def load_settled(
         if writer is not None:
             problems.append(writer)
         elif store_version(root) != store.version:
-            problems.append(Diagnostic(store_id, 0, "files changed while being read at start"))
-    if problems:
-        raise PolicyLoadError(problems)
-    return snapshot
+            problems.append(Diagnostic(store_id, 0, "files kept changing while being read"))
+    return problems
 
 
 def settle(root: Path, still: float = SETTLE_SECONDS, most: float = MOST_SETTLE_SECONDS) -> bool:
