@@ -15,7 +15,8 @@ Findings (each a strict xfail asserting the correct behaviour):
    DNS constraints only when it looks like a host name) and Verdict, falling back to the CN, takes
    it for the admin: GetEntities OK. A CN that is a host name (``admin.lending.test``) passes too
    once the leaf carries any SAN that is not a DNS name (an e-mail or IP SAN): BoringSSL then
-   ignores the CN, Verdict does not.
+   ignores the CN, Verdict does not. So does the id of a static-token caller (``root``, CN
+   plus an e-mail SAN): certificates, tokens and JWT subjects share one id space.
    ``test_a_name_constrained_issuer_cannot_mint_a_granted_id_through_the_common_name``.
 2. **An expired client certificate keeps opening connections by TLS session resumption** (wrong
    ALLOW of an identity). grpc's server issues session tickets; a resumed handshake does not
@@ -44,6 +45,12 @@ Findings (each a strict xfail asserting the correct behaviour):
    deleted, and nothing suspends her any more.
    ``test_a_write_answered_unavailable_is_not_applied_afterwards``.
 
+Observed, not pinned by a test (not reproducible on demand): a PutEntities of ~1,000-9,000
+entities whose deadline fell just before Redis ran its script was DEADLINE_EXCEEDED, a GetEntities
+sent right after it still showed the old alice, and the write was in force ~0.3 s later (2 of ~30
+attempts, with and without a busy Redis): ``docs/security.md``'s advice to read the entities back
+after anything but OK does not tell a writer the write's final outcome.
+
 Held (kept as tests where no earlier test covers them): a server certificate used as a client
 certificate; case, trailing dots, a wildcard, punycode and unicode look-alikes (Cyrillic and
 fullwidth letters, a zero-width space, one-dot leaders) of a granted host name as DNS SAN or CN; a
@@ -57,7 +64,8 @@ one-byte pub/sub output-buffer limit under a burst of 1 MB invalidations; the ki
 server with two workers (six connections, both workers); deleting and re-creating the parent a
 forbid's ``in`` relies on, and the principal itself, decide as Cedar decides at every version on
 the other replica; PutEntities, DeleteEntities and GetEntities by a caller granted one store,
-naming another store in thirteen spellings, are one PERMISSION_DENIED and change nothing.
+naming another store in thirteen spellings, are one PERMISSION_DENIED and change nothing; a write
+whose deadline passes while it is parsed and checked is never applied (memory store and Redis).
 """
 
 from __future__ import annotations
@@ -295,7 +303,9 @@ async def test_name_constraints_refuse_a_granted_id_in_the_sans(mtls: App) -> No
     for names in granted:
         assert await call(mtls, credentials(pki, issuer.leaf("x", names)), "read") is UNAVAILABLE
     # A host-name CN with no SAN at all is checked by BoringSSL against the DNS constraint.
-    assert await call(mtls, credentials(pki, issuer.leaf(ADMIN_HOST, [])), "read") is UNAVAILABLE
+    for host_like in (ADMIN_HOST, "root"):
+        bare = issuer.leaf(host_like, [])
+        assert await call(mtls, credentials(pki, bare), "read") is UNAVAILABLE
 
 
 @pytest.mark.xfail(
@@ -310,8 +320,15 @@ async def test_name_constraints_refuse_a_granted_id_in_the_sans(mtls: App) -> No
         (ADMIN, [x509.RFC822Name("ops@tenant-b.test")]),
         (ADMIN_HOST, [x509.RFC822Name("ops@tenant-b.test")]),
         (ADMIN_HOST, [x509.IPAddress(ipaddress.ip_address("10.0.0.1"))]),
+        ("root", [x509.RFC822Name("ops@tenant-b.test")]),
     ],
-    ids=["spiffe-cn-no-san", "spiffe-cn-email-san", "host-cn-email-san", "host-cn-ip-san"],
+    ids=[
+        "spiffe-cn-no-san",
+        "spiffe-cn-email-san",
+        "host-cn-email-san",
+        "host-cn-ip-san",
+        "token-caller-cn-email-san",
+    ],
 )
 async def test_a_name_constrained_issuer_cannot_mint_a_granted_id_through_the_common_name(
     mtls: App, common_name: str, names: list[x509.GeneralName]
@@ -840,6 +857,33 @@ def test_a_write_answered_unavailable_is_not_applied_afterwards(
                 DOC_REQUEST, timeout=5
             )
         assert decision.decision == DENY
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_a_write_whose_deadline_passes_while_it_is_checked_is_never_applied(
+    tmp_path: Path, redis: RedisProcess, backend: str
+) -> None:
+    """Held: an un-suspension riding in a 9,000-entity write whose deadline (50 ms, 150 ms)
+    passes while it is parsed and checked is DEADLINE_EXCEEDED, and alice is still suspended
+    right after and a second later (the work stops at its next turn; nothing is sent)."""
+    stores = docs_store(tmp_path, SUSPENDED_FORBID)
+    args: tuple[str, ...] = ()
+    if backend == "redis":
+        (stores / "docs" / "entities.json").unlink()
+        args = ("--redis-url", redis.url)
+    documents = [
+        {"uid": {"type": "Doc", "id": f"d{i}"}, "attrs": {"s": "x" * 60}, "parents": []}
+        for i in range(9000)
+    ]
+    with served(stores, *args) as (_, port, _log):
+        put(port, [alice(True)])
+        for deadline in (0.05, 0.15):
+            with pytest.raises(grpc.RpcError) as late:
+                put(port, [alice(False), *documents], timeout=deadline)
+            assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert stored_alice(port) == alice(True)
+            time.sleep(1.0)
+            assert stored_alice(port) == alice(True)
 
 
 # --- entity calls across stores by a caller granted one store -----------------------------------
