@@ -29,15 +29,16 @@ def _cert(common_name: str, *, uris: tuple[str, ...] = (), dns: tuple[str, ...] 
     return CertificateAuthority().issue(common_name, uris=uris, dns=dns, client=True).cert
 
 
-def test_certificate_identity_prefers_spiffe_then_uri_then_dns_then_cn() -> None:
-    """The first URI SAN (a SPIFFE id) wins over a DNS SAN, which wins over the CN."""
+def test_certificate_identity_prefers_spiffe_then_uri_then_dns_and_never_the_cn() -> None:
+    """The first URI SAN (a SPIFFE id) wins over a DNS SAN; the CN is no identity (name
+    constraints do not bind it: attack round 15)."""
     spiffe = _cert("reporter", uris=("spiffe://lending.test/x",), dns=("worker.lending.test",))
     uri = _cert("reporter", uris=("https://svc.test/a", "spiffe://lending.test/x"))
     dns = _cert("reporter", dns=("worker.lending.test",))
     assert certificate_identity(_ssl(x509_pem_cert=[spiffe])) == "spiffe://lending.test/x"
     assert certificate_identity(_ssl(x509_pem_cert=[uri])) == "https://svc.test/a"
     assert certificate_identity(_ssl(x509_pem_cert=[dns])) == "worker.lending.test"
-    assert certificate_identity(_ssl(x509_pem_cert=[_cert("reporter")])) == "reporter"
+    assert certificate_identity(_ssl(x509_pem_cert=[_cert("reporter")])) is None  # a CN is none
 
 
 def test_certificate_identity_is_read_from_the_certificate() -> None:

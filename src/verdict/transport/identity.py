@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +44,23 @@ def token_digest(token: str) -> str:
 
 def certificate_identity(auth_context: AuthContext) -> str | None:
     """The caller id of a verified client certificate: its first URI SAN (the SPIFFE id), else
-    its first DNS SAN, else its subject CN; None without one, or when any of its names holds a
-    control character.
+    its first DNS SAN; None without one, for a CA's certificate, or when any of its names holds
+    a control character. Its validity period is checked at each call (``Authenticator``).
 
     grpc core puts these properties in the auth context only for a certificate that verified
     against the client CA (the server requires one whenever a client CA is configured). The
     names are read from the certificate itself (``x509_pem_cert``), not from grpc's
     ``peer_uri``/``peer_dns``/``x509_common_name``: grpc cuts those at the first NUL byte, so a
     certificate for ``spiffe://t/admin\\0.anything`` was taken for ``spiffe://t/admin``.
+
+    The subject CN is no identity: name constraints on an intermediate CA bind its SANs, and
+    its CN only when the CN reads as a host name, so a leaf of an intermediate limited to
+    ``tenant-b.test`` with CN ``spiffe://lending.test/.../admin`` (no SAN, or an e-mail SAN)
+    was taken for the admin (attack round 15).
     """
     pem = peer_certificate(auth_context)
-    return None if pem is None else identity_of_certificate(pem)
+    found = None if pem is None else read_certificate(pem)
+    return None if found is None else found.caller
 
 
 def peer_certificate(auth_context: AuthContext) -> bytes | None:
@@ -64,10 +71,33 @@ def peer_certificate(auth_context: AuthContext) -> bytes | None:
     return pems[0] if len(pems) == 1 else None
 
 
-def identity_of_certificate(pem: bytes) -> str | None:
-    """The caller id a PEM certificate carries (see ``certificate_identity``)."""
+@dataclass(frozen=True)
+class CertificateCaller:
+    """Who a client certificate names, and the period in which it may be used."""
+
+    caller: str
+    not_before: datetime
+    not_after: datetime
+
+    def problem_at(self, now: datetime) -> str | None:
+        """Why the certificate cannot be used at ``now`` (a reason for the log), or None.
+
+        The handshake checks the period, but a resumed TLS session skips that check, and a
+        connection outlives it: an expired certificate kept being admitted through both
+        (attack round 15)."""
+        if now > self.not_after:
+            return "expired_certificate"
+        if now < self.not_before:
+            return "certificate_not_yet_valid"
+        return None
+
+
+def read_certificate(pem: bytes) -> CertificateCaller | None:
+    """The caller a PEM certificate names and its validity period; None when it names none."""
     try:
         certificate = x509.load_pem_x509_certificate(pem)
+        if _is_authority(certificate):
+            return None  # a CA's own certificate identifies no workload (round 15)
         try:
             names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
             uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
@@ -75,12 +105,24 @@ def identity_of_certificate(pem: bytes) -> str | None:
         except x509.ExtensionNotFound:
             uris, dns = [], []
         common = [a.value for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        period = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
     except ValueError:  # a name cryptography cannot decode: no identity rather than a guess
         return None
-    candidates = [*uris, *dns, *(c for c in common if isinstance(c, str))]
-    if any(_CONTROL.search(name) for name in candidates):
+    # The CN is looked at only for control characters (it is no identity).
+    if any(
+        _CONTROL.search(name) for name in [*uris, *dns, *(c for c in common if isinstance(c, str))]
+    ):
         return None
-    return candidates[0] if candidates else None
+    candidates = [*uris, *dns]
+    return CertificateCaller(candidates[0], *period) if candidates else None
+
+
+def _is_authority(certificate: x509.Certificate) -> bool:
+    try:
+        constraints = certificate.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return constraints.value.ca
 
 
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
@@ -219,7 +261,7 @@ class Authenticator:
     def __init__(self, tokens: Mapping[str, str], jwt_verifier: JwtVerifier | None) -> None:
         self._tokens = dict(tokens)  # sha256 hex -> caller id
         self._jwt = jwt_verifier
-        self._certificates: dict[bytes, str | None] = {}  # PEM -> caller id
+        self._certificates: dict[bytes, CertificateCaller | None] = {}  # PEM -> caller
 
     def identify(
         self,
@@ -236,17 +278,24 @@ class Authenticator:
         return self.verify_token(token)
 
     def certificate_caller(self, auth_context: AuthContext) -> str | None:
-        """``certificate_identity``, remembered per certificate (a parse costs ~50 µs)."""
+        """``certificate_identity``, remembered per certificate (a parse costs ~50 µs), its
+        validity period checked at every call: UnauthenticatedError outside it."""
         pem = peer_certificate(auth_context)
         if pem is None:
             return None
         if pem in self._certificates:
-            return self._certificates[pem]
-        caller = identity_of_certificate(pem)
-        if len(self._certificates) >= CERTIFICATE_CACHE_SIZE:
-            self._certificates.pop(next(iter(self._certificates)))  # the oldest entry
-        self._certificates[pem] = caller
-        return caller
+            found = self._certificates[pem]
+        else:
+            found = read_certificate(pem)
+            if len(self._certificates) >= CERTIFICATE_CACHE_SIZE:
+                self._certificates.pop(next(iter(self._certificates)))  # the oldest entry
+            self._certificates[pem] = found
+        if found is None:
+            return None
+        problem = found.problem_at(datetime.now(UTC))
+        if problem is not None:
+            raise UnauthenticatedError(problem)
+        return found.caller
 
     def verify_token(self, token: str) -> str:
         """The caller id of a static token or a JWT; UnauthenticatedError otherwise."""
