@@ -150,6 +150,22 @@ class DeadlineExceededError(VerdictError):
         super().__init__("deadline exceeded before the decision was evaluated")
 
 
+class WriteOutcomeUnknownError(DeadlineExceededError):
+    """A write was sent to the entity store, which did not answer: it may still be applied.
+
+    Redis runs a script sent before a timeout once it is free again; answering such a write
+    UNAVAILABLE ("cannot answer") told the writer it had not happened, and it was applied
+    afterwards (attack round 15). gRPC's DEADLINE_EXCEEDED is the code for "may have
+    completed"; UNAVAILABLE stays for writes that never reached the store."""
+
+    def __init__(self) -> None:
+        VerdictError.__init__(
+            self,
+            "the entity store did not answer in time: the write may still be applied; read it "
+            "back (GetEntities) before sending it again",
+        )
+
+
 class EntityDataError(VerdictError):
     """Entity data held by the store is corrupt or does not conform to the schema."""
 

@@ -22,6 +22,7 @@ from verdict.errors import (
     StoreRefusedError,
     StoreUnavailableError,
     WriteConflictError,
+    WriteOutcomeUnknownError,
 )
 from verdict.model import EntityUid, JsonObject
 from verdict.store import redis_scripts
@@ -66,6 +67,14 @@ _RETRYABLE = (
 _CORRUPT = re.compile(r"VERDICT_CORRUPT (\w+)")
 _MOVED = re.compile(r"VERDICT_VERSION_MOVED (\d+)")
 STAGING_TTL_MS = 3_600_000  # an abandoned bulk load's staging keys vanish after an hour
+
+
+# Replies by which Redis says it did not run the command: a write may be sent again.
+_NOT_RUN = (
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+)
 
 
 def _refused(exc: BaseException) -> bool:
@@ -221,7 +230,9 @@ class RedisEntityStore:
         """
         keys = self._keys(store_id)
         args = put_args(keys, entities, require_loaded, expected_version)
-        version = int(await self._call(lambda: self._put(keys=keys.all, args=args), store_id))
+        version = int(
+            await self._call(lambda: self._put(keys=keys.all, args=args), store_id, write=True)
+        )
         self.cache.wrote(store_id, version, [e.uid for e in entities])
         return version
 
@@ -232,7 +243,7 @@ class RedisEntityStore:
         keys = self._keys(store_id)
         args = [keys.channel, flag(require_loaded), *(uid_key(uid) for uid in uids)]
         version, deleted = await self._call(
-            lambda: self._delete(keys=keys.all, args=args), store_id
+            lambda: self._delete(keys=keys.all, args=args), store_id, write=True
         )
         self.cache.wrote(store_id, int(version), uids)
         return int(version), int(deleted)
@@ -296,7 +307,9 @@ class RedisEntityStore:
     async def mark_loaded(self, store_id: str) -> bool:
         """Declare the store's data complete as it is, if not yet loaded; True if newly marked."""
         keys = self._keys(store_id)
-        marked = await self._call(lambda: self._mark(keys=keys.all, args=[keys.channel]), store_id)
+        marked = await self._call(
+            lambda: self._mark(keys=keys.all, args=[keys.channel]), store_id, write=True
+        )
         return bool(int(marked))
 
     async def stage(
@@ -322,7 +335,9 @@ class RedisEntityStore:
         keys = self._keys(store_id)
         all_keys = [*keys.all, *keys.staging(token)]
         args: list[EncodableT] = [keys.channel, count]
-        version = int(await self._call(lambda: self._switch(keys=all_keys, args=args), store_id))
+        version = int(
+            await self._call(lambda: self._switch(keys=all_keys, args=args), store_id, write=True)
+        )
         # Forget now; the version is settled by the switch's own message, in order.
         self.cache.forget(store_id)
         return version
@@ -340,12 +355,19 @@ class RedisEntityStore:
         return self.layout.store(store_id)
 
     async def _call(
-        self, operation: Callable[[], Awaitable[T]], store_id: str, deadline: float | None = None
+        self,
+        operation: Callable[[], Awaitable[T]],
+        store_id: str,
+        deadline: float | None = None,
+        *,
+        write: bool = False,
     ) -> T:
         """Run one Redis operation within the caller's deadline, retrying transient failures.
 
         With a deadline, an attempt may use all of it (waiting for a pooled connection in a
-        burst included); a stalled Redis is still cut off by the socket timeout.
+        burst included); a stalled Redis is still cut off by the socket timeout. A ``write``
+        that may have reached Redis (anything but a refused connection) is not sent again:
+        WriteOutcomeUnknownError, since Redis runs what it received once it is free.
         """
         refused = False
         for attempt in range(self._retries + 1):
@@ -361,9 +383,13 @@ class RedisEntityStore:
                 raise StoreUnavailableError("redis refused the write") from None
             except redis.exceptions.ResponseError as exc:
                 self._script_failed(store_id, str(exc))
-            except _RETRYABLE as exc:
+            except (*_RETRYABLE, TimeoutError) as exc:
                 metrics.STORE_ERRORS.labels(kind=type(exc).__name__).inc()
                 refused = _refused(exc)
+                if write and not refused and not isinstance(exc, _NOT_RUN):
+                    raise WriteOutcomeUnknownError() from None
+                if isinstance(exc, TimeoutError) and not isinstance(exc, _RETRYABLE):
+                    raise  # the caller's own deadline (asyncio.timeout above): as before
                 await asyncio.sleep(min(0.01 * 2**attempt, 0.1))
         if refused:  # the last attempt found nothing listening: not a slow Redis, a missing one
             raise StoreRefusedError()
