@@ -155,8 +155,9 @@ class WriteOutcomeUnknownError(DeadlineExceededError):
 
     Redis runs a script sent before a timeout once it is free again; answering such a write
     UNAVAILABLE ("cannot answer") told the writer it had not happened, and it was applied
-    afterwards (attack round 15). gRPC's DEADLINE_EXCEEDED is the code for "may have
-    completed"; UNAVAILABLE stays for writes that never reached the store."""
+    afterwards (attack round 15). Raised when every attempt failed and one of them may have
+    reached Redis. gRPC's DEADLINE_EXCEEDED is the code for "may have completed";
+    UNAVAILABLE stays for writes that never reached the store."""
 
     def __init__(self) -> None:
         VerdictError.__init__(

@@ -306,6 +306,8 @@ async def test_metric_labels_never_take_caller_text(app: App) -> None:
         "no_identity",
         "malformed_authorization",
         "unknown_token",
+        "expired_certificate",
+        "certificate_not_yet_valid",
         "bad_jwt",
         "expired_jwt",
         "unknown_caller",

@@ -7,7 +7,7 @@ is the oracle for decisions.
 
 Findings (each a test asserting the correct behaviour; all four fixed: the CN is no identity,
 a CA certificate is none, the validity period is checked at every call, and a write that may
-have reached Redis is answered DEADLINE_EXCEEDED "may still be applied" and never sent again):
+have reached Redis, all its tries failed, is answered DEADLINE_EXCEEDED "may still be applied"):
 
 1. **A name-constrained issuer mints any caller through the subject CN** (wrong ALLOW of an
    identity). An intermediate CA under the client CA, constrained to ``tenant-b.test`` (URI and
@@ -834,8 +834,8 @@ def test_a_write_whose_outcome_is_unknown_is_not_answered_unavailable(
     her) is sent while Redis is busy for 2.5 s. Redis runs the script it received once it is
     free: the write is applied after the answer. It was answered UNAVAILABLE ("the store
     cannot answer"), which told the writer it had not happened (finding 4). The answer is now
-    DEADLINE_EXCEEDED, gRPC's "may have completed", saying so, and the write is not sent
-    again; the store then holds what the message warned of."""
+    DEADLINE_EXCEEDED, gRPC's "may have completed", saying so; the store then holds what the
+    message warned of."""
     stores = docs_store(tmp_path, SUSPENDED_FORBID)
     (stores / "docs" / "entities.json").unlink()
     with served(stores, "--redis-url", redis.url) as (_, port, _log):

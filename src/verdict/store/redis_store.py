@@ -366,10 +366,12 @@ class RedisEntityStore:
 
         With a deadline, an attempt may use all of it (waiting for a pooled connection in a
         burst included); a stalled Redis is still cut off by the socket timeout. A ``write``
-        that may have reached Redis (anything but a refused connection) is not sent again:
-        WriteOutcomeUnknownError, since Redis runs what it received once it is free.
+        whose attempts all failed, one of which may have reached Redis (anything but a refused
+        connection or a reply saying it did not run), ends in WriteOutcomeUnknownError: Redis
+        runs what it received once it is free (the same content again is harmless: a retry
+        that succeeds is answered OK, as the write is then in force).
         """
-        refused = False
+        refused = sent = False
         for attempt in range(self._retries + 1):
             budget = self._op_timeout if deadline is None else deadline - time.monotonic()
             if budget <= 0:
@@ -380,17 +382,22 @@ class RedisEntityStore:
                     return await operation()
             except (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError):
                 # Redis refuses writes (maxmemory with noeviction, a read-only replica).
+                if sent:  # ... this one; an earlier attempt may still run
+                    raise WriteOutcomeUnknownError() from None
                 raise StoreUnavailableError("redis refused the write") from None
             except redis.exceptions.ResponseError as exc:
                 self._script_failed(store_id, str(exc))
             except (*_RETRYABLE, TimeoutError) as exc:
                 metrics.STORE_ERRORS.labels(kind=type(exc).__name__).inc()
                 refused = _refused(exc)
-                if write and not refused and not isinstance(exc, _NOT_RUN):
-                    raise WriteOutcomeUnknownError() from None
+                sent = sent or not (refused or isinstance(exc, _NOT_RUN))
                 if isinstance(exc, TimeoutError) and not isinstance(exc, _RETRYABLE):
+                    if write:
+                        raise WriteOutcomeUnknownError() from None
                     raise  # the caller's own deadline (asyncio.timeout above): as before
                 await asyncio.sleep(min(0.01 * 2**attempt, 0.1))
+        if write and sent:  # an attempt may have reached Redis, which runs it once free
+            raise WriteOutcomeUnknownError()
         if refused:  # the last attempt found nothing listening: not a slow Redis, a missing one
             raise StoreRefusedError()
         raise StoreUnavailableError("redis did not answer in time")
