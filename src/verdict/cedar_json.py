@@ -226,6 +226,13 @@ def _check_entity(item: Any, where: str, refs: set[EntityUid] | None) -> EntityU
         parent_uid = uid_at(parent, f"{where}.parents[{index}]")
         if refs is not None:
             refs.add(parent_uid)
+    # Checked last, so a broken field is named first. Cedar requires both (tags are
+    # optional); Cedar's own refusal was worded as a schema mismatch, on stores that have no
+    # schema too (attack round 15).
+    missing = [key for key in ("attrs", "parents") if key not in item]
+    if missing:
+        named = " and ".join(f'"{key}"' for key in missing)
+        raise RequestError(where, f"lacks {named} (a Cedar entity has uid, attrs and parents)")
     return uid
 
 

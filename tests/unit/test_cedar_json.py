@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import cedarpy
 import pytest
 
 from verdict.cedar_json import (
+    check_entity_shape,
     entity_references,
     parse_context_json,
     parse_entities_json,
@@ -196,3 +198,24 @@ def test_referenced_uids_reads_what_cedar_may_read_as_references() -> None:
         "d": {"type": "not a type", "id": "e"},
     }
     assert set(referenced_uids(value)) == {EntityUid("User", i) for i in "abcd"}
+
+
+@pytest.mark.parametrize(
+    ("entity", "lacking"),
+    [
+        ({"uid": {"type": "User", "id": "a"}, "attrs": {}}, '"parents"'),
+        ({"uid": {"type": "User", "id": "a"}, "parents": []}, '"attrs"'),
+        ({"uid": {"type": "User", "id": "a"}}, '"attrs" and "parents"'),
+    ],
+)
+def test_an_entity_without_attrs_or_parents_is_refused_by_name(
+    entity: dict[str, object], lacking: str
+) -> None:
+    """Cedar requires both: the refusal names what is missing, not a schema (round 15), and
+    agrees with Cedar, which refuses the same entity."""
+    with pytest.raises(RequestError) as refused:
+        check_entity_shape(entity, "entities_json[0]")
+    assert refused.value.field == "entities_json[0]"
+    assert refused.value.problem.startswith(f"lacks {lacking}")
+    with pytest.raises(ValueError, match="deserialization"):
+        cedarpy.Entities.from_json_str(json.dumps([entity]))
