@@ -140,8 +140,15 @@ BAD_REQUESTS = [
     (olivia(policy_store_id="no-such-store"), "policy_store_id: names no loaded policy store"),
     (olivia(entities_json='{"uid": 1}'), "entities_json: must be a JSON array of Cedar entities"),
     (
-        olivia(entities_json='[{"uid": {"type": "Loan", "id": "x"}, "attrs": {"amount": "?"}}]'),
+        olivia(
+            entities_json='[{"uid": {"type": "Loan", "id": "x"}, "attrs": {"amount": "?"}, '
+            '"parents": []}]'
+        ),
         "entities_json: does not conform to the store's schema",
+    ),
+    (
+        olivia(entities_json='[{"uid": {"type": "Loan", "id": "x"}, "attrs": {}}]'),
+        'entities_json[0]: lacks "parents" (a Cedar entity has uid, attrs and parents)',
     ),
 ]
 

@@ -610,7 +610,7 @@ def test_a_suspension_through_one_replica_holds_on_the_other_within_the_grace(
         put(writer, [alice(False)])
         channel = stack.enter_context(fresh_channel(reader))
         stub = pb_grpc.AuthorizationServiceStub(channel)
-        assert wait_for(partial(allowed, stub))
+        assert wait_until(partial(allowed, stub), 10)
         if before is not None:
             before(redis, writer, stack)
         put(writer, [alice(True)])
@@ -640,7 +640,7 @@ def test_a_suspension_holds_across_two_workers_whose_subscribers_are_killed(
             for _ in range(6)
         ]
         for stub in stubs:
-            assert wait_for(partial(allowed, stub))
+            assert wait_until(partial(allowed, stub), 10)
         redis.cli("CLIENT", "KILL", "TYPE", "pubsub")
         put(port, [alice(True)])
         written = time.monotonic()
@@ -650,15 +650,6 @@ def test_a_suspension_holds_across_two_workers_whose_subscribers_are_killed(
 
 def allowed(stub: pb_grpc.AuthorizationServiceStub) -> bool:
     return bool(stub.IsAuthorized(DOC_REQUEST, timeout=5).decision == ALLOW)
-
-
-def wait_for(condition: Callable[[], bool], within: float = 10) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 # --- deletes and re-creations under forbids, against Cedar --------------------------------------
