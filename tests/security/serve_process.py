@@ -44,17 +44,28 @@ def serve_command(stores: Path, port: int, *args: str) -> list[str]:
 def running_server(
     stores: Path, *args: str, env: dict[str, str] | None = None, nofile: int | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """A ready `verdict serve` (process, port), killed after the block."""
-    port = free_port()
-    process = subprocess.Popen(
-        serve_command(stores, port, *args),
-        env={**os.environ, **(env or {})},
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=None if nofile is None else limit_open_files(nofile),
-    )
+    """A ready `verdict serve` (process, port), killed after the block. A port found free
+    can be taken by a test running beside this one before the server binds it: the server
+    then exits "address already in use", and another free port is tried (3 in all)."""
+    for attempt in range(3):
+        port = free_port()
+        process = subprocess.Popen(
+            serve_command(stores, port, *args),
+            env={**os.environ, **(env or {})},
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=None if nofile is None else limit_open_files(nofile),
+        )
+        try:
+            _wait_until_ready(process, port)
+        except AssertionError as exc:
+            process.kill()
+            process.communicate(timeout=10)
+            if "address already in use" in str(exc) and attempt < 2:
+                continue
+            raise
+        break
     try:
-        _wait_until_ready(process, port)
         yield process, port
     finally:
         process.kill()
