@@ -45,6 +45,7 @@ import grpc
 import pytest
 
 from tests.processes import free_port
+from tests.security.file_holders import holding, lease_breaks_ignored
 from tests.security.serve_process import serve_command
 from tests.security.test_attack_round10 import (
     ALLOW,
@@ -64,7 +65,7 @@ from tests.security.test_attack_round11 import (
 from tests.workers_support import wait_until
 from verdict._gen.verdict.v1 import admin_pb2 as apb
 from verdict._gen.verdict.v1 import admin_pb2_grpc as apb_grpc
-from verdict.policy.writers import ignore_lease_breaks, open_for_writing
+from verdict.policy.writers import open_for_writing
 
 NO_WATCH = {"VERDICT_POLICY_WATCH": "false"}  # reloads by ReloadPolicies alone: deterministic
 ALICE_GUARD = '@id("g")\nforbid (principal == User::"alice", action, resource);\n'
@@ -340,10 +341,8 @@ sys.stdin.readline()
 
 @pytest.fixture
 def breaks_ignored() -> Iterator[None]:
-    before = signal.getsignal(signal.SIGIO)
-    assert ignore_lease_breaks()
-    yield
-    signal.signal(signal.SIGIO, before)
+    with lease_breaks_ignored():
+        yield
 
 
 @pytest.mark.usefixtures("breaks_ignored")
@@ -354,19 +353,8 @@ def test_writers_without_a_descriptor_of_their_own_are_seen(tmp_path: Path) -> N
     ``/proc/self/fd`` of a read-only descriptor. A truncate by path leaves no writer behind."""
     policy = tmp_path / "guard.cedar"
     policy.write_text(ALICE_GUARD)
-    with subprocess.Popen(
-        [sys.executable, "-c", HOLD_MAPPED, str(policy)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as holder:
-        assert holder.stdout is not None
-        assert holder.stdin is not None
-        assert holder.stdout.readline().strip() == "mapped"
+    with holding(HOLD_MAPPED, policy, "mapped"):
         assert open_for_writing([policy]) == [policy]
-        holder.stdin.write("\n")
-        holder.stdin.flush()
-        assert holder.wait(10) == 0
     assert open_for_writing([policy]) == []
     other_name = tmp_path / "elsewhere" / "generated.cedar"
     other_name.parent.mkdir()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from verdict.policy.writers import ignore_lease_breaks, open_for_writing
+from tests.security.file_holders import holding, lease_breaks_ignored
+from verdict.policy.writers import open_for_writing
 
 HOLD_OPEN = (
     "import sys, time\n"
@@ -24,10 +25,8 @@ HOLD_OPEN = (
 
 @pytest.fixture(autouse=True)
 def _breaks_ignored() -> Iterator[None]:
-    before = signal.getsignal(signal.SIGIO)
-    assert ignore_lease_breaks()
-    yield
-    signal.signal(signal.SIGIO, before)
+    with lease_breaks_ignored():
+        yield
 
 
 @pytest.fixture
@@ -39,19 +38,8 @@ def policy(tmp_path: Path) -> Path:
 
 def test_a_file_held_open_for_writing_by_another_process_is_named(policy: Path) -> None:
     other = tmp_sibling(policy, "other.cedar")
-    with subprocess.Popen(
-        [sys.executable, "-c", HOLD_OPEN, str(policy)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as writer:
-        assert writer.stdout is not None
-        assert writer.stdin is not None
-        assert writer.stdout.readline().strip() == "open"
+    with holding(HOLD_OPEN, policy, "open"):
         assert open_for_writing([policy, other]) == [policy]
-        writer.stdin.write("\n")
-        writer.stdin.flush()
-        assert writer.wait(10) == 0
     assert open_for_writing([policy, other]) == []
 
 

@@ -205,10 +205,9 @@ def load_settled(
 
 
 def _settle_at_start(root: Path) -> None:
-    writing = open_for_writing(_store_paths(root)[1])
-    if writing:
-        names = sorted(path.relative_to(root).as_posix() for path in writing)
-        log.warning("policy_store_being_written", store=root.name, files=names[:5])
+    writers = _held_for_writing(root)
+    if writers:
+        log.warning("policy_store_being_written", store=root.name, files=writers[:5])
     settle(root, most=START_SETTLE_SECONDS)
 
 
@@ -272,13 +271,20 @@ def _store_paths(root: Path) -> tuple[list[Path], list[Path]]:
     return folders, [*files, *(root / name for name in STORE_FILE_NAMES)]
 
 
+def _held_for_writing(root: Path) -> list[str]:
+    """The store's files (relative, sorted) another process holds open for writing now; none
+    when the kernel cannot be asked."""
+    writing = open_for_writing(_store_paths(root)[1]) or []
+    return sorted(path.relative_to(root).as_posix() for path in writing)
+
+
 def _being_written(root: Path) -> Diagnostic | None:
     """A problem naming the store's files that another process holds open for writing now
     (a writer paused mid-file: what was read may be a prefix), or None."""
-    writing = open_for_writing(_store_paths(root)[1])
-    if not writing:
+    writers = _held_for_writing(root)
+    if not writers:
         return None
-    names = ", ".join(sorted(path.relative_to(root).as_posix() for path in writing)[:5])
+    names = ", ".join(writers[:5])
     message = (
         f"{names}: open for writing in another process; not reloaded (the last good version "
         "serves on): reload again once the writer has closed it, or replace files by a rename"

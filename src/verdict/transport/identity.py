@@ -108,12 +108,11 @@ def read_certificate(pem: bytes) -> CertificateCaller | None:
         period = (certificate.not_valid_before_utc, certificate.not_valid_after_utc)
     except ValueError:  # a name cryptography cannot decode: no identity rather than a guess
         return None
-    # The CN is looked at only for control characters (it is no identity).
-    if any(
-        _CONTROL.search(name) for name in [*uris, *dns, *(c for c in common if isinstance(c, str))]
-    ):
-        return None
     candidates = [*uris, *dns]
+    # The CN is looked at only for control characters (it is no identity).
+    checked = [*candidates, *(name for name in common if isinstance(name, str))]
+    if any(_CONTROL.search(name) for name in checked):
+        return None
     return CertificateCaller(candidates[0], *period) if candidates else None
 
 
