@@ -31,6 +31,7 @@ from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 from verdict.policy.writers import ignore_lease_breaks
 from verdict.store.base import EntityStore, SliceLimits
 from verdict.store.entity_cache import EntityCache
+from verdict.store.entity_file import DEFAULT_HIERARCHY
 from verdict.store.invalidation import InvalidationListener
 from verdict.store.memory import EntityFile, MemoryEntityStore
 from verdict.store.redis_connect import key_layout, make_client, pubsub_connector
@@ -156,27 +157,31 @@ def slice_limits(settings: Settings) -> SliceLimits:
     )
 
 
-def entity_files(snapshot: PolicySnapshot) -> dict[str, EntityFile]:
+def entity_files(
+    snapshot: PolicySnapshot, hierarchy: HierarchyLimits = DEFAULT_HIERARCHY
+) -> dict[str, EntityFile]:
     """Each store's entities.json and schema, for the embedded store."""
-    return {store_id: entity_file(store) for store_id, store in snapshot.stores.items()}
+    return {id_: entity_file(store, hierarchy) for id_, store in snapshot.stores.items()}
 
 
-def entity_file(store: StoreSnapshot) -> EntityFile:
-    """One store's entities.json (if any) and the schema it is checked against."""
+def entity_file(store: StoreSnapshot, hierarchy: HierarchyLimits = DEFAULT_HIERARCHY) -> EntityFile:
+    """One store's entities.json (if any), the schema and the hierarchy limits it is checked
+    against."""
     path = store.entities_file
     shown = f"{store.store_id}/{path.name}" if path is not None else store.store_id
-    return EntityFile(path, store.schema, shown)
+    return EntityFile(path, store.schema, shown, hierarchy)
 
 
 class EmbeddedReload:
     """The memory store's part in a policy reload (policy.reloader.EmbeddedEntities)."""
 
-    def __init__(self, store: MemoryEntityStore) -> None:
+    def __init__(self, store: MemoryEntityStore, hierarchy: HierarchyLimits) -> None:
         self._store = store
+        self._hierarchy = hierarchy
 
     def read(self, store: StoreSnapshot) -> object:
         """The store's entities.json, checked against its (new) schema; off the loop."""
-        return MemoryEntityStore.read_file(entity_file(store))
+        return MemoryEntityStore.read_file(entity_file(store, self._hierarchy))
 
     async def install(self, store: StoreSnapshot, entities: object) -> None:
         """Replace the store's entities whole."""
@@ -195,7 +200,7 @@ def build_entity_store(
     """The in-memory store, or Redis with its cache and invalidation listener."""
     if settings.redis_url is None:
         store = MemoryEntityStore.from_files(
-            entity_files(policies.current),
+            entity_files(policies.current, entity_limits(settings).hierarchy),
             slice_limits(settings),
             entity_set_vet(entity_limits(settings)) if settings.entity_handles else None,
             settings.entity_handle_max_entities,
@@ -266,7 +271,9 @@ def build_app(settings: Settings) -> App:
     # Each worker holds its own in-memory store: a write would reach one of them.
     memory_only = settings.redis_url is None and several_workers(settings)
     writes = EntityWrites(holder, entities, limits, WRITES_NEED_REDIS if memory_only else None)
-    embedded = EmbeddedReload(entities) if isinstance(entities, MemoryEntityStore) else None
+    embedded = None
+    if isinstance(entities, MemoryEntityStore):
+        embedded = EmbeddedReload(entities, limits.hierarchy)
     reloader = PolicyReloader(settings.stores, holder, embedded)
     audit = build_audit_log(settings)
     return App(

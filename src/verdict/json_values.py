@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -233,12 +233,53 @@ _DECODER = json.JSONDecoder(
 def _loads_c(text: str, field: str, max_depth: int) -> Any:
     try:
         return _DECODER.decode(text)
-    except RecursionError:
-        raise RequestError(field, _depth_problem(max_depth)) from None
-    except json.JSONDecodeError as exc:
-        raise RequestError(field, _invalid_at(text, exc.pos)) from None
-    except ValueError as exc:
-        raise RequestError(field, _PARSE_PROBLEMS.get(str(exc), "is not valid JSON")) from None
+    except (RecursionError, ValueError) as exc:
+        raise _decode_refusal(text, field, max_depth, exc) from None
+
+
+def _decode_refusal(text: str, field: str, max_depth: int, exc: Exception) -> RequestError:
+    """What the decoder's exception says, for the caller: depth, position or the hook's word."""
+    if isinstance(exc, RecursionError):
+        return RequestError(field, _depth_problem(max_depth))
+    if isinstance(exc, json.JSONDecodeError):
+        return RequestError(field, _invalid_at(text, exc.pos))
+    return RequestError(field, _PARSE_PROBLEMS.get(str(exc), "is not valid JSON"))
+
+
+def array_items(text: str, field: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Iterator[Any] | None:
+    """The items of a trusted JSON array document (no value limits), parsed one at a time as
+    ``parse_json`` parses the whole (the same decoder and depth check, the same refusals at the
+    same line and column), so a large file's items can be handed on while the rest is parsed;
+    None when the document does not open with ``[`` (parse it whole to say what it is)."""
+    start = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
+    if not text.startswith("[", start):
+        return None
+    return _items(text, start + 1, field, max_depth)
+
+
+def _items(text: str, index: int, field: str, max_depth: int) -> Iterator[Any]:
+    index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
+    if text.startswith("]", index):
+        index += 1
+    else:
+        while True:
+            try:
+                item, index = _DECODER.raw_decode(text, index)
+            except (RecursionError, ValueError) as exc:
+                raise _decode_refusal(text, field, max_depth, exc) from None
+            _count_levels([item], field, max_depth, 1)
+            yield item
+            index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
+            if text.startswith(",", index):
+                index = _WHITESPACE.match(text, index + 1).end()  # type: ignore[union-attr]
+            elif text.startswith("]", index):
+                index += 1
+                break
+            else:
+                raise RequestError(field, _invalid_at(text, index))
+    index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
+    if index != len(text):
+        raise RequestError(field, _invalid_at(text, index))
 
 
 def _invalid_at(text: str, index: int) -> str:

@@ -7,7 +7,9 @@ import asyncio
 import json
 import sys
 
+from verdict.app import entity_limits
 from verdict.cli.common import EXIT_OK, EXIT_USAGE, choose_store, fail, load_settings, redact_url
+from verdict.config import Settings
 from verdict.entities_load import load_entities_file
 from verdict.errors import PolicyLoadError, StoreRefusedError, StoreUnavailableError, VerdictError
 from verdict.policy.loader import load_policy_stores
@@ -25,8 +27,8 @@ FLAGS = {
 }
 
 
-def _store(args: argparse.Namespace) -> RedisEntityStore:
-    settings = load_settings(
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
         {
             "redis_url": args.redis_url,
             "redis_cluster": args.redis_cluster,
@@ -35,6 +37,9 @@ def _store(args: argparse.Namespace) -> RedisEntityStore:
         },
         FLAGS,
     )
+
+
+def _store(args: argparse.Namespace, settings: Settings) -> RedisEntityStore:
     return RedisEntityStore(
         make_client(settings),
         EntityCache(0, 0),
@@ -49,7 +54,8 @@ async def load(args: argparse.Namespace) -> int:
     snapshot = load_policy_stores(args.stores)
     choose_store(snapshot.stores, args.store)
     chosen = [args.store] if args.store else sorted(snapshot.stores)
-    store = _store(args)
+    settings = _settings(args)
+    store = _store(args, settings)
     try:
         await store.prepare()
         for store_id in chosen:
@@ -70,6 +76,7 @@ async def load(args: argparse.Namespace) -> int:
                     progress,
                     shown=f"{store_id}/entities.json",
                     chunk=args.chunk,
+                    hierarchy=entity_limits(settings).hierarchy,
                 )
             print(report.summary(store_id))
     finally:
@@ -79,7 +86,7 @@ async def load(args: argparse.Namespace) -> int:
 
 async def export(args: argparse.Namespace) -> int:
     """One store's entities from Redis as a Cedar JSON array."""
-    store = _store(args)
+    store = _store(args, _settings(args))
     try:
         entities = await store.export(args.store)
     finally:

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class HierarchyLimits:
-    """Bounds on parent graphs; Cedar's ancestor computation is quadratic in chain length."""
-
-    # Longest parent chain, in edges (an entity without parents has depth 0).
-    max_depth: int = 100
-    # Distinct ancestors of any one entity.
-    max_ancestors: int = 200
-    # Entity-ancestor pairs in one evaluation: the size of the closure Cedar computes.
-    max_pairs: int = 20_000
+from verdict.store.parent_graph import HierarchyLimits as HierarchyLimits
 
 
 @dataclass(frozen=True)
@@ -31,7 +21,7 @@ class EntityLimits:
     # unions are split to stay within them): bytes, and values counted from the text.
     max_slice_bytes: int = 1024 * 1024
     max_slice_values: int = 16_000
-    hierarchy: HierarchyLimits = HierarchyLimits()
+    hierarchy: HierarchyLimits = field(default_factory=HierarchyLimits)
 
 
 DEFAULT_LIMITS = EntityLimits()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +14,28 @@ from verdict.files import FileReadError, read_store_text
 from verdict.heap import collector_paused
 from verdict.model import EntityUid
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
+from verdict.policy.store_settings import is_action_type
 from verdict.store.base import StoredEntity
 from verdict.store.json_lines import error_line
+from verdict.store.parent_graph import HierarchyLimits, HierarchyProblem, check_graph, parents_of
 from verdict.store.weight import entity_text
+
+DEFAULT_HIERARCHY = HierarchyLimits()
 
 
 def build_entities(
-    document: Any, schema: SchemaHandle | None, where: str = "entities"
+    document: Any,
+    schema: SchemaHandle | None,
+    where: str = "entities",
+    hierarchy: HierarchyLimits = DEFAULT_HIERARCHY,
 ) -> dict[EntityUid, StoredEntity]:
     """Entities of a parsed Cedar JSON array keyed by uid; RequestError names the problem.
 
-    The schema check runs once over the whole set (it also catches parent cycles); Cedar's
-    detailed reason is included, since this serves local files, never a network caller.
+    The hierarchy is checked first (Cedar must never close a cycle or a long chain), then the
+    schema, once over the whole set; Cedar's detailed reason is included, since this serves
+    local files, never a network caller.
     """
-    entities = shaped_entities(document, where)
+    entities = shaped_entities(document, where, hierarchy=hierarchy)
     problem = cedar.entity_problem(document, schema)
     if problem is not None:
         raise RequestError(where, problem.text)
@@ -34,20 +43,69 @@ def build_entities(
 
 
 def shaped_entities(
-    document: Any, where: str = "entities", *, keep_text: bool = False
+    document: Any,
+    where: str = "entities",
+    *,
+    keep_text: bool = False,
+    hierarchy: HierarchyLimits = DEFAULT_HIERARCHY,
 ) -> dict[EntityUid, StoredEntity]:
-    """Entities of a parsed Cedar JSON array keyed by uid, each checked for shape (not yet
-    against a schema); ``keep_text`` keeps each one's serialisation for a bulk write."""
+    """Entities of a parsed Cedar JSON array keyed by uid, each checked for shape and all of
+    them for their hierarchy (not yet against a schema); ``keep_text`` keeps each one's
+    serialisation for a bulk write."""
     if not isinstance(document, list):
         raise RequestError(where, "must be a JSON array of Cedar entities")
-    entities: dict[EntityUid, StoredEntity] = {}
-    for index, item in enumerate(document):
-        uid, references = check_entity(item, f"{where}[{index}]")
-        if uid in entities:
-            raise RequestError(f"{where}[{index}]", f"duplicate entity {uid}")
-        text = entity_text(item) if keep_text else None
-        entities[uid] = StoredEntity(uid, item, references, text=text)
-    return entities
+    shaper = EntityShaper(where, keep_text=keep_text)
+    for item in document:
+        shaper.add(item)
+    shaper.check_hierarchy(hierarchy)
+    return shaper.entities
+
+
+class EntityShaper:
+    """The items of an entities array, taken one at a time: each checked for shape (named by
+    its position), their uids unique, and their parent graph, as a whole or in part, bounded
+    (``check_hierarchy``) before any of it reaches Cedar."""
+
+    def __init__(self, where: str, *, keep_text: bool = False) -> None:
+        self.where = where
+        self.keep_text = keep_text
+        self.entities: dict[EntityUid, StoredEntity] = {}
+        # Only entities with parents: a cycle or a chain runs through them alone.
+        self._parents: dict[EntityUid, list[EntityUid]] = {}
+        self._positions: dict[EntityUid, int] = {}
+
+    def add(self, item: Any) -> StoredEntity:
+        """Check one more item; the entity it holds."""
+        index = len(self.entities)
+        uid, references = check_entity(item, f"{self.where}[{index}]")
+        if uid in self.entities:
+            raise RequestError(f"{self.where}[{index}]", f"duplicate entity {uid}")
+        text = entity_text(item) if self.keep_text else None
+        entity = self.entities[uid] = StoredEntity(uid, item, references, text=text)
+        if item["parents"]:
+            self._parents[uid] = parents_of(item)
+            self._positions[uid] = index
+        return entity
+
+    def check_hierarchy(
+        self, limits: HierarchyLimits, among: Collection[EntityUid] | None = None
+    ) -> None:
+        """RequestError naming the first entity (of ``among``, default all so far, as a graph
+        of their own) on a cycle, too deep or with too many ancestors. The pair count is
+        per evaluation; a whole file is held to the per-entity bounds, as writes are."""
+        graph = self._parents
+        if among is not None:
+            graph = {uid: graph[uid] for uid in among if uid in graph}
+        try:
+            check_graph(graph, limits, count_pairs=False)
+        except HierarchyProblem as exc:
+            field = f"{self.where}[{self._positions[exc.uid]}]"
+            raise RequestError(field, f"{exc.uid}: {exc.problem}") from None
+
+
+def is_action(entity: StoredEntity) -> bool:
+    """Whether the entity is an action (``Action`` or ``<ns>::Action``)."""
+    return is_action_type(entity.uid.type)
 
 
 def refusal_reason(document: Any, schema: SchemaHandle | None) -> str:
@@ -69,7 +127,10 @@ def _refusal(name: str, text: str, document: Any, schema: SchemaHandle | None) -
 
 
 def read_entities_file(
-    path: Path, schema: SchemaHandle | None, shown: str | None = None
+    path: Path,
+    schema: SchemaHandle | None,
+    shown: str | None = None,
+    hierarchy: HierarchyLimits = DEFAULT_HIERARCHY,
 ) -> dict[EntityUid, StoredEntity]:
     """Entities of ``path`` keyed by uid; PolicyLoadError names the file on any problem."""
     name = shown or str(path)
@@ -80,7 +141,9 @@ def read_entities_file(
         # the GIL (60,000 entities: the longest loop gap 210 -> 130 ms, the read 3.5 -> 2.8 s).
         with collector_paused(freeze=False):
             document = loads_strict(text, "entities", max_depth=64)
-            entities = shaped_entities(document)
+            # The hierarchy before Cedar: a 10,000-entity parent cycle in this file crashed
+            # the server (SIGSEGV in cedarpy) at its start and at every worker's restart.
+            entities = shaped_entities(document, hierarchy=hierarchy)
         # Cedar's check of the whole file with the GIL released: a reload runs on a thread of
         # its own, and a check holding the GIL (the evaluation that says why) stalled every
         # decision for as long as it ran (~1.8 s for 60,000 entities, attack round 8). The

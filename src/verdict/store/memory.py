@@ -25,8 +25,9 @@ from verdict.store.base import (
     SliceLimits,
     StoredEntity,
 )
-from verdict.store.entity_file import read_entities_file
+from verdict.store.entity_file import DEFAULT_HIERARCHY, read_entities_file
 from verdict.store.graph import SLICE_TOO_LARGE, SliceTooLargeError, ancestry, collect_slice
+from verdict.store.parent_graph import HierarchyLimits
 from verdict.store.version_handles import VersionHandles, Vet
 
 DEFAULT_HANDLE_MAX_ENTITIES = 200_000
@@ -40,6 +41,7 @@ class EntityFile:
     path: Path | None
     schema: SchemaHandle | None
     shown: str
+    hierarchy: HierarchyLimits = DEFAULT_HIERARCHY
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class MemoryEntityStore:
         except FileReadError as exc:
             raise PolicyLoadError([Diagnostic(file.shown, 0, str(exc))]) from None
         with confined_reads(real):
-            return read_entities_file(file.path, file.schema, file.shown)
+            return read_entities_file(file.path, file.schema, file.shown, file.hierarchy)
 
     async def install(
         self,
