@@ -16,6 +16,7 @@ from typing import Any
 
 import cedarpy
 
+from verdict.cedar_nesting import nesting_problem
 from verdict.model import JsonObject
 
 # Opaque pre-parsed handles; callers keep them and pass them back, never look inside.
@@ -29,6 +30,7 @@ class CedarError(ValueError):
 
 def policy_to_json(text: str) -> JsonObject:
     """Parse Cedar policy text into Cedar's JSON policy-set form (EST)."""
+    _check_nesting(text)
     try:
         result: JsonObject = json.loads(cedarpy.policies_to_json_str(text))
     except ValueError as exc:
@@ -38,6 +40,7 @@ def policy_to_json(text: str) -> JsonObject:
 
 def format_policies(text: str) -> str:
     """Cedar's own formatting of policy text (comments and annotations kept)."""
+    _check_nesting(text)
     try:
         formatted: str = cedarpy.format_policies(text)
     except ValueError as exc:
@@ -80,6 +83,13 @@ def policy_set_from_json(document: str, ids: Collection[str]) -> PolicySetHandle
     return _PolicySet(handle, frozenset(ids))
 
 
+def _check_nesting(text: str) -> None:
+    """CedarError when ``text`` is nested too deeply to hand cedarpy (it crashes on such text)."""
+    problem = nesting_problem(text)
+    if problem is not None:
+        raise CedarError(problem)
+
+
 @dataclass(frozen=True, slots=True)
 class _PolicySet:
     """A parsed policy set and its ids (Cedar's error text names a policy only inside prose)."""
@@ -89,10 +99,11 @@ class _PolicySet:
 
 
 def parse_schema(text: str, *, is_json: bool) -> SchemaHandle:
-    """Parse a Cedar schema from its text or JSON form."""
+    """Parse a Cedar schema from its text or JSON form (JSON nesting: serde_json's own bound)."""
     try:
         if is_json:
             return cedarpy.Schema.from_json_str(text)
+        _check_nesting(text)
         return cedarpy.Schema.from_str(text)
     except ValueError as exc:
         raise CedarError(str(exc)) from None
@@ -107,7 +118,8 @@ class ValidationIssue:
 
 
 def validate(policy_texts: Sequence[str], schema: SchemaHandle) -> list[ValidationIssue]:
-    """Validate policies (one text per policy) against a schema; ids are positions in the list."""
+    """Validate policies (one text per policy) against a schema; ids are positions in the list.
+    The texts are policies parsed before (``policy_to_json`` bounded their nesting)."""
     result = cedarpy.validate_policies("\n".join(policy_texts), schema)
     if result.validation_passed:
         return []
