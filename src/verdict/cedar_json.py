@@ -237,7 +237,8 @@ def _check_entity(item: Any, where: str, refs: set[EntityUid] | None) -> EntityU
 
 
 def _uid_problem(value: Any) -> str | None:
-    if not isinstance(value, dict) or set(value) != {"type", "id"}:
+    # Exactly the keys "type" and "id" (without building a set: this runs for every uid).
+    if not isinstance(value, dict) or len(value) != 2 or "type" not in value or "id" not in value:
         return UID_PROBLEM
     type_, id_ = value["type"], value["id"]
     if not isinstance(type_, str) or not is_type_name(type_):

@@ -263,11 +263,15 @@ def _items(text: str, index: int, field: str, max_depth: int) -> Iterator[Any]:
         index += 1
     else:
         while True:
+            start = index
             try:
                 item, index = _DECODER.raw_decode(text, index)
             except (RecursionError, ValueError) as exc:
                 raise _decode_refusal(text, field, max_depth, exc) from None
-            _count_levels([item], field, max_depth, 1)
+            # Each nested level opens with a bracket of its own: fewer brackets in the item's
+            # text (strings included, so never too few) than levels allowed need no walk.
+            if text.count("[", start, index) + text.count("{", start, index) >= max_depth:
+                _count_levels([item], field, max_depth, 1)
             yield item
             index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
             if text.startswith(",", index):
