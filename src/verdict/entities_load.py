@@ -151,7 +151,9 @@ class PartChecks:
 
     def __init__(self, schema: SchemaHandle | None, threads: int | None = None) -> None:
         self._schema = schema
-        count = threads if threads is not None else min(4, os.cpu_count() or 1)
+        # One core is the parse's: the parts are ready no faster than it makes them, and a
+        # checking thread beside it on that core slows the parse, the longest step.
+        count = threads if threads is not None else max(1, min(4, (os.cpu_count() or 2) - 1))
         self._pool = ThreadPoolExecutor(count, thread_name_prefix="verdict-entities-check")
         self._pending: list[Future[bool]] = []
 

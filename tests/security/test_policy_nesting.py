@@ -21,7 +21,12 @@ from tests.processes import free_port
 from tests.security.serve_process import running_server, serve_command
 from tests.security.test_attack_lifecycle import allowed_case, decide, reload
 from tests.stores import lending_copy
-from verdict.cedar_nesting import MAX_BRACKET_DEPTH, MAX_IFS_PER_STATEMENT, nesting_problem
+from verdict.cedar_nesting import (
+    MAX_BRACKET_DEPTH,
+    MAX_IFS_PER_STATEMENT,
+    MAX_OPERATORS_PER_STATEMENT,
+    nesting_problem,
+)
 from verdict.client import ALLOW
 
 HEAD = '@id("deep")\npermit (principal, action, resource) when {\n'
@@ -114,3 +119,24 @@ async def test_a_deep_policy_reloaded_into_a_running_server_fails_and_the_last_g
             assert problems == [("lending/deep.cedar", 3, f"syntax error: {IFS}")], state
             assert process.poll() is None
             assert (await decide(channel, allowed_case())).decision == ALLOW
+
+
+def test_operators_are_bounded_per_policy_statement_only() -> None:
+    """Chained operators crashed cedarpy's parse from ~16,400 (attack round 18); strings,
+    comments and schemas (``Set<Long>``) do not count, and the count is per statement."""
+    limit = MAX_OPERATORS_PER_STATEMENT
+
+    def chain(count: int) -> str:
+        """A policy of ``count`` operators: ``1 + 1 + ... == 2``."""
+        return deep_policy("1" + " + 1" * (count - 1) + " == 2")
+
+    assert nesting_problem(chain(limit), count_operators=True) is None
+    refused = nesting_problem(chain(limit + 1), count_operators=True)
+    assert refused == f"more than {limit:,} operators in one statement"
+    assert nesting_problem(chain(limit + 1)) is None  # not counted: a schema's text
+    assert nesting_problem(chain(limit // 2) * 4, count_operators=True) is None
+    quoted = '"' + "a.b && c + " * limit + '"'
+    assert nesting_problem(deep_policy(f"{quoted} == {quoted}"), count_operators=True) is None
+    assert (
+        nesting_problem(HEAD + "// " + "&&" * limit + "\ntrue\n};\n", count_operators=True) is None
+    )

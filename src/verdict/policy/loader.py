@@ -47,6 +47,7 @@ from verdict.policy.snapshot import (
 )
 from verdict.policy.splitter import Statement, split_statements
 from verdict.policy.store_settings import SETTINGS_FILE, read_store_settings
+from verdict.schema_shape.bounds import type_bound_problem
 
 PARSE_CHUNK = 256  # statements per parse call
 VALIDATE_CHUNK = 1_000  # policies per validation call: Cedar holds a parsed chunk at once
@@ -124,6 +125,20 @@ def load_store(root: Path, cache: SelectionCacheLimits | None = None) -> StoreSn
         return _load_store(root, cache)
 
 
+def _rejected_set(
+    store: str, parsed: list[_Parsed], schema: SchemaHandle | None, exc: Exception
+) -> Diagnostic:
+    """Cedar refused the store's policy set: at the first policy it refuses alone, when one
+    does (a policy whose Cedar JSON form nests past serde_json's 128 levels: ~60 chained
+    operators, attack round 18), else at the store."""
+    for policy in parsed:
+        try:
+            build_index([policy], schema, SelectionCacheLimits(), [])
+        except (CedarError, ValueError) as alone:
+            return Diagnostic(policy.info.file, policy.info.line, f"policy rejected: {alone}")
+    return Diagnostic(store, 0, f"policy set rejected: {exc}")
+
+
 def check_store_folder(root: Path) -> str:
     """The store folder's real path; PolicyLoadError unless it lies inside the stores folder
     (files.resolved_inside)."""
@@ -154,7 +169,7 @@ def _load_store(root: Path, cache: SelectionCacheLimits | None) -> StoreSnapshot
     try:
         index = build_index(parsed, schema, cache or SelectionCacheLimits(), links)
     except (CedarError, ValueError) as exc:
-        raise PolicyLoadError([Diagnostic(root.name, 0, f"policy set rejected: {exc}")]) from None
+        raise PolicyLoadError([_rejected_set(root.name, parsed, schema, exc)]) from None
     infos = [p.info for p in parsed] + [_link_info(k, templates[k.template]) for k in links]
     named = {u for p in parsed for u in p.named}
     named.update(uid for link in links for uid in link.values.values())
@@ -299,11 +314,18 @@ def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | No
         diagnostics.append(Diagnostic(shown, 0, str(exc)))
         return None
     try:
-        return cedar.parse_schema(text, is_json=path == json_path)
+        schema = cedar.parse_schema(text, is_json=path == json_path)
     except CedarError as exc:
         line = _schema_error_line(text, str(exc), is_json=path == json_path)
         diagnostics.append(Diagnostic(shown, line, f"invalid schema: {exc}"))
         return None
+    bound = type_bound_problem(cedar.schema_text(schema))
+    if bound is not None:  # Cedar would write such a type out for every mismatched value
+        name, problem = bound
+        line = next((n for n, text_line in enumerate(text.splitlines(), 1) if name in text_line), 1)
+        diagnostics.append(Diagnostic(shown, line, f"invalid schema: {problem}"))
+        return None
+    return schema
 
 
 def _schema_error_line(text: str, message: str, *, is_json: bool) -> int:

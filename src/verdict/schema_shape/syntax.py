@@ -87,6 +87,10 @@ class Declarations:
     actions: list[tuple[str, str, tuple[str, ...], tuple[str, ...], Expr | None]] = field(
         default_factory=list
     )
+    # Each action's parent actions as declared: (action type, id) -> [(action type, id)].
+    action_parents: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
+    # Entity types' attribute and tag types: (namespace, first type's name, what, type).
+    entity_types: list[tuple[str, str, str, Expr]] = field(default_factory=list)
 
 
 def qualify(namespace: str, name: str) -> str:
@@ -209,11 +213,14 @@ class Parser:
             self.listed()
         if self.peek() == "=":
             self.take()
+        shown = ", ".join(qualified)
         if self.peek() == "{":
-            self.type_expr()
+            what = f"the attributes of {shown}"
+            self.found.entity_types.append((namespace, names[0], what, self.type_expr()))
         if self.peek() == "tags":
             self.take()
-            self.type_expr()
+            what = f"the tags of {shown}"
+            self.found.entity_types.append((namespace, names[0], what, self.type_expr()))
         self.take(";")
 
     def action_name(self) -> str:
@@ -224,9 +231,12 @@ class Parser:
         while self.peek() == ",":
             self.take()
             names.append(self.action_name())
+        parents: list[tuple[str, str]] = []
         if self.peek() == "in":
             self.take()
-            self.action_refs()
+            parents = self.action_refs(namespace)
+        for name in names:
+            self.found.action_parents[(qualify(namespace, "Action"), name)] = parents
         principals: list[str] = []
         resources: list[str] = []
         context: Expr | None = None
@@ -253,24 +263,31 @@ class Parser:
                 (namespace, name, tuple(principals), tuple(resources), context)
             )
 
-    def action_refs(self) -> None:
+    def action_refs(self, namespace: str) -> list[tuple[str, str]]:
+        """The parent actions named: ``Action::"x"`` (this namespace's), ``NS::Action::"x"``,
+        or a plain name or string (this namespace's)."""
+        refs: list[tuple[str, str]] = []
         bracketed = self.peek() == "["
         if bracketed:
             self.take()
         while self.peek() not in ("]", ";", "appliesTo", ""):
             if self.kind() == "name":
-                self.path()
+                path = self.path()
                 if self.peek() == "::":
                     self.take()
-                    self.string()  # the action's id
+                    kind = qualify(namespace, path) if path == "Action" else path
+                    refs.append((kind, self.string()))
+                else:
+                    refs.append((qualify(namespace, "Action"), path))
             else:
-                self.take()  # a plain action name as a string
+                refs.append((qualify(namespace, "Action"), unquote(self.take())))
             if self.peek() == ",":
                 self.take()
             if not bracketed:
                 break
         if bracketed:
             self.take("]")
+        return refs
 
     def type_expr(self) -> Expr:
         if self.peek() == "{":
