@@ -23,19 +23,20 @@ MAX_OPERATORS_PER_STATEMENT = 2_000
 # Strings (to their closing quote, or the end of an unterminated one) and comments are matched
 # whole so that nothing inside them counts; of the rest only brackets, ``;`` and ``if`` matter.
 _TOKENS = re.compile(
-    r'"(?:[^"\\]|\\.)*"?|//[^\n]*|[()\[\]{};]|\bif\b'
+    r'"(?:[^"\\]|\\.)*"?|//[^\r\n]*|[()\[\]{};]|\bif\b'
     r"|&&|\|\||[=!<>]=|[<>+*.-]|\b(?:has|like|in|is)\b",
     re.DOTALL,
 )
 _OPEN = frozenset("([{")
 _STRING_OR_COMMENT = frozenset('"/')
+_ANGLES = {"<": "(", ">": ")"}
 _CLOSE = frozenset(")]}")
 
 
 def nesting_problem(text: str, *, count_operators: bool = False) -> str | None:
     """Why ``text`` is nested too deeply for Cedar to parse safely, or None; policy text also
-    counts its operators (``count_operators``). Only a prefix of the text that reaches a bound
-    fails, so a search over prefixes finds the line."""
+    counts its operators (``count_operators``), schema text its ``Set<`` as brackets. Only a
+    prefix of the text that reaches a bound fails, so a search over prefixes finds the line."""
     if _surely_shallow(text, count_operators):
         return None
     depth = ifs = operators = 0
@@ -43,6 +44,8 @@ def nesting_problem(text: str, *, count_operators: bool = False) -> str | None:
         token = match.group()
         if token[0] in _STRING_OR_COMMENT:
             continue
+        if not count_operators and token in _ANGLES:  # a schema's Set<...> nests like brackets
+            token = _ANGLES[token]
         if token in _OPEN:
             depth += 1
             if depth > MAX_BRACKET_DEPTH:
@@ -69,6 +72,8 @@ def _surely_shallow(text: str, count_operators: bool) -> bool:
     the bounds, and a text too short to hold more operators: the common small file, told apart
     without the scan."""
     opened = text.count("(") + text.count("[") + text.count("{")
+    if not count_operators:
+        opened += text.count("<")
     if opened > MAX_BRACKET_DEPTH or text.count("if") > MAX_IFS_PER_STATEMENT:
         return False
     return not count_operators or len(text) <= MAX_OPERATORS_PER_STATEMENT

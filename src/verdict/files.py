@@ -126,7 +126,10 @@ def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
             pins.contents[key] = exc
     found = pins.contents[key]
     if isinstance(found, FileReadError):
-        raise FileReadError(str(found))
+        # Its own class again: an absent file is no version (""), an unusable one a version
+        # naming why; as a plain FileReadError, a store without entities.json read as
+        # unusable inside the reload's pinned reads and never reloaded (attack round 19).
+        raise type(found)(str(found))
     return found
 
 

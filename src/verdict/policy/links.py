@@ -108,6 +108,16 @@ def _entries(
 ) -> list[tuple[int, Any]]:
     """The top-level list's items with the line each starts on."""
     try:
+        return _read_entries(text, is_json, shown, diagnostics)
+    except RecursionError:  # the parsers recurse per level (attack round 19: 500 nested `[`)
+        diagnostics.append(Diagnostic(shown, 1, "nested too deeply"))
+        return []
+
+
+def _read_entries(
+    text: str, is_json: bool, shown: str, diagnostics: list[Diagnostic]
+) -> list[tuple[int, Any]]:
+    try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

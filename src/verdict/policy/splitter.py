@@ -22,8 +22,8 @@ class Statement:
 # text) and ``;`` matter; between statements, whitespace and comments are skipped. Scanning by
 # regular expression keeps a 100,000-policy store's split to a fraction of a second (a
 # character loop in Python took seconds).
-_SIGNIFICANT = re.compile(r'//[^\n]*|"(?:[^"\\]|\\[\s\S])*(?:"|\\?\Z)|;')
-_BETWEEN = re.compile(r"(?:\s+|//[^\n]*)*")
+_SIGNIFICANT = re.compile(r'//[^\r\n]*|"(?:[^"\\]|\\[\s\S])*(?:"|\\?\Z)|;')
+_BETWEEN = re.compile(r"(?:\s+|//[^\r\n]*)*")
 
 
 def split_statements(source: str) -> list[Statement]:

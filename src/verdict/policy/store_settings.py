@@ -53,6 +53,8 @@ def read_store_settings(
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", 1) or 1
         diagnostics.append(Diagnostic(name, line, f"invalid TOML: {exc}"))
+    except RecursionError:  # tomllib recurses per nested array (attack round 19: 600 deep)
+        diagnostics.append(Diagnostic(name, 1, "invalid TOML: nested too deeply"))
     for key in sorted(set(raw) - _KNOWN):
         diagnostics.append(
             Diagnostic(

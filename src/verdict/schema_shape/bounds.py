@@ -25,18 +25,25 @@ MAX_TYPE_DEPTH = 64
 MAX_TYPE_SIZE = 5_000
 MAX_ACTION_DEPTH = 100
 _BUILTIN = "__cedar"
+_UNMEASURED = (
+    "its types cannot be measured: Cedar cannot render it in Cedar syntax (a JSON schema"
+    " whose entity shape names a common type?); declare entity shapes as records"
+)
 
 Measure = tuple[int, int]  # (depth, size): levels and types, common types written out
 
 
 def type_bound_problem(text: str) -> tuple[str, str] | None:
     """A type a schema (Cedar syntax; cedarpy's rendering of any schema) declares too deep or
-    too large written out: (the name it is declared under, why), or None (also when the text
-    cannot be read here: Cedar parsed it, and this reader knows only the rendering's subset)."""
+    too large written out: (the name it is declared under, why), or None. A rendering this
+    reader cannot read is refused too (its types cannot be measured)."""
     try:
         found = Parser(text).parse()
     except (ShapeSyntaxError, RecursionError):
-        return None
+        # Fail closed: unmeasured, a schema could hold the types this bound exists for (a
+        # JSON schema whose entity shape names a common type has no Cedar-syntax rendering,
+        # and with it round 19 crashed the server through one caller's mismatched context).
+        return "", _UNMEASURED
     chain = _deepest_action_chain(found.action_parents)
     if chain is not None:
         return chain

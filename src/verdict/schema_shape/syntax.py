@@ -10,7 +10,7 @@ from verdict.schema_shape.types import ShapeSyntaxError
 
 # Tokens: names, strings, punctuation ("::" is one token).
 _TOKEN = re.compile(
-    r"""\s+|//[^\n]*|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<string>"(?:[^"\\]|\\.)*")"""
+    r"""\s+|//[^\r\n]*|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<string>"(?:[^"\\]|\\.)*")"""
     r"""|(?P<punct>::|[{}\[\]()<>,;:=?@])""",
     re.DOTALL,
 )

@@ -21,6 +21,10 @@ from verdict.store.parent_graph import HierarchyLimits, HierarchyProblem, check_
 from verdict.store.weight import entity_text
 
 DEFAULT_HIERARCHY = HierarchyLimits()
+# Entity-ancestor pairs of a whole file read into one process (the memory store, the offline
+# tools): Cedar holds each (~200 bytes). 20,000 users each under 200 groups (1.8 MB of file)
+# cost it 650 MB, and the 512 MiB file bound allowed millions of them (attack round 19).
+MAX_FILE_PAIRS = 2_000_000
 
 
 def build_entities(
@@ -57,7 +61,7 @@ def shaped_entities(
     shaper = EntityShaper(where, keep_text=keep_text)
     for item in document:
         shaper.add(item)
-    shaper.check_hierarchy(hierarchy)
+    shaper.check_hierarchy(hierarchy, max_pairs=MAX_FILE_PAIRS)
     return shaper.entities
 
 
@@ -88,16 +92,22 @@ class EntityShaper:
         return entity
 
     def check_hierarchy(
-        self, limits: HierarchyLimits, among: Collection[EntityUid] | None = None
+        self,
+        limits: HierarchyLimits,
+        among: Collection[EntityUid] | None = None,
+        max_pairs: int | None = None,
     ) -> None:
         """RequestError naming the first entity (of ``among``, default all so far, as a graph
-        of their own) on a cycle, too deep or with too many ancestors. The pair count is
-        per evaluation; a whole file is held to the per-entity bounds, as writes are."""
+        of their own) on a cycle, too deep or with too many ancestors, as writes are; with
+        ``max_pairs``, also the one at which the entity-ancestor pairs Cedar would hold for
+        the whole set pass it."""
         graph = self._parents
         if among is not None:
             graph = {uid: graph[uid] for uid in among if uid in graph}
+        if max_pairs is not None:
+            limits = HierarchyLimits(limits.max_depth, limits.max_ancestors, max_pairs)
         try:
-            check_graph(graph, limits, count_pairs=False)
+            check_graph(graph, limits, count_pairs=max_pairs is not None)
         except HierarchyProblem as exc:
             field = f"{self.where}[{self._positions[exc.uid]}]"
             raise RequestError(field, f"{exc.uid}: {exc.problem}") from None
