@@ -306,15 +306,21 @@ def test_a_wide_hierarchy_in_an_entities_file_does_not_multiply_its_memory(
 
 
 def test_a_wide_hierarchy_loaded_into_redis_is_bounded_by_its_parts(tmp_path: Path) -> None:
-    """Held: `verdict entities load` hands Cedar parts of 2,500 entities; decisions over a user
-    with 200 ancestors are answered at once."""
+    """Held: `verdict entities load` hands Cedar parts of 2,500 entities, so its memory does not
+    grow with the closure of the whole file: 60,000 such users against 20,000 (their whole
+    closure 3x larger: +1.3 GB in Cedar) measured +0-80 MB here. The peak itself varies with
+    the machine (204 MB quiet, 482 MB once in CI beside other tests), its growth does not.
+    Decisions over a user with 200 ancestors are answered at once."""
     stores = tmp_path / "stores"
-    write_store(stores, "s", {"p.cedar": PERMIT, "entities.json": wide_entities(20_000)})
+    peaks = []
     with redis_server(tmp_path / "redis") as redis:
         load = ("entities", "load", "--stores", str(stores), "--redis-url", redis.url)
-        code, output, peak = run_measured(*load)
-        assert code == 0, output[-500:]
-        assert peak < 400 * MIB, f"peak {peak // MIB} MB"
+        for users in (20_000, 60_000):
+            write_store(stores, "s", {"p.cedar": PERMIT, "entities.json": wide_entities(users)})
+            code, output, peak = run_measured(*load)
+            assert code == 0, output[-500:]
+            peaks.append(peak)
+        assert peaks[1] - peaks[0] < 300 * MIB, [p // MIB for p in peaks]
         serving = running_server(stores, "--workers", "1", "--redis-url", redis.url)
         with serving as (_, port), VerdictClient(f"127.0.0.1:{port}", timeout=10) as client:
             started = time.monotonic()
