@@ -37,7 +37,6 @@ from verdict.store.entity_file import (
     EntityShaper,
     is_action,
     refusal_reason,
-    shaped_entities,
 )
 from verdict.store.json_lines import error_line
 from verdict.store.parent_graph import HierarchyLimits
@@ -125,8 +124,8 @@ def parse_in_parts(
     ``checks`` as soon as it is parsed (the actions together, last). RequestError names the
     item at fault."""
     items = array_items(text, "entities", MAX_DEPTH)
-    if items is None:  # not an array: the whole parse says what it is
-        shaped_entities(loads_strict(text, "entities", max_depth=MAX_DEPTH))
+    if items is None:  # not an array: invalid JSON is refused where the whole parse finds it
+        loads_strict(text, "entities", max_depth=MAX_DEPTH)
         raise RequestError("entities", "must be a JSON array of Cedar entities")
     shaper = EntityShaper("entities", keep_text=True)
     part: list[StoredEntity] = []

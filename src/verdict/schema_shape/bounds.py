@@ -17,14 +17,13 @@ from verdict.schema_shape.syntax import (
     Parser,
     RecordExpr,
     SetExpr,
-    qualify,
+    lookup,
 )
 from verdict.schema_shape.types import ShapeSyntaxError
 
 MAX_TYPE_DEPTH = 64
 MAX_TYPE_SIZE = 5_000
 MAX_ACTION_DEPTH = 100
-_BUILTIN = "__cedar"
 _UNMEASURED = (
     "its types cannot be measured: Cedar cannot render it in Cedar syntax (a JSON schema"
     " whose entity shape names a common type?); declare entity shapes as records"
@@ -147,15 +146,8 @@ class _Measures:
         return found
 
     def _common_name(self, namespace: str, named: Named) -> str | None:
-        prefix, _, _ = named.path.rpartition("::")
-        if prefix == _BUILTIN:
-            return None
-        for candidate in [named.path] if prefix else [qualify(namespace, named.path), named.path]:
-            if candidate in self.found.common:
-                return candidate
-            if candidate in self.found.entities:
-                return None
-        return None
+        kind, name = lookup(self.found, namespace, named.path)
+        return name if kind == "common" else None
 
     def _expr(self, namespace: str, expr: Expr) -> Measure:
         """Within one declaration: nesting there is bounded by the text's own (cedar_nesting)."""

@@ -9,6 +9,7 @@ from verdict.schema_shape.syntax import (
     Parser,
     RecordExpr,
     SetExpr,
+    lookup,
     qualify,
 )
 from verdict.schema_shape.types import (
@@ -25,8 +26,6 @@ from verdict.schema_shape.types import (
     SetOf,
     ShapeSyntaxError,
 )
-
-_BUILTIN = "__cedar"
 
 
 def parse_shape(text: str) -> SchemaShape:
@@ -71,16 +70,12 @@ class _Resolver:
         return self.named(namespace, expr.path)
 
     def named(self, namespace: str, path: str) -> CedarType:
-        prefix, _, base = path.rpartition("::")
-        if prefix == _BUILTIN:
-            return _builtin(base)
-        candidates = [path] if prefix else [qualify(namespace, path), path]
-        for candidate in candidates:
-            if candidate in self.found.common:
-                return self.common(candidate)
-            if candidate in self.found.entities:
-                return EntityRef(candidate)
-        return _builtin(path)
+        kind, name = lookup(self.found, namespace, path)
+        if kind == "common":
+            return self.common(name)
+        if kind == "entity":
+            return EntityRef(name)
+        return _builtin(name)
 
     def common(self, name: str) -> CedarType:
         if name in self.resolving:

@@ -93,6 +93,24 @@ class Declarations:
     entity_types: list[tuple[str, str, str, Expr]] = field(default_factory=list)
 
 
+_BUILTIN = "__cedar"
+
+
+def lookup(found: Declarations, namespace: str, path: str) -> tuple[str, str]:
+    """What a type name written in ``namespace`` names, as Cedar resolves it: ("common", name)
+    or ("entity", name), the namespace's own before the empty namespace's, else ("builtin",
+    name) (``__cedar::`` names always)."""
+    prefix, _, base = path.rpartition("::")
+    if prefix == _BUILTIN:
+        return "builtin", base
+    for candidate in [path] if prefix else [qualify(namespace, path), path]:
+        if candidate in found.common:
+            return "common", candidate
+        if candidate in found.entities:
+            return "entity", candidate
+    return "builtin", path
+
+
 def qualify(namespace: str, name: str) -> str:
     return f"{namespace}::{name}" if namespace else name
 
