@@ -169,7 +169,7 @@ def entity_file(store: StoreSnapshot, hierarchy: HierarchyLimits = DEFAULT_HIERA
     against."""
     path = store.entities_file
     shown = f"{store.store_id}/{path.name}" if path is not None else store.store_id
-    return EntityFile(path, store.schema, shown, hierarchy)
+    return EntityFile(path, store.schema, shown, hierarchy, store.sealed_entities)
 
 
 class EmbeddedReload:
@@ -261,8 +261,9 @@ def build_app(settings: Settings) -> App:
     (fatal at startup) on any problem."""
     # As a reload reads: still files, no writer holding one open (a start while a writer
     # paused mid-file served the prefix, attack round 16).
+    cache, sealed = selection_cache(settings), settings.require_seal
     holder = PolicyHolder(
-        load_settled(settings.stores, settings.default_store, selection_cache(settings))
+        load_settled(settings.stores, settings.default_store, cache, require_seal=sealed)
     )
     security, edge_rules = build_edge_security(settings, holder)
     entities, listener = build_entity_store(settings, holder)
@@ -274,7 +275,7 @@ def build_app(settings: Settings) -> App:
     embedded = None
     if isinstance(entities, MemoryEntityStore):
         embedded = EmbeddedReload(entities, limits.hierarchy)
-    reloader = PolicyReloader(settings.stores, holder, embedded)
+    reloader = PolicyReloader(settings.stores, holder, embedded, cache=cache, require_seal=sealed)
     audit = build_audit_log(settings)
     return App(
         settings,

@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     policy_watch: bool = Field(default=True, description="reload policy stores on file changes")
     policy_reload_debounce_seconds: float = Field(default=0.3, gt=0, le=60)
     policy_poll_seconds: float = Field(default=30.0, gt=0)
+    # Sealed stores (policy/seal.py): a store whose files do not match its store.seal is
+    # never loaded; with this, neither is a store without one.
+    require_seal: bool = Field(
+        default=False, description="load only stores sealed by `verdict seal` (store.seal)"
+    )
 
     @field_validator("listen", "health_listen", "metrics_listen")
     @classmethod

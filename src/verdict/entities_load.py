@@ -29,6 +29,7 @@ from verdict.files import FileReadError, read_text
 from verdict.heap import collector_paused
 from verdict.json_values import array_items
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
+from verdict.policy.seal import entities_problem
 from verdict.progress import Reporter
 from verdict.store.base import StoredEntity
 from verdict.store.bulk import load_entities
@@ -77,15 +78,20 @@ async def load_entities_file(
     shown: str,
     chunk: int,
     hierarchy: HierarchyLimits = DEFAULT_HIERARCHY,
+    sealed: str = "",
 ) -> LoadReport:
     """Make ``path`` the entities of ``store_id`` in Redis; PolicyLoadError (naming ``shown``
-    and, where known, the line) when the file cannot be read, parsed or validated."""
+    and, where known, the line) when the file cannot be read, parsed or validated, or does
+    not have the ``sealed`` digest its store's seal gives it (nothing is written then)."""
     started = time.perf_counter()
     text = ""
     checks = PartChecks(schema)
     try:
         with progress.phase("read"):
             text = read_text(path, MAX_ENTITIES_FILE_BYTES)
+            unsealed = entities_problem(shown, text, sealed)
+            if unsealed is not None:
+                raise PolicyLoadError([unsealed])
         with progress.phase("parse"), collector_paused():
             entities = parse_in_parts(text, checks, hierarchy)
 

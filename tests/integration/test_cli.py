@@ -213,6 +213,7 @@ def test_every_command_has_help() -> None:
         ("healthcheck",),
         ("fmt",),
         ("version",),
+        ("seal",),
         ("diff",),
         ("audit",),
         ("audit", "verify"),

@@ -285,6 +285,7 @@ print(json.dumps([code, 'usage:' in out.getvalue(), sorted(heavy), server]))
         (["fmt"], set()),
         (["diff"], set()),
         (["version"], set()),
+        (["seal"], set()),
         (["audit", "replay"], set()),
         (["serve"], {"pydantic"}),  # its help shows Settings' defaults
         (["healthcheck"], {"grpc"}),

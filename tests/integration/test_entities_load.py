@@ -3,6 +3,7 @@ beside the parse and the writes, and a file Cedar rejects changes nothing in Red
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -11,10 +12,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from redis.asyncio import Redis
+
 from benchmarks.bench_entities_load import lending_entities
 from tests.redis_support import RedisProcess, redis_fixture  # noqa: F401 (fixture)
+from verdict.entities_load import load_entities_file
+from verdict.errors import PolicyLoadError
 from verdict.progress import BarReporter, LineReporter, reporter
+from verdict.store.entity_cache import EntityCache
 from verdict.store.redis_keys import StoreKeys
+from verdict.store.redis_store import RedisEntityStore
 
 POLICIES = Path(__file__).parents[2] / "policies"
 # Enough entities that Cedar's check is still running when the writes are staged.
@@ -111,3 +119,45 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere() -> None:
     assert pipe.getvalue().splitlines()[0] == "write: started, 4 to do"
     assert pipe.getvalue().splitlines()[1].startswith("write: done, 4/4 (100%) in ")
     assert len(pipe.getvalue().splitlines()) == 2  # no line between: the interval is an hour
+
+
+def test_a_sealed_store_loads_only_the_entities_it_was_sealed_with(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    """`verdict seal`, then entities.json edited: the load is refused naming the file and
+    Redis holds nothing; sealed again, it loads."""
+    stores = large_store(tmp_path, lending_entities(1_000))
+    sealed = subprocess.run(
+        [sys.executable, "-m", "verdict", "seal", "--stores", str(stores)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert sealed.returncode == 0, sealed.stderr
+    (stores / "lending" / "entities.json").write_text(json.dumps(lending_entities(990)))
+    refused = entities_command(redis, "load", "--stores", str(stores))
+    assert refused.returncode == 2
+    assert "lending/entities.json:0: does not match store.seal" in refused.stderr
+    assert redis.cli("DBSIZE").strip() == "0"
+
+
+async def test_the_load_checks_the_seal_on_the_bytes_it_parses(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    """entities.json swapped between the store's load (which matched the seal) and the
+    command's own read: the digest of what it read is checked, before any write."""
+    stores = large_store(tmp_path, lending_entities(1_000))
+    path = stores / "lending" / "entities.json"
+    sealed = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    path.write_text(json.dumps(lending_entities(990)))
+    store = RedisEntityStore(Redis.from_url(redis.url), EntityCache(0, 0), op_timeout=5.0)
+    try:
+        with pytest.raises(PolicyLoadError, match=r"does not match store\.seal"):
+            await load_entities_file(
+                store, "lending", path, None, LineReporter(io.StringIO(), 1.0),
+                shown="lending/entities.json", chunk=500, sealed=sealed,
+            )  # fmt: skip
+    finally:
+        await store.close()
+    assert redis.cli("DBSIZE").strip() == "0"

@@ -34,6 +34,9 @@ COMMANDS = {
         "compare two policy trees: policies and flipped decisions",
     ),
     "version": Command("version", "add_version_command", "print each store's content version"),
+    "seal": Command(
+        "seal", "add_seal_command", "seal policy stores: served only while their files match"
+    ),
     "audit": Command("audit", "add_audit_command", "verify or replay the decision audit log"),
     "healthcheck": Command(
         "healthcheck",

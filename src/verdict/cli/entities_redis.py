@@ -51,10 +51,10 @@ def _store(args: argparse.Namespace, settings: Settings) -> RedisEntityStore:
 
 async def load(args: argparse.Namespace) -> int:
     """Each store's entities.json into Redis (or the store marked loaded without one)."""
-    snapshot = load_policy_stores(args.stores)
+    settings = _settings(args)
+    snapshot = load_policy_stores(args.stores, require_seal=settings.require_seal)
     choose_store(snapshot.stores, args.store)
     chosen = [args.store] if args.store else sorted(snapshot.stores)
-    settings = _settings(args)
     store = _store(args, settings)
     try:
         await store.prepare()
@@ -77,6 +77,7 @@ async def load(args: argparse.Namespace) -> int:
                     shown=f"{store_id}/entities.json",
                     chunk=args.chunk,
                     hierarchy=entity_limits(settings).hierarchy,
+                    sealed=policy_store.sealed_entities,
                 )
             print(report.summary(store_id))
     finally:

@@ -6,7 +6,7 @@ import difflib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from verdict.policy.links import LINKS_FILES, Link, read_links
 from verdict.policy.policy_sets import SelectionCacheLimits
 from verdict.policy.positions import locate_in_policy, locate_schema_error, locate_syntax_error
 from verdict.policy.references import literal_uids, read_uids
+from verdict.policy.seal import SEAL_FILE, Seal, digest_of, read_seal, seal_problems
 from verdict.policy.snapshot import (
     PolicyInfo,
     PolicySnapshot,
@@ -54,8 +55,13 @@ VALIDATE_CHUNK = 1_000  # policies per validation call: Cedar holds a parsed chu
 SCHEMA_TEXT = "schema.cedarschema"
 SCHEMA_JSON = "schema.cedarschema.json"
 ENTITIES_FILE = "entities.json"
-# A store's files besides its *.cedar files.
-STORE_FILE_NAMES = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE, *LINKS_FILES)
+# A store's files besides its *.cedar files; all but the seal are sealed.
+SEALED_FILE_NAMES = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE, *LINKS_FILES)
+STORE_FILE_NAMES = (*SEALED_FILE_NAMES, SEAL_FILE)
+REQUIRED_SEAL = (
+    "missing: this server loads sealed stores only (VERDICT_REQUIRE_SEAL); seal the store "
+    "with `verdict seal` once its files are written"
+)
 # Names listed below one store (files and folders, at every depth) before its load is refused:
 # a real store holds tens; 100,000 are listed in ~0.1 s.
 MAX_STORE_NAMES = 100_000
@@ -78,19 +84,22 @@ def load_policy_stores(
     stores_dir: Path,
     default_store: str | None = None,
     cache: SelectionCacheLimits | None = None,
+    *,
+    require_seal: bool = False,
 ) -> PolicySnapshot:
     """Load every subfolder of ``stores_dir`` as a store; raise PolicyLoadError on any problem.
 
     The default store (used by requests naming none) is ``default_store``, which must exist,
     else the only store; with several stores and none chosen there is no default, and a
     request must name its store (a multi-tenant server needs no default tenant).
+    ``require_seal``: a store without a seal (policy/seal.py) is refused.
     """
     roots = store_roots(stores_dir)
     diagnostics: list[Diagnostic] = []
     stores: dict[str, StoreSnapshot] = {}
     for root in roots:
         try:
-            stores[root.name] = load_store(root, cache)
+            stores[root.name] = load_store(root, cache, require_seal=require_seal)
         except PolicyLoadError as exc:
             diagnostics.extend(exc.diagnostics)
     if not roots:
@@ -114,15 +123,67 @@ def store_roots(stores_dir: Path) -> list[Path]:
     return sorted(p for p in stores_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def load_store(root: Path, cache: SelectionCacheLimits | None = None) -> StoreSnapshot:
+def load_store(
+    root: Path, cache: SelectionCacheLimits | None = None, *, require_seal: bool = False
+) -> StoreSnapshot:
     """Load one policy store folder; raise PolicyLoadError listing every problem found. Its
     version is the hash of exactly the bytes parsed, however the files change meanwhile.
     Its files must lie inside the store folder, links resolved (a link to a secret of the
     server's, or into another tenant's store, is refused unread, never quoted by a parse
-    error), and the store folder inside the stores folder (check_store_folder)."""
+    error), and the store folder inside the stores folder (check_store_folder). A sealed
+    store loads only if its files match its seal; ``require_seal``: only a sealed store."""
     real = check_store_folder(root)
     with pinned_reads(), confined_reads(real):
-        return _load_store(root, cache)
+        seal = _checked_seal(root, require_seal)
+        return _load_store(root, cache, seal)
+
+
+def sealable_digests(
+    root: Path, check_entities: Callable[[StoreSnapshot], object]
+) -> dict[str, str]:
+    """For ``verdict seal``: load the store whatever its old seal says (PolicyLoadError if it
+    does not load), have ``check_entities`` read its entities.json, and return the digests of
+    exactly the bytes that were checked (one pinned block)."""
+    real = check_store_folder(root)
+    with pinned_reads(), confined_reads(real):
+        check_entities(_load_store(root, None, None))
+        return store_digests(root, entities_pinned=True)
+
+
+def _checked_seal(root: Path, required: bool) -> Seal | None:
+    """The store's seal once its files match it (PolicyLoadError naming each file that does
+    not); None for a store without one, unless ``required``."""
+    seal = read_seal(root)
+    if seal is None:
+        if required:
+            raise PolicyLoadError([Diagnostic(f"{root.name}/{SEAL_FILE}", 0, REQUIRED_SEAL)])
+        return None
+    problems = seal_problems(root, seal, store_digests(root))
+    if problems:
+        raise PolicyLoadError(problems)
+    return seal
+
+
+def store_digests(root: Path, *, entities_pinned: bool = False) -> dict[str, str]:
+    """Each file of the store (relative POSIX path) and the digest of its bytes: policy files,
+    schema, settings and links as the load reads them (pinned within it); entities.json
+    streamed, unless ``entities_pinned`` (its readers check the bytes they parse again). A
+    file present but unusable gets a digest naming why, which matches no seal."""
+    found: dict[str, str] = {}
+    for path in [*policy_files(root), *(root / name for name in SEALED_FILE_NAMES)]:
+        name = path.relative_to(root).as_posix()
+        try:
+            if name != ENTITIES_FILE:
+                found[name] = digest_of(read_bytes(path, MAX_POLICY_FILE_BYTES))
+            elif entities_pinned:
+                found[name] = digest_of(read_bytes(path, MAX_ENTITIES_FILE_BYTES))
+            else:
+                found[name] = "sha256:" + content_hash(path, MAX_ENTITIES_FILE_BYTES)
+        except FileAbsentError:
+            continue
+        except FileReadError as exc:
+            found[name] = f"unusable: {exc}"
+    return found
 
 
 def _rejected_set(
@@ -148,7 +209,7 @@ def check_store_folder(root: Path) -> str:
         raise PolicyLoadError([Diagnostic(root.name, 0, str(exc))]) from None
 
 
-def _load_store(root: Path, cache: SelectionCacheLimits | None) -> StoreSnapshot:
+def _load_store(root: Path, cache: SelectionCacheLimits | None, seal: Seal | None) -> StoreSnapshot:
     _check_regular_files(root)
     diagnostics: list[Diagnostic] = []
     schema = _load_schema(root, diagnostics)
@@ -188,6 +249,8 @@ def _load_store(root: Path, cache: SelectionCacheLimits | None) -> StoreSnapshot
         entities_version=entities_file_version(root),
         schema_version=schema_file_version(root),
         rank={info.id: rank for rank, info in enumerate(infos)},
+        sealed=seal is not None,
+        sealed_entities="" if seal is None else seal.files.get(ENTITIES_FILE, ""),
     )
 
 
@@ -525,6 +588,7 @@ def store_version(root: Path) -> str:
     digest = hashlib.sha256(b"verdict-store-v1\0")
     files = [*policy_files(root), root / SCHEMA_TEXT, root / SCHEMA_JSON, root / SETTINGS_FILE]
     files += [root / name for name in LINKS_FILES]
+    files.append(root / SEAL_FILE)  # a store sealed again loads again
     for path in files:
         try:  # the bytes a pinned load parsed, when called inside one (same bound: same pin)
             content = read_bytes(path, MAX_POLICY_FILE_BYTES)

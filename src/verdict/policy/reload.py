@@ -90,6 +90,9 @@ def reload_stores(
     current: PolicySnapshot,
     read_entities: ReadEntities | None = None,
     only: frozenset[str] | None = None,
+    *,
+    cache: SelectionCacheLimits | None = None,
+    require_seal: bool = False,
 ) -> ReloadOutcome:
     """Compare every store folder under ``stores_dir`` with ``current`` and load what changed.
 
@@ -100,7 +103,8 @@ def reload_stores(
 
     ``only``: the stores to look at (an admin granted some stores reloads those alone);
     every other store is served on exactly as it was, whatever its files now hold, and is
-    left out of the outcome.
+    left out of the outcome. ``cache`` and ``require_seal`` as the start loaded the stores
+    (``load_store``).
     """
 
     def wanted(store_id: str) -> bool:
@@ -120,7 +124,8 @@ def reload_stores(
     stores = {s: old for s, old in current.stores.items() if not wanted(s)}
     outcomes: list[StoreOutcome] = []
     for root in roots:
-        outcome = _reload_one(root, current.stores.get(root.name), read_entities)
+        old = current.stores.get(root.name)
+        outcome = _reload_one(root, old, read_entities, cache, require_seal)
         outcomes.append(outcome)
         if outcome.served is not None:
             stores[root.name] = outcome.served
@@ -132,7 +137,11 @@ def reload_stores(
 
 
 def _reload_one(
-    root: Path, old: StoreSnapshot | None, read_entities: ReadEntities | None
+    root: Path,
+    old: StoreSnapshot | None,
+    read_entities: ReadEntities | None,
+    cache: SelectionCacheLimits | None,
+    require_seal: bool,
 ) -> StoreOutcome:
     store_id = root.name
     try:
@@ -143,7 +152,7 @@ def _reload_one(
             before, entities_before = store_version(root), entities_file_version(root)
         if old is not None and (old.version, old.entities_version) == (before, entities_before):
             return StoreOutcome(store_id, Change.UNCHANGED, old)
-        loaded = load_store(root)
+        loaded = load_store(root, cache, require_seal=require_seal)
         entities = None
         entities_read = entities_before
         if read_entities is not None and _entities_changed(old, loaded):
@@ -181,7 +190,11 @@ def _reload_one(
 
 
 def load_settled(
-    stores_dir: Path, default_store: str | None = None, cache: SelectionCacheLimits | None = None
+    stores_dir: Path,
+    default_store: str | None = None,
+    cache: SelectionCacheLimits | None = None,
+    *,
+    require_seal: bool = False,
 ) -> PolicySnapshot:
     """The start's load (``load_policy_stores``) under a reload's rules: each store read once
     its files are still and no process holds one open for writing (waited for up to
@@ -197,7 +210,7 @@ def load_settled(
             with contextlib.suppress(PolicyLoadError):  # the load reports a bad store folder
                 check_store_folder(root)
                 _settle_at_start(root)
-        snapshot = load_policy_stores(stores_dir, default_store, cache)
+        snapshot = load_policy_stores(stores_dir, default_store, cache, require_seal=require_seal)
         problems = _read_while_written(stores_dir, snapshot)
         if not problems:
             return snapshot

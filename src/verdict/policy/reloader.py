@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ import watchfiles
 
 from verdict.daemon_pool import DaemonPool
 from verdict.policy.holder import PolicyHolder
+from verdict.policy.policy_sets import SelectionCacheLimits
 from verdict.policy.reload import Change, ReloadOutcome, reload_stores
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 from verdict.telemetry import metrics
@@ -63,9 +65,18 @@ class PolicyReloader:
     """
 
     def __init__(
-        self, stores_dir: Path, holder: PolicyHolder, embedded: EmbeddedEntities | None = None
+        self,
+        stores_dir: Path,
+        holder: PolicyHolder,
+        embedded: EmbeddedEntities | None = None,
+        *,
+        cache: SelectionCacheLimits | None = None,
+        require_seal: bool = False,
     ) -> None:
         self.stores_dir = stores_dir
+        # As the start loaded: a reload built every store's index with the default cache
+        # limits, whatever VERDICT_POLICY_CACHE_* said.
+        self._load = functools.partial(reload_stores, cache=cache, require_seal=require_seal)
         self.holder = holder
         self.embedded = embedded
         self.on_swap: OnSwap | None = None
@@ -121,7 +132,7 @@ class PolicyReloader:
         # A daemon thread: a stop abandons a reload still parsing (it only reads files), where
         # asyncio's executor threads held the process's exit until it was done.
         outcome = await RELOAD_WORK.run(
-            reload_stores, self.stores_dir, self.holder.current, read, only
+            self._load, self.stores_dir, self.holder.current, read, only
         )
         if outcome.changed:
             # Entities first: a new store has data before any request can name it.

@@ -96,6 +96,10 @@ class StoreSnapshot:
     schema_version: str = ""
     # Position of each policy id in load order, to report policies in a stable order.
     rank: Mapping[str, int] = field(default_factory=dict)
+    # Loaded from files that matched the store's seal (policy/seal.py); the digest the seal
+    # gives entities.json ("" for none), which its readers check on the bytes they parse.
+    sealed: bool = False
+    sealed_entities: str = ""
 
     @property
     def policy_set(self) -> PolicySetHandle:

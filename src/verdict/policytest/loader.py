@@ -225,8 +225,12 @@ class _SuiteFileLoader:
 
     def _add(self, key: str, store: StoreSnapshot, file: Path | None) -> None:
         try:
+            # The store's own entities.json is held to its seal, as the server holds it.
+            sealed = store.sealed_entities if file == store.entities_file else ""
             loaded = (
-                {} if file is None else read_entities_file(file, store.schema, shown_path(file))
+                {}
+                if file is None
+                else read_entities_file(file, store.schema, shown_path(file), sealed=sealed)
             )
         except PolicyLoadError as exc:
             raise _Problem(("entities",), "; ".join(str(d) for d in exc.diagnostics)) from None

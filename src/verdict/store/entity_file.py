@@ -14,6 +14,7 @@ from verdict.files import FileReadError, read_store_text
 from verdict.heap import collector_paused
 from verdict.model import EntityUid
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
+from verdict.policy.seal import entities_problem
 from verdict.policy.store_settings import is_action_type
 from verdict.store.base import StoredEntity
 from verdict.store.json_lines import error_line
@@ -141,12 +142,18 @@ def read_entities_file(
     schema: SchemaHandle | None,
     shown: str | None = None,
     hierarchy: HierarchyLimits = DEFAULT_HIERARCHY,
+    *,
+    sealed: str = "",
 ) -> dict[EntityUid, StoredEntity]:
-    """Entities of ``path`` keyed by uid; PolicyLoadError names the file on any problem."""
+    """Entities of ``path`` keyed by uid; PolicyLoadError names the file on any problem.
+    ``sealed``: the digest the store's seal gives the file, which the bytes read must have."""
     name = shown or str(path)
     text = ""
     try:
         text = read_store_text(path, MAX_ENTITIES_FILE_BYTES)
+        unsealed = entities_problem(name, text, sealed)
+        if unsealed is not None:
+            raise PolicyLoadError([unsealed])
         # A server reloads on a thread; the collector's full scans of a growing heap held
         # the GIL (60,000 entities: the longest loop gap 210 -> 130 ms, the read 3.5 -> 2.8 s).
         with collector_paused(freeze=False):

@@ -42,6 +42,7 @@ class EntityFile:
     schema: SchemaHandle | None
     shown: str
     hierarchy: HierarchyLimits = DEFAULT_HIERARCHY
+    sealed: str = ""  # the digest the store's seal gives the file ("": not sealed)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ class MemoryEntityStore:
         except FileReadError as exc:
             raise PolicyLoadError([Diagnostic(file.shown, 0, str(exc))]) from None
         with confined_reads(real):
-            return read_entities_file(file.path, file.schema, file.shown, file.hierarchy)
+            return read_entities_file(
+                file.path, file.schema, file.shown, file.hierarchy, sealed=file.sealed
+            )
 
     async def install(
         self,
