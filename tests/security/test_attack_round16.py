@@ -246,7 +246,8 @@ def test_a_worker_restarted_while_a_writer_pauses_mid_file_agrees_with_its_sibli
         "finding 3: a writer that closes between writes (a generator appending with >>) holds "
         "no file open while the file is a valid prefix; after 0.25 s of stillness the kernel "
         "says no writer and the prefix is served (ALLOW where both files deny). The docs "
-        "claim a paused writer still holds the file open; a fix may be the docs' known gap"
+        "claim a paused writer still holds the file open; a fix may be the docs' known gap. "
+        "Unsealed stores only: a sealed store refuses the prefix (test_sealed_stores.py)"
     ),
 )
 def test_a_policy_file_regenerated_by_appends_is_not_served_between_them(tmp_path: Path) -> None:
