@@ -81,11 +81,6 @@ from verdict.client import channel_options
 # --- 1. Batch items in the audit log --------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 20 finding 1: batch records are numbered among converted items only, and "
-    "an item refused at conversion has no record (transport/decisions.py, servicer.py)",
-)
 async def test_a_batch_items_record_carries_its_position_in_the_call(tmp_path: Path) -> None:
     """Item 0 of a batch is refused (its context is not JSON), items 1 and 2 are decided. The
     log holds one record per item, each ``item`` its position in the call: 0 an ERROR naming
@@ -166,11 +161,6 @@ async def test_the_server_refuses_repeated_keys_in_a_write() -> None:
         assert (await stored_alice(app.server.port))["suspended"] is False  # the file's value
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 20 finding 2: `verdict entities put` parses with json.loads (last repeated "
-    "key wins) and re-serializes, bypassing the server's duplicate-key refusal",
-)
 async def test_entities_put_refuses_a_file_with_repeated_keys(tmp_path: Path) -> None:
     """`verdict entities put FILE --server` with ``"suspended": true, ..., "suspended":
     false``: refused (exit 2, naming the repeated key) as the server and every other reader
@@ -193,11 +183,6 @@ async def test_entities_put_refuses_a_file_with_repeated_keys(tmp_path: Path) ->
     assert "repeats a key" in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 20 finding 2: `verdict entities get|delete --from` reads repeated keys "
-    "last-one-wins (cli/entities_remote.py _read_json)",
-)
 async def test_entities_get_from_a_file_with_a_repeated_id_is_refused(tmp_path: Path) -> None:
     """``--from`` holding ``{"type": "Borrower", "id": "alice", "id": "bob"}`` names no one
     uid: exit 2, nothing asked (a delete of it would delete bob)."""

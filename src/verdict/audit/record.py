@@ -32,38 +32,38 @@ def uid_text(uid: EntityUid) -> dict[str, str]:
 
 def decision_record(
     call: CallInfo,
-    request: AuthorizationRequest,
+    request: AuthorizationRequest | None,
     answer: AuthorizationResult | VerdictError,
     latency_seconds: float,
     audit_context: Collection[str],
     item: int | None = None,
 ) -> dict[str, Any]:
-    """One record; ``item`` is the position in a BatchAuthorize call (None for IsAuthorized)."""
+    """One record; ``item`` is the position in a BatchAuthorize call (None for IsAuthorized).
+    ``request`` None: a batch item refused before it was read (``answer`` says why): its
+    record has no store, principal, action or resource, whose wire text was not valid."""
     record: dict[str, Any] = {
         "ts": _timestamp(),
         "decision_id": uuid.uuid4().hex,
         "request_id": call.request_id,
         "caller": call.caller,
         "method": call.method,
-        "store": request.store_id,
-        "principal": uid_text(request.principal),
-        "action": uid_text(request.action),
-        "resource": uid_text(request.resource),
+        "store": request.store_id if request is not None else "",
+        "principal": uid_text(request.principal) if request is not None else None,
+        "action": uid_text(request.action) if request is not None else None,
+        "resource": uid_text(request.resource) if request is not None else None,
         "latency_ms": round(1000 * latency_seconds, 3),
     }
     if item is not None:
         record["item"] = item
+    if request is None:
+        return _error_fields(record, answer)
     recorded = {k: v for k, v in request.context.items() if k in audit_context}
     if recorded:
         record["context"] = recorded
     # Which attributes were sent (names only): replay knows when the record is not enough.
     record["context_keys"] = sorted(request.context)
     if isinstance(answer, VerdictError):
-        record["decision"] = "ERROR"
-        record["error"] = type(answer).__name__
-        if isinstance(answer, RequestError):
-            record["field"] = answer.field
-        return record
+        return _error_fields(record, answer)
     record.update(
         store=answer.store_id,
         decision=answer.decision.value.upper(),
@@ -73,6 +73,17 @@ def decision_record(
         policy_version=answer.policy_version,
         entity_version=answer.entity_version,
     )
+    return record
+
+
+def _error_fields(
+    record: dict[str, Any], answer: AuthorizationResult | VerdictError
+) -> dict[str, Any]:
+    """``record`` as the record of a request answered with an error (its type and field)."""
+    record["decision"] = "ERROR"
+    record["error"] = type(answer).__name__
+    if isinstance(answer, RequestError):
+        record["field"] = answer.field
     return record
 
 

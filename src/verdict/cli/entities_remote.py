@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from verdict.cedar_json import loads_strict
 from verdict.cli.common import EXIT_FAILED, EXIT_OK, fail
 from verdict.cli.server_flags import add_server_flags
 from verdict.errors import RequestError
@@ -25,9 +26,16 @@ def _read_json(source: str) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {shown}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        fail(f"{shown}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}")
+        # As strict as the server: json.loads kept the last of repeated keys, so a file with
+        # "suspended": true, ... "suspended": false was written as not suspended, and a uid
+        # {"id": "alice", "id": "bob"} read or deleted bob (attack round 20).
+        return loads_strict(text, shown)
+    except RequestError as strict:
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            fail(f"{shown}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}")
+        fail(str(strict))
 
 
 def _entities(sources: list[str]) -> list[Any]:

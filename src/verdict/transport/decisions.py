@@ -19,7 +19,9 @@ from verdict.telemetry import metrics
 from verdict.transport.call_context import CALLER, REQUEST_ID
 
 Answer = AuthorizationResult | VerdictError
-Decided = tuple[AuthorizationRequest, Answer]
+# A request and its answer; None for a batch item refused before it was read (the answer
+# is the error): it has a record too, at its position in the call.
+Decided = tuple[AuthorizationRequest | None, Answer]
 
 
 class DecisionRecorder:
@@ -30,7 +32,8 @@ class DecisionRecorder:
         self.audit = audit
 
     async def decided(self, method: str, decided: Sequence[Decided], started: float) -> None:
-        """Record one call's decisions (a batch's items in order, ``item`` numbering them)."""
+        """Record one call's decisions: a batch's items, every one in order, ``item`` its
+        position in the call."""
         for _, answer in decided:
             if isinstance(answer, AuthorizationResult):
                 kind = answer.deny_kind.value if answer.deny_kind is not None else ""
@@ -45,7 +48,9 @@ class DecisionRecorder:
         snapshot = self._policies.current
         records = []
         for index, (request, answer) in enumerate(decided):
-            store = snapshot.stores.get(request.store_id or snapshot.default_store)
+            store = None
+            if request is not None:
+                store = snapshot.stores.get(request.store_id or snapshot.default_store)
             safe = store.settings.audit_context if store is not None else frozenset()
             item = index if method == "BatchAuthorize" else None
             records.append(decision_record(call, request, answer, latency, safe, item))

@@ -114,10 +114,11 @@ class AuthorizationServicer(pb_grpc.AuthorizationServiceServicer):
             results = await self._authorizer.authorize_batch(items)
             metrics.BATCH_ITEMS.observe(len(items))
             if self._recorder is not None:
+                # Every item, at its position in the call: a record's ``item`` numbered the
+                # items that converted, and the refused ones had no record (attack round 20).
                 decided = [
-                    (item, result)
+                    (item if isinstance(item, AuthorizationRequest) else None, result)
                     for item, result in zip(items, results, strict=True)
-                    if isinstance(item, AuthorizationRequest)
                 ]
                 await self._recorder.decided("BatchAuthorize", decided, started)
             response = pb.BatchAuthorizeResponse()
