@@ -14,9 +14,10 @@ from prometheus_client import REGISTRY
 
 from tests.redis_support import RedisProcess
 from verdict.audit.chain import Chainer
+from verdict.audit.keys import AuditKey
 from verdict.audit.log import AuditLog, AuditMode
 from verdict.audit.sinks import FileSink, RedisStreamSink
-from verdict.audit.verify import verify
+from verdict.audit.verify import Unacknowledged, verify
 from verdict.config import Settings
 from verdict.errors import AuditUnavailableError
 from verdict.worker_server import worker_settings
@@ -153,3 +154,40 @@ def test_each_worker_writes_its_own_audit_file(tmp_path: Path) -> None:
     assert worker_settings(settings.model_copy(update={"audit_sink": "redis"}), 1) == (
         settings.model_copy(update={"audit_sink": "redis"})
     )
+
+
+async def test_a_file_batch_written_after_its_callers_gave_up_is_marked_in_the_same_file(
+    tmp_path: Path,
+) -> None:
+    """Deny mode, a file sink: lines written (a slow fsync) after their callers were refused go
+    on in a new segment of the same file that marks them as never acknowledged; the file
+    still verifies, and the next records are acknowledged (round 20, finding 3)."""
+    key = AuditKey.from_secret(b"a-signing-key-of-at-least-32-byt")
+    path = tmp_path / "audit.jsonl"
+    sink = FileSink(path, 1 << 20, 3600, False, key)
+    before = sink.chainer.state()
+    await sink.write([sink.chainer.chain({"request_id": "late", "decision": "ALLOW"})])
+    sink.written_unacknowledged(before)
+    await sink.write([sink.chainer.chain({"request_id": "next", "decision": "DENY"})])
+    await sink.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert verify(lines, key) == (2, [])
+    marks = Unacknowledged.of(lines, key)
+    assert [
+        json.loads(line)["request_id"] for line in lines if not marks.holds(json.loads(line))
+    ] == ["next"]
+
+
+async def test_records_of_a_refused_caller_still_queued_are_never_written(tmp_path: Path) -> None:
+    """Deny mode: a caller refused while its records waited in the queue (the writer busy with
+    an earlier batch) has them dropped, not written later as answered."""
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(FileSink(path, 1 << 20, 3600, False), AuditMode.DENY, 10, 0.2)
+    # The writer not started yet: the first caller's records wait in the queue past its wait.
+    with pytest.raises(AuditUnavailableError):
+        await audit.record([{"request_id": "refused", "decision": "ALLOW"}])
+    audit.start()
+    await audit.record([{"request_id": "answered", "decision": "ALLOW"}])
+    await audit.close()
+    ids = [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
+    assert ids == ["answered"]

@@ -212,11 +212,6 @@ def test_the_client_never_retries_entity_writes() -> None:
 # --- 3. A deny-mode decision refused for its slow record -----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 20 finding 3: deny mode refuses the call at audit_wait_seconds but the "
-    "queued/in-flight record is written later as acknowledged (audit/log.py)",
-)
 async def test_a_decision_refused_for_a_slow_sink_is_not_recorded_as_answered(
     redis: RedisProcess, tmp_path: Path
 ) -> None:

@@ -86,9 +86,12 @@ class Chainer:
             return None
         return {"segment": self.segment, "seq": self._seq - 1, "hash": self._prev}
 
-    def successor(self, state: tuple[int, str], segment: str) -> Chainer:
+    def successor(
+        self, state: tuple[int, str], segment: str, after: Mapping[str, Any] | None = None
+    ) -> Chainer:
         """The chain that goes on in ``segment`` after lines chained since ``state`` may or may
-        not have been stored: they stay this segment's, marked as never acknowledged.
+        not have been stored: they stay this segment's, marked as never acknowledged
+        (``after``: where this segment ends, when the next one goes on in the same file).
 
         While a segment has nothing acknowledged, its first record (which carries the marks)
         may not be stored either: its marks are carried on, the most recent ``MAX_MARKS``.
@@ -96,7 +99,7 @@ class Chainer:
         acknowledged, _ = state
         carried = self._follows if acknowledged == 0 else []
         mark = {"segment": self.segment, "acknowledged": acknowledged}
-        return Chainer(segment, self.key, [*carried, mark][-MAX_MARKS:])
+        return Chainer(segment, self.key, [*carried, mark][-MAX_MARKS:], after)
 
     def state(self) -> tuple[int, str]:
         """Where the chain stands (to restore it when a write of chained lines fails)."""

@@ -43,6 +43,9 @@ class AuditMode(enum.Enum):
 class _Pending:
     records: Sequence[Record]
     written: asyncio.Future[None] | None = field(default=None)
+    # Deny mode: the caller stopped waiting and was refused. Its records must never be
+    # presented as acknowledged: dropped if still queued, marked if already being written.
+    abandoned: bool = False
 
 
 class AuditLog:
@@ -93,7 +96,14 @@ class AuditLog:
         self._unwritten += len(records)
         try:
             await asyncio.wait_for(asyncio.shield(written), self.wait_seconds)
-        except (TimeoutError, OSError):
+        except TimeoutError:
+            if written.done() and not written.cancelled() and written.exception() is None:
+                return  # written as the wait ran out: acknowledged, so answered
+            # The writer drops the records, or marks them if their write is under way: a
+            # refused decision whose record was written later read as answered (round 20).
+            pending.abandoned = True
+            raise AuditUnavailableError from None
+        except OSError:
             raise AuditUnavailableError from None
 
     async def close(self) -> None:
@@ -127,8 +137,15 @@ class AuditLog:
                     self._queue.task_done()
                 metrics.AUDIT_QUEUE_DEPTH.set(self._queue.qsize())
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, queued: list[_Pending]) -> None:
+        batch = [pending for pending in queued if not pending.abandoned]
+        refused = sum(len(pending.records) for pending in queued if pending.abandoned)
+        if refused:  # their callers were refused while these waited in the queue
+            metrics.AUDIT_RECORDS.labels(result="failed").inc(refused)
+            self._unwritten -= refused
         records = [r for pending in batch for r in pending.records]
+        if not records:
+            return
         while True:
             before: tuple[int, str] | None = None
             try:
@@ -151,8 +168,17 @@ class AuditLog:
                 self._unwritten -= len(records)
                 _settle(batch, OSError("audit sink failed"))
                 return
-            metrics.AUDIT_RECORDS.labels(result="written").inc(len(records))
             self._unwritten -= len(records)
+            if any(pending.abandoned for pending in batch):
+                # A caller gave up while the lines were being written, and was refused: the
+                # lines are stored, so the chain goes on in a new segment marking them as
+                # never acknowledged, and every caller of the batch is refused alike.
+                self.sink.written_unacknowledged(before)
+                log.error("audit_write_too_slow", records=len(records))
+                metrics.AUDIT_RECORDS.labels(result="failed").inc(len(records))
+                _settle(batch, OSError("audit write outlasted the wait"))
+                return
+            metrics.AUDIT_RECORDS.labels(result="written").inc(len(records))
             _settle(batch, None)
             return
 

@@ -41,6 +41,11 @@ class Sink(Protocol):
         """``write`` raised for the lines chained since ``state``: rewind the chain over them
         if they are surely not stored, else go on in a new segment that says they may be."""
 
+    def written_unacknowledged(self, state: tuple[int, str]) -> None:
+        """The lines chained since ``state`` were written, but their decisions were refused
+        (deny mode: the write outlasted the wait): go on in a new segment marking them as
+        never acknowledged."""
+
     async def close(self) -> None:
         """Flush and release resources."""
 
@@ -132,6 +137,11 @@ class FileSink:
         """The failed batch was cut back: the chain goes back to before it."""
         self.chainer.restore(state)
 
+    def written_unacknowledged(self, state: tuple[int, str]) -> None:
+        """A new segment in the same file, after the lines written, marking them."""
+        after = self.chainer.last()
+        self.chainer = self.chainer.successor(state, new_segment("file"), after=after)
+
     async def close(self) -> None:
         """Close the file."""
         os.close(self._fd)
@@ -168,6 +178,10 @@ class StdoutSink:
         """Part of the batch may have reached the reader: a new segment, marking it."""
         self.chainer = self.chainer.successor(state, new_segment("stdout"))
 
+    def written_unacknowledged(self, state: tuple[int, str]) -> None:
+        """A new segment, marking the batch."""
+        self.chainer = self.chainer.successor(state, new_segment("stdout"))
+
     async def write(self, lines: Sequence[str]) -> None:
         """Write and flush."""
         sys.stdout.write("".join(f"{line}\n" for line in lines))
@@ -200,6 +214,10 @@ class RedisStreamSink:
         """An XADD whose call failed (a timeout, a lost connection) may still run when Redis
         resumes: a rewound chain would then hold it and repeat its ``seq``. A new segment,
         marking it as never acknowledged, instead."""
+        self.chainer = self.chainer.successor(state, new_segment("stream"))
+
+    def written_unacknowledged(self, state: tuple[int, str]) -> None:
+        """A new segment, marking the batch."""
         self.chainer = self.chainer.successor(state, new_segment("stream"))
 
     async def write(self, lines: Sequence[str]) -> None:
