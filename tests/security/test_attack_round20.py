@@ -3,7 +3,14 @@ shared by two ``verdict serve`` processes.
 
 Probes ran against the in-process app used by the other security tests (``verdict_app``), real
 ``verdict serve`` processes and the ``verdict`` CLI as subprocesses, and a real redis-server on
-loopback. Findings (strict xfails until fixed; each asserts the correct behaviour):
+loopback. Findings, all fixed in the same session (each a test asserting the correct
+behaviour; they were strict xfails): 1 every batch item is recorded at its position
+(``servicer.BatchAuthorize``, ``audit.record``); 2 the remote entity commands parse with
+``loads_strict``; 3 ``audit.log`` drops the queued records of a refused caller and marks a batch
+whose write outlasted a caller's wait (``Sink.written_unacknowledged``), refusing all its
+callers; 4 was the uncapped ``entity_data_corrupt`` line of every decision filling a stderr
+pipe that the test harness did not drain, the blocked write holding the event loop
+(``redis_decode.corrupt`` now logs through a ``LogBudget``):
 
 1. **Wrong audit record: a batch item's ``item`` is its position among the items that
    converted, not in the call, and an item refused at conversion has no record.**
@@ -37,9 +44,9 @@ loopback. Findings (strict xfails until fixed; each asserts the correct behaviou
    warm; someone replaces ``verdict:{s}:loaded`` by a list. B answers ALLOW until the grace,
    then INTERNAL, but one call 0.5-1.6 s after the change waits out its whole deadline
    (DEADLINE_EXCEEDED at 2 s / 5 s; 6 of 6 runs). Not seen with one server that wrote
-   itself. Root cause not located in the time of the round (candidates: the cache-miss read
-   after the health monitor's ``ready()`` found ``wrong_type``, ``RedisEntityStore._call``,
-   whose attempts may each use the whole remaining deadline).
+   itself. Root cause (found by the lead with py-spy during the hung call): the event loop
+   blocked in structlog's write to stderr, a pipe full of one ``entity_data_corrupt`` line
+   per decision.
 
 Held (plain tests below): two ``verdict serve`` processes on one Redis, a membership revoked
 through one and asked of the other with the revoke's version and without it (after 0.1 s),
@@ -370,11 +377,6 @@ def test_redis_emptied_under_a_warm_cache_never_allows_past_the_grace(
         client.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 20 finding 4: a load marker of the wrong type under a warm cache of another "
-    "server hangs one decision until its deadline (root cause not located)",
-)
 def test_a_marker_of_the_wrong_type_never_stalls_a_decision(
     two_servers: tuple[int, int], redis: RedisProcess
 ) -> None:

@@ -15,8 +15,10 @@ from verdict.store.redis_encode import refs_value
 from verdict.store.redis_keys import key_uid
 from verdict.store.weight import Weight, text_weight
 from verdict.telemetry import metrics
+from verdict.telemetry.log_budget import LogBudget
 
 log = structlog.get_logger(__name__)
+_LOGS = LogBudget()  # entity_data_corrupt lines per second
 
 
 class StaleReferences(Exception):
@@ -92,7 +94,13 @@ def decode_value(store_id: str, uid: EntityUid, value: str) -> JsonObject:
 
 
 def corrupt(store_id: str, reason: str) -> NoReturn:
-    """Count and log (without content) unusable data, and fail this decision closed."""
+    """Count and log (without content) unusable data, and fail this decision closed.
+
+    Every decision that reads the data fails here, so the log lines are capped (the metric
+    counts each one): a key of the wrong type under load wrote a line per decision, and once
+    stderr was not drained fast enough the write held the event loop until the decisions'
+    deadlines (attack round 20)."""
     metrics.CORRUPT_ENTITIES.labels(reason=reason).inc()
-    log.error("entity_data_corrupt", store=store_id, reason=reason)
+    if _LOGS.admit("entity_data_corrupt", log):
+        log.error("entity_data_corrupt", store=store_id, reason=reason)
     raise EntityDataError("stored entity data for this request is unreadable")
