@@ -105,7 +105,7 @@ def main(argv: Sequence[str]) -> int:
     die_with_parent(parent)
     index, fields = read_order(channel)
     settings = worker_settings(Settings(**fields), index)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, nonblocking=True)
     structlog.contextvars.bind_contextvars(worker=index)
     redis_connections = settings.redis_max_connections if settings.redis_url else 0
     try:

@@ -54,7 +54,7 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {field: getattr(args, field) for field in FLAGS}
     overrides["redis_cluster"] = args.redis_cluster or None
     settings = load_settings(overrides, FLAGS)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, nonblocking=True)
     try:
         event_loop.resolve(settings.event_loop)  # before any worker starts
     except EventLoopError as exc:

@@ -7,10 +7,14 @@ import sys
 
 import structlog
 
+from verdict.telemetry.log_writer import WriterLoggerFactory
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
+
+def configure_logging(level: str = "info", fmt: str = "json", *, nonblocking: bool = False) -> None:
     """Configure structlog once at startup; event names are fixed snake_case strings.
-    ``fmt`` "auto" is console output when stderr is a terminal, JSON lines otherwise."""
+    ``fmt`` "auto" is console output when stderr is a terminal, JSON lines otherwise.
+    ``nonblocking`` (servers): a line stderr cannot take now is queued for a writer thread,
+    so that a lagging log reader never holds the event loop (telemetry/log_writer.py)."""
     if fmt == "auto":
         fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.typing.Processor = (
@@ -26,6 +30,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=(
+            WriterLoggerFactory(sys.stderr)
+            if nonblocking
+            else structlog.PrintLoggerFactory(file=sys.stderr)
+        ),
         cache_logger_on_first_use=True,
     )

@@ -51,6 +51,11 @@ WORKER_CALLS = Counter(
     "shows how the kernel spread connections over the workers",
     ["worker"],
 )
+LOG_LINES_DROPPED = Counter(
+    "verdict_log_lines_dropped_total",
+    "Log lines dropped because stderr's reader fell behind by more than the backlog "
+    "(telemetry/log_writer.py); decisions never wait for the log",
+)
 CONFIG_RELOADS = Counter(
     "verdict_config_reloads_total",
     "Configuration files re-read after a change on disk (callers file and JWKS, TLS files)",

@@ -1,0 +1,151 @@
+"""Log lines out of the server without ever waiting on the reader: a line is written at once
+while the stream can take it, and otherwise queued for a writer thread; past a bounded backlog
+lines are dropped, counted, and the count is logged once the stream drains.
+
+Why: structlog wrote each line to stderr on the calling thread, the event loop's. When the
+reader of stderr lags (a container runtime's log driver on a slow disk, a pipe nobody reads),
+the pipe fills and the write blocks: every decision waited until the line got out (attack
+round 20: decisions hung until their deadlines). Docker's ``mode=non-blocking`` log option
+exists for the same reason.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import threading
+import time
+from collections import deque
+from typing import Any, TextIO
+
+# Lines queued behind a stream that does not take them before new ones are dropped.
+MAX_BACKLOG_LINES = 10_000
+# A write of at most this many bytes to a pipe with room does not block (PIPE_BUF).
+ATOMIC_BYTES = 4096
+EXIT_FLUSH_SECONDS = 2.0
+
+
+class LineWriter:
+    """Writes whole lines to ``stream``'s descriptor: at once when it is writable and nothing
+    is queued (the usual case: lines keep their order and are out when ``write`` returns),
+    else through the queue."""
+
+    def __init__(self, stream: TextIO, max_backlog: int = MAX_BACKLOG_LINES) -> None:
+        self._stream = stream
+        self._fd = stream.fileno()
+        self._max_backlog = max_backlog
+        self._queue: deque[bytes] = deque()
+        self._busy = False  # the thread is writing lines it took from the queue
+        self._dropped = 0
+        self._lock = threading.Condition()
+        self._thread = threading.Thread(target=self._drain, name="verdict-log-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped so far (the backlog was full)."""
+        return self._dropped
+
+    def write(self, line: str) -> None:
+        """Write ``line`` (with its newline) now, or queue it; never waits for the reader."""
+        data = line.encode("utf-8", "replace")
+        with self._lock:
+            if not self._queue and not self._busy and self._writable_now(len(data)):
+                self._stream.flush()  # what print() left in Python's buffer goes first
+                _write_all(self._fd, data)
+                return
+            if len(self._queue) >= self._max_backlog:
+                self._dropped += 1
+                _count_dropped()
+                return
+            self._queue.append(data)
+            self._lock.notify()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the queue to be written; whether it was."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._lock.wait(left)
+        return True
+
+    def _writable_now(self, size: int) -> bool:
+        if size > ATOMIC_BYTES:
+            return False
+        try:
+            ready = select.poll()
+            ready.register(self._fd, select.POLLOUT)
+            return any(event & select.POLLOUT for _, event in ready.poll(0))
+        except (OSError, ValueError):
+            return False
+
+    def _drain(self) -> None:
+        reported = 0
+        while True:
+            with self._lock:
+                while not self._queue:
+                    self._busy = False
+                    self._lock.notify_all()  # flush() waits for this
+                    self._lock.wait()
+                batch = list(self._queue)
+                self._queue.clear()
+                self._busy = True
+                dropped = self._dropped
+            if dropped > reported:
+                batch.append(_dropped_line(dropped - reported))
+                reported = dropped
+            try:
+                self._stream.flush()
+                _write_all(self._fd, b"".join(batch))
+            except (OSError, ValueError):
+                pass  # the stream is gone: nothing else can be told
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _dropped_line(count: int) -> bytes:
+    now = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    line = {"count": count, "event": "log_lines_dropped", "level": "error", "timestamp": stamp}
+    return (json.dumps(line) + "\n").encode()
+
+
+def _count_dropped() -> None:
+    from verdict.telemetry import metrics  # prometheus_client: only once a line is dropped
+
+    metrics.LOG_LINES_DROPPED.inc()
+
+
+class WriterLogger:
+    """A structlog logger (as ``PrintLogger``) whose lines go through a ``LineWriter``."""
+
+    def __init__(self, writer: LineWriter) -> None:
+        self._writer = writer
+
+    def msg(self, message: str) -> None:
+        """Write one rendered event."""
+        self._writer.write(message + "\n")
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+class WriterLoggerFactory:
+    """structlog's ``logger_factory``: one ``LineWriter`` for ``stream``, flushed (briefly)
+    when the process exits."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.writer = LineWriter(stream)
+        atexit.register(self.writer.flush, EXIT_FLUSH_SECONDS)
+
+    def __call__(self, *args: Any) -> WriterLogger:
+        return WriterLogger(self.writer)
