@@ -36,6 +36,8 @@ class _Pins:
 
     contents: dict[tuple[str, int | None], bytes | FileReadError] = field(default_factory=dict)
     listings: dict[str, list[Path]] = field(default_factory=dict)
+    # Whether each path named something, as the block first saw it (see ``exists``).
+    present: dict[str, bool] = field(default_factory=dict)
 
 
 _PINNED: ContextVar[_Pins | None] = ContextVar("verdict_pinned_reads", default=None)
@@ -112,16 +114,42 @@ def pinned_listing(key: str, list_files: Callable[[], list[Path]]) -> list[Path]
     return pins.listings[key]
 
 
+def exists(path: Path) -> bool:
+    """Whether ``path`` names anything (a link counts, even dangling). Inside
+    ``pinned_reads``, the block's first answer, which its reads keep to: a file absent then
+    reads as absent for the rest of the block, and one read (or found) then is present.
+
+    The load read a file's bytes through the pin but asked the disk whether it existed: a
+    links file renamed away for an instant was left out of the parse while the version,
+    hashed from the pinned bytes, still held it, and the store was served without its links
+    (a forbid template's, ALLOW) under the version of the files with them (attack round 21)."""
+    pins = _PINNED.get()
+    if pins is None:
+        return os.path.lexists(path)
+    name = os.path.abspath(path)
+    if name not in pins.present:
+        pins.present[name] = os.path.lexists(path)
+    return pins.present[name]
+
+
 def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
     """The bytes of a regular file; a FIFO, device or folder is refused without blocking.
-    Inside ``pinned_reads``, the bytes the block first read."""
+    Inside ``pinned_reads``, the bytes the block first read (and absent if ``exists`` first
+    found nothing there)."""
     pins = _PINNED.get()
     if pins is None:
         return _read_bytes(path, max_bytes)
-    key = (os.path.abspath(path), max_bytes)
+    name = os.path.abspath(path)
+    key = (name, max_bytes)
     if key not in pins.contents:
         try:
+            if pins.present.get(name) is False:
+                raise FileAbsentError("cannot read: No such file or directory")
             pins.contents[key] = _read_bytes(path, max_bytes)
+            pins.present.setdefault(name, True)
+        except FileAbsentError as exc:
+            pins.present.setdefault(name, False)
+            pins.contents[key] = exc
         except FileReadError as exc:
             pins.contents[key] = exc
     found = pins.contents[key]

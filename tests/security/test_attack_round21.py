@@ -3,7 +3,15 @@
 ``verdict`` CLI as subprocesses, a real redis-server and real files. Races are timed with
 inotify on the files the server reads (as round 16 did), so each lands on its first attempt.
 
-Findings (strict xfails, each asserting the correct behaviour):
+Findings, all fixed in the same session (each a test asserting the correct behaviour; they
+were strict xfails): 1 presence is pinned like bytes (``files.exists``: a path absent when
+the load first asked stays absent for its reads, one read stays present), used by the
+loader, ``read_links`` and ``read_store_settings``; 2 a store sealed without entities.json
+refuses one (``seal.SEALED_ABSENT``), its entities version is that of the file the load found,
+and the start compares entities versions too; 3 ``verdict entities load`` checks the store's
+files are as loaded before writing; 4 follows from 1 (the digests come from the pin the
+check read through); 5 backslashes are allowed in seal names; 6 a seal lists at most 100,000
+files and differences are named up to 20. The non-UTF-8 name is refused by name.
 
 1. **Wrong ALLOW: a sealed store is served without its links file.** The load pins every
    file's bytes, but asks whether the schema, ``store.toml``, the links files and
@@ -200,12 +208,6 @@ def added_during_the_seal_check(stores: Path, run: Callable[[], object]) -> obje
 # --- Finding 1: files present at the seal check, absent at the parse -------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 21 finding 1: the load asks on the disk, not through the pin, whether the "
-    "links file (schema, store.toml) exists: unlinked and written again during a reload, the "
-    "sealed store is RELOADED without its links (ALLOW)",
-)
 def test_a_links_file_unlinked_and_written_again_during_a_reload_is_not_dropped(
     tmp_path: Path,
 ) -> None:
@@ -254,12 +256,6 @@ def test_a_links_file_unlinked_and_written_again_during_a_reload_is_not_dropped(
 # --- Findings 2-3: entities.json added to a store sealed without one ---------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 21 finding 2: sealed_entities '' (a seal listing no entities.json) skips "
-    "the check: an entities.json added during the start's load is served with "
-    "VERDICT_REQUIRE_SEAL (ALLOW)",
-)
 def test_an_entities_file_added_during_a_start_is_not_served_unsealed(tmp_path: Path) -> None:
     """The store is sealed without entities.json; one (alice in Group::"admins") is written
     while a server requiring seals starts, after the seal check found none and before the
@@ -290,11 +286,6 @@ def test_an_entities_file_added_during_a_start_is_not_served_unsealed(tmp_path: 
     assert all(d == DENY for d, _ in decisions), f"alice ALLOWed by unsealed entities: {decisions}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 21 finding 3: `verdict entities load` with VERDICT_REQUIRE_SEAL loads an "
-    "entities.json added during its load of a store sealed without one",
-)
 def test_entities_load_refuses_an_entities_file_added_to_a_store_sealed_without_one(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
@@ -324,11 +315,6 @@ def test_entities_load_refuses_an_entities_file_added_to_a_store_sealed_without_
 # --- Findings 4-5: what `verdict seal` seals ----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 21 finding 4: `verdict seal` digests files its check never read (a "
-    "schema written during the check is sealed, exit 0)",
-)
 def test_seal_never_seals_a_file_its_check_did_not_read(tmp_path: Path) -> None:
     """A broken schema is written while ``verdict seal`` parses the store (after the check
     looked for a schema). Correct: the seal holds only what was checked (or fails); here it
@@ -357,11 +343,6 @@ def test_seal_never_seals_a_file_its_check_did_not_read(tmp_path: Path) -> None:
     assert all("schema.cedarschema" not in names for _, names in outcomes), outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 21 finding 5: `verdict seal` writes a name with a backslash, which "
-    "seal.path_problem then refuses: the sealed store never loads",
-)
 def test_a_store_verdict_seal_sealed_loads_again(tmp_path: Path) -> None:
     stores = docs_store(tmp_path)
     (stores / "docs" / "a\\b.cedar").write_text('@id("b")\npermit (principal, action, resource);\n')
@@ -374,11 +355,6 @@ def test_a_store_verdict_seal_sealed_loads_again(tmp_path: Path) -> None:
 # --- Finding 6: a seal naming very many files ---------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 21 finding 6: one problem per file of the seal, unbounded: ReloadPolicies "
-    "fails RESOURCE_EXHAUSTED instead of answering FAILED",
-)
 def test_a_seal_naming_many_missing_files_is_reported_as_failed(tmp_path: Path) -> None:
     stores = docs_store(tmp_path)
     docs = stores / "docs"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -174,7 +175,7 @@ def test_seal_ignores_the_old_seal_and_replaces_it(tmp_path: Path) -> None:
         (seal_text("/etc/x.cedar"), "is not a relative path"),
         (seal_text("a//b.cedar"), "is not a relative path"),
         (seal_text("./a.cedar"), "is not a relative path"),
-        (seal_text("a\\b.cedar"), "is not a relative path"),
+        (seal_text("a\0b.cedar"), "is not a relative path"),
         (seal_text("store.seal"), "is the seal itself"),
         (seal_text("a.cedar", "sha256:" + "A" * 64), "64 lowercase hex"),
         (seal_text("a.cedar", "md5:00"), "64 lowercase hex"),
@@ -277,3 +278,35 @@ def test_a_reload_builds_the_index_with_the_configured_cache_limits(tmp_path: Pa
     assert state.change is Change.RELOADED
     assert state.served is not None
     assert state.served.index.cache_limits == limits
+
+
+def test_a_name_the_loader_accepts_is_sealed_and_loads(tmp_path: Path) -> None:
+    """A policy file named with a backslash is a plain file name on Linux: sealed, it loads
+    (the seal once refused what `verdict seal` wrote)."""
+    root = docs(tmp_path)
+    (root / "a\\b.cedar").write_text(PERMIT_ALL)
+    assert "a\\b.cedar" in seal(root)
+    assert load_store(root).sealed
+
+
+def test_a_seal_naming_too_many_files_is_refused_and_differences_are_capped(
+    tmp_path: Path,
+) -> None:
+    root = docs(tmp_path)
+    files = {f"f{n}.cedar": ZEROS for n in range(100_001)}
+    (root / SEAL_FILE).write_text(json.dumps({"verdict_seal": 1, "files": files}))
+    (refused,) = problems(root)
+    assert "lists more than 100,000 files" in refused
+    files = {f"f{n}.cedar": ZEROS for n in range(500)}
+    (root / SEAL_FILE).write_text(json.dumps({"verdict_seal": 1, "files": files}))
+    found = problems(root)
+    assert len(found) == 21
+    assert found[-1] == f"docs/{SEAL_FILE}:0: and 484 more files differ from store.seal"
+
+
+def test_a_policy_file_name_that_is_not_utf8_is_refused_by_name(tmp_path: Path) -> None:
+    """Such a name crashed every reload (UnicodeEncodeError in the version) and `verdict seal`."""
+    root = docs(tmp_path)
+    (root / os.fsdecode(b"bad\xff.cedar")).write_text(PERMIT_ALL)
+    found = problems(root)
+    assert found == ["docs:0: policy file name 'bad\\udcff.cedar' is not UTF-8: rename it"]

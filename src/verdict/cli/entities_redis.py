@@ -12,7 +12,8 @@ from verdict.cli.common import EXIT_OK, EXIT_USAGE, choose_store, fail, load_set
 from verdict.config import Settings
 from verdict.entities_load import load_entities_file
 from verdict.errors import PolicyLoadError, StoreRefusedError, StoreUnavailableError, VerdictError
-from verdict.policy.loader import load_policy_stores
+from verdict.policy.loader import entities_file_version, load_policy_stores, store_version
+from verdict.policy.snapshot import StoreSnapshot
 from verdict.progress import reporter
 from verdict.store.entity_cache import EntityCache
 from verdict.store.redis_connect import key_layout, make_client
@@ -49,6 +50,15 @@ def _store(args: argparse.Namespace, settings: Settings) -> RedisEntityStore:
     )
 
 
+def _still_as_loaded(store: StoreSnapshot) -> None:
+    """Stop unless the store's files are as its load found them: an entities.json added
+    during the load (unread, unsealed) was otherwise passed over, and the store marked
+    loaded with whatever Redis held (attack round 21)."""
+    now = (store_version(store.root), entities_file_version(store.root))
+    if now != (store.version, store.entities_version):
+        fail(f"{store.store_id}: files changed while being read; nothing written: run again")
+
+
 async def load(args: argparse.Namespace) -> int:
     """Each store's entities.json into Redis (or the store marked loaded without one)."""
     settings = _settings(args)
@@ -60,6 +70,7 @@ async def load(args: argparse.Namespace) -> int:
         await store.prepare()
         for store_id in chosen:
             policy_store = snapshot.resolve(store_id)
+            _still_as_loaded(policy_store)
             if policy_store.entities_file is None:
                 # Its entities (if any) are written through the API: keep them, but say that
                 # what Redis holds is complete, so decisions may use it.

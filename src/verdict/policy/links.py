@@ -17,7 +17,7 @@ import yaml
 
 from verdict.cedar_json import parse_uid
 from verdict.errors import Diagnostic, RequestError
-from verdict.files import FileReadError, read_store_text
+from verdict.files import FileReadError, exists, read_store_text
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.file_limits import MAX_POLICY_FILE_BYTES
 from verdict.uid_arg import parse_uid_arg
@@ -48,7 +48,7 @@ class Link:
 
 def links_file(root: Path) -> Path | None:
     """The store's links file, if it has one (two of them is a load error, see read_links)."""
-    found = [root / name for name in LINKS_FILES if (root / name).exists()]
+    found = [root / name for name in LINKS_FILES if exists(root / name)]
     return found[0] if found else None
 
 
@@ -72,7 +72,7 @@ def read_links(
 ) -> list[Link]:
     """Read and check the store's links against its ``templates`` and the ids already taken by
     policies (id -> ``file:line``); problems go to ``diagnostics`` with the links file's lines."""
-    present = [name for name in LINKS_FILES if (root / name).exists()]
+    present = [name for name in LINKS_FILES if exists(root / name)]
     if not present:
         return []
     shown = f"{root.name}/{present[0]}"

@@ -18,6 +18,7 @@ from verdict.files import (
     FileReadError,
     confined_reads,
     content_hash,
+    exists,
     is_regular,
     pinned_listing,
     pinned_reads,
@@ -39,7 +40,14 @@ from verdict.policy.links import LINKS_FILES, Link, read_links
 from verdict.policy.policy_sets import SelectionCacheLimits
 from verdict.policy.positions import locate_in_policy, locate_schema_error, locate_syntax_error
 from verdict.policy.references import literal_uids, read_uids
-from verdict.policy.seal import SEAL_FILE, Seal, digest_of, read_seal, seal_problems
+from verdict.policy.seal import (
+    SEAL_FILE,
+    SEALED_ABSENT,
+    Seal,
+    digest_of,
+    read_seal,
+    seal_problems,
+)
 from verdict.policy.snapshot import (
     PolicyInfo,
     PolicySnapshot,
@@ -177,7 +185,7 @@ def store_digests(root: Path, *, entities_pinned: bool = False) -> dict[str, str
                 found[name] = digest_of(read_bytes(path, MAX_POLICY_FILE_BYTES))
             elif entities_pinned:
                 found[name] = digest_of(read_bytes(path, MAX_ENTITIES_FILE_BYTES))
-            else:
+            elif exists(path):  # its presence pinned: the load's answer too
                 found[name] = "sha256:" + content_hash(path, MAX_ENTITIES_FILE_BYTES)
         except FileAbsentError:
             continue
@@ -215,8 +223,10 @@ def _load_store(root: Path, cache: SelectionCacheLimits | None, seal: Seal | Non
     schema = _load_schema(root, diagnostics)
     entities = root / ENTITIES_FILE
     # A schema file that fails to parse is one error, not also "strict needs a schema".
-    has_schema = schema is not None or any((root / n).is_file() for n in (SCHEMA_TEXT, SCHEMA_JSON))
-    settings = read_store_settings(root, has_schema, diagnostics, has_entities=entities.is_file())
+    # Whether a file exists is asked of the pin, as its bytes are (files.exists).
+    has_entities = exists(entities)
+    has_schema = schema is not None or any(exists(root / n) for n in (SCHEMA_TEXT, SCHEMA_JSON))
+    settings = read_store_settings(root, has_schema, diagnostics, has_entities=has_entities)
     parsed = list(_parse_policy_files(root, diagnostics))
     _check_unique_ids(parsed, diagnostics)
     if schema is not None and settings.validation is ValidationMode.STRICT and not diagnostics:
@@ -245,12 +255,14 @@ def _load_store(root: Path, cache: SelectionCacheLimits | None, seal: Seal | Non
         # Link values stand in scopes only: named (the request-entity rule), never read.
         literal_uids=frozenset(named),
         read_uids=frozenset(u for p in parsed for u in p.read),
-        entities_file=entities if entities.is_file() else None,
-        entities_version=entities_file_version(root),
+        entities_file=entities if has_entities else None,
+        # Of the file the load found (its presence pinned): a file that appeared since is a
+        # change the next reload sees, never a version without its entities.
+        entities_version=entities_file_version(root) if has_entities else "",
         schema_version=schema_file_version(root),
         rank={info.id: rank for rank, info in enumerate(infos)},
         sealed=seal is not None,
-        sealed_entities="" if seal is None else seal.files.get(ENTITIES_FILE, ""),
+        sealed_entities="" if seal is None else seal.files.get(ENTITIES_FILE, SEALED_ABSENT),
     )
 
 
@@ -348,7 +360,7 @@ def _check_regular_files(root: Path) -> None:
     odd = [
         root / name
         for name in STORE_FILE_NAMES
-        if (root / name).exists() and not is_regular(root / name)
+        if exists(root / name) and not is_regular(root / name)
     ]
     if odd:
         raise PolicyLoadError(
@@ -358,7 +370,7 @@ def _check_regular_files(root: Path) -> None:
 
 def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | None:
     text_path, json_path = root / SCHEMA_TEXT, root / SCHEMA_JSON
-    if text_path.is_file() and json_path.is_file():
+    if exists(text_path) and exists(json_path):
         diagnostics.append(
             Diagnostic(
                 f"{root.name}/{SCHEMA_JSON}",
@@ -367,7 +379,7 @@ def _load_schema(root: Path, diagnostics: list[Diagnostic]) -> SchemaHandle | No
             )
         )
         return None
-    path = text_path if text_path.is_file() else json_path if json_path.is_file() else None
+    path = text_path if exists(text_path) else json_path if exists(json_path) else None
     if path is None:
         return None
     shown = f"{root.name}/{path.name}"
@@ -446,6 +458,7 @@ def _walk_policy_files(root: Path, folders: list[Path] | None = None) -> list[Pa
                 raise PolicyLoadError([Diagnostic(root.name, 0, message)])
             for entry in names:
                 if entry.name.endswith(".cedar"):
+                    _check_name(root, folder, entry.name)
                     found.append(Path(entry.path))
                 # The kubelet's own folders (``..<timestamp>/``, behind the ``..data`` link)
                 # are not walked: a ConfigMap mounted on a store folder would give every file
@@ -458,6 +471,17 @@ def _walk_policy_files(root: Path, folders: list[Path] | None = None) -> list[Pa
             message = f"cannot list the folder: {exc.strerror}"
             raise PolicyLoadError([Diagnostic(shown, 0, message)]) from None
     return found
+
+
+def _check_name(root: Path, folder: Path, name: str) -> None:
+    """PolicyLoadError for a policy file whose name is not UTF-8: its ids, the version and
+    the seal need a text name (one such file crashed every reload and `verdict seal`)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = "/".join((root.name, *folder.relative_to(root).parts))
+        message = f"policy file name {ascii(name)[:120]} is not UTF-8: rename it"
+        raise PolicyLoadError([Diagnostic(shown, 0, message)]) from None
 
 
 def _parse_policy_files(root: Path, diagnostics: list[Diagnostic]) -> Iterator[_Parsed]:
@@ -593,7 +617,7 @@ def store_version(root: Path) -> str:
         try:  # the bytes a pinned load parsed, when called inside one (same bound: same pin)
             content = read_bytes(path, MAX_POLICY_FILE_BYTES)
         except FileReadError as exc:
-            if not os.path.lexists(path):  # absent: not part of the store
+            if not exists(path):  # absent: not part of the store
                 continue
             # Present but unusable (too large, a FIFO, unreadable): it still changes the
             # version, so a hot reload tries the store and reports the file instead of

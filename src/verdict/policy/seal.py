@@ -34,6 +34,13 @@ SEAL_FILE = "store.seal"
 SEAL_FORMAT = 1
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 RESEAL_HINT = "seal the store again (`verdict seal`) once every file is written"
+# A sealed store's entities.json digest when its seal lists none: any such file is refused.
+SEALED_ABSENT = "absent"
+# A seal lists at most as many files as a store may hold names (loader.MAX_STORE_NAMES); the
+# files that differ from it are named up to MAX_SHOWN_PROBLEMS (ReloadPolicies' answer and
+# the log line stay small: 100,000 named made a 16 MB answer that gRPC refused, round 21).
+MAX_SEALED_FILES = 100_000
+MAX_SHOWN_PROBLEMS = 20
 
 
 @dataclass(frozen=True)
@@ -77,13 +84,21 @@ def _checked_files(document: object, shown: str) -> dict[str, str]:
     files = document["files"]
     if not isinstance(files, dict):
         raise invalid("files must be an object")
+    if len(files) > MAX_SEALED_FILES:
+        raise invalid(f"lists more than {MAX_SEALED_FILES:,} files")
     for name, digest in files.items():
         problem = path_problem(name)
         if problem is not None:
-            raise invalid(f"files: {name[:100]!r} {problem}")
+            raise invalid(f"files: {shown_name(name)} {problem}")
         if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-            raise invalid(f'files: {name!r} must map to "sha256:" and 64 lowercase hex digits')
+            digits = '"sha256:" and 64 lowercase hex digits'
+            raise invalid(f"files: {shown_name(name)} must map to {digits}")
     return dict(files)
+
+
+def shown_name(name: str) -> str:
+    """A file name for a message: quoted, cut at 100 characters."""
+    return repr(name[:100]) + ("..." if len(name) > 100 else "")
 
 
 def path_problem(name: str) -> str | None:
@@ -92,7 +107,7 @@ def path_problem(name: str) -> str | None:
     path = PurePosixPath(name)
     if not name or path.is_absolute() or ".." in path.parts or path.as_posix() != name:
         return "is not a relative path inside the store"
-    if "\0" in name or "\\" in name:
+    if "\0" in name:
         return "is not a relative path inside the store"
     if name == SEAL_FILE:
         return "is the seal itself"
@@ -103,27 +118,35 @@ def seal_problems(root: Path, seal: Seal, found: Mapping[str, str]) -> list[Diag
     """How the store's files (``found``: relative path -> digest of the bytes read) differ
     from its seal, one problem per file, in path order."""
     problems: list[Diagnostic] = []
-    for name in sorted(found.keys() | seal.files.keys()):
+    differing = [
+        n for n in sorted(found.keys() | seal.files.keys()) if seal.files.get(n) != found.get(n)
+    ]
+    for name in differing[:MAX_SHOWN_PROBLEMS]:
         sealed, now = seal.files.get(name), found.get(name)
-        if sealed == now:
-            continue
         if sealed is None:
             what = "is not in store.seal (added after the store was sealed)"
         elif now is None:
             what = "is in store.seal but missing (removed after the store was sealed)"
         else:
             what = "does not match store.seal (changed after the store was sealed)"
-        problems.append(Diagnostic(f"{root.name}/{name}", 0, f"{what}: {RESEAL_HINT}"))
+        problems.append(Diagnostic(f"{root.name}/{name[:200]}", 0, f"{what}: {RESEAL_HINT}"))
+    if len(differing) > MAX_SHOWN_PROBLEMS:
+        more = f"and {len(differing) - MAX_SHOWN_PROBLEMS:,} more files differ from store.seal"
+        problems.append(Diagnostic(f"{root.name}/{SEAL_FILE}", 0, more))
     return problems
 
 
 def entities_problem(shown: str, text: str, sealed: str) -> Diagnostic | None:
     """A problem unless entities.json's ``text`` (as parsed) has the ``sealed`` digest ("":
-    not sealed). The embedded store and ``verdict entities load`` read the file apart from
-    the store's load: the digest is checked again on the bytes they parse."""
+    not sealed; ``SEALED_ABSENT``: sealed without one, so any text is refused). The embedded
+    store and ``verdict entities load`` read the file apart from the store's load: the digest
+    is checked again on the bytes they parse."""
     if not sealed or digest_of(text.encode("utf-8")) == sealed:
         return None
-    problem = f"does not match store.seal (changed after it was sealed): {RESEAL_HINT}"
+    if sealed == SEALED_ABSENT:
+        problem = f"is not in store.seal (added after the store was sealed): {RESEAL_HINT}"
+    else:
+        problem = f"does not match store.seal (changed after it was sealed): {RESEAL_HINT}"
     return Diagnostic(shown, 0, problem)
 
 

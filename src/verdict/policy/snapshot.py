@@ -97,7 +97,8 @@ class StoreSnapshot:
     # Position of each policy id in load order, to report policies in a stable order.
     rank: Mapping[str, int] = field(default_factory=dict)
     # Loaded from files that matched the store's seal (policy/seal.py); the digest the seal
-    # gives entities.json ("" for none), which its readers check on the bytes they parse.
+    # gives entities.json ("" unsealed, seal.SEALED_ABSENT: sealed without one), which its
+    # readers check on the bytes they parse.
     sealed: bool = False
     sealed_entities: str = ""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from verdict.errors import Diagnostic
-from verdict.files import FileReadError, read_store_text
+from verdict.files import FileReadError, exists, read_store_text
 from verdict.policy.file_limits import MAX_POLICY_FILE_BYTES
 from verdict.policy.snapshot import EntitiesSource, ErrorMode, StoreSettings, ValidationMode
 
@@ -42,7 +42,7 @@ def read_store_settings(
     path = root / SETTINGS_FILE
     name = f"{root.name}/{SETTINGS_FILE}"
     text = ""
-    if path.exists():  # absent: the defaults; present but unreadable: a problem, not defaults
+    if exists(path):  # absent: the defaults; present but unreadable: a problem, not defaults
         try:  # through verdict.files: a pinned load reads the settings it hashes
             text = read_store_text(path, MAX_POLICY_FILE_BYTES)
         except FileReadError as exc:
