@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -179,8 +180,8 @@ async def test_an_entities_file_swapped_for_a_fifo_during_a_reload_does_not_bloc
 ) -> None:
     """A writer swaps entities.json between a regular file and a FIFO (a broken sync job)
     while reloads run. Racing it for real (a loop swapping, reloads in a loop) blocked a
-    reload within 0.3 to 7 s here; the test lands the swap right after an is_file() check of
-    entities.json, as the race did (file_version checked, then opened blocking). The reload
+    reload within 0.3 to 7 s here; the test lands the swap right after the load's check that
+    entities.json exists, as the race did (file_version checked, then opened blocking). The reload
     must answer (FAILED) and the last good version serve on; it blocked in open() for good
     (no writer ever comes), which also held the process's exit after SIGTERM."""
     stores = lending_copy(tmp_path)
@@ -190,11 +191,11 @@ async def test_an_entities_file_swapped_for_a_fifo_during_a_reload_does_not_bloc
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     armed = threading.Event()
-    real_is_file = Path.is_file
+    real_lexists = os.path.lexists
 
-    def is_file_then_swap(path: Path) -> bool:
-        found = real_is_file(path)
-        if found and path == entities and armed.is_set():
+    def exists_then_swap(path: Any) -> bool:
+        found = real_lexists(path)
+        if found and Path(path) == entities and armed.is_set():
             armed.clear()
             os.link(fifo, store / ".swap")
             os.replace(store / ".swap", entities)
@@ -205,7 +206,8 @@ async def test_an_entities_file_swapped_for_a_fifo_during_a_reload_does_not_bloc
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.server.port}") as channel:
             before = await decide(channel, allowed_case())
             entities.write_bytes(good + b"\n")  # a real change: the reload reads the store
-            monkeypatch.setattr(Path, "is_file", is_file_then_swap)
+            # The load asks whether entities.json exists through files.exists (lexists).
+            monkeypatch.setattr(os.path, "lexists", exists_then_swap)
             armed.set()
             try:
                 reply = await apb_grpc.AdminServiceStub(channel).ReloadPolicies(
