@@ -141,3 +141,24 @@ def test_the_writer_writes_at_once_when_it_can_and_drops_past_its_backlog() -> N
     assert '"count": 3' in lines[5]
     assert '"event": "log_lines_dropped"' in lines[5]
     assert lines[6] == "after"
+
+
+def test_the_backlog_is_bounded_in_bytes_too() -> None:
+    """A few long lines (a reload failure's diagnostics) fill the backlog's bytes before its
+    line count: the next one is dropped."""
+    read_end, write_end = full_pipe()
+    stream = os.fdopen(write_end, "w")
+    try:
+        writer = LineWriter(stream, max_backlog=100, max_backlog_bytes=10_000)
+        for _ in range(3):
+            writer.write("x" * 4_000 + "\n")
+        assert writer.dropped == 1
+        reader, chunks = drained(read_end)
+        assert writer.flush(5)
+    finally:
+        stream.close()
+    reader.join(5)
+    os.close(read_end)
+    text = b"".join(chunks).decode()
+    assert text.count("x" * 4_000) == 2
+    assert '"count": 1' in text

@@ -20,8 +20,10 @@ import time
 from collections import deque
 from typing import Any, TextIO
 
-# Lines queued behind a stream that does not take them before new ones are dropped.
+# Lines (and their bytes) queued behind a stream that does not take them before new ones are
+# dropped: a few reload failures can each be a long line (their diagnostics).
 MAX_BACKLOG_LINES = 10_000
+MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 # A write of at most this many bytes to a pipe with room does not block (PIPE_BUF).
 ATOMIC_BYTES = 4096
 EXIT_FLUSH_SECONDS = 2.0
@@ -32,10 +34,17 @@ class LineWriter:
     is queued (the usual case: lines keep their order and are out when ``write`` returns),
     else through the queue."""
 
-    def __init__(self, stream: TextIO, max_backlog: int = MAX_BACKLOG_LINES) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        max_backlog: int = MAX_BACKLOG_LINES,
+        max_backlog_bytes: int = MAX_BACKLOG_BYTES,
+    ) -> None:
         self._stream = stream
         self._fd = stream.fileno()
         self._max_backlog = max_backlog
+        self._max_backlog_bytes = max_backlog_bytes
+        self._queued_bytes = 0
         self._queue: deque[bytes] = deque()
         self._busy = False  # the thread is writing lines it took from the queue
         self._dropped = 0
@@ -56,11 +65,13 @@ class LineWriter:
                 self._stream.flush()  # what print() left in Python's buffer goes first
                 _write_all(self._fd, data)
                 return
-            if len(self._queue) >= self._max_backlog:
+            full = len(self._queue) >= self._max_backlog
+            if full or self._queued_bytes + len(data) > self._max_backlog_bytes:
                 self._dropped += 1
                 _count_dropped()
                 return
             self._queue.append(data)
+            self._queued_bytes += len(data)
             self._lock.notify()
 
     def flush(self, timeout: float) -> bool:
@@ -94,6 +105,7 @@ class LineWriter:
                     self._lock.wait()
                 batch = list(self._queue)
                 self._queue.clear()
+                self._queued_bytes = 0
                 self._busy = True
                 dropped = self._dropped
             if dropped > reported:
