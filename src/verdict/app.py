@@ -21,11 +21,11 @@ from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
 from verdict.engine.hierarchy import entity_set_vet
 from verdict.engine.limits import EntityLimits, HierarchyLimits
-from verdict.errors import ConfigError, Diagnostic, StoreUnavailableError
+from verdict.errors import ConfigError, Diagnostic, EntitiesChangedError, StoreUnavailableError
 from verdict.event_loop import running_loop_name
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.policy_sets import SelectionCacheLimits
-from verdict.policy.reload import load_settled
+from verdict.policy.reload import START_LOAD_ATTEMPTS, load_settled
 from verdict.policy.reloader import OnSwap, PolicyReloader, watch_stores
 from verdict.policy.snapshot import PolicySnapshot, StoreSnapshot
 from verdict.policy.writers import ignore_lease_breaks
@@ -169,7 +169,9 @@ def entity_file(store: StoreSnapshot, hierarchy: HierarchyLimits = DEFAULT_HIERA
     against."""
     path = store.entities_file
     shown = f"{store.store_id}/{path.name}" if path is not None else store.store_id
-    return EntityFile(path, store.schema, shown, hierarchy, store.sealed_entities)
+    return EntityFile(
+        path, store.schema, shown, hierarchy, store.sealed_entities, store.entities_version
+    )
 
 
 class EmbeddedReload:
@@ -256,17 +258,33 @@ def several_workers(settings: Settings) -> bool:
     return (settings.workers or 1) > 1
 
 
+def load_at_start(
+    settings: Settings,
+) -> tuple[PolicyHolder, tuple[EntityStore, InvalidationListener | None]]:
+    """The policies and the entity store a start serves, read from one state of the files:
+    the embedded store's entities.json, read after the policies, must be the file their load
+    found, or both are loaded again (START_LOAD_ATTEMPTS in all). An A -> B -> A edit around
+    that read was served as B under A's version, for good (attack round 22)."""
+    cache, sealed = selection_cache(settings), settings.require_seal
+    for attempt in range(1, START_LOAD_ATTEMPTS + 1):
+        holder = PolicyHolder(
+            load_settled(settings.stores, settings.default_store, cache, require_seal=sealed)
+        )
+        try:
+            return holder, build_entity_store(settings, holder)
+        except EntitiesChangedError:
+            if attempt == START_LOAD_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def build_app(settings: Settings) -> App:
     """Load policies, entities and the edge security; raises PolicyLoadError or ConfigError
     (fatal at startup) on any problem."""
     # As a reload reads: still files, no writer holding one open (a start while a writer
     # paused mid-file served the prefix, attack round 16).
-    cache, sealed = selection_cache(settings), settings.require_seal
-    holder = PolicyHolder(
-        load_settled(settings.stores, settings.default_store, cache, require_seal=sealed)
-    )
+    holder, (entities, listener) = load_at_start(settings)
     security, edge_rules = build_edge_security(settings, holder)
-    entities, listener = build_entity_store(settings, holder)
     limits = entity_limits(settings)
     authorizer = Authorizer(holder, entities, max_batch=settings.max_batch_size, limits=limits)
     # Each worker holds its own in-memory store: a write would reach one of them.
@@ -275,7 +293,13 @@ def build_app(settings: Settings) -> App:
     embedded = None
     if isinstance(entities, MemoryEntityStore):
         embedded = EmbeddedReload(entities, limits.hierarchy)
-    reloader = PolicyReloader(settings.stores, holder, embedded, cache=cache, require_seal=sealed)
+    reloader = PolicyReloader(
+        settings.stores,
+        holder,
+        embedded,
+        cache=selection_cache(settings),
+        require_seal=settings.require_seal,
+    )
     audit = build_audit_log(settings)
     return App(
         settings,

@@ -80,6 +80,11 @@ class PolicyLoadError(VerdictError):
         super().__init__("\n".join(str(d) for d in diagnostics))
 
 
+class EntitiesChangedError(PolicyLoadError):
+    """A store's entities.json was not, when read, the file its policies' load found (it
+    changed in between): the start loads again, a reload fails and is retried."""
+
+
 class StoreUnavailableError(VerdictError):
     """The entity store cannot be reached or timed out."""
 

@@ -4,7 +4,12 @@ serve`` processes on loopback, the in-process app on real gRPC, a real redis-ser
 ``verdict`` CLI as subprocesses and real files. The start's race is timed with inotify on the
 files the server reads (as rounds 16 and 21 did), so it lands on its first attempt.
 
-Findings (each a test asserting the correct behaviour, a strict xfail until fixed):
+Findings, all fixed in the same session (each a test asserting the correct behaviour; they
+were strict xfails): 1 the embedded store's read is held to the entities version the load
+found (``read_entities_file(version=)``, ``EntitiesChangedError``) and the start loads again
+(``app.load_at_start``); 2 a CancelledError marks the pending records abandoned as a timeout
+does; 3 the writer waits for a non-blocking stderr (EAGAIN: poll) and counts lines a stream
+that is gone did not take; 4 without ``sys.stderr`` logs go to stdout (or nowhere).
 
 1. **Wrong ALLOW: an entities.json edited and reverted while a server starts is served in its
    transient state, for good.** The start's load (``reload.load_settled``) hashes entities.json
@@ -156,12 +161,6 @@ def edited_and_reverted_during_a_start(stores: Path, tmp_path: Path) -> tuple[st
 # --- Finding 1: entities.json A -> B -> A around the start's read ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 22 finding 1: the start's embedded store reads entities.json after "
-    "load_settled, unpinned and never checked against the snapshot's entities_version "
-    "(app.build_entity_store -> MemoryEntityStore.from_files): A -> B -> A is served as B",
-)
 def test_an_entities_file_edited_and_reverted_during_a_start_is_not_served(
     tmp_path: Path,
 ) -> None:
@@ -201,11 +200,6 @@ async def decide_within(stub: Any, rid: str, deadline: float) -> str:
     return pb.Decision.Name(reply.decision).removeprefix("DECISION_")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 22 finding 2: audit/log.py _record_or_refuse marks records abandoned on "
-    "TimeoutError only; a call gRPC ended (deadline, cancel) is recorded as answered",
-)
 async def test_a_decision_whose_caller_gave_up_is_not_recorded_as_answered(
     redis: RedisProcess, tmp_path: Path
 ) -> None:
@@ -269,11 +263,6 @@ def refuse(port: int, *request_ids: str) -> None:
                 stub.IsAuthorized(REFUSED, timeout=3, metadata=(("x-request-id", rid),))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 22 finding 3: log_writer._drain takes BlockingIOError for a stream gone: "
-    "queued lines behind a non-blocking stderr are discarded, uncounted",
-)
 def test_log_lines_behind_a_non_blocking_stderr_are_written_or_counted() -> None:
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)  # the description the server inherits: O_NONBLOCK
@@ -315,11 +304,6 @@ def test_log_lines_behind_a_non_blocking_stderr_are_written_or_counted() -> None
     assert seen == set(range(10)) or '"event": "log_lines_dropped"' in text, sorted(seen)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="round 22 finding 4: WriterLoggerFactory(sys.stderr) with sys.stderr None "
-    "(fd 2 closed): AttributeError, exit 1 without a word",
-)
 def test_a_server_whose_stderr_is_closed_serves_or_says_why() -> None:
     port = free_port()
     process = serve_lending(port, stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2))

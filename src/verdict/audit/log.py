@@ -97,7 +97,7 @@ class AuditLog:
         try:
             await asyncio.wait_for(asyncio.shield(written), self.wait_seconds)
         except TimeoutError:
-            if written.done() and not written.cancelled() and written.exception() is None:
+            if _acknowledged(written):
                 return  # written as the wait ran out: acknowledged, so answered
             # The writer drops the records, or marks them if their write is under way: a
             # refused decision whose record was written later read as answered (round 20).
@@ -105,6 +105,12 @@ class AuditLog:
             raise AuditUnavailableError from None
         except OSError:
             raise AuditUnavailableError from None
+        except asyncio.CancelledError:
+            # The call ended meanwhile (its deadline, a cancel): it is answered with no
+            # decision, so its records must not read as answered either (attack round 22).
+            if not _acknowledged(written):
+                pending.abandoned = True
+            raise
 
     async def close(self) -> None:
         """Write what is queued (within the wait), stop the writer, close the sink.
@@ -181,6 +187,11 @@ class AuditLog:
             metrics.AUDIT_RECORDS.labels(result="written").inc(len(records))
             _settle(batch, None)
             return
+
+
+def _acknowledged(written: asyncio.Future[None]) -> bool:
+    """Whether the writer has written the records (and said so)."""
+    return written.done() and not written.cancelled() and written.exception() is None
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from verdict import cedar
 from verdict.cedar import SchemaHandle
 from verdict.cedar_json import check_entity, loads_strict
-from verdict.errors import Diagnostic, PolicyLoadError, RequestError
+from verdict.errors import Diagnostic, EntitiesChangedError, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_store_text
 from verdict.heap import collector_paused
 from verdict.model import EntityUid
@@ -137,6 +138,11 @@ def _refusal(name: str, text: str, document: Any, schema: SchemaHandle | None) -
     return Diagnostic(name, line, f"invalid entities: entities: {problem.data_free()}")
 
 
+def _version_of(text: str) -> str:
+    """The entities version of a file holding ``text`` (as ``loader.file_version`` gives it)."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
 def read_entities_file(
     path: Path,
     schema: SchemaHandle | None,
@@ -144,9 +150,12 @@ def read_entities_file(
     hierarchy: HierarchyLimits = DEFAULT_HIERARCHY,
     *,
     sealed: str = "",
+    version: str = "",
 ) -> dict[EntityUid, StoredEntity]:
     """Entities of ``path`` keyed by uid; PolicyLoadError names the file on any problem.
-    ``sealed``: the digest the store's seal gives the file, which the bytes read must have."""
+    ``sealed``: the digest the store's seal gives the file, which the bytes read must have;
+    ``version``: the entities version the store's load found (``loader.file_version``),
+    which they must have too (EntitiesChangedError)."""
     name = shown or str(path)
     text = ""
     try:
@@ -154,6 +163,11 @@ def read_entities_file(
         unsealed = entities_problem(name, text, sealed)
         if unsealed is not None:
             raise PolicyLoadError([unsealed])
+        if version and _version_of(text) != version:
+            # Read apart from the policies (at a start, after them): an A -> B -> A edit
+            # around the read served B under A's version, for good (attack round 22).
+            changed = "changed while the store was being read (its policies, then this file)"
+            raise EntitiesChangedError([Diagnostic(name, 0, changed)])
         # A server reloads on a thread; the collector's full scans of a growing heap held
         # the GIL (60,000 entities: the longest loop gap 210 -> 130 ms, the read 3.5 -> 2.8 s).
         with collector_paused(freeze=False):

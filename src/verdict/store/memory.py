@@ -9,6 +9,7 @@ from pathlib import Path
 from verdict.cedar import SchemaHandle
 from verdict.errors import (
     Diagnostic,
+    EntitiesChangedError,
     EntityDataError,
     PolicyLoadError,
     StaleReadError,
@@ -43,6 +44,7 @@ class EntityFile:
     shown: str
     hierarchy: HierarchyLimits = DEFAULT_HIERARCHY
     sealed: str = ""  # the digest the store's seal gives the file ("": not sealed)
+    version: str = ""  # the entities version the store's load found ("": not checked)
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,15 @@ class MemoryEntityStore:
         lists the problems of all of them."""
         stores: dict[str, Mapping[EntityUid, StoredEntity]] = {}
         diagnostics: list[Diagnostic] = []
+        changed = False
         for store_id, file in files.items():
             try:
                 stores[store_id] = cls.read_file(file)
             except PolicyLoadError as exc:
                 diagnostics.extend(exc.diagnostics)
+                changed = changed or isinstance(exc, EntitiesChangedError)
         if diagnostics:
-            raise PolicyLoadError(diagnostics)
+            raise (EntitiesChangedError if changed else PolicyLoadError)(diagnostics)
         schemas = {store_id: file.schema for store_id, file in files.items()}
         handles = None if vet is None else HandleSettings(schemas, vet, handle_max_entities)
         return cls(stores, limits, handles)
@@ -115,7 +119,12 @@ class MemoryEntityStore:
             raise PolicyLoadError([Diagnostic(file.shown, 0, str(exc))]) from None
         with confined_reads(real):
             return read_entities_file(
-                file.path, file.schema, file.shown, file.hierarchy, sealed=file.sealed
+                file.path,
+                file.schema,
+                file.shown,
+                file.hierarchy,
+                sealed=file.sealed,
+                version=file.version,
             )
 
     async def install(
