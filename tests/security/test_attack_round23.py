@@ -23,11 +23,15 @@ reply whose ``entities_json`` is not JSON says so in one line (exit 2, no traceb
 
 Also read, no test: ``engine/explain.py`` splits only top-level ``&&`` (left to right, as
 Cedar's short circuit evaluates), stops at the first false or erroring conjunct and marks later
-clauses ``skipped``; selection (``PolicyIndex.select``) checks each scope exactly as Cedar
-does, a shape it does not know reads as ``All`` only for hand-made JSON forms, so no
-condition Cedar never evaluated was found reported. ``PROBE_CHUNK`` counts policies, not
-probes: a policy of thousands of conjuncts is built and evaluated as one Cedar call between
-deadline checks (the store's author controls that, not the caller).
+clauses ``skipped``, on the same slice and request entities as the decision, and only for
+policies ``PolicyIndex.select`` keeps after its exact scope check: no condition Cedar never
+evaluated was found reported (not exhaustive: a scope shape ``read_scope`` reads as ``All``
+would be explained on a request Cedar's scope rejects; none was found in Cedar's JSON forms).
+``PROBE_CHUNK`` counts policies, not probes: a policy of thousands of conjuncts is built and
+evaluated as one Cedar call between deadline checks (the store's author controls that, not the
+caller). ``app.load_at_start`` retries on ``EntitiesChangedError`` (a ``PolicyLoadError``, so
+the third failure is a refused start with diagnostics, not a traceback); the race itself was
+not re-run this round.
 """
 
 from __future__ import annotations
