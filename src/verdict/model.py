@@ -53,6 +53,15 @@ def quote_id(entity_id: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def shown_text(text: str) -> str:
+    """``text`` for a terminal: every control or unprintable character escaped (``\\x1b``,
+    ``\\u202e``), so that text a server or a file chose cannot move the cursor or rewrite
+    what was printed (a hostile server printed "decision: ALLOW" over a DENY, round 23)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 class EntityUid(NamedTuple):
     """A Cedar entity uid; ``id`` is arbitrary UTF-8 and never spliced into Cedar syntax.
 

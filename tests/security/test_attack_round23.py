@@ -3,7 +3,9 @@ remote commands (``check|test --server``, ``entities get --server``) against a h
 broken server: a real gRPC server written here answering odd replies, the ``verdict`` CLI as
 subprocesses.
 
-Findings (each a test asserting the correct behaviour, a strict xfail until fixed):
+Findings, fixed in the same session (each a test asserting the correct behaviour; they were
+strict xfails): server strings are printed through ``model.shown_text`` (controls escaped)
+by ``check``, ``rpc_failure``, ``test --server``'s report and its version note:
 
 1. **Misleading output: ``verdict check --server`` prints a server's text with its control
    characters.** The determining policy ids, the error messages, the policy version and store
@@ -46,7 +48,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import grpc
-import pytest
 
 from tests.conftest import POLICIES
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
@@ -136,9 +137,6 @@ def controls(text: str) -> list[str]:
 # --- Finding 1: a server's text reaches the terminal with its control characters ---------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="finding 1: check --server prints a reply's strings with control chars"
-)
 def test_check_server_escapes_the_servers_policy_ids_and_messages() -> None:
     def deny(request: Any, context: grpc.ServicerContext) -> Any:
         return pb.IsAuthorizedResponse(
@@ -157,9 +155,6 @@ def test_check_server_escapes_the_servers_policy_ids_and_messages() -> None:
     assert controls(shown) == [], f"terminal control characters from the server: {shown!r}"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="finding 1: rpc_failure prints a status's details with control chars"
-)
 def test_check_server_escapes_a_refusals_details() -> None:
     def refuse(request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(grpc.StatusCode.PERMISSION_DENIED, "no" + FORGED)

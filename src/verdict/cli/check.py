@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from verdict.cli.commands import summary
 from verdict.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, choose_store, fail, load_settings
 from verdict.cli.server_flags import add_server_flags
+from verdict.model import shown_text
 
 if TYPE_CHECKING:  # the engine is imported when a decision is asked for, not for --help
     from verdict.model import AuthorizationResult
@@ -67,13 +68,16 @@ def _print_result(result: AuthorizationResult, policies: Mapping[str, PolicyInfo
         print(f"determining policies: none{default}")
     else:
         print("determining policies:")
+    # Every string may come from a server (--server): shown with its controls escaped.
     for policy_id in result.determining_policies:
         info = policies.get(policy_id)
-        where = f"  ({info.location}) {info.description}" if info else ""
-        print(f"  - {policy_id}{where}")
+        where = f"  ({info.location}) {shown_text(info.description)}" if info else ""
+        print(f"  - {shown_text(policy_id)}{where}")
     for error in result.errors:
-        print(f"error in policy {error.policy_id or '?'}: {error.detail or error.message}")
-    print(f"policy version: {result.policy_version} (store {result.store_id})")
+        detail = shown_text(error.detail or error.message)
+        print(f"error in policy {shown_text(error.policy_id or '?')}: {detail}")
+    version, store = shown_text(result.policy_version), shown_text(result.store_id)
+    print(f"policy version: {version} (store {store})")
 
 
 def _check_remote(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from verdict._gen.verdict.v1 import authorization_pb2 as pb
 from verdict.cli.common import fail
 from verdict.cli.server_flags import TOKEN_VARIABLE
 from verdict.client import MalformedReplyError, VerdictClient, bearer, tls_credentials
-from verdict.model import AuthorizationResult, Decision, DenyKind, EvaluationError
+from verdict.model import AuthorizationResult, Decision, DenyKind, EvaluationError, shown_text
 
 T = TypeVar("T")
 
@@ -67,9 +67,10 @@ def rpc_failure(exc: Exception, server: str) -> str:
         return f"cannot reach the server at {server} (UNAVAILABLE)"
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"no answer from the server at {server} within the timeout (DEADLINE_EXCEEDED)"
+    details = shown_text(exc.details() or "")  # the server's words, controls escaped
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return exc.details() or "invalid request"  # "field: problem", as offline checks say
-    return f"{code.name}: {exc.details() or 'no detail'}"
+        return details or "invalid request"  # "field: problem", as offline checks say
+    return f"{code.name}: {details or 'no detail'}"
 
 
 _DENY_KINDS = {

@@ -14,6 +14,7 @@ from verdict.cli.common import fail
 from verdict.cli.remote import result_from_reply, rpc_failure
 from verdict.client import VerdictClient
 from verdict.engine.authorizer import DEFAULT_MAX_BATCH
+from verdict.model import shown_text
 from verdict.policytest.loader import Plan, PolicyCase
 from verdict.policytest.runner import CaseResult, RunReport
 from verdict.policytest.verdicts import Outcome, judge
@@ -106,7 +107,7 @@ def _note_versions(plan: Plan, versions: dict[str, str], server: str) -> None:
         local = plan.snapshot.stores.get(store_id)
         if local is not None and local.version != version:
             print(
-                f"note: store {store_id} at {server} runs policy version {version}, "
-                f"--stores has {local.version}",
+                f"note: store {store_id} at {server} runs policy version "
+                f"{shown_text(version)}, --stores has {local.version}",
                 file=sys.stderr,
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
 
+from verdict.model import shown_text
 from verdict.policy.snapshot import PolicyInfo, PolicySnapshot
 from verdict.policytest.coverage import StoreCoverage, format_percent
 from verdict.policytest.runner import CaseResult, RunReport
@@ -13,9 +14,13 @@ from verdict.policytest.verdicts import Expected, Outcome
 
 def describe_outcome(outcome: Outcome) -> str:
     """The actual answer: decision, determining policies and errors, or why it was invalid."""
+    # Outcomes may come from a server (`verdict test --server`): its strings are shown with
+    # their controls escaped.
     if outcome.decision == "invalid":
-        return f"INVALID ({outcome.problem})"
-    errors = ", ".join(f"{e.policy_id or '?'} ({e.message})" for e in outcome.errors)
+        return f"INVALID ({shown_text(outcome.problem)})"
+    errors = ", ".join(
+        f"{shown_text(e.policy_id or '?')} ({shown_text(e.message)})" for e in outcome.errors
+    )
     if outcome.denied_for_errors:
         # No policy denied: the errors did, over a permit that matched.
         text = f"DENY with errors in {errors}, which overrule a matching permit"
@@ -59,11 +64,11 @@ def failure_line(result: CaseResult, policies: Mapping[str, PolicyInfo]) -> str:
 
 def _located(policy_id: str, policies: Mapping[str, PolicyInfo]) -> str:
     info = policies.get(policy_id)
-    return f"{policy_id} ({info.location})" if info else policy_id
+    return f"{shown_text(policy_id)} ({info.location})" if info else shown_text(policy_id)
 
 
 def _list(ids: Iterable[str]) -> str:
-    items = list(ids)
+    items = [shown_text(i) for i in ids]
     return ", ".join(items) if items else "no policy (default deny)"
 
 
