@@ -29,7 +29,7 @@ from verdict.files import FileReadError, read_text
 from verdict.heap import collector_paused
 from verdict.json_values import array_items
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
-from verdict.policy.seal import entities_problem
+from verdict.policy.seal import entities_problem, text_digest
 from verdict.progress import Reporter
 from verdict.store.base import StoredEntity
 from verdict.store.bulk import load_entities
@@ -89,7 +89,7 @@ async def load_entities_file(
     try:
         with progress.phase("read"):
             text = read_text(path, MAX_ENTITIES_FILE_BYTES)
-            unsealed = entities_problem(shown, text, sealed)
+            unsealed = entities_problem(shown, text_digest(text) if sealed else "", sealed)
             if unsealed is not None:
                 raise PolicyLoadError([unsealed])
         with progress.phase("parse"), collector_paused():

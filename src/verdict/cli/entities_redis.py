@@ -12,7 +12,7 @@ from verdict.cli.common import EXIT_OK, EXIT_USAGE, choose_store, fail, load_set
 from verdict.config import Settings
 from verdict.entities_load import load_entities_file
 from verdict.errors import PolicyLoadError, StoreRefusedError, StoreUnavailableError, VerdictError
-from verdict.policy.loader import entities_file_version, load_policy_stores, store_version
+from verdict.policy.loader import files_as_loaded, load_policy_stores
 from verdict.policy.snapshot import StoreSnapshot
 from verdict.progress import reporter
 from verdict.store.entity_cache import EntityCache
@@ -54,8 +54,7 @@ def _still_as_loaded(store: StoreSnapshot) -> None:
     """Stop unless the store's files are as its load found them: an entities.json added
     during the load (unread, unsealed) was otherwise passed over, and the store marked
     loaded with whatever Redis held (attack round 21)."""
-    now = (store_version(store.root), entities_file_version(store.root))
-    if now != (store.version, store.entities_version):
+    if not files_as_loaded(store):
         fail(f"{store.store_id}: files changed while being read; nothing written: run again")
 
 

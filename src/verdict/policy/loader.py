@@ -649,12 +649,25 @@ def file_version(path: Path, max_bytes: int, *, pinned: bool = False) -> str:
     process's exit) for good or for an hour."""
     try:
         if pinned:
-            return "sha256:" + hashlib.sha256(read_bytes(path, max_bytes)).hexdigest()[:24]
-        return "sha256:" + content_hash(path, max_bytes)[:24]
+            return version_of_digest(digest_of(read_bytes(path, max_bytes)))
+        return version_of_digest("sha256:" + content_hash(path, max_bytes))
     except FileAbsentError:
         return ""
     except FileReadError as exc:
         return f"unusable: {exc}"
+
+
+def files_as_loaded(store: StoreSnapshot) -> bool:
+    """Whether the store's files hash now to the versions its load found: policies, schema,
+    settings, links and seal, and entities.json (one added or changed since counts)."""
+    now = (store_version(store.root), entities_file_version(store.root))
+    return now == (store.version, store.entities_version)
+
+
+def version_of_digest(digest: str) -> str:
+    """A file's content version (``file_version``) from its digest (``seal.digest_of``): the
+    digest cut to 24 hex digits."""
+    return digest[: len("sha256:") + 24]
 
 
 @dataclass(frozen=True)

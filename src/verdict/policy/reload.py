@@ -21,6 +21,7 @@ from verdict.policy.loader import (
     STORE_FILE_NAMES,
     check_store_folder,
     entities_file_version,
+    files_as_loaded,
     load_policy_stores,
     load_store,
     store_folders_and_files,
@@ -232,10 +233,7 @@ def _read_while_written(stores_dir: Path, snapshot: PolicySnapshot) -> list[Diag
         writer = _being_written(root)  # asked before the hash, as in _reload_one
         if writer is not None:
             problems.append(writer)
-        elif (store_version(root), entities_file_version(root)) != (
-            store.version,
-            store.entities_version,
-        ):
+        elif not files_as_loaded(store):
             # entities.json too: one added during the start's load was served unread (and
             # unsealed) while later reloads found its version unchanged (attack round 21).
             problems.append(Diagnostic(store_id, 0, "files kept changing while being read"))

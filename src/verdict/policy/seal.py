@@ -105,9 +105,8 @@ def path_problem(name: str) -> str | None:
     """Why ``name`` cannot be a path in a seal (None if it can): a plain relative path inside
     the store, as the loader names its files, never the seal itself."""
     path = PurePosixPath(name)
-    if not name or path.is_absolute() or ".." in path.parts or path.as_posix() != name:
-        return "is not a relative path inside the store"
-    if "\0" in name:
+    plain = name and not path.is_absolute() and ".." not in path.parts and "\0" not in name
+    if not plain or path.as_posix() != name:
         return "is not a relative path inside the store"
     if name == SEAL_FILE:
         return "is the seal itself"
@@ -136,12 +135,18 @@ def seal_problems(root: Path, seal: Seal, found: Mapping[str, str]) -> list[Diag
     return problems
 
 
-def entities_problem(shown: str, text: str, sealed: str) -> Diagnostic | None:
-    """A problem unless entities.json's ``text`` (as parsed) has the ``sealed`` digest ("":
-    not sealed; ``SEALED_ABSENT``: sealed without one, so any text is refused). The embedded
-    store and ``verdict entities load`` read the file apart from the store's load: the digest
-    is checked again on the bytes they parse."""
-    if not sealed or digest_of(text.encode("utf-8")) == sealed:
+def text_digest(text: str) -> str:
+    """The digest of a file whose text (strict UTF-8, as ``files.read_text`` gives it) is
+    ``text``: the same bytes, encoded again."""
+    return digest_of(text.encode("utf-8"))
+
+
+def entities_problem(shown: str, digest: str, sealed: str) -> Diagnostic | None:
+    """A problem unless entities.json, as parsed (``digest``: ``text_digest`` of its text),
+    has the ``sealed`` digest ("": not sealed; ``SEALED_ABSENT``: sealed without one, so any
+    file is refused). The embedded store and ``verdict entities load`` read the file apart
+    from the store's load: the digest is checked again on the bytes they parse."""
+    if not sealed or digest == sealed:
         return None
     if sealed == SEALED_ABSENT:
         problem = f"is not in store.seal (added after the store was sealed): {RESEAL_HINT}"

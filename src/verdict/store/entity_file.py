@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ from verdict.files import FileReadError, read_store_text
 from verdict.heap import collector_paused
 from verdict.model import EntityUid
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
-from verdict.policy.seal import entities_problem
+from verdict.policy.loader import version_of_digest
+from verdict.policy.seal import entities_problem, text_digest
 from verdict.policy.store_settings import is_action_type
 from verdict.store.base import StoredEntity
 from verdict.store.json_lines import error_line
@@ -138,11 +138,6 @@ def _refusal(name: str, text: str, document: Any, schema: SchemaHandle | None) -
     return Diagnostic(name, line, f"invalid entities: entities: {problem.data_free()}")
 
 
-def _version_of(text: str) -> str:
-    """The entities version of a file holding ``text`` (as ``loader.file_version`` gives it)."""
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
-
-
 def read_entities_file(
     path: Path,
     schema: SchemaHandle | None,
@@ -160,10 +155,11 @@ def read_entities_file(
     text = ""
     try:
         text = read_store_text(path, MAX_ENTITIES_FILE_BYTES)
-        unsealed = entities_problem(name, text, sealed)
+        digest = text_digest(text) if sealed or version else ""  # hashed once, for both
+        unsealed = entities_problem(name, digest, sealed)
         if unsealed is not None:
             raise PolicyLoadError([unsealed])
-        if version and _version_of(text) != version:
+        if version and version_of_digest(digest) != version:
             # Read apart from the policies (at a start, after them): an A -> B -> A edit
             # around the read served B under A's version, for good (attack round 22).
             changed = "changed while the store was being read (its policies, then this file)"
