@@ -91,9 +91,7 @@ class LineWriter:
         if size > ATOMIC_BYTES:
             return False
         try:
-            ready = select.poll()
-            ready.register(self._fd, select.POLLOUT)
-            return any(event & select.POLLOUT for _, event in ready.poll(0))
+            return _writable(self._fd, 0)
         except (OSError, ValueError):
             return False
 
@@ -124,6 +122,13 @@ class LineWriter:
                     _count_dropped()
 
 
+def _writable(fd: int, timeout_ms: int) -> bool:
+    """Whether ``fd`` can take a write, waiting up to ``timeout_ms`` for it."""
+    ready = select.poll()
+    ready.register(fd, select.POLLOUT)
+    return any(event & select.POLLOUT for _, event in ready.poll(timeout_ms))
+
+
 def _write_now(fd: int, data: bytes) -> bytes:
     """Write what ``fd`` takes without waiting; the bytes it did not take (a descriptor in
     non-blocking mode says EAGAIN instead of waiting)."""
@@ -144,9 +149,7 @@ def _write_waiting(fd: int, data: bytes) -> None:
         try:
             view = view[os.write(fd, view) :]
         except BlockingIOError:
-            ready = select.poll()
-            ready.register(fd, select.POLLOUT)
-            ready.poll(1000)
+            _writable(fd, 1000)
 
 
 def _dropped_line(count: int) -> bytes:
