@@ -32,15 +32,19 @@ def flag(value: bool) -> str:
     return "1" if value else "0"
 
 
-def staged_values(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
-    """The staged entities hash's fields for ``batch``."""
-    # Version 0: entities of a bulk load; the load's version is the store's at its switch.
-    return {uid_key(e.uid): '{"v":0,"e":' + _entity_json(e) + "}" for e in batch}
-
-
-def staged_refs(batch: Sequence[StoredEntity]) -> dict[FieldT, EncodableT]:
-    """The staged refs hash's fields for ``batch``."""
-    return {uid_key(e.uid): _refs(e) for e in batch}
+def staged_fields(
+    batch: Sequence[StoredEntity],
+) -> tuple[dict[FieldT, EncodableT], dict[FieldT, EncodableT]]:
+    """The staged entities hash's and the staged refs hash's fields for ``batch`` (each
+    entity's uid-key made once for both)."""
+    values: dict[FieldT, EncodableT] = {}
+    refs: dict[FieldT, EncodableT] = {}
+    for entity in batch:
+        key = uid_key(entity.uid)
+        # Version 0: entities of a bulk load; the load's version is the store's at its switch.
+        values[key] = '{"v":0,"e":' + _entity_json(entity) + "}"
+        refs[key] = _refs(entity)
+    return values, refs
 
 
 def _entity_json(entity: StoredEntity) -> str:

@@ -43,7 +43,7 @@ from verdict.store.redis_decode import (
     decode_slice,
     decode_value,
 )
-from verdict.store.redis_encode import flag, put_args, staged_refs, staged_values
+from verdict.store.redis_encode import flag, put_args, staged_fields
 from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
 from verdict.store.slice_handles import SliceHandles
 from verdict.telemetry import metrics
@@ -322,8 +322,9 @@ class RedisEntityStore:
         async def send() -> None:
             async with client.pipeline(transaction=False) as pipe:
                 for batch in batches:
-                    pipe.hset(entities_key, mapping=staged_values(batch))
-                    pipe.hset(refs_key, mapping=staged_refs(batch))
+                    values, refs = staged_fields(batch)
+                    pipe.hset(entities_key, mapping=values)
+                    pipe.hset(refs_key, mapping=refs)
                 pipe.pexpire(entities_key, STAGING_TTL_MS)
                 pipe.pexpire(refs_key, STAGING_TTL_MS)
                 await pipe.execute()
