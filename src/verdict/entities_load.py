@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from verdict.json_values import array_items
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
 from verdict.policy.seal import entities_problem, text_digest
 from verdict.progress import Reporter
+from verdict.schema_shape import SchemaShape
 from verdict.store.base import StoredEntity
 from verdict.store.bulk import load_entities
 from verdict.store.entity_file import (
@@ -39,6 +40,7 @@ from verdict.store.entity_file import (
     is_action,
     refusal_reason,
 )
+from verdict.store.entity_kinds import EntityKinds
 from verdict.store.json_lines import error_line
 from verdict.store.parent_graph import HierarchyLimits
 from verdict.store.redis_store import RedisEntityStore
@@ -79,13 +81,15 @@ async def load_entities_file(
     chunk: int,
     hierarchy: HierarchyLimits = DEFAULT_HIERARCHY,
     sealed: str = "",
+    shape: SchemaShape | None = None,
 ) -> LoadReport:
     """Make ``path`` the entities of ``store_id`` in Redis; PolicyLoadError (naming ``shown``
     and, where known, the line) when the file cannot be read, parsed or validated, or does
-    not have the ``sealed`` digest its store's seal gives it (nothing is written then)."""
+    not have the ``sealed`` digest its store's seal gives it (nothing is written then).
+    ``shape``: the schema's, if read; Cedar then checks one entity of each kind."""
     started = time.perf_counter()
     text = ""
-    checks = PartChecks(schema)
+    checks = PartChecks(schema, kinds=EntityKinds(schema is not None, shape))
     try:
         with progress.phase("read"):
             text = read_text(path, MAX_ENTITIES_FILE_BYTES)
@@ -152,10 +156,20 @@ def parse_in_parts(
 
 
 class PartChecks:
-    """Cedar's check of parts of an entities document, on threads with the GIL released."""
+    """Cedar's check of parts of an entities document, on threads with the GIL released.
+    Given ``kinds``, an entity of a kind already submitted is not submitted again: Cedar's
+    answer for it is the answer for its kind (store/entity_kinds.py)."""
 
-    def __init__(self, schema: SchemaHandle | None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        schema: SchemaHandle | None,
+        threads: int | None = None,
+        kinds: EntityKinds | None = None,
+    ) -> None:
         self._schema = schema
+        self._kinds = kinds
+        self._seen: set[Hashable] = set()
+        self.submitted = 0  # entities Cedar was given
         # One core is the parse's: the parts are ready no faster than it makes them, and a
         # checking thread beside it on that core slows the parse, the longest step.
         count = threads if threads is not None else max(1, min(4, (os.cpu_count() or 2) - 1))
@@ -164,10 +178,25 @@ class PartChecks:
 
     def submit(self, entities: Sequence[StoredEntity]) -> None:
         """Check these entities (their stored text: exactly what is written) as one document."""
+        if self._kinds is not None:
+            entities = [entity for entity in entities if self._new_kind(entity)]
+            if not entities:
+                return
+        self.submitted += len(entities)
         document = "[" + ",".join(_text(entity) for entity in entities) + "]"
         self._pending.append(
             self._pool.submit(cedar.entities_conform, document, self._schema, release_gil=True)
         )
+
+    def _new_kind(self, entity: StoredEntity) -> bool:
+        assert self._kinds is not None
+        kind = self._kinds.key(entity.json)
+        if kind is None:
+            return True
+        if kind in self._seen:
+            return False
+        self._seen.add(kind)
+        return True
 
     async def all_conform(self) -> bool:
         """Whether Cedar accepted every part submitted."""

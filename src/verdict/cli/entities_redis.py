@@ -88,6 +88,7 @@ async def load(args: argparse.Namespace) -> int:
                     chunk=args.chunk,
                     hierarchy=entity_limits(settings).hierarchy,
                     sealed=policy_store.sealed_entities,
+                    shape=policy_store.schema_shape,
                 )
             print(report.summary(store_id))
     finally:

@@ -44,7 +44,13 @@ def parse_shape(text: str) -> SchemaShape:
             tuple(resolver.entity(namespace, r) for r in resources),
             record,
         )
-    return SchemaShape(frozenset(found.entities), actions, dict(found.enums))
+    attributes = {}
+    for name, (namespace, expr) in found.entity_attributes.items():
+        record = resolver.resolve(namespace, expr)
+        if not isinstance(record, RecordType):
+            raise ShapeSyntaxError(f"the attributes of {name} are not a record")
+        attributes[name] = record
+    return SchemaShape(frozenset(found.entities), actions, dict(found.enums), attributes)
 
 
 class _Resolver:

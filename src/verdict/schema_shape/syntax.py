@@ -91,6 +91,8 @@ class Declarations:
     action_parents: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
     # Entity types' attribute and tag types: (namespace, first type's name, what, type).
     entity_types: list[tuple[str, str, str, Expr]] = field(default_factory=list)
+    # Each entity type's attributes, by fully qualified name: (namespace, record type).
+    entity_attributes: dict[str, tuple[str, Expr]] = field(default_factory=dict)
 
 
 _BUILTIN = "__cedar"
@@ -234,7 +236,10 @@ class Parser:
         shown = ", ".join(qualified)
         if self.peek() == "{":
             what = f"the attributes of {shown}"
-            self.found.entity_types.append((namespace, names[0], what, self.type_expr()))
+            attributes = self.type_expr()
+            self.found.entity_types.append((namespace, names[0], what, attributes))
+            for name in qualified:
+                self.found.entity_attributes[name] = (namespace, attributes)
         if self.peek() == "tags":
             self.take()
             what = f"the tags of {shown}"

@@ -75,6 +75,8 @@ class SchemaShape:
     entity_types: frozenset[str]
     actions: Mapping[EntityUid, ActionShape]
     enums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Declared attributes of each entity type (types declared without any are absent).
+    attributes: Mapping[str, RecordType] = field(default_factory=dict)
 
 
 class ShapeSyntaxError(ValueError):
