@@ -16,24 +16,26 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NoReturn
 
 from verdict import cedar
 from verdict.cedar import SchemaHandle
 from verdict.cedar_json import loads_strict
+from verdict.entities_halves import SPLIT_MIN_BYTES, HalfJob, HalfReport, SecondHalf, split_offset
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_text
 from verdict.heap import collector_paused
 from verdict.json_values import array_items
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
 from verdict.policy.seal import entities_problem, text_digest
-from verdict.progress import Reporter
+from verdict.progress import Phase, Reporter
 from verdict.schema_shape import SchemaShape
 from verdict.store.base import StoredEntity
-from verdict.store.bulk import load_entities
+from verdict.store.bulk import discard, load_entities, new_token, stage_entities
 from verdict.store.entity_file import (
     DEFAULT_HIERARCHY,
     EntityShaper,
@@ -82,49 +84,181 @@ async def load_entities_file(
     hierarchy: HierarchyLimits = DEFAULT_HIERARCHY,
     sealed: str = "",
     shape: SchemaShape | None = None,
+    connect: Callable[[], RedisEntityStore] | None = None,
+    split_min_bytes: int = SPLIT_MIN_BYTES,
 ) -> LoadReport:
     """Make ``path`` the entities of ``store_id`` in Redis; PolicyLoadError (naming ``shown``
     and, where known, the line) when the file cannot be read, parsed or validated, or does
     not have the ``sealed`` digest its store's seal gives it (nothing is written then).
-    ``shape``: the schema's, if read; Cedar then checks one entity of each kind."""
+    ``shape``: the schema's, if read; Cedar then checks one entity of each kind. ``connect``:
+    a new store on the same Redis; given one, a file of ``split_min_bytes`` or more is loaded
+    in two halves, the second by a forked process (entities_halves.py)."""
     started = time.perf_counter()
     text = ""
-    checks = PartChecks(schema, kinds=EntityKinds(schema is not None, shape))
+    load = _Load(store, store_id, schema, progress, chunk, hierarchy, shape)
     try:
         with progress.phase("read"):
             text = read_text(path, MAX_ENTITIES_FILE_BYTES)
             unsealed = entities_problem(shown, text_digest(text) if sealed else "", sealed)
             if unsealed is not None:
                 raise PolicyLoadError([unsealed])
-        with progress.phase("parse"), collector_paused():
-            entities = parse_in_parts(text, checks, hierarchy)
-
-        async def conforms() -> None:
-            with progress.phase("validate"):
-                if not await checks.all_conform():  # say why: Cedar's detailed reason
-                    document = [entity.json for entity in entities]
-                    raise RequestError("entities", refusal_reason(document, schema))
-
-        write_started = time.perf_counter()
-        with progress.phase("write", total=len(entities)) as writing:
-            version = await load_entities(
-                store,
-                store_id,
-                entities,
-                chunk=chunk,
-                on_written=writing.advance,
-                before_switch=conforms,
-            )
-        write_seconds = time.perf_counter() - write_started
+        offset = split_offset(text, split_min_bytes) if connect is not None else None
+        done = None
+        if offset is not None and connect is not None:
+            done = await load.in_halves(text, offset, connect)
+        if done is None:  # small, one core, or the second half's start was a wrong guess
+            done = await load.whole(text)
     except FileReadError as exc:
         raise PolicyLoadError([Diagnostic(shown, 0, f"invalid entities: {exc}")]) from None
     except RequestError as exc:
         line = error_line(text, exc)
         raise PolicyLoadError([Diagnostic(shown, line, f"invalid entities: {exc}")]) from None
+    count, version, write_seconds = done
+    return LoadReport(count, version, time.perf_counter() - started, write_seconds)
+
+
+class _Load:
+    """One store's load, whole or in halves: (entities, version, seconds of the writes)."""
+
+    def __init__(
+        self,
+        store: RedisEntityStore,
+        store_id: str,
+        schema: SchemaHandle | None,
+        progress: Reporter,
+        chunk: int,
+        hierarchy: HierarchyLimits,
+        shape: SchemaShape | None,
+    ) -> None:
+        self.store, self.store_id, self.schema = store, store_id, schema
+        self.progress, self.chunk, self.hierarchy, self.shape = progress, chunk, hierarchy, shape
+
+    def checks(self) -> PartChecks:
+        return PartChecks(self.schema, kinds=EntityKinds(self.schema is not None, self.shape))
+
+    def refusal(self, text: str) -> RequestError:
+        """Cedar said no to a part of a file loaded in halves: its detailed reason for the
+        whole file (parsed again: the second half's entities are the child's)."""
+        return RequestError("entities", refusal_reason(loads_strict(text, "entities"), self.schema))
+
+    async def whole(self, text: str) -> tuple[int, int, float]:
+        checks = self.checks()
+        try:
+            with self.progress.phase("parse"), collector_paused():
+                entities = parse_in_parts(text, checks, self.hierarchy)
+
+            async def conforms() -> None:
+                with self.progress.phase("validate"):
+                    if not await checks.all_conform():  # say why: Cedar's detailed reason
+                        document = [entity.json for entity in entities]
+                        raise RequestError("entities", refusal_reason(document, self.schema))
+
+            write_started = time.perf_counter()
+            with self.progress.phase("write", total=len(entities)) as writing:
+                version = await load_entities(
+                    self.store,
+                    self.store_id,
+                    entities,
+                    chunk=self.chunk,
+                    on_written=writing.advance,
+                    before_switch=conforms,
+                )
+            return len(entities), version, time.perf_counter() - write_started
+        finally:
+            checks.close()  # a failed parse or write: the parts still queued are moot
+
+    async def in_halves(
+        self, text: str, offset: int, connect: Callable[[], RedisEntityStore]
+    ) -> tuple[int, int, float] | None:
+        """The load with the items from ``offset`` on taken by a forked process; None when
+        ``offset`` proves not to start an item, or the child fails: nothing was switched."""
+        token = new_token()
+        job = HalfJob(
+            text, offset, connect, self.store_id, token, self.schema, self.shape,
+            self.hierarchy, self.chunk, MAX_DEPTH,
+        )  # fmt: skip
+        half = SecondHalf(job)
+        checks = self.checks()  # after the fork: the child must not inherit its threads
+        switched = False
+        try:
+            with self.progress.phase("parse"), collector_paused():
+                items = array_items(text, "entities", MAX_DEPTH, stop=offset)
+                if items is None:
+                    not_an_array(text)
+                shaper = EntityShaper("entities", keep_text=True)
+                actions = shape_items(items, shaper, checks, self.hierarchy)
+                if not items.aligned:
+                    return None
+                first = len(shaper.entities)
+                parsed = await half.parsed()
+            if parsed is None:  # its parse failed (or it died): its refusal, or the whole path
+                report = await half.report()
+                refused = None if report.failed else self.first_refusal(shaper, report, first)
+                if refused is None:
+                    return None
+                raise refused
+            write_started = time.perf_counter()
+            entities = list(shaper.entities.values())
+            total = first + parsed
+            with self.progress.phase("write", total=total) as writing:
+                await stage_entities(
+                    self.store, self.store_id, token, entities, self.chunk,
+                    on_written=writing.advance,
+                )  # fmt: skip
+                report = await _answer(half, writing)
+                if report.failed:
+                    return None
+                refused = self.first_refusal(shaper, report, first)
+                if refused is not None:
+                    raise refused
+                shaper.include_graph(report.parents, report.positions, first)
+                shaper.check_hierarchy(self.hierarchy)  # the whole graph: what crosses halves
+                texts = [_text(entity) for entity in actions] + report.action_texts
+                if texts:
+                    checks.submit_texts(texts)
+                with self.progress.phase("validate"):
+                    if not (await checks.all_conform() and report.conform):
+                        raise self.refusal(text)
+                version = await self.store.switch(self.store_id, token, total)
+                switched = True
+            return total, version, time.perf_counter() - write_started
+        finally:
+            half.stop()
+            checks.close()
+            if not switched:
+                await discard(self.store, self.store_id, token)
+
+    @staticmethod
+    def first_refusal(shaper: EntityShaper, report: HalfReport, first: int) -> RequestError | None:
+        """The earliest in the file of the child's refusal and an entity of its half that
+        repeats one of the parent's (neither half could see that)."""
+        limit = report.refusal[0] if report.refusal is not None else len(report.uids)
+        for index, uid in enumerate(report.uids[:limit]):
+            if uid in shaper.entities:
+                return RequestError(f"entities[{first + index}]", f"duplicate entity {uid}")
+        return report.refusal_at(first)
+
+
+async def _answer(half: SecondHalf, writing: Phase) -> HalfReport:
+    """The child's answer, its staged entities added to ``writing`` while it stages them."""
+    shown = 0
+
+    def catch_up() -> None:
+        nonlocal shown
+        staged = half.staged
+        if staged > shown:
+            writing.advance(staged - shown)
+            shown = staged
+
+    answer = asyncio.ensure_future(half.report())
+    try:
+        while not answer.done():
+            catch_up()
+            await asyncio.wait([answer], timeout=0.25)
+        catch_up()
+        return answer.result()
     finally:
-        checks.close()  # a failed parse or write: the parts still queued are moot
-    seconds = time.perf_counter() - started
-    return LoadReport(len(entities), version, seconds, write_seconds)
+        answer.cancel()
 
 
 def parse_in_parts(
@@ -135,9 +269,32 @@ def parse_in_parts(
     item at fault."""
     items = array_items(text, "entities", MAX_DEPTH)
     if items is None:  # not an array: invalid JSON is refused where the whole parse finds it
-        loads_strict(text, "entities", max_depth=MAX_DEPTH)
-        raise RequestError("entities", "must be a JSON array of Cedar entities")
+        not_an_array(text)
     shaper = EntityShaper("entities", keep_text=True)
+    actions = shape_items(items, shaper, checks, hierarchy, part_size)
+    shaper.check_hierarchy(hierarchy)  # the whole graph: what crosses parts
+    if actions:
+        checks.submit(actions)
+    return list(shaper.entities.values())
+
+
+def not_an_array(text: str) -> NoReturn:
+    """Refuse a document that does not open with ``[``: as invalid JSON where the whole parse
+    finds it so, else as not an array."""
+    loads_strict(text, "entities", max_depth=MAX_DEPTH)
+    raise RequestError("entities", "must be a JSON array of Cedar entities")
+
+
+def shape_items(
+    items: Iterable[Any],
+    shaper: EntityShaper,
+    checks: PartChecks,
+    hierarchy: HierarchyLimits,
+    part_size: int = PART_ENTITIES,
+) -> list[StoredEntity]:
+    """Add ``items`` to ``shaper``, handing each part of non-action entities to ``checks`` as
+    soon as it is parsed; return the actions, which Cedar must see together (not yet handed
+    on). The graph across parts is the caller's to check."""
     part: list[StoredEntity] = []
     actions: list[StoredEntity] = []
     for item in items:
@@ -148,11 +305,10 @@ def parse_in_parts(
             shaper.check_hierarchy(hierarchy, among=[e.uid for e in part])
             checks.submit(part)
             part = []
-    shaper.check_hierarchy(hierarchy)  # the whole graph: what crosses parts
-    for rest in (part, actions):
-        if rest:
-            checks.submit(rest)
-    return list(shaper.entities.values())
+    if part:
+        shaper.check_hierarchy(hierarchy, among=[e.uid for e in part])
+        checks.submit(part)
+    return actions
 
 
 class PartChecks:
@@ -182,8 +338,12 @@ class PartChecks:
             entities = [entity for entity in entities if self._new_kind(entity)]
             if not entities:
                 return
-        self.submitted += len(entities)
-        document = "[" + ",".join(_text(entity) for entity in entities) + "]"
+        self.submit_texts([_text(entity) for entity in entities])
+
+    def submit_texts(self, texts: Sequence[str]) -> None:
+        """Check the entities stored as ``texts`` as one document, whatever their kinds."""
+        self.submitted += len(texts)
+        document = "[" + ",".join(texts) + "]"
         self._pending.append(
             self._pool.submit(cedar.entities_conform, document, self._schema, release_gil=True)
         )

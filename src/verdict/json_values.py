@@ -246,44 +246,86 @@ def _decode_refusal(text: str, field: str, max_depth: int, exc: Exception) -> Re
     return RequestError(field, _PARSE_PROBLEMS.get(str(exc), "is not valid JSON"))
 
 
-def array_items(text: str, field: str, max_depth: int = DEFAULT_MAX_DEPTH) -> Iterator[Any] | None:
+def array_items(
+    text: str, field: str, max_depth: int = DEFAULT_MAX_DEPTH, stop: int | None = None
+) -> ArrayItems | None:
     """The items of a trusted JSON array document (no value limits), parsed one at a time as
     ``parse_json`` parses the whole (the same decoder and depth check, the same refusals at the
     same line and column), so a large file's items can be handed on while the rest is parsed;
-    None when the document does not open with ``[`` (parse it whole to say what it is)."""
+    None when the document does not open with ``[`` (parse it whole to say what it is).
+    ``stop``: end before the item starting there (see ``ArrayItems``)."""
     start = _WHITESPACE.match(text, 0).end()  # type: ignore[union-attr]
     if not text.startswith("[", start):
         return None
-    return _items(text, start + 1, field, max_depth)
+    return ArrayItems(text, start + 1, field, max_depth, stop)
 
 
-def _items(text: str, index: int, field: str, max_depth: int) -> Iterator[Any]:
-    index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
-    if text.startswith("]", index):
-        index += 1
-    else:
-        while True:
-            start = index
-            try:
-                item, index = _DECODER.raw_decode(text, index)
-            except (RecursionError, ValueError) as exc:
-                raise _decode_refusal(text, field, max_depth, exc) from None
-            # Each nested level opens with a bracket of its own: fewer brackets in the item's
-            # text (strings included, so never too few) than levels allowed need no walk.
-            if text.count("[", start, index) + text.count("{", start, index) >= max_depth:
-                _count_levels([item], field, max_depth, 1)
-            yield item
-            index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
-            if text.startswith(",", index):
-                index = _WHITESPACE.match(text, index + 1).end()  # type: ignore[union-attr]
-            elif text.startswith("]", index):
-                index += 1
-                break
-            else:
-                raise RequestError(field, _invalid_at(text, index))
-    index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
-    if index != len(text):
-        raise RequestError(field, _invalid_at(text, index))
+class ArrayItems:
+    """An array's items from ``index`` (just past the ``[``, or where an item starts) to the
+    end of the document, or, given ``stop``, to the item that starts there: ``aligned`` then
+    says whether one does (False: ``stop`` fell inside an item, or the array ended before it)."""
+
+    def __init__(
+        self, text: str, index: int, field: str, max_depth: int, stop: int | None = None
+    ) -> None:
+        self.aligned: bool | None = None
+        self._items = self._read(text, index, field, max_depth, stop)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._items
+
+    def __next__(self) -> Any:
+        return next(self._items)
+
+    def _read(
+        self, text: str, index: int, field: str, max_depth: int, stop: int | None
+    ) -> Iterator[Any]:
+        index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
+        if text.startswith("]", index):
+            index += 1
+        else:
+            while True:
+                if stop is not None and index >= stop:
+                    self.aligned = index == stop
+                    return
+                start = index
+                try:
+                    item, index = _DECODER.raw_decode(text, index)
+                except (RecursionError, ValueError) as exc:
+                    raise _decode_refusal(text, field, max_depth, exc) from None
+                # Each nested level opens with a bracket of its own: fewer brackets in the
+                # item's text (strings included, so never too few) than levels allowed need no
+                # walk.
+                if text.count("[", start, index) + text.count("{", start, index) >= max_depth:
+                    _count_levels([item], field, max_depth, 1)
+                yield item
+                index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
+                if text.startswith(",", index):
+                    index = _WHITESPACE.match(text, index + 1).end()  # type: ignore[union-attr]
+                elif text.startswith("]", index):
+                    index += 1
+                    break
+                else:
+                    raise RequestError(field, _invalid_at(text, index))
+        if stop is not None:
+            self.aligned = False
+            return
+        index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
+        if index != len(text):
+            raise RequestError(field, _invalid_at(text, index))
+
+
+# Where an entity object probably starts: after "}," and before one of an entity's keys. Only
+# a guess (a record inside an attribute may look the same): ArrayItems' ``stop`` proves it.
+_ITEM_START = re.compile(
+    r'\}[ \t\n\r]*,[ \t\n\r]*(\{)[ \t\n\r]*"(?:uid|attrs|parents|tags)"[ \t\n\r]*:'
+)
+
+
+def guess_item_start(text: str, near: int) -> int | None:
+    """An offset at or after ``near`` where an item of an entity array seems to start."""
+    found = _ITEM_START.search(text, near)
+    return found.start(1) if found is not None else None
 
 
 def _invalid_at(text: str, index: int) -> str:

@@ -17,10 +17,14 @@ from redis.asyncio import Redis
 
 from benchmarks.bench_entities_load import lending_entities
 from tests.redis_support import RedisProcess, redis_fixture  # noqa: F401 (fixture)
-from verdict.entities_load import load_entities_file
-from verdict.errors import PolicyLoadError
+from verdict import cedar
+from verdict.entities_load import PartChecks, load_entities_file, parse_in_parts
+from verdict.errors import PolicyLoadError, RequestError
 from verdict.progress import BarReporter, LineReporter, reporter
+from verdict.schema_shape import parse_shape
 from verdict.store.entity_cache import EntityCache
+from verdict.store.entity_file import DEFAULT_HIERARCHY
+from verdict.store.entity_kinds import EntityKinds
 from verdict.store.redis_keys import StoreKeys
 from verdict.store.redis_store import RedisEntityStore
 
@@ -161,3 +165,53 @@ async def test_the_load_checks_the_seal_on_the_bytes_it_parses(
     finally:
         await store.close()
     assert redis.cli("DBSIZE").strip() == "0"
+
+
+async def test_cedar_checks_one_entity_of_each_kind() -> None:
+    """20,000 lending entities are five kinds (partner, role, employee, borrower, loan): Cedar
+    is handed five entities and accepts them; one more loan whose amount is a string is a
+    kind of its own, handed on, and refused."""
+
+    text = (POLICIES / "lending/schema.cedarschema").read_text()
+    schema = cedar.parse_schema(text, is_json=False)
+    kinds = EntityKinds(True, parse_shape(cedar.schema_text(schema)))
+    entities = lending_entities(LARGE)
+    checks = PartChecks(schema, kinds=kinds)
+    try:
+        parse_in_parts(json.dumps(entities), checks, DEFAULT_HIERARCHY)
+        assert checks.submitted == 5
+        assert await checks.all_conform()
+    finally:
+        checks.close()
+    odd = json.loads(json.dumps(entities[-1]))
+    odd["uid"]["id"] = "odd"
+    odd["attrs"]["amount"] = "12"
+    checks = PartChecks(schema, kinds=kinds)
+    try:
+        parse_in_parts(json.dumps([*entities, odd]), checks, DEFAULT_HIERARCHY)
+        assert checks.submitted == 6
+        assert not await checks.all_conform()
+    finally:
+        checks.close()
+
+
+def test_an_entity_its_own_parent_is_refused_though_its_kind_was_seen() -> None:
+    """Without a schema, Group::"g4" (parent: itself) has the kind of Group::"g2" (parent:
+    another group), which Cedar accepted; the hierarchy check, not Cedar, refuses it."""
+
+    def group(id_: str, *parents: str) -> dict[str, object]:
+        return {
+            "uid": {"type": "Group", "id": id_},
+            "attrs": {},
+            "parents": [{"type": "Group", "id": p} for p in parents],
+        }
+
+    document = json.dumps([group("g1"), group("g2", "g3"), group("g3"), group("g4", "g4")])
+    checks = PartChecks(None, kinds=EntityKinds(False, None))
+    try:
+        with pytest.raises(RequestError) as refused:
+            parse_in_parts(document, checks, DEFAULT_HIERARCHY)
+    finally:
+        checks.close()
+    assert refused.value.field == "entities[3]"
+    assert "cycle" in str(refused.value)

@@ -89,6 +89,7 @@ async def load(args: argparse.Namespace) -> int:
                     hierarchy=entity_limits(settings).hierarchy,
                     sealed=policy_store.sealed_entities,
                     shape=policy_store.schema_shape,
+                    connect=lambda: _store(args, settings),
                 )
             print(report.summary(store_id))
     finally:

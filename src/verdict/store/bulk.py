@@ -63,7 +63,37 @@ async def load_entities(
             if on_written is not None:
                 on_written(len(part))
         return max(versions, default=0)
-    token = secrets.token_hex(8)
+    token = new_token()
+    try:
+        await stage_entities(
+            writer, store_id, token, entities, chunk, pipeline, in_flight, on_written
+        )
+        if before_switch is not None:
+            await before_switch()
+        return await writer.switch(store_id, token, len(entities))
+    except BaseException:
+        await discard(writer, store_id, token)
+        raise
+
+
+def new_token() -> str:
+    """A fresh bulk load's name."""
+    return secrets.token_hex(8)
+
+
+async def stage_entities(
+    writer: StagingWriter,
+    store_id: str,
+    token: str,
+    entities: Sequence[StoredEntity],
+    chunk: int = DEFAULT_CHUNK,
+    pipeline: int = DEFAULT_PIPELINE,
+    in_flight: int = DEFAULT_IN_FLIGHT,
+    on_written: Callable[[int], None] | None = None,
+) -> None:
+    """Add ``entities`` to the load ``token``: ``pipeline`` chunks per round trip, up to
+    ``in_flight`` round trips at once. Several stagings (processes) may fill one token."""
+    chunks = [entities[i : i + chunk] for i in range(0, len(entities), chunk)]
     groups = [chunks[i : i + pipeline] for i in range(0, len(chunks), pipeline)]
     gate = asyncio.Semaphore(in_flight)
 
@@ -76,19 +106,15 @@ async def load_entities(
     tasks = [asyncio.ensure_future(send(group)) for group in groups]
     try:
         await asyncio.gather(*tasks)
-        if before_switch is not None:
-            await before_switch()
-        return await writer.switch(store_id, token, len(entities))
     except BaseException:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await _discard(writer, store_id, token)
         raise
 
 
-async def _discard(writer: StagingWriter, store_id: str, token: str) -> None:
-    """Best effort: staging keys expire anyway."""
+async def discard(writer: StagingWriter, store_id: str, token: str) -> None:
+    """Drop what the load ``token`` staged; best effort: staging keys expire anyway."""
     try:
         await writer.discard(store_id, token)
     except Exception:  # the load's own error is the one to report

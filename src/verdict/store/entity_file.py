@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,22 @@ class EntityShaper:
             self._parents[uid] = parents_of(item)
             self._positions[uid] = index
         return entity
+
+    def include_graph(
+        self,
+        parents: Mapping[EntityUid, list[EntityUid]],
+        positions: Mapping[EntityUid, int],
+        offset: int,
+    ) -> None:
+        """Add the parent graph of entities another shaper took (items ``offset`` on), so
+        ``check_hierarchy`` sees the whole file and names their positions in it."""
+        self._parents.update(parents)
+        self._positions.update((uid, offset + index) for uid, index in positions.items())
+
+    @property
+    def graph(self) -> tuple[dict[EntityUid, list[EntityUid]], dict[EntityUid, int]]:
+        """(entity -> its parents, entity -> its position), for entities with parents."""
+        return self._parents, self._positions
 
     def check_hierarchy(
         self,

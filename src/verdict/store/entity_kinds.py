@@ -85,7 +85,7 @@ class EntityKinds:
         if kind is int:  # never bool: type() is exact
             return 0 if what in (_LONG, _ANY) else value
         if kind is bool or value is None:
-            return value
+            return bool(value) if kind is bool else None
         if kind is dict and "__entity" in value and what in (_ENTITY, _ANY):
             return self._uid(value["__entity"])
         return _ENCODER.encode(value)
@@ -94,7 +94,7 @@ class EntityKinds:
 class _Everything(dict[str, str]):
     """Without a schema every top-level attribute may be blanked."""
 
-    def get(self, key: str, default: Any = None) -> str:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> str:
         return _ANY
 
 

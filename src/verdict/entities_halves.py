@@ -1,0 +1,204 @@
+"""The second half of a large entities file, parsed, checked and staged by a forked process.
+
+One Python thread parses ~25,000-50,000 entities a second; a load of 300,000 on two cores was
+the parse on one core and little on the other. The command now forks before it parses: the
+child takes the items from an offset near the middle where an item seems to start
+(``guess_item_start``), the parent the items before it. Only the parent can prove the guess:
+its parse must reach an item that starts exactly there (``ArrayItems.aligned``); if not (a
+record inside an attribute looked like an entity), the child's work is thrown away and the
+file is loaded by the parent alone, under a fresh load token.
+
+The child shapes its items as the parent does (strictly, each part's hierarchy bounded before
+Cedar sees it, Cedar asked once per kind), stages them under the parent's load token, and
+answers with what the parent needs to judge the whole file: its uids in order (duplicates
+across the halves), its parent graph (the hierarchy across them), its actions (Cedar sees them
+together), its first refusal and Cedar's answer. The parent switches the load only when both
+halves and the checks across them passed. The child writes nothing else, prints nothing and
+ends with ``os._exit`` (multiprocessing's fork start), running none of the parent's handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import multiprocessing.connection
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.sharedctypes import Synchronized
+
+from verdict.cedar import SchemaHandle
+from verdict.errors import RequestError
+from verdict.heap import collector_paused
+from verdict.json_values import ArrayItems, guess_item_start
+from verdict.model import EntityUid
+from verdict.schema_shape import SchemaShape
+from verdict.store.bulk import stage_entities
+from verdict.store.entity_file import EntityShaper
+from verdict.store.entity_kinds import EntityKinds
+from verdict.store.parent_graph import HierarchyLimits
+from verdict.store.redis_store import RedisEntityStore
+
+# Below this a file is parsed by one process: a fork and its answer cost ~50 ms.
+SPLIT_MIN_BYTES = 2 * 1024 * 1024
+PARSE_PENDING, PARSE_FAILED = -2, -1
+_ITEM = re.compile(r"^entities\[(\d+)\]")
+
+
+def split_offset(text: str, min_bytes: int = SPLIT_MIN_BYTES) -> int | None:
+    """Where the second half of an entities array should start (None: load it whole)."""
+    if len(text) < min_bytes or _usable_cpus() < 2:
+        return None
+    return guess_item_start(text, len(text) // 2)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class HalfReport:
+    """What the child found in its items (indexes and fields counted from its first item)."""
+
+    uids: list[EntityUid] = field(default_factory=list)
+    parents: dict[EntityUid, list[EntityUid]] = field(default_factory=dict)
+    positions: dict[EntityUid, int] = field(default_factory=dict)
+    action_texts: list[str] = field(default_factory=list)
+    refusal: tuple[int, str, str] | None = None  # (item index, field, problem)
+    conform: bool = True
+    failed: str = ""  # an unexpected failure: its exception's type name (no text: no data)
+
+    def refusal_at(self, offset: int) -> RequestError | None:
+        """The child's refusal with its item index counted from the file's first item."""
+        if self.refusal is None:
+            return None
+        _, where, problem = self.refusal
+        return RequestError(shifted(where, offset), problem)
+
+
+def shifted(where: str, offset: int) -> str:
+    """``entities[i]...`` as ``entities[offset + i]...`` (other fields as they are)."""
+    return _ITEM.sub(lambda m: f"entities[{offset + int(m.group(1))}]", where, count=1)
+
+
+@dataclass(frozen=True)
+class HalfJob:
+    """Everything the child needs, inherited through the fork (nothing is pickled in)."""
+
+    text: str
+    start: int
+    connect: Callable[[], RedisEntityStore]
+    store_id: str
+    token: str
+    schema: SchemaHandle | None
+    shape: SchemaShape | None
+    hierarchy: HierarchyLimits
+    chunk: int
+    max_depth: int
+
+
+class SecondHalf:
+    """The forked process taking the items from ``job.start`` on, and its answer."""
+
+    def __init__(self, job: HalfJob) -> None:
+        context = multiprocessing.get_context("fork")
+        self._answers, sender = context.Pipe(duplex=False)
+        # Items parsed (PARSE_PENDING until the parse ends, PARSE_FAILED if it fails) and
+        # entities staged: read by the parent for its progress.
+        self._parsed: Synchronized[int] = context.Value("q", PARSE_PENDING, lock=False)
+        self._staged: Synchronized[int] = context.Value("q", 0, lock=False)
+        self._process = context.Process(
+            target=_run, args=(job, sender, self._parsed, self._staged), daemon=True
+        )
+        self._process.start()
+        sender.close()
+
+    @property
+    def staged(self) -> int:
+        """Entities the child has staged so far."""
+        return int(self._staged.value)
+
+    async def parsed(self) -> int | None:
+        """How many items the child parsed, once it has (None: its parse failed or it died)."""
+        while (count := int(self._parsed.value)) == PARSE_PENDING:
+            if not self._process.is_alive():
+                return None
+            await asyncio.sleep(0.01)
+        return None if count == PARSE_FAILED else count
+
+    async def report(self) -> HalfReport:
+        """The child's answer (``failed`` set when it ended without one)."""
+        try:
+            answer = await asyncio.to_thread(self._answers.recv)
+        except (EOFError, OSError):
+            await asyncio.to_thread(self._process.join, 5)
+            return HalfReport(failed=f"exit code {self._process.exitcode}")
+        await asyncio.to_thread(self._process.join, 5)
+        assert isinstance(answer, HalfReport)
+        return answer
+
+    def stop(self) -> None:
+        """End the child now, whatever it is doing (its staging expires or is discarded)."""
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join(5)
+        self._answers.close()
+
+
+def _run(
+    job: HalfJob,
+    answers: multiprocessing.connection.Connection,
+    parsed: Synchronized[int],
+    staged: Synchronized[int],
+) -> None:
+    # The fork copied the parent's running-loop marker; this process starts a loop of its own.
+    asyncio.events._set_running_loop(None)
+    try:
+        report = asyncio.run(_half(job, parsed, staged))
+    except BaseException as exc:  # the parent must hear of it; never the text (loan data)
+        report = HalfReport(failed=type(exc).__name__)
+    if parsed.value == PARSE_PENDING:
+        parsed.value = PARSE_FAILED
+    answers.send(report)
+    answers.close()
+
+
+async def _half(job: HalfJob, parsed: Synchronized[int], staged: Synchronized[int]) -> HalfReport:
+    from verdict.entities_load import PartChecks, shape_items  # one module imports the other
+
+    checks = PartChecks(job.schema, kinds=EntityKinds(job.schema is not None, job.shape))
+    shaper = EntityShaper("entities", keep_text=True)
+    report = HalfReport()
+    try:
+        items = ArrayItems(job.text, job.start, "entities", job.max_depth)
+        with collector_paused():
+            actions = shape_items(items, shaper, checks, job.hierarchy)
+    except RequestError as exc:
+        parsed.value = PARSE_FAILED
+        checks.close()
+        named = _ITEM.match(exc.field)
+        index = int(named.group(1)) if named else len(shaper.entities)
+        report.refusal = (index, exc.field, exc.problem)
+        report.uids = list(shaper.entities)
+        return report
+    entities = list(shaper.entities.values())
+    parsed.value = len(entities)
+    report.uids = list(shaper.entities)
+    report.parents, report.positions = shaper.graph
+    report.action_texts = [entity.text or "" for entity in actions]
+    store = job.connect()
+
+    def count(written: int) -> None:
+        staged.value += written
+
+    try:
+        await stage_entities(store, job.store_id, job.token, entities, job.chunk, on_written=count)
+        report.conform = await checks.all_conform()
+    finally:
+        checks.close()
+        await store.close()
+    return report
