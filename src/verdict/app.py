@@ -142,11 +142,7 @@ def entity_limits(settings: Settings) -> EntityLimits:
         max_slice_entities=settings.max_slice_entities,
         max_slice_bytes=settings.max_slice_bytes,
         max_slice_values=settings.max_slice_values,
-        hierarchy=HierarchyLimits(
-            max_depth=settings.max_hierarchy_depth,
-            max_ancestors=settings.max_entity_ancestors,
-            max_pairs=settings.max_hierarchy_pairs,
-        ),
+        hierarchy=HierarchyLimits.of(settings),
     )
 
 

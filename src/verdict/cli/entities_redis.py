@@ -7,7 +7,6 @@ import asyncio
 import json
 import sys
 
-from verdict.app import entity_limits
 from verdict.cli.common import EXIT_OK, EXIT_USAGE, choose_store, fail, load_settings, redact_url
 from verdict.config import Settings
 from verdict.entities_load import load_entities_file
@@ -16,6 +15,7 @@ from verdict.policy.loader import files_as_loaded, load_policy_stores
 from verdict.policy.snapshot import StoreSnapshot
 from verdict.progress import reporter
 from verdict.store.entity_cache import EntityCache
+from verdict.store.parent_graph import HierarchyLimits
 from verdict.store.redis_connect import key_layout, make_client
 from verdict.store.redis_store import RedisEntityStore
 
@@ -86,7 +86,7 @@ async def load(args: argparse.Namespace) -> int:
                     progress,
                     shown=f"{store_id}/entities.json",
                     chunk=args.chunk,
-                    hierarchy=entity_limits(settings).hierarchy,
+                    hierarchy=HierarchyLimits.of(settings),
                     sealed=policy_store.sealed_entities,
                     shape=policy_store.schema_shape,
                     connect=lambda: _store(args, settings),

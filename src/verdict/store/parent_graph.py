@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from verdict.cedar_json import entity_uid, parse_uid
 from verdict.model import EntityUid, JsonObject
+
+if TYPE_CHECKING:  # the settings module costs 0.1 s to import; entities load needs no more
+    from verdict.config import Settings
 
 Graph = Mapping[EntityUid, Sequence[EntityUid]]
 CYCLE = "its parents form a cycle back to itself"
@@ -29,6 +33,15 @@ class HierarchyLimits:
     max_ancestors: int = 200
     # Entity-ancestor pairs in one evaluation: the size of the closure Cedar computes.
     max_pairs: int = 20_000
+
+    @classmethod
+    def of(cls, settings: Settings) -> HierarchyLimits:
+        """The bounds the settings give (``VERDICT_MAX_HIERARCHY_*``)."""
+        return cls(
+            max_depth=settings.max_hierarchy_depth,
+            max_ancestors=settings.max_entity_ancestors,
+            max_pairs=settings.max_hierarchy_pairs,
+        )
 
 
 class HierarchyProblem(Exception):
