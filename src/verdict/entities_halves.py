@@ -50,6 +50,8 @@ def split_offset(text: str, min_bytes: int = SPLIT_MIN_BYTES) -> int | None:
     """Where the second half of an entities array should start (None: load it whole)."""
     if len(text) < min_bytes or _usable_cpus() < 2:
         return None
+    if "fork" not in multiprocessing.get_all_start_methods():  # not on Windows
+        return None
     return guess_item_start(text, len(text) // 2)
 
 
