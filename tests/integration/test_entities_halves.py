@@ -61,6 +61,16 @@ async def exported(redis: RedisProcess) -> list[Any]:
         await store.close()
 
 
+async def refusals(redis: RedisProcess, path: Path, **options: Any) -> list[str]:
+    """The refusal of ``path`` loaded in halves, then whole."""
+    messages = []
+    for halves in (True, False):
+        with pytest.raises(PolicyLoadError) as refused:
+            await load(redis, path, halves=halves, **options)
+        messages.append(str(refused.value))
+    return messages
+
+
 def write(tmp_path: Path, entities: list[dict[str, Any]], indent: int | None = None) -> Path:
     path = tmp_path / "entities.json"
     path.write_text(json.dumps(entities, indent=indent))
@@ -99,11 +109,7 @@ async def test_a_refusal_in_the_second_half_names_its_place_in_the_file(
         entities = lending_entities(2_000)
         breaks(entities)
         path = write(tmp_path, entities)
-        messages = []
-        for halves in (True, False):
-            with pytest.raises(PolicyLoadError) as refused:
-                await load(redis, path, halves=halves)
-            messages.append(str(refused.value))
+        messages = await refusals(redis, path)
         assert messages[0] == messages[1]
         assert await exported(redis) == before
     text = json.dumps(lending_entities(2_000), indent=1)
@@ -111,11 +117,7 @@ async def test_a_refusal_in_the_second_half_names_its_place_in_the_file(
     broken = text[:at] + "," + text[at:]  # ",," : not JSON
     path = tmp_path / "broken.json"
     path.write_text(broken)
-    messages = []
-    for halves in (True, False):
-        with pytest.raises(PolicyLoadError) as refused:
-            await load(redis, path, halves=halves)
-        messages.append(str(refused.value))
+    messages = await refusals(redis, path)
     assert messages[0] == messages[1]
     assert "is not valid JSON at line" in messages[0]
 
@@ -141,11 +143,7 @@ async def test_a_duplicate_across_the_halves_is_refused_where_it_repeats(
     entities[-1]["uid"] = dict(entities[0]["uid"])
     entities[-1]["attrs"] = dict(entities[0]["attrs"])
     path = write(tmp_path, entities)
-    messages = []
-    for halves in (True, False):
-        with pytest.raises(PolicyLoadError) as refused:
-            await load(redis, path, halves=halves)
-        messages.append(str(refused.value))
+    messages = await refusals(redis, path)
     assert messages[0] == messages[1]
     assert "entities[1999]: duplicate entity" in messages[0]
     assert redis.cli("KEYS", "*").strip() == ""

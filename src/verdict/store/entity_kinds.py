@@ -35,6 +35,7 @@ from verdict.schema_shape import EntityRef, Primitive, RecordType, SchemaShape
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 _STRING, _LONG, _ENTITY, _ANY = "string", "long", "entity", "any"
+_BLANK_STRINGS = (_STRING, _ANY)
 
 
 class EntityKinds:
@@ -50,6 +51,7 @@ class EntityKinds:
             else {}
         )
         self._schemaless = not has_schema
+        self._keeps_id: dict[str, bool] = {}  # type -> whether its ids are kept
 
     def key(self, entity: JsonObject) -> Hashable | None:
         """The entity's kind (None: no key, Cedar must see it). ``entity`` has passed
@@ -66,7 +68,12 @@ class EntityKinds:
         key: list[Any] = [self._uid(uid), *(self._uid(parent) for parent in entity["parents"])]
         key.append(None)
         for name, value in entity["attrs"].items():
-            key += (name, type(value), self._blank(value, blankable.get(name)))
+            kind = type(value)
+            if kind is str:  # most values: blanked here, without a call
+                shown = "" if blankable.get(name) in _BLANK_STRINGS else value
+            else:
+                shown = self._blank(value, blankable.get(name))
+            key += (name, kind, shown)
         tags = entity.get("tags")
         key.append(None if tags is None else _ENCODER.encode(tags))
         return tuple(key)
@@ -74,9 +81,10 @@ class EntityKinds:
     def _uid(self, uid: Any) -> tuple[str, str]:
         inner = uid.get("__entity", uid)
         type_ = inner["type"]
-        if type_ in self._enums or is_action_type(type_):
-            return (type_, inner["id"])
-        return (type_, "")
+        keeps = self._keeps_id.get(type_)
+        if keeps is None:
+            keeps = self._keeps_id[type_] = type_ in self._enums or is_action_type(type_)
+        return (type_, inner["id"]) if keeps else (type_, "")
 
     def _blank(self, value: Any, what: str | None) -> Hashable:
         kind = type(value)
