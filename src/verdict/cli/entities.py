@@ -33,7 +33,8 @@ def add_entities_command(commands: Any) -> None:
         description="Validate each store's entities.json against its schema and make it the "
         "store's entities in Redis: staged in pipelined chunks, then switched to in one atomic "
         "step (entities not in the file are removed). A store without entities.json is only "
-        "marked loaded.",
+        "marked loaded. A file of 2 MiB or more is parsed by two processes, this one and a "
+        "forked child (docs/redis.md, Writes).",
     )
     load.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     load.add_argument("--store", help="load only this store")
