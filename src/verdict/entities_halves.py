@@ -20,10 +20,12 @@ ends with ``os._exit`` (multiprocessing's fork start), running none of the paren
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
 import re
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
@@ -114,7 +116,9 @@ class SecondHalf:
         self._parsed: Synchronized[int] = context.Value("q", PARSE_PENDING, lock=False)
         self._staged: Synchronized[int] = context.Value("q", 0, lock=False)
         self._process = context.Process(
-            target=_run, args=(job, sender, self._parsed, self._staged), daemon=True
+            target=_run,
+            args=(job, os.getpid(), self._answers, sender, self._parsed, self._staged),
+            daemon=True,
         )
         self._process.start()
         sender.close()
@@ -153,10 +157,16 @@ class SecondHalf:
 
 def _run(
     job: HalfJob,
+    parent: int,
+    inherited: multiprocessing.connection.Connection,
     answers: multiprocessing.connection.Connection,
     parsed: Synchronized[int],
     staged: Synchronized[int],
 ) -> None:
+    _end_with(parent)
+    # The pipe's read end came with the fork: held here, a dead parent's pipe never breaks,
+    # and an answer larger than the pipe's buffer blocked this process for good (round 24).
+    inherited.close()
     # The fork copied the parent's running-loop marker; this process starts a loop of its own.
     asyncio.events._set_running_loop(None)
     try:
@@ -165,8 +175,27 @@ def _run(
         report = HalfReport(failed=type(exc).__name__)
     if parsed.value == PARSE_PENDING:
         parsed.value = PARSE_FAILED
-    answers.send(report)
+    try:
+        answers.send(report)
+    except OSError:  # the command is gone: nobody to answer
+        return
     answers.close()
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel kill this process when the command that forked it ends (Linux's
+    PR_SET_PDEATHSIG): a killed command's child must not stage on for a load nobody will
+    switch (attack round 24). Elsewhere the pipe breaking ends it once it answers."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the command ended before the call
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 async def _half(job: HalfJob, parsed: Synchronized[int], staged: Synchronized[int]) -> HalfReport:

@@ -39,8 +39,8 @@ from verdict.store.bulk import discard, load_entities, new_token, stage_entities
 from verdict.store.entity_file import (
     DEFAULT_HIERARCHY,
     EntityShaper,
+    cedar_refusal,
     is_action,
-    refusal_reason,
 )
 from verdict.store.entity_kinds import EntityKinds
 from verdict.store.json_lines import error_line
@@ -139,7 +139,7 @@ class _Load:
     def refusal(self, text: str) -> RequestError:
         """Cedar said no to a part of a file loaded in halves: its detailed reason for the
         whole file (parsed again: the second half's entities are the child's)."""
-        return RequestError("entities", refusal_reason(loads_strict(text, "entities"), self.schema))
+        return cedar_refusal(loads_strict(text, "entities"), self.schema)
 
     async def whole(self, text: str) -> tuple[int, int, float]:
         checks = self.checks()
@@ -151,7 +151,7 @@ class _Load:
                 with self.progress.phase("validate"):
                     if not await checks.all_conform():  # say why: Cedar's detailed reason
                         document = [entity.json for entity in entities]
-                        raise RequestError("entities", refusal_reason(document, self.schema))
+                        raise cedar_refusal(document, self.schema)
 
             write_started = time.perf_counter()
             with self.progress.phase("write", total=len(entities)) as writing:
@@ -294,21 +294,32 @@ def shape_items(
 ) -> list[StoredEntity]:
     """Add ``items`` to ``shaper``, handing each part of non-action entities to ``checks`` as
     soon as it is parsed; return the actions, which Cedar must see together (not yet handed
-    on). The graph across parts is the caller's to check."""
+    on). The whole graph is the caller's to check, after the parse: a part whose own graph
+    breaks a bound is kept from Cedar, and the whole graph, which holds it, is refused then.
+    So a file's refusal does not depend on where its parts (or halves) begin: shape and
+    syntax first, in file order, then the hierarchy (attack round 24)."""
     part: list[StoredEntity] = []
     actions: list[StoredEntity] = []
     for item in items:
         entity = shaper.add(item)
         (actions if is_action(entity) else part).append(entity)
         if len(part) == part_size:
-            # Cedar closes each part's hierarchy: it must never see a long cycle or chain.
-            shaper.check_hierarchy(hierarchy, among=[e.uid for e in part])
-            checks.submit(part)
+            _hand_on(part, shaper, checks, hierarchy)
             part = []
     if part:
-        shaper.check_hierarchy(hierarchy, among=[e.uid for e in part])
-        checks.submit(part)
+        _hand_on(part, shaper, checks, hierarchy)
     return actions
+
+
+def _hand_on(
+    part: list[StoredEntity], shaper: EntityShaper, checks: PartChecks, hierarchy: HierarchyLimits
+) -> None:
+    # Cedar closes each part's hierarchy: it must never see a long cycle or chain.
+    try:
+        shaper.check_hierarchy(hierarchy, among=[entity.uid for entity in part])
+    except RequestError:
+        return
+    checks.submit(part)
 
 
 class PartChecks:

@@ -18,7 +18,7 @@ from verdict.policy.loader import version_of_digest
 from verdict.policy.seal import entities_problem, text_digest
 from verdict.policy.store_settings import is_action_type
 from verdict.store.base import StoredEntity
-from verdict.store.json_lines import error_line
+from verdict.store.json_lines import entity_index, error_line
 from verdict.store.parent_graph import HierarchyLimits, HierarchyProblem, check_graph, parents_of
 from verdict.store.weight import entity_text
 
@@ -136,11 +136,17 @@ def is_action(entity: StoredEntity) -> bool:
     return is_action_type(entity.uid.type)
 
 
-def refusal_reason(document: Any, schema: SchemaHandle | None) -> str:
-    """Why Cedar refused a whole entities document (``cedar.entities_conform`` said no): its
-    detailed reason, asked for only then, since the evaluation that gives it holds the GIL."""
+def cedar_refusal(document: Any, schema: SchemaHandle | None) -> RequestError:
+    """Why Cedar refused a whole entities document (``cedar.entities_conform`` said no),
+    asked for only then (the evaluation that gives it holds the GIL): the entity at fault by
+    its position, the attribute and the explanation, never the value (loan data; attack
+    round 24: ``entities load`` printed it to terminals and CI logs)."""
     problem = cedar.entity_problem(document, schema)
-    return problem.text if problem is not None else "entities do not parse"
+    if problem is None:
+        return RequestError("entities", "entities do not parse")
+    index = entity_index(problem.text, document)
+    field = "entities" if index is None else f"entities[{index}]"
+    return RequestError(field, problem.data_free())
 
 
 def _refusal(name: str, text: str, document: Any, schema: SchemaHandle | None) -> Diagnostic:

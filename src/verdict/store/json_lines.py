@@ -30,7 +30,12 @@ def _item_index(error: RequestError, document: object) -> int | None:
     found = _INDEX.match(error.field)
     if found:
         return int(found.group(1))
-    named = _UID.search(str(error))
+    return entity_index(str(error), document)
+
+
+def entity_index(message: str, document: object) -> int | None:
+    """The position in ``document`` of the entity a Cedar message names (`` `Type::"id"` ``)."""
+    named = _UID.search(message)
     if named is None or not isinstance(document, list):
         return None
     type_, _, quoted = named.group(1).partition("::")

@@ -320,7 +320,10 @@ class RedisEntityStore:
         client = self._client
 
         async def send() -> None:
-            async with client.pipeline(transaction=False) as pipe:
+            # MULTI/EXEC: the writes and the expiries apply together or not at all. Without
+            # it, a load stopped mid round trip left hashes whose PEXPIRE never arrived, kept
+            # for good (attack round 24). The staging keys share the store's slot.
+            async with client.pipeline(transaction=True) as pipe:
                 for batch in batches:
                     values, refs = staged_fields(batch)
                     pipe.hset(entities_key, mapping=values)
