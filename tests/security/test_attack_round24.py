@@ -7,8 +7,10 @@ splits a file of 2 MiB or more near its middle and lets a forked child parse, ch
 the second half: a wrong guess, a dying child, a signal or a Redis stall must never switch a
 partial load, hang, leave processes or leave staging keys that never expire.
 
-Real redis-server on loopback, real fork, real Cedar, the real CLI in subprocesses. Findings
-are ``xfail(strict=True)`` tests asserting the correct behaviour.
+Real redis-server on loopback, real fork, real Cedar, the real CLI in subprocesses. The four
+findings (a refusal quoting the attribute value; whole and split loads refusing one file for
+different reasons; a killed command's child staging on and never ending; staging hashes left
+without expiry by a load cut short) are fixed; their tests assert the correct behaviour.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import cedarpy
-import pytest
 from redis.asyncio import Redis
 
 from benchmarks.bench_entities_load import lending_entities
@@ -339,8 +340,11 @@ async def test_an_entity_of_a_seen_kind_with_a_value_cedar_refuses_is_refused(
         path.write_text(json.dumps([good, *filler, bad]))
         for halves in (False, True):
             said = await load(redis, path, "app", schema, shape, halves=halves)
-            assert said.startswith("app/entities.json:1: invalid entities: entities: "), said
-            assert "`App::" in said or "`Top::" in said, said  # Cedar's reason, naming it
+            assert said.startswith("app/entities.json:"), said
+            # Cedar's reason, naming the entity (its position, where the file holds it) and
+            # never the value (finding 1).
+            assert ": invalid entities: entities" in said, said
+            assert "App::" in said or "Top::" in said, said
             assert redis.cli("KEYS", "*").split() == []  # nothing staged, nothing switched
 
 
@@ -368,12 +372,6 @@ def test_a_refused_kind_is_refused_end_to_end_by_the_cli(
 # 2. The load in two halves
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: verdict entities load quotes the refused attribute value (loan data) "
-    "from Cedar's text, whole and in halves (entities_load.py _Load.whole/_Load.refusal use "
-    "refusal_reason, not EntityProblem.data_free)",
-)
 async def test_a_refusal_never_quotes_the_attribute_value(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
@@ -394,12 +392,6 @@ async def test_a_refusal_never_quotes_the_attribute_value(
     assert "123-45-6789" not in split
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 2: a file refused whole for invalid JSON is refused in halves for a cycle "
-    "that the child's first part holds (parts start at the child's first item), at the line of "
-    "the JSON error (entities_halves.py _half / entities_load.py shape_items)",
-)
 async def test_whole_and_split_loads_refuse_a_file_for_the_same_reason(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
@@ -466,12 +458,6 @@ async def test_odd_text_near_the_split_loads_or_is_refused_as_a_whole_load_does(
     assert staging_keys(redis) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 3: when the command dies (SIGTERM to it alone, SIGKILL, OOM), its forked "
-    "child stages the second half into Redis and then blocks forever writing its answer into "
-    "a pipe whose read end it holds itself (entities_halves.py SecondHalf/_run)",
-)
 def test_the_forked_child_ends_when_the_command_is_killed(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
@@ -490,12 +476,6 @@ def test_the_forked_child_ends_when_the_command_is_killed(
         assert ended, f"child {child} still runs, waiting in {still}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 4: a load stopped while Redis stalls leaves staging hashes that never "
-    "expire: RedisEntityStore.stage sends PEXPIRE after the HSETs in a non-transactional "
-    "pipeline, and the HSETs of a pipeline cut short are still applied",
-)
 def test_a_load_stopped_during_a_redis_stall_leaves_only_expiring_staging_keys(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
@@ -508,10 +488,11 @@ def test_a_load_stopped_during_a_redis_stall_leaves_only_expiring_staging_keys(
     server = redis.process
     assert server is not None
     stopped = False
+    loaded = redis.commands_processed("script|load")  # the fixture's Redis may have served others
     try:
         with cli_load(stores, redis, out) as (process, seen):
             # Paused once the command has prepared (its scripts loaded), before it writes.
-            assert wait_for(lambda: redis.commands_processed("script|load") > 0, 30)
+            assert wait_for(lambda: redis.commands_processed("script|load") > loaded, 30)
             os.kill(server.pid, signal.SIGSTOP)
             stopped = True
             assert wait_for(lambda: "write: started" in out.read_text(), 30)
@@ -568,7 +549,10 @@ async def test_ctrl_c_mid_load_keeps_the_old_entities_and_leaves_nothing_running
         assert wait_for(lambda: "write: started" in out.read_text(), 30)
         os.killpg(process.pid, signal.SIGINT)
         process.wait(30)
-        assert process.returncode != 0
+        assert process.returncode == 130  # 128 + SIGINT, one line, no traceback
+        said = out.read_text()
+        assert said.rstrip().endswith("interrupted"), said[-2000:]
+        assert "Traceback" not in said
         assert wait_for(lambda: not any(running(pid) for pid in seen), 5)
     await asyncio.sleep(0.5)
     assert await exported(redis, "lending") == before

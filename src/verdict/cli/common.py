@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # imported where used: pydantic costs ~0.2 s that `healthchec
 
 # 0: ok or ALLOW; 1: DENY, a failed case, an invalid store; 2: a usage or load error.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C ended
 # Flag names other tools use, and the flag Verdict has for the same thing: difflib alone cannot
 # see that `--port` means `--listen`.
 FLAG_SYNONYMS = {
@@ -61,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         for line in exc.message.splitlines():
             print(f"error: {line}", file=sys.stderr)
         return exc.code
+    except KeyboardInterrupt:  # Ctrl-C: the command's own cleanup ran; no traceback
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code
 
 

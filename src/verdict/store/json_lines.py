@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from verdict.errors import RequestError
 
@@ -34,19 +35,25 @@ def _item_index(error: RequestError, document: object) -> int | None:
 
 
 def entity_index(message: str, document: object) -> int | None:
-    """The position in ``document`` of the entity a Cedar message names (`` `Type::"id"` ``)."""
-    named = _UID.search(message)
-    if named is None or not isinstance(document, list):
+    """The position in ``document`` of the first entity of it a Cedar message names
+    (`` `Type::"id"` ``; a message may name a parent or a reference first)."""
+    if not isinstance(document, list):
         return None
-    type_, _, quoted = named.group(1).partition("::")
-    try:
-        id_ = json.loads(quoted)
-    except json.JSONDecodeError:
-        return None
+    positions: dict[tuple[Any, Any], int] = {}
     for position, item in enumerate(document):
         uid = item.get("uid") if isinstance(item, dict) else None
-        if isinstance(uid, dict) and uid.get("type") == type_ and uid.get("id") == id_:
-            return position
+        if isinstance(uid, dict):
+            uid = uid.get("__entity", uid)
+        if isinstance(uid, dict):
+            positions.setdefault((uid.get("type"), uid.get("id")), position)
+    for named in _UID.finditer(message):
+        type_, _, rest = named.group(1).partition('::"')  # a type name holds no quote
+        try:
+            id_ = json.loads('"' + rest)
+        except json.JSONDecodeError:
+            continue
+        if (type_, id_) in positions:
+            return positions[(type_, id_)]
     return None
 
 
