@@ -218,7 +218,8 @@ def _check_entity(item: Any, where: str, refs: set[EntityUid] | None) -> EntityU
         raise RequestError(where, f"has unknown keys {sorted(unknown)}")
     uid = uid_at(item.get("uid"), f"{where}.uid")
     check_record(item.get("attrs", {}), f"{where}.attrs", refs=refs)
-    check_record(item.get("tags", {}), f"{where}.tags", refs=refs)
+    if "tags" in item:  # most entities have none: an absent one is an empty record
+        check_record(item["tags"], f"{where}.tags", refs=refs)
     parents = item.get("parents", [])
     if not isinstance(parents, list):
         raise RequestError(f"{where}.parents", "must be a list of entity uids")
