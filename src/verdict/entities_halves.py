@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 
 from verdict.cedar import SchemaHandle
+from verdict.cpus import cpu_count
 from verdict.errors import RequestError
 from verdict.heap import collector_paused
 from verdict.json_values import ArrayItems, guess_item_start
@@ -50,18 +51,11 @@ _ITEM = re.compile(r"^entities\[(\d+)\]")
 
 def split_offset(text: str, min_bytes: int = SPLIT_MIN_BYTES) -> int | None:
     """Where the second half of an entities array should start (None: load it whole)."""
-    if len(text) < min_bytes or _usable_cpus() < 2:
+    if len(text) < min_bytes or cpu_count() < 2:
         return None
     if "fork" not in multiprocessing.get_all_start_methods():  # not on Windows
         return None
     return guess_item_start(text, len(text) // 2)
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass
@@ -214,11 +208,11 @@ async def _half(job: HalfJob, parsed: Synchronized[int], staged: Synchronized[in
         named = _ITEM.match(exc.field)
         index = int(named.group(1)) if named else len(shaper.entities)
         report.refusal = (index, exc.field, exc.problem)
-        report.uids = list(shaper.entities)
         return report
+    finally:
+        report.uids = list(shaper.entities)
     entities = list(shaper.entities.values())
     parsed.value = len(entities)
-    report.uids = list(shaper.entities)
     report.parents, report.positions = shaper.graph
     report.action_texts = [entity.text or "" for entity in actions]
     store = job.connect()

@@ -102,9 +102,8 @@ async def load_entities_file(
             unsealed = entities_problem(shown, text_digest(text) if sealed else "", sealed)
             if unsealed is not None:
                 raise PolicyLoadError([unsealed])
-        offset = split_offset(text, split_min_bytes) if connect is not None else None
         done = None
-        if offset is not None and connect is not None:
+        if connect is not None and (offset := split_offset(text, split_min_bytes)) is not None:
             done = await load.in_halves(text, offset, connect)
         if done is None:  # small, one core, or the second half's start was a wrong guess
             done = await load.whole(text)

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import errno
 import json
-import math
 import os
 import shutil
 import signal
@@ -28,7 +27,6 @@ import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -47,23 +45,6 @@ RESTART_WINDOW = 60.0  # seconds over which worker_restarts are counted
 START_ATTEMPTS = 3  # per worker at startup, for workers stopped or killed before serving (_start)
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # seconds before a restart, doubling per recent restart
 KILL_MARGIN = 15.0  # seconds past the shutdown grace before a worker that still runs is killed
-CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
-
-
-def cpu_count() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a
-    container's CPU limit, which os.cpu_count() does not see), rounded up."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        quota, period = CPU_MAX.read_text().split()[:2]
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cpus
 
 
 def port_in_use(listen: str) -> bool:

@@ -33,7 +33,9 @@ from redis.asyncio import Redis
 
 from benchmarks.bench_entities_load import lending_entities
 from tests.redis_support import RedisProcess, redis_fixture  # noqa: F401 (fixture)
+from tests.security.test_attack_drain_signals import children
 from tests.stores import lending_copy, write_store
+from tests.workers_support import alive
 from verdict import cedar
 from verdict.cedar import SchemaHandle
 from verdict.cedar_json import check_entity
@@ -208,31 +210,6 @@ def lending_stores(tmp_path: Path, entities: list[dict[str, Any]]) -> Path:
     return stores
 
 
-def children(pid: int) -> list[int]:
-    """Processes whose parent is ``pid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` still runs (a zombie has ended)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 def wait_for(condition: Callable[[], bool], seconds: float, step: float = 0.005) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -261,7 +238,7 @@ def cli_load(stores: Path, redis: RedisProcess, out: Path, *extra: str) -> Itera
             process.kill()
             process.wait(10)
         for pid in seen:
-            if running(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
 
@@ -467,11 +444,11 @@ def test_the_forked_child_ends_when_the_command_is_killed(
     stores = lending_stores(tmp_path, lending_entities(BIG))
     with cli_load(stores, redis, tmp_path / "out.txt") as (process, seen):
         assert wait_for(lambda: bool(children(process.pid)), 30)
-        child = children(process.pid)[0]
+        child = min(children(process.pid))
         seen.add(child)
         process.send_signal(signal.SIGTERM)
         process.wait(10)
-        ended = wait_for(lambda: not running(child), 6.0, step=0.1)
+        ended = wait_for(lambda: not alive(child), 6.0, step=0.1)
         still = Path(f"/proc/{child}/wchan").read_text() if not ended else ""
         assert ended, f"child {child} still runs, waiting in {still}"
 
@@ -525,10 +502,10 @@ def test_redis_stopping_mid_load_is_one_error_line_and_no_process_is_left(
         text = out.read_text()
         assert "error: " in text
         assert "Traceback" not in text
-        assert wait_for(lambda: not any(running(pid) for pid in seen), 5)
+        assert wait_for(lambda: not any(alive(pid) for pid in seen), 5)
 
 
-async def test_ctrl_c_mid_load_keeps_the_old_entities_and_leaves_nothing_running(
+async def test_ctrl_c_mid_load_keeps_the_old_entities_and_leaves_nothing_alive(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
     """A store is loaded; a second load of a changed 2.6 MB file gets Ctrl-C (SIGINT to the
@@ -553,7 +530,7 @@ async def test_ctrl_c_mid_load_keeps_the_old_entities_and_leaves_nothing_running
         said = out.read_text()
         assert said.rstrip().endswith("interrupted"), said[-2000:]
         assert "Traceback" not in said
-        assert wait_for(lambda: not any(running(pid) for pid in seen), 5)
+        assert wait_for(lambda: not any(alive(pid) for pid in seen), 5)
     await asyncio.sleep(0.5)
     assert await exported(redis, "lending") == before
     assert all(ttl > 0 for ttl in staging_keys(redis).values())
@@ -570,10 +547,10 @@ async def test_a_child_killed_while_it_parses_leaves_the_whole_load_to_the_comma
     out = tmp_path / "out.txt"
     with cli_load(stores, redis, out) as (process, seen):
         assert wait_for(lambda: bool(children(process.pid)), 30)
-        child = children(process.pid)[0]
+        child = min(children(process.pid))
         seen.add(child)
         os.kill(child, signal.SIGKILL)
         assert process.wait(60) == 0, out.read_text()
-        assert wait_for(lambda: not running(child), 5)
+        assert wait_for(lambda: not alive(child), 5)
     assert len(await exported(redis, "lending")) == len(entities)
     assert staging_keys(redis) == {}

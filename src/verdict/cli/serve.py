@@ -43,9 +43,10 @@ def _serve(args: argparse.Namespace) -> int:
     # The server's modules (grpc, Cedar, Redis) are imported to serve, not for --help.
     from verdict import event_loop
     from verdict.app import build_app, run
+    from verdict.cpus import cpu_count
     from verdict.errors import ConfigError, PolicyLoadError
     from verdict.event_loop import EventLoopError
-    from verdict.supervisor import busy_listener, cpu_count, in_use_message, supervise
+    from verdict.supervisor import busy_listener, in_use_message, supervise
     from verdict.telemetry.logging import configure_logging
     from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
 

@@ -53,12 +53,11 @@ async def load_entities(
     ``before_switch`` runs once all are staged and may raise to abandon the load (a check
     still running beside the writes, such as the schema validation of the whole set).
     """
-    chunks = [entities[i : i + chunk] for i in range(0, len(entities), chunk)]
     if not isinstance(writer, StagingWriter):
         if before_switch is not None:  # upserts are visible at once: check first
             await before_switch()
         versions = []
-        for part in chunks:
+        for part in _chunks(entities, chunk):
             versions.append(await writer.put(store_id, part))
             if on_written is not None:
                 on_written(len(part))
@@ -93,7 +92,7 @@ async def stage_entities(
 ) -> None:
     """Add ``entities`` to the load ``token``: ``pipeline`` chunks per round trip, up to
     ``in_flight`` round trips at once. Several stagings (processes) may fill one token."""
-    chunks = [entities[i : i + chunk] for i in range(0, len(entities), chunk)]
+    chunks = _chunks(entities, chunk)
     groups = [chunks[i : i + pipeline] for i in range(0, len(chunks), pipeline)]
     gate = asyncio.Semaphore(in_flight)
 
@@ -119,3 +118,7 @@ async def discard(writer: StagingWriter, store_id: str, token: str) -> None:
         await writer.discard(store_id, token)
     except Exception:  # the load's own error is the one to report
         return
+
+
+def _chunks(entities: Sequence[StoredEntity], size: int) -> list[Sequence[StoredEntity]]:
+    return [entities[i : i + size] for i in range(0, len(entities), size)]

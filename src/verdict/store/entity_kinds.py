@@ -62,17 +62,19 @@ class EntityKinds:
         type_ = uid.get("__entity", uid)["type"]
         if is_action_type(type_):  # the schema lists actions and their groups: always checked
             return None
-        blankable = _SCHEMALESS if self._schemaless else self._blankable.get(type_, {})
+        # Without a schema every top-level attribute may be blanked (None here).
+        blankable = None if self._schemaless else self._blankable.get(type_, {})
         # A flat tuple: (name, the value's exact type, its kept or blanked form) per
         # attribute. The exact type keeps True apart from 1 (equal in Python).
         key: list[Any] = [self._uid(uid), *(self._uid(parent) for parent in entity["parents"])]
         key.append(None)
         for name, value in entity["attrs"].items():
+            what = _ANY if blankable is None else blankable.get(name)
             kind = type(value)
             if kind is str:  # most values: blanked here, without a call
-                shown = "" if blankable.get(name) in _BLANK_STRINGS else value
+                shown = "" if what in _BLANK_STRINGS else value
             else:
-                shown = self._blank(value, blankable.get(name))
+                shown = self._blank(value, what)
             key += (name, kind, shown)
         tags = entity.get("tags")
         key.append(None if tags is None else _ENCODER.encode(tags))
@@ -87,26 +89,17 @@ class EntityKinds:
         return (type_, inner["id"]) if keeps else (type_, "")
 
     def _blank(self, value: Any, what: str | None) -> Hashable:
+        """The kept or blanked form of a value that is not a string."""
         kind = type(value)
-        if kind is str:
-            return "" if what in (_STRING, _ANY) else value
         if kind is int:  # never bool: type() is exact
             return 0 if what in (_LONG, _ANY) else value
-        if kind is bool or value is None:
-            return bool(value) if kind is bool else None
+        if kind is bool:
+            return bool(value)
+        if value is None:
+            return None
         if kind is dict and "__entity" in value and what in (_ENTITY, _ANY):
             return self._uid(value["__entity"])
         return _ENCODER.encode(value)
-
-
-class _Everything(dict[str, str]):
-    """Without a schema every top-level attribute may be blanked."""
-
-    def get(self, key: str, default: Any = None) -> str:
-        return _ANY
-
-
-_SCHEMALESS = _Everything()
 
 
 def _blankable(record: RecordType) -> dict[str, str]:
