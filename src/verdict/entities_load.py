@@ -25,11 +25,19 @@ from typing import Any, NoReturn
 from verdict import cedar
 from verdict.cedar import SchemaHandle
 from verdict.cedar_json import loads_strict
-from verdict.entities_halves import SPLIT_MIN_BYTES, HalfJob, HalfReport, SecondHalf, split_offset
+from verdict.entities_halves import (
+    SPLIT_MIN_BYTES,
+    HalfJob,
+    HalfReport,
+    HalfStaged,
+    SecondHalf,
+    split_offset,
+)
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_text
 from verdict.heap import collector_paused
 from verdict.json_values import array_items
+from verdict.model import EntityUid
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
 from verdict.policy.seal import entities_problem, text_digest
 from verdict.progress import Phase, Reporter
@@ -200,11 +208,15 @@ class _Load:
             entities = list(shaper.entities.values())
             total = first + parsed
             with self.progress.phase("write", total=total) as writing:
-                await stage_entities(
-                    self.store, self.store_id, token, entities, self.chunk,
-                    on_written=writing.advance,
-                )  # fmt: skip
-                report = await _answer(half, writing)
+                reported = asyncio.ensure_future(half.report())  # received while we stage
+                try:
+                    await stage_entities(
+                        self.store, self.store_id, token, entities, self.chunk,
+                        on_written=writing.advance,
+                    )  # fmt: skip
+                    report = await reported
+                finally:
+                    reported.cancel()
                 if report.failed:
                     return None
                 refused = self.first_refusal(shaper, report, first)
@@ -215,8 +227,11 @@ class _Load:
                 texts = [_text(entity) for entity in actions] + report.action_texts
                 if texts:
                     checks.submit_texts(texts)
+                staged = await _staged(half, writing)
+                if staged.failed:
+                    return None
                 with self.progress.phase("validate"):
-                    if not (await checks.all_conform() and report.conform):
+                    if not (await checks.all_conform() and staged.conform):
                         raise self.refusal(text)
                 version = await self.store.switch(self.store_id, token, total)
                 switched = True
@@ -233,13 +248,14 @@ class _Load:
         repeats one of the parent's (neither half could see that)."""
         limit = report.refusal[0] if report.refusal is not None else len(report.uids)
         for index, uid in enumerate(report.uids[:limit]):
-            if uid in shaper.entities:
-                return RequestError(f"entities[{first + index}]", f"duplicate entity {uid}")
+            if uid in shaper.entities:  # a (type, id) pair finds its EntityUid
+                shown = EntityUid(*uid)
+                return RequestError(f"entities[{first + index}]", f"duplicate entity {shown}")
         return report.refusal_at(first)
 
 
-async def _answer(half: SecondHalf, writing: Phase) -> HalfReport:
-    """The child's answer, its staged entities added to ``writing`` while it stages them."""
+async def _staged(half: SecondHalf, writing: Phase) -> HalfStaged:
+    """The child's last answer, its staged entities added to ``writing`` while it stages."""
     shown = 0
 
     def catch_up() -> None:
@@ -249,7 +265,7 @@ async def _answer(half: SecondHalf, writing: Phase) -> HalfReport:
             writing.advance(staged - shown)
             shown = staged
 
-    answer = asyncio.ensure_future(half.report())
+    answer = asyncio.ensure_future(half.staged_answer())
     try:
         while not answer.done():
             catch_up()
