@@ -232,7 +232,7 @@ async def _half(
     try:
         items = ArrayItems(job.text, job.start, "entities", job.max_depth)
         with collector_paused():
-            actions = shape_items(items, shaper, checks, job.hierarchy)
+            actions = shape_items(items.with_texts(), shaper, checks, job.hierarchy)
     except RequestError as exc:
         checks.close()
         named = _ITEM.match(exc.field)

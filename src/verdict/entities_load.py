@@ -193,7 +193,7 @@ class _Load:
                 if items is None:
                     not_an_array(text)
                 shaper = EntityShaper("entities", keep_text=True)
-                actions = shape_items(items, shaper, checks, self.hierarchy)
+                actions = shape_items(items.with_texts(), shaper, checks, self.hierarchy)
                 if not items.aligned:
                     return None
                 first = len(shaper.entities)
@@ -286,7 +286,7 @@ def parse_in_parts(
     if items is None:  # not an array: invalid JSON is refused where the whole parse finds it
         not_an_array(text)
     shaper = EntityShaper("entities", keep_text=True)
-    actions = shape_items(items, shaper, checks, hierarchy, part_size)
+    actions = shape_items(items.with_texts(), shaper, checks, hierarchy, part_size)
     shaper.check_hierarchy(hierarchy)  # the whole graph: what crosses parts
     if actions:
         checks.submit(actions)
@@ -301,22 +301,22 @@ def not_an_array(text: str) -> NoReturn:
 
 
 def shape_items(
-    items: Iterable[Any],
+    items: Iterable[tuple[Any, str]],
     shaper: EntityShaper,
     checks: PartChecks,
     hierarchy: HierarchyLimits,
     part_size: int = PART_ENTITIES,
 ) -> list[StoredEntity]:
-    """Add ``items`` to ``shaper``, handing each part of non-action entities to ``checks`` as
-    soon as it is parsed; return the actions, which Cedar must see together (not yet handed
-    on). The whole graph is the caller's to check, after the parse: a part whose own graph
-    breaks a bound is kept from Cedar, and the whole graph, which holds it, is refused then.
-    So a file's refusal does not depend on where its parts (or halves) begin: shape and
-    syntax first, in file order, then the hierarchy (attack round 24)."""
+    """Add ``items`` (each with its text) to ``shaper``, handing each part of non-action
+    entities to ``checks`` as soon as it is parsed; return the actions, which Cedar must see
+    together (not yet handed on). The whole graph is the caller's to check, after the parse:
+    a part whose own graph breaks a bound is kept from Cedar, and the whole graph, which holds
+    it, is refused then. So a file's refusal does not depend on where its parts (or halves)
+    begin: shape and syntax first, in file order, then the hierarchy (attack round 24)."""
     part: list[StoredEntity] = []
     actions: list[StoredEntity] = []
-    for item in items:
-        entity = shaper.add(item)
+    for item, written in items:
+        entity = shaper.add(item, written)
         (actions if is_action(entity) else part).append(entity)
         if len(part) == part_size:
             _hand_on(part, shaper, checks, hierarchy)

@@ -215,3 +215,29 @@ def test_an_entity_its_own_parent_is_refused_though_its_kind_was_seen() -> None:
         checks.close()
     assert refused.value.field == "entities[3]"
     assert "cycle" in str(refused.value)
+
+
+def test_an_item_on_one_line_is_stored_as_written_and_an_indented_one_serialised(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    """A one-line item's own text is what Redis holds (escapes, spacing and ``-0`` as
+    written: any JSON reader decodes it into the entity checked); an item spread over lines
+    is serialised again, so its indentation is neither stored nor weighed."""
+    stores = large_store(tmp_path, [])
+    one_line = (
+        '{"uid":{"type":"Borrower","id":"b\\u0031"}, "attrs":{"name":"A \\"quoted\\" name",'
+        '"partner":{"__entity":{"type":"Partner","id":"p0"}},"kyc_verified":true,'
+        '"suspended":false},"parents":[]}'
+    )
+    partner = {"uid": {"type": "Partner", "id": "p0"}, "parents": []}
+    partner["attrs"] = {"name": "P", "kind": "bank", "active": True}
+    indented = json.dumps(partner, indent=2)
+    (stores / "lending" / "entities.json").write_text(f"[{one_line},\n{indented}\n]")
+    loaded = entities_command(redis, "load", "--stores", str(stores))
+    assert loaded.returncode == 0, loaded.stderr
+    keys = StoreKeys.of("lending")
+    stored = redis.cli("HGET", keys.entities, '["Borrower","b1"]').strip()
+    assert stored == '{"v":0,"e":' + one_line + "}"
+    stored = redis.cli("HGET", keys.entities, '["Partner","p0"]').strip()
+    assert stored == '{"v":0,"e":' + json.dumps(partner, ensure_ascii=False) + "}"
+    assert "\n" not in stored

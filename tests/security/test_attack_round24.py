@@ -465,14 +465,26 @@ def test_a_load_stopped_during_a_redis_stall_leaves_only_expiring_staging_keys(
     server = redis.process
     assert server is not None
     stopped = False
-    loaded = redis.commands_processed("script|load")  # the fixture's Redis may have served others
+    # The fixture's Redis may have served others; each reading is an INFO of its own.
+    loaded, asked = redis.commands_processed("script|load"), redis.commands_processed("info")
+    readings = 1
+
+    def prepared() -> bool:
+        nonlocal readings
+        readings += 1
+        scripts = redis.commands_processed("script|load")
+        info = redis.commands_processed("info") - readings  # the command's INFO, if asked
+        readings += 1
+        return scripts >= loaded + 8 and info > asked
+
     try:
         with cli_load(stores, redis, out) as (process, seen):
-            # Paused once the command has prepared (its scripts loaded), before it writes.
-            assert wait_for(lambda: redis.commands_processed("script|load") > loaded, 30)
+            # Paused once the command has prepared (its 8 scripts loaded, then INFO asked),
+            # before it writes. Paused after the first script only, it timed out preparing.
+            assert wait_for(prepared, 30)
             os.kill(server.pid, signal.SIGSTOP)
             stopped = True
-            assert wait_for(lambda: "write: started" in out.read_text(), 30)
+            assert wait_for(lambda: "write: started" in out.read_text(), 30), out.read_text()
             seen.update(children(process.pid))
             time.sleep(0.5)
             os.killpg(process.pid, signal.SIGTERM)

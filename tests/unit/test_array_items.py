@@ -89,9 +89,10 @@ def test_a_refusal_inside_a_later_item_names_its_line_and_column() -> None:
     text = '[\n {"a": 1},\n {"b": 2 3}\n]'
     items = array_items(text, "entities", MAX_DEPTH)
     assert items is not None
-    assert next(items) == {"a": 1}  # the first item is handed on before the second is read
+    taken = iter(items)
+    assert next(taken) == {"a": 1}  # the first item is handed on before the second is read
     with pytest.raises(RequestError) as info:
-        next(items)
+        next(taken)
     assert str(info.value) == whole(text)[1]
     assert str(info.value) == "entities: is not valid JSON at line 3 column 10"
 
