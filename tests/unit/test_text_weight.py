@@ -8,7 +8,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verdict.store.weight import STRUCTURAL, Weight, entity_text, text_weight
+from verdict.model import EntityUid
+from verdict.store.base import StoredEntity
+from verdict.store.weight import STRUCTURAL, Weight, entity_text, json_weight, text_weight
 
 
 @given(st.text())
@@ -45,3 +47,20 @@ def test_the_stored_text_is_json_dumps_without_ascii_escapes(value: object) -> N
     """The encoder made once writes what json.dumps(ensure_ascii=False) writes (controls,
     quotes, non-ASCII and lone surrogates included)."""
     assert entity_text(value) == json.dumps(value, ensure_ascii=False)
+
+
+def test_a_stored_entity_made_with_its_text_is_the_one_its_constructor_makes() -> None:
+    """``StoredEntity.with_text`` (a bulk load's) equals the dataclass's own construction and
+    weighs its text; a memory store's entity is weighed when made, a given weight is kept."""
+    entity = {"uid": {"type": "A", "id": "a"}, "attrs": {"n": [1, {"k": "é"}]}, "parents": []}
+    uid, refs, text = EntityUid("A", "a"), frozenset({EntityUid("B", "b")}), '{"x": [1]}'
+    fast = StoredEntity.with_text(uid, entity, refs, text)
+    made = StoredEntity(uid, entity, refs, text=text)
+    assert fast == made
+    assert repr(fast) == repr(made)
+    assert (fast.uid, fast.json, fast.refs, fast.text) == (made.uid, entity, refs, text)
+    assert fast.weight == made.weight == text_weight(text)
+    assert fast.parents == made.parents == ()
+    plain = StoredEntity(uid, entity, refs)
+    assert plain.__dict__["weight"] == json_weight(entity)  # weighed when made
+    assert StoredEntity(uid, entity, refs, Weight(7, 9)).weight == Weight(7, 9)

@@ -88,10 +88,12 @@ class EntityShaper:
         uid, references = check_entity(item, f"{self.where}[{index}]")
         if uid in self.entities:
             raise RequestError(f"{self.where}[{index}]", f"duplicate entity {uid}")
-        text = None
         if self.keep_text:
             text = written if written is not None and storable_text(written) else entity_text(item)
-        entity = self.entities[uid] = StoredEntity(uid, item, references, text=text)
+            entity = StoredEntity.with_text(uid, item, references, text)
+        else:
+            entity = StoredEntity(uid, item, references)
+        self.entities[uid] = entity
         if item["parents"]:
             self._parents[uid] = parents_of(item)
             self._positions[uid] = index
