@@ -35,7 +35,7 @@ from verdict.entities_halves import (
 )
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_text
-from verdict.heap import collector_paused
+from verdict.heap import collector_paused, keep_until_exit
 from verdict.json_values import array_items
 from verdict.model import EntityUid
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
@@ -94,13 +94,15 @@ async def load_entities_file(
     shape: SchemaShape | None = None,
     connect: Callable[[], RedisEntityStore] | None = None,
     split_min_bytes: int = SPLIT_MIN_BYTES,
+    keep: bool = False,
 ) -> LoadReport:
     """Make ``path`` the entities of ``store_id`` in Redis; PolicyLoadError (naming ``shown``
     and, where known, the line) when the file cannot be read, parsed or validated, or does
     not have the ``sealed`` digest its store's seal gives it (nothing is written then).
     ``shape``: the schema's, if read; Cedar then checks one entity of each kind. ``connect``:
     a new store on the same Redis; given one, a file of ``split_min_bytes`` or more is loaded
-    in two halves, the second by a forked process (entities_halves.py)."""
+    in two halves, the second by a forked process (entities_halves.py). ``keep``: hold what
+    was parsed until the process ends (``heap.keep_until_exit``: a command about to end)."""
     started = time.perf_counter()
     text = ""
     load = _Load(store, store_id, schema, progress, chunk, hierarchy, shape)
@@ -121,6 +123,8 @@ async def load_entities_file(
         line = error_line(text, exc)
         raise PolicyLoadError([Diagnostic(shown, line, f"invalid entities: {exc}")]) from None
     count, version, write_seconds = done
+    if keep:
+        keep_until_exit(text, load.parsed)
     return LoadReport(count, version, time.perf_counter() - started, write_seconds)
 
 
@@ -139,6 +143,7 @@ class _Load:
     ) -> None:
         self.store, self.store_id, self.schema = store, store_id, schema
         self.progress, self.chunk, self.hierarchy, self.shape = progress, chunk, hierarchy, shape
+        self.parsed: list[object] = []  # what a load that succeeded parsed
 
     def checks(self) -> PartChecks:
         return PartChecks(self.schema, kinds=EntityKinds(self.schema is not None, self.shape))
@@ -170,6 +175,7 @@ class _Load:
                     on_written=writing.advance,
                     before_switch=conforms,
                 )
+            self.parsed.append(entities)
             return len(entities), version, time.perf_counter() - write_started
         finally:
             checks.close()  # a failed parse or write: the parts still queued are moot
@@ -235,6 +241,7 @@ class _Load:
                         raise self.refusal(text)
                 version = await self.store.switch(self.store_id, token, total)
                 switched = True
+            self.parsed += [shaper, entities, report]
             return total, version, time.perf_counter() - write_started
         finally:
             half.stop()

@@ -1,8 +1,11 @@
-"""Bulk allocation without the cyclic garbage collector's repeated full scans."""
+"""Bulk allocation without the cyclic garbage collector's repeated full scans, and bulk data
+that a short-lived command leaves to the end of its process instead of freeing it piece by piece."""
 
 from __future__ import annotations
 
 import gc
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,3 +44,24 @@ def collector_paused(*, freeze: bool = True) -> Iterator[None]:
                 gc.freeze()
             if _paused == 0 and _restore:
                 gc.enable()
+
+
+_kept: list[object] = []
+
+
+def keep_until_exit(*objects: object) -> None:
+    """Hold ``objects`` until the process ends: ``exit_if_kept`` then ends it without
+    freeing them one object at a time (a 300,000-entity load's: a quarter of a second, with
+    both cores idle but one). Anywhere else they are freed as the interpreter ends."""
+    _kept.extend(objects)
+
+
+def exit_if_kept(code: int) -> None:
+    """If bulk data was kept, end the process now with ``code``: its output flushed, nothing
+    else of the interpreter's shutdown run (for a command that has ended its children and
+    threads and has no atexit work of its own). Returns when nothing was kept."""
+    if not _kept:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,9 +1,11 @@
 """collector_paused: the cyclic collector is off inside, restored after, and what the block
-kept is frozen out of later collections."""
+kept is frozen out of later collections; a process that kept bulk data ends without freeing it."""
 
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -83,3 +85,26 @@ def test_the_collector_comes_back_when_the_last_of_two_threads_leaves() -> None:
     thread.join(5)
     assert seen == [False]
     assert gc.isenabled()
+
+
+KEEPING = """
+import atexit, sys
+from verdict.heap import exit_if_kept, keep_until_exit
+atexit.register(lambda: print("shutdown ran"))
+print("output", end="")  # unflushed: a pipe is block-buffered
+if sys.argv[1] == "keep":
+    keep_until_exit([object() for _ in range(10)])
+exit_if_kept(3)
+print(" and more")
+"""
+
+
+def test_a_process_that_kept_bulk_data_ends_at_once_with_its_output_flushed() -> None:
+    kept = subprocess.run(
+        [sys.executable, "-c", KEEPING, "keep"], capture_output=True, text=True, check=False
+    )
+    assert (kept.returncode, kept.stdout) == (3, "output")  # no shutdown work, nothing after
+    went_on = subprocess.run(
+        [sys.executable, "-c", KEEPING, "nothing"], capture_output=True, text=True, check=False
+    )
+    assert (went_on.returncode, went_on.stdout) == (0, "output and more\nshutdown ran\n")

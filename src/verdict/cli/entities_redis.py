@@ -11,6 +11,7 @@ from verdict.cli.common import EXIT_OK, EXIT_USAGE, choose_store, fail, load_set
 from verdict.config import Settings
 from verdict.entities_load import load_entities_file
 from verdict.errors import PolicyLoadError, StoreRefusedError, StoreUnavailableError, VerdictError
+from verdict.heap import exit_if_kept
 from verdict.policy.loader import files_as_loaded, load_policy_stores
 from verdict.policy.snapshot import StoreSnapshot
 from verdict.progress import reporter
@@ -90,6 +91,7 @@ async def load(args: argparse.Namespace) -> int:
                     sealed=policy_store.sealed_entities,
                     shape=policy_store.schema_shape,
                     connect=lambda: _store(args, settings),
+                    keep=True,  # freed by the process's end: see run()
                 )
             print(report.summary(store_id))
     finally:
@@ -125,4 +127,7 @@ def run(args: argparse.Namespace) -> int:
     except (PolicyLoadError, VerdictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # A load ends here, its parsed entities unfreed: its forked child has ended, its threads
+    # are idle, its Redis connections closed.
+    exit_if_kept(code)
     return code
