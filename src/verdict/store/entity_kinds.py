@@ -52,6 +52,9 @@ class EntityKinds:
         )
         self._schemaless = not has_schema
         self._keeps_id: dict[str, bool] = {}  # type -> whether its ids are kept
+        # Entity type -> (whether its ids are kept, its blankable attributes; None: all of
+        # them, without a schema), or None for an action type (always checked).
+        self._plans: dict[str, tuple[bool, Mapping[str, str] | None] | None] = {}
 
     def key(self, entity: JsonObject) -> Hashable | None:
         """The entity's kind (None: no key, Cedar must see it). ``entity`` has passed
@@ -59,14 +62,18 @@ class EntityKinds:
         if not self._enabled:
             return None
         uid = entity["uid"]
-        type_ = uid.get("__entity", uid)["type"]
-        if is_action_type(type_):  # the schema lists actions and their groups: always checked
+        inner = uid.get("__entity", uid)
+        type_ = inner["type"]
+        plan = self._plans[type_] if type_ in self._plans else self._plan(type_)
+        if plan is None:  # the schema lists actions and their groups: always checked
             return None
-        # Without a schema every top-level attribute may be blanked (None here).
-        blankable = None if self._schemaless else self._blankable.get(type_, {})
-        # A flat tuple: (name, the value's exact type, its kept or blanked form) per
-        # attribute. The exact type keeps True apart from 1 (equal in Python).
-        key: list[Any] = [self._uid(uid), *(self._uid(parent) for parent in entity["parents"])]
+        keeps_id, blankable = plan
+        # A flat list: the type and the kept or blanked id, each parent's (type, id), None,
+        # then (name, the value's exact type, its kept or blanked form) per attribute, then
+        # the tags. The exact type keeps True apart from 1 (equal in Python).
+        key: list[Any] = [type_, inner["id"] if keeps_id else ""]
+        for parent in entity["parents"]:
+            key.append(self._uid(parent))
         key.append(None)
         for name, value in entity["attrs"].items():
             what = _ANY if blankable is None else blankable.get(name)
@@ -80,13 +87,25 @@ class EntityKinds:
         key.append(None if tags is None else _ENCODER.encode(tags))
         return tuple(key)
 
-    def _uid(self, uid: Any) -> tuple[str, str]:
-        inner = uid.get("__entity", uid)
-        type_ = inner["type"]
+    def _plan(self, type_: str) -> tuple[bool, Mapping[str, str] | None] | None:
+        plan = None
+        if not is_action_type(type_):
+            # Without a schema every top-level attribute may be blanked (None).
+            blankable = None if self._schemaless else self._blankable.get(type_, {})
+            plan = (self._keeps(type_), blankable)
+        self._plans[type_] = plan
+        return plan
+
+    def _keeps(self, type_: str) -> bool:
         keeps = self._keeps_id.get(type_)
         if keeps is None:
             keeps = self._keeps_id[type_] = type_ in self._enums or is_action_type(type_)
-        return (type_, inner["id"]) if keeps else (type_, "")
+        return keeps
+
+    def _uid(self, uid: Any) -> tuple[str, str]:
+        inner = uid.get("__entity", uid)
+        type_ = inner["type"]
+        return (type_, inner["id"]) if self._keeps(type_) else (type_, "")
 
     def _blank(self, value: Any, what: str | None) -> Hashable:
         """The kept or blanked form of a value that is not a string."""
