@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from verdict.model import EntityUid
-from verdict.store.redis_keys import _uid_key, key_uid, uid_key
+from verdict.store.redis_keys import key_uid, uid_key, uncached_uid_key
 
 TYPES = st.from_regex(
     r"[A-Za-z_][A-Za-z0-9_]{0,8}(::[A-Za-z_][A-Za-z0-9_]{0,8}){0,2}", fullmatch=True
@@ -33,7 +33,7 @@ def reference(uid: EntityUid) -> str:
 @given(TYPES, IDS)
 def test_a_uid_key_is_json_dumps_of_type_and_id(type_: str, id_: str) -> None:
     uid = EntityUid(type_, id_)
-    assert _uid_key(uid) == reference(uid)
+    assert uncached_uid_key(uid) == reference(uid)
     assert uid_key(uid) == reference(uid)
 
 
