@@ -121,6 +121,8 @@ class RedisEntityStore:
         self._state = client.register_script(redis_scripts.STATE)
         self._repair = client.register_script(redis_scripts.REPAIR_REFS)
         self._unloaded: set[str] = set()  # stores last found without their marker
+        # Per bulk load under way (by token): the uid-keys its staging made so far.
+        self._staged_keys: dict[str, dict[EntityUid, str]] = {}
         self.round_trips = 0  # Redis calls made (cache misses and writes), for tests and benches
 
     async def prepare(self) -> None:
@@ -318,6 +320,7 @@ class RedisEntityStore:
         """Add entities to the bulk load ``token`` (invisible to readers until ``switch``)."""
         entities_key, refs_key = self._keys(store_id).staging(token)
         client = self._client
+        made = self._staged_keys.setdefault(token, {})
 
         async def send() -> None:
             # MULTI/EXEC: the writes and the expiries apply together or not at all. Without
@@ -325,7 +328,7 @@ class RedisEntityStore:
             # for good (attack round 24). The staging keys share the store's slot.
             async with client.pipeline(transaction=True) as pipe:
                 for batch in batches:
-                    values, refs = staged_fields(batch)
+                    values, refs = staged_fields(batch, made)
                     pipe.hset(entities_key, mapping=values)
                     pipe.hset(refs_key, mapping=refs)
                 pipe.pexpire(entities_key, STAGING_TTL_MS)
@@ -336,6 +339,7 @@ class RedisEntityStore:
 
     async def switch(self, store_id: str, token: str, count: int) -> int:
         """Make the bulk load ``token`` (``count`` entities) the store's data in one step."""
+        self._staged_keys.pop(token, None)
         keys = self._keys(store_id)
         all_keys = [*keys.all, *keys.staging(token)]
         args: list[EncodableT] = [keys.channel, count]
@@ -348,6 +352,7 @@ class RedisEntityStore:
 
     async def discard(self, store_id: str, token: str) -> None:
         """Drop the staging keys of an abandoned bulk load."""
+        self._staged_keys.pop(token, None)
         staged = self._keys(store_id).staging(token)
         await self._call(lambda: self._client.unlink(*staged), store_id)
 
