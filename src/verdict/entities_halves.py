@@ -27,9 +27,11 @@ import multiprocessing.connection
 import os
 import re
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
+from typing import Any
 
 from verdict.cedar import SchemaHandle
 from verdict.cpus import cpu_count
@@ -107,6 +109,10 @@ class HalfJob:
     hierarchy: HierarchyLimits
     chunk: int
     max_depth: int
+    # A child that shows no progress (items parsed, entities staged) for this long is taken
+    # for stopped or wedged: killed, and the file loaded whole (attack round 25: a stopped
+    # child kept the command waiting for good).
+    quiet_seconds: float
 
 
 class SecondHalf:
@@ -119,9 +125,13 @@ class SecondHalf:
         # entities staged: read by the parent for its progress.
         self._parsed: Synchronized[int] = context.Value("q", PARSE_PENDING, lock=False)
         self._staged: Synchronized[int] = context.Value("q", 0, lock=False)
+        # Raised by the child as it goes (every ITEMS_PER_BEAT items, every round trip).
+        self._beats: Synchronized[int] = context.Value("q", 0, lock=False)
+        self._quiet_seconds = job.quiet_seconds
+        self._last_beat = (0, time.monotonic())
         self._process = context.Process(
             target=_run,
-            args=(job, os.getpid(), self._answers, sender, self._parsed, self._staged),
+            args=(job, os.getpid(), self._answers, sender, self._parsed, self._staged, self._beats),
             daemon=True,
         )
         self._process.start()
@@ -133,12 +143,26 @@ class SecondHalf:
         return int(self._staged.value)
 
     async def parsed(self) -> int | None:
-        """How many items the child parsed, once it has (None: its parse failed or it died)."""
+        """How many items the child parsed, once it has (None: its parse failed, or it died
+        or went quiet)."""
         while (count := int(self._parsed.value)) == PARSE_PENDING:
-            if not self._process.is_alive():
+            if not self._process.is_alive() or self._went_quiet():
                 return None
             await asyncio.sleep(0.01)
         return None if count == PARSE_FAILED else count
+
+    def _went_quiet(self) -> bool:
+        """Whether the child showed no progress for ``quiet_seconds``; if so, it is killed
+        (its pipe then ends: a wait for its answer ends too)."""
+        beats, since = self._last_beat
+        now = time.monotonic()
+        if (current := int(self._beats.value)) != beats:
+            self._last_beat = (current, now)
+            return False
+        if now - since <= self._quiet_seconds:
+            return False
+        self._process.kill()
+        return True
 
     async def report(self) -> HalfReport:
         """The child's first answer, on its parse (``failed`` set when it ended without one)."""
@@ -156,8 +180,13 @@ class SecondHalf:
         return HalfStaged(failed=answer.failed or "no answer")
 
     async def _receive(self) -> HalfReport | HalfStaged:
+        receiving = asyncio.ensure_future(asyncio.to_thread(self._answers.recv))
         try:
-            answer = await asyncio.to_thread(self._answers.recv)
+            while not receiving.done():
+                await asyncio.wait([receiving], timeout=0.25)
+                if not receiving.done() and self._went_quiet():
+                    break  # killed: the receiving thread ends on the closed pipe
+            answer = await receiving
         except (EOFError, OSError):
             await asyncio.to_thread(self._process.join, 5)
             return HalfStaged(failed=f"exit code {self._process.exitcode}")
@@ -179,6 +208,7 @@ def _run(
     answers: multiprocessing.connection.Connection,
     parsed: Synchronized[int],
     staged: Synchronized[int],
+    beats: Synchronized[int],
 ) -> None:
     _end_with(parent)
     # The pipe's read end came with the fork: held here, a dead parent's pipe never breaks,
@@ -187,7 +217,7 @@ def _run(
     # The fork copied the parent's running-loop marker; this process starts a loop of its own.
     asyncio.events._set_running_loop(None)
     try:
-        asyncio.run(_half(job, parsed, staged, answers))
+        asyncio.run(_half(job, parsed, staged, beats, answers))
     except BaseException as exc:  # the parent must hear of it; never the text (loan data)
         if parsed.value == PARSE_PENDING:
             parsed.value = PARSE_FAILED
@@ -222,6 +252,7 @@ async def _half(
     job: HalfJob,
     parsed: Synchronized[int],
     staged: Synchronized[int],
+    beats: Synchronized[int],
     answers: multiprocessing.connection.Connection,
 ) -> None:
     from verdict.entities_load import PartChecks, shape_items  # one module imports the other
@@ -232,7 +263,7 @@ async def _half(
     try:
         items = ArrayItems(job.text, job.start, "entities", job.max_depth)
         with collector_paused():
-            actions = shape_items(items.with_texts(), shaper, checks, job.hierarchy)
+            actions = shape_items(_beating(items, beats), shaper, checks, job.hierarchy)
     except RequestError as exc:
         checks.close()
         named = _ITEM.match(exc.field)
@@ -252,6 +283,7 @@ async def _half(
 
     def count(written: int) -> None:
         staged.value += written
+        beats.value += 1
 
     try:
         await stage_entities(store, job.store_id, job.token, entities, job.chunk, on_written=count)
@@ -260,3 +292,14 @@ async def _half(
         checks.close()
         await store.close()
     _send(answers, HalfStaged(conform=conform))
+
+
+ITEMS_PER_BEAT = 1_000
+
+
+def _beating(items: Iterable[Any], beats: Synchronized[int]) -> Iterator[Any]:
+    """``items``, a beat raised every ``ITEMS_PER_BEAT`` of them."""
+    for count, item in enumerate(items, 1):
+        if count % ITEMS_PER_BEAT == 0:
+            beats.value += 1
+        yield item

@@ -59,6 +59,7 @@ from verdict.store.redis_store import RedisEntityStore
 # one whole file of 300,000, besides running on every core.
 PART_ENTITIES = 2_500
 MAX_DEPTH = 64
+CHILD_QUIET_MARGIN = 5.0  # seconds beyond one Redis call's bound (entities_halves.HalfJob)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,8 @@ class _Load:
         job = HalfJob(
             text, offset, connect, self.store_id, token, self.schema, self.shape,
             self.hierarchy, self.chunk, MAX_DEPTH,
+            # Its longest silence: one Redis call that fails after every attempt, and more.
+            quiet_seconds=self.store.call_seconds + CHILD_QUIET_MARGIN,
         )  # fmt: skip
         half = SecondHalf(job)
         checks = self.checks()  # after the fork: the child must not inherit its threads
@@ -199,7 +202,7 @@ class _Load:
                 if items is None:
                     not_an_array(text)
                 shaper = EntityShaper("entities", keep_text=True)
-                actions = shape_items(items.with_texts(), shaper, checks, self.hierarchy)
+                actions = shape_items(items, shaper, checks, self.hierarchy)
                 if not items.aligned:
                     return None
                 first = len(shaper.entities)
@@ -293,7 +296,7 @@ def parse_in_parts(
     if items is None:  # not an array: invalid JSON is refused where the whole parse finds it
         not_an_array(text)
     shaper = EntityShaper("entities", keep_text=True)
-    actions = shape_items(items.with_texts(), shaper, checks, hierarchy, part_size)
+    actions = shape_items(items, shaper, checks, hierarchy, part_size)
     shaper.check_hierarchy(hierarchy)  # the whole graph: what crosses parts
     if actions:
         checks.submit(actions)
@@ -308,22 +311,22 @@ def not_an_array(text: str) -> NoReturn:
 
 
 def shape_items(
-    items: Iterable[tuple[Any, str]],
+    items: Iterable[Any],
     shaper: EntityShaper,
     checks: PartChecks,
     hierarchy: HierarchyLimits,
     part_size: int = PART_ENTITIES,
 ) -> list[StoredEntity]:
-    """Add ``items`` (each with its text) to ``shaper``, handing each part of non-action
-    entities to ``checks`` as soon as it is parsed; return the actions, which Cedar must see
-    together (not yet handed on). The whole graph is the caller's to check, after the parse:
+    """Add ``items`` to ``shaper``, handing each part of non-action entities to ``checks`` as
+    soon as it is parsed; return the actions, which Cedar must see together (not yet handed
+    on). The whole graph is the caller's to check, after the parse:
     a part whose own graph breaks a bound is kept from Cedar, and the whole graph, which holds
     it, is refused then. So a file's refusal does not depend on where its parts (or halves)
     begin: shape and syntax first, in file order, then the hierarchy (attack round 24)."""
     part: list[StoredEntity] = []
     actions: list[StoredEntity] = []
-    for item, written in items:
-        entity = shaper.add(item, written)
+    for item in items:
+        entity = shaper.add(item)
         (actions if is_action(entity) else part).append(entity)
         if len(part) == part_size:
             _hand_on(part, shaper, checks, hierarchy)

@@ -269,20 +269,14 @@ class ArrayItems:
         self, text: str, index: int, field: str, max_depth: int, stop: int | None = None
     ) -> None:
         self.aligned: bool | None = None
-        self._text = text
-        self._spans = self._read(text, index, field, max_depth, stop)
+        self._items = self._read(text, index, field, max_depth, stop)
 
     def __iter__(self) -> Iterator[Any]:
-        return (item for item, _, _ in self._spans)
-
-    def with_texts(self) -> Iterator[tuple[Any, str]]:
-        """The items, each with its own text in the document (which decodes to it)."""
-        text = self._text
-        return ((item, text[start:end]) for item, start, end in self._spans)
+        return self._items
 
     def _read(
         self, text: str, index: int, field: str, max_depth: int, stop: int | None
-    ) -> Iterator[tuple[Any, int, int]]:
+    ) -> Iterator[Any]:
         index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
         if text.startswith("]", index):
             index += 1
@@ -301,7 +295,7 @@ class ArrayItems:
                 # walk.
                 if text.count("[", start, index) + text.count("{", start, index) >= max_depth:
                     _count_levels([item], field, max_depth, 1)
-                yield item, start, index
+                yield item
                 index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
                 if text.startswith(",", index):
                     index = _WHITESPACE.match(text, index + 1).end()  # type: ignore[union-attr]

@@ -27,6 +27,7 @@ from verdict.store.entity_file import DEFAULT_HIERARCHY
 from verdict.store.entity_kinds import EntityKinds
 from verdict.store.redis_keys import StoreKeys
 from verdict.store.redis_store import RedisEntityStore
+from verdict.store.weight import entity_text
 
 POLICIES = Path(__file__).parents[2] / "policies"
 # Enough entities that Cedar's check is still running when the writes are staged.
@@ -217,12 +218,11 @@ def test_an_entity_its_own_parent_is_refused_though_its_kind_was_seen() -> None:
     assert "cycle" in str(refused.value)
 
 
-def test_an_item_on_one_line_is_stored_as_written_and_an_indented_one_serialised(
+def test_each_entity_is_stored_in_one_form_however_the_file_spells_it(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
-    """A one-line item's own text is what Redis holds (escapes, spacing and ``-0`` as
-    written: any JSON reader decodes it into the entity checked); an item spread over lines
-    is serialised again, so its indentation is neither stored nor weighed."""
+    """Escapes, spacing and indentation of the file are not what Redis holds: each entity is
+    stored (and weighed) as the one serialisation PutEntities and the memory store use."""
     stores = large_store(tmp_path, [])
     one_line = (
         '{"uid":{"type":"Borrower","id":"b\\u0031"}, "attrs":{"name":"A \\"quoted\\" name",'
@@ -230,14 +230,13 @@ def test_an_item_on_one_line_is_stored_as_written_and_an_indented_one_serialised
         '"suspended":false},"parents":[]}'
     )
     partner = {"uid": {"type": "Partner", "id": "p0"}, "parents": []}
-    partner["attrs"] = {"name": "P", "kind": "bank", "active": True}
-    indented = json.dumps(partner, indent=2)
+    partner["attrs"] = {"name": "P é", "kind": "bank", "active": True}
+    indented = json.dumps(partner, indent=2)  # and "é" escaped
     (stores / "lending" / "entities.json").write_text(f"[{one_line},\n{indented}\n]")
     loaded = entities_command(redis, "load", "--stores", str(stores))
     assert loaded.returncode == 0, loaded.stderr
     keys = StoreKeys.of("lending")
-    stored = redis.cli("HGET", keys.entities, '["Borrower","b1"]').strip()
-    assert stored == '{"v":0,"e":' + one_line + "}"
-    stored = redis.cli("HGET", keys.entities, '["Partner","p0"]').strip()
-    assert stored == '{"v":0,"e":' + json.dumps(partner, ensure_ascii=False) + "}"
-    assert "\n" not in stored
+    for uid, entity in (('["Borrower","b1"]', json.loads(one_line)), ('["Partner","p0"]', partner)):
+        stored = redis.cli("HGET", keys.entities, uid).strip()
+        assert stored == '{"v":0,"e":' + entity_text(entity) + "}"
+    assert '"b1"' in redis.cli("HGET", keys.entities, '["Borrower","b1"]')

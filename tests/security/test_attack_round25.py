@@ -1,22 +1,22 @@
 """Attack round 25: ``verdict entities load``: items stored as written, hiredis, two answers, exit.
 
-Four changes are attacked. ``storable_text`` (store/entity_file.py) stores a one-line item's
-own text instead of serialising it again: every JSON spelling of one value (escapes of quotes,
-backslashes, ``__entity`` key names and type names, ``\\u0000``, surrogate pairs, ``\\/``,
-spacing, ``-0`` hidden in nested sets, records and tags, U+2028, NEL, DEL, a BOM or NBSP inside
-strings) must mean, to Python's reader, to Cedar and to the slice's weighing, what the checked
-entity means; and whitespace JSON does not allow (a BOM, ``\\x0b``, ``\\x0c``, NBSP) or keys
-duplicated behind escapes must be refused. ``redis_packing.py`` packs commands with hiredis:
-odd ids and values (non-ASCII, escaped NUL and CRLF, RESP look-alikes, a 1 MB id) must reach
-Redis byte for byte. ``entities_halves.py``'s child now answers twice: a child killed or stopped
-between its answers, Redis stalled between them, a duplicate across the halves and a Cedar
-refusal late in the second half must never switch a load, hang, or leave staging keys without
-expiry. ``heap.exit_if_kept`` ends the command with ``os._exit``: its output, exit codes, switch
-and processes must all be there (or gone) as before.
+Four changes are attacked. ``storable_text`` (store/entity_file.py, since removed) stored a
+one-line item's own text instead of serialising it again: every JSON spelling of one value
+(escapes of quotes, backslashes, ``__entity`` key names and type names, ``\\u0000``, surrogate
+pairs, ``\\/``, spacing, ``-0`` hidden in nested sets, records and tags, U+2028, NEL, DEL, a
+BOM or NBSP inside strings) must mean, to Python's reader, to Cedar and to the slice's
+weighing, what the checked entity means; and whitespace JSON does not allow (a BOM, ``\\x0b``,
+``\\x0c``, NBSP) or keys duplicated behind escapes must be refused. ``redis_packing.py`` packs
+commands with hiredis: odd ids and values (non-ASCII, escaped NUL and CRLF, RESP look-alikes, a
+1 MB id) must reach Redis byte for byte. ``entities_halves.py``'s child now answers twice: a
+child killed or stopped between its answers, Redis stalled between them, a duplicate across the
+halves and a Cedar refusal late in the second half must never switch a load, hang, or leave
+staging keys without expiry. ``heap.exit_if_kept`` ends the command with ``os._exit``: its
+output, exit codes, switch and processes must all be there (or gone) as before.
 
 Real redis-server on loopback, real fork, real Cedar, the real CLI in subprocesses.
 
-Findings (their tests fail on the code attacked):
+Findings (their tests failed on the code attacked; both are fixed, the tests now pass):
 
 1. A stored item's weight depends on how the file spelled it
    (``test_a_stored_entity_decides_as_it_does_however_the_file_spelled_it``). The slice limits
@@ -31,6 +31,12 @@ Findings (their tests fail on the code attacked):
    answers without any bound (``SecondHalf.parsed`` while it is alive, ``_receive`` on the
    pipe): a child stopped between its answers (SIGSTOP; a frozen or wedged process) leaves
    ``verdict entities load --timeout 2`` running forever, its staging keys behind it.
+
+Fixes: (1) items are no longer stored as written: every entity is stored as ``entity_text`` of
+what the strict parse decoded (now compact JSON, written by orjson), however the file spells
+it, so it weighs what the memory store and PutEntities weigh; (2) the child raises a shared
+beat as it parses (every 1,000 items) and stages (every round trip), and the parent kills a
+child silent for longer than one Redis call's bound plus 5 s and loads the file whole.
 
 Held: every odd one-line spelling tried means the same entity to Python and Cedar (and ``-0``,
 however deep, is stored as ``0``); keys duplicated behind escapes, a BOM, ``\\x0b``, ``\\x0c``
@@ -135,12 +141,13 @@ REFUSED = [
 
 
 def test_odd_one_line_spellings_mean_the_checked_entity_to_python_and_cedar() -> None:
-    """Each spelling is stored (as written, or serialised again when it holds a -0), and the
-    stored text means to Python's reader and to Cedar what the canonical text means."""
+    """Each spelling is stored as the one serialisation of what it decodes to (since the fix
+    of finding 1; it was stored as written before), and the stored text means to Python's
+    reader and to Cedar what the canonical text means."""
     for text in SPELLINGS:
         kept = stored(text)
         assert kept is not None, text
-        assert kept == (entity_text(json.loads(text)) if "-0" in text else text), text
+        assert kept == entity_text(json.loads(text)), text
         assert "-0" not in kept
         canonical = entity_text(json.loads(text))
         assert json.loads(kept) == json.loads(text)
@@ -271,10 +278,11 @@ async def test_a_stored_entity_decides_as_it_does_however_the_file_spelled_it(
     odd one-line spelling (200 KB of spaces inside the item; json.dumps' default escapes of
     30,000 é; 20,000 commas escaped as \\u002c), "plain" as json.dumps(ensure_ascii=False).
     Loaded by ``entities load`` into one Redis, and served from memory, every decision on it
-    must be the same: the slice limits must weigh the entity, not the file's spelling. Today
-    the spelled store's stored text is weighed: 128 KiB of slice bytes refuse the spaced and
-    the escaped entity (memory and plain: ALLOW), and the escaped commas pass the 16,000
-    values that the plain entity fails."""
+    must be the same: the slice limits must weigh the entity, not the file's spelling. Before
+    the fix the spelled store's stored text was weighed: 128 KiB of slice bytes refused the
+    spaced and the escaped entity (memory and plain: ALLOW), and the escaped commas passed the
+    16,000 values that the plain entity fails. Fixed: every entity is stored as its one
+    serialisation (store/weight.py ``entity_text``), whatever the file's spelling."""
     item, text = spelling()
     assert json.loads(text) == item
     stores = tmp_path / "stores"
@@ -329,11 +337,16 @@ def _odd_entities() -> list[dict[str, Any]]:
     return found
 
 
+def compact(value: Any) -> str:
+    """The stored serialisation, spelled out (store/weight.py ``entity_text``)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def test_odd_ids_and_values_reach_redis_byte_for_byte(tmp_path: Path, redis: RedisProcess) -> None:
     """``entities load`` of entities whose ids and values hold NUL, CRLF, a RESP command,
     non-ASCII and astral text, quotes, the empty id and a 1 MB id; then one more written
-    through the server's PutEntities. Redis holds exactly each item's text of the file, each
-    uid-key and each reference list, byte for byte, and nothing else."""
+    through the server's PutEntities. Redis holds exactly each item's stored serialisation,
+    each uid-key and each reference list, byte for byte, and nothing else."""
     items = _odd_entities()
     texts = [json.dumps(item, ensure_ascii=False) for item in items]
     stores = tmp_path / "stores"
@@ -350,9 +363,9 @@ def test_odd_ids_and_values_reach_redis_byte_for_byte(tmp_path: Path, redis: Red
         refs = client.hgetall("verdict:{s}:refs")
         expected = {}
         expected_refs = {}
-        for item, text in zip(items, texts, strict=True):
+        for item in items:
             key = json.dumps(["T", item["uid"]["id"]], ensure_ascii=False, separators=(",", ":"))
-            expected[key.encode()] = b'{"v":0,"e":' + text.encode() + b"}"
+            expected[key.encode()] = b'{"v":0,"e":' + compact(item).encode() + b"}"
             expected_refs[key.encode()] = key.encode()  # each references itself only
         epoch = values.pop(b"epoch")
         assert refs.pop(b"epoch") == epoch
@@ -380,7 +393,7 @@ def test_odd_ids_and_values_reach_redis_byte_for_byte(tmp_path: Path, redis: Red
         version = asyncio.run(put())
         key = json.dumps(["T", odd["uid"]["id"]], ensure_ascii=False, separators=(",", ":"))
         held = client.hget("verdict:{s}:entities", key.encode())
-        assert held == f'{{"v":{version},"e":{json.dumps(odd, ensure_ascii=False)}}}'.encode()
+        assert held == f'{{"v":{version},"e":{compact(odd)}}}'.encode()
     finally:
         client.close()
 
@@ -414,7 +427,9 @@ def test_a_stopped_child_does_not_hang_the_command(tmp_path: Path, redis: RedisP
     """FINDING 2. The child is stopped (SIGSTOP: a frozen or wedged process) between its two
     answers, with ``--timeout 2``. The command must end on its own (the whole load without
     the child, or an error), never switch half a file, and leave no staging key without
-    expiry. Today it waits for the child's answer for ever."""
+    expiry. Before the fix it waited for the child's answer for ever. Fixed: a child without
+    progress for one Redis call's bound plus 5 s is killed and the file loaded whole
+    (``HalfJob.quiet_seconds``)."""
     entities = lending_entities(BIG)
     stores = lending_stores(tmp_path, entities)
     out = tmp_path / "out.txt"

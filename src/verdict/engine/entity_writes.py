@@ -13,7 +13,6 @@ Concurrent writes are checked one after another per store (see EntityWrites).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from verdict.model import EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.snapshot import EntitiesSource, StoreSnapshot
 from verdict.store.base import EntityStore, ReadOptions, StoredEntity
+from verdict.store.weight import entity_text
 from verdict.telemetry import metrics
 
 SCHEMA_CHUNK = 200  # entities per Cedar call: ~5 ms with the GIL held
@@ -201,7 +201,7 @@ def _parse_batch(entities_json: str, limits: EntityLimits) -> _Batch:
     for position, entity in enumerate(entities):
         # As stored (UTF-8); surrogatepass so that measuring never raises (input parsing
         # decides whether such text is acceptable at all).
-        size = len(json.dumps(entity, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        size = len(entity_text(entity).encode("utf-8", "surrogatepass"))
         if size > limits.max_entity_bytes:
             raise RequestError(
                 f"entities_json[{position}]",

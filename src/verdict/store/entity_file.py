@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -81,16 +80,14 @@ class EntityShaper:
         self._parents: dict[EntityUid, list[EntityUid]] = {}
         self._positions: dict[EntityUid, int] = {}
 
-    def add(self, item: Any, written: str | None = None) -> StoredEntity:
-        """Check one more item; the entity it holds. ``written``: the item's own text in the
-        file, kept as its serialisation (with ``keep_text``) when ``storable_text``."""
+    def add(self, item: Any) -> StoredEntity:
+        """Check one more item; the entity it holds."""
         index = len(self.entities)
         uid, references = check_entity(item, f"{self.where}[{index}]")
         if uid in self.entities:
             raise RequestError(f"{self.where}[{index}]", f"duplicate entity {uid}")
         if self.keep_text:
-            text = written if written is not None and storable_text(written) else entity_text(item)
-            entity = StoredEntity.with_text(uid, item, references, text)
+            entity = StoredEntity.with_text(uid, item, references, entity_text(item))
         else:
             entity = StoredEntity(uid, item, references)
         self.entities[uid] = entity
@@ -135,24 +132,6 @@ class EntityShaper:
         except HierarchyProblem as exc:
             field = f"{self.where}[{self._positions[exc.uid]}]"
             raise RequestError(field, f"{exc.uid}: {exc.problem}") from None
-
-
-def storable_text(written: str) -> bool:
-    """Whether an item's text as written in a file, which the strict parse decoded into the
-    entity checked, may be stored as it is instead of serialised again (a bulk load of
-    300,000 entities spent 1.2 CPU-seconds serialising them again): when it is on one line
-    and spells no ``-0``. Python's reader and Cedar's then decode it into that same entity:
-    the parse refused duplicate keys, floats, integers past 64 bits and lone surrogates,
-    where readers differ, and Cedar reads ``-0`` as a float, Python as the integer 0
-    (tests/security/test_stored_text.py holds the two readers together). An item spread over
-    lines (an indented file) is serialised again: its indentation would be stored and weighed.
-    """
-    return "\n" not in written and "\r" not in written and _MINUS_ZERO.search(written) is None
-
-
-# A -0 number (a digit after it would not be JSON), or the same inside a string ("loan-0"):
-# serialised again, needlessly but harmlessly.
-_MINUS_ZERO = re.compile(r"-0(?![0-9])")
 
 
 def is_action(entity: StoredEntity) -> bool:

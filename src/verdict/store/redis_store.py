@@ -125,6 +125,12 @@ class RedisEntityStore:
         self._staged_keys: dict[str, dict[EntityUid, str]] = {}
         self.round_trips = 0  # Redis calls made (cache misses and writes), for tests and benches
 
+    @property
+    def call_seconds(self) -> float:
+        """The longest one call may take before it fails: each attempt's timeout, and the
+        pauses between them."""
+        return (self._retries + 1) * self._op_timeout + 0.1 * self._retries
+
     async def prepare(self) -> None:
         """Load the scripts now, so the first decision costs one round trip, not three."""
         scripts = (
