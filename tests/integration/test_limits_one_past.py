@@ -18,6 +18,7 @@ from verdict._gen.verdict.v1 import entities_pb2 as epb
 from verdict._gen.verdict.v1 import entities_pb2_grpc as epb_grpc
 from verdict.app import build_app, start, stop
 from verdict.config import Settings
+from verdict.store.weight import entity_text
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 LIMITS: dict[str, Any] = {
@@ -187,11 +188,11 @@ async def test_a_write_one_entity_past_the_limit_is_refused(stubs: Stubs) -> Non
 
 
 async def test_an_entity_one_byte_past_the_size_limit_is_refused(stubs: Stubs) -> None:
-    """max_entity_bytes = 300: an entity of 300 bytes of JSON is written, one of 301 bytes is
-    INVALID_ARGUMENT naming its index."""
-    base = len(json.dumps(entity("G", "big", {"p": ""})).encode())
+    """max_entity_bytes = 300: an entity of 300 bytes of JSON as stored (compact) is written,
+    one of 301 bytes is INVALID_ARGUMENT naming its index."""
+    base = len(entity_text(entity("G", "big", {"p": ""})).encode())
     fits = [entity("G", "big", {"p": "x" * (300 - base)})]
-    assert len(json.dumps(fits[0]).encode()) == 300
+    assert len(entity_text(fits[0]).encode()) == 300
     put = stubs.entities.PutEntities
     assert (await put(epb.PutEntitiesRequest(entities_json=json.dumps(fits)), timeout=5)).written
     fits[0]["attrs"]["p"] += "x"

@@ -15,6 +15,7 @@ from verdict.app import App
 from verdict.client import AsyncVerdictClient
 from verdict.errors import RequestError
 from verdict.model import EntityUid
+from verdict.store.weight import entity_text
 
 LIMIT = 64 * 1024
 
@@ -28,7 +29,8 @@ def partner(id_: str, name: str) -> dict[str, Any]:
 
 
 def json_bytes(entity: dict[str, Any]) -> int:
-    return len(json.dumps(entity, ensure_ascii=False).encode())
+    """Its bytes as stored (compact JSON, non-ASCII as it is: ``entity_text``)."""
+    return len(entity_text(entity).encode())
 
 
 def sized(id_: str, size: int, char: str = "x") -> dict[str, Any]:
@@ -61,8 +63,8 @@ async def test_the_limit_counts_utf8_bytes(lending_app: App) -> None:
     _, written = await lending_app.writes.put("lending", json.dumps([sized("at", LIMIT)]))
     assert written == 1
     with pytest.raises(RequestError) as info:
-        # 65,537 bytes, but only 32,766 characters of text.
-        await lending_app.writes.put("lending", json.dumps([sized("wide-", LIMIT + 1, "é")]))
+        # 65,537 bytes, but only 32,719 characters of text.
+        await lending_app.writes.put("lending", json.dumps([sized("wide", LIMIT + 1, "é")]))
     assert info.value.field == "entities_json[0]"
 
 
