@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any, NoReturn
 
-import structlog
-
 from verdict.cedar_json import check_entity_shape, entity_references
 from verdict.errors import EntityDataError, RequestError
 from verdict.model import EntityUid, JsonObject
@@ -14,10 +12,10 @@ from verdict.store.base import EntitySlice
 from verdict.store.redis_encode import refs_value
 from verdict.store.redis_keys import key_uid
 from verdict.store.weight import Weight, text_weight
-from verdict.telemetry import metrics
+from verdict.telemetry import lazy_log, metrics
 from verdict.telemetry.log_budget import LogBudget
 
-log = structlog.get_logger(__name__)
+log = lazy_log.get_logger(__name__)
 _LOGS = LogBudget()  # entity_data_corrupt lines per second
 
 

@@ -11,7 +11,6 @@ from typing import NoReturn, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
-import structlog
 from redis.typing import EncodableT
 
 from verdict.errors import (
@@ -46,9 +45,9 @@ from verdict.store.redis_decode import (
 from verdict.store.redis_encode import flag, put_args, staged_fields
 from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
 from verdict.store.slice_handles import SliceHandles
-from verdict.telemetry import metrics
+from verdict.telemetry import lazy_log, metrics
 
-log = structlog.get_logger(__name__)
+log = lazy_log.get_logger(__name__)
 
 # Bound once: labels() costs a lock and a dict lookup on the decision hot path.
 _CACHE_HIT = metrics.CACHE_LOOKUPS.labels(result="hit")
