@@ -240,3 +240,23 @@ def test_each_entity_is_stored_in_one_form_however_the_file_spells_it(
         stored = redis.cli("HGET", keys.entities, uid).strip()
         assert stored == '{"v":0,"e":' + entity_text(entity) + "}"
     assert '"b1"' in redis.cli("HGET", keys.entities, '["Borrower","b1"]')
+
+
+def test_a_load_whose_output_reader_left_ends_without_a_traceback(
+    tmp_path: Path, redis: RedisProcess
+) -> None:
+    """`verdict entities load ... | head -0`: the summary line finds its reader gone once the
+    load has switched; the command ends with 141 (as SIGPIPE would), no traceback, the load
+    in place (it printed a BrokenPipeError traceback and exited 1)."""
+    stores = large_store(tmp_path, lending_entities(2_000))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "verdict", "entities", "load", "--stores", str(stores),
+         "--redis-url", redis.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    process.stdout.close()  # the reader leaves at once
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 141, errors
+    assert "Traceback" not in errors
+    assert redis.cli("HLEN", StoreKeys.of("lending").entities).strip() == "2001"

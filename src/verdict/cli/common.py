@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,6 +19,7 @@ if TYPE_CHECKING:  # imported where used: pydantic costs ~0.2 s that `healthchec
 # 0: ok or ALLOW; 1: DENY, a failed case, an invalid store; 2: a usage or load error.
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command Ctrl-C ended
+EXIT_OUTPUT_CLOSED = 141  # 128 + SIGPIPE, as shells report a command whose reader went away
 # Flag names other tools use, and the flag Verdict has for the same thing: difflib alone cannot
 # see that `--port` means `--listen`.
 FLAG_SYNONYMS = {
@@ -65,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:  # Ctrl-C: the command's own cleanup ran; no traceback
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `verdict ... | head`: the reader left; what ran has run
+        # Later writes (the interpreter's last flush) go nowhere instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OUTPUT_CLOSED
     return code
 
 
