@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from typing import Any, cast
 
 import cedarpy
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 
 from verdict.entities_load import PartChecks, parse_in_parts
 from verdict.errors import RequestError
-from verdict.store.entity_file import DEFAULT_HIERARCHY
+from verdict.store.entity_file import DEFAULT_HIERARCHY, read_entities_file
 from verdict.store.weight import entity_text, json_weight, text_weight
 
 STRINGS = st.one_of(
@@ -139,3 +140,18 @@ REFUSED = [
 def test_what_readers_could_read_two_ways_is_never_stored() -> None:
     for text in REFUSED:
         assert stored(text) is None, text
+
+
+def test_a_minus_zero_is_read_alike_by_a_load_and_by_a_servers_memory_store(
+    tmp_path: Path,
+) -> None:
+    """Cedar reads ``-0`` as a float, Python as 0. A server's memory store asked Cedar about
+    the file's own text and refused it ("entities do not parse") where ``entities load``,
+    which asks Cedar about the stored text, accepted it (attack round 25's note): both now
+    ask about the one serialisation of what was parsed, and both read 0."""
+    text = '{"uid":{"type":"A","id":"a"},"attrs":{"n":-0,"s":[-0],"r":{"k":-0}},"parents":[]}'
+    path = tmp_path / "entities.json"
+    path.write_text(f"[{text}]")
+    (served,) = read_entities_file(path, None).values()
+    assert served.json["attrs"] == {"n": 0, "s": [0], "r": {"k": 0}}
+    assert stored(text) == entity_text(served.json)

@@ -199,8 +199,10 @@ def read_entities_file(
         # Cedar's check of the whole file with the GIL released: a reload runs on a thread of
         # its own, and a check holding the GIL (the evaluation that says why) stalled every
         # decision for as long as it ran (~1.8 s for 60,000 entities, attack round 8). The
-        # detailed reason is asked for only when the file is refused.
-        if not cedar.entities_conform(text, schema, release_gil=True):
+        # detailed reason is asked for only when the file is refused. Cedar checks what was
+        # parsed, in the one stored serialisation, as `entities load` has it check: the file's
+        # own spelling could read otherwise to Cedar (a -0 is a float to it, 0 to Python).
+        if not cedar.entities_conform(entity_text(document), schema, release_gil=True):
             raise PolicyLoadError([_refusal(name, text, document, schema)])
         return entities
     except FileReadError as exc:
