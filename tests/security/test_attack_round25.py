@@ -337,6 +337,15 @@ def _odd_entities() -> list[dict[str, Any]]:
     return found
 
 
+def load_command(stores: Path, redis: RedisProcess) -> subprocess.CompletedProcess[str]:
+    """`verdict entities load` of ``stores`` into ``redis``, to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "verdict", "entities", "load", "--stores", str(stores),
+         "--redis-url", redis.url],
+        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
 def compact(value: Any) -> str:
     """The stored serialisation, spelled out (store/weight.py ``entity_text``)."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
@@ -351,11 +360,7 @@ def test_odd_ids_and_values_reach_redis_byte_for_byte(tmp_path: Path, redis: Red
     texts = [json.dumps(item, ensure_ascii=False) for item in items]
     stores = tmp_path / "stores"
     write_store(stores, "s", {"p.cedar": PERMIT_U, "entities.json": "[" + ",\n".join(texts) + "]"})
-    result = subprocess.run(
-        [sys.executable, "-m", "verdict", "entities", "load", "--stores", str(stores),
-         "--redis-url", redis.url],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = load_command(stores, redis)
     assert result.returncode == 0, result.stderr
     client = SyncRedis.from_url(redis.url)
     try:
@@ -577,11 +582,7 @@ def test_a_load_refused_after_another_switched_exits_2_with_every_line(
     one = {"uid": {"type": "User", "id": "u"}, "attrs": {}, "parents": []}
     write_store(stores, "a", {"p.cedar": PERMIT_U, "entities.json": [one]})
     write_store(stores, "b", {"p.cedar": PERMIT_U, "entities.json": [one, one]})
-    result = subprocess.run(
-        [sys.executable, "-m", "verdict", "entities", "load", "--stores", str(stores),
-         "--redis-url", redis.url],
-        env=ENV, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = load_command(stores, redis)
     assert result.returncode == 2, result.stderr
     assert result.stdout.startswith("a: 1 entities in "), result.stdout
     assert "error: b/entities.json" in result.stderr
