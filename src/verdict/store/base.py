@@ -23,8 +23,8 @@ class StoredEntity:
     json: JsonObject
     refs: frozenset[EntityUid]
     known_weight: InitVar[Weight] = NO_WEIGHT
-    # Its stored serialisation when the caller has it (a bulk load: the item's text in the
-    # file, or ``entity_text(json)``); None keeps memory stores lean.
+    # ``entity_text(json)`` when the caller made it already (a bulk load serialises each
+    # entity once, to write it); None keeps memory stores lean.
     text: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self, known_weight: Weight) -> None:
