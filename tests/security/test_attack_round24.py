@@ -242,6 +242,14 @@ def cli_load(stores: Path, redis: RedisProcess, out: Path, *extra: str) -> Itera
                 os.kill(pid, signal.SIGKILL)
 
 
+def forked_child(process: subprocess.Popen[Any], seen: set[int]) -> int:
+    """The child ``process`` forked for the second half, once it has, noted in ``seen``."""
+    assert wait_for(lambda: bool(children(process.pid)), 30)
+    child = min(children(process.pid))
+    seen.add(child)
+    return child
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "verdict", *args],
@@ -443,9 +451,7 @@ def test_the_forked_child_ends_when_the_command_is_killed(
     too: not go on writing to Redis for a command that is gone, and never linger."""
     stores = lending_stores(tmp_path, lending_entities(BIG))
     with cli_load(stores, redis, tmp_path / "out.txt") as (process, seen):
-        assert wait_for(lambda: bool(children(process.pid)), 30)
-        child = min(children(process.pid))
-        seen.add(child)
+        child = forked_child(process, seen)
         process.send_signal(signal.SIGTERM)
         process.wait(10)
         ended = wait_for(lambda: not alive(child), 6.0, step=0.1)
@@ -558,9 +564,7 @@ async def test_a_child_killed_while_it_parses_leaves_the_whole_load_to_the_comma
     stores = lending_stores(tmp_path, entities)
     out = tmp_path / "out.txt"
     with cli_load(stores, redis, out) as (process, seen):
-        assert wait_for(lambda: bool(children(process.pid)), 30)
-        child = min(children(process.pid))
-        seen.add(child)
+        child = forked_child(process, seen)
         os.kill(child, signal.SIGKILL)
         assert process.wait(60) == 0, out.read_text()
         assert wait_for(lambda: not alive(child), 5)

@@ -77,6 +77,7 @@ from tests.security.test_attack_round24 import (
     cli_load,
     connect,
     exported,
+    forked_child,
     lending_stores,
     load,
     staging_keys,
@@ -417,9 +418,7 @@ def test_a_child_killed_between_its_answers_leaves_the_whole_load_to_the_command
     stores = lending_stores(tmp_path, entities)
     out = tmp_path / "out.txt"
     with cli_load(stores, redis, out) as (process, seen):
-        assert wait_for(lambda: bool(children(process.pid)), 30)
-        child = min(children(process.pid))
-        seen.add(child)
+        child = forked_child(process, seen)
         assert wait_for(lambda: "write: started" in out.read_text(), 30, step=0.001)
         os.kill(child, signal.SIGKILL)
         assert process.wait(60) == 0, out.read_text()
@@ -440,9 +439,7 @@ def test_a_stopped_child_does_not_hang_the_command(tmp_path: Path, redis: RedisP
     out = tmp_path / "out.txt"
     ended: int | None = None
     with cli_load(stores, redis, out, "--timeout", "2") as (process, seen):
-        assert wait_for(lambda: bool(children(process.pid)), 30)
-        child = min(children(process.pid))
-        seen.add(child)
+        child = forked_child(process, seen)
         assert wait_for(lambda: "write: started" in out.read_text(), 30, step=0.001)
         os.kill(child, signal.SIGSTOP)
         try:
