@@ -10,6 +10,11 @@ from types import FrameType
 # What the supervisor forwards: SIGTERM and SIGINT stop a process, SIGHUP reloads its policies.
 STOPS = (signal.SIGTERM, signal.SIGINT)
 HELD = (*STOPS, signal.SIGHUP)
+# What the kernel sends a worker each time its supervisor's thread it hangs from dies
+# (PR_SET_PDEATHSIG, worker_server.die_with_parent): news of one event, never a stop of its own.
+PARENT_DIED = signal.SIGUSR2
+# Ignored once a process's stop has run: any of them arriving in its last moments is moot.
+QUIETED = (*HELD, PARENT_DIED)
 
 
 class _Arrived:
@@ -77,9 +82,15 @@ def sighup_arrived_early() -> bool:
 def _exit_quietly(signum: int, frame: FrameType | None) -> None:
     # SIG_IGN first: the interpreter's exit puts the default action back for a Python handler
     # (never for SIG_IGN), and a second signal in its last moments killed the process.
-    for sig in HELD:
+    for sig in QUIETED:
         signal.signal(sig, signal.SIG_IGN)
     raise SystemExit(0)
+
+
+def exit_quietly_when_parent_dies() -> None:
+    """Until the serving loop installs its own handler: the supervisor's death (PARENT_DIED)
+    ends a loading worker with exit 0, as a stop would."""
+    signal.signal(PARENT_DIED, _exit_quietly)
 
 
 def _record_stop(signum: int, frame: FrameType | None) -> None:

@@ -14,7 +14,7 @@ import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from verdict.early_signals import HELD
+from verdict.early_signals import QUIETED
 
 T = TypeVar("T")
 CHOICES = ("auto", "uvloop", "asyncio")
@@ -50,13 +50,13 @@ class _StopSignalsStayIgnored(asyncio.AbstractEventLoop):
     _stop_signals_ignored = False
 
     def ignore_stop_signals(self) -> None:
-        """SIGTERM, SIGINT and SIGHUP are ignored from now on (the stop has run)."""
-        for sig in HELD:
+        """SIGTERM, SIGINT, SIGHUP and PARENT_DIED are ignored from now on (the stop has run)."""
+        for sig in QUIETED:
             signal.signal(sig, signal.SIG_IGN)
         self._stop_signals_ignored = True
 
     def remove_signal_handler(self, sig: int) -> bool:
-        if self._stop_signals_ignored and sig in HELD:
+        if self._stop_signals_ignored and sig in QUIETED:
             return False  # stays SIG_IGN; the loop's entry for it goes with the loop
         return super().remove_signal_handler(sig)
 

@@ -15,7 +15,6 @@ import contextlib
 import ctypes
 import json
 import os
-import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -38,14 +37,21 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def die_with_parent(parent: int) -> None:
-    """Have the kernel send SIGTERM (a graceful drain) when the supervisor dies, even mid-load.
+    """Have the kernel send PARENT_DIED (one graceful drain) when the supervisor dies, even
+    mid-load.
 
+    Not SIGTERM: the kernel sends the signal each time the supervisor thread the worker hangs
+    from dies, and hands the worker to the next thread of the same process (its parent pid
+    unchanged) until the last one is gone. Those SIGTERMs, handled one by one on a loaded
+    machine, were a stop and then a second stop, which cut the drain to nothing. A signal of
+    its own is news of the death however often it comes (ShutdownSignals.supervisor_gone).
     Linux only; elsewhere the end of file on the socket, watched once serving, does the same.
     The parent may have died before this call: then it is too late for the kernel to tell.
     """
+    early_signals.exit_quietly_when_parent_dies()  # before the kernel may send it
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        libc.prctl(_PR_SET_PDEATHSIG, early_signals.PARENT_DIED, 0, 0, 0)
     if os.getppid() != parent:
         raise SystemExit(0)
 
@@ -61,7 +67,7 @@ def read_order(channel: socket.socket) -> tuple[int, dict[str, Any]]:
 
 async def serve(app: App, channel: socket.socket, index: int, parent: int) -> int:
     """Start, report the ports, serve until SIGTERM/SIGINT or the supervisor is gone, drain."""
-    signals = ShutdownSignals(parent)
+    signals = ShutdownSignals(supervised=True)
     signals.install()
     reader, writer = await asyncio.open_connection(sock=channel, limit=MAX_LINE_BYTES)
     link = SupervisorLink(reader, writer, app.reloader, signals.supervisor_gone, signals.stop_level)

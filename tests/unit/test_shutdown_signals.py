@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
-import pytest
-
-from verdict.transport import shutdown_signals
+from verdict.early_signals import PARENT_DIED
 from verdict.transport.shutdown_signals import ShutdownSignals
 
 
@@ -63,28 +62,44 @@ async def test_a_direct_signal_and_the_supervisors_first_stop_are_one_stop() -> 
         await asyncio.wait_for(signals.next(), 1)
 
 
-async def test_news_of_the_supervisors_death_is_one_stop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The supervisor dead (the worker's parent pid is no longer the one it was started by):
-    the end of file on its socket and the kernel's SIGTERMs for it (one per supervisor thread
-    the worker is handed to) are one stop; a SIGTERM after ORPHAN_SECONDS still cuts the
-    drain short. Round 13: a SIGKILLed supervisor left every worker without its drain."""
-    monkeypatch.setattr(shutdown_signals, "ORPHAN_SECONDS", 0.2)
-    gone = os.getppid() + 1_000_000  # not our parent: as if the supervisor had died
-    signals = ShutdownSignals(parent=gone)
-    signals.supervisor_gone()
-    signals.trigger()
+async def test_news_of_the_supervisors_death_is_one_stop() -> None:
+    """The end of file on the supervisor's socket and the kernel's PARENT_DIED, sent once per
+    supervisor thread the worker is handed to as they die, are one stop however they
+    interleave with the stop being taken; a SIGTERM after them still cuts the drain short.
+    Round 13 (and a CI run): the kernel's news came as SIGTERMs, and one handled after the
+    stop was taken was a second stop, which left a SIGKILLed supervisor's workers no drain."""
+    signals = ShutdownSignals(supervised=True)
+    signals.supervisor_gone()  # the kernel, for the thread the worker was forked from
     await asyncio.wait_for(signals.next(), 1)
-    signals.trigger()  # the kernel's again, as the supervisor's threads die
-    assert await waits(signals)
-    await asyncio.sleep(0.25)
-    signals.trigger()  # an operator's, later: cuts the drain short
+    for _ in range(3):  # the next threads, the socket's end of file: handled one by one
+        signals.supervisor_gone()
+        assert await waits(signals)
+    signals.trigger()  # an operator's SIGTERM, later: cuts the drain short
     await asyncio.wait_for(signals.next(), 1)
 
 
 async def test_a_stop_taken_before_the_supervisor_died_is_not_repeated_by_its_death() -> None:
-    signals = ShutdownSignals(parent=os.getppid() + 1_000_000)
+    signals = ShutdownSignals(supervised=True)
     signals.stop_level(1)  # the supervisor's stop, then it is killed
     await asyncio.wait_for(signals.next(), 1)
-    signals.trigger()
+    signals.supervisor_gone()
     signals.supervisor_gone()
     assert await waits(signals)
+
+
+async def test_the_kernels_news_arrives_as_its_own_signal() -> None:
+    """PARENT_DIED reaches ``supervisor_gone`` through the loop's handler, not ``trigger``:
+    sent three times with the stop taken in between, it is still one stop."""
+    signals = ShutdownSignals(supervised=True)
+    signals.install()
+    try:
+        os.kill(os.getpid(), PARENT_DIED)
+        await asyncio.wait_for(signals.next(), 1)
+        for _ in range(2):
+            os.kill(os.getpid(), PARENT_DIED)
+            assert await waits(signals)
+        assert signals.received == 0  # no SIGTERM was counted
+    finally:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, PARENT_DIED):
+            loop.remove_signal_handler(sig)
