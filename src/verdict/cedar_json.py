@@ -17,7 +17,15 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from verdict.errors import RequestError
-from verdict.json_values import DEFAULT_MAX_DEPTH, ValueBudget, parse_json
+from verdict.json_values import (
+    DEFAULT_MAX_DEPTH,
+    FLOAT_PROBLEM,
+    LONG_MAX,
+    LONG_MIN,
+    LONG_PROBLEM,
+    ValueBudget,
+    parse_json,
+)
 from verdict.model import TYPE_NAME_PROBLEM, EntityUid, JsonObject, has_surrogate, is_type_name
 
 ESCAPES = frozenset({"__entity", "__extn", "__expr"})
@@ -89,6 +97,10 @@ def _check_values(record: JsonObject, path: str, refs: set[EntityUid] | None = N
                         raise RequestError(_path(path, (trail, index)), SURROGATE_PROBLEM)
                 elif isinstance(child, _CONTAINERS):
                     stack.append((child, (trail, index)))
+                elif child.__class__ is float or (
+                    child.__class__ is int and not LONG_MIN <= child <= LONG_MAX
+                ):  # the strict parse makes neither; orjson does (entity_items.py)
+                    raise RequestError(_path(path, (trail, index)), _number_problem(child))
             continue
         pairs: Iterable[tuple[str, Any]]
         if len(item) == 1 and "__entity" in item:
@@ -116,8 +128,19 @@ def _check_values(record: JsonObject, path: str, refs: set[EntityUid] | None = N
                     raise RequestError(_path(path, (trail, key)), SURROGATE_PROBLEM)
             elif isinstance(child, _CONTAINERS):
                 stack.append((child, (trail, key)))
+            elif child.__class__ is float or (
+                child.__class__ is int and not LONG_MIN <= child <= LONG_MAX
+            ):  # the strict parse makes neither; orjson does (entity_items.py)
+                raise RequestError(_path(path, (trail, key)), _number_problem(child))
             if not key.isascii() and has_surrogate(key):
                 raise RequestError(_path(path, (trail, key)), SURROGATE_PROBLEM)
+
+
+def _number_problem(value: Any) -> str:
+    """What is wrong with a float or an integer past 64 bits: the strict parse never makes
+    one, but a parser without its hooks (orjson, for entity files: entity_items.py) does,
+    and its items are walked here before anything else reads them."""
+    return FLOAT_PROBLEM if value.__class__ is float else LONG_PROBLEM
 
 
 def _path(root: str, trail: _Trail) -> str:

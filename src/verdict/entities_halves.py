@@ -28,16 +28,16 @@ import os
 import re
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any
 
 from verdict.cedar import SchemaHandle
 from verdict.cpus import cpu_count
+from verdict.entity_items import EntityItems
 from verdict.errors import RequestError
 from verdict.heap import collector_paused
-from verdict.json_values import ArrayItems, guess_item_start
+from verdict.json_values import guess_item_start
 from verdict.model import EntityUid
 from verdict.schema_shape import SchemaShape
 from verdict.store.bulk import stage_entities
@@ -261,9 +261,13 @@ async def _half(
     shaper = EntityShaper("entities", keep_text=True)
     report = HalfReport()
     try:
-        items = ArrayItems(job.text, job.start, "entities", job.max_depth)
+        items = EntityItems(job.text, job.start, "entities", job.max_depth)
+
+        def beat() -> None:
+            beats.value += 1
+
         with collector_paused():
-            actions = shape_items(_beating(items, beats), shaper, checks, job.hierarchy)
+            actions = shape_items(items, shaper, checks, job.hierarchy, beat=beat)
     except RequestError as exc:
         checks.close()
         named = _ITEM.match(exc.field)
@@ -295,11 +299,3 @@ async def _half(
 
 
 ITEMS_PER_BEAT = 1_000
-
-
-def _beating(items: Iterable[Any], beats: Synchronized[int]) -> Iterator[Any]:
-    """``items``, a beat raised every ``ITEMS_PER_BEAT`` of them."""
-    for count, item in enumerate(items, 1):
-        if count % ITEMS_PER_BEAT == 0:
-            beats.value += 1
-        yield item

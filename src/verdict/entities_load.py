@@ -16,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from verdict import cedar
 from verdict.cedar import SchemaHandle
 from verdict.cedar_json import loads_strict
 from verdict.entities_halves import (
+    ITEMS_PER_BEAT,
     SPLIT_MIN_BYTES,
     HalfJob,
     HalfReport,
@@ -33,10 +34,10 @@ from verdict.entities_halves import (
     SecondHalf,
     split_offset,
 )
+from verdict.entity_items import EntityItems, entity_items
 from verdict.errors import Diagnostic, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_text
 from verdict.heap import collector_paused, keep_until_exit
-from verdict.json_values import array_items
 from verdict.model import EntityUid
 from verdict.policy.file_limits import MAX_ENTITIES_FILE_BYTES
 from verdict.policy.seal import entities_problem, text_digest
@@ -198,7 +199,7 @@ class _Load:
         switched = False
         try:
             with self.progress.phase("parse"), collector_paused():
-                items = array_items(text, "entities", MAX_DEPTH, stop=offset)
+                items = entity_items(text, "entities", MAX_DEPTH, stop=offset)
                 if items is None:
                     not_an_array(text)
                 shaper = EntityShaper("entities", keep_text=True)
@@ -292,7 +293,7 @@ def parse_in_parts(
     """The file's entities, checked for shape, uniqueness and hierarchy; each part handed to
     ``checks`` as soon as it is parsed (the actions together, last). RequestError names the
     item at fault."""
-    items = array_items(text, "entities", MAX_DEPTH)
+    items = entity_items(text, "entities", MAX_DEPTH)
     if items is None:  # not an array: invalid JSON is refused where the whole parse finds it
         not_an_array(text)
     shaper = EntityShaper("entities", keep_text=True)
@@ -311,23 +312,34 @@ def not_an_array(text: str) -> NoReturn:
 
 
 def shape_items(
-    items: Iterable[Any],
+    items: EntityItems,
     shaper: EntityShaper,
     checks: PartChecks,
     hierarchy: HierarchyLimits,
     part_size: int = PART_ENTITIES,
+    beat: Callable[[], None] | None = None,
 ) -> list[StoredEntity]:
     """Add ``items`` to ``shaper``, handing each part of non-action entities to ``checks`` as
     soon as it is parsed; return the actions, which Cedar must see together (not yet handed
-    on). The whole graph is the caller's to check, after the parse:
+    on). ``beat`` is called every ``ITEMS_PER_BEAT`` items. An item ``check_entity`` refuses
+    is read again strictly (``EntityItems.strict_again``): the refusal is the strict parse's.
+    The whole graph is the caller's to check, after the parse:
     a part whose own graph breaks a bound is kept from Cedar, and the whole graph, which holds
     it, is refused then. So a file's refusal does not depend on where its parts (or halves)
     begin: shape and syntax first, in file order, then the hierarchy (attack round 24)."""
     part: list[StoredEntity] = []
     actions: list[StoredEntity] = []
-    for item in items:
-        entity = shaper.add(item)
+    for count, item in enumerate(items, 1):
+        try:
+            entity = shaper.add(item, items.last_text)
+        except RequestError:
+            again = items.strict_again()  # raises the strict parse's refusal, if it has one
+            if again is None:
+                raise
+            entity = shaper.add(again)
         (actions if is_action(entity) else part).append(entity)
+        if beat is not None and count % ITEMS_PER_BEAT == 0:
+            beat()
         if len(part) == part_size:
             _hand_on(part, shaper, checks, hierarchy)
             part = []

@@ -59,9 +59,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+FLOAT_PROBLEM = "contains a fractional number; Cedar has no floats (use decimal)"
+LONG_PROBLEM = "contains an integer outside Cedar's 64-bit range"
 _PARSE_PROBLEMS = {
-    "float": "contains a fractional number; Cedar has no floats (use decimal)",
-    "long": "contains an integer outside Cedar's 64-bit range",
+    "float": FLOAT_PROBLEM,
+    "long": LONG_PROBLEM,
     "duplicate": "repeats a key within one object",
     "constant": "contains NaN or Infinity, which are not JSON",
 }
@@ -263,19 +265,34 @@ def array_items(
 class ArrayItems:
     """An array's items from ``index`` (just past the ``[``, or where an item starts) to the
     end of the document, or, given ``stop``, to the item that starts there: ``aligned`` then
-    says whether one does (False: ``stop`` fell inside an item, or the array ended before it)."""
+    says whether one does (False: ``stop`` fell inside an item, or the array ended before it).
+    Given ``pause``, they end at the first item that starts at or past it (``paused_at``: its
+    offset, None if the array ended first), to be read on from there."""
 
     def __init__(
-        self, text: str, index: int, field: str, max_depth: int, stop: int | None = None
+        self,
+        text: str,
+        index: int,
+        field: str,
+        max_depth: int,
+        stop: int | None = None,
+        pause: int | None = None,
     ) -> None:
         self.aligned: bool | None = None
-        self._items = self._read(text, index, field, max_depth, stop)
+        self.paused_at: int | None = None
+        self._items = self._read(text, index, field, max_depth, stop, pause)
 
     def __iter__(self) -> Iterator[Any]:
         return self._items
 
     def _read(
-        self, text: str, index: int, field: str, max_depth: int, stop: int | None
+        self,
+        text: str,
+        index: int,
+        field: str,
+        max_depth: int,
+        stop: int | None,
+        pause: int | None,
     ) -> Iterator[Any]:
         index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
         if text.startswith("]", index):
@@ -284,6 +301,9 @@ class ArrayItems:
             while True:
                 if stop is not None and index >= stop:
                     self.aligned = index == stop
+                    return
+                if pause is not None and index >= pause:
+                    self.paused_at = index
                     return
                 start = index
                 try:
@@ -294,7 +314,7 @@ class ArrayItems:
                 # item's text (strings included, so never too few) than levels allowed need no
                 # walk.
                 if text.count("[", start, index) + text.count("{", start, index) >= max_depth:
-                    _count_levels([item], field, max_depth, 1)
+                    check_item_depth(item, field, max_depth)
                 yield item
                 index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
                 if text.startswith(",", index):
@@ -310,6 +330,12 @@ class ArrayItems:
         index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
         if index != len(text):
             raise RequestError(field, _invalid_at(text, index))
+
+
+def check_item_depth(item: Any, field: str, max_depth: int) -> None:
+    """RequestError unless an array's ``item`` nests within ``max_depth`` levels, the array
+    counted (as ``parse_json`` counts the whole)."""
+    _count_levels([item], field, max_depth, 1)
 
 
 # Where an entity object probably starts: after "}," and before one of an entity's keys. Only

@@ -80,14 +80,15 @@ class EntityShaper:
         self._parents: dict[EntityUid, list[EntityUid]] = {}
         self._positions: dict[EntityUid, int] = {}
 
-    def add(self, item: Any) -> StoredEntity:
-        """Check one more item; the entity it holds."""
+    def add(self, item: Any, text: str | None = None) -> StoredEntity:
+        """Check one more item; the entity it holds. ``text``: its ``entity_text``, if made."""
         index = len(self.entities)
         uid, references = check_entity(item, f"{self.where}[{index}]")
         if uid in self.entities:
             raise RequestError(f"{self.where}[{index}]", f"duplicate entity {uid}")
         if self.keep_text:
-            entity = StoredEntity.with_text(uid, item, references, entity_text(item))
+            stored = entity_text(item) if text is None else text
+            entity = StoredEntity.with_text(uid, item, references, stored)
         else:
             entity = StoredEntity(uid, item, references)
         self.entities[uid] = entity
