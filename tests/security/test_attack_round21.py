@@ -121,13 +121,19 @@ class FileReads:
         self._opened: dict[str, bool] = {}
         self.reads = {path.name: 0 for path in paths}
 
-    def wait(self, name: str, count: int, seconds: float) -> bool:
-        """Return once ``name`` has been read ``count`` times in all; False after ``seconds``."""
+    def wait(
+        self, name: str, count: int, seconds: float, done: threading.Event | None = None
+    ) -> bool:
+        """Return once ``name`` has been read ``count`` times in all; False after ``seconds``,
+        or once ``done`` is set (what the reads were awaited for is over: waiting on for a
+        read that will not come cost 15 s a try, and put the test past its timeout in CI)."""
         deadline = time.monotonic() + seconds
         while self.reads[name] < count:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._fd], [], [], left)[0]:
+            if left <= 0 or (done is not None and done.is_set()):
                 return False
+            if not select.select([self._fd], [], [], min(left, 0.05))[0]:
+                continue
             data = os.read(self._fd, 64 * 1024)
             offset = 0
             while offset < len(data):
@@ -230,20 +236,22 @@ def test_a_links_file_unlinked_and_written_again_during_a_reload_is_not_dropped(
             seal(stores)
             time.sleep(0.5)  # older than the settle's 0.25 s: the reload hashes once first
             with file_reads(links, entities) as reads:
+                reloaded = threading.Event()
 
-                def deploy() -> None:
+                def deploy(reloaded: threading.Event = reloaded) -> None:
                     # links.json read 2 is the seal check's (read 1: the reload's hash) ...
                     if not reads.wait("links.json", 2, 15):
                         return
                     os.rename(links, aside)
                     # ... entities.json read 3 the snapshot's version, after read_links.
-                    reads.wait("entities.json", 3, 15)
+                    reads.wait("entities.json", 3, 15, done=reloaded)
                     os.rename(aside, links)
 
                 writer = in_thread(deploy)
                 try:
                     (state,) = reload_all(port).stores
                 finally:
+                    reloaded.set()  # a reload refused before read 3 ends the wait for it
                     writer.join(20)
             assert links.exists()
             assert not aside.exists()
