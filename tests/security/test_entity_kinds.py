@@ -272,6 +272,7 @@ def canonical(entity: dict[str, Any]) -> bool:
     return all(parse_uid(parent) != own for parent in entity["parents"])
 
 
+@pytest.mark.timeout(300)  # 15-22 s in CI runs: the default 60 s was two slow hours away
 @pytest.mark.parametrize("with_schema", [True, False])
 @PROFILE
 @given(data=st.data())

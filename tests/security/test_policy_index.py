@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -161,6 +162,7 @@ def check_slices(
         assert answer(cedar.is_authorized(request, full, list(new), schema)) == whole
 
 
+@pytest.mark.timeout(300)  # 15-29 s in CI runs: the default 60 s was two slow hours away
 @profile(EXAMPLES)
 @given(
     spec=policy_sets(),
