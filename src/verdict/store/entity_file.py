@@ -8,7 +8,7 @@ from typing import Any
 
 from verdict import cedar
 from verdict.cedar import SchemaHandle
-from verdict.cedar_json import check_entity, loads_strict
+from verdict.cedar_json import check_entity_item, loads_strict
 from verdict.errors import Diagnostic, EntitiesChangedError, PolicyLoadError, RequestError
 from verdict.files import FileReadError, read_store_text
 from verdict.heap import collector_paused
@@ -19,7 +19,7 @@ from verdict.policy.seal import entities_problem, text_digest
 from verdict.policy.store_settings import is_action_type
 from verdict.store.base import StoredEntity
 from verdict.store.json_lines import entity_index, error_line
-from verdict.store.parent_graph import HierarchyLimits, HierarchyProblem, check_graph, parents_of
+from verdict.store.parent_graph import HierarchyLimits, HierarchyProblem, check_graph
 from verdict.store.weight import entity_text
 
 DEFAULT_HIERARCHY = HierarchyLimits()
@@ -83,7 +83,7 @@ class EntityShaper:
     def add(self, item: Any, text: str | None = None) -> StoredEntity:
         """Check one more item; the entity it holds. ``text``: its ``entity_text``, if made."""
         index = len(self.entities)
-        uid, references = check_entity(item, f"{self.where}[{index}]")
+        uid, references, parents = check_entity_item(item, self.where, index)
         if uid in self.entities:
             raise RequestError(f"{self.where}[{index}]", f"duplicate entity {uid}")
         if self.keep_text:
@@ -92,8 +92,8 @@ class EntityShaper:
         else:
             entity = StoredEntity(uid, item, references)
         self.entities[uid] = entity
-        if item["parents"]:
-            self._parents[uid] = parents_of(item)
+        if parents:
+            self._parents[uid] = parents
             self._positions[uid] = index
         return entity
 
