@@ -16,7 +16,10 @@ each item shaped) and ``fast_read`` (``entity_items`` through the load's own ``s
 without Cedar's threads). orjson keeps a process-wide cache of object keys, so every file
 holding a colliding key is read in a fresh interpreter: it must never reach this process.
 
-Findings (their tests are ``xfail(strict=True)``; they fail on the code attacked):
+Findings (all four fixed: the chunks are read by json's C decoder without hooks, which
+compares keys by their text; its stored forms are made under the same guard; a divergence
+makes the rest strict; ``error_line`` places a refusal in a file nested past the interpreter's
+limit by its index):
 
 1. orjson's key cache makes a key read as another key. orjson 3.13 caches keys of up to 64
    bytes under their XXH3-64 hash alone (``get_unicode_key``: no comparison of the text on a
@@ -178,12 +181,6 @@ print(json.dumps({"fast": summary(fast_read(text)), "strict": summary(strict(tex
 # Findings
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: orjson's key cache reads a key with the XXH3 hash of 'parents' as "
-    "'parents': the entity is loaded with parents the file does not show, where the strict "
-    "parse refuses the unknown key",
-)
 def test_a_key_hashed_like_parents_does_not_give_an_entity_parents(tmp_path: Path) -> None:
     hidden = entity(1, "{}", parents="[]").replace(
         '"parents": []', f'"{COLLIDING["parents"]}": [{{"type": "Role", "id": "admin"}}]'
@@ -195,11 +192,6 @@ def test_a_key_hashed_like_parents_does_not_give_an_entity_parents(tmp_path: Pat
     assert answer["fast"] == answer["strict"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: in a store without a schema, a record under a key hashed like "
-    "'__entity' is stored as an entity reference the strict reading does not hold",
-)
 def test_a_key_hashed_like_an_escape_does_not_make_a_record_a_reference(tmp_path: Path) -> None:
     first = entity(0, '{"boss": {"__entity": {"type": "User", "id": "u100"}}}')
     record = f'{{"owner": {{"{COLLIDING["__entity"]}": {{"type": "User", "id": "alice"}}}}}}'
@@ -211,12 +203,6 @@ def test_a_key_hashed_like_an_escape_does_not_make_a_record_a_reference(tmp_path
     assert answer["fast"] == answer["strict"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1, end to end: `verdict entities load` switches the lending store to an "
-    "Employee in Role::underwriter whose file text has no parents member (the old command "
-    "refused the file)",
-)
 def test_the_command_refuses_parents_spelled_with_a_colliding_key(
     tmp_path: Path, redis: RedisProcess
 ) -> None:
@@ -289,11 +275,6 @@ print(json.dumps({"kind": outcome[0], "calls": reread[0], "items": reread[1], "s
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 2: a key hashed like 'parents', seen first, makes every later 'parents' "
-    "read as it: each item is read again from its chunk's start (n^2/2 parses per chunk)",
-)
 def test_a_key_cached_before_parents_costs_no_rereads(tmp_path: Path) -> None:
     """1,200 small entities in chunks of 16 KB (~190 items; the real ones hold ~3,700 such
     items: 30 s a chunk). The load may read an item again once (``strict_again`` before a
@@ -310,11 +291,6 @@ def test_a_key_cached_before_parents_costs_no_rereads(tmp_path: Path) -> None:
 DEEP_ITEM = entity(9, '{"d": ' + "[" * 1_015 + "]" * 1_015 + "}")  # within orjson's 1,024
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 3: an item nested 1,015 deep: RecursionError from entity_text's json "
-    "fallback in _fast_chunk, where the strict parse refuses it as nested too deep",
-)
 @pytest.mark.parametrize("halves", [False, True])
 def test_an_item_nested_a_thousand_deep_is_refused_not_a_crash(halves: bool) -> None:
     """The item is in the first chunk; loaded in halves, the parent's half spans two."""
@@ -325,11 +301,6 @@ def test_an_item_nested_a_thousand_deep_is_refused_not_a_crash(halves: bool) -> 
     assert fast_read(text, stop) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 4 (before this change): error_line parses a refused file with json.loads: "
-    "RecursionError on a file nested ~1,000 deep, for entities load and read_entities_file",
-)
 def test_a_deep_file_is_refused_with_a_line_not_a_recursion_error(tmp_path: Path) -> None:
     deep = array(entity(0), entity(9, '{"d": ' + "[" * 1_100 + "]" * 1_100 + "}"))
     refused = RequestError("entities", "is nested deeper than 64 levels")
@@ -346,11 +317,6 @@ def test_a_deep_file_is_refused_with_a_line_not_a_recursion_error(tmp_path: Path
     assert not isinstance(raised.value, RecursionError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="findings 3 and 4, end to end: `verdict entities load` of a file nested 1,015 deep "
-    "ends with a traceback (RecursionError), not an 'invalid entities' line",
-)
 def test_the_command_refuses_a_deep_file_in_one_line(tmp_path: Path, redis: RedisProcess) -> None:
     stores = tmp_path / "stores"
     write_store(stores, "plain", {"policy.cedar": "permit(principal, action, resource);\n"})
