@@ -10,7 +10,7 @@ Cedar's check cannot see:
   attribute): any string is an id, except for enumerated entity types and actions, whose ids
   the schema lists (kept);
 - a top-level attribute's string when the schema declares it ``String``, and its integer
-  (already within 64 bits: the strict parse refuses others) when it declares ``Long``.
+  (already within 64 bits: the entity's walk refuses others) when it declares ``Long``.
 
 Everything else is kept as written: strings at any other position (a schema's ``ipaddr``,
 ``decimal``, ``datetime`` or ``duration`` attribute reads a bare string as the constructor's
