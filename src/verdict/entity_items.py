@@ -118,9 +118,10 @@ class EntityItems:
                     item, self._max_depth
                 ):  # too deep: the strict parse's refusal (or what it finds first)
                     self._last, self.last_text = None, None
-                    yield self._strict_item(index, position)
-                    continue
-                self._last, self.last_text = (index, position), stored
+                    item = self._strict_item(index, position)
+                    self._diverged = True  # it did not refuse: trust it from here on
+                else:
+                    self._last, self.last_text = (index, position), stored
                 yield item
                 if self._diverged:
                     yield from self._strict_after(index, position + 1)

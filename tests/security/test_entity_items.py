@@ -383,3 +383,24 @@ def test_a_reading_that_disagrees_makes_the_rest_strict(monkeypatch: pytest.Monk
     with chunks_of(2_000):
         assert fast(text) == strict(text)
     assert reread == 1
+
+
+def test_a_depth_walk_that_disagrees_makes_the_rest_strict(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same for the depth check: were it to call an item too deep that the strict parse
+    reads whole (it must not: both walk with one function), the strict item is the answer and
+    the rest is read strictly, one item read twice."""
+    reread = 0
+    strict_item = entity_items_module.EntityItems._strict_item
+
+    def counted(self: entity_items_module.EntityItems, start: int, position: int) -> Any:
+        nonlocal reread
+        reread += 1
+        return strict_item(self, start, position)
+
+    monkeypatch.setattr(entity_items_module, "_within", lambda item, max_depth: False)
+    monkeypatch.setattr(entity_items_module.EntityItems, "_strict_item", counted)
+    parents = json.dumps([{"type": "Group", "id": f"g{i}"} for i in range(70)])
+    text = array(*(entity(i, parents=parents) for i in range(200)))
+    with chunks_of(20_000):
+        assert fast(text) == strict(text)
+    assert reread == 1
