@@ -291,16 +291,27 @@ def _check_entity(
     return uid
 
 
+# Type names is_type_name accepted, looked up without a call (an entity file's walk checks
+# ~3 uids per entity). Bounded in count and length: a caller cannot fill it.
+_TYPE_NAMES: set[str] = set()
+_TYPE_NAMES_KEPT, _TYPE_NAME_KEPT_CHARS = 1024, 128
+
+
 def _uid_problem(value: Any) -> str | None:
     # Exactly the keys "type" and "id" (without building a set: this runs for every uid).
     if not isinstance(value, dict) or len(value) != 2 or "type" not in value or "id" not in value:
         return UID_PROBLEM
     type_, id_ = value["type"], value["id"]
-    if not isinstance(type_, str) or not is_type_name(type_):
+    if not isinstance(type_, str):
         return TYPE_PROBLEM
+    if type_ not in _TYPE_NAMES:
+        if not is_type_name(type_):
+            return TYPE_PROBLEM
+        if len(_TYPE_NAMES) < _TYPE_NAMES_KEPT and len(type_) <= _TYPE_NAME_KEPT_CHARS:
+            _TYPE_NAMES.add(type_)
     if not isinstance(id_, str):
         return "id must be a string"
-    if has_surrogate(id_):
+    if not id_.isascii() and has_surrogate(id_):
         return f"id {SURROGATE_PROBLEM}"
     return None
 

@@ -8,6 +8,7 @@ from typing import Any
 import cedarpy
 import pytest
 
+from verdict import cedar_json
 from verdict.cedar_json import (
     check_entity_shape,
     entity_references,
@@ -219,3 +220,17 @@ def test_an_entity_without_attrs_or_parents_is_refused_by_name(
     assert refused.value.problem.startswith(f"lacks {lacking}")
     with pytest.raises(ValueError, match="deserialization"):
         cedarpy.Entities.from_json_str(json.dumps([entity]))
+
+
+def test_the_type_names_remembered_for_uids_stay_bounded() -> None:
+    """Valid type names are remembered so uids are checked without a call; a caller sending
+    endless distinct names (or long ones) cannot grow that memory."""
+    for i in range(3_000):
+        assert cedar_json.parse_uid({"type": f"T{i}", "id": "x"}) is not None
+    long_name = "L" * 10_000
+    assert cedar_json.parse_uid({"type": long_name, "id": "x"}) is not None
+    assert len(cedar_json._TYPE_NAMES) <= cedar_json._TYPE_NAMES_KEPT
+    assert long_name not in cedar_json._TYPE_NAMES
+    # and what it remembers changes no answer: a bad name is refused however often it comes
+    for _ in range(3):
+        assert cedar_json.parse_uid({"type": "not a type", "id": "x"}) is None

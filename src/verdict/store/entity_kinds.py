@@ -36,6 +36,7 @@ from verdict.schema_shape import EntityRef, Primitive, RecordType, SchemaShape
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
 _STRING, _LONG, _ENTITY, _ANY = "string", "long", "entity", "any"
 _BLANK_STRINGS = (_STRING, _ANY)
+_BLANK_REFS = (_ENTITY, _ANY)
 
 
 class EntityKinds:
@@ -75,11 +76,20 @@ class EntityKinds:
         for parent in entity["parents"]:
             key.append(self._uid(parent))
         key.append(None)
+        keeps_ids = self._keeps_id
         for name, value in entity["attrs"].items():
             what = _ANY if blankable is None else blankable.get(name)
             kind = type(value)
             if kind is str:  # most values: blanked here, without a call
                 shown = "" if what in _BLANK_STRINGS else value
+            elif kind is dict and "__entity" in value and what in _BLANK_REFS:
+                # A reference, the next most common: as _uid reads it, without the call.
+                inner = value["__entity"]
+                ref_type = inner["type"]
+                keeps = keeps_ids.get(ref_type)
+                if keeps is None:
+                    keeps = self._keeps(ref_type)
+                shown = (ref_type, inner["id"] if keeps else "")
             else:
                 shown = self._blank(value, what)
             key += (name, kind, shown)
@@ -116,7 +126,7 @@ class EntityKinds:
             return bool(value)
         if value is None:
             return None
-        if kind is dict and "__entity" in value and what in (_ENTITY, _ANY):
+        if kind is dict and "__entity" in value and what in _BLANK_REFS:
             return self._uid(value["__entity"])
         return _ENCODER.encode(value)
 
