@@ -354,6 +354,19 @@ def test_one_odd_item_among_plain_ones_gets_the_strict_answer(
     agree(array(*items), chars)
 
 
+def count_strict_items(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A one-item list counting the items read strictly again from here on."""
+    count = [0]
+    strict_item = entity_items_module.EntityItems._strict_item
+
+    def counted(self: entity_items_module.EntityItems, start: int, position: int) -> Any:
+        count[0] += 1
+        return strict_item(self, start, position)
+
+    monkeypatch.setattr(entity_items_module.EntityItems, "_strict_item", counted)
+    return count
+
+
 def test_a_reading_that_disagrees_makes_the_rest_strict(monkeypatch: pytest.MonkeyPatch) -> None:
     """Should the fast reading ever differ from the strict one (it must not; a wrong reading
     is simulated here: every chunk read with a float in each item), the item the walk refuses
@@ -369,38 +382,22 @@ def test_a_reading_that_disagrees_makes_the_rest_strict(monkeypatch: pytest.Monk
         items, texts = fast_chunk
         return [{**item, "attrs": {"n": 0.5}} for item in items], texts
 
-    reread = 0
-    strict_item = entity_items_module.EntityItems._strict_item
-
-    def counted(self: entity_items_module.EntityItems, start: int, position: int) -> Any:
-        nonlocal reread
-        reread += 1
-        return strict_item(self, start, position)
-
     monkeypatch.setattr(entity_items_module, "_fast_chunk", misread)
-    monkeypatch.setattr(entity_items_module.EntityItems, "_strict_item", counted)
+    rereads = count_strict_items(monkeypatch)
     text = array(*(entity(i) for i in range(300)))
     with chunks_of(2_000):
         assert fast(text) == strict(text)
-    assert reread == 1
+    assert rereads == [1]
 
 
 def test_a_depth_walk_that_disagrees_makes_the_rest_strict(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same for the depth check: were it to call an item too deep that the strict parse
     reads whole (it must not: both walk with one function), the strict item is the answer and
     the rest is read strictly, one item read twice."""
-    reread = 0
-    strict_item = entity_items_module.EntityItems._strict_item
-
-    def counted(self: entity_items_module.EntityItems, start: int, position: int) -> Any:
-        nonlocal reread
-        reread += 1
-        return strict_item(self, start, position)
-
     monkeypatch.setattr(entity_items_module, "_within", lambda item, max_depth: False)
-    monkeypatch.setattr(entity_items_module.EntityItems, "_strict_item", counted)
+    rereads = count_strict_items(monkeypatch)
     parents = json.dumps([{"type": "Group", "id": f"g{i}"} for i in range(70)])
     text = array(*(entity(i, parents=parents) for i in range(200)))
     with chunks_of(20_000):
         assert fast(text) == strict(text)
-    assert reread == 1
+    assert rereads == [1]
