@@ -99,10 +99,11 @@ def _check_values(record: JsonObject, path: str, refs: set[EntityUid] | None = N
                     if not child.isascii() and has_surrogate(child):
                         raise RequestError(_path(path, (trail, index)), SURROGATE_PROBLEM)
                 elif isinstance(child, _CONTAINERS):
-                    stack.append((child, (trail, index)))
+                    if not _sound_reference(child, refs):
+                        stack.append((child, (trail, index)))
                 elif child.__class__ is float or (
                     child.__class__ is int and not LONG_MIN <= child <= LONG_MAX
-                ):  # the strict parse makes neither; orjson does (entity_items.py)
+                ):  # the strict parse makes neither; its decoder without hooks does
                     raise RequestError(_path(path, (trail, index)), _number_problem(child))
             continue
         pairs: Iterable[tuple[str, Any]]
@@ -130,18 +131,33 @@ def _check_values(record: JsonObject, path: str, refs: set[EntityUid] | None = N
                 if not child.isascii() and has_surrogate(child):
                     raise RequestError(_path(path, (trail, key)), SURROGATE_PROBLEM)
             elif isinstance(child, _CONTAINERS):
-                stack.append((child, (trail, key)))
+                if not _sound_reference(child, refs):
+                    stack.append((child, (trail, key)))
             elif child.__class__ is float or (
                 child.__class__ is int and not LONG_MIN <= child <= LONG_MAX
-            ):  # the strict parse makes neither; orjson does (entity_items.py)
+            ):  # the strict parse makes neither; its decoder without hooks does
                 raise RequestError(_path(path, (trail, key)), _number_problem(child))
             if not key.isascii() and has_surrogate(key):
                 raise RequestError(_path(path, (trail, key)), SURROGATE_PROBLEM)
 
 
+def _sound_reference(value: Any, refs: set[EntityUid] | None) -> bool:
+    """Whether ``value`` is a sound ``{"__entity": {"type", "id"}}`` (added to ``refs``): read
+    where it is met, as popping it would (it can raise nothing), without the stack's trip. A
+    reference that is not sound is pushed, so its refusal comes when it came before."""
+    if value.__class__ is not dict or len(value) != 1 or "__entity" not in value:
+        return False
+    inner = value["__entity"]
+    if _uid_problem(inner) is not None:
+        return False
+    if refs is not None:
+        refs.add(_uid(EntityUid, (inner["type"], inner["id"])))
+    return True
+
+
 def _number_problem(value: Any) -> str:
     """What is wrong with a float or an integer past 64 bits: the strict parse never makes
-    one, but a parser without its hooks (orjson, for entity files: entity_items.py) does,
+    one, but its decoder without hooks (for entity files: entity_items.py) does,
     and its items are walked here before anything else reads them."""
     return FLOAT_PROBLEM if value.__class__ is float else LONG_PROBLEM
 
