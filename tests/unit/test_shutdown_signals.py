@@ -103,3 +103,16 @@ async def test_the_kernels_news_arrives_as_its_own_signal() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, PARENT_DIED):
             loop.remove_signal_handler(sig)
+
+
+async def test_a_sigterm_after_the_groups_copy_of_a_taken_stop_cuts_the_drain_short() -> None:
+    """A SIGTERM to the process group: the supervisor's level 1 is taken first, then the
+    worker's own copy arrives (one stop). An operator's later SIGTERM to this worker alone is
+    a second stop; it had merged into the copy's round, never taken, and drained in full."""
+    signals = ShutdownSignals(supervised=True)
+    signals.stop_level(1)
+    await asyncio.wait_for(signals.next(), 1)
+    signals.trigger()  # the group's copy: the same stop
+    assert await waits(signals)
+    signals.trigger()  # the operator's
+    await asyncio.wait_for(signals.next(), 1)

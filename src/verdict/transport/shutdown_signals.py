@@ -40,9 +40,12 @@ class ShutdownSignals:
             loop.add_signal_handler(PARENT_DIED, self.supervisor_gone)
 
     def trigger(self) -> None:
-        """A signal arrived."""
+        """A signal arrived. It merges into a round not taken yet, unless that round is
+        already covered by the stops taken (the process group's own copy of a stop the
+        supervisor said first): then it is a stop of its own, and a later SIGTERM to one
+        worker cut no drain short."""
         self.received += 1
-        if not self._open:
+        if not self._open or self._rounds <= self._taken:
             if self._gone:  # no more levels will come: this is beyond them
                 self._rounds = max(self._rounds, self._levels)
             self._open = True
