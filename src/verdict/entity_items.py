@@ -145,20 +145,23 @@ class EntityItems:
         """The strict parse of the items after the first ``skipped`` of the chunk at
         ``chunk_start``, to the end (``aligned`` as ``ArrayItems`` says)."""
         self._last, self.last_text = None, None
-        items = ArrayItems(self._text, chunk_start, self._field, self._max_depth, self._stop)
-        rest = iter(items)
-        for _ in range(skipped):
-            next(rest)
+        items, rest = self._strict_skipping(chunk_start, skipped)
         yield from rest
         self.aligned = items.aligned
 
     def _strict_item(self, chunk_start: int, position: int) -> Any:
         """Item ``position`` of the chunk at ``chunk_start`` as the strict parse reads it
         (parsing the items before it again: only for an item the fast reading refused)."""
-        items = iter(ArrayItems(self._text, chunk_start, self._field, self._max_depth))
-        for _ in range(position):
-            next(items)
-        return next(items)
+        return next(self._strict_skipping(chunk_start, position)[1])
+
+    def _strict_skipping(self, chunk_start: int, skipped: int) -> tuple[ArrayItems, Iterator[Any]]:
+        """The strict parse from the chunk at ``chunk_start``, its first ``skipped`` items
+        parsed and passed over: (the parse, its remaining items)."""
+        items = ArrayItems(self._text, chunk_start, self._field, self._max_depth, self._stop)
+        rest = iter(items)
+        for _ in range(skipped):
+            next(rest)
+        return items, rest
 
 
 def _fast_chunk(chunk: str) -> tuple[list[Any], list[str]] | None:
