@@ -218,11 +218,20 @@ def test_calls_sent_through_a_shutdown_are_refused_retryably_never_cancelled(
     examples/, or any caller whose next request follows at once) keep calling while the
     server shuts down. docs/faults.md: "calls sent while it is down are refused
     (UNAVAILABLE), never silently dropped". Measured: 14-15 of the 16 calls in flight when
-    grpc stopped came back CANCELLED, which no retry policy retries."""
-    with serving(tmp_path) as served:
-        ended = asyncio.run(_closed_loop_until_terminated(served, 16))
-        assert served.process.wait(30) == 0
-    assert ended
+    grpc stopped came back CANCELLED, which no retry policy retries.
+
+    The race is timing's: on a loaded machine one shutdown in many lets every caller read
+    core's GOAWAY first (a CI run once saw no CANCELLED, which a strict xfail reads as
+    fixed). So up to three shutdowns are watched: the gap shows if any of them cancels."""
+    ended: list[str] = []
+    for _ in range(3):
+        with serving(tmp_path) as served:
+            this_time = asyncio.run(_closed_loop_until_terminated(served, 16))
+            assert served.process.wait(30) == 0
+        assert this_time
+        ended += this_time
+        if "CANCELLED" in this_time:
+            break
     assert "CANCELLED" not in ended, sorted(set(ended))
 
 
