@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+import grpc
 
 from verdict.client import ALLOW, VerdictClient, build_request
 
@@ -14,11 +17,26 @@ QUESTIONS = [
 ]
 
 
-def main() -> None:
-    """One IsAuthorized call, then the same questions as one BatchAuthorize."""
+def main() -> int:
+    """Exit 0 once every answer is printed, 2 when the server cannot be asked."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--target", default="127.0.0.1:50051", help="HOST:PORT of Verdict")
-    target = parser.parse_args().target
+    parser.add_argument(
+        "target", nargs="?", default="127.0.0.1:50051", help="HOST:PORT of Verdict (%(default)s)"
+    )
+    parser.add_argument("--target", dest="target_flag", help="the same, as a flag")
+    args = parser.parse_args()
+    target = args.target_flag or args.target
+    try:
+        ask(target)
+    except grpc.RpcError as exc:  # no traceback for the usual case: nothing serves there yet
+        code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+        print(f"error: cannot ask Verdict at {target} ({code}); is `make run` up?", file=sys.stderr)
+        return 2
+    return 0
+
+
+def ask(target: str) -> None:
+    """One IsAuthorized call, then the same questions as one BatchAuthorize."""
     with VerdictClient(target) as client:
         reply = client.is_authorized(*QUESTIONS[0], context=CONTEXT)
         print(
@@ -35,4 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

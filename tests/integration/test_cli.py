@@ -13,7 +13,7 @@ import pytest
 
 from tests.cases import BASE_CONTEXT
 from tests.conftest import POLICIES, ROOT
-from tests.processes import verdict_server
+from tests.processes import free_port, verdict_server
 from tests.stores import write_store
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
 
@@ -81,7 +81,12 @@ def test_check_deny_exits_one() -> None:
         (
             ("Employe::olivia", "Action::view", "Loan::loan-1001"),
             "error: principal: entity type Employe is not declared in the schema; "
-            "did you mean Employee?\n",
+            'did you mean Employee? (Action::"view" allows Borrower, Employee)\n',
+        ),
+        (
+            ("Foo::olivia", "Action::view", "Loan::loan-1001"),
+            "error: principal: entity type Foo is not declared in the schema "
+            '(Action::"view" allows Borrower, Employee)\n',
         ),
         (
             ("Borrower::alice", "Action::approve", "Loan::loan-1001"),
@@ -274,4 +279,25 @@ def test_the_example_runs_against_a_server() -> None:
     assert (
         lines[2] == "batch:  Employee::uma Action::view Loan::loan-2001 -> DENY "
         "['forbid-cross-partner-loan-access']"
+    )
+
+
+def test_the_example_takes_a_bare_address_and_says_when_nothing_serves_there() -> None:
+    """`decide.py HOST:PORT` works like `--target`; with no server: one line, exit 2."""
+    example = POLICIES.parent / "examples" / "decide.py"
+    with verdict_server() as server:
+        answered = subprocess.run(
+            [sys.executable, str(example), f"127.0.0.1:{server.port}"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout.startswith("single: ALLOW")
+    target = f"127.0.0.1:{free_port()}"
+    refused = subprocess.run(
+        [sys.executable, str(example), target],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"error: cannot ask Verdict at {target} (UNAVAILABLE); is `make run` up?\n"
     )

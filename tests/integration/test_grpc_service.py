@@ -131,7 +131,8 @@ BAD_REQUESTS = [
     ),
     (
         olivia(principal=pb.EntityUid(type="Employe", id="olivia")),
-        "principal: entity type Employe is not declared in the schema; did you mean Employee?",
+        "principal: entity type Employe is not declared in the schema; did you mean Employee? "
+        '(Action::"view" allows Borrower, Employee)',
     ),
     (
         olivia(resource=pb.EntityUid(type="Document", id="doc-1001-paystub")),
@@ -144,7 +145,17 @@ BAD_REQUESTS = [
             entities_json='[{"uid": {"type": "Loan", "id": "x"}, "attrs": {"amount": "?"}, '
             '"parents": []}]'
         ),
-        "entities_json: does not conform to the store's schema",
+        'entities_json[0]: Loan::"x": attribute `kind` is required by the schema but missing',
+    ),
+    (
+        # The attribute is named, its value (loan data, "SECRET-9") never echoed.
+        olivia(
+            entities_json='[{"uid": {"type": "Loan", "id": "x"}, "attrs": {"kind": "auto",'
+            ' "amount": "SECRET-9", "status": "draft",'
+            ' "owner": {"__entity": {"type": "Borrower", "id": "b"}},'
+            ' "partner": {"__entity": {"type": "Partner", "id": "p"}}}, "parents": []}]'
+        ),
+        'entities_json[0]: Loan::"x": attribute `amount` has a value of the wrong type',
     ),
     (
         olivia(entities_json='[{"uid": {"type": "Loan", "id": "x"}, "attrs": {}}]'),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.processes import free_port, verdict_server
 from tests.workers_support import wait_until
+from verdict.client import VerdictClient
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -69,6 +70,10 @@ def test_the_python_snippets_print_what_the_readme_says() -> None:
         expected = promised(sync)
         assert printed.startswith(expected.removesuffix("..."))
         assert run_python(asynchronous, target) == promised(asynchronous)
+        # ...and lifts the suspension again: the README's `verdict test --server` still passes.
+        with VerdictClient(target) as client:
+            (uma,) = client.get_entities(['Employee::"uma"']).entities
+        assert uma["attrs"]["suspended"] is False
 
 
 def test_the_offline_commands_answer_as_documented(tmp_path: Path) -> None:
@@ -162,3 +167,14 @@ def test_the_commands_through_a_running_server_answer_as_documented() -> None:
     put, got, _deleted = outputs
     assert "entity version" in put
     assert '"auditor"' in got
+
+
+def test_the_sample_case_count_the_docs_give_is_the_real_one() -> None:
+    """README and docs/policy-tests.md quote how many sample cases `verdict test` runs."""
+    done = run_shell("verdict test --stores policies")
+    assert done.returncode == 0, done.stderr
+    real = re.search(r"\((\d+) cases from", done.stdout)
+    assert real is not None, done.stdout
+    assert f"({real[1]} cases, every lending policy exercised)" in README
+    guide = (ROOT / "docs" / "policy-tests.md").read_text()
+    assert f"{real[1]} passed, 0 failed ({real[1]} cases from" in guide

@@ -544,11 +544,17 @@ def test_action_and_types() -> None:
     ]
     assert problems("Employee", "zzzz") == ['action: Action::"zzzz" is not declared in the schema']
     assert problems("Employe", "view") == [
-        "principal: entity type Employe is not declared in the schema; did you mean Employee?"
+        "principal: entity type Employe is not declared in the schema; did you mean Employee? "
+        '(Action::"view" allows Borrower, Employee)'
+    ]
+    assert problems("Foo", "view") == [
+        'principal: entity type Foo is not declared in the schema (Action::"view" allows '
+        "Borrower, Employee)"
     ]
     assert problems("Role", "approve", "Lone") == [
         'principal: entity type Role is not allowed for Action::"approve" (allowed: Employee)',
-        "resource: entity type Lone is not declared in the schema; did you mean Loan?",
+        "resource: entity type Lone is not declared in the schema; did you mean Loan? "
+        '(Action::"approve" allows Loan)',
     ]
 
 

@@ -140,7 +140,9 @@ def _scope_problem(
     if uid.type not in shape.entity_types:
         nearest = _nearest(uid.type, allowed) or _nearest(uid.type, shape.entity_types)
         hint = f"; did you mean {nearest}?" if nearest else ""
-        return f"entity type {uid.type} is not declared in the schema{hint}"
+        # The types the action takes, so a caller with no close match still learns what fits.
+        fits = f" ({action.uid} allows {_listed(allowed)})" if allowed else ""
+        return f"entity type {uid.type} is not declared in the schema{hint}{fits}"
     if not allowed:
         return (
             f"entity type {uid.type} is not allowed for {action.uid}: the schema gives that "
