@@ -320,17 +320,14 @@ _ENTITY_MARKERS = (
 )
 _ENTITY_ATTRIBUTE = re.compile(r"attribute `([^`]+)`")
 _QUOTED_UID = re.compile(r'`([A-Za-z_][\w:]*::"(?:[^"\\]|\\.)*")`')
+UNDECLARED_ENTITY_TYPE = "has an entity type the schema does not declare"
 # (substring of the reason, data-free explanation, whether it is about one attribute).
 _ENTITY_PROBLEMS = (
     ("should not exist", "is not declared in the schema", True),
     ("to have attribute", "is required by the schema but missing", True),
     ("type mismatch", "has a value of the wrong type", True),
     ("ancestor of type", "has a parent whose type the schema does not allow", False),
-    (
-        "which is not declared in the schema",
-        "has an entity type the schema does not declare",
-        False,
-    ),
+    ("which is not declared in the schema", UNDECLARED_ENTITY_TYPE, False),
     ("transitive closure", "its parents form a cycle back to itself", False),
     ("extension function", "is not a valid value of its extension type", True),
 )

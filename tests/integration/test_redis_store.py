@@ -119,8 +119,15 @@ async def test_schema_invalid_write_changes_nothing(redis: RedisProcess) -> None
         unknown = entity("Partner", "x", {"name": "X", "kind": "bank", "active": True, "z": 1})
         with pytest.raises(RequestError, match="attribute `z` is not declared"):
             await app.writes.put("lending", json.dumps([unknown]))
-        with pytest.raises(RequestError, match="has an entity type the schema does not declare"):
+        with pytest.raises(RequestError) as alien:
             await app.writes.put("lending", json.dumps([entity("Alien", "x")]))
+        assert alien.value.problem == 'Alien::"x": entity type Alien is not declared in the schema'
+        with pytest.raises(RequestError) as typo:  # a typo gets the declared type it missed
+            await app.writes.put("lending", json.dumps([entity("Employe", "x")]))
+        assert typo.value.problem == (
+            'Employe::"x": entity type Employe is not declared in the schema; '
+            "did you mean Employee?"
+        )
         after = [redis.cli("HGETALL", keys.entities), redis.cli("GET", keys.version)]
         assert after == before
 

@@ -18,16 +18,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from verdict import cedar
-from verdict.cedar import SchemaHandle
 from verdict.cedar_json import entity_references, entity_uid, parse_entities_counted
 from verdict.daemon_pool import DaemonPool
 from verdict.engine.hierarchy import HierarchyProblem, check_graph, parents_of
 from verdict.engine.limits import DEFAULT_LIMITS, EntityLimits
+from verdict.engine.request_problems import nearest_name
 from verdict.engine.turns import give_turn
 from verdict.errors import EntityDataError, RequestError, WriteConflictError, WritesRefusedError
 from verdict.model import EntityUid, JsonObject
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.snapshot import EntitiesSource, StoreSnapshot
+from verdict.schema_shape import SchemaShape
 from verdict.store.base import EntityStore, ReadOptions, StoredEntity
 from verdict.store.weight import entity_text
 from verdict.telemetry import metrics
@@ -124,7 +125,7 @@ class EntityWrites:
             await WRITE_WORK.run(_check_hierarchy, batch, ancestors.found, self._limits)
             if stored is None:  # the schema check needs no stored data: once is enough
                 stored = await WRITE_WORK.run(_stored_form, batch)
-                await _check_schema(batch, [e.uid for e in stored], store.schema)
+                await _check_schema(batch, [e.uid for e in stored], store)
             try:
                 version = await self._store.put(
                     store_id, stored, ancestors.version, require_loaded=load_only
@@ -234,15 +235,13 @@ def _stored_form(batch: _Batch) -> list[StoredEntity]:
     ]
 
 
-async def _check_schema(
-    batch: _Batch, uids: Sequence[EntityUid], schema: SchemaHandle | None
-) -> None:
+async def _check_schema(batch: _Batch, uids: Sequence[EntityUid], store: StoreSnapshot) -> None:
     """A chunk at once (the common, valid case); one by one only to name the culprit.
 
     Chunks check the same as the whole: duplicates and cycles, the only checks Cedar makes
     across entities, were refused before.
     """
-    entities = batch.entities
+    entities, schema = batch.entities, store.schema
     for number, (start, end) in enumerate(schema_chunks(batch.values)):
         if number:
             await give_turn()
@@ -251,7 +250,8 @@ async def _check_schema(
         for index in range(start, end):
             problem = cedar.entity_problem([entities[index]], schema)
             if problem is not None:
-                raise RequestError(f"entities_json[{index}]", _describe(uids[index], problem))
+                described = _describe(uids[index], problem, store.schema_shape)
+                raise RequestError(f"entities_json[{index}]", described)
         raise RequestError("entities_json", "the entities do not conform to the schema together")
 
 
@@ -280,8 +280,17 @@ def _unique_uids(entities: Sequence[JsonObject]) -> dict[EntityUid, int]:
     return seen
 
 
-def _describe(uid: EntityUid, problem: cedar.EntityProblem) -> str:
-    """A caller-facing reason naming the entity and attribute, without quoting values."""
+def _describe(uid: EntityUid, problem: cedar.EntityProblem, shape: SchemaShape | None) -> str:
+    """A caller-facing reason naming the entity and attribute, without quoting values; for a
+    type the schema lacks, the nearest declared one (a typo is the usual cause)."""
+    if (
+        problem.explanation == cedar.UNDECLARED_ENTITY_TYPE
+        and shape is not None
+        and uid.type not in shape.entity_types
+    ):
+        nearest = nearest_name(uid.type, shape.entity_types)
+        hint = f"; did you mean {nearest}?" if nearest else ""
+        return f"{uid}: entity type {uid.type} is not declared in the schema{hint}"
     if problem.attribute is not None:
         return f"{uid}: attribute `{problem.attribute}` {problem.explanation}"
     return f"{uid}: {problem.explanation}"

@@ -138,7 +138,7 @@ def _scope_problem(
     if uid.type in allowed:
         return None
     if uid.type not in shape.entity_types:
-        nearest = _nearest(uid.type, allowed) or _nearest(uid.type, shape.entity_types)
+        nearest = nearest_name(uid.type, allowed) or nearest_name(uid.type, shape.entity_types)
         hint = f"; did you mean {nearest}?" if nearest else ""
         # The types the action takes, so a caller with no close match still learns what fits.
         fits = f" ({action.uid} allows {_listed(allowed)})" if allowed else ""
@@ -151,7 +151,8 @@ def _scope_problem(
     return f"entity type {uid.type} is not allowed for {action.uid} (allowed: {_listed(allowed)})"
 
 
-def _nearest(name: str, candidates: Iterable[str]) -> str | None:
+def nearest_name(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate nearest ``name`` (difflib, cutoff 0.6), or None when none is near."""
     # Only candidates whose length allows a ratio of _CUTOFF (difflib's own upper bound,
     # 2 * shorter / total): the same answer, but a name far longer than every candidate (a
     # caller's 1 MB attribute name) is never handed to difflib, which reads all of it in
@@ -204,7 +205,7 @@ class _ContextWalk:
                 )
         for key in value:
             if key not in declared:
-                nearest = _nearest(key, (k for k in declared if k not in value))
+                nearest = nearest_name(key, (k for k in declared if k not in value))
                 hint = f"; did you mean {_child(path, nearest)}?" if nearest else ""
                 self.add(
                     "undeclared",
