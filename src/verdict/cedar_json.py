@@ -17,7 +17,10 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from verdict.errors import RequestError
+from verdict.json_number_path import refused_number_path
 from verdict.json_values import (
+    C_PARSE_VALUES,
+    CONSTANT_PROBLEM,
     DEFAULT_MAX_DEPTH,
     FLOAT_PROBLEM,
     LONG_MAX,
@@ -38,6 +41,7 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
 # entity file's walk makes several per entity): _uid(EntityUid, (type, id)).
 _uid = tuple.__new__
 _ARRAY_START = re.compile(r"[ \t\n\r]*\[")
+_NUMBER_PROBLEMS = frozenset({FLOAT_PROBLEM, LONG_PROBLEM, CONSTANT_PROBLEM})
 
 
 def loads_strict(
@@ -211,8 +215,25 @@ def parse_context_json(
     """Parse a request's context: empty means ``{}``; anything but a JSON object is an error."""
     if not text.strip():
         return {}
-    value = parse_json(text, "context_json", max_depth, max_values, budget=budget).value
+    try:
+        value = parse_json(text, "context_json", max_depth, max_values, budget=budget).value
+    except RequestError as exc:
+        raise _number_named(exc, text) from None
     return check_record(value, "context_json", "must be a JSON object (a Cedar record)")
+
+
+def _number_named(exc: RequestError, text: str) -> RequestError:
+    """``exc``, naming the attribute when it refuses a number: a context is small enough to
+    be read again for that (a text of more values than json.loads reads at once keeps the
+    plain refusal: the error path must not cost more than the parse did)."""
+    if exc.problem not in _NUMBER_PROBLEMS:
+        return exc
+    if text.count(",") + text.count("[") + text.count("{") >= C_PARSE_VALUES:
+        return exc
+    path = refused_number_path(text, child_path)
+    if path is None:
+        return exc
+    return RequestError(exc.field, f"attribute {path} {exc.problem}")
 
 
 def parse_entities_json(

@@ -61,11 +61,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 FLOAT_PROBLEM = "contains a fractional number; Cedar has no floats (use decimal)"
 LONG_PROBLEM = "contains an integer outside Cedar's 64-bit range"
+CONSTANT_PROBLEM = "contains NaN or Infinity, which are not JSON"
 _PARSE_PROBLEMS = {
     "float": FLOAT_PROBLEM,
     "long": LONG_PROBLEM,
     "duplicate": "repeats a key within one object",
-    "constant": "contains NaN or Infinity, which are not JSON",
+    "constant": CONSTANT_PROBLEM,
 }
 _CONSTANTS = ("NaN", "Infinity", "-Infinity")  # what json.loads reads as constants
 

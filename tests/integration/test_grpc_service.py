@@ -105,6 +105,11 @@ BAD_REQUESTS = [
     (olivia(context_json="[1]"), "context_json: must be a JSON object (a Cedar record)"),
     (olivia(context_json="{"), "context_json: is not valid JSON at line 1 column 2"),
     (
+        olivia(context_json='{"mfa": true, "geo": {"score": 0.97}}'),
+        "context_json: attribute geo.score contains a fractional number; Cedar has no floats "
+        "(use decimal)",
+    ),
+    (
         olivia(context_json='{"a":' * 50 + "1" + "}" * 50),
         "context_json: is nested deeper than 32 levels",
     ),
