@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OUTPUT_CLOSED
     except Exception as exc:  # a bug: exit 1 would read as DENY or a failed case in CI
         name = type(exc).__name__
-        print(f"error: internal error ({name}); this is a bug in verdict, please report it",
-              file=sys.stderr)  # fmt: skip
+        bug = f"error: internal error ({name}); this is a bug in verdict, please report it"
+        print(bug, file=sys.stderr)
         traceback.print_exc()  # the report's substance: kept, after the line saying what it is
         return EXIT_USAGE
     return code

@@ -74,15 +74,14 @@ def _run(args: argparse.Namespace) -> int:
     credentials = None
     if args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name:
         # A TLS file that cannot be used is unhealthy (exit 1), as documented for probes.
+        if (args.tls_cert is None) != (args.tls_key is None):
+            print("verdict healthcheck: --tls-cert and --tls-key go together", file=sys.stderr)
+            return EXIT_UNHEALTHY
         unusable = tls_problems(args)
         if unusable:
             print(f"verdict healthcheck: {unusable[0]}", file=sys.stderr)
             return EXIT_UNHEALTHY
-        try:
-            credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
-        except ValueError:
-            print("verdict healthcheck: --tls-cert and --tls-key go together", file=sys.stderr)
-            return EXIT_UNHEALTHY
+        credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
     # With a callers file, the main port answers store/<id> only to a caller granted it.
     token = bearer_token(args)
     status = check(
