@@ -76,7 +76,7 @@ def test_entities_put_get_delete_round_trip(server: ServerProcess, tmp_path: Pat
     target = f"127.0.0.1:{server.port}"
     put = verdict("entities", "put", "--server", target, "-", stdin=json.dumps([ZED]))
     assert put.returncode == 0, put.stderr
-    assert put.stdout.startswith("1 entities written; entity version ")
+    assert put.stdout.startswith("1 entity written; entity version ")
     written = version_of(put.stdout)
 
     allowed = check(target, "Employee::zed", "--min-version", str(written))
@@ -91,7 +91,7 @@ def test_entities_put_get_delete_round_trip(server: ServerProcess, tmp_path: Pat
     uids.write_text(json.dumps([{"type": "Employee", "id": "zed"}]))
     deleted = verdict("entities", "delete", "--server", target, "--from", str(uids))
     assert deleted.returncode == 0, deleted.stderr
-    assert deleted.stdout.startswith("1 of 1 entities deleted; entity version ")
+    assert deleted.stdout.startswith("1 of 1 entity deleted; entity version ")
     assert version_of(deleted.stdout) > written
 
     gone = verdict("entities", "get", "--server", target, "Employee::zed")
@@ -217,3 +217,33 @@ async def test_tls_and_bearer_token_flags(tmp_path: Path) -> None:
         refused = await asyncio.to_thread(verdict, "check", *by_name, *ask, *loan)
         assert refused.returncode == 2
         assert refused.stderr.strip() == "error: UNAUTHENTICATED: unauthenticated"
+
+
+def test_the_servers_field_names_are_shown_as_flags(server: ServerProcess) -> None:
+    """An unknown store is `--store 'lendin'` (no list of the server's stores: it keeps them
+    from callers), for check and entities put alike; `--context`, not context_json."""
+    target = f"127.0.0.1:{server.port}"
+    checked = check(target, "Employee::uma", "--store", "lendin")
+    assert (checked.returncode, checked.stderr) == (
+        2,
+        "error: --store 'lendin': the server has no such policy store\n",
+    )
+    put = verdict("entities", "put", "--server", target, "--store", "lendin", "-", stdin="[]")
+    assert (put.returncode, put.stderr) == (
+        2,
+        "error: --store 'lendin': the server has no such policy store\n",
+    )
+    context = verdict(
+        "check", "--server", target, "--principal", "Employee::uma", "--action", "Action::view",
+        "--resource", "Loan::loan-1001", "--context", '{"mfa": tru}',
+    )  # fmt: skip
+    assert context.returncode == 2
+    assert context.stderr.startswith("error: --context: ")
+
+
+def test_entity_counts_agree_in_number(server: ServerProcess) -> None:
+    """`0 of 2 entities deleted`, `1 of 1 entity deleted`: the noun follows the count."""
+    target = f"127.0.0.1:{server.port}"
+    none = verdict("entities", "delete", "--server", target, "Employee::nobody", "Employee::none")
+    assert none.returncode == 0, none.stderr
+    assert none.stdout.startswith("0 of 2 entities deleted; entity version ")

@@ -107,10 +107,14 @@ async def test_mutual_tls_main_port(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 async def test_unreadable_tls_files_exit_one(capsys: pytest.CaptureFixture[str]) -> None:
-    """A CA file that is not there, or a certificate without its key: exit 1, one line."""
+    """A CA file that is not there (the flag named), or a certificate without its key: exit 1,
+    one line."""
     missing = "/nonexistent/ca.pem"
     code, err = await healthcheck(capsys, "--tls-ca", missing)
-    assert (code, err) == (1, f"verdict healthcheck: cannot read {missing}\n")
+    assert (code, err) == (
+        1,
+        f"verdict healthcheck: --tls-ca={missing}: cannot read (No such file or directory)\n",
+    )
     code, err = await healthcheck(capsys, "--tls-cert", missing)
     assert (code, err) == (1, "verdict healthcheck: --tls-cert and --tls-key go together\n")
 

@@ -114,6 +114,17 @@ def test_a_deny_forced_by_errors_reads_without_contradiction(tmp_path: Path) -> 
         "(errs/p.cedar:2)"
     )
     assert lines[-1].startswith("1 passed, 1 failed (2 cases from 1 suite;")
+    verbose = verdict_test("--stores", ".", "-v", cwd=tmp_path)
+    assert verbose.returncode == 1, verbose.stderr
+    # -v says what was expected as the plain report does, then Cedar's full error text.
+    assert verbose.stdout.splitlines()[:2] == [
+        "FAIL errs/tests/errors.yaml:3: errors / a deny that came from errors: expected DENY "
+        "without errors; got DENY with errors in frozen-forbid (attribute `frozen` not found), "
+        "which overrule a matching permit [EVALUATION_ERROR]; change: frozen-forbid "
+        "(errs/p.cedar:2)",
+        '       frozen-forbid: error while evaluating policy `frozen-forbid`: `Doc::"d"` '
+        "does not have the attribute `frozen`",
+    ]
     only = verdict_test("--stores", ".", "--filter", "one case", cwd=tmp_path)
     assert only.returncode == 0, only.stdout
     assert only.stdout.startswith("1 passed, 0 failed (1 case from 1 suite;")

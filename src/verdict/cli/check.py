@@ -14,6 +14,9 @@ from verdict.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, choose_store, f
 from verdict.cli.server_flags import add_server_flags
 from verdict.model import shown_text
 
+# min_entity_version is a uint64 on the wire (proto/verdict/v1/authorization.proto).
+MAX_ENTITY_VERSION = 2**64 - 1
+
 if TYPE_CHECKING:  # the engine is imported when a decision is asked for, not for --help
     from verdict.model import AuthorizationResult
     from verdict.policy.snapshot import PolicyInfo
@@ -83,12 +86,15 @@ def _print_result(result: AuthorizationResult, policies: Mapping[str, PolicyInfo
 def _check_remote(args: argparse.Namespace) -> int:
     """The same request and report, answered by the server at ``--server``."""
     from verdict.cedar_json import parse_context_json, parse_entities_json
-    from verdict.cli.remote import ask, result_from_reply
+    from verdict.cli.remote import ask, in_flag_terms, result_from_reply
     from verdict.errors import VerdictError
     from verdict.uid_arg import parse_uid_arg
 
     if args.stores is not None:
         fail("--stores and --server exclude each other: the server has its own policies")
+    if args.min_version is not None and not 0 <= args.min_version <= MAX_ENTITY_VERSION:
+        # protobuf would raise ValueError on the wire field, a traceback.
+        fail(f"--min-version: must be between 0 and {MAX_ENTITY_VERSION}")
     try:
         context = parse_context_json(args.context or "")
         entities = parse_entities_json(args.entities or "", "--entities")
@@ -96,7 +102,7 @@ def _check_remote(args: argparse.Namespace) -> int:
         action = parse_uid_arg(args.action, "--action")
         resource = parse_uid_arg(args.resource, "--resource")
     except VerdictError as exc:
-        fail(str(exc))
+        fail(in_flag_terms(str(exc), args))  # "--context: ...": the flag, not the wire field
     reply = ask(
         args,
         lambda client: client.is_authorized(

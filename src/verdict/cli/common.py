@@ -7,6 +7,7 @@ import difflib
 import os
 import re
 import sys
+import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -57,7 +58,8 @@ def unusable(problems: Iterable[object], summary: str, code: int = EXIT_USAGE) -
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the chosen command; a CommandError becomes its message and exit code."""
+    """Run the chosen command; a CommandError becomes its message and exit code, anything
+    unexpected exit 2 with its traceback."""
     try:
         code: int = args.func(args)
     except CommandError as exc:
@@ -71,6 +73,12 @@ def run(args: argparse.Namespace) -> int:
         # Later writes (the interpreter's last flush) go nowhere instead of raising again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OUTPUT_CLOSED
+    except Exception as exc:  # a bug: exit 1 would read as DENY or a failed case in CI
+        name = type(exc).__name__
+        bug = f"error: internal error ({name}); this is a bug in verdict, please report it"
+        print(bug, file=sys.stderr)
+        traceback.print_exc()  # the report's substance: kept, after the line saying what it is
+        return EXIT_USAGE
     return code
 
 
@@ -114,7 +122,11 @@ class VerdictParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        # `--store` must not be read as `--stores` (nor any prefix as a flag): refused, with
+        # the nearest flag, like any other unknown one.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self._given: list[str] | None = None
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         # A subcommand or a choice that does not exist: name the nearest one.
@@ -130,15 +142,40 @@ class VerdictParser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
+        self._given = list(sys.argv[1:] if args is None else args)
         parsed, extras = super().parse_known_args(args, namespace)
         # argparse hands a subcommand's unknown flags up to the top-level parser, which then
         # prints its own usage; the subcommand knows its flags, so it reports them.
         if extras:
-            flags = [o for a in self._actions for o in a.option_strings]
-            unknown = next((e.split("=", 1)[0] for e in extras if e.startswith("--")), None)
-            hint = suggestion(unknown, flags) if unknown else ""
-            self.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+            self.error(self._unrecognized(extras))
         return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        # `--principl X` leaves --principal missing: argparse would only say it is required,
+        # hiding the typo that is the cause; the unknown flag and its nearest name come first.
+        if message.startswith("the following arguments are required") and self._given:
+            extras = self._extras_without_required(self._given)
+            if extras:
+                message = self._unrecognized(extras)
+        super().error(message)
+
+    def _extras_without_required(self, given: list[str]) -> list[str]:
+        """What argparse leaves unparsed of ``given`` once no flag is required."""
+        required = [a for a in self._actions if a.required]
+        self._given = None  # no second look from this parse's own errors
+        try:
+            for action in required:
+                action.required = False
+            return argparse.ArgumentParser.parse_known_args(self, given)[1]
+        finally:
+            for action in required:
+                action.required = True
+
+    def _unrecognized(self, extras: list[str]) -> str:
+        flags = [o for a in self._actions for o in a.option_strings]
+        unknown = next((e.split("=", 1)[0] for e in extras if e.startswith("--")), None)
+        hint = suggestion(unknown, flags) if unknown else ""
+        return f"unrecognized arguments: {' '.join(extras)}{hint}"
 
 
 def add_commands(parser: argparse.ArgumentParser, dest: str, metavar: str) -> Any:

@@ -75,12 +75,16 @@ def _uids(args: argparse.Namespace) -> list[EntityUid]:
     return uids
 
 
+def _entities_noun(count: int) -> str:
+    return "entity" if count == 1 else "entities"
+
+
 def _put(args: argparse.Namespace) -> int:
     from verdict.cli.remote import ask  # grpc: not for --help
 
     entities = _entities(args.files)
     write = ask(args, lambda client: client.put_entities(entities, store=args.store or ""))
-    print(f"{write.count} entities written; entity version {write.version}")
+    print(f"{write.count} {_entities_noun(write.count)} written; entity version {write.version}")
     return EXIT_OK
 
 
@@ -89,7 +93,8 @@ def _delete(args: argparse.Namespace) -> int:
 
     uids = _uids(args)
     write = ask(args, lambda client: client.delete_entities(uids, store=args.store or ""))
-    print(f"{write.count} of {len(uids)} entities deleted; entity version {write.version}")
+    counted = f"{write.count} of {len(uids)} {_entities_noun(len(uids))}"
+    print(f"{counted} deleted; entity version {write.version}")
     return EXIT_OK
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -11,8 +10,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from verdict.cli.client_checks import bearer_token, flag_problems, tls_problems
 from verdict.cli.commands import summary
-from verdict.cli.server_flags import TOKEN_VARIABLE, add_tls_flags, add_token_flag, positive_seconds
+from verdict.cli.common import fail
+from verdict.cli.server_flags import add_tls_flags, add_token_flag, positive_seconds
 from verdict.client import bearer, tls_credentials
 
 EXIT_SERVING, EXIT_UNHEALTHY = 0, 1
@@ -66,20 +67,23 @@ def check(
 
 
 def _run(args: argparse.Namespace) -> int:
+    problems = flag_problems(args)
+    if problems:  # bad flags: exit 2, as argparse's own refusals
+        fail("\n".join(problems))
     where = args.server + (f" service {args.service!r}" if args.service else "")
     credentials = None
     if args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name:
-        try:
-            credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
-        except ValueError:
+        # A TLS file that cannot be used is unhealthy (exit 1), as documented for probes.
+        if (args.tls_cert is None) != (args.tls_key is None):
             print("verdict healthcheck: --tls-cert and --tls-key go together", file=sys.stderr)
             return EXIT_UNHEALTHY
-        except OSError as exc:
-            name = exc.filename or "a TLS file"
-            print(f"verdict healthcheck: cannot read {name}", file=sys.stderr)
+        unusable = tls_problems(args)
+        if unusable:
+            print(f"verdict healthcheck: {unusable[0]}", file=sys.stderr)
             return EXIT_UNHEALTHY
+        credentials = tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
     # With a callers file, the main port answers store/<id> only to a caller granted it.
-    token = args.token or os.environ.get(TOKEN_VARIABLE, "")
+    token = bearer_token(args)
     status = check(
         args.server,
         service=args.service,

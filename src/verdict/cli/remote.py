@@ -4,43 +4,47 @@
 from __future__ import annotations
 
 import argparse
-import os
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
 
 from verdict._gen.verdict.v1 import authorization_pb2 as pb
+from verdict.cli.client_checks import bearer_token, flag_problems, tls_problems
 from verdict.cli.common import fail
-from verdict.cli.server_flags import TOKEN_VARIABLE
 from verdict.client import MalformedReplyError, VerdictClient, bearer, tls_credentials
 from verdict.model import AuthorizationResult, Decision, DenyKind, EvaluationError, shown_text
 
 T = TypeVar("T")
 
 
-def credentials(args: argparse.Namespace, command: str) -> grpc.ChannelCredentials | None:
+def credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     """TLS channel credentials from the --tls-* flags, or None for plaintext."""
     if not (args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name):
         return None
-    try:
-        return tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
-    except ValueError:
-        fail(f"{command}: --tls-cert and --tls-key go together")
-    except OSError as exc:
-        fail(f"{command}: cannot read {exc.filename or 'a TLS file'}")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        fail("--tls-cert and --tls-key go together")
+    problems = tls_problems(args)
+    if problems:
+        fail("\n".join(problems))
+    return tls_credentials(args.tls_ca, args.tls_cert, args.tls_key)
 
 
 def connect(args: argparse.Namespace) -> VerdictClient:
-    """A client to ``--server`` with the flags' TLS, token and deadline."""
-    token = args.token or os.environ.get(TOKEN_VARIABLE, "")
+    """A client to ``--server`` with the flags' TLS, token and deadline (stops on flags that
+    cannot work: before any call, so that grpc logs nothing of its own)."""
+    problems = flag_problems(args)
+    if problems:
+        fail("\n".join(problems))
+    token = bearer_token(args)
     options: dict[str, str] = {}
     if args.tls_server_name:
         options["grpc.ssl_target_name_override"] = args.tls_server_name
     return VerdictClient(
         args.server,
         timeout=args.timeout,
-        credentials=credentials(args, "--server"),
+        credentials=credentials(args),
         metadata=bearer(token) if token else (),
         options=options,
     )
@@ -52,7 +56,7 @@ def ask(args: argparse.Namespace, call: Callable[[VerdictClient], T]) -> T:
         try:
             return call(client)
         except grpc.RpcError as exc:
-            fail(rpc_failure(exc, args.server))
+            fail(in_flag_terms(rpc_failure(exc, args.server), args))
         except MalformedReplyError as exc:
             fail(f"the server at {args.server} sent a malformed reply: {exc}")
 
@@ -71,6 +75,35 @@ def rpc_failure(exc: Exception, server: str) -> str:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return details or "invalid request"  # "field: problem", as offline checks say
     return f"{code.name}: {details or 'no detail'}"
+
+
+# The request fields a server's INVALID_ARGUMENT names, and the flag of this command that
+# filled each: the user typed the flag, not the wire name.
+_FIELD_FLAGS = {
+    "policy_store_id": "store",
+    "principal": "principal",
+    "action": "action",
+    "resource": "resource",
+    "context_json": "context",
+    "entities_json": "entities",
+    "min_entity_version": "min_version",
+}
+_UNKNOWN_STORE = "policy_store_id: names no loaded policy store"
+
+
+def in_flag_terms(message: str, args: argparse.Namespace) -> str:
+    """``message`` with a leading request field renamed to the flag that set it, when this
+    command has that flag (``entities put`` sends its FILEs as entities_json: left as is)."""
+    if message == _UNKNOWN_STORE and getattr(args, "store", None) is not None:
+        # The server does not list its stores to callers: no nearest name to offer.
+        return f"--store {args.store!r}: the server has no such policy store"
+    if message == _UNKNOWN_STORE:
+        return "the server has no default policy store: name one with --store"
+    field = re.match(r"[a-z_]+", message)
+    dest = _FIELD_FLAGS.get(field[0]) if field else None
+    if field is None or dest is None or getattr(args, dest, None) is None:
+        return message
+    return f"--{dest.replace('_', '-')}{message[field.end() :]}"
 
 
 _DENY_KINDS = {

@@ -29,7 +29,10 @@ def add_test_command(commands: Any) -> None:
         metavar="PATH",
         help="suite files or folders (default: every store's tests/ folder)",
     )
-    test.add_argument("--stores", type=Path, help="folder of policy stores")
+    # Required, as usage shows and docs/policy-tests.md says: the suites name stores of it.
+    test.add_argument(
+        "--stores", type=Path, required=True, metavar="DIR", help="folder of policy stores"
+    )
     test.add_argument("--store", help="store for suites that name none (default: the only one)")
     test.add_argument(
         "--filter",
@@ -54,10 +57,33 @@ def add_test_command(commands: Any) -> None:
         "-v", "--verbose", action="store_true", help="print every case, and Cedar's full error text"
     )
     test.add_argument(
-        "--print-schema", action="store_true", help="print the JSON Schema of suite files and exit"
+        "--print-schema",
+        action=_PrintSchema,
+        help="print the JSON Schema of suite files and exit",
     )
     add_server_flags(test, required=False)
     test.set_defaults(func=_run)
+
+
+class _PrintSchema(argparse.Action):
+    """--print-schema answers when parsed, as --help does: it needs no --stores."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        import json
+
+        from verdict.policytest.model import suite_json_schema
+
+        print(json.dumps(suite_json_schema(), indent=2))
+        parser.exit()
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 import time
@@ -18,7 +17,6 @@ from verdict.policy.loader import load_policy_stores
 from verdict.policytest.coverage import measure
 from verdict.policytest.junit import write_junit
 from verdict.policytest.loader import Plan, SuiteLoadError, discover, load_plan
-from verdict.policytest.model import suite_json_schema
 from verdict.policytest.report import (
     below_minimum_line,
     coverage_lines,
@@ -34,12 +32,7 @@ EXIT_PASSED, EXIT_UNUSABLE = EXIT_OK, EXIT_USAGE
 
 def run_test_command(args: argparse.Namespace) -> int:
     """Run ``verdict test`` with parsed arguments; returns the exit code."""
-    if args.print_schema:
-        print(json.dumps(suite_json_schema(), indent=2))
-        return EXIT_PASSED
     configure_logging("error", "console")
-    if args.stores is None:
-        fail("--stores is required")
     if args.server is not None and args.per_request:
         fail("--per-request runs the engine here; with --server the server decides")
     try:
@@ -74,7 +67,8 @@ def run_test_command(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace, plan: Plan, report: RunReport, load_seconds: float) -> int:
-    for line in verbose_lines(report) if args.verbose else failure_lines(report, plan.snapshot):
+    lines = verbose_lines if args.verbose else failure_lines
+    for line in lines(report, plan.snapshot):
         print(line)
     code = EXIT_FAILED if report.failed else EXIT_PASSED
     if args.coverage or args.min_coverage is not None:

@@ -51,11 +51,13 @@ def describe_expected(expected: Expected, actual: Outcome | None = None) -> str:
 def failure_line(result: CaseResult, policies: Mapping[str, PolicyInfo]) -> str:
     """``file:line: FAIL suite / case: expected ...; got ...; change: policy (file:line)``."""
     case = result.case
-    expected = describe_expected(case.expected, result.outcome)
-    text = (
-        f"{case.file}:{case.line}: FAIL {case.title}: "
-        f"expected {expected}; got {describe_outcome(result.outcome)}"
-    )
+    return f"{case.file}:{case.line}: FAIL {case.title}: {_judged(result, policies)}"
+
+
+def _judged(result: CaseResult, policies: Mapping[str, PolicyInfo]) -> str:
+    """``expected ...; got ...`` and the policies to change, of a failing case."""
+    expected = describe_expected(result.case.expected, result.outcome)
+    text = f"expected {expected}; got {describe_outcome(result.outcome)}"
     if result.judgement.implicated:
         where = ", ".join(_located(pid, policies) for pid in result.judgement.implicated)
         text += f"; change: {where}"
@@ -79,15 +81,19 @@ def failure_lines(report: RunReport, snapshot: PolicySnapshot) -> list[str]:
     ]
 
 
-def verbose_lines(report: RunReport) -> list[str]:
-    """With ``-v``: every case with its result, and Cedar's full error text (may quote data)."""
+def verbose_lines(report: RunReport, snapshot: PolicySnapshot) -> list[str]:
+    """With ``-v``: every case with its result (a failure says what was expected, as without
+    ``-v``), and Cedar's full error text (may quote data)."""
     lines = []
     for result in report.results:
         case = result.case
-        status = "ok  " if result.passed else "FAIL"
-        lines.append(
-            f"{status} {case.file}:{case.line}: {case.title}: {describe_outcome(result.outcome)}"
-        )
+        if result.passed:
+            answer = f"ok   {case.file}:{case.line}: {case.title}: "
+            answer += describe_outcome(result.outcome)
+        else:
+            policies = snapshot.stores[case.request.store_id].policies
+            answer = f"FAIL {case.file}:{case.line}: {case.title}: {_judged(result, policies)}"
+        lines.append(answer)
         lines.extend(f"       {e.policy_id or '?'}: {e.detail}" for e in result.outcome.errors)
     return lines
 
