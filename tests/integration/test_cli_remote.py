@@ -221,7 +221,8 @@ async def test_tls_and_bearer_token_flags(tmp_path: Path) -> None:
 
 def test_the_servers_field_names_are_shown_as_flags(server: ServerProcess) -> None:
     """An unknown store is `--store 'lendin'` (no list of the server's stores: it keeps them
-    from callers), for check and entities put alike; `--context`, not context_json."""
+    from callers), for check and entities put alike; a request the server refuses reads as
+    the offline check's refusal of it (`context_json: ...` both ways)."""
     target = f"127.0.0.1:{server.port}"
     checked = check(target, "Employee::uma", "--store", "lendin")
     assert (checked.returncode, checked.stderr) == (
@@ -233,12 +234,23 @@ def test_the_servers_field_names_are_shown_as_flags(server: ServerProcess) -> No
         2,
         "error: --store 'lendin': the server has no such policy store\n",
     )
-    context = verdict(
-        "check", "--server", target, "--principal", "Employee::uma", "--action", "Action::view",
-        "--resource", "Loan::loan-1001", "--context", '{"mfa": tru}',
+    request = (
+        "--principal", "Employe::uma", "--action", "Action::view",
+        "--resource", "Loan::loan-1001", "--context", json.dumps(BASE_CONTEXT),
     )  # fmt: skip
-    assert context.returncode == 2
-    assert context.stderr.startswith("error: --context: ")
+    remote = verdict("check", "--server", target, *request)
+    offline = verdict("check", "--stores", str(POLICIES), *request)
+    assert remote.returncode == offline.returncode == 2
+    assert remote.stderr == offline.stderr
+    assert remote.stderr.startswith("error: principal: entity type Employe is not declared")
+    bad_context = ("--principal", "Employee::uma", *request[2:-1], '{"mfa": tru}')
+    remote = verdict("check", "--server", target, *bad_context)
+    offline = verdict("check", "--stores", str(POLICIES), *bad_context)
+    assert (
+        remote.stderr
+        == offline.stderr
+        == ("error: context_json: is not valid JSON at line 1 column 9\n")
+    )
 
 
 def test_entity_counts_agree_in_number(server: ServerProcess) -> None:

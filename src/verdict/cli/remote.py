@@ -77,17 +77,11 @@ def rpc_failure(exc: Exception, server: str) -> str:
     return f"{code.name}: {details or 'no detail'}"
 
 
-# The request fields a server's INVALID_ARGUMENT names, and the flag of this command that
-# filled each: the user typed the flag, not the wire name.
-_FIELD_FLAGS = {
-    "policy_store_id": "store",
-    "principal": "principal",
-    "action": "action",
-    "resource": "resource",
-    "context_json": "context",
-    "entities_json": "entities",
-    "min_entity_version": "min_version",
-}
+# Request fields a server's INVALID_ARGUMENT names that the offline check has no name for,
+# and the flag of this command that filled each. The others (principal, action, resource,
+# context_json, entities_json) are named as the offline check names them, so one request
+# reads the same refused by the files or by the server.
+_FIELD_FLAGS = {"min_entity_version": "min_version"}
 _UNKNOWN_STORE = "policy_store_id: names no loaded policy store"
 
 
