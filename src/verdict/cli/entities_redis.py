@@ -7,10 +7,23 @@ import asyncio
 import json
 import sys
 
-from verdict.cli.common import EXIT_OK, EXIT_USAGE, choose_store, fail, load_settings, redact_url
+from verdict.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    check_redis_url,
+    choose_store,
+    fail,
+    load_settings,
+    redact_url,
+)
 from verdict.config import Settings
 from verdict.entities_load import load_entities_file
-from verdict.errors import PolicyLoadError, StoreRefusedError, StoreUnavailableError, VerdictError
+from verdict.errors import (
+    PolicyLoadError,
+    StoreConnectError,
+    StoreUnavailableError,
+    VerdictError,
+)
 from verdict.heap import exit_if_kept
 from verdict.policy.loader import files_as_loaded, load_policy_stores
 from verdict.policy.snapshot import StoreSnapshot
@@ -30,6 +43,7 @@ FLAGS = {
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    check_redis_url("--redis-url", args.redis_url)
     return load_settings(
         {
             "redis_url": args.redis_url,
@@ -120,8 +134,8 @@ def run(args: argparse.Namespace) -> int:
     action = load if args.entities_command == "load" else export
     try:
         code: int = asyncio.run(action(args))
-    except StoreRefusedError:
-        fail(f"cannot connect to Redis at {redact_url(args.redis_url)}: connection refused")
+    except StoreConnectError as exc:  # refused, authentication, host, socket, database
+        fail(f"cannot connect to Redis at {redact_url(args.redis_url)}: {exc.reason}")
     except StoreUnavailableError as exc:
         fail(f"Redis at {redact_url(args.redis_url)}: {exc}")
     except (PolicyLoadError, VerdictError) as exc:
