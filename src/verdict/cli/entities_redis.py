@@ -76,6 +76,8 @@ def _still_as_loaded(store: StoreSnapshot) -> None:
 async def load(args: argparse.Namespace) -> int:
     """Each store's entities.json into Redis (or the store marked loaded without one)."""
     settings = _settings(args)
+    if not args.progress_seconds > 0:  # nan too
+        fail(f"--progress-seconds={args.progress_seconds:g}: must be more than 0")
     snapshot = load_policy_stores(args.stores, require_seal=settings.require_seal)
     choose_store(snapshot.stores, args.store)
     chosen = [args.store] if args.store else sorted(snapshot.stores)
@@ -92,7 +94,7 @@ async def load(args: argparse.Namespace) -> int:
                 state = "marked loaded" if marked else "already loaded"
                 print(f"{store_id}: no entities.json, entities left as they are ({state})")
                 continue
-            with reporter() as progress:
+            with reporter(interval=args.progress_seconds) as progress:
                 report = await load_entities_file(
                     store,
                     store_id,
