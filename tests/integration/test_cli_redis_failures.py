@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -12,6 +13,7 @@ import pytest
 
 from tests.conftest import POLICIES
 from tests.integration.test_cli_behaviour import verdict
+from tests.processes import verdict_server
 from tests.redis_support import RedisProcess, free_port
 
 PASSWORD = "s3cret-pw"
@@ -161,3 +163,18 @@ def test_audit_verify_shows_the_stream_without_the_password(guarded: RedisProces
     result = verdict("audit", "verify", "--redis-url", url)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"redis://127.0.0.1:{guarded.port}/0 verdict:audit: 0 records, intact\n"
+
+
+def test_serve_starts_and_logs_why_redis_cannot_be_used(guarded: RedisProcess) -> None:
+    """`serve` with a wrong password still serves (decisions fail closed), and its start-up
+    warning says why, without the password."""
+    url = f"redis://:wrong-pw@127.0.0.1:{guarded.port}/0"
+    with verdict_server("--redis-url", url, "--log-format", "json") as server:
+        pass
+    warnings = [
+        json.loads(line)
+        for line in server.stderr.splitlines()
+        if '"entity_store_unavailable_at_start"' in line
+    ]
+    assert [w["reason"] for w in warnings] == ["authentication failed"]
+    assert "wrong-pw" not in server.stderr
