@@ -21,7 +21,13 @@ from verdict.engine.authorizer import Authorizer
 from verdict.engine.entity_writes import EntityWrites
 from verdict.engine.hierarchy import entity_set_vet
 from verdict.engine.limits import EntityLimits, HierarchyLimits
-from verdict.errors import ConfigError, Diagnostic, EntitiesChangedError, StoreUnavailableError
+from verdict.errors import (
+    ConfigError,
+    Diagnostic,
+    EntitiesChangedError,
+    StoreConnectError,
+    StoreUnavailableError,
+)
 from verdict.event_loop import running_loop_name
 from verdict.policy.holder import PolicyHolder
 from verdict.policy.policy_sets import SelectionCacheLimits
@@ -385,9 +391,12 @@ async def start(app: App, worker: int = 0) -> VerdictServer:
     warn_about_security(settings)
     try:
         await app.entities.prepare()
-    except StoreUnavailableError:
+    except StoreUnavailableError as exc:
         # Serve anyway: decisions needing the store fail closed (UNAVAILABLE) until it returns.
-        log.warning("entity_store_unavailable_at_start")
+        # The reason (our own words: authentication failed, timed out...) tells an operator
+        # whether waiting will help.
+        reason = exc.reason if isinstance(exc, StoreConnectError) else str(exc)
+        log.warning("entity_store_unavailable_at_start", reason=reason)
     if app.listener is not None:
         app.listener.start()
     if app.edge_rules is not None:

@@ -30,7 +30,7 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 
 from verdict.cedar import SchemaHandle
 from verdict.cpus import cpu_count
@@ -127,27 +127,46 @@ class SecondHalf:
         self._staged: Synchronized[int] = context.Value("q", 0, lock=False)
         # Raised by the child as it goes (every ITEMS_PER_BEAT items, every round trip).
         self._beats: Synchronized[int] = context.Value("q", 0, lock=False)
+        # While it parses, at each beat: items parsed, and characters of the text read past
+        # its start (the parent's progress shows both halves).
+        self._parsing: SynchronizedArray[int] = context.Array("q", 2, lock=False)
         self._quiet_seconds = job.quiet_seconds
         self._last_beat = (0, time.monotonic())
         self._process = context.Process(
             target=_run,
-            args=(job, os.getpid(), self._answers, sender, self._parsed, self._staged, self._beats),
+            args=(
+                job,
+                os.getpid(),
+                self._answers,
+                sender,
+                self._parsed,
+                self._staged,
+                self._beats,
+                self._parsing,
+            ),
             daemon=True,
         )
         self._process.start()
         sender.close()
 
     @property
+    def parsing(self) -> tuple[int, int]:
+        """Items the child has parsed so far and characters it has read, as of its last beat."""
+        return int(self._parsing[0]), int(self._parsing[1])
+
+    @property
     def staged(self) -> int:
         """Entities the child has staged so far."""
         return int(self._staged.value)
 
-    async def parsed(self) -> int | None:
+    async def parsed(self, waiting: Callable[[], None] | None = None) -> int | None:
         """How many items the child parsed, once it has (None: its parse failed, or it died
-        or went quiet)."""
+        or went quiet); ``waiting`` is called meanwhile (to show the child's progress)."""
         while (count := int(self._parsed.value)) == PARSE_PENDING:
             if not self._process.is_alive() or self._went_quiet():
                 return None
+            if waiting is not None:
+                waiting()
             await asyncio.sleep(0.01)
         return None if count == PARSE_FAILED else count
 
@@ -209,6 +228,7 @@ def _run(
     parsed: Synchronized[int],
     staged: Synchronized[int],
     beats: Synchronized[int],
+    parsing: SynchronizedArray[int],
 ) -> None:
     _end_with(parent)
     # The pipe's read end came with the fork: held here, a dead parent's pipe never breaks,
@@ -217,7 +237,7 @@ def _run(
     # The fork copied the parent's running-loop marker; this process starts a loop of its own.
     asyncio.events._set_running_loop(None)
     try:
-        asyncio.run(_half(job, parsed, staged, beats, answers))
+        asyncio.run(_half(job, (parsed, staged, beats, parsing), answers))
     except BaseException as exc:  # the parent must hear of it; never the text (loan data)
         if parsed.value == PARSE_PENDING:
             parsed.value = PARSE_FAILED
@@ -250,13 +270,12 @@ _PR_SET_PDEATHSIG = 1
 
 async def _half(
     job: HalfJob,
-    parsed: Synchronized[int],
-    staged: Synchronized[int],
-    beats: Synchronized[int],
+    shared: tuple[Synchronized[int], Synchronized[int], Synchronized[int], SynchronizedArray[int]],
     answers: multiprocessing.connection.Connection,
 ) -> None:
     from verdict.entities_load import PartChecks, shape_items  # one module imports the other
 
+    parsed, staged, beats, parsing = shared
     checks = PartChecks(job.schema, kinds=EntityKinds(job.schema is not None, job.shape))
     shaper = EntityShaper("entities", keep_text=True)
     report = HalfReport()
@@ -265,6 +284,8 @@ async def _half(
 
         def beat() -> None:
             beats.value += 1
+            parsing[0] += ITEMS_PER_BEAT
+            parsing[1] = items.reached - job.start
 
         with collector_paused():
             actions = shape_items(items, shaper, checks, job.hierarchy, beat=beat)

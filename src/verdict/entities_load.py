@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -60,6 +61,11 @@ from verdict.store.redis_store import RedisEntityStore
 # one whole file of 300,000, besides running on every core.
 PART_ENTITIES = 2_500
 MAX_DEPTH = 64
+# Said with the validate phase's start line: the phase runs beside the others (Cedar's threads
+# check each part as the parse hands it on) and ends before the switch, which waits for it.
+VALIDATE_NOTE = (
+    ", by Cedar beside the parse and the write; the switch to the new entities waits for it"
+)
 CHILD_QUIET_MARGIN = 5.0  # seconds beyond one Redis call's bound (entities_halves.HalfJob)
 
 
@@ -147,6 +153,11 @@ class _Load:
         self.progress, self.chunk, self.hierarchy, self.shape = progress, chunk, hierarchy, shape
         self.parsed: list[object] = []  # what a load that succeeded parsed
 
+    def validate_phase(self) -> AbstractContextManager[Phase]:
+        """Cedar's checks, which run on threads of their own from the parse's first part on;
+        the phase ends once the last is answered, before the switch (which waits for it)."""
+        return self.progress.phase("validate", note=VALIDATE_NOTE)
+
     def checks(self) -> PartChecks:
         return PartChecks(self.schema, kinds=EntityKinds(self.schema is not None, self.shape))
 
@@ -158,25 +169,27 @@ class _Load:
     async def whole(self, text: str) -> tuple[int, int, float]:
         checks = self.checks()
         try:
-            with self.progress.phase("parse"), collector_paused():
-                entities = parse_in_parts(text, checks, self.hierarchy)
+            with ExitStack() as validating:
+                with self.progress.phase("parse") as parsing, collector_paused():
+                    validating.enter_context(self.validate_phase())
+                    entities = parse_in_parts(text, checks, self.hierarchy, parsing=parsing)
 
-            async def conforms() -> None:
-                with self.progress.phase("validate"):
+                async def conforms() -> None:
                     if not await checks.all_conform():  # say why: Cedar's detailed reason
                         document = [entity.json for entity in entities]
                         raise cedar_refusal(document, self.schema)
+                    validating.close()  # its end, before the switch it lets happen
 
-            write_started = time.perf_counter()
-            with self.progress.phase("write", total=len(entities)) as writing:
-                version = await load_entities(
-                    self.store,
-                    self.store_id,
-                    entities,
-                    chunk=self.chunk,
-                    on_written=writing.advance,
-                    before_switch=conforms,
-                )
+                write_started = time.perf_counter()
+                with self.progress.phase("write", total=len(entities)) as writing:
+                    version = await load_entities(
+                        self.store,
+                        self.store_id,
+                        entities,
+                        chunk=self.chunk,
+                        on_written=writing.advance,
+                        before_switch=conforms,
+                    )
             self.parsed.append(entities)
             return len(entities), version, time.perf_counter() - write_started
         finally:
@@ -197,17 +210,32 @@ class _Load:
         half = SecondHalf(job)
         checks = self.checks()  # after the fork: the child must not inherit its threads
         switched = False
+        # Closed (its end shown) once Cedar accepted every part; a load that fails or falls
+        # back to a whole load leaves it open: no end line for checks that never finished.
+        validating = ExitStack()
         try:
-            with self.progress.phase("parse"), collector_paused():
+            with self.progress.phase("parse") as parsing, collector_paused():
+                validating.enter_context(self.validate_phase())
                 items = entity_items(text, "entities", MAX_DEPTH, stop=offset)
                 if items is None:
                     not_an_array(text)
                 shaper = EntityShaper("entities", keep_text=True)
-                actions = shape_items(items, shaper, checks, self.hierarchy)
+                size, ours = len(text), items
+
+                def beat(read: int) -> None:  # both halves: the child's as of its last beat
+                    child_items, child_read = half.parsing
+                    parsing.reached(len(shaper.entities) + child_items, (read + child_read) / size)
+
+                def mine() -> None:
+                    beat(ours.reached)
+
+                actions = shape_items(items, shaper, checks, self.hierarchy, beat=mine)
                 if not items.aligned:
                     return None
                 first = len(shaper.entities)
-                parsed = await half.parsed()
+                parsed = await half.parsed(waiting=lambda: beat(offset))
+                if parsed is not None:
+                    parsing.reached(first + parsed, 1.0)
             if parsed is None:  # its parse failed (or it died): its refusal, or the whole path
                 report = await half.report()
                 refused = None if report.failed else self.first_refusal(shaper, report, first)
@@ -240,9 +268,9 @@ class _Load:
                 staged = await _staged(half, writing)
                 if staged.failed:
                     return None
-                with self.progress.phase("validate"):
-                    if not (await checks.all_conform() and staged.conform):
-                        raise self.refusal(text)
+                if not (await checks.all_conform() and staged.conform):
+                    raise self.refusal(text)
+                validating.close()
                 version = await self.store.switch(self.store_id, token, total)
                 switched = True
             self.parsed += [shaper, entities, report]
@@ -288,16 +316,30 @@ async def _staged(half: SecondHalf, writing: Phase) -> HalfStaged:
 
 
 def parse_in_parts(
-    text: str, checks: PartChecks, hierarchy: HierarchyLimits, part_size: int = PART_ENTITIES
+    text: str,
+    checks: PartChecks,
+    hierarchy: HierarchyLimits,
+    part_size: int = PART_ENTITIES,
+    parsing: Phase | None = None,
 ) -> list[StoredEntity]:
     """The file's entities, checked for shape, uniqueness and hierarchy; each part handed to
     ``checks`` as soon as it is parsed (the actions together, last). RequestError names the
-    item at fault."""
+    item at fault. ``parsing`` hears, every ``ITEMS_PER_BEAT`` items, how many were parsed
+    and how much of the text was read."""
     items = entity_items(text, "entities", MAX_DEPTH)
     if items is None:  # not an array: invalid JSON is refused where the whole parse finds it
         not_an_array(text)
     shaper = EntityShaper("entities", keep_text=True)
-    actions = shape_items(items, shaper, checks, hierarchy, part_size)
+    beat = None
+    if parsing is not None:
+        shown, size, read = parsing, len(text), items
+
+        def beat() -> None:
+            shown.reached(len(shaper.entities), read.reached / size)
+
+    actions = shape_items(items, shaper, checks, hierarchy, part_size, beat=beat)
+    if parsing is not None:
+        parsing.reached(len(shaper.entities), 1.0)
     shaper.check_hierarchy(hierarchy)  # the whole graph: what crosses parts
     if actions:
         checks.submit(actions)

@@ -61,6 +61,8 @@ class EntityItems:
     """The items of an entities array from ``index`` (just past its ``[``), as
     ``ArrayItems(text, index, field, max_depth, stop)`` yields them, with ``aligned`` as
     there. ``last_text``: the stored form of the item just yielded, when it was made.
+    ``reached``: where in ``text`` the chunk being read starts (for progress: a lower bound,
+    moved once a chunk, not per item).
 
     The reader of the items walks each with ``check_entity``; when that refuses one, it asks
     ``strict_again`` for the strict parse's reading of it, which raises the strict parse's
@@ -71,6 +73,7 @@ class EntityItems:
     ) -> None:
         self.aligned: bool | None = None
         self.last_text: str | None = None
+        self.reached = index
         self._text = text
         self._field = field
         self._max_depth = max_depth
@@ -98,6 +101,7 @@ class EntityItems:
         text = self._text
         index = _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]
         while True:
+            self.reached = index
             start = guess_item_start(text, index + CHUNK_CHARS)
             if start is None or (self._stop is not None and start > self._stop):
                 yield from self._strict(index, pause=None)  # the rest: one chunk or less

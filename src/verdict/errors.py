@@ -6,7 +6,8 @@
     │   └── ValueBudgetError    a call's fields together hold too many JSON values
     ├── PolicyLoadError         a policy store cannot be loaded (file:line diagnostics)
     ├── StoreUnavailableError   the entity store cannot answer right now
-    │   ├── StoreRefusedError   nothing listens at the store's address (connection refused)
+    │   ├── StoreConnectError   no connection could be made (names why: authentication, ...)
+    │   │   └── StoreRefusedError  nothing listens at the store's address (connection refused)
     │   └── StoreNotLoadedError a store's entities are not (or no longer) loaded
     ├── StaleReadError          the requested minimum entity version is not available
     │   └── ReplacedVersionError  it is from before the store was last replaced
@@ -89,11 +90,20 @@ class StoreUnavailableError(VerdictError):
     """The entity store cannot be reached or timed out."""
 
 
-class StoreRefusedError(StoreUnavailableError):
+class StoreConnectError(StoreUnavailableError):
+    """No connection to the entity store could be made; ``reason`` says why in a few words
+    (``authentication failed``, ``host name not found``...), never a foreign exception's text."""
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(message or f"cannot connect to redis: {reason}")
+        self.reason = reason
+
+
+class StoreRefusedError(StoreConnectError):
     """The entity store refused every connection (nothing listens at its address)."""
 
     def __init__(self) -> None:
-        super().__init__("redis refused the connection")
+        super().__init__("connection refused", "redis refused the connection")
 
 
 class StoreNotLoadedError(StoreUnavailableError):

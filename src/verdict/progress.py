@@ -25,13 +25,19 @@ class Phase(Protocol):
 
     def advance(self, count: int) -> None: ...
 
+    def reached(self, done: int, fraction: float) -> None:
+        """``done`` items so far, ``fraction`` of the input read: for a phase whose count of
+        items is not known before it ends (a parse)."""
+        ...
+
 
 class Reporter(Protocol):
     """Where a command reports its phases."""
 
     @contextmanager
-    def phase(self, name: str, total: int | None = None) -> Iterator[Phase]:
-        """A phase named ``name`` of ``total`` items (None: unknown)."""
+    def phase(self, name: str, total: int | None = None, note: str = "") -> Iterator[Phase]:
+        """A phase named ``name`` of ``total`` items (None: unknown); ``note``, shown with its
+        start line, says what is not plain from the name (when it runs, what waits for it)."""
         ...
 
 
@@ -59,6 +65,7 @@ class _Counter:
         self.done = 0
         self.name = name
         self.total = total
+        self.fraction: float | None = None
         self.started = self.last = time.monotonic()
         self._owner = owner
 
@@ -66,10 +73,16 @@ class _Counter:
         self.done += count
         self._owner.tick(self)
 
+    def reached(self, done: int, fraction: float) -> None:
+        self.done, self.fraction = done, min(fraction, 1.0)
+        self._owner.tick(self)
+
     def describe(self) -> str:
         elapsed = time.monotonic() - self.started
         if self.total:
             return f"{self.done:,}/{self.total:,} ({self.done / self.total:.0%}) in {elapsed:.1f}s"
+        if self.fraction is not None:
+            return f"{self.done:,} ({self.fraction:.0%} of the file) in {elapsed:.1f}s"
         return f"{self.done:,} in {elapsed:.1f}s" if self.done else f"{elapsed:.1f}s"
 
 
@@ -82,9 +95,9 @@ class LineReporter:
         self._interval = interval
 
     @contextmanager
-    def phase(self, name: str, total: int | None = None) -> Iterator[Phase]:
+    def phase(self, name: str, total: int | None = None, note: str = "") -> Iterator[Phase]:
         counter = _Counter(self, name, total)
-        self._say(f"{name}: started" + (f", {total:,} to do" if total else ""))
+        self._say(f"{name}: started" + (f", {total:,} to do" if total else "") + note)
         yield counter
         self._say(f"{name}: done, {counter.describe()}")
 
@@ -102,9 +115,17 @@ class _BarPhase:
     def __init__(self, bars: Progress, task: TaskID) -> None:
         self._bars = bars
         self._task = task
+        self.done = 0
 
     def advance(self, count: int) -> None:
+        self.done += count
         self._bars.advance(self._task, count)
+
+    def reached(self, done: int, fraction: float) -> None:
+        # The bar's total is what the file holds at this rate: it settles as the parse goes.
+        self.done = done
+        total = round(done / fraction) if fraction > 0 else None
+        self._bars.update(self._task, completed=done, total=total)
 
 
 class BarReporter:
@@ -114,8 +135,10 @@ class BarReporter:
         self._bars = bars
 
     @contextmanager
-    def phase(self, name: str, total: int | None = None) -> Iterator[Phase]:
-        task = self._bars.add_task(name, total=total)
-        yield _BarPhase(self._bars, task)
+    def phase(self, name: str, total: int | None = None, note: str = "") -> Iterator[Phase]:
+        task = self._bars.add_task(name, total=total)  # the note: for the plain lines only
+        phase = _BarPhase(self._bars, task)
+        yield phase
         # A phase of unknown size shows a full bar once done.
-        self._bars.update(task, total=total or 1, completed=total or 1)
+        done = total or phase.done or 1
+        self._bars.update(task, total=done, completed=done)

@@ -18,6 +18,7 @@ from redis.exceptions import DataError
 
 from verdict.config import Settings
 from verdict.store.redis_connect import make_client
+from verdict.store.redis_failures import select_apart
 from verdict.store.redis_packing import hiredis_packing
 
 # Everything a caller of redis-py may pass: text (non-ASCII, lone surrogates, spaces), bytes,
@@ -83,5 +84,5 @@ def test_the_verdict_client_packs_with_hiredis(url: str, kind: type[Connection])
     assert isinstance(client, aioredis.Redis)
     made = client.connection_pool.connection_class
     assert issubclass(made, kind)
-    assert made is hiredis_packing(kind)
+    assert made is select_apart(hiredis_packing(kind))  # its SELECT apart: redis_failures
     assert made.pack_command is not kind.pack_command

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from verdict.cli.commands import summary
 from verdict.cli.common import EXIT_FAILED as EXIT_FOUND
-from verdict.cli.common import EXIT_OK, fail, unusable
+from verdict.cli.common import EXIT_OK, check_redis_url, fail, redact_url, unusable
 
 if TYPE_CHECKING:  # imported where used: not for --help
     from verdict.audit.keys import AuditKey
@@ -66,12 +66,18 @@ def _verify(args: argparse.Namespace) -> int:
 
     from verdict.audit.chain import record_lines
     from verdict.audit.verify import verify_sources
+    from verdict.store.redis_failures import connect_failure
 
     key = _key(args.key_file)
     if args.redis_url:
+        check_redis_url("--redis-url", args.redis_url)
+        shown = redact_url(args.redis_url)  # named in every line printed: without its password
         try:
-            sources = {f"{args.redis_url} {args.stream}": asyncio.run(_stream_lines(args))}
+            sources = {f"{shown} {args.stream}": asyncio.run(_stream_lines(args))}
         except (RedisError, OSError) as exc:  # exit 2, unreadable: not 1, which says "broken"
+            reason = connect_failure(exc)
+            if reason is not None:
+                fail(f"cannot connect to Redis at {shown}: {reason}")
             fail(f"cannot read the stream {args.stream}: {type(exc).__name__}")
     elif args.files:
         try:

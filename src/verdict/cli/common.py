@@ -192,11 +192,25 @@ def shown_value(value: object) -> str:
     return text if len(text) <= _MAX_SHOWN_VALUE else text[: _MAX_SHOWN_VALUE - 3] + "..."
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def check_redis_url(flag: str, url: str | None) -> None:
+    """Stop, naming ``flag``, unless ``url`` (when given) is one redis-py can open: it would
+    raise a ValueError, shown as a traceback, only once the client is made."""
+    if url is not None and urlsplit(url).scheme.lower() not in REDIS_SCHEMES:
+        fail(f"{flag}={shown_value(url)}: must be a redis://, rediss:// or unix:// URL")
+
+
 def redact_url(url: str) -> str:
     """``url`` without user name, password or query (which may carry a password)."""
     try:
         parts = urlsplit(url)
         host = parts.netloc.rpartition("@")[2]
+        if not host and url.startswith(f"{parts.scheme}://"):
+            # unix:///path: urlunsplit would drop the empty authority, and the form the user
+            # gave with it (unix:/path).
+            return f"{parts.scheme}://{parts.path}"
         return urlunsplit((parts.scheme, host, parts.path, "", ""))
     except ValueError:
         return "<unparsable URL>"

@@ -34,11 +34,21 @@ def add_entities_command(commands: Any) -> None:
         "store's entities in Redis: staged in pipelined chunks, then switched to in one atomic "
         "step (entities not in the file are removed). A store without entities.json is only "
         "marked loaded. A file of 2 MiB or more is parsed by two processes, this one and a "
-        "forked child (docs/redis.md, Writes).",
+        "forked child (docs/redis.md, Writes). Progress, per phase: read, parse (entities "
+        "parsed, share of the file read), validate (Cedar checks each part on threads of its "
+        "own as the parse hands it on: it starts with the parse and ends before the switch, "
+        "which waits for it), write (staged, then the switch).",
     )
     load.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     load.add_argument("--store", help="load only this store")
     load.add_argument("--chunk", type=int, default=1000, help="entities per atomic write")
+    load.add_argument(
+        "--progress-seconds",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="when stderr is not a terminal, a progress line per phase at most this often",
+    )
     export = actions.add_parser(
         "export",
         help="write a store's entities as Cedar JSON",

@@ -7,10 +7,23 @@ import asyncio
 import json
 import sys
 
-from verdict.cli.common import EXIT_OK, EXIT_USAGE, choose_store, fail, load_settings, redact_url
+from verdict.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    check_redis_url,
+    choose_store,
+    fail,
+    load_settings,
+    redact_url,
+)
 from verdict.config import Settings
 from verdict.entities_load import load_entities_file
-from verdict.errors import PolicyLoadError, StoreRefusedError, StoreUnavailableError, VerdictError
+from verdict.errors import (
+    PolicyLoadError,
+    StoreConnectError,
+    StoreUnavailableError,
+    VerdictError,
+)
 from verdict.heap import exit_if_kept
 from verdict.policy.loader import files_as_loaded, load_policy_stores
 from verdict.policy.snapshot import StoreSnapshot
@@ -30,6 +43,7 @@ FLAGS = {
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    check_redis_url("--redis-url", args.redis_url)
     return load_settings(
         {
             "redis_url": args.redis_url,
@@ -62,6 +76,8 @@ def _still_as_loaded(store: StoreSnapshot) -> None:
 async def load(args: argparse.Namespace) -> int:
     """Each store's entities.json into Redis (or the store marked loaded without one)."""
     settings = _settings(args)
+    if not args.progress_seconds > 0:  # nan too
+        fail(f"--progress-seconds={args.progress_seconds:g}: must be more than 0")
     snapshot = load_policy_stores(args.stores, require_seal=settings.require_seal)
     choose_store(snapshot.stores, args.store)
     chosen = [args.store] if args.store else sorted(snapshot.stores)
@@ -78,7 +94,7 @@ async def load(args: argparse.Namespace) -> int:
                 state = "marked loaded" if marked else "already loaded"
                 print(f"{store_id}: no entities.json, entities left as they are ({state})")
                 continue
-            with reporter() as progress:
+            with reporter(interval=args.progress_seconds) as progress:
                 report = await load_entities_file(
                     store,
                     store_id,
@@ -120,8 +136,8 @@ def run(args: argparse.Namespace) -> int:
     action = load if args.entities_command == "load" else export
     try:
         code: int = asyncio.run(action(args))
-    except StoreRefusedError:
-        fail(f"cannot connect to Redis at {redact_url(args.redis_url)}: connection refused")
+    except StoreConnectError as exc:  # refused, authentication, host, socket, database
+        fail(f"cannot connect to Redis at {redact_url(args.redis_url)}: {exc.reason}")
     except StoreUnavailableError as exc:
         fail(f"Redis at {redact_url(args.redis_url)}: {exc}")
     except (PolicyLoadError, VerdictError) as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from verdict.cli.commands import summary
-from verdict.cli.common import EXIT_OK, fail, load_settings, setting_help
+from verdict.cli.common import EXIT_OK, check_redis_url, fail, load_settings, setting_help
 
 # Settings field -> flag, for the flags that set one (messages name what the user typed).
 FLAGS = {
@@ -52,6 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     # Imported: a stop kept meanwhile ends the process now, and one during the load at once.
     early_signals.stop_quietly_until_serving()
+    check_redis_url("--redis-url", args.redis_url)  # VERDICT_REDIS_URL: Settings checks it
     overrides = {field: getattr(args, field) for field in FLAGS}
     overrides["redis_cluster"] = args.redis_cluster or None
     settings = load_settings(overrides, FLAGS)

@@ -9,6 +9,7 @@ from redis.backoff import NoBackoff
 
 from verdict.config import Settings
 from verdict.store.cluster_nodes import ClusterMasters, ClusterNodes
+from verdict.store.redis_failures import select_apart
 from verdict.store.redis_keys import KeyLayout
 from verdict.store.redis_packing import hiredis_packing
 from verdict.store.subscriptions import SingleNode, Subscriptions
@@ -43,7 +44,7 @@ def make_client(settings: Settings) -> aioredis.Redis | aioredis.RedisCluster:
         socket_connect_timeout=timeout,
         retry=_no_retry(),
     )
-    pool.connection_class = hiredis_packing(pool.connection_class)
+    pool.connection_class = select_apart(hiredis_packing(pool.connection_class))
     return aioredis.Redis.from_pool(pool)
 
 

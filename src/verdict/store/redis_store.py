@@ -17,6 +17,7 @@ from verdict.errors import (
     EntityDataError,
     ReplacedVersionError,
     StaleReadError,
+    StoreConnectError,
     StoreNotLoadedError,
     StoreRefusedError,
     StoreUnavailableError,
@@ -43,6 +44,7 @@ from verdict.store.redis_decode import (
     decode_value,
 )
 from verdict.store.redis_encode import flag, put_args, staged_fields
+from verdict.store.redis_failures import connect_failure
 from verdict.store.redis_keys import DEFAULT_LAYOUT, EPOCH_FIELD, KeyLayout, StoreKeys, uid_key
 from verdict.store.slice_handles import SliceHandles
 from verdict.telemetry import lazy_log, metrics
@@ -74,19 +76,6 @@ _NOT_RUN = (
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
 )
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether a connection error comes from a refused connection (redis-py raises its own
-    ConnectionError while handling the socket's OSError, which stays as the context)."""
-    seen: BaseException | None = exc
-    for _ in range(5):
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionRefusedError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 class RedisEntityStore:
@@ -385,7 +374,8 @@ class RedisEntityStore:
         runs what it received once it is free (the same content again is harmless: a retry
         that succeeds is answered OK, as the write is then in force).
         """
-        refused = sent = False
+        failed: str | None = None  # why the last attempt could not connect, if it could not
+        sent = False
         for attempt in range(self._retries + 1):
             budget = self._op_timeout if deadline is None else deadline - time.monotonic()
             if budget <= 0:
@@ -403,8 +393,8 @@ class RedisEntityStore:
                 self._script_failed(store_id, str(exc))
             except (*_RETRYABLE, TimeoutError) as exc:
                 metrics.STORE_ERRORS.labels(kind=type(exc).__name__).inc()
-                refused = _refused(exc)
-                sent = sent or not (refused or isinstance(exc, _NOT_RUN))
+                failed = connect_failure(exc)
+                sent = sent or not (failed or isinstance(exc, _NOT_RUN))
                 if isinstance(exc, TimeoutError) and not isinstance(exc, _RETRYABLE):
                     if write:
                         raise WriteOutcomeUnknownError() from None
@@ -412,8 +402,10 @@ class RedisEntityStore:
                 await asyncio.sleep(min(0.01 * 2**attempt, 0.1))
         if write and sent:  # an attempt may have reached Redis, which runs it once free
             raise WriteOutcomeUnknownError()
-        if refused:  # the last attempt found nothing listening: not a slow Redis, a missing one
+        if failed == "connection refused":  # nothing listening: not a slow Redis, a missing one
             raise StoreRefusedError()
+        if failed:  # not slow either: the address, credentials or database are wrong
+            raise StoreConnectError(failed)
         raise StoreUnavailableError("redis did not answer in time")
 
     def _script_failed(self, store_id: str, text: str) -> NoReturn:
