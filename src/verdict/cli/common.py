@@ -151,7 +151,11 @@ def add_commands(parser: argparse.ArgumentParser, dest: str, metavar: str) -> An
 def shown_value(value: object) -> str:
     """A setting's value as an error message may show it: URLs without credentials, long
     values cut."""
-    text = redact_url(value) if isinstance(value, str) and "://" in value else str(value)
+    text = str(value)
+    if "://" in text:
+        text = redact_url(text)
+    elif "@" in text:  # user:password@host without a scheme: the part before @ may be secret
+        text = "***@" + text.rpartition("@")[2]
     return text if len(text) <= _MAX_SHOWN_VALUE else text[: _MAX_SHOWN_VALUE - 3] + "..."
 
 
