@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import POLICIES
 from tests.integration.test_cli_behaviour import verdict
+from tests.processes import free_port, verdict_server
+from tests.workers_support import verdict_workers
 
 
 def serve(*args: str, env: dict[str, str] | None = None, workers: str = "1") -> list[str]:
@@ -72,3 +78,97 @@ def test_a_redis_url_with_a_bad_port_is_named_without_its_password() -> None:
     """A port that is not a number was the same traceback, later."""
     lines = serve(env={"VERDICT_REDIS_URL": "redis://:secret@x:abc"})
     assert lines == ["error: VERDICT_REDIS_URL=redis://x:abc: must have a port from 0 to 65535"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(
+    ("host", "problem"),
+    [
+        ("192.0.2.1", "address not available on this host"),  # TEST-NET-1: no host has it
+        ("256.1.1.1", "not a valid address"),
+        ("nonexistent.invalid", "host name not found"),  # .invalid never resolves (RFC 6761)
+    ],
+)
+def test_an_address_this_host_cannot_listen_on_is_one_line(
+    host: str, problem: str, workers: str
+) -> None:
+    """grpc said only `RuntimeError: Failed to bind to address` (a traceback, exit 1), from
+    the process or from worker 0 under the supervisor."""
+    listen = f"{host}:{free_port()}"
+    assert serve("--listen", listen, workers=workers) == [
+        f"error: cannot listen on {listen}: {problem}"
+    ]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(
+    ("flag", "env"),
+    [
+        ("--metrics-listen", False),
+        ("--health-listen", False),
+        ("VERDICT_METRICS_LISTEN", True),
+    ],
+)
+def test_a_metrics_or_health_address_says_which_it_is(flag: str, env: bool, workers: str) -> None:
+    """--metrics-listen on an address not on this host said `cannot serve: [Errno 99] Cannot
+    assign requested address`, naming neither the address nor the flag."""
+    listen = f"192.0.2.1:{free_port()}"
+    args = ("--listen", "127.0.0.1:0", *(() if env else (flag, listen)))
+    lines = serve(*args, env={flag: listen} if env else None, workers=workers)
+    assert lines == [
+        f"error: cannot listen on {listen} ({flag}): address not available on this host"
+    ]
+
+
+def test_workers_that_cannot_load_the_stores_say_what_one_process_says() -> None:
+    """Under the supervisor, worker 0's `cannot load policy stores:` lines came without
+    `error:`, between JSON log lines and an `entity_writes_refused` warning; now the output is
+    that of --workers 1, line for line."""
+    outputs = []
+    for workers in ("1", "2"):
+        result = verdict(
+            "serve", "--stores", "/nonexistent", "--listen", "127.0.0.1:0", "--workers", workers
+        )
+        assert result.returncode == 2, result.stderr
+        outputs.append(result.stderr)
+    assert outputs[0] == outputs[1]
+    assert outputs[1].splitlines() == [
+        "error: cannot load policy stores:",
+        "error: /nonexistent:0: policy stores folder not found",
+    ]
+
+
+def test_version_says_error_for_a_missing_stores_folder() -> None:
+    """`verdict version` printed the diagnostic without the `error:` every other command
+    prints."""
+    result = verdict("version", "--stores", "/nonexistent")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: /nonexistent:0: policy stores folder not found"]
+
+
+def test_each_workers_server_started_names_the_supervisors_metrics(tmp_path: Path) -> None:
+    """Workers serve no /metrics of their own: their server_started said `"metrics": null`.
+    Each now names the address the supervisor serves their summed metrics on, and says so."""
+    with verdict_workers(tmp_path, workers=2) as supervised:
+        started = supervised.wait_for("server_started", count=2)
+        [supervisor] = supervised.wait_for("supervisor_started")
+        address = f"127.0.0.1:{supervised.metrics_port}"
+        assert supervisor["metrics"] == address
+        assert sorted(e["worker"] for e in started) == [0, 1]
+        for event in started:
+            assert (event["metrics"], event["metrics_served_by"]) == (address, "supervisor")
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+            assert b"verdict_workers_ready 2.0" in reply.read()
+
+
+def test_one_process_says_it_serves_its_own_metrics() -> None:
+    """--workers 1 serves /metrics itself, and its server_started says so."""
+    with verdict_server("--metrics-listen", "127.0.0.1:0") as server:
+        assert server.process.stderr is not None
+        for _ in range(50):  # the server is up: its start events are already written
+            line = server.process.stderr.readline()
+            if '"server_started"' in line:
+                break
+        started = json.loads(line)
+        assert started["metrics_served_by"] == "server"
+        assert started["metrics"].startswith("127.0.0.1:")
