@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import POLICIES
-from tests.integration.test_cli_behaviour import verdict
+from tests.integration.test_cli_behaviour import CHECK, verdict
 from tests.processes import free_port, verdict_server
 from tests.workers_support import verdict_workers
 
@@ -172,3 +172,75 @@ def test_one_process_says_it_serves_its_own_metrics() -> None:
         started = json.loads(line)
         assert started["metrics_served_by"] == "server"
         assert started["metrics"].startswith("127.0.0.1:")
+
+
+ONE_STORE = "is one policy store, not a folder of stores"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("validate", "--stores", "{store}"),
+        ("check", "--stores", "{store}", *CHECK),
+        ("test", "--stores", "{store}"),
+        ("fmt", "--check", "--stores", "{store}"),
+        ("diff", "--stores", "{store}", "--against", "{stores}"),
+        ("version", "--stores", "{store}"),
+        ("seal", "--stores", "{store}"),
+        ("audit", "replay", "{store}/none.jsonl", "--stores", "{store}"),
+        ("entities", "load", "--stores", "{store}", "--redis-url", "redis://127.0.0.1:1"),
+        ("serve", "--stores", "{store}", "--workers", "1"),
+        ("serve", "--stores", "{store}", "--workers", "2"),
+    ],
+    ids=lambda c: " ".join(c[:2]) + (" --workers 2" if c[-1] == "2" else ""),
+)
+def test_a_store_given_as_the_folder_of_stores_is_named(command: tuple[str, ...]) -> None:
+    """`validate --stores policies/lending` exited 0 with `loans` and `tests` for stores, and
+    `check` said its store id named no store; every command taking --stores now says what
+    was meant, exit 2."""
+    store = str(POLICIES / "lending")
+    result = verdict(*(part.format(store=store, stores=POLICIES) for part in command))
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: --stores={store}: {ONE_STORE}; use --stores {POLICIES}"
+    ]
+
+
+def test_a_store_given_to_diff_against_is_named() -> None:
+    """diff's --against is a folder of stores too."""
+    store = POLICIES / "lending"
+    result = verdict("diff", "--stores", str(POLICIES), "--against", str(store))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: --against={store}: {ONE_STORE}; use --against {POLICIES}"
+    ]
+
+
+def test_a_schema_only_store_and_the_variable_are_named(tmp_path: Path) -> None:
+    """A store that holds only a schema is a store too; VERDICT_STORES (serve) is named as
+    the variable it is."""
+    (tmp_path / "stores" / "only").mkdir(parents=True)
+    (tmp_path / "stores" / "only" / "schema.cedarschema").write_text("entity User;\n")
+    schema_only = verdict("validate", "--stores", str(tmp_path / "stores" / "only"))
+    assert schema_only.stderr.splitlines() == [
+        f"error: --stores={tmp_path}/stores/only: {ONE_STORE}; use --stores {tmp_path}/stores"
+    ]
+    result = verdict("serve", "--workers", "1", env={"VERDICT_STORES": str(POLICIES / "lending")})
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"error: VERDICT_STORES={POLICIES}/lending: {ONE_STORE}; use VERDICT_STORES={POLICIES}"
+    ]
+
+
+def test_a_folder_of_stores_with_a_stray_file_still_loads(tmp_path: Path) -> None:
+    """Only *.cedar files and a schema make a folder a store: a README or a kustomization
+    beside the stores (as in policies/) leaves it a folder of stores."""
+    stores = tmp_path / "stores"
+    (stores / "s").mkdir(parents=True)
+    (stores / "s" / "p.cedar").write_text("permit(principal, action, resource);\n")
+    (stores / "README.md").write_text("stores\n")
+    (stores / "entities.json").write_text("[]\n")
+    result = verdict("validate", "--stores", str(stores))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("s: 1 policies")

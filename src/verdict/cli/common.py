@@ -58,7 +58,10 @@ def unusable(problems: Iterable[object], summary: str, code: int = EXIT_USAGE) -
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen command; a CommandError becomes its message and exit code."""
+    from verdict.cli.store_folders import check_store_folders
+
     try:
+        check_store_folders(args)
         code: int = args.func(args)
     except CommandError as exc:
         for line in exc.message.splitlines():
