@@ -43,14 +43,20 @@ def listen_problem(listen: str) -> str | None:
     except (socket.gaierror, UnicodeError):
         # 256.1.1.1 goes to the resolver as a name too, and is not found.
         return "not a valid address" if _bad_literal(name) else "host name not found"
+    # grpc serves when any of the addresses binds ("localhost" without IPv6 in a container):
+    # the host is refused only when none does, but a port another socket holds on any of them
+    # is refused at once.
+    problems = []
     for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
-            try:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
                 probe.bind(address)
-            except OSError as exc:
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
                 return bind_problem(exc)
-    return None
+            problems.append(bind_problem(exc))
+    return problems[0] if problems and len(problems) == len(addresses) else None
 
 
 def _bad_literal(name: str) -> bool:
