@@ -103,8 +103,9 @@ async def serve(app: App, channel: socket.socket, order: Order, parent: int) -> 
         server = await start(app, worker=index, metrics=order.metrics)
     except (OSError, RuntimeError) as exc:
         # An address taken since the supervisor's check: grpc says only that it could not
-        # bind (RuntimeError), so the check runs again to say why.
-        message = unusable_listener(app.settings, order.names)
+        # bind (RuntimeError), so the check runs again to say why; not in the later workers,
+        # whose port worker 0 holds (they share it by SO_REUSEPORT, which the check leaves out).
+        message = unusable_listener(app.settings, order.names) if index == 0 else None
         if message is None and not isinstance(exc, OSError):
             raise
         writer.write(refusal(message or f"cannot serve: {exc}"))
