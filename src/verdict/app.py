@@ -383,9 +383,10 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-async def start(app: App, worker: int = 0) -> VerdictServer:
+async def start(app: App, worker: int = 0, metrics: str | None = None) -> VerdictServer:
     """Start background work and the server, then report SERVING; ``worker`` is this process's
-    index under `verdict serve --workers N`."""
+    index under `verdict serve --workers N`, ``metrics`` where its supervisor serves /metrics
+    (this worker's counts summed with the others')."""
     settings = app.settings
     settle_heap()
     warn_about_security(settings)
@@ -451,6 +452,9 @@ async def start(app: App, worker: int = 0) -> VerdictServer:
         await server.mark_serving(app.policies.current.stores)
     start_hot_reload(app, server)
     snapshot = app.policies.current
+    # A worker serves no /metrics of its own: its counts are summed at the supervisor's.
+    served = metrics or metrics_address(settings.metrics_listen, app.metrics_server)
+    served_by = None if served is None else "supervisor" if metrics else "server"
     log.info(
         "server_started",
         listen=settings.listen,
@@ -459,7 +463,8 @@ async def start(app: App, worker: int = 0) -> VerdictServer:
         mutual_tls=settings.tls_client_ca is not None,
         callers_file=str(settings.callers_file) if settings.callers_file else None,
         health_port=server.health_port,
-        metrics=metrics_address(settings.metrics_listen, app.metrics_server),
+        metrics=served,
+        metrics_served_by=served_by,
         stores={s.store_id: s.version for s in snapshot.stores.values()},
         default_store=snapshot.default_store,
         entity_store="redis" if settings.redis_url else "memory",

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class Settings(BaseSettings):
@@ -72,7 +76,9 @@ class Settings(BaseSettings):
     # cancelling queued calls (fixed for both loops: ConcurrencyLimit.close), but the fault
     # suite has not been shown stable on it (one run of three missed the flood's refusals).
     event_loop: str = Field(default="asyncio", pattern="^(auto|uvloop|asyncio)$")
-    log_level: str = Field(default="info")
+    # Any case, as the logging module's names; the levels Verdict logs at (nothing logs
+    # "critical", so it would only hide errors).
+    log_level: str = Field(default="info", description="debug, info, warning or error")
     # JSON lines in production; readable console output on a terminal ("auto" picks by stderr).
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     metrics_listen: str | None = Field(default=None, description="HOST:PORT for /metrics")
@@ -173,6 +179,30 @@ class Settings(BaseSettings):
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or int(port) > 65535 or host.endswith(":"):
             raise ValueError("must be HOST:PORT or :PORT, e.g. 127.0.0.1:50051")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        # Checked here: configure_logging met an unknown name as a KeyError traceback.
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
+
+    @field_validator("redis_url", "audit_redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        # Checked here: the Redis client refused any other scheme only when it first connected,
+        # as a ValueError traceback out of `verdict serve`.
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme.lower() not in REDIS_SCHEMES:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        try:
+            parts.port  # noqa: B018 (raises for a port that is not a number up to 65535)
+        except ValueError:
+            raise ValueError("must have a port from 0 to 65535") from None
         return value
 
     @model_validator(mode="after")

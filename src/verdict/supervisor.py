@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, multiprocess
 from verdict import early_signals, event_loop
 from verdict.app import WRITES_NEED_REDIS, metrics_address
 from verdict.config import Settings
+from verdict.listeners import bind_problem, listen_message
 from verdict.supervisor_reloads import ReloadRelay
 from verdict.telemetry.exposition import multiprocess_registry, start_metrics_server
 from verdict.worker_link import MAX_LINE_BYTES, json_line
@@ -47,56 +48,31 @@ BACKOFF_FIRST, BACKOFF_MAX = 0.5, 8.0  # seconds before a restart, doubling per 
 KILL_MARGIN = 15.0  # seconds past the shutdown grace before a worker that still runs is killed
 
 
-def port_in_use(listen: str) -> bool:
-    """Whether ``HOST:PORT`` is taken, by any socket. Workers bind with SO_REUSEPORT, which would
-    let them join the listeners of another server of the same user (another `verdict serve
-    --workers`) and share its traffic unnoticed; a bind without it fails on any listener."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or int(port) == 0:
-        return False  # port 0 is always free; unix: and other forms are left to grpc
-    try:
-        addresses = socket.getaddrinfo(
-            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror:
-        return False  # grpc will say what is wrong with the host
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as grpc binds
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    return True
-    return False
-
-
-def busy_listener(settings: Settings) -> str | None:
-    """The first of the gRPC, health and metrics addresses that another socket holds, if any."""
-    for listen in (settings.listen, settings.health_listen, settings.metrics_listen):
-        if listen is not None and port_in_use(listen):
-            return listen
-    return None
-
-
-def in_use_message(listen: str) -> str:
-    """What `verdict serve` says, and exits 2 with, when ``listen`` is taken."""
-    return f"cannot listen on {listen}: address already in use"
-
-
 def with_port(listen: str, port: int | None) -> str:
     """``listen`` with port 0 replaced by the port the first worker was given."""
     host, _, given = listen.rpartition(":")
     return f"{host}:{port}" if given == "0" and port else listen
 
 
+class StartFailed(Exception):
+    """`verdict serve` cannot start: ``message`` (lines) is what a single process would have
+    said, as ``error: ...`` lines, and ``code`` its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
 class WorkerFailed(Exception):
     """A worker exited before it served; ``code`` is the supervisor's exit code for it (1 if it
-    was stopped or killed), ``exit_code`` the worker's own (negative: killed by that signal)."""
+    was stopped or killed), ``exit_code`` the worker's own (negative: killed by that signal),
+    ``message`` what it said was wrong (its stores, its settings, its port), if it said."""
 
-    def __init__(self, index: int, code: int) -> None:
+    def __init__(self, index: int, code: int, message: str | None = None) -> None:
         self.index = index
         self.exit_code = code
+        self.message = message
         # Exit 0 before serving is a stop it was sent (SIGTERM/SIGINT, kept while it started);
         # a negative code a kill (SIGKILL, the OOM killer): neither is its settings or stores.
         self.interrupted = code <= 0
@@ -128,8 +104,15 @@ class Supervisor:
         count: int,
         env: dict[str, str],
         registry: CollectorRegistry | None = None,
+        *,
+        metrics: str | None = None,
+        names: Mapping[str, str] | None = None,
     ) -> None:
         self._settings = settings.model_copy(update={"workers": count, "metrics_listen": None})
+        # Where this supervisor serves /metrics (the workers' sums), for the start events.
+        self._metrics = metrics
+        self._names = dict(names or {})  # listen fields -> the flags that set them
+        self.failure: str | None = None  # what a worker that could not start said
         # The supervisor's own metrics, next to the workers' sums on its /metrics.
         registry = CollectorRegistry() if registry is None else registry
         self._ready_workers = Gauge(
@@ -167,7 +150,12 @@ class Supervisor:
             stopped.cancel()
             await self._shutdown()
             if isinstance(failure, WorkerFailed):
-                log.error("worker_failed_to_start", worker=failure.index, exit_code=failure.code)
+                if failure.message is not None:  # said as a single process says it
+                    self.failure = failure.message
+                else:
+                    log.error(
+                        "worker_failed_to_start", worker=failure.index, exit_code=failure.code
+                    )
                 return failure.code
             raise failure
         else:
@@ -201,6 +189,15 @@ class Supervisor:
     async def _start_all(self) -> None:
         """Worker 0 alone, then the rest at once on the port it bound."""
         first = await self._start(0)
+        # Logged once worker 0 serves: a start that fails says only what a single process
+        # would say (its stores, a port), not events of a supervisor that never served.
+        log.info(
+            "supervisor_started",
+            workers=self._count,
+            pid=os.getpid(),
+            metrics_port=int(self._metrics.rpartition(":")[2]) if self._metrics else None,
+            metrics=self._metrics,
+        )
         self._settings = self._settings.model_copy(
             update={
                 "listen": with_port(self._settings.listen, first["port"]),
@@ -215,6 +212,8 @@ class Supervisor:
         except BaseExceptionGroup as failures:
             raise failures.exceptions[0] from None
         log.info("workers_started", workers=self._count, listen=self._settings.listen)
+        if self._settings.redis_url is None:
+            log.warning("entity_writes_refused", detail=WRITES_NEED_REDIS, workers=self._count)
 
     async def _start(self, index: int) -> dict[str, Any]:
         """``_spawn`` at startup, again (up to START_ATTEMPTS times) for a worker stopped or
@@ -266,7 +265,12 @@ class Supervisor:
             signal_worker(process, self._signal)
         reader, writer = await asyncio.open_connection(sock=ours, limit=MAX_LINE_BYTES)
         worker.channel = writer
-        order = {"index": index, "settings": self._settings.model_dump(mode="json")}
+        order = {
+            "index": index,
+            "settings": self._settings.model_dump(mode="json"),
+            "names": self._names,
+            "metrics": self._metrics,
+        }
         try:
             writer.write(json_line(order))
             if self._stop_level:  # a restart while stopping: its level, not only the signal
@@ -277,6 +281,8 @@ class Supervisor:
         if not line:
             raise WorkerFailed(index, await process.wait())
         ready: dict[str, Any] = json.loads(line)
+        if "error" in ready:  # it could not start, and said why (worker_server.refuse)
+            raise WorkerFailed(index, await process.wait(), str(ready["error"]))
         listener = asyncio.create_task(self._relay.listen(worker, reader))
         self._listeners.add(listener)
         listener.add_done_callback(self._listeners.discard)
@@ -314,8 +320,16 @@ class Supervisor:
                 await asyncio.wait_for(self._stopping.wait(), delay)
             if self._stopping.is_set():
                 return
-            with contextlib.suppress(WorkerFailed):  # counted as the next exit in this loop
+            try:
                 await self._spawn(index)
+            except WorkerFailed as failure:  # counted as the next exit in this loop
+                if failure.message is not None:
+                    log.error(
+                        "worker_failed_to_start",
+                        worker=index,
+                        exit_code=failure.code,
+                        detail=failure.message,
+                    )
 
     def _forget(self, pid: int) -> None:
         directory = self._env.get("PROMETHEUS_MULTIPROC_DIR")
@@ -384,14 +398,10 @@ def signal_worker(process: asyncio.subprocess.Process, sig: int) -> None:
             os.kill(process.pid, sig)
 
 
-def supervise(settings: Settings, count: int) -> int:
-    """Run ``count`` workers until SIGTERM/SIGINT; the exit code of `verdict serve`."""
-    busy = busy_listener(settings)
-    if busy is not None:
-        print(f"error: {in_use_message(busy)}", file=sys.stderr)
-        return EXIT_ERROR
-    if settings.redis_url is None:
-        log.warning("entity_writes_refused", detail=WRITES_NEED_REDIS, workers=count)
+def supervise(settings: Settings, count: int, names: Mapping[str, str]) -> int:
+    """Run ``count`` workers until SIGTERM/SIGINT; the exit code of `verdict serve`, or
+    StartFailed when it cannot start. The caller has checked the listen addresses
+    (verdict.listeners); ``names`` maps their fields to the flags that set them."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
     metrics_dir, metrics_server, registry = None, None, None
     try:
@@ -403,21 +413,26 @@ def supervise(settings: Settings, count: int) -> int:
             try:
                 registry = multiprocess_registry(metrics_dir)
                 metrics_server = start_metrics_server(settings.metrics_listen, registry)
-            except OSError as exc:
-                print(f"cannot serve metrics on {settings.metrics_listen}: {exc}", file=sys.stderr)
-                return EXIT_ERROR
-        log.info(
-            "supervisor_started",
-            workers=count,
-            pid=os.getpid(),
-            metrics_port=metrics_server.server_port if metrics_server else None,
+            except OSError as exc:  # taken since the caller's check
+                named = names.get("metrics_listen", "VERDICT_METRICS_LISTEN")
+                message = listen_message(settings.metrics_listen, bind_problem(exc), named)
+                raise StartFailed(message) from None
+        supervisor = Supervisor(
+            settings,
+            count,
+            env,
+            registry,
             metrics=metrics_address(settings.metrics_listen, metrics_server),
+            names=names,
         )
         # asyncio's loop (it forks the workers, keeping the signal mask that
         # early_signals.held_by_children sets for them: libuv, under uvloop, clears it); once
         # run() is over the stop signals stay ignored, so the cleanup below runs whatever
         # arrives.
-        return event_loop.run(Supervisor(settings, count, env, registry).run(), "asyncio")
+        code = event_loop.run(supervisor.run(), "asyncio")
+        if supervisor.failure is not None:
+            raise StartFailed(supervisor.failure, code)
+        return code
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()

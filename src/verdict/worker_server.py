@@ -3,9 +3,10 @@ supervisor over a socket, once verdict.worker (the process's entry point) has se
 
 The socket carries one line each way first: the supervisor sends the worker's index and
 settings (never on the command line, which every local user can read), the worker answers with
-its ports once it serves. Afterwards it carries reloads made by every worker (verdict.worker_link),
-and its end of file tells the worker that the supervisor is gone, and the supervisor that the
-worker is.
+its ports once it serves, or with what keeps it from serving (the supervisor prints it as
+`verdict serve --workers 1` would). Afterwards it carries reloads made by every worker
+(verdict.worker_link), and its end of file tells the worker that the supervisor is gone, and
+the supervisor that the worker is.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -26,6 +28,7 @@ from verdict import early_signals, event_loop
 from verdict.app import App, build_app, shut_down, start, stop
 from verdict.config import Settings
 from verdict.errors import ConfigError, PolicyLoadError
+from verdict.listeners import unusable_listener
 from verdict.telemetry.logging import configure_logging
 from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
 from verdict.transport.shutdown_signals import ShutdownSignals
@@ -56,17 +59,40 @@ def die_with_parent(parent: int) -> None:
         raise SystemExit(0)
 
 
-def read_order(channel: socket.socket) -> tuple[int, dict[str, Any]]:
-    """The index and settings the supervisor sent, as one JSON line."""
+@dataclass(frozen=True)
+class Order:
+    """What the supervisor tells a worker it starts: its index and settings, the flags that
+    set the listen addresses (for messages) and where the supervisor serves /metrics."""
+
+    index: int
+    settings: dict[str, Any]
+    names: Mapping[str, str]
+    metrics: str | None
+
+
+def read_order(channel: socket.socket) -> Order:
+    """The order the supervisor sent, as one JSON line."""
     # Unbuffered: the supervisor may write a stop right after the order (a stop while this
     # worker starts), and a buffered read would take that line too and drop it.
     with channel.makefile("rb", buffering=0) as lines:
         order = json.loads(lines.readline())
-    return int(order["index"]), dict(order["settings"])
+    return Order(
+        int(order["index"]),
+        dict(order["settings"]),
+        {str(k): str(v) for k, v in (order.get("names") or {}).items()},
+        order.get("metrics"),
+    )
 
 
-async def serve(app: App, channel: socket.socket, index: int, parent: int) -> int:
+def refusal(message: str) -> bytes:
+    """The line that tells the supervisor this worker cannot start, and why: the lines
+    `verdict serve --workers 1` would print after ``error:``."""
+    return json_line({"error": message})
+
+
+async def serve(app: App, channel: socket.socket, order: Order, parent: int) -> int:
     """Start, report the ports, serve until SIGTERM/SIGINT or the supervisor is gone, drain."""
+    index = order.index
     signals = ShutdownSignals(supervised=True)
     signals.install()
     reader, writer = await asyncio.open_connection(sock=channel, limit=MAX_LINE_BYTES)
@@ -74,9 +100,17 @@ async def serve(app: App, channel: socket.socket, index: int, parent: int) -> in
     if app.reloader is not None:
         app.reloader.peers = link  # before serving: the first ReloadPolicies reaches all
     try:
-        server = await start(app, worker=index)
-    except OSError as exc:  # the port: grpc says only that it could not bind
-        print(f"cannot serve: {exc}", file=sys.stderr)
+        server = await start(app, worker=index, metrics=order.metrics)
+    except (OSError, RuntimeError) as exc:
+        # An address taken since the supervisor's check: grpc says only that it could not
+        # bind (RuntimeError), so the check runs again to say why; not in the later workers,
+        # whose port worker 0 holds (they share it by SO_REUSEPORT, which the check leaves out).
+        message = unusable_listener(app.settings, order.names) if index == 0 else None
+        if message is None and not isinstance(exc, OSError):
+            raise
+        writer.write(refusal(message or f"cannot serve: {exc}"))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
         await stop(app, 0)
         return EXIT_ERROR
     ready = {"port": server.port, "health_port": server.health_port, "pid": os.getpid()}
@@ -109,8 +143,9 @@ def main(argv: Sequence[str]) -> int:
     channel = socket.socket(fileno=int(argv[0]))
     parent = int(argv[1])
     die_with_parent(parent)
-    index, fields = read_order(channel)
-    settings = worker_settings(Settings(**fields), index)
+    order = read_order(channel)
+    index = order.index
+    settings = worker_settings(Settings(**order.settings), index)
     configure_logging(settings.log_level, settings.log_format, nonblocking=True)
     structlog.contextvars.bind_contextvars(worker=index)
     redis_connections = settings.redis_max_connections if settings.redis_url else 0
@@ -118,13 +153,15 @@ def main(argv: Sequence[str]) -> int:
         ensure_open_files(open_files_needed(settings.max_connections, redis_connections))
         app = build_app(settings)
     except OpenFilesError as exc:
-        print(f"cannot serve: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        message = f"cannot serve: {exc}"
     except PolicyLoadError as exc:
-        print(f"cannot load policy stores:\n{exc}", file=sys.stderr)
-        return EXIT_ERROR
+        message = f"cannot load policy stores:\n{exc}"
     except ConfigError as exc:
-        print(f"invalid configuration:\n{exc}", file=sys.stderr)
-        return EXIT_ERROR
-    # The supervisor's command checked that the chosen loop is available.
-    return event_loop.run(serve(app, channel, index, parent), settings.event_loop)
+        message = f"invalid configuration:\n{exc}"
+    else:
+        # The supervisor's command checked that the chosen loop is available.
+        return event_loop.run(serve(app, channel, order, parent), settings.event_loop)
+    # The messages of `verdict serve --workers 1`, which the supervisor prints as it does.
+    with contextlib.suppress(OSError):  # a supervisor gone has nobody to tell
+        channel.sendall(refusal(message))
+    return EXIT_ERROR

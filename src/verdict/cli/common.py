@@ -60,7 +60,10 @@ def unusable(problems: Iterable[object], summary: str, code: int = EXIT_USAGE) -
 def run(args: argparse.Namespace) -> int:
     """Run the chosen command; a CommandError becomes its message and exit code, anything
     unexpected exit 2 with its traceback."""
+    from verdict.cli.store_folders import check_store_folders
+
     try:
+        check_store_folders(args)
         code: int = args.func(args)
     except CommandError as exc:
         for line in exc.message.splitlines():
@@ -188,7 +191,11 @@ def add_commands(parser: argparse.ArgumentParser, dest: str, metavar: str) -> An
 def shown_value(value: object) -> str:
     """A setting's value as an error message may show it: URLs without credentials, long
     values cut."""
-    text = redact_url(value) if isinstance(value, str) and "://" in value else str(value)
+    text = str(value)
+    if "://" in text:
+        text = redact_url(text)
+    elif "@" in text:  # user:password@host without a scheme: the part before @ may be secret
+        text = "***@" + text.rpartition("@")[2]
     return text if len(text) <= _MAX_SHOWN_VALUE else text[: _MAX_SHOWN_VALUE - 3] + "..."
 
 

@@ -43,10 +43,13 @@ def _serve(args: argparse.Namespace) -> int:
     # The server's modules (grpc, Cedar, Redis) are imported to serve, not for --help.
     from verdict import event_loop
     from verdict.app import build_app, run
+    from verdict.cli.store_folders import one_store_message
     from verdict.cpus import cpu_count
     from verdict.errors import ConfigError, PolicyLoadError
     from verdict.event_loop import EventLoopError
-    from verdict.supervisor import busy_listener, in_use_message, supervise
+    from verdict.listeners import unusable_listener
+    from verdict.policy.layout import is_one_store
+    from verdict.supervisor import StartFailed, supervise
     from verdict.telemetry.logging import configure_logging
     from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
 
@@ -56,17 +59,24 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {field: getattr(args, field) for field in FLAGS}
     overrides["redis_cluster"] = args.redis_cluster or None
     settings = load_settings(overrides, FLAGS)
+    given = {field: FLAGS[field] for field, value in overrides.items() if value is not None}
+    if "stores" not in given and is_one_store(settings.stores):  # --stores: checked by `run`
+        fail(one_store_message("VERDICT_STORES", settings.stores, variable=True))
     configure_logging(settings.log_level, settings.log_format, nonblocking=True)
     try:
         event_loop.resolve(settings.event_loop)  # before any worker starts
     except EventLoopError as exc:
         fail(f"cannot serve: {exc}")
+    # Before any worker starts: grpc says only "Failed to bind to address" (a traceback).
+    unusable = unusable_listener(settings, given)
+    if unusable is not None:
+        fail(unusable)
     workers = settings.workers or cpu_count()
     if workers > 1:
-        return supervise(settings, workers)
-    busy = busy_listener(settings)
-    if busy is not None:
-        fail(in_use_message(busy))
+        try:
+            return supervise(settings, workers, given)
+        except StartFailed as exc:
+            fail(exc.message, exc.code)
     redis_connections = settings.redis_max_connections if settings.redis_url else 0
     try:
         health = settings.max_health_connections if settings.health_listen else 0
@@ -82,9 +92,13 @@ def _serve(args: argparse.Namespace) -> int:
         fail(f"invalid configuration:\n{exc}")
     try:
         event_loop.run(run(app), settings.event_loop)
-    except OSError as exc:
-        # Taken between the check above and the bind (grpc says only that it could not bind).
-        fail(f"cannot serve: {exc}")
+    except (OSError, RuntimeError) as exc:
+        # Taken between the check above and the bind: grpc says only that it could not bind
+        # (RuntimeError), so the check runs again to say why.
+        again = unusable_listener(settings, given)
+        if again is None and not isinstance(exc, OSError):
+            raise
+        fail(again or f"cannot serve: {exc}")
     return EXIT_OK
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from verdict.cli.commands import summary
-from verdict.cli.common import EXIT_OK, EXIT_USAGE
+from verdict.cli.common import EXIT_OK, fail
 
 
 def _version(args: argparse.Namespace) -> int:
@@ -16,12 +15,11 @@ def _version(args: argparse.Namespace) -> int:
     from verdict.policy.loader import store_roots, store_version
 
     try:
-        roots = store_roots(args.stores)
-    except PolicyLoadError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
-    for root in roots:
-        print(f"{root.name} {store_version(root)}")
+        versions = [f"{root.name} {store_version(root)}" for root in store_roots(args.stores)]
+    except PolicyLoadError as exc:  # `error: FILE:0: ...`, as every command says it
+        fail(str(exc))
+    for line in versions:
+        print(line)
     return EXIT_OK
 
 

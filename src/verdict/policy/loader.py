@@ -36,6 +36,7 @@ from verdict.policy.index import (
     static_entry,
     template_part,
 )
+from verdict.policy.layout import SCHEMA_JSON, SCHEMA_TEXT
 from verdict.policy.links import LINKS_FILES, Link, read_links
 from verdict.policy.policy_sets import SelectionCacheLimits
 from verdict.policy.positions import locate_in_policy, locate_schema_error, locate_syntax_error
@@ -60,8 +61,6 @@ from verdict.schema_shape.bounds import type_bound_problem
 
 PARSE_CHUNK = 256  # statements per parse call
 VALIDATE_CHUNK = 1_000  # policies per validation call: Cedar holds a parsed chunk at once
-SCHEMA_TEXT = "schema.cedarschema"
-SCHEMA_JSON = "schema.cedarschema.json"
 ENTITIES_FILE = "entities.json"
 # A store's files besides its *.cedar files; all but the seal are sealed.
 SEALED_FILE_NAMES = (SCHEMA_TEXT, SCHEMA_JSON, SETTINGS_FILE, ENTITIES_FILE, *LINKS_FILES)
