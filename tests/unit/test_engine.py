@@ -198,7 +198,10 @@ async def test_extra_entities_supplement_the_store(lending_app: App) -> None:
                 "Borrower::alice", "update", "Loan::loan-new", BASE_CONTEXT, extra_entities=(bad,)
             )
         )
-    assert info.value.field == "entities_json"
+    assert info.value.field == "entities_json[0]"
+    assert info.value.problem == (
+        'Loan::"loan-new": attribute `amount` has a value of the wrong type'
+    )  # named, never its value ("lots")
 
 
 async def test_extra_entities_cannot_replace_stored_ones(lending_app: App) -> None:
