@@ -39,6 +39,19 @@ Findings (strict xfail until fixed):
    decisions/s (p99 79 ms) against 275/s (p99 12 ms) beside the twin.
    ``test_a_float_before_huge_integers_costs_what_its_refusal_costs``.
 
+3. A string value that quotes Cedar's own marker is read as Cedar's reason (Low: the
+   caller's own value, but the "never a value" claim of ``EntityProblem.data_free`` breaks,
+   and the entity or attribute named is wrong). ``cedar.entity_problem`` takes Cedar's
+   reason from the LAST occurrence of a marker (``rfind``), and Cedar quotes the whole input
+   (or the value at fault) before or after its reason; a value
+   ``entity does not conform to the schema: in attribute `SECRET-VALUE` on `Loan::"zz"`...``
+   makes an inline entity's refusal ``entities_json[0]: attribute `SECRET-VALUE` has a value
+   of the wrong type`` (no entity named), and beside an undeclared attribute ``extra`` names
+   ``SECRET-VALUE`` as the undeclared one. PutEntities the same. The same reading serves the
+   server's log and ReloadPolicies' answer for an entities file (its author's values).
+   ``test_a_value_quoting_cedars_marker_is_not_echoed``,
+   ``test_put_entities_echoes_no_value_quoting_cedars_marker``.
+
 Held: see each test below (keys escaped and cut, no value in any message, the path named is
 the one refused, no RecursionError at any depth, inline entity and PutEntities messages,
 grants, Redis databases).
@@ -395,6 +408,55 @@ def test_a_nonconforming_inline_entity_is_named_without_its_value(
         assert value not in message
 
 
+# Cedar's marker, quoted inside a value: ``cedar.entity_problem`` reads Cedar's reason from the
+# LAST marker (``rfind``), which is then the one inside the quoted value.
+MARKER_VALUE = (
+    "entity does not conform to the schema: in attribute `SECRET-VALUE` on "
+    '`Loan::"zz"`, type mismatch'
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 3: a value holding Cedar's marker is read as Cedar's reason: the message "
+    "names the value (SECRET-VALUE) as the attribute, and the wrong attribute or no entity",
+)
+@pytest.mark.parametrize(
+    ("entity", "expected"),
+    [
+        (
+            loan("l", amount=MARKER_VALUE),
+            'entities_json[0]: Loan::"l": attribute `amount` has a value of the wrong type',
+        ),
+        (
+            loan("l", kind=MARKER_VALUE, extra=1),
+            'entities_json[0]: Loan::"l": attribute `extra` is not declared in the schema',
+        ),
+    ],
+)
+def test_a_value_quoting_cedars_marker_is_not_echoed(
+    writable: tuple[Any, Any], entity: dict[str, Any], expected: str
+) -> None:
+    code, message, _ = refusal(writable[0], inline([entity]))
+    assert "SECRET-VALUE" not in message
+    assert (code, message) == ("INVALID_ARGUMENT", expected)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding 3: PutEntities names a value holding Cedar's marker as the attribute",
+)
+def test_put_entities_echoes_no_value_quoting_cedars_marker(writable: tuple[Any, Any]) -> None:
+    text = json.dumps([loan("l", amount=MARKER_VALUE)])
+    request = epb.PutEntitiesRequest(policy_store_id="w", entities_json=text)
+    code, message, _ = refusal(writable[1], request, "PutEntities")
+    assert "SECRET-VALUE" not in message
+    assert (code, message) == (
+        "INVALID_ARGUMENT",
+        'entities_json[0]: Loan::"l": attribute `amount` has a value of the wrong type',
+    )
+
+
 def test_the_second_evaluation_at_the_inline_limits_is_cheap(writable: tuple[Any, Any]) -> None:
     """60 inline Loans (near 1,500 values), the last nonconforming: the error path (one more
     Cedar evaluation) costs about what the decision does (measured ~5 ms each)."""
@@ -583,3 +645,30 @@ def test_an_acl_user_and_a_missing_database_fail_closed_saying_which(
 
 
 assert sys.version_info >= (3, 11)
+
+
+def test_rediss_with_an_acl_user_and_a_database_works_and_refuses_by_name(
+    tmp_path: Path,
+) -> None:
+    """Over TLS (``rediss://``): an ACL user that may SELECT works in db 13 alone; one that
+    may not is refused at start by name (the SELECT apart from the TLS handshake)."""
+    from tests.redis_support import tls_redis
+    from tests.security.test_attack_round20 import put
+
+    server, ca = tls_redis(tmp_path / "tls")
+    server.start()
+    try:
+        server.cli("ACL", "SETUSER", "full", "on", ">pw-2", "~*", "&*", "+@all")
+        server.cli("ACL", "SETUSER", "noselect", "on", ">pw-1", "~*", "&*", "+@all", "-select")
+        stores = group_store(tmp_path)
+        base = f"127.0.0.1:{server.port}/13?ssl_ca_certs={ca}"
+        args = ("--redis-url", f"rediss://full:pw-2@{base}", "--default-store", "s")
+        with running_server(stores, *args, "--workers", "1") as (_, port):
+            assert ask(port, put(port, member(True))) == "ALLOW"
+        said = refused_at_start(stores, f"rediss://noselect:pw-1@{base}")
+        assert "the Redis user may not use database 13" in said
+        assert "pw-1" not in said
+        assert server.cli("-n", "0", "DBSIZE").strip() == "0"
+        assert int(server.cli("-n", "13", "DBSIZE").strip()) > 0
+    finally:
+        server.stop()
