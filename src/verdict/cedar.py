@@ -312,12 +312,6 @@ NO_DECISION_KINDS = frozenset(
     {"action", "scope", "type", "extension", "enum", "missing", "undeclared", ""}
 )
 _ENTITIES_FAILED = "failed to parse entities"
-# Entity rejections: where Cedar's reason starts, after it has quoted the whole input.
-_ENTITY_MARKERS = (
-    "entity does not conform to the schema",
-    "error during entity deserialization",
-    "transitive closure",
-)
 _ENTITY_ATTRIBUTE = re.compile(r"attribute `([^`]+)`")
 _QUOTED_UID = re.compile(r'`([A-Za-z_][\w:]*::"(?:[^"\\]|\\.)*")`')
 UNDECLARED_ENTITY_TYPE = "has an entity type the schema does not declare"
@@ -398,16 +392,20 @@ class EntityProblem:
 
 
 def classify_entity_problem(reason: str) -> EntityProblem:
-    """Classify Cedar's reason for rejecting entities (the text from its marker on)."""
+    """Classify Cedar's reason for rejecting entities (its text after the quoted input). The
+    reason names the attribute and states the problem before it quotes any value, so the
+    first attribute and the earliest problem phrase are Cedar's own, whatever a value holds."""
     attribute = _ENTITY_ATTRIBUTE.search(reason)
-    for needle, explanation, about_attribute in _ENTITY_PROBLEMS:
-        if needle in reason:
-            named = attribute.group(1) if about_attribute and attribute else None
-            return EntityProblem(reason, explanation, named)
+    matches = [
+        (at, explanation, about_attribute)
+        for needle, explanation, about_attribute in _ENTITY_PROBLEMS
+        if (at := reason.find(needle)) >= 0
+    ]
+    if matches:
+        _, explanation, about_attribute = min(matches, key=lambda match: match[0])
+        named = attribute.group(1) if about_attribute and attribute else None
+        return EntityProblem(reason, explanation, named)
     return EntityProblem(reason, "does not conform to the schema")
-
-
-_PROBE = {"type": "__verdict_probe", "id": ""}
 
 
 def entities_conform(text: str, schema: SchemaHandle | None, *, release_gil: bool = False) -> bool:
@@ -421,6 +419,9 @@ def entities_conform(text: str, schema: SchemaHandle | None, *, release_gil: boo
     return True
 
 
+_PROBE = {"type": "__verdict_probe", "id": ""}
+
+
 def entity_problem(
     entities: Sequence[JsonObject], schema: SchemaHandle | None
 ) -> EntityProblem | None:
@@ -431,14 +432,17 @@ def entity_problem(
     probe request yields exactly the entity error.
     """
     request = {"principal": _PROBE, "action": _PROBE, "resource": _PROBE, "context": {}}
-    result = cedarpy.is_authorized(request, _EMPTY_POLICIES, list(entities), schema)
+    document = json.dumps(list(entities))
+    result = cedarpy.is_authorized(request, _EMPTY_POLICIES, document, schema)
+    # Cedar quotes the whole input, then gives its reason, which may quote a value again.
+    # The reason is cut where the input (sent as this very text) ends: searching the text for
+    # a marker could find one a caller wrote inside a value (attack round 27).
+    quoted = f"{_ENTITIES_FAILED} from:\n{document}: "
     for error in result.diagnostics.errors:
         text = str(error)
         if text.startswith(_ENTITIES_FAILED):
-            starts = [i for m in _ENTITY_MARKERS if (i := text.rfind(m)) >= 0]
-            return classify_entity_problem(
-                text[min(starts) :] if starts else "entities do not parse"
-            )
+            found = text.startswith(quoted)
+            return classify_entity_problem(text[len(quoted) :] if found else "")
     return None
 
 

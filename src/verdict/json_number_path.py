@@ -15,6 +15,17 @@ from typing import Any
 
 from verdict.json_values import LONG_MAX, LONG_MIN
 
+_LONG_DIGITS = 19  # digits of 2**63
+# A path is named only within these: deeper than the context's depth limit, or longer than a
+# line, the plain refusal is clearer, and a status message stays small (grpc clients refuse
+# trailers past 8-16 KiB: a long path would lose the INVALID_ARGUMENT itself; attack round 27).
+MAX_PATH_PARTS = 32
+MAX_PATH_CHARS = 200
+
+
+class _GiveUp(Exception):
+    """The first refused number lies past MAX_PATH_PARTS: no path is named."""
+
 
 class _Refused:
     """A number the strict parse refuses, kept in place of its value."""
@@ -25,6 +36,10 @@ class _Members(list[tuple[str, Any]]):
 
 
 def _long_or_refused(text: str) -> int | _Refused:
+    # Past 19 digits an integer is out of range whatever it says: never converted (int() of
+    # thousands of digits costs quadratic time, for numbers the strict parse never reached).
+    if len(text) - text.startswith("-") > _LONG_DIGITS:
+        return _Refused()
     value = int(text)
     return value if LONG_MIN <= value <= LONG_MAX else _Refused()
 
@@ -40,28 +55,47 @@ _PERMISSIVE = json.JSONDecoder(
 def refused_number_path(text: str, child: Callable[[str, str], str]) -> str | None:
     """The attribute path of the first number in ``text``, a JSON object, that the strict
     parse refuses (``child(path, key)`` names a member, ``[i]`` a list item), or None if there
-    is none or the text is no JSON object. Only for texts small enough to parse twice."""
+    is none, the text is no JSON object, or the path would pass MAX_PATH_PARTS or
+    MAX_PATH_CHARS. Only for texts small enough to parse twice."""
     try:
         document = _PERMISSIVE.decode(text)
     except (ValueError, RecursionError):
         return None
     if not isinstance(document, _Members):
         return None
-    found = _first_refused(document, "", child)
-    return found.removeprefix(".") if found else None
+    try:
+        steps = _first_refused(document, 0)
+    except _GiveUp:
+        return None
+    if steps is None:
+        return None
+    path = ""
+    for step in reversed(steps):  # gathered leaf first
+        path = child(path, step) if isinstance(step, str) else f"{path}[{step}]"
+        if len(path) > MAX_PATH_CHARS:
+            return None
+    return path.removeprefix(".")
 
 
-def _first_refused(value: Any, path: str, child: Callable[[str, str], str]) -> str | None:
+def _first_refused(value: Any, depth: int) -> list[str | int] | None:
+    """The steps (leaf first) to the first refused number in document order, or None."""
     if isinstance(value, _Refused):
-        return path
+        return []
     if isinstance(value, _Members):
-        steps: Iterable[tuple[str, Any]] = ((child(path, key), item) for key, item in value)
+        steps: Iterable[tuple[str | int, Any]] = value
     elif isinstance(value, list):
-        steps = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+        steps = enumerate(value)
     else:
         return None
-    for here, item in steps:
-        found = _first_refused(item, here, child)
+    if depth == MAX_PATH_PARTS:
+        # Anything further down would be a longer path than is named: the first refused
+        # number may be down there, so stop rather than name a later, shallower one.
+        if any(isinstance(item, (_Refused, list)) for _, item in steps):
+            raise _GiveUp
+        return None
+    for step, item in steps:
+        found = _first_refused(item, depth + 1)
         if found is not None:
+            found.append(step)
             return found
     return None

@@ -10,7 +10,7 @@ Attacked as a caller of the gRPC API (a real ``verdict serve``, real Cedar, real
 4. ``request_problems``: an undeclared entity type lists the types the action allows.
 5. ``redis_failures._SelectApart``: the URL's SELECT is sent on its own after the handshake.
 
-Findings (strict xfail until fixed):
+Findings (each fixed the same session; its test, once a strict xfail, now holds the fix):
 
 1. The named path has no length bound, and is built in quadratic time (Medium: a one-
    connection event-loop DoS). The strict parse refuses a number where it reads it, before the
@@ -147,11 +147,6 @@ def timed_batch(stub: Any, contexts: list[str]) -> float:
 # --- Finding 1: the path has no length bound -------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: a ~960-level path of escaped 64-character keys is a 365 KB status; "
-    "a default client gets RESOURCE_EXHAUSTED",
-)
 def test_a_deep_number_path_reaches_a_default_client_as_invalid_argument(
     lending_port: int, wide: Any
 ) -> None:
@@ -167,11 +162,6 @@ def test_a_deep_number_path_reaches_a_default_client_as_invalid_argument(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: within every limit (20 levels of a 64-character non-ASCII key) the "
-    "status is ~18 KB of metadata: a default client gets RESOURCE_EXHAUSTED",
-)
 def test_a_number_path_within_the_depth_limit_reaches_a_default_client(lending_port: int) -> None:
     """A context 20 levels deep (max_context_depth is 32) whose keys are 64 accented letters
     (each escaped to ``\\u00e9``): the caller must learn INVALID_ARGUMENT, not lose it."""
@@ -181,10 +171,6 @@ def test_a_number_path_within_the_depth_limit_reaches_a_default_client(lending_p
     assert code == "INVALID_ARGUMENT", message[:300]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 1: the path is built quadratically: ~100 ms per deep item, ~470 ms a batch",
-)
 def test_a_batch_of_deep_number_paths_costs_what_its_refusals_cost(wide: Any) -> None:
     """Ten items of a 940-level context whose leaf is a float, against the same items with
     invalid JSON at the leaf (both refused; the budget ends the batch at the fifth)."""
@@ -208,11 +194,6 @@ def float_then_huge_integers(first: str) -> str:
     return '{"a":' + first + ',"b":[' + ",".join([HUGE] * count) + "]}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 2: the permissive re-read converts 243 4,300-digit integers the strict "
-    "parse never reached: ~30 ms per MiB against ~1 ms",
-)
 def test_a_float_before_huge_integers_costs_what_its_refusal_costs(wide: Any) -> None:
     """Three 1 MiB contexts (a float, then huge integers) in one batch, against the same with
     invalid JSON in place of the float: the refusal is at the same place, the cost must be
@@ -267,7 +248,8 @@ CASES = {
     ),
     '{"a":"1.5\\"","b":1e5}': f"context_json: attribute b {FLOAT}",
     '{"a":' + "9" * 4301 + "}": "context_json: is not valid JSON",
-    '{"a":1.5,"b":' + "9" * 4301 + "}": f"context_json: {FLOAT}",  # no path rather than a wrong one
+    # The float came first; the re-read never converts the 4,301 digits, so a is named.
+    '{"a":1.5,"b":' + "9" * 4301 + "}": f"context_json: attribute a {FLOAT}",
     '{"a":1.5,"b":}': f"context_json: {FLOAT}",
     '{"\\ud800":1.5}': f'context_json: attribute ["\\ud800"] {FLOAT}',
     '{"a b":1.5}': f'context_json: attribute ["a b"] {FLOAT}',
@@ -416,11 +398,6 @@ MARKER_VALUE = (
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 3: a value holding Cedar's marker is read as Cedar's reason: the message "
-    "names the value (SECRET-VALUE) as the attribute, and the wrong attribute or no entity",
-)
 @pytest.mark.parametrize(
     ("entity", "expected"),
     [
@@ -442,10 +419,6 @@ def test_a_value_quoting_cedars_marker_is_not_echoed(
     assert (code, message) == ("INVALID_ARGUMENT", expected)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding 3: PutEntities names a value holding Cedar's marker as the attribute",
-)
 def test_put_entities_echoes_no_value_quoting_cedars_marker(writable: tuple[Any, Any]) -> None:
     text = json.dumps([loan("l", amount=MARKER_VALUE)])
     request = epb.PutEntitiesRequest(policy_store_id="w", entities_json=text)

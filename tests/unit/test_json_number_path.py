@@ -118,3 +118,30 @@ def _set(document: object, steps: list[str | int], new: object) -> None:
     for step in steps[:-1]:
         document = document[step]  # type: ignore[index]
     document[steps[-1]] = new  # type: ignore[index]
+
+
+def test_an_integer_of_thousands_of_digits_is_named_without_converting_it() -> None:
+    """Past 19 digits the re-read refuses without int() (quadratic in the digits; Python
+    refuses 4,300 and more): the attribute is named all the same."""
+    huge = ",".join(["9" * 4300] * 20)  # 4,300 digits: the most int() converts
+    assert refusal('{"a": 1.5, "b": [' + huge + "]}").startswith("attribute a contains a frac")
+    assert refusal('{"n": -' + "9" * 20 + "}").startswith("attribute n contains an integer")
+    assert refused_number_path('{"n": ' + "9" * 5000 + "}", child_path) == "n"
+
+
+def test_a_path_deeper_than_the_depth_limit_is_not_named() -> None:
+    """A number 33 levels down (past the context's depth limit of 32) keeps the plain text,
+    and so does a path that would be longer than MAX_PATH_CHARS."""
+    deep = '{"a": ' * 33 + "1.5" + "}" * 33
+    assert refusal(deep).startswith("contains a fractional number")
+    at_the_limit = '{"a": ' * 32 + "1.5" + "}" * 32
+    assert refusal(at_the_limit).startswith("attribute " + ".".join(["a"] * 32) + " contains")
+    long_keys = "".join('{"' + letter * 64 + '": ' for letter in "kqzw") + "1.5" + "}" * 4
+    assert refusal(long_keys).startswith("contains a fractional number")
+
+
+def test_a_deep_container_before_a_shallow_float_names_nothing_rather_than_the_wrong_one() -> None:
+    """The search stops at the depth limit instead of skipping what lies below it: a float
+    down there may be the one the strict parse refused, so no later float is named."""
+    text = '{"a": ' + '{"b": ' * 33 + "1.5" + "}" * 33 + ', "c": 2.5}'
+    assert refusal(text).startswith("contains a fractional number")
