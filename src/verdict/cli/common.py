@@ -199,14 +199,15 @@ def shown_value(value: object) -> str:
     return text if len(text) <= _MAX_SHOWN_VALUE else text[: _MAX_SHOWN_VALUE - 3] + "..."
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
-
-
 def check_redis_url(flag: str, url: str | None) -> None:
-    """Stop, naming ``flag``, unless ``url`` (when given) is one redis-py can open: it would
-    raise a ValueError, shown as a traceback, only once the client is made."""
-    if url is not None and urlsplit(url).scheme.lower() not in REDIS_SCHEMES:
-        fail(f"{flag}={shown_value(url)}: must be a redis://, rediss:// or unix:// URL")
+    """Stop, naming ``flag``, unless ``url`` (when given) is one redis-py opens as meant: it
+    would raise a ValueError, shown as a traceback, only once the client is made, and it reads
+    a database that is not a number as another one."""
+    from verdict.redis_urls import redis_url_problem
+
+    problem = None if url is None else redis_url_problem(url)
+    if problem is not None:
+        fail(f"{flag}={shown_value(url)}: {problem}")
 
 
 def redact_url(url: str) -> str:
