@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.conftest import POLICIES
 from tests.integration.test_cli_behaviour import verdict
 from tests.integration.test_serve_errors import serve
+from tests.redis_support import RedisProcess, redis_fixture  # noqa: F401 (fixture)
 
 NOT_A_NUMBER = "the database must be a number (e.g. /0)"
 
@@ -60,3 +63,33 @@ def test_commands_with_redis_url_refuse_a_database_that_is_not_a_number(
     result = verdict(*command, "--redis-url", url)
     assert (result.returncode, result.stderr, result.stdout) == (2, f"error: {line}\n", "")
     assert "s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flag", "prefix"), [((), "prod:"), (("--redis-namespace", "staging"), "staging:")]
+)
+def test_entities_load_and_export_read_the_namespace_variable(
+    redis: RedisProcess, flag: tuple[str, ...], prefix: str
+) -> None:
+    """VERDICT_REDIS_NAMESPACE was ignored by `entities load`, which wrote under verdict:
+    where a server given the variable never reads; the flag still overrides it."""
+    env = {"VERDICT_REDIS_NAMESPACE": "prod"}
+    stores = ("--stores", str(POLICIES), "--redis-url", redis.url)
+    loaded = verdict("entities", "load", *stores, *flag, env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    keys = redis.cli("--scan").split()
+    assert keys
+    assert [k for k in keys if not k.startswith(prefix)] == []
+    exported = verdict(
+        "entities", "export", "--store", "lending", "--redis-url", redis.url, *flag, env=env
+    )
+    assert exported.returncode == 0, exported.stderr
+    written = json.loads((POLICIES / "lending" / "entities.json").read_text(encoding="utf-8"))
+    assert len(json.loads(exported.stdout)) == len(written)
+
+
+def test_serve_help_names_the_namespace_variable() -> None:
+    """serve has no --redis-namespace flag: its help names the variable that sets it."""
+    result = verdict("serve", "--help")
+    assert result.returncode == 0
+    assert "VERDICT_REDIS_NAMESPACE (default: verdict;" in " ".join(result.stdout.split())

@@ -195,7 +195,9 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument(
         "--redis-url",
         help=setting_help(
-            "read entities from Redis (redis://, rediss://, unix://) instead of memory",
+            "read entities from Redis (redis://, rediss://, unix://) instead of memory, under "
+            "the key prefix VERDICT_REDIS_NAMESPACE (default: verdict; `entities load` reads "
+            "it too)",
             "redis_url",
         ),
     )
