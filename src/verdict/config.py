@@ -15,7 +15,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 class Settings(BaseSettings):
     """Server settings; command-line flags override environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="VERDICT_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="VERDICT_", frozen=True, extra="forbid", str_strip_whitespace=True
+    )
 
     stores: Path = Field(default=Path("policies"), description="folder of policy stores")
     default_store: str | None = Field(default=None, description="store used for an empty id")
@@ -179,6 +181,15 @@ class Settings(BaseSettings):
         host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or int(port) > 65535 or host.endswith(":"):
             raise ValueError("must be HOST:PORT or :PORT, e.g. 127.0.0.1:50051")
+        return value
+
+    @field_validator("stores", mode="before")
+    @classmethod
+    def _named_stores(cls, value: object) -> object:
+        # Path("") is the working folder: an empty VERDICT_STORES served every folder in it
+        # (src, docs, tests...) as a store.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a folder of policy stores")
         return value
 
     @field_validator("log_level")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +97,99 @@ def test_serve_help_names_the_namespace_variable() -> None:
     result = verdict("serve", "--help")
     assert result.returncode == 0
     assert "VERDICT_REDIS_NAMESPACE (default: verdict;" in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        (("validate", "--stores", ""), {}, "--stores: must name a folder of policy stores"),
+        (
+            ("serve", "--workers", "1", "--stores="),
+            {},
+            "--stores: must name a folder of policy stores",
+        ),
+        (
+            ("serve", "--workers", "1"),
+            {"VERDICT_STORES": ""},
+            "VERDICT_STORES='': must name a folder of policy stores",
+        ),
+        (
+            ("serve", "--workers", "2"),
+            {"VERDICT_STORES": " "},
+            "VERDICT_STORES=' ': must name a folder of policy stores",
+        ),
+    ],
+)
+def test_an_empty_stores_folder_is_refused(
+    args: tuple[str, ...], env: dict[str, str], line: str
+) -> None:
+    """An empty --stores or VERDICT_STORES is the working folder: serve in the repository
+    served benchmarks, docs, src and tests as stores."""
+    result = verdict(*args, env=env)
+    assert (result.returncode, result.stderr, result.stdout) == (2, f"error: {line}\n", "")
+
+
+NESTED = "holds policy stores of its own"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("validate",),
+        ("version",),
+        ("entities", "load", "--redis-url", "redis://127.0.0.1:1"),
+        ("serve", "--workers", "1"),
+    ],
+    ids=lambda c: " ".join(c[:2]),
+)
+def test_a_folder_holding_a_folder_of_stores_is_named(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """`validate --stores .` in the repository exited 0 with `policies` for one store of 26
+    policies, its store's schema unread; a folder whose subfolder holds stores is named."""
+    shutil.copytree(POLICIES / "lending", tmp_path / "big" / "stores" / "lending")
+    (tmp_path / "big" / "notes").mkdir()
+    result = verdict(*command, "--stores", str(tmp_path / "big"))
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == (
+        f"error: --stores={tmp_path}/big: its folder stores {NESTED} (stores/lending); "
+        f"use --stores {tmp_path}/big/stores\n"
+    )
+
+
+def test_the_repository_root_and_the_variable_are_named() -> None:
+    """The folder given relative (`.`) is named as given; VERDICT_STORES as the variable."""
+    root = POLICIES.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "verdict", "validate", "--stores", "."],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"error: --stores=.: its folder policies {NESTED} (policies/lending); "
+        "use --stores policies\n",
+    )
+    served = verdict("serve", "--workers", "1", env={"VERDICT_STORES": str(root)})
+    assert (served.returncode, served.stderr) == (
+        2,
+        f"error: VERDICT_STORES={root}: its folder policies {NESTED} (policies/lending); "
+        f"use VERDICT_STORES={POLICIES}\n",
+    )
+
+
+def test_a_store_of_only_policy_subfolders_still_loads(tmp_path: Path) -> None:
+    """The loader reads a store's *.cedar files in every folder below it: a store whose
+    policies all lie in subfolders, beside a tests/ folder of suites, is a store, not a
+    folder of stores (only a schema marks a nested store)."""
+    store = tmp_path / "stores" / "s"
+    (store / "loans").mkdir(parents=True)
+    (store / "tests").mkdir()
+    (store / "loans" / "p.cedar").write_text("permit(principal, action, resource);\n")
+    (store / "tests" / "suite.yaml").write_text("cases: []\n")
+    result = verdict("validate", "--stores", str(tmp_path / "stores"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("s: 1 policies")
