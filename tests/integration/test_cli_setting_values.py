@@ -193,3 +193,49 @@ def test_a_store_of_only_policy_subfolders_still_loads(tmp_path: Path) -> None:
     result = verdict("validate", "--stores", str(tmp_path / "stores"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("s: 1 policies")
+
+
+def test_variables_with_surrounding_whitespace_are_read_without_it(tmp_path: Path) -> None:
+    """VERDICT_WORKERS=' 1 ' was read as 1 but VERDICT_LOG_LEVEL=' info ', VERDICT_STORES and
+    VERDICT_LISTEN refused for an invisible space; every string setting is stripped (here the
+    server gets as far as the stores folder, which is missing, after every setting read)."""
+    env = {
+        "VERDICT_LOG_LEVEL": " info ",
+        "VERDICT_LOG_FORMAT": "json ",
+        "VERDICT_STORES": f"{tmp_path}/missing ",
+        "VERDICT_LISTEN": " 127.0.0.1:21061",
+        "VERDICT_WORKERS": " 1 ",
+    }
+    result = verdict("serve", env=env)
+    assert (result.returncode, result.stderr.splitlines()[-1]) == (
+        2,
+        f"error: {tmp_path}/missing:0: policy stores folder not found",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        (
+            "VERDICT_LOG_FORMAT",
+            "jsn ",
+            "VERDICT_LOG_FORMAT='jsn ': must be one of auto, json, console",
+        ),
+        (
+            "VERDICT_LOG_LEVEL",
+            "",
+            "VERDICT_LOG_LEVEL='': must be one of debug, info, warning, error",
+        ),
+        (
+            "VERDICT_REDIS_URL",
+            " http://u:s3cret@x/0",
+            "VERDICT_REDIS_URL=' http://x/0': must be a redis://, rediss:// or unix:// URL",
+        ),
+    ],
+)
+def test_a_refused_value_with_whitespace_or_none_is_quoted(
+    name: str, value: str, line: str
+) -> None:
+    """`VERDICT_LOG_FORMAT=json : must be one of ...` hid its trailing space: a value that is
+    empty or has surrounding whitespace is shown quoted (still without a password)."""
+    assert serve(env={name: value}) == [f"error: {line}"]
