@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from verdict.redis_urls import redis_url_problem
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class Settings(BaseSettings):
     """Server settings; command-line flags override environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="VERDICT_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="VERDICT_", frozen=True, extra="forbid", str_strip_whitespace=True
+    )
 
     stores: Path = Field(default=Path("policies"), description="folder of policy stores")
     default_store: str | None = Field(default=None, description="store used for an empty id")
@@ -181,6 +183,15 @@ class Settings(BaseSettings):
             raise ValueError("must be HOST:PORT or :PORT, e.g. 127.0.0.1:50051")
         return value
 
+    @field_validator("stores", mode="before")
+    @classmethod
+    def _named_stores(cls, value: object) -> object:
+        # Path("") is the working folder: an empty VERDICT_STORES served every folder in it
+        # (src, docs, tests...) as a store.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must name a folder of policy stores")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -191,18 +202,15 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url", "audit_redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str | None) -> str | None:
-        # Checked here: the Redis client refused any other scheme only when it first connected,
-        # as a ValueError traceback out of `verdict serve`.
+    def _redis_url(cls, value: str | None) -> str | None:
+        # Checked here: the Redis client refused another scheme only when it first connected,
+        # as a ValueError traceback out of `verdict serve`, and read a database that is not a
+        # number as another database.
         if value is None:
             return value
-        parts = urlsplit(value)
-        if parts.scheme.lower() not in REDIS_SCHEMES:
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        try:
-            parts.port  # noqa: B018 (raises for a port that is not a number up to 65535)
-        except ValueError:
-            raise ValueError("must have a port from 0 to 65535") from None
+        problem = redis_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ import re
 import sys
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path, PosixPath
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
@@ -119,6 +120,16 @@ def setting_help(text: str, field: str) -> str:
     return f"{text} (VERDICT_{field.upper()}{shown})"
 
 
+class EmptyPath(PosixPath):
+    """The path of a flag given as "" (``--stores ''``): the working folder, as Path("") is,
+    but a command that needs a folder named can tell it was given none."""
+
+
+def path_argument(value: str) -> Path:
+    """A ``type=Path`` flag's value; an EmptyPath when it is empty."""
+    return EmptyPath(value) if not value else Path(value)
+
+
 class VerdictParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors come from the (sub)command at fault: its own usage line,
     and the nearest flag for an unknown one."""
@@ -129,6 +140,8 @@ class VerdictParser(argparse.ArgumentParser):
         # the nearest flag, like any other unknown one.
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        # Every `type=Path` flag: an empty value is told apart from ".", which it would be.
+        self.register("type", Path, path_argument)
         self._given: list[str] | None = None
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
@@ -190,23 +203,30 @@ def add_commands(parser: argparse.ArgumentParser, dest: str, metavar: str) -> An
 
 def shown_value(value: object) -> str:
     """A setting's value as an error message may show it: URLs without credentials, long
-    values cut."""
-    text = str(value)
+    values cut, quoted when empty or with surrounding whitespace (else invisible)."""
+    whole = str(value)
+    text = whole.strip()
     if "://" in text:
         text = redact_url(text)
     elif "@" in text:  # user:password@host without a scheme: the part before @ may be secret
         text = "***@" + text.rpartition("@")[2]
-    return text if len(text) <= _MAX_SHOWN_VALUE else text[: _MAX_SHOWN_VALUE - 3] + "..."
-
-
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+    if len(text) > _MAX_SHOWN_VALUE:
+        text = text[: _MAX_SHOWN_VALUE - 3] + "..."
+    if whole and whole == whole.strip():
+        return text
+    lead, trail = whole[: len(whole) - len(whole.lstrip())], whole[len(whole.rstrip()) :]
+    return f"'{lead}{text}{trail}'" if whole.strip() else f"'{whole}'"
 
 
 def check_redis_url(flag: str, url: str | None) -> None:
-    """Stop, naming ``flag``, unless ``url`` (when given) is one redis-py can open: it would
-    raise a ValueError, shown as a traceback, only once the client is made."""
-    if url is not None and urlsplit(url).scheme.lower() not in REDIS_SCHEMES:
-        fail(f"{flag}={shown_value(url)}: must be a redis://, rediss:// or unix:// URL")
+    """Stop, naming ``flag``, unless ``url`` (when given) is one redis-py opens as meant: it
+    would raise a ValueError, shown as a traceback, only once the client is made, and it reads
+    a database that is not a number as another one."""
+    from verdict.redis_urls import redis_url_problem
+
+    problem = None if url is None else redis_url_problem(url)
+    if problem is not None:
+        fail(f"{flag}={shown_value(url)}: {problem}")
 
 
 def redact_url(url: str) -> str:

@@ -63,8 +63,10 @@ def add_entities_command(commands: Any) -> None:
         sub.add_argument("--timeout", type=float, default=5.0, help="seconds per Redis call")
         sub.add_argument(
             "--redis-namespace",
-            default="verdict",
-            help="key and channel prefix of the deployment (as VERDICT_REDIS_NAMESPACE)",
+            # None: Settings reads VERDICT_REDIS_NAMESPACE, as serve does; a default here
+            # hid it, and a load wrote where its server never reads.
+            help="key and channel prefix of the deployment "
+            "(VERDICT_REDIS_NAMESPACE; default: verdict)",
         )
     entities.set_defaults(func=_run)
     add_remote_actions(actions)

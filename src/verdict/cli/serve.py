@@ -43,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     # The server's modules (grpc, Cedar, Redis) are imported to serve, not for --help.
     from verdict import event_loop
     from verdict.app import build_app, run
-    from verdict.cli.store_folders import one_store_message
+    from verdict.cli.store_folders import nested_stores_message, one_store_message
     from verdict.cpus import cpu_count
     from verdict.errors import ConfigError, PolicyLoadError
     from verdict.event_loop import EventLoopError
@@ -60,8 +60,12 @@ def _serve(args: argparse.Namespace) -> int:
     overrides["redis_cluster"] = args.redis_cluster or None
     settings = load_settings(overrides, FLAGS)
     given = {field: FLAGS[field] for field, value in overrides.items() if value is not None}
-    if "stores" not in given and is_one_store(settings.stores):  # --stores: checked by `run`
-        fail(one_store_message("VERDICT_STORES", settings.stores, variable=True))
+    if "stores" not in given:  # --stores: checked by `run`
+        if is_one_store(settings.stores):
+            fail(one_store_message("VERDICT_STORES", settings.stores, variable=True))
+        nested = nested_stores_message("VERDICT_STORES", settings.stores, variable=True)
+        if nested is not None:
+            fail(nested)
     configure_logging(settings.log_level, settings.log_format, nonblocking=True)
     try:
         event_loop.resolve(settings.event_loop)  # before any worker starts
@@ -195,7 +199,9 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument(
         "--redis-url",
         help=setting_help(
-            "read entities from Redis (redis://, rediss://, unix://) instead of memory",
+            "read entities from Redis (redis://, rediss://, unix://) instead of memory, under "
+            "the key prefix VERDICT_REDIS_NAMESPACE (default: verdict; `entities load` reads "
+            "it too)",
             "redis_url",
         ),
     )
