@@ -178,3 +178,18 @@ def test_serve_starts_and_logs_why_redis_cannot_be_used(guarded: RedisProcess) -
     ]
     assert [w["reason"] for w in warnings] == ["authentication failed"]
     assert "wrong-pw" not in server.stderr
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_the_cluster_variable_is_read_and_a_single_node_is_named(
+    guarded: RedisProcess, command: str
+) -> None:
+    """VERDICT_REDIS_CLUSTER is read as serve reads it (it was overridden by the flag's
+    default), and a node that is no cluster node is said to be one, not a traceback."""
+    url = f"redis://:{PASSWORD}@127.0.0.1:{guarded.port}/0"
+    result = verdict(*COMMANDS[command], "--redis-url", url, env={"VERDICT_REDIS_CLUSTER": "true"})
+    refused_cleanly(
+        result,
+        f"error: cannot connect to Redis at redis://127.0.0.1:{guarded.port}/0: "
+        "no node answered as a Redis Cluster node",
+    )

@@ -47,7 +47,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(
         {
             "redis_url": args.redis_url,
-            "redis_cluster": args.redis_cluster,
+            "redis_cluster": args.redis_cluster or None,  # else VERDICT_REDIS_CLUSTER, as serve
             "redis_timeout_seconds": args.timeout,
             "redis_namespace": args.redis_namespace,
         },

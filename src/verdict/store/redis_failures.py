@@ -73,6 +73,10 @@ def connect_failure(exc: BaseException) -> str | None:
 
 
 def _reason(exc: BaseException) -> str | None:
+    if isinstance(exc, redis.exceptions.RedisClusterException):
+        # The cluster client found no node to learn the slots from: raised before any command
+        # (a single node named with --redis-cluster, or no node of the cluster reachable).
+        return "no node answered as a Redis Cluster node"
     if isinstance(exc, redis.exceptions.AuthenticationError):
         return "authentication failed"
     if isinstance(exc, DatabaseRefusedError):

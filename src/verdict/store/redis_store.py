@@ -62,6 +62,7 @@ _RETRYABLE = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.TryAgainError,
     redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,  # no node could be asked for the slots
     OSError,
     TimeoutError,
 )
