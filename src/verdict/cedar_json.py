@@ -20,12 +20,12 @@ from verdict.errors import RequestError
 from verdict.json_number_path import refused_number_path
 from verdict.json_values import (
     C_PARSE_VALUES,
-    CONSTANT_PROBLEM,
     DEFAULT_MAX_DEPTH,
     FLOAT_PROBLEM,
     LONG_MAX,
     LONG_MIN,
     LONG_PROBLEM,
+    NUMBER_PROBLEMS,
     ValueBudget,
     parse_json,
 )
@@ -41,7 +41,6 @@ _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}", re.ASCII)
 # entity file's walk makes several per entity): _uid(EntityUid, (type, id)).
 _uid = tuple.__new__
 _ARRAY_START = re.compile(r"[ \t\n\r]*\[")
-_NUMBER_PROBLEMS = frozenset({FLOAT_PROBLEM, LONG_PROBLEM, CONSTANT_PROBLEM})
 
 
 def loads_strict(
@@ -226,7 +225,7 @@ def _number_named(exc: RequestError, text: str) -> RequestError:
     """``exc``, naming the attribute when it refuses a number: a context is small enough to
     be read again for that (a text of more values than json.loads reads at once keeps the
     plain refusal: the error path must not cost more than the parse did)."""
-    if exc.problem not in _NUMBER_PROBLEMS:
+    if exc.problem not in NUMBER_PROBLEMS:
         return exc
     if text.count(",") + text.count("[") + text.count("{") >= C_PARSE_VALUES:
         return exc

@@ -99,3 +99,28 @@ def _first_refused(value: Any, depth: int) -> list[str | int] | None:
             found.append(step)
             return found
     return None
+
+
+def refused_number_item(text: str) -> int | None:
+    """The index of the item of ``text``, a JSON array (an entities file), holding the first
+    number the strict parse refuses; None if there is none or the text is no JSON array."""
+    try:
+        document = _PERMISSIVE.decode(text)
+        if type(document) is not list:  # a _Members is an object
+            return None
+        for index, item in enumerate(document):
+            if _holds_refused(item):
+                return index
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
+def _holds_refused(value: Any) -> bool:
+    if isinstance(value, _Refused):
+        return True
+    if isinstance(value, _Members):
+        return any(_holds_refused(item) for _, item in value)
+    if isinstance(value, list):
+        return any(_holds_refused(item) for item in value)
+    return False

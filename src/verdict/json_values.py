@@ -23,6 +23,7 @@ from verdict.errors import RequestError, ValueBudgetError
 
 LONG_MIN = -(2**63)
 LONG_MAX = 2**63 - 1
+_LONG_CHARS = len(str(LONG_MIN))  # "-9223372036854775808": no longer text is in range
 DEFAULT_MAX_DEPTH = 32
 # json.loads runs in C and holds the GIL throughout: at ~250 ns per value in the worst shape
 # (small containers, the garbage collector included) this many values cost ~12 ms.
@@ -45,6 +46,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def _parse_long(text: str) -> int:
+    if len(text) > _LONG_CHARS:  # out of range by its length; int() of 4,300 digits refuses
+        raise ValueError("long")  # (it read as "not valid JSON") and costs quadratic time
     value = int(text)
     if not LONG_MIN <= value <= LONG_MAX:
         raise ValueError("long")
@@ -62,6 +65,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 FLOAT_PROBLEM = "contains a fractional number; Cedar has no floats (use decimal)"
 LONG_PROBLEM = "contains an integer outside Cedar's 64-bit range"
 CONSTANT_PROBLEM = "contains NaN or Infinity, which are not JSON"
+NUMBER_PROBLEMS = frozenset({FLOAT_PROBLEM, LONG_PROBLEM, CONSTANT_PROBLEM})
 _PARSE_PROBLEMS = {
     "float": FLOAT_PROBLEM,
     "long": LONG_PROBLEM,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -300,4 +301,30 @@ def test_the_example_takes_a_bare_address_and_says_when_nothing_serves_there() -
     assert refused.returncode == 2
     assert refused.stderr == (
         f"error: cannot ask Verdict at {target} (UNAVAILABLE); is `make run` up?\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("number", "problem"),
+    [
+        ("1.5", "contains a fractional number; Cedar has no floats (use decimal)"),
+        ("9" * 5_000, "contains an integer outside Cedar's 64-bit range"),  # was a traceback
+    ],
+)
+def test_a_refused_number_in_an_entities_file_is_placed_at_its_entity(
+    tmp_path: Path, number: str, problem: str
+) -> None:
+    """The strict parse names no item for a refused number; the line is the one where the
+    entity holding it starts (it was line 1, and a 5,000-digit integer crashed the placing)."""
+    stores = tmp_path / "stores"
+    shutil.copytree(POLICIES / "lending", stores / "lending")
+    path = stores / "lending" / "entities.json"
+    lines = path.read_text().splitlines(keepends=True)
+    target = next(i for i, line in enumerate(lines) if '"id": "uma"' in line and "attrs" in line)
+    lines[target] = lines[target].replace('"attrs": {', f'"attrs": {{"zz": {number}, ', 1)
+    path.write_text("".join(lines))
+    result = verdict("validate", "--stores", str(stores))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[0] == (
+        f"error: lending/entities.json:{target + 1}: invalid entities: entities: {problem}"
     )

@@ -7,24 +7,41 @@ import re
 from typing import Any
 
 from verdict.errors import RequestError
+from verdict.json_number_path import refused_number_item
+from verdict.json_values import NUMBER_PROBLEMS
 
 _INDEX = re.compile(r"^entities\[(\d+)\]")
 _UID = re.compile(r'`([A-Za-z_][\w:]*::"(?:[^"\\]|\\.)*")`')
 
 
+def _any_int(text: str) -> int:
+    # int() refuses 4,300 digits and more with a ValueError (a traceback here before): the
+    # value does not matter for placing an error, only that the text reads.
+    return int(text) if len(text) <= _INT_DIGITS else 0
+
+
+_INT_DIGITS = 4000
+# json.loads but for integers: floats, NaN and repeated keys read as json.loads reads them.
+_PLACING = json.JSONDecoder(parse_int=_any_int)
+
+
 def error_line(text: str, error: RequestError) -> int:
     """The line an entities-file error points at: JSON syntax errors by the decoder's line,
     ``entities[i]`` by where item ``i`` starts, a uid Cedar names by where that entity
-    starts; 1 when nothing more precise is known."""
+    starts, a refused number by where the item holding it starts; 1 when nothing more
+    precise is known."""
     document: object = None
     try:
-        document = json.loads(text)
+        document = _PLACING.decode(text)
     except json.JSONDecodeError as exc:
         return exc.lineno
     except RecursionError:  # nested past the interpreter's limit: placed by its index alone
         pass  # (a traceback instead of the refusal before; attack round 26)
     starts = item_lines(text)
-    index = _item_index(error, document)
+    if error.field == "entities" and error.problem in NUMBER_PROBLEMS:
+        index = refused_number_item(text)  # the strict parse names no item for these
+    else:
+        index = _item_index(error, document)
     if index is not None and index < len(starts):
         return starts[index]
     return 1
