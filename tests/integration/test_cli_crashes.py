@@ -1,0 +1,161 @@
+"""Flags and outputs a new user got wrong end in one `error:` line and exit 2, never a crash."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import POLICIES
+from tests.integration.test_cli_behaviour import no_traceback, verdict
+
+SHARED_REDIS = "redis://127.0.0.1:6379/15"
+LOAD = ("entities", "load", "--stores", str(POLICIES), "--redis-url", SHARED_REDIS)
+EXPORT = ("entities", "export", "--store", "lending", "--redis-url", SHARED_REDIS)
+CHECK = (
+    "check",
+    "--stores",
+    str(POLICIES),
+    "--principal",
+    "Employee::olivia",
+    "--action",
+    "Action::view",
+    "--resource",
+    "Loan::x",
+    "--context",
+    '{"mfa": true, "now": "2025-03-04T10:00:00Z"}',
+)
+
+
+def refused(result: subprocess.CompletedProcess[str], line: str) -> None:
+    """Exit 2, ``line`` last on stderr, no traceback."""
+    no_traceback(result)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1].endswith(line), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "line"),
+    [
+        (("--chunk", "0"), "error: --chunk=0: must be at least 1"),
+        (("--chunk", "-3"), "error: --chunk=-3: must be at least 1"),
+        (("--chunk", "1000001"), "error: --chunk=1000001: must be at most 100000"),
+        (("--chunk", "ten"), "error: --chunk=ten: must be an integer"),
+        (("--progress-seconds", "0"), "error: --progress-seconds=0: must be at least 0.01"),
+        (("--progress-seconds", "nan"), "error: --progress-seconds=nan: must be a number"),
+        (("--progress-seconds", "1e9"), "error: --progress-seconds=1e9: must be at most 86400"),
+        (("--timeout", "-1"), "error: --timeout=-1: must be at least 0.001"),
+        (("--timeout", "inf"), "error: --timeout=inf: must be a number"),
+    ],
+)
+def test_a_numeric_flag_out_of_range_is_refused_naming_it(
+    flags: tuple[str, ...], line: str
+) -> None:
+    """`entities load --chunk 0` was `range() arg 3 must not be zero`, a traceback."""
+    refused(verdict(*LOAD, *flags), line)
+
+
+def test_export_timeout_is_bounded_too() -> None:
+    refused(verdict(*EXPORT, "--timeout", "0"), "error: --timeout=0: must be at least 0.001")
+
+
+@pytest.mark.parametrize(
+    ("given", "line"),
+    [
+        ("build/", "error: --junit=build/: is a folder; give a file path such as build/report.xml"),
+        ("tests", "error: --junit=tests: is a folder; give a file path such as tests/report.xml"),
+        ("README.md/r.xml", "error: --junit=README.md/r.xml: cannot write (Not a directory)"),
+        (
+            "/proc/nope/r.xml",
+            "error: --junit=/proc/nope/r.xml: cannot write (No such file or directory)",
+        ),
+    ],
+)
+def test_junit_that_cannot_be_a_file_is_refused(tmp_path: Path, given: str, line: str) -> None:
+    """`--junit build/` wrote a file named build; a folder or a file as parent crashed."""
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "README.md").write_text("# readme\n")
+    result = _in(tmp_path, "test", "--stores", str(POLICIES), "--junit", given)
+    refused(result, line)
+    assert not (tmp_path / "build").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "tests"]
+
+
+def test_junit_makes_its_folders_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    result = _in(tmp_path, "test", "--stores", str(POLICIES), "--junit", "build/report.xml")
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path / "build") == ["report.xml"]
+    assert (tmp_path / "build" / "report.xml").read_text().startswith("<?xml version='1.0'")
+
+
+@pytest.fixture(scope="module")
+def loaded() -> None:
+    """The example stores' entities in the shared Redis database 15."""
+    result = verdict(*LOAD)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.usefixtures("loaded")
+@pytest.mark.parametrize(
+    ("given", "line"),
+    [
+        ("out/", "error: --out=out/: is a folder; give a file path such as out/entities.json"),
+        ("tests", "error: --out=tests: is a folder; give a file path such as tests/entities.json"),
+        ("README.md/x.json", "error: --out=README.md/x.json: cannot write (Not a directory)"),
+        (
+            "/proc/nope/x.json",
+            "error: --out=/proc/nope/x.json: cannot write (No such file or directory)",
+        ),
+    ],
+)
+def test_export_out_that_cannot_be_a_file_is_refused(tmp_path: Path, given: str, line: str) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "README.md").write_text("# readme\n")
+    refused(_in(tmp_path, *EXPORT, "--out", given), line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md", "tests"]
+
+
+@pytest.mark.usefixtures("loaded")
+def test_export_out_is_written_whole(tmp_path: Path) -> None:
+    result = _in(tmp_path, *EXPORT, "--out", "a/b.json")
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path / "a") == ["b.json"]
+    assert (tmp_path / "a" / "b.json").read_text().startswith("[")
+
+
+@pytest.mark.usefixtures("loaded")
+@pytest.mark.parametrize(
+    "argv", [EXPORT, ("test", "--stores", str(POLICIES)), CHECK], ids=["export", "test", "check"]
+)
+def test_a_full_disk_on_stdout_is_one_line_and_exit_two(argv: tuple[str, ...]) -> None:
+    """`verdict ... > /dev/full`: ENOSPC was a traceback, then another at the last flush."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("VERDICT_")}
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "verdict", *argv],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+            env=base,
+        )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == "error: cannot write the output: No space left on device\n"
+
+
+def _in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``verdict ARGS`` run in ``folder`` (relative output paths land there)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("VERDICT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "verdict", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=folder,
+        env=base,
+    )
