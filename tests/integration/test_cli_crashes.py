@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import redis
 
+from benchmarks.bench_entities_load import write_store
 from tests.conftest import POLICIES
 from tests.integration.test_cli_behaviour import no_traceback, verdict
 
@@ -44,7 +48,7 @@ def refused(result: subprocess.CompletedProcess[str], line: str) -> None:
         (("--chunk", "-3"), "error: --chunk=-3: must be at least 1"),
         (("--chunk", "1000001"), "error: --chunk=1000001: must be at most 100000"),
         (("--chunk", "ten"), "error: --chunk=ten: must be an integer"),
-        (("--progress-seconds", "0"), "error: --progress-seconds=0: must be at least 0.01"),
+        (("--progress-seconds", "0"), "error: --progress-seconds=0: must be at least 0.001"),
         (("--progress-seconds", "nan"), "error: --progress-seconds=nan: must be a number"),
         (("--progress-seconds", "1e9"), "error: --progress-seconds=1e9: must be at most 86400"),
         (("--timeout", "-1"), "error: --timeout=-1: must be at least 0.001"),
@@ -159,3 +163,64 @@ def _in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
         cwd=folder,
         env=base,
     )
+
+
+@pytest.fixture(scope="module")
+def large_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stores whose lending entities.json (60,000 entities, ~16 MB) is loaded in two halves."""
+    folder = tmp_path_factory.mktemp("large")
+    write_store(folder, 60_000)
+    return folder / "stores"
+
+
+def lending_keys() -> dict[str, object]:
+    """Every key of the lending store in the shared database, and its version."""
+    client = redis.Redis.from_url(SHARED_REDIS)
+    try:
+        keys = sorted(str(key) for key in client.scan_iter(match="verdict:{lending}*"))
+        return {"keys": keys, "version": client.get("verdict:{lending}:version")}
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "after", [r"parse: [0-9]", "write: started"], ids=["while-parsing", "while-writing"]
+)
+def test_ctrl_c_during_a_large_load_is_interrupted_and_nothing_switched(
+    large_store: Path, after: str
+) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) during a load in halves:
+    `interrupted`, exit 130, the phase it cut short said so; no traceback (the pipe read
+    from the forked child once failed unretrieved); the store's keys and version as before.
+    Three times: where the signal lands in the parent's and the child's work varies."""
+    before = lending_keys()
+    for _ in range(3):
+        load = subprocess.Popen(
+            [
+                sys.executable, "-m", "verdict", "entities", "load", "--stores", str(large_store),
+                "--redis-url", SHARED_REDIS, "--progress-seconds", "0.2", "--chunk", "200",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("VERDICT_")},
+        )  # fmt: skip
+        assert load.stderr is not None
+        seen = []
+        for line in load.stderr:
+            seen.append(line)
+            if re.match(after, line):
+                os.killpg(load.pid, signal.SIGINT)
+                break
+        out, rest = load.communicate(timeout=30)
+        stderr = "".join(seen) + rest
+        assert load.returncode == 130, stderr
+        assert "Traceback" not in stderr, stderr
+        assert "Task exception" not in stderr, stderr
+        assert stderr.endswith("interrupted\n"), stderr
+        phase = "parse" if after.startswith("parse") else "write"
+        assert re.search(rf"^{phase}: interrupted at [0-9,]+", stderr, re.M), stderr
+        assert f"{phase}: done" not in stderr, stderr
+        assert out == ""
+        assert lending_keys() == before

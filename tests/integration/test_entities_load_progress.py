@@ -94,7 +94,7 @@ def test_a_progress_interval_that_is_not_positive_is_refused(redis: RedisProcess
     )  # fmt: skip
     assert (result.returncode, result.stderr.splitlines()[-1]) == (
         2,
-        "verdict entities load: error: --progress-seconds=0: must be at least 0.01",
+        "verdict entities load: error: --progress-seconds=0: must be at least 0.001",
     )
 
 

@@ -14,7 +14,7 @@ from verdict.cli.entities_remote import add_remote_actions
 # pipeline (or one wait) for hours; below them the loop would spin on its own progress lines.
 MAX_CHUNK = 100_000
 MAX_SECONDS = 86_400.0
-MIN_PROGRESS_SECONDS = 0.01
+MIN_PROGRESS_SECONDS = 0.001
 MIN_TIMEOUT_SECONDS = 0.001
 
 
