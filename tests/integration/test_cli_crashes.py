@@ -67,6 +67,40 @@ def test_export_timeout_is_bounded_too() -> None:
 
 
 @pytest.mark.parametrize(
+    "argv",
+    [
+        ("healthcheck",),
+        (
+            "check",
+            "--server",
+            "127.0.0.1:1",
+            "--principal",
+            "a::b",
+            "--action",
+            "a::c",
+            "--resource",
+            "a::d",
+        ),
+        ("test", "--stores", str(POLICIES), "--server", "127.0.0.1:1"),
+    ],
+    ids=["healthcheck", "check", "test"],
+)
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("0", "must be at least 0.001"),
+        ("-1", "must be at least 0.001"),
+        ("nan", "must be a number"),
+        ("1e308", "must be at most 86400"),  # gRPC's deadline overflowed: "no answer" at once
+    ],
+)
+def test_a_server_timeout_out_of_range_is_refused_naming_it(
+    argv: tuple[str, ...], given: str, problem: str
+) -> None:
+    refused(verdict(*argv, "--timeout", given), f"error: --timeout={given}: {problem}")
+
+
+@pytest.mark.parametrize(
     ("given", "line"),
     [
         ("build/", "error: --junit=build/: is a folder; give a file path such as build/report.xml"),
