@@ -258,3 +258,20 @@ def test_ctrl_c_during_a_large_load_is_interrupted_and_nothing_switched(
         assert f"{phase}: done" not in stderr, stderr
         assert out == ""
         assert lending_keys() == before
+
+
+def test_a_closed_stdout_is_no_crash() -> None:
+    """`verdict test ... >&-`: Python starts with sys.stdout None; run's last flush of it
+    raised AttributeError."""
+    result = subprocess.run(
+        [sys.executable, "-m", "verdict", "test", "--stores", str(POLICIES)],
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+        check=False,
+        pass_fds=(),
+        preexec_fn=lambda: os.close(1),
+        env={k: v for k, v in os.environ.items() if not k.startswith("VERDICT_")},
+    )
+    assert (result.returncode, result.stderr) == (0, "")

@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     # Output still buffered (stdout to a file is block-buffered) fails here, where run can
     # still say so, rather than in the interpreter's last flush as a traceback.
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+            sys.stdout.flush()
     except BrokenPipeError:
         _discard_stdout()
         return EXIT_OUTPUT_CLOSED
@@ -122,7 +123,7 @@ def _discard_stdout() -> None:
     """Send later writes to stdout, and the interpreter's last flush, to /dev/null: what the
     buffer still holds would fail again, as a second traceback at exit."""
     # Stdout closed or not a file: nothing is left to flush into it.
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, AttributeError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
