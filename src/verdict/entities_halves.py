@@ -131,6 +131,7 @@ class SecondHalf:
         # its start (the parent's progress shows both halves).
         self._parsing: SynchronizedArray[int] = context.Array("q", 2, lock=False)
         self._quiet_seconds = job.quiet_seconds
+        self._reading: asyncio.Future[object] | None = None
         self._last_beat = (0, time.monotonic())
         self._process = context.Process(
             target=_run,
@@ -162,6 +163,9 @@ class SecondHalf:
     async def parsed(self, waiting: Callable[[], None] | None = None) -> int | None:
         """How many items the child parsed, once it has (None: its parse failed, or it died
         or went quiet); ``waiting`` is called meanwhile (to show the child's progress)."""
+        # A cancelled load (Ctrl-C) stops here even when the child's answer is already in:
+        # the loop below would not await, and the parse phase would end as if done.
+        await asyncio.sleep(0)
         while (count := int(self._parsed.value)) == PARSE_PENDING:
             if not self._process.is_alive() or self._went_quiet():
                 return None
@@ -200,6 +204,10 @@ class SecondHalf:
 
     async def _receive(self) -> HalfReport | HalfStaged:
         receiving = asyncio.ensure_future(asyncio.to_thread(self._answers.recv))
+        # A cancelled wait (Ctrl-C) leaves the thread reading: ``stop`` ends the child, the
+        # read then ends on the closed pipe, and ``stop`` waits for it before closing ours.
+        self._reading = receiving
+        receiving.add_done_callback(_retrieved)
         try:
             while not receiving.done():
                 await asyncio.wait([receiving], timeout=0.25)
@@ -212,12 +220,23 @@ class SecondHalf:
         assert isinstance(answer, HalfReport | HalfStaged)
         return answer
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         """End the child now, whatever it is doing (its staging expires or is discarded)."""
         if self._process.is_alive():
             self._process.kill()
         self._process.join(5)
+        if self._reading is not None and not self._reading.done():
+            # Closing the pipe under a thread still reading it gave that thread EOFError or
+            # EBADF, logged as "Task exception was never retrieved"; the killed child's end
+            # is closed, so the read ends at once.
+            await asyncio.wait([self._reading], timeout=5)
         self._answers.close()
+
+
+def _retrieved(reading: asyncio.Future[object]) -> None:
+    """Mark a pipe read's failure as seen: one nobody awaited (a cancelled load) is moot."""
+    if not reading.cancelled():
+        reading.exception()
 
 
 def _run(
@@ -231,6 +250,8 @@ def _run(
     parsing: SynchronizedArray[int],
 ) -> None:
     _end_with(parent)
+    # Ctrl-C reaches the whole process group: the command decides, and stops this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The pipe's read end came with the fork: held here, a dead parent's pipe never breaks,
     # and an answer larger than the pipe's buffer blocked this process for good (round 24).
     inherited.close()

@@ -276,7 +276,7 @@ class _Load:
             self.parsed += [shaper, entities, report]
             return total, version, time.perf_counter() - write_started
         finally:
-            half.stop()
+            await half.stop()
             checks.close()
             if not switched:
                 await discard(self.store, self.store_id, token)
@@ -346,6 +346,17 @@ def parse_in_parts(
     return list(shaper.entities.values())
 
 
+def stop_if_cancelled() -> None:
+    """Raise CancelledError when the running task was cancelled: asyncio.run answers Ctrl-C
+    by cancelling its task, which a parse (it never awaits) would not see before its end."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no event loop: nothing can cancel this
+        return
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def not_an_array(text: str) -> NoReturn:
     """Refuse a document that does not open with ``[``: as invalid JSON where the whole parse
     finds it so, else as not an array."""
@@ -380,8 +391,10 @@ def shape_items(
                 raise
             entity = shaper.add(again)
         (actions if is_action(entity) else part).append(entity)
-        if beat is not None and count % ITEMS_PER_BEAT == 0:
-            beat()
+        if count % ITEMS_PER_BEAT == 0:
+            stop_if_cancelled()
+            if beat is not None:
+                beat()
         if len(part) == part_size:
             _hand_on(part, shaper, checks, hierarchy)
             part = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import Iterator
@@ -98,7 +99,12 @@ class LineReporter:
     def phase(self, name: str, total: int | None = None, note: str = "") -> Iterator[Phase]:
         counter = _Counter(self, name, total)
         self._say(f"{name}: started" + (f", {total:,} to do" if total else "") + note)
-        yield counter
+        try:
+            yield counter
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # Ctrl-C: where the phase stopped, never "done" for what was cut short.
+            self._say(f"{name}: interrupted at {counter.describe()}")
+            raise
         self._say(f"{name}: done, {counter.describe()}")
 
     def tick(self, counter: _Counter) -> None:

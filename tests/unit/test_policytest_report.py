@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from tests.unit.test_policytest_loader import load, team_store, write_suite
-from verdict.policytest.junit import write_junit
+from verdict.policytest.junit import junit_text
 from verdict.policytest.report import failure_lines, summary_line
 from verdict.policytest.runner import run_plan
 
@@ -58,9 +58,7 @@ def test_junit_xml_parses_and_counts_cases_and_failures(tmp_path: Path) -> None:
     team_store(tmp_path)
     plan = load(tmp_path, write_suite(tmp_path, "s.yaml", SUITE))
     report = run_plan(plan, plan.cases)
-    target = tmp_path / "out" / "junit.xml"
-    write_junit(target, report, plan.suites, plan.snapshot)
-    root = ET.parse(target).getroot()
+    root = ET.fromstring(junit_text(report, plan.suites, plan.snapshot).encode())
     assert root.tag == "testsuites"
     assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("3", "2", "0")
     (suite,) = root.findall("testsuite")

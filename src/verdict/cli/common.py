@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import errno
+import math
 import os
 import re
 import sys
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path, PosixPath
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +39,9 @@ FLAG_SYNONYMS = {
     "--target": "--server",
 }
 _MAX_SHOWN_VALUE = 60
+# Errors of a device that cannot take the output (full disk, quota, I/O error, file too big):
+# the user's environment, not a bug, and no traceback helps them.
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EFBIG})
 
 
 class CommandError(Exception):
@@ -74,16 +80,115 @@ def run(args: argparse.Namespace) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `verdict ... | head`: the reader left; what ran has run
-        # Later writes (the interpreter's last flush) go nowhere instead of raising again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_stdout()
         return EXIT_OUTPUT_CLOSED
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            return _bug(exc)
+        return _output_failed(exc)
     except Exception as exc:  # a bug: exit 1 would read as DENY or a failed case in CI
-        name = type(exc).__name__
-        bug = f"error: internal error ({name}); this is a bug in verdict, please report it"
-        print(bug, file=sys.stderr)
-        traceback.print_exc()  # the report's substance: kept, after the line saying what it is
-        return EXIT_USAGE
+        return _bug(exc)
+    # Output still buffered (stdout to a file is block-buffered) fails here, where run can
+    # still say so, rather than in the interpreter's last flush as a traceback.
+    try:
+        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_OUTPUT_CLOSED
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS:
+            raise
+        return _output_failed(exc)
     return code
+
+
+def _bug(exc: BaseException) -> int:
+    """Exit 2 for an unexpected exception, with its traceback to report."""
+    name = type(exc).__name__
+    bug = f"error: internal error ({name}); this is a bug in verdict, please report it"
+    print(bug, file=sys.stderr)
+    traceback.print_exception(exc)  # the report's substance: kept, after the line saying what
+    return EXIT_USAGE
+
+
+def _output_failed(exc: OSError) -> int:
+    """`verdict ... > /dev/full`: stdout cannot take what is written; exit 2."""
+    _discard_stdout()
+    print(f"error: cannot write the output: {exc.strerror}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _discard_stdout() -> None:
+    """Send later writes to stdout, and the interpreter's last flush, to /dev/null: what the
+    buffer still holds would fail again, as a second traceback at exit."""
+    # Stdout closed or not a file: nothing is left to flush into it.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def number_flag(
+    flag: str, kind: Callable[[str], float], minimum: float, maximum: float
+) -> Callable[[str], Any]:
+    """An argparse type for ``flag``: a finite number of type ``kind`` (int or float) in
+    [``minimum``, ``maximum``], else ``--flag=VALUE: must be ...`` (zero or a huge value
+    would crash or hang the command far from the flag that caused it)."""
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(text: str) -> Any:
+        shown = f"{flag}={shown_value(text)}"
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{shown}: must be {noun}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{shown}: must be {noun}")
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{shown}: must be at least {minimum:g}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"{shown}: must be at most {maximum:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own "invalid" message
+    return parse
+
+
+def positive_int(flag: str, maximum: int) -> Callable[[str], int]:
+    """An argparse type: an integer from 1 to ``maximum``."""
+    return number_flag(flag, int, 1, maximum)
+
+
+def positive_float(flag: str, minimum: float, maximum: float) -> Callable[[str], float]:
+    """An argparse type: a number of at least ``minimum`` (> 0) and at most ``maximum``."""
+    return number_flag(flag, float, minimum, maximum)
+
+
+def write_output(flag: str, given: str, text: str, example: str) -> None:
+    """Write ``text`` (UTF-8) to the file ``given`` for ``flag``: parent folders made, written
+    to a temporary file beside it and renamed over it, so a failed write never leaves a
+    truncated file; a folder, or any OSError, stops the command naming ``flag``."""
+    refuse_folder(flag, given, example)
+    path = Path(given)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file where a folder of the path should be
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR)) from None
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # nothing was made, or its folder is gone
+            temporary.unlink(missing_ok=True)
+        fail(f"{flag}={shown_value(given)}: cannot write ({exc.strerror or exc})")
+
+
+def refuse_folder(flag: str, given: str, example: str) -> None:
+    """Stop when ``given`` ends in ``/`` or names an existing folder: ``flag`` takes a file
+    (``example``: a file name the message suggests inside it)."""
+    if given.endswith(("/", os.sep)) or Path(given).is_dir():
+        inside = f"{given.rstrip('/' + os.sep) or '.'}/{example}"
+        fail(f"{flag}={shown_value(given)}: is a folder; give a file path such as {inside}")
 
 
 def suggestion(word: str, choices: Iterable[str], *, quote: bool = False) -> str:
@@ -173,6 +278,8 @@ class VerdictParser(argparse.ArgumentParser):
             extras = self._extras_without_required(self._given)
             if extras:
                 message = self._unrecognized(extras)
+        # `argument --chunk: --chunk=0: ...` (number_flag's message names the flag already).
+        message = re.sub(r"^argument (--[\w-]+): (?=\1=)", "", message)
         super().error(message)
 
     def _extras_without_required(self, given: list[str]) -> list[str]:

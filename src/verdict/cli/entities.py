@@ -7,8 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from verdict.cli.commands import summary
-from verdict.cli.common import add_commands
+from verdict.cli.common import add_commands, positive_float, positive_int
 from verdict.cli.entities_remote import add_remote_actions
+
+# Bounds of the numeric flags: above them a value is a typo, and it would only hold one
+# pipeline (or one wait) for hours; below them the loop would spin on its own progress lines.
+MAX_CHUNK = 100_000
+MAX_SECONDS = 86_400.0
+MIN_PROGRESS_SECONDS = 0.001
+MIN_TIMEOUT_SECONDS = 0.001
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -41,10 +48,15 @@ def add_entities_command(commands: Any) -> None:
     )
     load.add_argument("--stores", type=Path, required=True, help="folder of policy stores")
     load.add_argument("--store", help="load only this store")
-    load.add_argument("--chunk", type=int, default=1000, help="entities per atomic write")
+    load.add_argument(
+        "--chunk",
+        type=positive_int("--chunk", MAX_CHUNK),
+        default=1000,
+        help=f"entities per atomic write (at most {MAX_CHUNK:,})",
+    )
     load.add_argument(
         "--progress-seconds",
-        type=float,
+        type=positive_float("--progress-seconds", MIN_PROGRESS_SECONDS, MAX_SECONDS),
         default=2.0,
         metavar="SECONDS",
         help="when stderr is not a terminal, a progress line per phase at most this often",
@@ -56,11 +68,17 @@ def add_entities_command(commands: Any) -> None:
         "write a Cedar JSON array (sorted by uid).",
     )
     export.add_argument("--store", required=True, help="policy store id")
-    export.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    # Kept as given (a Path drops a trailing /, which says the user meant a folder).
+    export.add_argument("--out", help="file to write (default: stdout)")
     for sub in (load, export):
         sub.add_argument("--redis-url", required=True, help="redis://, rediss:// or unix://")
         sub.add_argument("--redis-cluster", action="store_true", help="URL names a cluster node")
-        sub.add_argument("--timeout", type=float, default=5.0, help="seconds per Redis call")
+        sub.add_argument(
+            "--timeout",
+            type=positive_float("--timeout", MIN_TIMEOUT_SECONDS, MAX_SECONDS),
+            default=5.0,
+            help="seconds per Redis call",
+        )
         sub.add_argument(
             "--redis-namespace",
             # None: Settings reads VERDICT_REDIS_NAMESPACE, as serve does; a default here

@@ -15,6 +15,8 @@ from verdict.cli.common import (
     fail,
     load_settings,
     redact_url,
+    refuse_folder,
+    write_output,
 )
 from verdict.config import Settings
 from verdict.entities_load import load_entities_file
@@ -34,6 +36,7 @@ from verdict.store.redis_connect import key_layout, make_client
 from verdict.store.redis_store import RedisEntityStore
 
 # Settings field -> the flag of these commands that sets it.
+EXPORT_EXAMPLE = "entities.json"
 FLAGS = {
     "redis_url": "--redis-url",
     "redis_cluster": "--redis-cluster",
@@ -76,8 +79,6 @@ def _still_as_loaded(store: StoreSnapshot) -> None:
 async def load(args: argparse.Namespace) -> int:
     """Each store's entities.json into Redis (or the store marked loaded without one)."""
     settings = _settings(args)
-    if not args.progress_seconds > 0:  # nan too
-        fail(f"--progress-seconds={args.progress_seconds:g}: must be more than 0")
     snapshot = load_policy_stores(args.stores, require_seal=settings.require_seal)
     choose_store(snapshot.stores, args.store)
     chosen = [args.store] if args.store else sorted(snapshot.stores)
@@ -117,6 +118,8 @@ async def load(args: argparse.Namespace) -> int:
 
 async def export(args: argparse.Namespace) -> int:
     """One store's entities from Redis as a Cedar JSON array."""
+    if args.out:  # before reading Redis: the export may be large
+        refuse_folder("--out", args.out, EXPORT_EXAMPLE)
     store = _store(args, _settings(args))
     try:
         entities = await store.export(args.store)
@@ -124,7 +127,7 @@ async def export(args: argparse.Namespace) -> int:
         await store.close()
     text = json.dumps(entities, indent=2, ensure_ascii=False) + "\n"
     if args.out:
-        args.out.write_text(text, encoding="utf-8")
+        write_output("--out", args.out, text, EXPORT_EXAMPLE)
         print(f"{args.store}: {len(entities)} entities written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text)

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from verdict.cli.client_checks import bearer_token, flag_problems, tls_problems
 from verdict.cli.commands import summary
 from verdict.cli.common import fail
-from verdict.cli.server_flags import add_tls_flags, add_token_flag, positive_seconds
+from verdict.cli.server_flags import add_tls_flags, add_token_flag, timeout_seconds
 from verdict.client import bearer, tls_credentials
 
 EXIT_SERVING, EXIT_UNHEALTHY = 0, 1
@@ -124,7 +124,7 @@ def add_healthcheck_command(commands: Any) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=positive_seconds,
+        type=timeout_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"deadline of the call (default {DEFAULT_TIMEOUT:g})",

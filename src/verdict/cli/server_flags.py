@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
+
+from verdict.cli.common import positive_float
 
 TOKEN_VARIABLE = "VERDICT_TOKEN"
 DEFAULT_TIMEOUT = 10.0
-
-
-def positive_seconds(text: str) -> float:
-    """An argparse type: a positive, finite number of seconds."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = 0.0
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
-    return seconds
+# --timeout of a call to the server: a millisecond to a day (a larger deadline overflows
+# gRPC's clock and fails at once as DEADLINE_EXCEEDED, blaming the server).
+timeout_seconds = positive_float("--timeout", 0.001, 86_400.0)
 
 
 def add_tls_flags(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +47,7 @@ def add_server_flags(parser: argparse.ArgumentParser, *, required: bool) -> None
     add_token_flag(parser)
     parser.add_argument(
         "--timeout",
-        type=positive_seconds,
+        type=timeout_seconds,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help="deadline of each call",

@@ -39,7 +39,8 @@ def add_test_command(commands: Any) -> None:
         metavar="PATTERN",
         help="run only cases whose 'suite / case' title matches this regex",
     )
-    test.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML to FILE")
+    # Kept as given (a Path drops a trailing /, which says the user meant a folder).
+    test.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE")
     test.add_argument("--coverage", action="store_true", help="print per-policy coverage")
     test.add_argument(
         "--min-coverage",

@@ -9,13 +9,22 @@ import time
 import traceback
 from typing import NoReturn
 
-from verdict.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, choose_store, fail, unusable
+from verdict.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    choose_store,
+    fail,
+    refuse_folder,
+    unusable,
+    write_output,
+)
 from verdict.cli.remote import connect
 from verdict.cli.test_remote import run_remote
 from verdict.errors import Diagnostic, PolicyLoadError
 from verdict.policy.loader import load_policy_stores
 from verdict.policytest.coverage import measure
-from verdict.policytest.junit import write_junit
+from verdict.policytest.junit import junit_text
 from verdict.policytest.loader import Plan, SuiteLoadError, discover, load_plan
 from verdict.policytest.report import (
     below_minimum_line,
@@ -28,6 +37,7 @@ from verdict.policytest.runner import RunReport, run_plan
 from verdict.telemetry.logging import configure_logging
 
 EXIT_PASSED, EXIT_UNUSABLE = EXIT_OK, EXIT_USAGE
+JUNIT_EXAMPLE = "report.xml"
 
 
 def run_test_command(args: argparse.Namespace) -> int:
@@ -35,6 +45,8 @@ def run_test_command(args: argparse.Namespace) -> int:
     configure_logging("error", "console")
     if args.server is not None and args.per_request:
         fail("--per-request runs the engine here; with --server the server decides")
+    if args.junit is not None:  # before the run, not after it: the run may take a while
+        refuse_folder("--junit", args.junit, JUNIT_EXAMPLE)
     try:
         pattern = re.compile(args.filter) if args.filter else None
     except re.error as exc:
@@ -79,7 +91,8 @@ def _report(args: argparse.Namespace, plan: Plan, report: RunReport, load_second
                 print(below_minimum_line(coverage, args.min_coverage))
                 code = EXIT_FAILED
     if args.junit is not None:
-        write_junit(args.junit, report, plan.suites, plan.snapshot)
+        text = junit_text(report, plan.suites, plan.snapshot)
+        write_output("--junit", args.junit, text, JUNIT_EXAMPLE)
     print(summary_line(report, load_seconds))
     return code
 

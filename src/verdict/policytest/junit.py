@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,9 +74,8 @@ def _suite_element(
     return element
 
 
-def write_junit(
-    path: Path, report: RunReport, suites: Sequence[LoadedSuite], snapshot: PolicySnapshot
-) -> None:
-    """Write the JUnit XML of a run to ``path`` (UTF-8, with an XML declaration)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    junit_tree(report, suites, snapshot).write(path, encoding="utf-8", xml_declaration=True)
+def junit_text(report: RunReport, suites: Sequence[LoadedSuite], snapshot: PolicySnapshot) -> str:
+    """The JUnit XML of a run, as the file holds it (UTF-8, with an XML declaration)."""
+    buffer = io.BytesIO()
+    junit_tree(report, suites, snapshot).write(buffer, encoding="utf-8", xml_declaration=True)
+    return buffer.getvalue().decode("utf-8")
