@@ -11,6 +11,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -22,9 +23,10 @@ CHECK = ("--principal", "Employee::olivia", "--action", "Action::view", "--resou
 
 
 def verdict(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m verdict ARGS` with VERDICT_* variables of this process left out."""
+    """`python -m verdict ARGS` with VERDICT_* variables of this process left out (run in
+    ``cwd``, where relative output paths land, if given)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("VERDICT_")}
     return subprocess.run(
         [sys.executable, "-m", "verdict", *args],
@@ -33,6 +35,7 @@ def verdict(
         timeout=timeout,
         check=False,
         env={**base, **(env or {})},
+        cwd=cwd,
     )
 
 

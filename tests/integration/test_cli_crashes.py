@@ -187,16 +187,7 @@ def test_a_full_disk_on_stdout_is_one_line_and_exit_two(argv: tuple[str, ...]) -
 
 def _in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``verdict ARGS`` run in ``folder`` (relative output paths land there)."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("VERDICT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "verdict", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=folder,
-        env=base,
-    )
+    return verdict(*args, cwd=folder)
 
 
 @pytest.fixture(scope="module")
