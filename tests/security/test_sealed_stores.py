@@ -133,3 +133,15 @@ def test_seal_and_validate_on_the_command_line(tmp_path: Path) -> None:
     result = verdict("seal", "--stores", str(stores), "--store", "docz")
     assert result.returncode == 2
     assert "did you mean 'docs'?" in result.stderr
+
+
+def test_sealing_a_folder_without_stores_is_a_load_error(tmp_path: Path) -> None:
+    """A deploy step that seals nothing (an empty or wrong folder) fails as serve and test do
+    on it (exit 2), instead of exiting 0 having written no seal."""
+    empty = tmp_path / "stores"
+    empty.mkdir()
+    result = verdict("seal", "--stores", str(empty))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"error: {empty}:0: no policy stores (subfolders) found\nerror: no store sealed\n"
+    )

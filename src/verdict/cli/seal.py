@@ -21,6 +21,8 @@ def _seal(args: argparse.Namespace) -> int:
         roots = {root.name: root for root in store_roots(args.stores)}
     except PolicyLoadError as exc:
         unusable(exc.diagnostics, "no store sealed")
+    if not roots:  # a deploy step that sealed nothing must not pass as one that sealed all
+        unusable([f"{args.stores}:0: no policy stores (subfolders) found"], "no store sealed")
     choose_store(roots, args.store)
     chosen = [roots[args.store]] if args.store else list(roots.values())
     found: dict[Path, dict[str, str]] = {}
@@ -50,7 +52,7 @@ def add_seal_command(commands: Any) -> None:
         "the digest of every file of the store. A sealed store is served only while its files "
         "match the seal, so a deploy that writes files in place (or in several steps) is "
         "never served half-done: run this once every file is written. Exit 0 sealed, 1 a "
-        "store does not load (nothing sealed), 2 usage.",
+        "store does not load (nothing sealed), 2 usage or no stores found.",
     )
     seal.add_argument(
         "--stores", type=Path, required=True, help="folder of policy stores (required)"
