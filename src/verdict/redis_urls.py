@@ -18,14 +18,15 @@ def redis_url_problem(url: str) -> str | None:
     ``/1/2``: 12)."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises for a port that is not a number up to 65535)
-    except ValueError:
-        if urlsplit(url).scheme.lower() not in REDIS_SCHEMES:
-            return "must be a redis://, rediss:// or unix:// URL"
-        return "must have a port from 0 to 65535"
+    except ValueError:  # "redis://[::1": an unclosed IPv6 literal
+        return "is not a valid URL"
     scheme = parts.scheme.lower()
     if scheme not in REDIS_SCHEMES:
         return "must be a redis://, rediss:// or unix:// URL"
+    try:
+        parts.port  # noqa: B018 (raises for a port that is not a number up to 65535)
+    except ValueError:
+        return "must have a port from 0 to 65535"
     databases = parse_qs(parts.query).get("db", [])
     # redis-py takes the first ?db= and then ignores the path; all of them must be numbers.
     path_database = scheme != "unix" and not _DATABASE_PATH.fullmatch(parts.path)

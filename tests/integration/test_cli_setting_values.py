@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, ROOT
 from tests.integration.test_cli_behaviour import verdict
 from tests.integration.test_serve_errors import serve
 from tests.redis_support import RedisProcess, redis_fixture  # noqa: F401 (fixture)
@@ -67,6 +67,24 @@ def test_commands_with_redis_url_refuse_a_database_that_is_not_a_number(
     result = verdict(*command, "--redis-url", url)
     assert (result.returncode, result.stderr, result.stdout) == (2, f"error: {line}\n", "")
     assert "s3cret" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [("entities", "load", "--stores", "policies"), ("serve",)])
+def test_a_redis_url_that_does_not_parse_is_one_line(command: tuple[str, ...]) -> None:
+    """An unclosed IPv6 literal made urllib raise inside the check itself: an internal error
+    (a traceback) for --redis-url. Refused as not a URL, flag and variable alike."""
+    url = "redis://:s3cret@[::1"
+    flagged = verdict(*command, "--redis-url", url, cwd=ROOT)
+    assert (flagged.returncode, flagged.stderr) == (
+        2,
+        "error: --redis-url=<unparsable URL>: is not a valid URL\n",
+    )
+    if command == ("serve",):
+        variable = verdict("serve", "--workers", "1", env={"VERDICT_REDIS_URL": url}, cwd=ROOT)
+        assert (variable.returncode, variable.stderr) == (
+            2,
+            "error: VERDICT_REDIS_URL=<unparsable URL>: is not a valid URL\n",
+        )
 
 
 @pytest.mark.parametrize(
