@@ -86,7 +86,7 @@ def _print_result(result: AuthorizationResult, policies: Mapping[str, PolicyInfo
 def _check_remote(args: argparse.Namespace) -> int:
     """The same request and report, answered by the server at ``--server``."""
     from verdict.cedar_json import parse_context_json, parse_entities_json
-    from verdict.cli.remote import ask, in_flag_terms, result_from_reply
+    from verdict.cli.remote import ask, result_from_reply
     from verdict.errors import VerdictError
     from verdict.uid_arg import parse_uid_arg
 
@@ -102,7 +102,7 @@ def _check_remote(args: argparse.Namespace) -> int:
         action = parse_uid_arg(args.action, "--action")
         resource = parse_uid_arg(args.resource, "--resource")
     except VerdictError as exc:
-        fail(in_flag_terms(str(exc), args))  # "--context: ...": the flag, not the wire field
+        fail(str(exc))  # as the offline check says it (context_json: ..., --action: ...)
     reply = ask(
         args,
         lambda client: client.is_authorized(

@@ -73,6 +73,9 @@ def flag_problems(args: argparse.Namespace) -> list[str]:
 
 
 def tls_problems(args: argparse.Namespace) -> list[str]:
-    """Why the files of --tls-ca, --tls-cert and --tls-key cannot be used, each named."""
+    """Why the files of --tls-ca, --tls-cert and --tls-key cannot be used, each named (a
+    certificate without its key, or the reverse, alone: the files are not read then)."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        return ["--tls-cert and --tls-key go together"]
     files = (("--tls-ca", args.tls_ca), ("--tls-cert", args.tls_cert), ("--tls-key", args.tls_key))
     return [p for p in (tls_problem(flag, path) for flag, path in files) if p is not None]

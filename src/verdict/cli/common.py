@@ -72,6 +72,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         check_store_folders(args)
         code: int = args.func(args)
+        # Output still buffered (stdout to a file is block-buffered) fails here, where run
+        # can still say so, rather than in the interpreter's last flush as a traceback.
+        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
+            sys.stdout.flush()
     except CommandError as exc:
         for line in exc.message.splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -88,18 +92,6 @@ def run(args: argparse.Namespace) -> int:
         return _output_failed(exc)
     except Exception as exc:  # a bug: exit 1 would read as DENY or a failed case in CI
         return _bug(exc)
-    # Output still buffered (stdout to a file is block-buffered) fails here, where run can
-    # still say so, rather than in the interpreter's last flush as a traceback.
-    try:
-        if sys.stdout is not None:  # None: started with stdout closed (`>&-`)
-            sys.stdout.flush()
-    except BrokenPipeError:
-        _discard_stdout()
-        return EXIT_OUTPUT_CLOSED
-    except OSError as exc:
-        if exc.errno not in _OUTPUT_ERRNOS:
-            raise
-        return _output_failed(exc)
     return code
 
 

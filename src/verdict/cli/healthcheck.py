@@ -74,9 +74,6 @@ def _run(args: argparse.Namespace) -> int:
     credentials = None
     if args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name:
         # A TLS file that cannot be used is unhealthy (exit 1), as documented for probes.
-        if (args.tls_cert is None) != (args.tls_key is None):
-            print("verdict healthcheck: --tls-cert and --tls-key go together", file=sys.stderr)
-            return EXIT_UNHEALTHY
         unusable = tls_problems(args)
         if unusable:
             print(f"verdict healthcheck: {unusable[0]}", file=sys.stderr)

@@ -23,8 +23,6 @@ def credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
     """TLS channel credentials from the --tls-* flags, or None for plaintext."""
     if not (args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name):
         return None
-    if (args.tls_cert is None) != (args.tls_key is None):
-        fail("--tls-cert and --tls-key go together")
     problems = tls_problems(args)
     if problems:
         fail("\n".join(problems))

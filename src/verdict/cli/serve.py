@@ -43,12 +43,11 @@ def _serve(args: argparse.Namespace) -> int:
     # The server's modules (grpc, Cedar, Redis) are imported to serve, not for --help.
     from verdict import event_loop
     from verdict.app import build_app, run
-    from verdict.cli.store_folders import nested_stores_message, one_store_message
+    from verdict.cli.store_folders import stores_folder_problem
     from verdict.cpus import cpu_count
     from verdict.errors import ConfigError, PolicyLoadError
     from verdict.event_loop import EventLoopError
     from verdict.listeners import unusable_listener
-    from verdict.policy.layout import is_one_store
     from verdict.supervisor import StartFailed, supervise
     from verdict.telemetry.logging import configure_logging
     from verdict.transport.open_files import OpenFilesError, ensure_open_files, open_files_needed
@@ -61,11 +60,9 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(overrides, FLAGS)
     given = {field: FLAGS[field] for field, value in overrides.items() if value is not None}
     if "stores" not in given:  # --stores: checked by `run`
-        if is_one_store(settings.stores):
-            fail(one_store_message("VERDICT_STORES", settings.stores, variable=True))
-        nested = nested_stores_message("VERDICT_STORES", settings.stores, variable=True)
-        if nested is not None:
-            fail(nested)
+        problem = stores_folder_problem("VERDICT_STORES", settings.stores, variable=True)
+        if problem is not None:
+            fail(problem)
     configure_logging(settings.log_level, settings.log_format, nonblocking=True)
     try:
         event_loop.resolve(settings.event_loop)  # before any worker starts

@@ -36,6 +36,16 @@ def nested_stores_message(name: str, folder: Path, *, variable: bool = False) ->
     )
 
 
+def stores_folder_problem(name: str, folder: Path, *, variable: bool = False) -> str | None:
+    """What is wrong with ``folder`` as a folder of stores (given as ``name``): it is one
+    store, or one of its subfolders holds stores of its own; None if neither."""
+    from verdict.policy.layout import is_one_store
+
+    if is_one_store(folder):
+        return one_store_message(name, folder, variable=variable)
+    return nested_stores_message(name, folder, variable=variable)
+
+
 def check_store_folders(args: argparse.Namespace) -> None:
     """Stop when a --stores (or diff's --against) folder is empty, itself a store, or holds a
     folder of stores: `validate` passed the first two with the working folder's or the
@@ -46,10 +56,6 @@ def check_store_folders(args: argparse.Namespace) -> None:
         if isinstance(folder, EmptyPath):  # Path("") is the working folder
             fail(f"{flag}: must name a folder of policy stores")
         if isinstance(folder, Path):
-            from verdict.policy.layout import is_one_store
-
-            if is_one_store(folder):
-                fail(one_store_message(flag, folder))
-            nested = nested_stores_message(flag, folder)
-            if nested is not None:
-                fail(nested)
+            problem = stores_folder_problem(flag, folder)
+            if problem is not None:
+                fail(problem)

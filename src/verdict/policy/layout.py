@@ -13,17 +13,7 @@ def is_one_store(folder: Path) -> bool:
     """Whether ``folder`` is itself a policy store (``*.cedar`` files or a schema right in
     it) rather than a folder of stores: the loader would take its subfolders (``loans/``,
     ``tests/``) for stores and leave its policies out."""
-    try:
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                name = entry.name
-                if (name.endswith(".cedar") or name in (SCHEMA_TEXT, SCHEMA_JSON)) and (
-                    entry.is_file()
-                ):
-                    return True
-    except OSError:  # missing or unreadable: the loader says which
-        return False
-    return False
+    return _holds_store_files(folder, cedar=True)
 
 
 def _holds_store_files(folder: Path, *, cedar: bool) -> bool:
